@@ -1,0 +1,286 @@
+"""QUIC transport parameters (RFC 9000 §18), encoded and validated.
+
+Every parameter of RFC 9000 §18.2 is known, plus version_information
+(RFC 9368 §3), max_datagram_frame_size (RFC 9221 §3) and grease_quic_bit
+(RFC 9287 §3). Unknown parameters (including reserved GREASE ids,
+§18.1) are ignored. Anything invalid -- a duplicate, a value out of range,
+a server-only parameter from a client, a truncated value -- is a
+TRANSPORT_PARAMETER_ERROR (§7.4, §18.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .buffer import Reader, Writer
+from .errors import BufferReadError, QuicProtocolError, TransportErrorCode
+
+MAX_VARINT = (1 << 62) - 1
+MAX_STREAMS_LIMIT = 1 << 60  # RFC 9000 §4.6
+
+
+class ParamId(IntEnum):
+    ORIGINAL_DESTINATION_CONNECTION_ID = 0x00
+    MAX_IDLE_TIMEOUT = 0x01
+    STATELESS_RESET_TOKEN = 0x02
+    MAX_UDP_PAYLOAD_SIZE = 0x03
+    INITIAL_MAX_DATA = 0x04
+    INITIAL_MAX_STREAM_DATA_BIDI_LOCAL = 0x05
+    INITIAL_MAX_STREAM_DATA_BIDI_REMOTE = 0x06
+    INITIAL_MAX_STREAM_DATA_UNI = 0x07
+    INITIAL_MAX_STREAMS_BIDI = 0x08
+    INITIAL_MAX_STREAMS_UNI = 0x09
+    ACK_DELAY_EXPONENT = 0x0A
+    MAX_ACK_DELAY = 0x0B
+    DISABLE_ACTIVE_MIGRATION = 0x0C
+    PREFERRED_ADDRESS = 0x0D
+    ACTIVE_CONNECTION_ID_LIMIT = 0x0E
+    INITIAL_SOURCE_CONNECTION_ID = 0x0F
+    RETRY_SOURCE_CONNECTION_ID = 0x10
+    VERSION_INFORMATION = 0x11
+    MAX_DATAGRAM_FRAME_SIZE = 0x20
+    GREASE_QUIC_BIT = 0x2AB2
+
+
+# RFC 9000 §18.2: a client must not send these.
+SERVER_ONLY = frozenset(
+    {
+        ParamId.ORIGINAL_DESTINATION_CONNECTION_ID,
+        ParamId.STATELESS_RESET_TOKEN,
+        ParamId.PREFERRED_ADDRESS,
+        ParamId.RETRY_SOURCE_CONNECTION_ID,
+    }
+)
+
+
+@dataclass(slots=True)
+class PreferredAddress:
+    """RFC 9000 §18.2 preferred_address."""
+
+    ipv4_address: bytes = b"\x00" * 4
+    ipv4_port: int = 0
+    ipv6_address: bytes = b"\x00" * 16
+    ipv6_port: int = 0
+    connection_id: bytes = b"\x01" * 8
+    stateless_reset_token: bytes = b"\x00" * 16
+
+
+@dataclass(slots=True)
+class VersionInformation:
+    """RFC 9368 §3 version_information."""
+
+    chosen_version: int
+    available_versions: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class TransportParameters:
+    """One side's transport parameters; defaults are the RFC's defaults."""
+
+    original_destination_connection_id: bytes | None = None
+    max_idle_timeout: int = 0  # milliseconds; 0 = no timeout
+    stateless_reset_token: bytes | None = None
+    max_udp_payload_size: int = 65527
+    initial_max_data: int = 0
+    initial_max_stream_data_bidi_local: int = 0
+    initial_max_stream_data_bidi_remote: int = 0
+    initial_max_stream_data_uni: int = 0
+    initial_max_streams_bidi: int = 0
+    initial_max_streams_uni: int = 0
+    ack_delay_exponent: int = 3
+    max_ack_delay: int = 25  # milliseconds
+    disable_active_migration: bool = False
+    preferred_address: PreferredAddress | None = None
+    active_connection_id_limit: int = 2
+    initial_source_connection_id: bytes | None = None
+    retry_source_connection_id: bytes | None = None
+    version_information: VersionInformation | None = None
+    max_datagram_frame_size: int | None = None
+    grease_quic_bit: bool = False
+    unknown: dict[int, bytes] = field(default_factory=dict, compare=False)
+
+
+_INTEGER_PARAMS = {
+    ParamId.MAX_IDLE_TIMEOUT: "max_idle_timeout",
+    ParamId.MAX_UDP_PAYLOAD_SIZE: "max_udp_payload_size",
+    ParamId.INITIAL_MAX_DATA: "initial_max_data",
+    ParamId.INITIAL_MAX_STREAM_DATA_BIDI_LOCAL: "initial_max_stream_data_bidi_local",
+    ParamId.INITIAL_MAX_STREAM_DATA_BIDI_REMOTE: "initial_max_stream_data_bidi_remote",
+    ParamId.INITIAL_MAX_STREAM_DATA_UNI: "initial_max_stream_data_uni",
+    ParamId.INITIAL_MAX_STREAMS_BIDI: "initial_max_streams_bidi",
+    ParamId.INITIAL_MAX_STREAMS_UNI: "initial_max_streams_uni",
+    ParamId.ACK_DELAY_EXPONENT: "ack_delay_exponent",
+    ParamId.MAX_ACK_DELAY: "max_ack_delay",
+    ParamId.ACTIVE_CONNECTION_ID_LIMIT: "active_connection_id_limit",
+    ParamId.MAX_DATAGRAM_FRAME_SIZE: "max_datagram_frame_size",
+}
+_CID_PARAMS = {
+    ParamId.ORIGINAL_DESTINATION_CONNECTION_ID: "original_destination_connection_id",
+    ParamId.INITIAL_SOURCE_CONNECTION_ID: "initial_source_connection_id",
+    ParamId.RETRY_SOURCE_CONNECTION_ID: "retry_source_connection_id",
+}
+_FLAG_PARAMS = {
+    ParamId.DISABLE_ACTIVE_MIGRATION: "disable_active_migration",
+    ParamId.GREASE_QUIC_BIT: "grease_quic_bit",
+}
+
+
+def _error(reason: str) -> QuicProtocolError:
+    return QuicProtocolError(TransportErrorCode.TRANSPORT_PARAMETER_ERROR, reason)
+
+
+def encode_transport_parameters(params: TransportParameters) -> bytes:
+    """Encode ``params``; parameters at their default value are left out."""
+    out = Writer()
+    defaults = TransportParameters()
+
+    def put(param_id: int, value: bytes) -> None:
+        out.push_varint(param_id)
+        out.push_varint_prefixed(value)
+
+    for param_id, name in _CID_PARAMS.items():
+        cid = getattr(params, name)
+        if cid is not None:
+            put(param_id, cid)
+    for param_id, name in _INTEGER_PARAMS.items():
+        value = getattr(params, name)
+        if value is not None and value != getattr(defaults, name):
+            put(param_id, _varint(value))
+    for param_id, name in _FLAG_PARAMS.items():
+        if getattr(params, name):
+            put(param_id, b"")
+    if params.stateless_reset_token is not None:
+        put(ParamId.STATELESS_RESET_TOKEN, params.stateless_reset_token)
+    if params.preferred_address is not None:
+        put(ParamId.PREFERRED_ADDRESS, _encode_preferred_address(params.preferred_address))
+    if params.version_information is not None:
+        info = params.version_information
+        put(
+            ParamId.VERSION_INFORMATION,
+            b"".join(v.to_bytes(4, "big") for v in (info.chosen_version, *info.available_versions)),
+        )
+    for unknown_id, raw in params.unknown.items():
+        put(unknown_id, raw)
+    return out.getvalue()
+
+
+def _varint(value: int) -> bytes:
+    w = Writer()
+    w.push_varint(value)
+    return w.getvalue()
+
+
+def _encode_preferred_address(address: PreferredAddress) -> bytes:
+    w = Writer()
+    w.push_bytes(address.ipv4_address)
+    w.push_uint16(address.ipv4_port)
+    w.push_bytes(address.ipv6_address)
+    w.push_uint16(address.ipv6_port)
+    w.push_uint8_prefixed(address.connection_id)
+    w.push_bytes(address.stateless_reset_token)
+    return w.getvalue()
+
+
+def decode_transport_parameters(data: bytes, *, from_server: bool) -> TransportParameters:
+    """Decode and validate the peer's parameters.
+
+    ``from_server`` says who sent them: a client may not send server-only
+    parameters (RFC 9000 §18.2).
+    """
+    params = TransportParameters()
+    seen: set[int] = set()
+    reader = Reader(data)
+    try:
+        while not reader.eof():
+            param_id = reader.pull_varint()
+            value = reader.pull_varint_prefixed()
+            if param_id in seen:
+                raise _error(f"transport parameter 0x{param_id:x} appears twice")
+            seen.add(param_id)
+            _decode_one(params, param_id, value, from_server)
+    except BufferReadError:
+        raise _error("truncated transport parameters") from None
+    _validate(params)
+    return params
+
+
+def _decode_one(
+    params: TransportParameters, param_id: int, value: bytes, from_server: bool
+) -> None:
+    if param_id in SERVER_ONLY and not from_server:
+        raise _error(f"client sent server-only transport parameter {ParamId(param_id).name}")
+    if param_id in _INTEGER_PARAMS:
+        reader = Reader(value)
+        number = reader.pull_varint()
+        if not reader.eof():
+            raise _error(f"{_INTEGER_PARAMS[ParamId(param_id)]} has trailing bytes")
+        setattr(params, _INTEGER_PARAMS[ParamId(param_id)], number)
+    elif param_id in _CID_PARAMS:
+        if len(value) > 20:
+            raise _error(f"{_CID_PARAMS[ParamId(param_id)]} longer than 20 bytes")
+        setattr(params, _CID_PARAMS[ParamId(param_id)], value)
+    elif param_id in _FLAG_PARAMS:
+        if value:
+            raise _error(f"{_FLAG_PARAMS[ParamId(param_id)]} must be empty")
+        setattr(params, _FLAG_PARAMS[ParamId(param_id)], True)
+    elif param_id == ParamId.STATELESS_RESET_TOKEN:
+        if len(value) != 16:
+            raise _error("stateless_reset_token must be 16 bytes")
+        params.stateless_reset_token = value
+    elif param_id == ParamId.PREFERRED_ADDRESS:
+        params.preferred_address = _decode_preferred_address(value)
+    elif param_id == ParamId.VERSION_INFORMATION:
+        # RFC 9368 §3: a chosen version and zero or more available versions.
+        if len(value) < 4 or len(value) % 4:
+            raise _error("malformed version_information")
+        versions = [int.from_bytes(value[i : i + 4], "big") for i in range(0, len(value), 4)]
+        if versions[0] == 0:
+            raise _error("version_information chose version 0")
+        params.version_information = VersionInformation(versions[0], tuple(versions[1:]))
+    else:
+        params.unknown[param_id] = value
+
+
+def _decode_preferred_address(value: bytes) -> PreferredAddress:
+    reader = Reader(value)
+    address = PreferredAddress(
+        ipv4_address=reader.pull_bytes(4),
+        ipv4_port=reader.pull_uint16(),
+        ipv6_address=reader.pull_bytes(16),
+        ipv6_port=reader.pull_uint16(),
+        connection_id=reader.pull_uint8_prefixed(),
+        stateless_reset_token=reader.pull_bytes(16),
+    )
+    if not reader.eof():
+        raise _error("preferred_address has trailing bytes")
+    # RFC 9000 §18.2: a zero-length connection ID here is an error.
+    if not 1 <= len(address.connection_id) <= 20:
+        raise _error("preferred_address connection ID must be 1-20 bytes")
+    return address
+
+
+def _validate(params: TransportParameters) -> None:
+    """Range checks of RFC 9000 §18.2."""
+    if params.max_udp_payload_size < 1200:
+        raise _error("max_udp_payload_size below 1200")
+    if params.ack_delay_exponent > 20:
+        raise _error("ack_delay_exponent above 20")
+    if params.max_ack_delay >= 1 << 14:
+        raise _error("max_ack_delay of 2^14 ms or more")
+    if params.active_connection_id_limit < 2:
+        raise _error("active_connection_id_limit below 2")
+    if params.initial_max_streams_bidi > MAX_STREAMS_LIMIT:
+        raise _error("initial_max_streams_bidi above 2^60")
+    if params.initial_max_streams_uni > MAX_STREAMS_LIMIT:
+        raise _error("initial_max_streams_uni above 2^60")
+
+
+__all__ = [
+    "ParamId",
+    "PreferredAddress",
+    "TransportParameters",
+    "VersionInformation",
+    "decode_transport_parameters",
+    "encode_transport_parameters",
+]
