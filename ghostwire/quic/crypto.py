@@ -1,0 +1,436 @@
+"""QUIC packet protection: RFC 9001 §5-6, with the QUIC v2 changes of RFC 9369 §3.3.
+
+Theory of operation
+-------------------
+Every protected packet goes through two layers:
+
+1. **AEAD** (RFC 9001 §5.3): the payload is sealed with the negotiated AEAD;
+   the nonce is the IV XOR the full packet number, the associated data is the
+   whole unprotected header up to and including the packet number.
+2. **Header protection** (RFC 9001 §5.4): a 5-byte mask, computed from a
+   16-byte sample of the *ciphertext*, hides the low bits of the first byte
+   (packet number length, reserved bits, key phase) and the packet number.
+
+:class:`PacketKeys` holds what one direction needs at one encryption level and
+one key phase: the AEAD object (built once) and the header-protection context
+(built once and shared by every key phase, because a key update keeps the
+header-protection key, RFC 9001 §6.1). Sending is :func:`protect_packet`;
+receiving is :func:`remove_header_protection` followed by
+:meth:`PacketKeys.open` once the caller has decoded the full packet number.
+
+Initial keys come from :func:`derive_initial_secrets`; Retry packets are not
+encrypted, only tagged (:func:`encode_retry`, :func:`verify_retry`). Versions 1
+and 2 differ only in constants: the initial salt, the HKDF labels, the Retry
+key and nonce, and the Retry packet type bits.
+
+Convention: every ``data``/``packet`` argument starts at the first byte of the
+QUIC packet (offset 0), so ``pn_offset`` counts from the packet start. Callers
+with coalesced packets pass a ``memoryview`` slice of the datagram.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from .buffer import Bytes
+from .errors import PacketDropped
+from .suites import CipherSuite, hkdf_expand_label, hkdf_extract
+
+# Same values as ghostwire.quic.packet's constants (kept local: no import cycle).
+_QUIC_V1: Final = 0x00000001
+_QUIC_V2: Final = 0x6B3343CF
+
+INITIAL_SALT_V1: Final = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")  # RFC 9001 §5.2
+INITIAL_SALT_V2: Final = bytes.fromhex(
+    "0dede3def700a6db819381be6e269dcbf9bd2ed9"
+)  # RFC 9369 §3.3.1
+
+AEAD_TAG_SIZE: Final = 16
+SAMPLE_SIZE: Final = 16
+# RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number field start.
+_SAMPLE_OFFSET: Final = 4
+_MAX_CID_LENGTH: Final = 20
+_IV_LENGTH: Final = 12
+_MAX_PACKET_NUMBER: Final = (1 << 62) - 1
+_FIVE_ZEROS: Final = bytes(5)
+_LONG_HEADER_BIT: Final = 0x80
+
+
+class DecryptionFailed(PacketDropped):
+    """A packet failed AEAD authentication (or was too short to carry a tag).
+
+    RFC 9001 §5.5 / RFC 9000 §12.2: such packets are dropped silently; the
+    connection counts them against the integrity limit (RFC 9001 §6.6).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class _VersionParams:
+    initial_salt: bytes
+    key_label: bytes
+    iv_label: bytes
+    hp_label: bytes
+    ku_label: bytes
+    retry_key: bytes
+    retry_nonce: bytes
+    retry_type: int  # the two long-header type bits of a Retry packet
+
+
+_VERSIONS: Final[dict[int, _VersionParams]] = {
+    _QUIC_V1: _VersionParams(
+        initial_salt=INITIAL_SALT_V1,
+        key_label=b"quic key",
+        iv_label=b"quic iv",
+        hp_label=b"quic hp",
+        ku_label=b"quic ku",
+        # RFC 9001 §5.8
+        retry_key=bytes.fromhex("be0c690b9f66575a1d766b54e368c84e"),
+        retry_nonce=bytes.fromhex("461599d35d632bf2239825bb"),
+        retry_type=0b11,
+    ),
+    _QUIC_V2: _VersionParams(
+        initial_salt=INITIAL_SALT_V2,
+        # RFC 9369 §3.3.2
+        key_label=b"quicv2 key",
+        iv_label=b"quicv2 iv",
+        hp_label=b"quicv2 hp",
+        ku_label=b"quicv2 ku",
+        # RFC 9369 §3.3.3
+        retry_key=bytes.fromhex("8fb4b01b56ac48e260fbcbcead7ccc92"),
+        retry_nonce=bytes.fromhex("d86969bc2d7c6d9990efb04a"),
+        retry_type=0b00,  # RFC 9369 §3.2
+    ),
+}
+
+_RETRY_AEADS: Final = {version: AESGCM(p.retry_key) for version, p in _VERSIONS.items()}
+
+
+def _params(version: int) -> _VersionParams:
+    try:
+        return _VERSIONS[version]
+    except KeyError:
+        raise ValueError(f"no packet protection defined for QUIC version 0x{version:08x}") from None
+
+
+def supported_versions() -> tuple[int, ...]:
+    """The QUIC versions this module can protect packets for."""
+    return tuple(_VERSIONS)
+
+
+# -- initial secrets ---------------------------------------------------------
+
+
+def derive_initial_secrets(dcid: bytes, version: int) -> tuple[bytes, bytes]:
+    """The (client, server) Initial secrets for the client's first DCID (RFC 9001 §5.2).
+
+    Both use SHA-256 and AEAD_AES_128_GCM whatever suite TLS later picks.
+    """
+    initial_secret = hkdf_extract("sha256", _params(version).initial_salt, dcid)
+    client = hkdf_expand_label("sha256", initial_secret, b"client in", b"", 32)
+    server = hkdf_expand_label("sha256", initial_secret, b"server in", b"", 32)
+    return client, server
+
+
+# -- header protection -------------------------------------------------------
+
+
+class _MaskFunction(Protocol):
+    def __call__(self, sample: Bytes, /) -> bytes: ...
+
+
+def _aes_mask_function(hp_key: bytes) -> _MaskFunction:
+    """RFC 9001 §5.4.3: mask = AES-ECB(hp_key, sample). One ECB context, reused:
+    ECB keeps no state between whole blocks and every sample is one block."""
+    update = Cipher(algorithms.AES(hp_key), modes.ECB()).encryptor().update
+
+    def mask(sample: Bytes) -> bytes:
+        return update(sample)[:5]
+
+    return mask
+
+
+def _chacha_mask_function(hp_key: bytes) -> _MaskFunction:
+    """RFC 9001 §5.4.4: mask = ChaCha20(hp_key, counter=sample[0:4] (little
+    endian), nonce=sample[4:16]) over five zero bytes. cryptography's 16-byte
+    ChaCha20 "nonce" is exactly counter || nonce, i.e. the sample itself."""
+    context = Cipher(algorithms.ChaCha20(hp_key, bytes(16)), mode=None).encryptor()
+    reset_nonce = context.reset_nonce
+    update = context.update
+
+    def mask(sample: Bytes) -> bytes:
+        reset_nonce(bytes(sample))
+        return update(_FIVE_ZEROS)
+
+    return mask
+
+
+def _mask_function(cipher_suite: CipherSuite, hp_key: bytes) -> _MaskFunction:
+    if cipher_suite is CipherSuite.CHACHA20_POLY1305_SHA256:
+        return _chacha_mask_function(hp_key)
+    return _aes_mask_function(hp_key)
+
+
+# -- packet keys -------------------------------------------------------------
+
+
+def _aead_for(cipher_suite: CipherSuite, key: bytes) -> AESGCM | ChaCha20Poly1305:
+    if cipher_suite is CipherSuite.CHACHA20_POLY1305_SHA256:
+        return ChaCha20Poly1305(key)
+    return AESGCM(key)
+
+
+class PacketKeys:
+    """Packet protection for one direction, one encryption level, one key phase.
+
+    Build with :meth:`from_secret`; derive the next key phase with
+    :meth:`next_phase`. ``key``, ``iv`` and ``hp_key`` are exposed for tests
+    and logging; the hot path uses the cipher objects built once here.
+    """
+
+    __slots__ = (
+        "_aead",
+        "_iv_int",
+        "_mask",
+        "cipher_suite",
+        "hp_key",
+        "iv",
+        "key",
+        "secret",
+        "version",
+    )
+
+    def __init__(
+        self,
+        cipher_suite: CipherSuite,
+        secret: bytes,
+        version: int,
+        hp_key: bytes,
+        mask_function: _MaskFunction,
+    ) -> None:
+        """Internal: use :meth:`from_secret`. ``mask_function`` is the (shared)
+        header-protection function for ``hp_key``."""
+        params = _params(version)
+        hash_name = cipher_suite.hash_name
+        self.cipher_suite = cipher_suite
+        self.secret = secret
+        self.version = version
+        self.key = hkdf_expand_label(
+            hash_name, secret, params.key_label, b"", cipher_suite.key_length
+        )
+        self.iv = hkdf_expand_label(hash_name, secret, params.iv_label, b"", _IV_LENGTH)
+        self.hp_key = hp_key
+        self._aead = _aead_for(cipher_suite, self.key)
+        self._iv_int = int.from_bytes(self.iv, "big")
+        self._mask = mask_function
+
+    @classmethod
+    def from_secret(cls, cipher_suite: CipherSuite, secret: bytes, version: int) -> PacketKeys:
+        """Keys from a TLS traffic secret (or an Initial secret), RFC 9001 §5.1."""
+        cipher_suite = CipherSuite(cipher_suite)
+        if len(secret) != cipher_suite.hash_length:
+            raise ValueError(
+                f"{cipher_suite.tls_name} secrets are {cipher_suite.hash_length} bytes,"
+                f" got {len(secret)}"
+            )
+        hp_key = hkdf_expand_label(
+            cipher_suite.hash_name, secret, _params(version).hp_label, b"", cipher_suite.key_length
+        )
+        return cls(cipher_suite, secret, version, hp_key, _mask_function(cipher_suite, hp_key))
+
+    def next_phase(self) -> PacketKeys:
+        """The keys of the next key phase (RFC 9001 §6.1).
+
+        secret' = HKDF-Expand-Label(secret, "quic ku", "", Hash.length); the
+        AEAD key and IV are derived from it, the header-protection key is kept.
+        """
+        suite = self.cipher_suite
+        label = _params(self.version).ku_label
+        secret = hkdf_expand_label(suite.hash_name, self.secret, label, b"", suite.hash_length)
+        return PacketKeys(suite, secret, self.version, self.hp_key, self._mask)
+
+    def header_mask(self, sample: Bytes) -> bytes:
+        """The 5-byte header-protection mask for a 16-byte ciphertext sample (RFC 9001 §5.4)."""
+        if len(sample) != SAMPLE_SIZE:
+            raise ValueError(
+                f"header protection samples are {SAMPLE_SIZE} bytes, got {len(sample)}"
+            )
+        return self._mask(sample)
+
+    def _nonce(self, pn: int) -> bytes:
+        # RFC 9001 §5.3: the packet number, left-padded to the IV size, XOR the IV.
+        return (self._iv_int ^ pn).to_bytes(_IV_LENGTH, "big")
+
+    def seal(self, pn: int, header: Bytes, payload: Bytes) -> bytes:
+        """Encrypt ``payload``; returns ciphertext || 16-byte tag. ``header`` is
+        the unprotected header through the packet number (the AAD)."""
+        if not 0 <= pn <= _MAX_PACKET_NUMBER:
+            raise ValueError(f"packet number {pn} out of range")
+        return self._aead.encrypt(self._nonce(pn), payload, header)
+
+    def open(self, pn: int, header: Bytes, ciphertext: Bytes) -> bytes:
+        """Decrypt and authenticate; raises :class:`DecryptionFailed` on failure."""
+        if len(ciphertext) < AEAD_TAG_SIZE:
+            raise DecryptionFailed("ciphertext shorter than the AEAD tag")
+        if not 0 <= pn <= _MAX_PACKET_NUMBER:
+            raise DecryptionFailed(f"packet number {pn} out of range")
+        try:
+            return self._aead.decrypt(self._nonce(pn), ciphertext, header)
+        except InvalidTag:
+            raise DecryptionFailed("AEAD authentication failed") from None
+
+    def __repr__(self) -> str:
+        return f"PacketKeys({self.cipher_suite.tls_name}, version=0x{self.version:08x})"
+
+
+# -- whole packets -----------------------------------------------------------
+
+
+def _first_byte_mask(first_byte: int) -> int:
+    # RFC 9001 §5.4.1: 4 protected bits in long headers, 5 in short headers.
+    return 0x0F if first_byte & _LONG_HEADER_BIT else 0x1F
+
+
+def protect_packet(
+    keys: PacketKeys, packet: bytearray, pn_offset: int, pn_length: int, pn: int
+) -> bytes:
+    """Seal the payload and apply header protection; returns the wire packet.
+
+    ``packet`` is the plaintext header (packet number already written at
+    ``pn_offset``, its length in the first byte's low two bits) followed by
+    the plaintext payload. It is not modified. The payload must be padded so
+    the 16-byte sample exists (RFC 9001 §5.4.2): packet number plus payload
+    of at least 4 bytes; a shorter one is our bug and raises ``ValueError``.
+    """
+    header_end = pn_offset + pn_length
+    if not 1 <= pn_length <= 4 or pn_offset < 1 or len(packet) < header_end:
+        raise ValueError("packet number field out of range")
+    if (packet[0] & 0x03) + 1 != pn_length:
+        raise ValueError("first byte's packet number length bits disagree with pn_length")
+    if len(packet) < pn_offset + _SAMPLE_OFFSET:
+        raise ValueError("payload too short for the header protection sample; pad it")
+    # Slicing copies, but cryptography takes bytearrays faster than memoryviews.
+    header = packet[:header_end]
+    ciphertext = keys.seal(pn, header, packet[header_end:])
+    sample_start = _SAMPLE_OFFSET - pn_length
+    mask = keys._mask(ciphertext[sample_start : sample_start + SAMPLE_SIZE])
+    header[0] ^= mask[0] & _first_byte_mask(header[0])
+    for i in range(pn_length):
+        header[pn_offset + i] ^= mask[1 + i]
+    return bytes(header) + ciphertext
+
+
+def remove_header_protection(
+    keys: PacketKeys, data: Bytes, pn_offset: int
+) -> tuple[bytearray, int]:
+    """Undo header protection of the packet starting at ``data[0]``.
+
+    Returns a copy of the header from the first byte through the packet
+    number, unprotected (the AEAD's associated data), and the packet number
+    length. ``data`` may extend past this packet (only the sample is read).
+    Raises :class:`PacketDropped` if the packet is too short to sample
+    (RFC 9001 §5.4.2: such packets MUST be discarded).
+    """
+    sample_start = pn_offset + _SAMPLE_OFFSET
+    if pn_offset < 1 or len(data) < sample_start + SAMPLE_SIZE:
+        raise PacketDropped("packet too short for the header protection sample")
+    mask = keys._mask(data[sample_start : sample_start + SAMPLE_SIZE])
+    first = data[0] ^ (mask[0] & _first_byte_mask(data[0]))
+    pn_length = (first & 0x03) + 1
+    header = bytearray(data[: pn_offset + pn_length])
+    header[0] = first
+    for i in range(pn_length):
+        header[pn_offset + i] ^= mask[1 + i]
+    return header, pn_length
+
+
+# -- Retry integrity ---------------------------------------------------------
+
+
+def retry_integrity_tag(original_dcid: bytes, retry_without_tag: Bytes, version: int) -> bytes:
+    """The Retry Integrity Tag (RFC 9001 §5.8; RFC 9369 §3.3.3 for v2).
+
+    AES-128-GCM with a fixed key and nonce over an empty plaintext; the AAD is
+    the Retry pseudo-packet: ODCID length, ODCID, then the Retry packet
+    without its tag.
+    """
+    params = _params(version)
+    if len(original_dcid) > _MAX_CID_LENGTH:
+        raise ValueError("connection IDs are at most 20 bytes")
+    pseudo_packet = bytes((len(original_dcid),)) + original_dcid + bytes(retry_without_tag)
+    return _RETRY_AEADS[version].encrypt(params.retry_nonce, b"", pseudo_packet)
+
+
+def encode_retry(
+    *,
+    version: int,
+    dcid: bytes,
+    scid: bytes,
+    original_dcid: bytes,
+    token: bytes,
+    first_byte_random: int = 0,
+) -> bytes:
+    """A complete Retry packet (RFC 9000 §17.2.5) with its integrity tag.
+
+    ``dcid`` is the client's SCID, ``scid`` the server's new CID, ``original_dcid``
+    the DCID of the client's Initial. The low 4 bits of the first byte are
+    unused and taken from ``first_byte_random``.
+    """
+    params = _params(version)
+    if len(dcid) > _MAX_CID_LENGTH or len(scid) > _MAX_CID_LENGTH:
+        raise ValueError("connection IDs are at most 20 bytes")
+    if not token:
+        # RFC 9000 §17.2.5.2: a client discards a Retry with an empty token.
+        raise ValueError("a Retry packet needs a non-empty token")
+    first_byte = 0xC0 | (params.retry_type << 4) | (first_byte_random & 0x0F)
+    body = (
+        bytes((first_byte,))
+        + version.to_bytes(4, "big")
+        + bytes((len(dcid),))
+        + dcid
+        + bytes((len(scid),))
+        + scid
+        + token
+    )
+    return body + retry_integrity_tag(original_dcid, body, version)
+
+
+def verify_retry(packet: Bytes, original_dcid: bytes, version: int) -> bool:
+    """Whether ``packet`` (a whole Retry packet) carries a valid integrity tag
+    for ``original_dcid`` under ``version`` (RFC 9001 §5.8)."""
+    # first byte, version, two CID lengths, tag
+    if len(packet) < 1 + 4 + 1 + 1 + AEAD_TAG_SIZE:
+        return False
+    split = len(packet) - AEAD_TAG_SIZE
+    expected = retry_integrity_tag(original_dcid, packet[:split], version)
+    return hmac.compare_digest(expected, bytes(packet[split:]))
+
+
+# -- AEAD usage limits (RFC 9001 §6.6) ---------------------------------------
+
+
+def confidentiality_limit(cipher_suite: CipherSuite) -> int:
+    """Packets one key may protect before a key update is due (RFC 9001 §6.6).
+
+    AES-GCM: 2^23. ChaCha20-Poly1305: the limit exceeds the number of possible
+    packets, so the packet number space (2^62) is returned.
+    """
+    if cipher_suite is CipherSuite.CHACHA20_POLY1305_SHA256:
+        return 1 << 62
+    return 1 << 23
+
+
+def integrity_limit(cipher_suite: CipherSuite) -> int:
+    """Packets failing authentication, across all keys of a connection, after
+    which it closes with AEAD_LIMIT_REACHED (RFC 9001 §6.6).
+
+    AES-GCM: 2^52. ChaCha20-Poly1305: 2^36.
+    """
+    if cipher_suite is CipherSuite.CHACHA20_POLY1305_SHA256:
+        return 1 << 36
+    return 1 << 52
