@@ -1,0 +1,78 @@
+"""Ephemeral (EC)DHE key exchange for the key_share extension (RFC 8446 §4.2.8).
+
+Theory of operation: each side makes one :class:`KeyShare` per offered group,
+sends ``public_bytes`` and feeds the peer's share to :meth:`KeyShare.exchange`
+to get the shared secret that enters the key schedule. Peer shares are
+validated as RFC 8446 §4.2.8.2 and §7.4 require; a bad share is an
+illegal_parameter alert. Private keys come from ``cryptography`` (the OS
+random source); they never leave this object.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+from .alerts import illegal_parameter
+
+
+class Group(IntEnum):
+    """Named groups for key exchange (RFC 8446 §4.2.7)."""
+
+    SECP256R1 = 0x0017
+    SECP384R1 = 0x0018
+    X25519 = 0x001D
+
+
+DEFAULT_GROUPS = (Group.X25519, Group.SECP256R1)
+
+_CURVES: dict[Group, ec.EllipticCurve] = {
+    Group.SECP256R1: ec.SECP256R1(),
+    Group.SECP384R1: ec.SECP384R1(),
+}
+# Uncompressed point sizes: 0x04 || X || Y (RFC 8446 §4.2.8.2).
+_POINT_SIZES = {Group.SECP256R1: 65, Group.SECP384R1: 97}
+
+
+class KeyShare:
+    """Our ephemeral key pair for one group."""
+
+    __slots__ = ("_private", "group", "public_bytes")
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self._private: x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
+        if group is Group.X25519:
+            self._private = x25519.X25519PrivateKey.generate()
+            self.public_bytes = self._private.public_key().public_bytes_raw()
+        else:
+            self._private = ec.generate_private_key(_CURVES[group])
+            self.public_bytes = self._private.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+
+    def exchange(self, peer_share: bytes) -> bytes:
+        """The shared secret with the peer's ``key_exchange`` bytes."""
+        private = self._private
+        if isinstance(private, x25519.X25519PrivateKey):
+            if len(peer_share) != 32:
+                raise illegal_parameter("X25519 key share is not 32 bytes")
+            try:
+                # OpenSSL refuses an all-zero result (RFC 8446 §7.4.2).
+                return private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_share))
+            except ValueError:
+                raise illegal_parameter("invalid X25519 key share") from None
+        group = self.group
+        if len(peer_share) != _POINT_SIZES[group] or peer_share[0] != 4:
+            # RFC 8446 §4.2.8.2: only the uncompressed point form is allowed.
+            raise illegal_parameter(f"{group.name} key share is not an uncompressed point")
+        try:
+            public = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[group], peer_share)
+            return private.exchange(ec.ECDH(), public)
+        except ValueError:
+            raise illegal_parameter(f"invalid {group.name} key share") from None
+
+    def __repr__(self) -> str:
+        return f"KeyShare({self.group.name})"

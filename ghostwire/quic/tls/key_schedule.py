@@ -1,0 +1,134 @@
+"""The TLS 1.3 key schedule and handshake transcript (RFC 8446 §7.1, §4.4.1).
+
+Theory of operation: :class:`Transcript` hashes handshake messages
+incrementally. Until the cipher suite (and so the hash) is known -- a client
+has sent its ClientHello but not seen the ServerHello -- messages are kept
+and hashed once the hash is chosen. After a HelloRetryRequest the first
+ClientHello is replaced by the synthetic ``message_hash`` message.
+
+:class:`KeySchedule` walks the secret chain of RFC 8446 §7.1 for a (EC)DHE
+handshake without a PSK::
+
+    early = Extract(0, 0)          -- a constant per hash; cached
+    handshake = Extract(Derive-Secret(early, "derived", ""), shared secret)
+    master = Extract(Derive-Secret(handshake, "derived", ""), 0)
+
+with the traffic secrets derived from the transcript hash at the points the
+RFC names. A PSK (resumption, 0-RTT) would only change ``early``; the class
+keeps that door open but does not implement it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from functools import lru_cache
+from typing import Any
+
+from ..suites import CipherSuite, hkdf_expand_label, hkdf_extract
+from .messages import message_hash
+
+
+class Transcript:
+    """Running hash of the handshake messages (RFC 8446 §4.4.1)."""
+
+    __slots__ = ("_hash", "_pending")
+
+    def __init__(self) -> None:
+        self._hash: Any = None  # a hashlib object once the suite is known
+        self._pending: list[bytes] = []
+
+    @property
+    def hash_chosen(self) -> bool:
+        return self._hash is not None
+
+    def choose_hash(self, hash_name: str) -> None:
+        """Fix the hash function (once the cipher suite is negotiated)."""
+        if self._hash is not None:
+            return
+        self._hash = hashlib.new(hash_name)
+        for message in self._pending:
+            self._hash.update(message)
+        self._pending.clear()
+
+    def update(self, message: bytes) -> None:
+        if self._hash is None:
+            self._pending.append(message)
+        else:
+            self._hash.update(message)
+
+    def digest(self) -> bytes:
+        """Hash of everything so far (the hash must have been chosen)."""
+        if self._hash is None:
+            raise RuntimeError("transcript hash not chosen yet")
+        return bytes(self._hash.copy().digest())
+
+    def replace_with_message_hash(self) -> None:
+        """Replace ClientHello1 by ``message_hash`` (RFC 8446 §4.4.1, HRR).
+
+        Must be called when the transcript holds exactly ClientHello1.
+        """
+        digest = self.digest()
+        self._hash = hashlib.new(self._hash.name)
+        self._hash.update(message_hash(digest))
+
+
+@lru_cache(maxsize=4)
+def _derived_from_early(hash_name: str) -> bytes:
+    """Derive-Secret(early_secret, "derived", "") with no PSK: a constant."""
+    zeros = bytes(hashlib.new(hash_name).digest_size)
+    early = hkdf_extract(hash_name, b"", zeros)
+    return _derive_secret(hash_name, early, b"derived", hashlib.new(hash_name).digest())
+
+
+@lru_cache(maxsize=4)
+def _empty_hash(hash_name: str) -> bytes:
+    return hashlib.new(hash_name).digest()
+
+
+def _derive_secret(hash_name: str, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
+    """Derive-Secret (RFC 8446 §7.1) given the transcript hash."""
+    return hkdf_expand_label(hash_name, secret, label, transcript_hash, len(transcript_hash))
+
+
+class KeySchedule:
+    """The secrets of one handshake; call the methods in protocol order."""
+
+    __slots__ = ("_handshake_secret", "_hash_length", "_hash_name", "_master_secret")
+
+    def __init__(self, cipher_suite: CipherSuite) -> None:
+        self._hash_name = cipher_suite.hash_name
+        self._hash_length = cipher_suite.hash_length
+        self._handshake_secret = b""
+        self._master_secret = b""
+
+    def handshake_traffic_secrets(
+        self, shared_secret: bytes, transcript_hash: bytes
+    ) -> tuple[bytes, bytes]:
+        """``(client, server)`` handshake traffic secrets; hash of ClientHello..ServerHello."""
+        name = self._hash_name
+        self._handshake_secret = hkdf_extract(name, _derived_from_early(name), shared_secret)
+        client = _derive_secret(name, self._handshake_secret, b"c hs traffic", transcript_hash)
+        server = _derive_secret(name, self._handshake_secret, b"s hs traffic", transcript_hash)
+        derived = _derive_secret(name, self._handshake_secret, b"derived", _empty_hash(name))
+        self._master_secret = hkdf_extract(name, derived, bytes(self._hash_length))
+        return client, server
+
+    def application_traffic_secrets(self, transcript_hash: bytes) -> tuple[bytes, bytes]:
+        """``(client, server)`` first application traffic secrets; hash up to server Finished."""
+        if not self._master_secret:
+            raise RuntimeError("handshake secrets first")
+        name = self._hash_name
+        client = _derive_secret(name, self._master_secret, b"c ap traffic", transcript_hash)
+        server = _derive_secret(name, self._master_secret, b"s ap traffic", transcript_hash)
+        return client, server
+
+    def resumption_master_secret(self, transcript_hash: bytes) -> bytes:
+        """RFC 8446 §7.1 ``res master``; hash up to the client Finished (for future PSKs)."""
+        return _derive_secret(self._hash_name, self._master_secret, b"res master", transcript_hash)
+
+    def finished_verify_data(self, base_key: bytes, transcript_hash: bytes) -> bytes:
+        """Finished.verify_data for ``base_key`` (a handshake traffic secret), RFC 8446 §4.4.4."""
+        name = self._hash_name
+        finished_key = hkdf_expand_label(name, base_key, b"finished", b"", self._hash_length)
+        return hmac.digest(finished_key, transcript_hash, name)

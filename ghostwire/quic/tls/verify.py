@@ -1,0 +1,376 @@
+"""Certificate chains: trust stores, loading PEM files, and verifying peers.
+
+Theory of operation: path building and the web-PKI policy (validity, key
+usage, EKU, name constraints, SAN matching) are delegated to
+``cryptography.x509.verification``. This module adds what a TLS stack needs
+around it:
+
+* :class:`TrustStore` -- the trust anchors, from PEM, a CA file, a list of
+  certificates, or the system bundle (loaded once, lazily, and cached).
+* :func:`verify_server_certificate` / :func:`verify_client_certificate` --
+  run the verifier and translate a failure into the right TLS alert
+  (certificate_expired, bad_certificate for a name mismatch, unknown_ca for a
+  chain that does not lead to a trust anchor), with a reason that says what
+  was expected.
+
+The one exception to "the core never reads the clock": certificate validity
+is checked at ``now`` when given (tests, reproducibility) and otherwise at
+the real current time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import ssl
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar, NoReturn
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+from .alerts import AlertDescription, CertificateVerificationError
+from .signatures import PrivateKey, check_private_key
+
+PemSource = bytes | str | os.PathLike[str]
+MAX_CHAIN_DEPTH = 8
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+_PEM_KEY = re.compile(
+    rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
+)
+
+
+class TrustStoreError(RuntimeError):
+    """No usable trust anchors (e.g. no system CA bundle was found)."""
+
+
+def _read_source(source: PemSource) -> bytes:
+    """PEM/DER bytes, PEM text, or a path to a file holding them."""
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str) and "-----BEGIN" in source:
+        return source.encode("ascii")
+    return Path(source).read_bytes()
+
+
+def load_certificate_chain(source: PemSource) -> list[x509.Certificate]:
+    """All certificates in a PEM file or PEM/DER bytes, in file order (leaf first)."""
+    data = _read_source(source)
+    if b"-----BEGIN" not in data:
+        return [x509.load_der_x509_certificate(data)]
+    return x509.load_pem_x509_certificates(data)
+
+
+def load_private_key(source: PemSource, password: bytes | None = None) -> PrivateKey:
+    """The private key in a PEM file or PEM/DER bytes (a combined cert+key PEM works)."""
+    data = _read_source(source)
+    key: object
+    if b"-----BEGIN" in data:
+        match = _PEM_KEY.search(data)
+        if match is None:
+            raise ValueError("no PEM private key found")
+        key = serialization.load_pem_private_key(match.group(0), password)
+    else:
+        key = serialization.load_der_private_key(data, password)
+    check_private_key(key)
+    return key  # type: ignore[return-value]
+
+
+class TrustStore:
+    """A set of trust anchors (root certificates) to verify peers against."""
+
+    _system: ClassVar[TrustStore | None] = None
+    _system_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, certificates: Iterable[x509.Certificate]) -> None:
+        unique: dict[bytes, x509.Certificate] = {}
+        for cert in certificates:
+            unique.setdefault(cert.public_bytes(serialization.Encoding.DER), cert)
+        if not unique:
+            raise ValueError("a trust store needs at least one certificate")
+        self.certificates: list[x509.Certificate] = list(unique.values())
+        self._store = Store(self.certificates)
+
+    @property
+    def store(self) -> Store:
+        """The ``cryptography`` Store built from the certificates."""
+        return self._store
+
+    @classmethod
+    def from_pem(cls, data: bytes | str) -> TrustStore:
+        """Every certificate in PEM ``data``."""
+        raw = data.encode("ascii") if isinstance(data, str) else data
+        return cls(x509.load_pem_x509_certificates(raw))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrustStore:
+        """Every certificate in a PEM file (a CA bundle)."""
+        return cls.from_pem(Path(path).read_bytes())
+
+    @classmethod
+    def from_certificates(cls, certificates: Sequence[x509.Certificate]) -> TrustStore:
+        return cls(certificates)
+
+    @classmethod
+    def system(cls) -> TrustStore:
+        """The operating system's CA bundle, loaded on first use and cached.
+
+        Looks at ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, then at what
+        :func:`ssl.get_default_verify_paths` reports. Raises
+        :class:`TrustStoreError` if no certificate is found.
+        """
+        with cls._system_lock:
+            if cls._system is None:
+                cls._system = cls(_load_system_certificates())
+            return cls._system
+
+    def __len__(self) -> int:
+        return len(self.certificates)
+
+    def __repr__(self) -> str:
+        return f"TrustStore({len(self.certificates)} certificates)"
+
+
+def _load_pem_lenient(data: bytes) -> list[x509.Certificate]:
+    """Certificates in ``data``, skipping blocks that do not parse.
+
+    System bundles hold a few old roots that ``cryptography`` warns about
+    (e.g. non-positive serial numbers); those warnings are not the user's
+    business, so they are silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except ValueError:
+            pass
+        certs = []
+        for block in _PEM_CERT.findall(data):
+            try:
+                certs.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
+        return certs
+
+
+def _load_system_certificates() -> list[x509.Certificate]:
+    paths = ssl.get_default_verify_paths()
+    files = [os.environ.get(paths.openssl_cafile_env), paths.cafile, paths.openssl_cafile]
+    dirs = [os.environ.get(paths.openssl_capath_env), paths.capath, paths.openssl_capath]
+    certs: list[x509.Certificate] = []
+    for name in files:
+        if name and os.path.isfile(name):
+            certs += _load_pem_lenient(Path(name).read_bytes())
+            break
+    if not certs:
+        # A hashed directory (c_rehash) only when there is no bundle file.
+        for name in dirs:
+            if name and os.path.isdir(name):
+                for entry in sorted(Path(name).iterdir()):
+                    if entry.is_file():
+                        certs += _load_pem_lenient(entry.read_bytes())
+                if certs:
+                    break
+    if not certs:
+        raise TrustStoreError(
+            "no system CA certificates found (looked at SSL_CERT_FILE, SSL_CERT_DIR and "
+            f"{paths.cafile or paths.openssl_cafile}); pass a CA file (cafile=...) instead"
+        )
+    return certs
+
+
+# ---------------------------------------------------------------------------
+# Verification
+# ---------------------------------------------------------------------------
+
+
+def _now(now: datetime | None) -> datetime:
+    # The one clock read of the TLS core (see the module docstring).
+    return now if now is not None else datetime.now(UTC)
+
+
+def _trust_store(trust_store: TrustStore | None) -> TrustStore:
+    if trust_store is not None:
+        return trust_store
+    try:
+        return TrustStore.system()
+    except TrustStoreError as exc:
+        raise CertificateVerificationError(AlertDescription.UNKNOWN_CA, str(exc)) from None
+
+
+def _subject_name(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string() or "(empty subject)"
+    except ValueError:
+        return "(unreadable subject)"
+
+
+def _check_validity(chain: Sequence[x509.Certificate], at: datetime) -> None:
+    """certificate_expired for a certificate used outside its validity period."""
+    for cert in chain:
+        if at > cert.not_valid_after_utc:
+            problem = f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+        elif at < cert.not_valid_before_utc:
+            problem = f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+        else:
+            continue
+        raise CertificateVerificationError(
+            AlertDescription.CERTIFICATE_EXPIRED,
+            f"certificate {_subject_name(cert)} {problem} (checked at {at:%Y-%m-%d %H:%M:%S})",
+        )
+
+
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses in the certificate's subjectAltName."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names: list[str] = list(san.get_values_for_type(x509.DNSName))
+    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return names
+
+
+def _subject_for(name: str) -> x509.DNSName | x509.IPAddress:
+    if ":" not in name and not name[-1:].isdigit():
+        return x509.DNSName(name)  # fast path: not an IP literal
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+@contextmanager
+def _malformed_is_bad_certificate() -> Iterator[None]:
+    """Certificates parse lazily: a malformed field surfaces on first use.
+
+    ``cryptography`` reports malformed input with a variety of exception
+    types (ValueError, DuplicateExtension, InvalidVersion, ...), so anything
+    but our own verdict raised while looking at the peer's certificates
+    means the certificate is bad.
+    """
+    try:
+        yield
+    except CertificateVerificationError:
+        raise
+    except Exception as exc:
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE, f"malformed certificate: {exc}"
+        ) from None
+
+
+def verify_server_certificate(
+    chain: Sequence[x509.Certificate],
+    server_name: str,
+    trust_store: TrustStore | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Verify a server's chain (leaf first) for ``server_name`` (DNS name or IP literal).
+
+    Raises :class:`CertificateVerificationError`.
+    """
+    with _malformed_is_bad_certificate():
+        _verify_server(chain, server_name, trust_store, now)
+
+
+def _verify_server(
+    chain: Sequence[x509.Certificate],
+    server_name: str,
+    trust_store: TrustStore | None,
+    now: datetime | None,
+) -> None:
+    if not chain:
+        raise CertificateVerificationError(AlertDescription.BAD_CERTIFICATE, "no certificate")
+    at = _now(now)
+    _check_validity(chain[:1], at)
+    builder = PolicyBuilder().store(_trust_store(trust_store).store).time(at)
+    builder = builder.max_chain_depth(MAX_CHAIN_DEPTH)
+    leaf, intermediates = chain[0], list(chain[1:])
+    try:
+        verifier = builder.build_server_verifier(_subject_for(server_name))
+    except ValueError:
+        # Not a certificate problem, but a name that no certificate can match.
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE, f"{server_name!r} is not a valid host name"
+        ) from None
+    try:
+        verifier.verify(leaf, intermediates)
+        return
+    except VerificationError as exc:
+        failure = str(exc)
+    _explain_failure(builder, chain, server_name, failure, at)
+
+
+def _explain_failure(
+    builder: PolicyBuilder,
+    chain: Sequence[x509.Certificate],
+    server_name: str,
+    failure: str,
+    at: datetime,
+) -> NoReturn:
+    """Raise the alert that best describes why a server chain did not verify."""
+    # Expired intermediates only matter when no path avoided them.
+    _check_validity(chain[1:], at)
+    # A name mismatch, or an untrusted chain? Try a name the certificate carries.
+    leaf, intermediates = chain[0], list(chain[1:])
+    names = certificate_names(leaf)
+    for name in names[:1]:
+        probe = "wildcard-probe" + name[1:] if name.startswith("*.") else name
+        try:
+            builder.build_server_verifier(_subject_for(probe)).verify(leaf, intermediates)
+        except (VerificationError, ValueError):
+            break
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE,
+            f"certificate is for {', '.join(names)}, not {server_name}",
+        )
+    raise CertificateVerificationError(
+        AlertDescription.UNKNOWN_CA, f"certificate chain not trusted for {server_name}: {failure}"
+    )
+
+
+def verify_client_certificate(
+    chain: Sequence[x509.Certificate],
+    trust_store: TrustStore | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Verify a client's chain (leaf first; the leaf needs the clientAuth EKU).
+
+    Raises :class:`CertificateVerificationError`.
+    """
+    with _malformed_is_bad_certificate():
+        _verify_client(chain, trust_store, now)
+
+
+def _verify_client(
+    chain: Sequence[x509.Certificate], trust_store: TrustStore | None, now: datetime | None
+) -> None:
+    if not chain:
+        raise CertificateVerificationError(AlertDescription.BAD_CERTIFICATE, "no certificate")
+    at = _now(now)
+    _check_validity(chain[:1], at)
+    verifier = (
+        PolicyBuilder()
+        .store(_trust_store(trust_store).store)
+        .time(at)
+        .max_chain_depth(MAX_CHAIN_DEPTH)
+        .build_client_verifier()
+    )
+    try:
+        verifier.verify(chain[0], list(chain[1:]))
+    except VerificationError as exc:
+        _check_validity(chain[1:], at)
+        raise CertificateVerificationError(
+            AlertDescription.UNKNOWN_CA, f"client certificate chain not trusted: {exc}"
+        ) from None

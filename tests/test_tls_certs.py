@@ -1,0 +1,283 @@
+"""Certificate verification: names, IP addresses, trust, validity, trust stores."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_tls_support import (
+    ca,
+    client_cert,
+    client_settings,
+    drive,
+    make_pair,
+    other_ca,
+    server_settings,
+    trust_store,
+)
+
+from ghostwire.certs import IssuedCertificate, self_signed_certificate
+from ghostwire.quic.tls import (
+    AlertDescription,
+    CertificateVerificationError,
+    TlsAlert,
+    TrustStore,
+    TrustStoreError,
+    load_certificate_chain,
+    load_private_key,
+    verify_client_certificate,
+    verify_server_certificate,
+)
+from ghostwire.quic.tls import verify as verify_module
+
+A = AlertDescription
+
+
+def _server_with(cert: IssuedCertificate, **client: object) -> CertificateVerificationError:
+    pair = make_pair(
+        client_settings(**client),
+        server_settings(certificate_chain=cert.chain, private_key=cert.private_key),
+    )
+    with pytest.raises(CertificateVerificationError) as exc_info:
+        drive(pair)
+    assert not pair.client.complete
+    return exc_info.value
+
+
+def test_hostname_mismatch_is_bad_certificate() -> None:
+    error = _server_with(ca().issue(["example.com", "www.example.com"]), server_name="other.test")
+    assert error.alert == A.BAD_CERTIFICATE
+    assert error.error_code == 0x100 + 42
+    assert "other.test" in error.reason and "example.com" in error.reason
+    assert isinstance(error, TlsAlert)
+
+
+def test_wildcard_certificate() -> None:
+    cert = ca().issue(["*.example.com"])
+    verify_server_certificate(cert.chain, "www.example.com", trust_store())
+    with pytest.raises(CertificateVerificationError) as exc_info:
+        verify_server_certificate(cert.chain, "a.b.example.com", trust_store())
+    assert exc_info.value.alert == A.BAD_CERTIFICATE
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "192.0.2.7"])
+def test_ip_address_certificates(address: str) -> None:
+    cert = ca().issue([address])
+    verify_server_certificate(cert.chain, address, trust_store())
+    pair = drive(
+        make_pair(
+            client_settings(server_name=address),
+            server_settings(certificate_chain=cert.chain, private_key=cert.private_key),
+        )
+    )
+    assert pair.client.complete
+
+
+def test_ip_address_mismatch() -> None:
+    cert = ca().issue(["192.0.2.7"])
+    with pytest.raises(CertificateVerificationError) as exc_info:
+        verify_server_certificate(cert.chain, "192.0.2.8", trust_store())
+    assert exc_info.value.alert == A.BAD_CERTIFICATE
+    assert "192.0.2.8" in exc_info.value.reason
+    # A DNS name in the certificate does not match the IP address, nor the reverse.
+    with pytest.raises(CertificateVerificationError):
+        verify_server_certificate(ca().issue(["localhost"]).chain, "127.0.0.1", trust_store())
+
+
+def test_untrusted_ca_is_unknown_ca() -> None:
+    error = _server_with(other_ca().issue(["localhost"]))
+    assert error.alert == A.UNKNOWN_CA
+    assert "localhost" in error.reason
+
+
+def test_expired_certificate() -> None:
+    now = datetime.now(UTC)
+    cert = ca().issue(
+        ["localhost"], not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+    )
+    error = _server_with(cert)
+    assert error.alert == A.CERTIFICATE_EXPIRED
+    assert error.error_code == 0x100 + 45
+    assert "expired" in error.reason
+
+
+def test_not_yet_valid_certificate() -> None:
+    now = datetime.now(UTC)
+    cert = ca().issue(["localhost"], not_before=now + timedelta(days=1))
+    assert _server_with(cert).alert == A.CERTIFICATE_EXPIRED
+
+
+def test_verification_time_is_injectable() -> None:
+    cert = ca().issue(["localhost"])
+    later = datetime.now(UTC) + timedelta(days=400)
+    error = _server_with(cert, now=later)
+    assert error.alert == A.CERTIFICATE_EXPIRED
+    verify_server_certificate(cert.chain, "localhost", trust_store(), now=datetime.now(UTC))
+
+
+def test_verify_peer_false_skips_all_checks() -> None:
+    now = datetime.now(UTC)
+    expired = other_ca().issue(
+        ["nowhere.test"], not_before=now - timedelta(days=9), not_after=now - timedelta(days=1)
+    )
+    pair = drive(
+        make_pair(
+            client_settings(verify_peer=False, server_name="localhost"),
+            server_settings(certificate_chain=expired.chain, private_key=expired.private_key),
+        )
+    )
+    assert pair.client.complete and pair.server.complete
+    assert pair.client.peer_certificates == expired.chain
+
+
+def test_self_signed_certificate_trusted_as_its_own_ca(tmp_path: Path) -> None:
+    cert = self_signed_certificate(["localhost", "127.0.0.1"])
+    cert.write_pem(tmp_path / "cert.pem", tmp_path / "key.pem")
+    store = TrustStore.from_file(tmp_path / "cert.pem")
+    verify_server_certificate(cert.chain, "localhost", store)
+    verify_server_certificate(cert.chain, "127.0.0.1", store)
+    pair = drive(
+        make_pair(
+            client_settings(trust_store=store),
+            server_settings(
+                certificate_chain=load_certificate_chain(tmp_path / "cert.pem"),
+                private_key=load_private_key(tmp_path / "key.pem"),
+            ),
+        )
+    )
+    assert pair.client.complete
+    # Anyone else's self-signed certificate is not trusted.
+    with pytest.raises(CertificateVerificationError):
+        verify_server_certificate(self_signed_certificate(["localhost"]).chain, "localhost", store)
+
+
+def test_client_certificate_verification() -> None:
+    cert = client_cert()
+    verify_client_certificate(cert.chain, trust_store())
+    with pytest.raises(CertificateVerificationError) as exc_info:
+        verify_client_certificate(cert.chain, TrustStore([other_ca().certificate]))
+    assert exc_info.value.alert == A.UNKNOWN_CA
+    later = datetime.now(UTC) + timedelta(days=4000)
+    with pytest.raises(CertificateVerificationError) as exc_info:
+        verify_client_certificate(cert.chain, trust_store(), now=later)
+    assert exc_info.value.alert == A.CERTIFICATE_EXPIRED
+
+
+def test_empty_chain_is_bad_certificate() -> None:
+    with pytest.raises(CertificateVerificationError) as exc_info:
+        verify_server_certificate([], "localhost", trust_store())
+    assert exc_info.value.alert == A.BAD_CERTIFICATE
+
+
+# -- trust stores ------------------------------------------------------------
+
+
+def test_system_trust_store_loads_and_is_cached() -> None:
+    store = TrustStore.system()
+    assert len(store) > 10
+    assert TrustStore.system() is store
+
+
+def test_client_uses_system_store_by_default() -> None:
+    # Our test CA is not in the system bundle.
+    error = _server_with(ca().issue(["localhost"]), trust_store=None)
+    assert error.alert == A.UNKNOWN_CA
+
+
+def test_system_store_honours_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca().cert_pem() + other_ca().cert_pem())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    certs = verify_module._load_system_certificates()
+    assert certs == [ca().certificate, other_ca().certificate]
+
+
+def test_system_store_from_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.0").write_bytes(ca().cert_pem())
+    (tmp_path / "b.0").write_bytes(b"not a certificate")
+    paths = ssl.DefaultVerifyPaths(
+        str(tmp_path / "missing.pem"), str(tmp_path), "X_FILE", "/nonexistent", "X_DIR", "/none"
+    )
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
+    assert verify_module._load_system_certificates() == [ca().certificate]
+
+
+def test_missing_system_store_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = ssl.DefaultVerifyPaths(
+        str(tmp_path / "missing.pem"), str(tmp_path / "nodir"), "X_F", "/nonexistent", "X_D", "/n"
+    )
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
+    with pytest.raises(TrustStoreError, match="cafile"):
+        verify_module._load_system_certificates()
+
+
+def test_trust_store_constructors(tmp_path: Path) -> None:
+    pem = ca().cert_pem() + other_ca().cert_pem()
+    assert len(TrustStore.from_pem(pem)) == 2
+    assert len(TrustStore.from_pem(pem.decode())) == 2
+    assert len(TrustStore.from_certificates([ca().certificate, ca().certificate])) == 1
+    ca().write_pem(tmp_path / "ca.pem")
+    assert TrustStore.from_file(tmp_path / "ca.pem").certificates == [ca().certificate]
+    with pytest.raises(ValueError):
+        TrustStore([])
+
+
+def test_load_helpers(tmp_path: Path) -> None:
+    cert = ca().issue(["localhost"], key_type="rsa")
+    combined = cert.cert_pem() + cert.key_pem()
+    assert load_certificate_chain(combined) == cert.chain
+    assert load_certificate_chain(combined.decode()) == cert.chain
+    key = load_private_key(combined)
+    assert key.public_key() == cert.private_key.public_key()
+    (tmp_path / "both.pem").write_bytes(combined)
+    assert load_certificate_chain(str(tmp_path / "both.pem")) == cert.chain
+    with pytest.raises(ValueError, match="no PEM private key"):
+        load_private_key(cert.cert_pem())
+
+
+def test_load_encrypted_private_key() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    cert = client_cert()
+    pem = cert.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    key = load_private_key(pem, b"secret")
+    assert key.public_key() == cert.private_key.public_key()
+    with pytest.raises((ValueError, TypeError)):
+        load_private_key(pem, b"wrong")
+
+
+def test_chain_with_intermediate_through_handshake() -> None:
+    intermediate = ca().issue_intermediate("handshake intermediate")
+    cert = intermediate.issue(["localhost"])
+    pair = drive(
+        make_pair(
+            client_settings(),
+            server_settings(certificate_chain=cert.chain, private_key=cert.private_key),
+        )
+    )
+    assert pair.client.complete
+    assert pair.client.peer_certificates == [cert.certificate, intermediate.certificate]
+    # The same leaf without its intermediate: the chain does not reach a trust anchor.
+    error = _server_with(IssuedCertificate(cert.certificate, cert.private_key))
+    assert error.alert == A.UNKNOWN_CA
+
+
+def test_expired_intermediate() -> None:
+    now = datetime.now(UTC)
+    intermediate = ca().issue_intermediate(
+        "expired intermediate", not_before=now - timedelta(days=9), not_after=now - timedelta(1)
+    )
+    cert = intermediate.issue(["localhost"])
+    error = _server_with(cert)
+    assert error.alert == A.CERTIFICATE_EXPIRED
+    assert "expired intermediate" in error.reason
