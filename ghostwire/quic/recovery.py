@@ -1,0 +1,622 @@
+"""Loss detection, RTT estimation and the probe timeout (RFC 9002 §5, §6, App. A).
+
+Theory of operation
+-------------------
+Every packet the connection sends is recorded as a :class:`SentPacket` in the
+state of its packet number space; the records are kept in a dict keyed by
+packet number, so iteration order is send order. When an ACK frame arrives,
+:meth:`LossRecovery.on_ack_received`
+
+1. checks that it acknowledges only packets we sent (RFC 9000 §13.1),
+2. removes the newly acknowledged packets (only the few outstanding packets
+   below the previous largest acknowledged are scanned, plus the new ranges
+   above it, so the cost is amortised O(1) per packet),
+3. takes an RTT sample when the largest acknowledged packet is new (§5.1),
+4. declares packets lost by packet threshold (3) or time threshold (9/8 RTT)
+   (§6.1) -- since send times grow with packet numbers the scan stops at the
+   first packet that is not lost, whose deadline becomes the loss time,
+5. tells the congestion controller what was lost (and whether that amounts to
+   persistent congestion, §7.6) and then what was acknowledged.
+
+A single timer drives the rest: :meth:`LossRecovery.loss_detection_timer` is
+the earliest time-threshold loss time, else the probe timeout (§6.2), else
+nothing (App. A.8). :meth:`LossRecovery.on_loss_detection_timeout` either
+declares time-threshold losses or asks the connection for probe packets and
+doubles the PTO backoff.
+
+Time is always passed in as ``now`` (seconds); this module reads no clock.
+Bytes in flight are accounted by the congestion controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+from .errors import QuicProtocolError, TransportErrorCode
+
+if TYPE_CHECKING:
+    from .congestion.base import CongestionController
+
+K_PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
+K_TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2
+K_GRANULARITY = 0.001  # RFC 9002 §6.1.2: 1 ms timer granularity
+K_PERSISTENT_CONGESTION_THRESHOLD = 3  # RFC 9002 §7.6.1
+DEFAULT_INITIAL_RTT = 0.333  # RFC 9002 §6.2.2
+# Skipped packet numbers remembered per space (optimistic-ACK defence).
+MAX_SKIPPED_REMEMBERED = 8
+
+
+class Space(IntEnum):
+    """Packet number spaces (RFC 9000 §12.3)."""
+
+    INITIAL = 0
+    HANDSHAKE = 1
+    APPLICATION = 2
+
+
+@dataclass(slots=True, eq=False)
+class SentPacket:
+    """What loss recovery remembers about one sent packet.
+
+    ``handlers`` are ``(callback, args)`` pairs; the connection calls
+    ``callback(delivered, *args)`` once the packet is acknowledged (``True``)
+    or declared lost (``False``). ``sequence`` is a send counter across all
+    spaces stamped by the congestion controller (for HyStart++ rounds).
+    """
+
+    packet_number: int
+    space: Space
+    time_sent: float
+    size: int
+    ack_eliciting: bool
+    in_flight: bool
+    handlers: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
+    sequence: int = 0
+
+
+@dataclass(slots=True)
+class AckResult:
+    """Outcome of one ACK frame: newly acknowledged and newly lost packets."""
+
+    acked: list[SentPacket]
+    lost: list[SentPacket]
+    rtt_sample: bool
+    persistent_congestion: bool = False
+
+
+@dataclass(slots=True)
+class TimeoutResult:
+    """Outcome of a loss detection timeout.
+
+    Either ``lost`` holds time-threshold losses, or ``probe_space`` names the
+    space in which the connection must send ``probes`` ack-eliciting packets.
+    """
+
+    lost: list[SentPacket]
+    probe_space: Space | None
+    probes: int
+
+
+# -- loss detection math (RFC 9002 §6.1) ---------------------------------------
+
+
+def loss_delay(latest_rtt: float, smoothed_rtt: float) -> float:
+    """Time after which a packet sent before an acknowledged one is lost (§6.1.2)."""
+    return max(K_TIME_THRESHOLD * max(latest_rtt, smoothed_rtt), K_GRANULARITY)
+
+
+def lost_by_packet_threshold(packet_number: int, largest_acked: int) -> bool:
+    """Packet threshold test: 3 newer packets were acknowledged (§6.1.1)."""
+    return largest_acked >= packet_number + K_PACKET_THRESHOLD
+
+
+def lost_by_time_threshold(time_sent: float, now: float, delay: float) -> bool:
+    """Time threshold test for a packet below the largest acknowledged (§6.1.2)."""
+    return time_sent <= now - delay
+
+
+def loss_time_of(time_sent: float, delay: float) -> float:
+    """When a not-yet-lost packet becomes lost by the time threshold (§6.1.2)."""
+    return time_sent + delay
+
+
+def persistent_congestion_duration(
+    smoothed_rtt: float, rttvar: float, max_ack_delay: float
+) -> float:
+    """Span of losses that establishes persistent congestion (§7.6.1).
+
+    Unlike the PTO it always includes ``max_ack_delay``.
+    """
+    pto = smoothed_rtt + max(4 * rttvar, K_GRANULARITY) + max_ack_delay
+    return pto * K_PERSISTENT_CONGESTION_THRESHOLD
+
+
+# -- RTT -------------------------------------------------------------------------
+
+
+class RttEstimator:
+    """Round-trip time estimation (RFC 9002 §5)."""
+
+    __slots__ = ("has_sample", "latest_rtt", "min_rtt", "rttvar", "samples", "smoothed_rtt")
+
+    def __init__(self, initial_rtt: float = DEFAULT_INITIAL_RTT) -> None:
+        if not initial_rtt > 0:
+            raise ValueError("initial_rtt must be positive")
+        # RFC 9002 §5.3 / App. A.4: estimates before the first sample.
+        self.latest_rtt = 0.0
+        self.min_rtt = 0.0
+        self.smoothed_rtt = initial_rtt
+        self.rttvar = initial_rtt / 2
+        self.has_sample = False
+        self.samples = 0  # number of samples taken (lets observers spot new ones)
+
+    def update(
+        self,
+        latest_rtt: float,
+        ack_delay: float,
+        *,
+        max_ack_delay: float,
+        handshake_confirmed: bool,
+    ) -> None:
+        """Fold in one RTT sample; ``ack_delay`` is the peer-reported delay (§5.3)."""
+        latest_rtt = max(latest_rtt, 0.0)
+        self.latest_rtt = latest_rtt
+        self.samples += 1
+        if not self.has_sample:
+            # RFC 9002 §5.3: the first sample initialises the estimator.
+            self.has_sample = True
+            self.min_rtt = latest_rtt
+            self.smoothed_rtt = latest_rtt
+            self.rttvar = latest_rtt / 2
+            return
+        # RFC 9002 §5.2: min_rtt ignores the acknowledgment delay.
+        if latest_rtt < self.min_rtt:
+            self.min_rtt = latest_rtt
+        ack_delay = max(ack_delay, 0.0)
+        if handshake_confirmed:
+            # RFC 9002 §5.3: MUST use the lesser of ack_delay and max_ack_delay.
+            ack_delay = min(ack_delay, max_ack_delay)
+        adjusted = latest_rtt
+        # RFC 9002 §5.3: never subtract the delay below min_rtt.
+        if latest_rtt >= self.min_rtt + ack_delay:
+            adjusted = latest_rtt - ack_delay
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
+        self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
+
+    def pto_base(self) -> float:
+        """``smoothed_rtt + max(4 * rttvar, kGranularity)`` (§6.2.1)."""
+        return self.smoothed_rtt + max(4 * self.rttvar, K_GRANULARITY)
+
+
+# -- per-space state -------------------------------------------------------------
+
+
+class _SpaceState:
+    """Sent packets and loss state of one packet number space."""
+
+    __slots__ = (
+        "ack_eliciting_in_flight",
+        "largest_acked",
+        "largest_sent",
+        "last_ack_eliciting_time",
+        "loss_time",
+        "run_end",
+        "run_start",
+        "sent",
+        "skipped",
+    )
+
+    def __init__(self) -> None:
+        self.sent: dict[int, SentPacket] = {}
+        self.largest_acked = -1
+        self.largest_sent = -1
+        self.loss_time: float | None = None
+        self.last_ack_eliciting_time: float | None = None
+        self.ack_eliciting_in_flight = 0
+        self.skipped: list[int] = []
+        # Current run of consecutively lost packets (persistent congestion):
+        # packet number of its last packet, send time of its first eligible one.
+        self.run_end: int | None = None
+        self.run_start: float | None = None
+
+    def reset_loss_state(self) -> None:
+        self.sent = {}
+        self.loss_time = None
+        self.last_ack_eliciting_time = None
+        self.ack_eliciting_in_flight = 0
+        self.run_end = None
+        self.run_start = None
+
+    def forget(self, packets: list[SentPacket]) -> None:
+        """Remove acknowledged or lost packets from the tracked set."""
+        sent = self.sent
+        for packet in packets:
+            del sent[packet.packet_number]
+            if packet.ack_eliciting and packet.in_flight:
+                self.ack_eliciting_in_flight -= 1
+
+    def follows_run(self, packet_number: int) -> bool:
+        """No packet between the current run and ``packet_number`` was sent
+        (only skipped numbers lie between): none of them can have been acked."""
+        end = self.run_end
+        if end is None:
+            return False
+        gap = packet_number - end - 1
+        if gap == 0:
+            return True
+        if gap < 0 or gap > len(self.skipped):
+            return False
+        return all(pn in self.skipped for pn in range(end + 1, packet_number))
+
+
+class LossRecovery:
+    """Loss detection and the loss detection timer for one connection (RFC 9002 App. A).
+
+    The connection reports every sent packet (:meth:`on_packet_sent`) and every
+    ACK frame (:meth:`on_ack_received`), arms a timer at
+    :meth:`loss_detection_timer` and calls :meth:`on_loss_detection_timeout`
+    when it fires.
+    """
+
+    __slots__ = (
+        "_first_rtt_sample_time",
+        "_peer_validated",
+        "_spaces",
+        "_timer_anchor",
+        "amplification_blocked",
+        "congestion",
+        "handshake_confirmed",
+        "has_handshake_keys",
+        "is_client",
+        "peer_max_ack_delay",
+        "pto_count",
+        "rtt",
+    )
+
+    def __init__(
+        self,
+        *,
+        congestion: CongestionController,
+        initial_rtt: float = DEFAULT_INITIAL_RTT,
+        is_client: bool,
+    ) -> None:
+        self.congestion = congestion
+        self.rtt = RttEstimator(initial_rtt)
+        self.is_client = is_client
+        self.pto_count = 0
+        # Seconds; from the peer's transport parameters (0 until they arrive).
+        self.peer_max_ack_delay = 0.0
+        self.handshake_confirmed = False
+        # Server: at the anti-amplification limit, so no timer (App. A.8).
+        self.amplification_blocked = False
+        # Client: Handshake keys installed (anti-deadlock probes go there, §6.2.2.1).
+        self.has_handshake_keys = False
+        self._peer_validated = False
+        self._spaces = (_SpaceState(), _SpaceState(), _SpaceState())
+        self._first_rtt_sample_time: float | None = None
+        # Time of the last event that (re)armed the timer; the anti-deadlock
+        # PTO counts from it (App. A.8 uses "now" at arming time).
+        self._timer_anchor = 0.0
+
+    # -- state the connection sets ---------------------------------------------
+
+    @property
+    def peer_completed_address_validation(self) -> bool:
+        """App. A.6: always true for a server; a client learns it from a
+        Handshake ACK or handshake confirmation."""
+        return not self.is_client or self._peer_validated
+
+    @peer_completed_address_validation.setter
+    def peer_completed_address_validation(self, value: bool) -> None:
+        self._peer_validated = value
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Bytes of in-flight packets not yet acknowledged, lost or discarded."""
+        return self.congestion.bytes_in_flight
+
+    def largest_acked(self, space: Space) -> int | None:
+        """Largest packet number the peer acknowledged in ``space``."""
+        largest = self._spaces[space].largest_acked
+        return None if largest < 0 else largest
+
+    def skip_packet_number(self, space: Space, packet_number: int) -> None:
+        """Record that ``packet_number`` is deliberately never sent; an ACK
+        covering it is an optimistic ACK (RFC 9000 §21.4) and a violation."""
+        state = self._spaces[space]
+        if packet_number <= state.largest_sent:
+            raise ValueError("can only skip a packet number above those sent")
+        state.largest_sent = packet_number
+        skipped = state.skipped
+        skipped.append(packet_number)
+        if len(skipped) > MAX_SKIPPED_REMEMBERED:
+            del skipped[0]
+
+    # -- sending ---------------------------------------------------------------
+
+    def on_packet_sent(self, packet: SentPacket) -> None:
+        """Track a packet just sent (App. A.5)."""
+        state = self._spaces[packet.space]
+        pn = packet.packet_number
+        if pn <= state.largest_sent:
+            raise ValueError(f"packet number {pn} reused or out of order in {packet.space.name}")
+        state.largest_sent = pn
+        state.sent[pn] = packet
+        if packet.in_flight:
+            now = packet.time_sent
+            if packet.ack_eliciting:
+                state.last_ack_eliciting_time = now
+                state.ack_eliciting_in_flight += 1
+            self.congestion.on_packet_sent(packet, now)
+            self._timer_anchor = now
+
+    # -- acknowledgments ---------------------------------------------------------
+
+    def on_ack_received(
+        self, space: Space, ranges: Sequence[tuple[int, int]], ack_delay: float, now: float
+    ) -> AckResult:
+        """Process one ACK frame (App. A.7).
+
+        ``ranges`` are inclusive ``(smallest, largest)`` pairs in descending
+        order; ``ack_delay`` is in seconds. Raises :class:`QuicProtocolError`
+        (PROTOCOL_VIOLATION) when it acknowledges a packet we never sent.
+        """
+        if not ranges:
+            return AckResult([], [], False)
+        state = self._spaces[space]
+        _check_ranges(state, ranges)
+        if space is Space.HANDSHAKE:
+            # App. A.6: a Handshake ACK shows the server validated our address.
+            self._peer_validated = True
+        previous_largest = state.largest_acked
+        largest = ranges[0][1]
+        if largest > previous_largest:
+            state.largest_acked = largest
+        acked = _newly_acked(state, ranges, previous_largest)
+        if not acked:
+            return AckResult([], [], False)
+        ack_eliciting = any(packet.ack_eliciting for packet in acked)
+        state.forget(acked)
+        rtt_sample = False
+        newest = acked[-1]
+        # RFC 9002 §5.1: sample only when the largest acknowledged is new and
+        # something ack-eliciting was newly acknowledged.
+        if newest.packet_number == largest and ack_eliciting:
+            self._take_rtt_sample(space, now - newest.time_sent, ack_delay, now)
+            rtt_sample = True
+        lost = self._detect_lost(state, now)
+        persistent = self._on_lost(state, lost, now) if lost else False
+        self.congestion.on_packets_acked(acked, now, self.rtt)
+        # RFC 9002 §6.2.1 / App. A.7: reset the backoff, except for a client
+        # not yet sure the server validated its address.
+        if self.peer_completed_address_validation:
+            self.pto_count = 0
+        self._timer_anchor = now
+        return AckResult(acked, lost, rtt_sample, persistent)
+
+    def _take_rtt_sample(self, space: Space, latest: float, ack_delay: float, now: float) -> None:
+        # RFC 9002 §5.3: Initial and Handshake ACKs are not delayed on purpose.
+        if space is not Space.APPLICATION:
+            ack_delay = 0.0
+        self.rtt.update(
+            latest,
+            ack_delay,
+            max_ack_delay=self.peer_max_ack_delay,
+            handshake_confirmed=self.handshake_confirmed,
+        )
+        if self._first_rtt_sample_time is None:
+            self._first_rtt_sample_time = now
+
+    # -- loss ----------------------------------------------------------------------
+
+    def _detect_lost(self, state: _SpaceState, now: float) -> list[SentPacket]:
+        """DetectAndRemoveLostPackets (App. A.10); also sets the space's loss time."""
+        state.loss_time = None
+        largest_acked = state.largest_acked
+        lost: list[SentPacket] = []
+        if largest_acked < 0:
+            return lost
+        delay = loss_delay(self.rtt.latest_rtt, self.rtt.smoothed_rtt)
+        lost_send_time = now - delay
+        for pn, packet in state.sent.items():
+            if pn > largest_acked:
+                break
+            if packet.time_sent <= lost_send_time or largest_acked >= pn + K_PACKET_THRESHOLD:
+                lost.append(packet)
+                continue
+            # Send times grow with packet numbers: nothing later is lost yet,
+            # and this packet has the earliest deadline.
+            state.loss_time = loss_time_of(packet.time_sent, delay)
+            break
+        if lost:
+            state.forget(lost)
+        return lost
+
+    def _on_lost(self, state: _SpaceState, lost: list[SentPacket], now: float) -> bool:
+        """Report losses to congestion control; True on persistent congestion."""
+        persistent = self._persistent_congestion(state, lost)
+        self.congestion.on_packets_lost(lost, now)
+        if persistent:
+            self.congestion.on_persistent_congestion(now)
+        return persistent
+
+    def _persistent_congestion(self, state: _SpaceState, lost: list[SentPacket]) -> bool:
+        """RFC 9002 §7.6.2: two ack-eliciting packets, sent after the first RTT
+        sample, lost with nothing acknowledged in between, further apart than
+        the persistent congestion duration. Tracked per space (allowed by
+        §7.6.2) as a run of consecutive lost packet numbers."""
+        first_sample = self._first_rtt_sample_time
+        rtt = self.rtt
+        duration = persistent_congestion_duration(
+            rtt.smoothed_rtt, rtt.rttvar, self.peer_max_ack_delay
+        )
+        found = False
+        for packet in lost:
+            if not state.follows_run(packet.packet_number):
+                state.run_start = None
+            state.run_end = packet.packet_number
+            if not packet.ack_eliciting or first_sample is None:
+                continue
+            if packet.time_sent <= first_sample:
+                continue
+            if state.run_start is None:
+                state.run_start = packet.time_sent
+            elif packet.time_sent - state.run_start > duration:
+                found = True
+        if found:
+            state.run_end = None
+            state.run_start = None
+        return found
+
+    # -- timer ---------------------------------------------------------------------
+
+    def pto_duration(self, space: Space) -> float:
+        """The probe timeout with backoff; ``max_ack_delay`` counts only for
+        application data (RFC 9002 §6.2.1)."""
+        duration = self.rtt.pto_base()
+        if space is Space.APPLICATION:
+            duration += self.peer_max_ack_delay
+        return duration * (1 << self.pto_count)
+
+    def loss_detection_timer(self) -> float | None:
+        """Absolute time the loss detection timer fires, or None (App. A.8)."""
+        loss_time, _ = self._earliest_loss_time()
+        if loss_time is not None:
+            return loss_time
+        if self.amplification_blocked:
+            return None  # the server could not send a probe anyway
+        if not self._ack_eliciting_in_flight() and self.peer_completed_address_validation:
+            return None
+        return self._pto_time_and_space()[0]
+
+    def on_loss_detection_timeout(self, now: float) -> TimeoutResult:
+        """Handle the expiry of the loss detection timer (App. A.9)."""
+        timer = self.loss_detection_timer()
+        if timer is None or now < timer:
+            return TimeoutResult([], None, 0)
+        self._timer_anchor = now
+        loss_time, space = self._earliest_loss_time()
+        if loss_time is not None and space is not None:
+            state = self._spaces[space]
+            lost = self._detect_lost(state, now)
+            if lost:
+                self._on_lost(state, lost, now)
+            return TimeoutResult(lost, None, 0)
+        if not self._ack_eliciting_in_flight():
+            # RFC 9002 §6.2.2.1: anti-deadlock probe from a client.
+            probe_space, probes = self._anti_deadlock_space(), 1
+        else:
+            # RFC 9002 §6.2.4: one or two ack-eliciting probes.
+            probe_space, probes = self._pto_time_and_space()[1], 2
+        self.pto_count += 1
+        return TimeoutResult([], probe_space, probes)
+
+    def _earliest_loss_time(self) -> tuple[float | None, Space | None]:
+        best: float | None = None
+        best_space: Space | None = None
+        for space, state in zip(Space, self._spaces, strict=True):
+            t = state.loss_time
+            if t is not None and (best is None or t < best):
+                best, best_space = t, space
+        return best, best_space
+
+    def _ack_eliciting_in_flight(self) -> bool:
+        return any(state.ack_eliciting_in_flight > 0 for state in self._spaces)
+
+    def _anti_deadlock_space(self) -> Space:
+        return Space.HANDSHAKE if self.has_handshake_keys else Space.INITIAL
+
+    def _pto_time_and_space(self) -> tuple[float | None, Space]:
+        """GetPtoTimeAndSpace (App. A.8)."""
+        backoff = 1 << self.pto_count
+        duration = self.rtt.pto_base() * backoff
+        if not self._ack_eliciting_in_flight():
+            return self._timer_anchor + duration, self._anti_deadlock_space()
+        best: float | None = None
+        best_space = Space.INITIAL
+        for space, state in zip(Space, self._spaces, strict=True):
+            if state.ack_eliciting_in_flight == 0 or state.last_ack_eliciting_time is None:
+                continue
+            if space is Space.APPLICATION:
+                # RFC 9002 §6.2.1: no application PTO before confirmation.
+                if not self.handshake_confirmed:
+                    break
+                duration += self.peer_max_ack_delay * backoff
+            t = state.last_ack_eliciting_time + duration
+            if best is None or t < best:
+                best, best_space = t, space
+        return best, best_space
+
+    # -- discarding ------------------------------------------------------------------
+
+    def discard_space(self, space: Space) -> list[SentPacket]:
+        """Forget every packet of ``space`` (RFC 9002 §6.4, App. A.11).
+
+        They leave bytes in flight without a congestion signal and are returned
+        so the caller may run their handlers; the loss and PTO timers of the
+        space are reset, as is the PTO backoff. Packet numbers keep counting.
+        """
+        state = self._spaces[space]
+        packets = list(state.sent.values())
+        self.congestion.discard(packets)
+        state.reset_loss_state()
+        self.pto_count = 0
+        return packets
+
+
+# -- ACK frame helpers -------------------------------------------------------------
+
+
+def _violation(reason: str) -> QuicProtocolError:
+    return QuicProtocolError(TransportErrorCode.PROTOCOL_VIOLATION, reason)
+
+
+def _check_ranges(state: _SpaceState, ranges: Sequence[tuple[int, int]]) -> None:
+    """RFC 9000 §13.1: an ACK of a packet never sent is a PROTOCOL_VIOLATION."""
+    if ranges[0][1] > state.largest_sent:
+        raise _violation(f"ACK of unsent packet {ranges[0][1]}")
+    previous_smallest = ranges[0][1] + 1
+    for smallest, largest in ranges:
+        # Descending and disjoint, as the ACK frame encoding guarantees.
+        if smallest < 0 or smallest > largest or largest >= previous_smallest:
+            raise _violation("malformed ACK ranges")
+        previous_smallest = smallest
+    for pn in state.skipped:
+        for smallest, largest in ranges:
+            if smallest <= pn <= largest:
+                raise _violation(f"ACK of skipped packet number {pn}")
+
+
+def _newly_acked(
+    state: _SpaceState, ranges: Sequence[tuple[int, int]], previous_largest: int
+) -> list[SentPacket]:
+    """Outstanding packets covered by ``ranges``, in packet number order.
+
+    Below ``previous_largest`` only the (few) still-outstanding packets are
+    looked at; above it each range is walked, which touches each packet
+    number once over the life of the connection.
+    """
+    sent = state.sent
+    acked: list[SentPacket] = []
+    if previous_largest >= 0 and sent:
+        index = len(ranges) - 1  # ranges ascending from the end
+        for pn, packet in sent.items():
+            if pn > previous_largest:
+                break
+            while index >= 0 and ranges[index][1] < pn:
+                index -= 1
+            if index < 0:
+                break
+            if ranges[index][0] <= pn:
+                acked.append(packet)
+    for smallest, largest in reversed(ranges):
+        if largest <= previous_largest:
+            continue
+        for pn in range(max(smallest, previous_largest + 1), largest + 1):
+            found = sent.get(pn)
+            if found is not None:
+                acked.append(found)
+    return acked
