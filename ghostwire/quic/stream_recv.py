@@ -1,0 +1,349 @@
+"""The receiving part of a stream (RFC 9000 §2.2, §3.2, §4), sans-IO.
+
+Theory of operation
+-------------------
+Received bytes live in one ``bytearray`` that mirrors the stream from
+``read_offset`` (what the application has read) onwards; a byte received at
+offset ``o`` is stored at ``buf[o - read_offset]``. Gaps left by reordering
+are zero-filled placeholders and a :class:`RangeList` records which offsets
+really arrived, so inserting a segment costs O(segment + log ranges) and
+reading is a copy of the bytes read plus an O(1) front deletion: no
+quadratic behaviour with many small out-of-order segments. The buffer never
+extends past the flow-control limit we advertised, so its size is bounded
+by our receive window (and all streams together by MAX_DATA).
+
+Flow control: the limit we enforce and the window auto-tuning live in a
+:class:`~ghostwire.quic.flow.ReceiveWindow`; credit comes back as the
+application reads (``consumed``), and bytes discarded by a reset or after
+STOP_SENDING count as consumed so connection credit is not leaked.
+
+Validation order for every frame: final size (RFC 9000 §4.5), then flow
+control (§4.1), then the data is stored or, in a discarding state, dropped.
+
+Policy for the optional arrows of RFC 9000 Figure 3: a RESET_STREAM that
+arrives once all data is in ("Data Recvd") is ignored, so the application
+still gets the complete data; data completing a reset stream is ignored.
+After :meth:`stop_sending`, nothing is delivered any more: the stream goes
+straight to a terminal state when the FIN or the peer's RESET_STREAM
+completes it (the application asked to stop, there is nobody to tell).
+"""
+
+from __future__ import annotations
+
+from .errors import QuicProtocolError, TransportErrorCode
+from .flow import DEFAULT_MAX_STREAM_WINDOW, ReceiveWindow
+from .stream_ranges import RangeList
+from .stream_states import (
+    RECV_TERMINAL_STATES,
+    RecvEvent,
+    RecvState,
+    recv_transition,
+)
+
+_R = RecvState
+_OPEN = frozenset({_R.RECV, _R.SIZE_KNOWN})
+
+
+class StreamReceiver:
+    """Reassembly buffer and receive-side flow control for one stream."""
+
+    __slots__ = (
+        "_buf",
+        "_discard",
+        "_flow",
+        "_read_offset",
+        "_received",
+        "_stop_pending",
+        "final_size",
+        "highest_received",
+        "reset_error_code",
+        "state",
+        "stop_sending_code",
+    )
+
+    def __init__(
+        self, initial_window: int = 0, max_window: int = DEFAULT_MAX_STREAM_WINDOW
+    ) -> None:
+        self.state = _R.RECV
+        self.highest_received = 0
+        self.final_size: int | None = None
+        self.reset_error_code: int | None = None
+        self.stop_sending_code: int | None = None
+        self._flow = ReceiveWindow(initial_window, max_window)
+        self._buf = bytearray()
+        self._read_offset = 0
+        self._received = RangeList()
+        self._discard = False  # after stop_sending: drop incoming data
+        self._stop_pending = False
+
+    # -- incoming frames --------------------------------------------------------
+
+    def handle_stream_frame(self, offset: int, data: bytes | memoryview, fin: bool) -> int:
+        """Take a STREAM frame; returns the growth of ``highest_received``.
+
+        Raises QuicProtocolError with FINAL_SIZE_ERROR or FLOW_CONTROL_ERROR.
+        """
+        end = offset + len(data)
+        self._check_final_size(end, fin)
+        if end > self._flow.limit:  # RFC 9000 §4.1
+            raise QuicProtocolError(
+                TransportErrorCode.FLOW_CONTROL_ERROR,
+                f"stream data up to {end} exceeds MAX_STREAM_DATA {self._flow.limit}",
+            )
+        growth = 0
+        if end > self.highest_received:
+            growth = end - self.highest_received
+            self.highest_received = end
+        state = self.state
+        if state not in _OPEN:
+            return growth  # complete, read or reset: late copies are ignored
+        if fin and state is _R.RECV:
+            self.final_size = end
+            self.state = recv_transition(state, RecvEvent.RECV_FIN)
+        if self._discard:
+            self._received.add(offset, end)
+            self._flow.consumed = self.highest_received
+        elif end > self._read_offset:
+            self._store(offset, data, end)
+        self._check_all_received()
+        return growth
+
+    def _check_final_size(self, end: int, fin: bool) -> None:
+        """RFC 9000 §4.5: the final size never changes and bounds all data."""
+        final_size = self.final_size
+        if final_size is not None:
+            if end > final_size:
+                raise QuicProtocolError(
+                    TransportErrorCode.FINAL_SIZE_ERROR,
+                    f"data up to {end} beyond final size {final_size}",
+                )
+            if fin and end != final_size:
+                raise QuicProtocolError(
+                    TransportErrorCode.FINAL_SIZE_ERROR,
+                    f"final size changed from {final_size} to {end}",
+                )
+        elif fin and end < self.highest_received:
+            raise QuicProtocolError(
+                TransportErrorCode.FINAL_SIZE_ERROR,
+                f"final size {end} below data already received ({self.highest_received})",
+            )
+
+    def _store(self, offset: int, data: bytes | memoryview, end: int) -> None:
+        read_offset = self._read_offset
+        if offset < read_offset:  # drop the already-read head
+            data = memoryview(data)[read_offset - offset :]
+            offset = read_offset
+        buf = self._buf
+        rel = offset - read_offset
+        size = len(buf)
+        if rel == size:  # in order: the common case
+            buf += data
+        elif rel > size:  # beyond a gap: zero-fill the gap
+            buf += bytes(rel - size)
+            buf += data
+        else:  # overlaps what we hold (repeated bytes are the same, §2.2)
+            buf[rel : rel + len(data)] = data
+        self._received.add(offset, end)
+
+    def _check_all_received(self) -> None:
+        if self.state is _R.SIZE_KNOWN and self.contiguous_offset == self.final_size:
+            self.state = recv_transition(self.state, RecvEvent.RECV_ALL_DATA)
+            self._received.clear()
+            if self._discard:
+                self._flow.consumed = self.highest_received
+                self.state = recv_transition(self.state, RecvEvent.APP_READ_ALL_DATA)
+
+    def handle_reset(self, error_code: int, final_size: int) -> int:
+        """Take a RESET_STREAM (RFC 9000 §19.4); returns the growth of ``highest_received``.
+
+        Raises FINAL_SIZE_ERROR on a final size conflict and FLOW_CONTROL_ERROR
+        if the final size exceeds our limit.
+        """
+        if self.final_size is not None and final_size != self.final_size:
+            raise QuicProtocolError(
+                TransportErrorCode.FINAL_SIZE_ERROR,
+                f"RESET_STREAM final size {final_size} != {self.final_size}",
+            )
+        if final_size < self.highest_received:
+            raise QuicProtocolError(
+                TransportErrorCode.FINAL_SIZE_ERROR,
+                f"RESET_STREAM final size {final_size} below data received",
+            )
+        if final_size > self._flow.limit:
+            raise QuicProtocolError(
+                TransportErrorCode.FLOW_CONTROL_ERROR,
+                f"RESET_STREAM final size {final_size} exceeds MAX_STREAM_DATA",
+            )
+        growth = final_size - self.highest_received
+        self.highest_received = final_size
+        self.final_size = final_size
+        if self.state in _OPEN:
+            self.state = recv_transition(self.state, RecvEvent.RECV_RESET)
+            self.reset_error_code = error_code
+            self._drop_buffer()
+            # RFC 9000 §4.5: the whole final size counts as consumed.
+            self._flow.consumed = final_size
+            if self._discard:
+                self.state = recv_transition(self.state, RecvEvent.APP_READ_RESET)
+        return growth
+
+    # -- application side --------------------------------------------------------
+
+    @property
+    def contiguous_offset(self) -> int:
+        """End of the data received in order from offset 0."""
+        received = self._received
+        if received and received.starts[0] <= self._read_offset:
+            return received.ends[0]
+        if self.state in (_R.DATA_RECVD, _R.DATA_READ) and self.final_size is not None:
+            return self.final_size
+        return self._read_offset
+
+    @property
+    def readable_bytes(self) -> int:
+        """Bytes :meth:`read` can return right now."""
+        if self._discard or self.state not in (_R.RECV, _R.SIZE_KNOWN, _R.DATA_RECVD):
+            return 0
+        return self.contiguous_offset - self._read_offset
+
+    @property
+    def read_offset(self) -> int:
+        """Bytes the application has read."""
+        return self._read_offset
+
+    @property
+    def consumed(self) -> int:
+        """Bytes read or discarded: what connection flow control gets back."""
+        return self._flow.consumed
+
+    @property
+    def at_eof(self) -> bool:
+        """The FIN was reached and everything before it has been read."""
+        return (
+            self.state in (_R.DATA_RECVD, _R.DATA_READ)
+            and not self._discard
+            and self._read_offset == self.final_size
+        )
+
+    @property
+    def is_finished(self) -> bool:
+        """Terminal state reached: Data Read or Reset Read."""
+        return self.state in RECV_TERMINAL_STATES
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """Up to ``max_bytes`` of in-order data (all that is available if None).
+
+        Returns ``b""`` when nothing is available, at EOF (see
+        :attr:`at_eof`) and after a reset (see :attr:`reset_error_code`;
+        reading the reset counts as the application having been told).
+        A read that returns ``b""`` at EOF is when the application has seen
+        all the data ("Data Read"); only then can the stream be forgotten.
+        """
+        state = self.state
+        if state is _R.RESET_RECVD:
+            self.acknowledge_reset()
+            return b""
+        available = self.readable_bytes
+        n = available if max_bytes is None or max_bytes > available else max(max_bytes, 0)
+        data = b""
+        if n:
+            buf = self._buf
+            if n == len(buf):
+                data = bytes(buf)
+                buf.clear()
+            else:
+                data = bytes(memoryview(buf)[:n])
+                del buf[:n]
+            self._read_offset += n
+            self._flow.consumed = self._read_offset
+        elif state is _R.DATA_RECVD and self._read_offset == self.final_size:
+            # "App Read All Data": the application has seen the EOF.
+            self.state = recv_transition(state, RecvEvent.APP_READ_ALL_DATA)
+        return data
+
+    def acknowledge_reset(self) -> None:
+        """The application has been told about the reset ("App Read Reset")."""
+        if self.state is _R.RESET_RECVD:
+            self.state = recv_transition(self.state, RecvEvent.APP_READ_RESET)
+
+    def _drop_buffer(self) -> None:
+        self._buf = bytearray()
+        self._received.clear()
+        self._flow.cancel()
+
+    # -- STOP_SENDING ----------------------------------------------------------------
+
+    def stop_sending(self, error_code: int) -> None:
+        """The application wants no more data: queue STOP_SENDING (RFC 9000 §3.5).
+
+        Buffered and later data is discarded (still flow-control checked).
+        If all data already arrived, there is nothing to stop: the buffered
+        data is dropped and the stream is done.
+        """
+        state = self.state
+        if state is _R.DATA_RECVD:
+            self._drop_buffer()
+            self._flow.consumed = self.highest_received
+            self.state = recv_transition(state, RecvEvent.APP_READ_ALL_DATA)
+            return
+        if state not in _OPEN or self._discard:
+            return
+        self.stop_sending_code = error_code
+        self._stop_pending = True
+        self._discard = True
+        self._buf = bytearray()
+        self._flow.cancel()
+        self._flow.consumed = self.highest_received
+
+    def pending_stop_sending(self) -> int | None:
+        """Error code for a STOP_SENDING frame to send, or None.
+
+        Only while the peer may still be sending (RFC 9000 §3.5: not once
+        the stream was reset or all data arrived).
+        """
+        if self._stop_pending and self.state in _OPEN:
+            return self.stop_sending_code
+        return None
+
+    def on_stop_sending_sent(self) -> None:
+        self._stop_pending = False
+
+    def on_stop_sending_delivered(self, delivered: bool) -> None:
+        if not delivered and self._discard and self.state in _OPEN:
+            self._stop_pending = True
+
+    # -- MAX_STREAM_DATA -----------------------------------------------------------------
+
+    @property
+    def max_stream_data(self) -> int:
+        """The limit we enforce (the highest MAX_STREAM_DATA we advertised)."""
+        return self._flow.limit
+
+    @property
+    def window(self) -> int:
+        """The current (auto-tuned) receive window size."""
+        return self._flow.window
+
+    def wants_max_stream_data(self) -> bool:
+        """Cheap check: would :meth:`pending_max_stream_data` return a limit?"""
+        return self.state is _R.RECV and not self._discard and self._flow.wants_update()
+
+    def pending_max_stream_data(self, now: float, rtt: float) -> int | None:
+        """A new MAX_STREAM_DATA limit to advertise, or None.
+
+        Due once the application has consumed at least half the window past
+        the last limit; the window doubles when it was consumed within ~2 RTTs
+        (see :mod:`ghostwire.quic.flow`). Only in "Recv": once the final size
+        is known the peer needs no more credit (RFC 9000 §3.2).
+        """
+        if self.state is not _R.RECV or self._discard:
+            return None
+        return self._flow.pending(now, rtt)
+
+    def on_max_stream_data_sent(self, limit: int) -> None:
+        self._flow.on_sent(limit)
+
+    def on_max_stream_data_delivered(self, limit: int, delivered: bool) -> None:
+        """Lost -> re-arm, if ``limit`` is still the latest value."""
+        if self.state is _R.RECV and not self._discard:
+            self._flow.on_delivered(limit, delivered)
