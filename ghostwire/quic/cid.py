@@ -1,0 +1,197 @@
+"""Connection IDs: the ones we issue and the ones the peer issues (RFC 9000 §5.1).
+
+*Local* IDs route the peer's packets to us. Sequence 0 is the Source
+Connection ID of our handshake packets; once the handshake is done we issue
+more with NEW_CONNECTION_ID, up to the peer's ``active_connection_id_limit``,
+each with a stateless reset token. When the peer retires one
+(RETIRE_CONNECTION_ID) we issue a replacement.
+
+*Peer* IDs are what we put in the Destination Connection ID of our packets.
+The peer hands them out with NEW_CONNECTION_ID; ``retire_prior_to`` makes us
+retire old ones (and send RETIRE_CONNECTION_ID), and we keep no more than our
+own ``active_connection_id_limit`` of them.
+
+Every frame that must reach the peer is re-queued when the packet carrying it
+is lost; the connection asks ``pending_*`` what to send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import QuicProtocolError, TransportErrorCode
+from .frames import FrameType
+
+
+@dataclass(slots=True)
+class LocalConnectionId:
+    sequence_number: int
+    cid: bytes
+    stateless_reset_token: bytes
+    announced: bool = False  # a NEW_CONNECTION_ID for it was acknowledged
+
+
+@dataclass(slots=True)
+class PeerConnectionId:
+    sequence_number: int
+    cid: bytes
+    stateless_reset_token: bytes | None
+
+
+class LocalConnectionIds:
+    """Connection IDs we issued."""
+
+    def __init__(
+        self,
+        initial_cid: bytes,
+        cid_length: int,
+        random_bytes: Callable[[int], bytes],
+        reset_token_for: Callable[[bytes], bytes],
+    ) -> None:
+        self._cid_length = cid_length
+        self._random_bytes = random_bytes
+        self._reset_token_for = reset_token_for
+        first = LocalConnectionId(0, initial_cid, reset_token_for(initial_cid), announced=True)
+        self.active: dict[int, LocalConnectionId] = {0: first}
+        self._next_sequence = 1
+        self.retire_prior_to = 0
+        self._to_announce: list[int] = []  # sequence numbers with a NEW_CONNECTION_ID pending
+        self.issued: list[bytes] = []  # new CIDs the endpoint must learn to route
+        self.retired: list[bytes] = []  # CIDs the endpoint must forget
+
+    @property
+    def initial(self) -> LocalConnectionId:
+        return self.active[min(self.active)]
+
+    def issue_up_to(self, limit: int) -> None:
+        """Top up to ``limit`` active IDs (the peer's active_connection_id_limit)."""
+        limit = min(limit, 8)  # no need to hand out more than a handful
+        while len(self.active) < limit:
+            cid = self._random_bytes(self._cid_length)
+            entry = LocalConnectionId(self._next_sequence, cid, self._reset_token_for(cid))
+            self.active[entry.sequence_number] = entry
+            self._next_sequence += 1
+            self._to_announce.append(entry.sequence_number)
+            self.issued.append(cid)
+
+    def pending_announcements(self) -> list[LocalConnectionId]:
+        return [self.active[s] for s in self._to_announce if s in self.active]
+
+    def on_announcement_sent(self, sequence_number: int) -> None:
+        if sequence_number in self._to_announce:
+            self._to_announce.remove(sequence_number)
+
+    def on_announcement_delivered(self, sequence_number: int, delivered: bool) -> None:
+        entry = self.active.get(sequence_number)
+        if entry is None:
+            return
+        if delivered:
+            entry.announced = True
+        elif sequence_number not in self._to_announce:
+            self._to_announce.append(sequence_number)
+
+    def on_retire(self, sequence_number: int, packet_dcid: bytes) -> None:
+        """Handle RETIRE_CONNECTION_ID from the peer (RFC 9000 §19.16)."""
+        if sequence_number >= self._next_sequence:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                "RETIRE_CONNECTION_ID for a sequence number never issued",
+                FrameType.RETIRE_CONNECTION_ID,
+            )
+        entry = self.active.get(sequence_number)
+        if entry is None:
+            return  # already retired
+        if entry.cid == packet_dcid:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                "RETIRE_CONNECTION_ID retires the connection ID the packet was sent to",
+                FrameType.RETIRE_CONNECTION_ID,
+            )
+        del self.active[sequence_number]
+        self.retired.append(entry.cid)
+
+    def all_cids(self) -> list[bytes]:
+        return [entry.cid for entry in self.active.values()]
+
+
+class PeerConnectionIds:
+    """Connection IDs the peer issued to us."""
+
+    def __init__(self, initial_cid: bytes, active_limit: int) -> None:
+        self._limit = active_limit
+        self.available: dict[int, PeerConnectionId] = {0: PeerConnectionId(0, initial_cid, None)}
+        self.current: PeerConnectionId = self.available[0]
+        self.retire_prior_to = 0
+        self._pending_retire: list[int] = []
+        self._zero_length = not initial_cid
+
+    def replace_initial(self, cid: bytes) -> None:
+        """The server chose its own ID in its first Initial (RFC 9000 §7.2)."""
+        entry = PeerConnectionId(0, cid, self.current.stateless_reset_token)
+        self.available = {0: entry}
+        self.current = entry
+        self._zero_length = not cid
+
+    def set_initial_reset_token(self, token: bytes) -> None:
+        """The server's stateless_reset_token transport parameter (RFC 9000 §18.2)."""
+        first = self.available.get(0)
+        if first is not None:
+            first.stateless_reset_token = token
+
+    def on_new_connection_id(
+        self, sequence_number: int, retire_prior_to: int, cid: bytes, token: bytes
+    ) -> None:
+        """Handle NEW_CONNECTION_ID (RFC 9000 §19.15)."""
+        if self._zero_length:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                "NEW_CONNECTION_ID from a peer using zero-length connection IDs",
+                FrameType.NEW_CONNECTION_ID,
+            )
+        known = self.available.get(sequence_number)
+        if known is not None:
+            if known.cid != cid or known.stateless_reset_token != token:
+                raise QuicProtocolError(
+                    TransportErrorCode.PROTOCOL_VIOLATION,
+                    "NEW_CONNECTION_ID reuses a sequence number for a different ID",
+                    FrameType.NEW_CONNECTION_ID,
+                )
+            return
+        if sequence_number < self.retire_prior_to:
+            # Already retired by an earlier retire_prior_to: retire it at once.
+            self._pending_retire.append(sequence_number)
+            return
+        self.available[sequence_number] = PeerConnectionId(sequence_number, cid, token)
+        if retire_prior_to > self.retire_prior_to:
+            self.retire_prior_to = retire_prior_to
+            for seq in [s for s in self.available if s < retire_prior_to]:
+                del self.available[seq]
+                self._pending_retire.append(seq)
+            if self.current.sequence_number < retire_prior_to:
+                self.current = self.available[min(self.available)]
+        # RFC 9000 §5.1.1: more than our limit is a CONNECTION_ID_LIMIT_ERROR.
+        if len(self.available) > self._limit:
+            raise QuicProtocolError(
+                TransportErrorCode.CONNECTION_ID_LIMIT_ERROR,
+                f"peer issued more than {self._limit} active connection IDs",
+                FrameType.NEW_CONNECTION_ID,
+            )
+
+    def pending_retirements(self) -> list[int]:
+        return list(self._pending_retire)
+
+    def on_retirement_sent(self, sequence_number: int) -> None:
+        if sequence_number in self._pending_retire:
+            self._pending_retire.remove(sequence_number)
+
+    def on_retirement_delivered(self, sequence_number: int, delivered: bool) -> None:
+        if not delivered and sequence_number not in self._pending_retire:
+            self._pending_retire.append(sequence_number)
+
+    def is_stateless_reset(self, datagram: bytes) -> bool:
+        """Whether the datagram ends with one of the peer's reset tokens (RFC 9000 §10.3.1)."""
+        if len(datagram) < 21:
+            return False
+        tail = datagram[-16:]
+        return any(entry.stateless_reset_token == tail for entry in self.available.values())

@@ -1,0 +1,246 @@
+"""Client and server configuration.
+
+Configs are plain dataclasses validated when they are made, so a bad value
+fails at the line that wrote it, not deep inside a handshake. Certificates and
+keys given as file paths are loaded at construction too (like
+``ssl.SSLContext.load_cert_chain``); in-memory objects are accepted instead.
+
+Secure defaults: the server's certificate is verified (chain and name) unless
+``verify=False`` is passed explicitly, which warns; limits are on.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from .packet import QUIC_V1, SUPPORTED_VERSIONS
+from .suites import CipherSuite
+from .tls import Group, SignatureScheme, TrustStore, load_certificate_chain, load_private_key
+
+PathLike = str | os.PathLike[str]
+
+DEFAULT_CIPHER_SUITES = (
+    CipherSuite.AES_128_GCM_SHA256,
+    CipherSuite.AES_256_GCM_SHA384,
+    CipherSuite.CHACHA20_POLY1305_SHA256,
+)
+DEFAULT_GROUPS = (Group.X25519, Group.SECP256R1)
+
+
+class InsecureConfigurationWarning(UserWarning):
+    """Certificate verification was turned off."""
+
+
+@dataclass(kw_only=True)
+class _CommonConfig:
+    alpn: Sequence[str]
+    """Application protocols, in preference order (mandatory in QUIC)."""
+
+    idle_timeout: float = 30.0
+    """Seconds of silence after which the connection is dropped (RFC 9000 §10.1)."""
+
+    handshake_timeout: float = 10.0
+    """Seconds a handshake may take before it fails with a timeout."""
+
+    keep_alive_interval: float | None = None
+    """Send a PING after this many idle seconds to keep the connection (and NATs) alive."""
+
+    initial_max_data: int = 1 << 20
+    """Initial connection-level receive window in bytes; it grows with the measured BDP."""
+
+    initial_max_stream_data: int = 512 << 10
+    """Initial per-stream receive window in bytes; it grows with the measured BDP."""
+
+    max_connection_window: int = 24 << 20
+    """Upper bound for the connection receive window."""
+
+    max_stream_window: int = 16 << 20
+    """Upper bound for a stream receive window."""
+
+    max_streams_bidi: int = 100
+    """Concurrent bidirectional streams the peer may open."""
+
+    max_streams_uni: int = 100
+    """Concurrent unidirectional streams the peer may open."""
+
+    stream_send_buffer: int = 256 << 10
+    """Bytes a stream buffers for sending before ``send_all`` blocks."""
+
+    max_datagram_size: int = 1200
+    """Largest UDP payload sent (1200 is always safe; larger needs a path that carries it)."""
+
+    congestion_control: str = "cubic"
+    """``"cubic"`` (default) or ``"newreno"``."""
+
+    initial_rtt: float = 0.333
+    """RTT assumed before the first sample (RFC 9002 §6.2.2)."""
+
+    cipher_suites: Sequence[CipherSuite] = DEFAULT_CIPHER_SUITES
+    groups: Sequence[Group] = DEFAULT_GROUPS
+    signature_schemes: Sequence[SignatureScheme] | None = None
+    """``None`` means every scheme ghostwire supports."""
+
+    versions: Sequence[int] = (QUIC_V1,)
+    connection_id_length: int = 8
+    active_connection_id_limit: int = 4
+
+    keylog_file: PathLike | None = None
+    """Append TLS secrets here in NSS key log format (for Wireshark). Off unless set."""
+
+    qlog_dir: PathLike | None = None
+    """Write one qlog file per connection into this directory. Off unless set."""
+
+    def _validate_common(self) -> None:
+        if isinstance(self.alpn, str):
+            raise TypeError("alpn must be a list of protocol names, e.g. alpn=['h3']")
+        self.alpn = list(self.alpn)
+        if not self.alpn:
+            raise ValueError("alpn must name at least one protocol (ALPN is mandatory in QUIC)")
+        for name in self.alpn:
+            if not name or len(name.encode()) > 255:
+                raise ValueError(f"invalid ALPN protocol name {name!r}")
+        _positive("idle_timeout", self.idle_timeout)
+        _positive("handshake_timeout", self.handshake_timeout)
+        if self.keep_alive_interval is not None:
+            _positive("keep_alive_interval", self.keep_alive_interval)
+        _positive("initial_rtt", self.initial_rtt)
+        for name in (
+            "initial_max_data",
+            "initial_max_stream_data",
+            "max_connection_window",
+            "max_stream_window",
+            "stream_send_buffer",
+        ):
+            _positive(name, getattr(self, name))
+        if self.max_connection_window < self.initial_max_data:
+            raise ValueError("max_connection_window must be >= initial_max_data")
+        if self.max_stream_window < self.initial_max_stream_data:
+            raise ValueError("max_stream_window must be >= initial_max_stream_data")
+        for name in ("max_streams_bidi", "max_streams_uni"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1 << 60:
+                raise ValueError(f"{name} must be between 0 and 2**60")
+        if not 1200 <= self.max_datagram_size <= 65527:
+            raise ValueError("max_datagram_size must be between 1200 and 65527 (RFC 9000 §14)")
+        if self.congestion_control not in ("cubic", "newreno"):
+            raise ValueError("congestion_control must be 'cubic' or 'newreno'")
+        if not 4 <= self.connection_id_length <= 20:
+            raise ValueError("connection_id_length must be between 4 and 20")
+        if self.active_connection_id_limit < 2:
+            raise ValueError("active_connection_id_limit must be at least 2 (RFC 9000 §18.2)")
+        self.cipher_suites = [CipherSuite(s) for s in self.cipher_suites]
+        self.groups = [Group(g) for g in self.groups]
+        if not self.cipher_suites or not self.groups:
+            raise ValueError("cipher_suites and groups must not be empty")
+        if not self.versions or any(v not in SUPPORTED_VERSIONS for v in self.versions):
+            raise ValueError(f"versions must be a non-empty subset of {SUPPORTED_VERSIONS!r}")
+
+
+@dataclass(kw_only=True)
+class ClientConfig(_CommonConfig):
+    """Configuration of a QUIC client.
+
+    ``server_name`` is the name sent in SNI and checked against the server's
+    certificate; it defaults to the host passed to ``connect``. ``cafile`` (or
+    ``cadata``, PEM) replaces the system CA bundle. ``verify=False`` turns off
+    certificate verification entirely: never do that outside tests.
+    """
+
+    server_name: str | None = None
+    cafile: PathLike | None = None
+    cadata: bytes | None = None
+    verify: bool = True
+    certfile: PathLike | None = None
+    """Client certificate chain (PEM) for mutual TLS."""
+    keyfile: PathLike | None = None
+    certificate_chain: Sequence[x509.Certificate] = ()
+    private_key: Any = None
+    trust_store: TrustStore | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        if not self.verify:
+            warnings.warn(
+                "certificate verification is OFF (verify=False): anyone can impersonate "
+                "the server. Use cafile= with a test CA instead.",
+                InsecureConfigurationWarning,
+                stacklevel=3,
+            )
+        if self.trust_store is None and (self.cafile is not None or self.cadata is not None):
+            self.trust_store = TrustStore.from_pem(
+                _read(self.cafile) if self.cafile is not None else self.cadata or b""
+            )
+        self.certificate_chain, self.private_key = _load_identity(
+            self.certfile, self.keyfile, self.certificate_chain, self.private_key
+        )
+
+
+@dataclass(kw_only=True)
+class ServerConfig(_CommonConfig):
+    """Configuration of a QUIC server.
+
+    ``certfile`` / ``keyfile`` are PEM paths like ``ssl``'s ``load_cert_chain``
+    (or pass ``certificate_chain`` / ``private_key`` objects). With
+    ``client_cafile`` set, clients are asked for a certificate, which
+    ``require_client_cert`` makes mandatory (mutual TLS). ``retry=True``
+    validates client addresses with a Retry round trip before any work.
+    """
+
+    certfile: PathLike | None = None
+    keyfile: PathLike | None = None
+    password: bytes | None = None
+    certificate_chain: Sequence[x509.Certificate] = ()
+    private_key: Any = None
+    client_cafile: PathLike | None = None
+    require_client_cert: bool = False
+    retry: bool = False
+    max_connections: int = 10_000
+    client_trust_store: TrustStore | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        self.certificate_chain, self.private_key = _load_identity(
+            self.certfile, self.keyfile, self.certificate_chain, self.private_key, self.password
+        )
+        if not self.certificate_chain or self.private_key is None:
+            raise ValueError("a server needs a certificate: pass certfile= and keyfile=")
+        if self.client_cafile is not None and self.client_trust_store is None:
+            self.client_trust_store = TrustStore.from_pem(_read(self.client_cafile))
+        if self.require_client_cert and self.client_trust_store is None:
+            raise ValueError("require_client_cert needs client_cafile= to verify clients against")
+        _positive("max_connections", self.max_connections)
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def _read(path: PathLike) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load_identity(
+    certfile: PathLike | None,
+    keyfile: PathLike | None,
+    chain: Sequence[x509.Certificate],
+    key: Any,
+    password: bytes | None = None,
+) -> tuple[list[x509.Certificate], Any]:
+    if certfile is not None:
+        chain = load_certificate_chain(_read(certfile))
+        if not chain:
+            raise ValueError(f"no certificate found in {os.fspath(certfile)!r}")
+        key = load_private_key(_read(keyfile if keyfile is not None else certfile), password)
+    elif keyfile is not None:
+        raise ValueError("keyfile= given without certfile=")
+    if chain and key is None:
+        raise ValueError("a certificate chain needs its private key")
+    return list(chain), key

@@ -1,0 +1,913 @@
+"""The QUIC connection state machine (sans-IO).
+
+Theory of operation
+-------------------
+A :class:`QuicConnection` is driven from outside with explicit time:
+
+* ``receive_datagram(data, addr, now)`` feeds it what arrived;
+* ``datagrams_to_send(now)`` returns what should go out now;
+* ``get_timer()`` says when it next needs ``handle_timer(now)``;
+* ``next_event()`` yields what the application should hear about.
+
+The application side (open streams, write, read, reset, close) is a set of
+plain methods. Nothing here does I/O, reads the clock or imports trio.
+
+The work is split over collaborators, each in its own module:
+
+========================  ==================================================
+``PacketNumberSpace``     keys, packet numbers, what we received, ACK policy
+``TlsHandshake``          the TLS 1.3 handshake (``tls/``)
+``CryptoStream``          CRYPTO frames of one encryption level
+``LossRecovery``          RTT, loss detection, PTO, congestion control
+``StreamSet``             streams, stream and connection flow control
+``Local/PeerConnectionIds``  connection IDs both ways
+``FrameReceiver``         what each received frame does (``frame_receiver``)
+``FrameWriter``           what goes into the next packet (``frame_writer``)
+========================  ==================================================
+
+This module owns the connection's lifecycle: handshake progress and key
+installation, packet decryption, the idle/handshake/closing timers, and the
+closing and draining periods of RFC 9000 §10.2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .cid import LocalConnectionIds, PeerConnectionIds
+from .config import ClientConfig, ServerConfig
+from .congestion import create_congestion_controller
+from .crypto import DecryptionFailed, PacketKeys, derive_initial_secrets, remove_header_protection
+from .crypto_stream import CryptoStream
+from .errors import PacketDropped, QuicProtocolError, TransportErrorCode
+from .events import (
+    CloseReason,
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    ConnectionTerminated,
+    Event,
+    HandshakeCompleted,
+    StopSendingReceived,
+    StreamOpened,
+    StreamReadable,
+    StreamResetReceived,
+    StreamsAvailable,
+    StreamWritable,
+)
+from .frame_receiver import FrameReceiver
+from .frame_writer import MAX_DATAGRAMS_PER_CALL, FrameWriter
+from .key_update import KeyPhases
+from .packet import PacketHeader, PacketType, decode_packet_number, parse_header
+from .packet_space import PacketNumberSpace
+from .qlog import QlogSink
+from .recovery import LossRecovery, SentPacket, Space
+from .stream_states import StreamStateError
+from .streams import StreamSet
+from .suites import CipherSuite, Epoch
+from .tls import CertificateVerificationError, TlsAlert, TlsHandshake
+from .transport_params import TransportParameters, decode_transport_parameters
+from .transport_setup import build_tls_settings, local_transport_parameters, validate_peer_cids
+
+Address = Any  # whatever the shell uses for peer addresses (a tuple for UDP)
+
+# RFC 9000 §10.2: closing and draining last three PTOs.
+CLOSE_PERIOD_PTOS = 3
+# Send at most one CONNECTION_CLOSE per this many packets received while closing.
+CLOSE_RESPONSE_EVERY = 4
+
+
+class ConnectionState(Enum):
+    HANDSHAKE = "handshake"
+    CONNECTED = "connected"
+    CLOSING = "closing"  # we sent CONNECTION_CLOSE (RFC 9000 §10.2.1)
+    DRAINING = "draining"  # the peer did (RFC 9000 §10.2.2)
+    TERMINATED = "terminated"
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """Counters a user can read without poking private fields."""
+
+    packets_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    smoothed_rtt: float = 0.0
+    min_rtt: float = 0.0
+    latest_rtt: float = 0.0
+    congestion_window: int = 0
+    bytes_in_flight: int = 0
+    pto_count: int = 0
+
+
+_EPOCH_OF_TYPE = {
+    PacketType.INITIAL: Epoch.INITIAL,
+    PacketType.HANDSHAKE: Epoch.HANDSHAKE,
+    PacketType.ZERO_RTT: Epoch.ZERO_RTT,
+    PacketType.ONE_RTT: Epoch.ONE_RTT,
+}
+_SPACE_OF_EPOCH = {
+    Epoch.INITIAL: Space.INITIAL,
+    Epoch.HANDSHAKE: Space.HANDSHAKE,
+    Epoch.ZERO_RTT: Space.APPLICATION,
+    Epoch.ONE_RTT: Space.APPLICATION,
+}
+
+
+class QuicConnection:
+    """One QUIC connection, client or server side."""
+
+    def __init__(
+        self,
+        config: ClientConfig | ServerConfig,
+        *,
+        peer_address: Address,
+        now: float,
+        server_name: str | None = None,
+        original_dcid: bytes | None = None,
+        client_scid: bytes | None = None,
+        retry_scid: bytes | None = None,
+        address_validated: bool = False,
+        version: int | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        reset_token_for: Callable[[bytes], bytes] | None = None,
+        keylog: Callable[[str], None] | None = None,
+        qlog: QlogSink | None = None,
+    ) -> None:
+        """Create a connection.
+
+        A client needs ``server_name`` (may be None for IP targets with
+        ``config.server_name`` unset). A server connection is made by the
+        endpoint from the client's first Initial: ``original_dcid`` is that
+        packet's DCID (or the one before a Retry), ``client_scid`` its SCID,
+        ``retry_scid`` the SCID of our Retry if one was validated.
+        """
+        self.config = config
+        self.is_client = isinstance(config, ClientConfig)
+        self.peer_address = peer_address
+        self._random = random_bytes
+        self.qlog = qlog
+        self.version = version if version is not None else config.versions[0]
+        self.state = ConnectionState.HANDSHAKE
+        self._events: deque[Event] = deque()
+        self.stats = ConnectionStats()
+
+        cid_length = config.connection_id_length
+        our_cid = random_bytes(cid_length)
+        if self.is_client:
+            self.original_dcid = random_bytes(max(8, cid_length))
+            peer_cid = self.original_dcid
+            self.address_validated = True
+        else:
+            if original_dcid is None or client_scid is None:
+                raise ValueError("a server connection needs the client's original_dcid and scid")
+            self.original_dcid = original_dcid
+            peer_cid = client_scid
+            self.address_validated = address_validated
+        self.retry_scid = retry_scid
+        # The SCID of the peer's first Initial, checked against its transport
+        # parameters (RFC 9000 §7.3). The client learns it from the server.
+        self.peer_initial_scid: bytes | None = None if self.is_client else client_scid
+        self.initial_dcid_for_keys = self.original_dcid if retry_scid is None else retry_scid
+        self.local_cids = LocalConnectionIds(
+            our_cid, cid_length, random_bytes, reset_token_for or (lambda cid: random_bytes(16))
+        )
+        self.peer_cids = PeerConnectionIds(peer_cid, config.active_connection_id_limit)
+        self._events.append(ConnectionIdIssued(our_cid))
+        self.token = b""  # client: address validation token to put in Initials
+        self.new_token = b""  # client: a NEW_TOKEN from the server, for next time
+
+        self.spaces = {space: PacketNumberSpace(space) for space in Space}
+        self.key_phases = KeyPhases()
+        self.crypto = {
+            epoch: CryptoStream() for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE, Epoch.ONE_RTT)
+        }
+        self._install_initial_keys()
+
+        self.recovery = LossRecovery(
+            congestion=create_congestion_controller(
+                config.congestion_control, max_datagram_size=config.max_datagram_size
+            ),
+            initial_rtt=config.initial_rtt,
+            is_client=self.is_client,
+        )
+        self.max_datagram_size = config.max_datagram_size
+        self.streams = StreamSet.from_config(config, is_client=self.is_client)
+        self.peer_params: TransportParameters | None = None
+        self.handshake_complete = False
+        self.handshake_confirmed = False
+        self._received_first_packet = False
+        self._retry_received = False
+
+        # Server-side anti-amplification accounting (RFC 9000 §8.1).
+        self.bytes_received_unvalidated = 0
+        self.bytes_sent_unvalidated = 0
+
+        self.local_params = local_transport_parameters(self)
+        self.tls = TlsHandshake(
+            build_tls_settings(config, server_name, keylog), self.local_params_bytes
+        )
+
+        # Timers (absolute times, None when off).
+        self._started_at = now
+        self.idle_timeout = config.idle_timeout
+        self.idle_deadline: float | None = now + config.idle_timeout
+        self.handshake_deadline: float | None = now + config.handshake_timeout
+        self.close_deadline: float | None = None
+        self.keep_alive_deadline: float | None = None
+        self._ack_eliciting_sent_since_receive = False
+
+        # Closing.
+        self.close_frame: tuple[int, int | None, bytes, bool] | None = None
+        self._close_sent_pending = False
+        self._packets_since_close = 0
+
+        self.receiver = FrameReceiver(self)
+        self.writer = FrameWriter(self)
+
+    # ------------------------------------------------------------------
+    # Public API
+    # ------------------------------------------------------------------
+
+    def connect(self, now: float) -> None:
+        """Client: start the handshake (queues the ClientHello)."""
+        if not self.is_client:
+            raise RuntimeError("connect() is for client connections")
+        self.tls.start()
+        self._drain_tls(now)
+
+    def next_event(self) -> Event | None:
+        if self.streams.has_events():
+            self._collect_stream_events()
+        return self._events.popleft() if self._events else None
+
+    def _collect_stream_events(self) -> None:
+        batch = self.streams.pop_events()
+        append = self._events.append
+        for stream_id in batch.opened:
+            append(StreamOpened(stream_id))
+        for stream_id, code in batch.reset:
+            append(StreamResetReceived(stream_id, code))
+        for stream_id, code in batch.stop_sending:
+            append(StopSendingReceived(stream_id, code))
+        for stream_id in batch.readable:
+            append(StreamReadable(stream_id))
+        for stream_id in batch.writable:
+            append(StreamWritable(stream_id))
+        if batch.bidi_streams_available:
+            append(StreamsAvailable(bidirectional=True))
+        if batch.uni_streams_available:
+            append(StreamsAvailable(bidirectional=False))
+
+    # -- streams (application side) ---------------------------------------
+
+    def open_stream(self, bidirectional: bool = True) -> int:
+        """Open a stream; raises StreamLimitReached at the peer's MAX_STREAMS."""
+        if self.is_closed:
+            raise StreamStateError("the connection is closed")
+        return self.streams.open_stream(bidirectional)
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Queue data (and optionally the FIN) on a stream."""
+        if self.is_closed:
+            raise StreamStateError("the connection is closed")
+        self.streams.write(stream_id, data, end_stream)
+
+    def stream_send_buffered(self, stream_id: int) -> int:
+        """Bytes written to a stream and not yet acknowledged (0 once finished)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.sender is None:
+            return 0
+        return stream.sender.buffered_bytes
+
+    def read_stream(self, stream_id: int, max_bytes: int | None = None) -> bytes:
+        """In-order data from a stream; b"" when none is available or the stream is over."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.receiver is None:
+            return b""
+        return self.streams.read(stream_id, max_bytes)
+
+    def stream_at_eof(self, stream_id: int) -> bool:
+        """Whether all of a stream's data up to its FIN has been read."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return True  # finished and forgotten
+        receiver = stream.receiver
+        if receiver is None or not receiver.at_eof:
+            return False
+        self.streams.read(stream_id)  # reading at EOF completes the stream (Data Read)
+        return True
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        """Abandon a stream's send side (RESET_STREAM); no-op once it is finished."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.sender is not None and not self.is_closed:
+            self.streams.reset_stream(stream_id, error_code)
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        """Ask the peer to stop sending on a stream (STOP_SENDING)."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.receiver is not None and not self.is_closed:
+            self.streams.stop_sending(stream_id, error_code)
+
+    @property
+    def host_cid(self) -> bytes:
+        """Our first connection ID (what the peer sends to)."""
+        return self.local_cids.initial.cid
+
+    @property
+    def local_params_bytes(self) -> bytes:
+        from .transport_params import encode_transport_parameters
+
+        return encode_transport_parameters(self.local_params)
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        return self.tls.alpn_protocol
+
+    @property
+    def cipher_suite(self) -> CipherSuite | None:
+        return self.tls.cipher_suite
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the application can no longer use the connection."""
+        return self.state in (
+            ConnectionState.CLOSING,
+            ConnectionState.DRAINING,
+            ConnectionState.TERMINATED,
+        )
+
+    @property
+    def is_terminated(self) -> bool:
+        """True once the endpoint may forget the connection."""
+        return self.state is ConnectionState.TERMINATED
+
+    def close(
+        self,
+        error_code: int = 0,
+        reason: str = "",
+        *,
+        is_application: bool = True,
+        frame_type: int | None = None,
+        now: float,
+    ) -> None:
+        """Close the connection with CONNECTION_CLOSE (RFC 9000 §10.2)."""
+        if self.is_closed:
+            return
+        self._enter_closing(
+            error_code,
+            frame_type,
+            reason,
+            is_application,
+            now,
+            ConnectionTerminated(
+                CloseReason.LOCAL,
+                error_code=error_code,
+                frame_type=frame_type,
+                reason=reason,
+                is_application=is_application,
+            ),
+        )
+
+    def request_key_update(self) -> None:
+        """Switch to the next generation of 1-RTT keys (RFC 9001 §6)."""
+        if not self.handshake_confirmed:
+            raise RuntimeError("key updates need a confirmed handshake")
+        self.key_phases.initiate(self.spaces[Space.APPLICATION].next_pn)
+
+    def get_statistics(self) -> ConnectionStats:
+        stats = self.stats
+        rtt = self.recovery.rtt
+        cc = self.recovery.congestion
+        stats.smoothed_rtt = rtt.smoothed_rtt
+        stats.min_rtt = rtt.min_rtt
+        stats.latest_rtt = rtt.latest_rtt
+        stats.congestion_window = cc.congestion_window
+        stats.bytes_in_flight = cc.bytes_in_flight
+        stats.pto_count = self.recovery.pto_count
+        return ConnectionStats(**{k: getattr(stats, k) for k in stats.__slots__})
+
+    # ------------------------------------------------------------------
+    # Receiving
+    # ------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one UDP datagram from ``addr``."""
+        state = self.state
+        if state is ConnectionState.DRAINING or state is ConnectionState.TERMINATED:
+            return
+        self.stats.bytes_received += len(data)
+        if not self.address_validated:
+            self.bytes_received_unvalidated += len(data)
+        if state is ConnectionState.CLOSING:
+            self._on_packet_while_closing()
+            return
+        offset = 0
+        first_dcid: bytes | None = None
+        processed = False
+        while offset < len(data):
+            try:
+                header = parse_header(data, offset, len(self.host_cid))
+            except PacketDropped:
+                break
+            start, offset = offset, header.end
+            # RFC 9000 §12.2: ignore coalesced packets for another connection.
+            if first_dcid is None:
+                first_dcid = header.dcid
+            elif header.dcid != first_dcid:
+                break
+            try:
+                if self._receive_packet(header, data, start, addr, now):
+                    processed = True
+            except QuicProtocolError as exc:
+                self._close_on_error(exc, now)
+                return
+            if self.state is not ConnectionState.HANDSHAKE and self.is_closed:
+                return
+        if not processed and self.peer_cids.is_stateless_reset(data):
+            self._terminate(ConnectionTerminated(CloseReason.STATELESS_RESET), now)
+
+    def _receive_packet(
+        self, header: PacketHeader, data: bytes, start: int, addr: Address, now: float
+    ) -> bool:
+        """Decrypt and process one packet; False if it was dropped."""
+        ptype = header.packet_type
+        if ptype is PacketType.VERSION_NEGOTIATION:
+            self._on_version_negotiation(header, now)
+            return False
+        if ptype is PacketType.RETRY:
+            self._on_retry(header, data[start : header.end], now)
+            return False
+        if header.is_long and header.version != self.version:
+            return False
+        epoch = _EPOCH_OF_TYPE[ptype]
+        if epoch is Epoch.ZERO_RTT:
+            return False  # 0-RTT is not offered, so there are no keys for it
+        space = self.spaces[_SPACE_OF_EPOCH[epoch]]
+        keys = space.recv_keys
+        if keys is None:
+            return False  # keys not yet available, or discarded (RFC 9001 §5.7)
+        packet = memoryview(data)[start : header.end]
+        pn_offset = header.pn_offset - start
+        try:
+            plain_header, pn_length = remove_header_protection(keys, packet, pn_offset)
+        except PacketDropped:
+            return False
+        first_byte = plain_header[0]
+        truncated = int.from_bytes(plain_header[pn_offset:], "big")
+        pn = decode_packet_number(truncated, pn_length * 8, space.largest_received + 1)
+        if epoch is Epoch.ONE_RTT:
+            phase_keys = self.key_phases.keys_for(first_byte, pn)
+            if phase_keys is None:
+                return False
+            keys = phase_keys
+        try:
+            payload = keys.open(pn, plain_header, packet[pn_offset + pn_length :])
+        except DecryptionFailed:
+            return False
+        if epoch is Epoch.ONE_RTT:
+            self.key_phases.on_decrypted(
+                keys,
+                pn,
+                now,
+                self.recovery.pto_duration(Space.APPLICATION),
+                self.spaces[Space.APPLICATION].next_pn,
+            )
+        # RFC 9000 §17.2, §17.3.1: reserved bits must be zero once unprotected.
+        if first_byte & (0x0C if header.is_long else 0x18):
+            raise QuicProtocolError(TransportErrorCode.PROTOCOL_VIOLATION, "reserved bits set")
+        if space.is_duplicate(pn):
+            return True
+        self.stats.packets_received += 1
+        if self.is_client and not self._received_first_packet and header.is_long:
+            # RFC 9000 §7.2: use the server's chosen connection ID from now on.
+            self.peer_cids.replace_initial(header.scid)
+            self.peer_initial_scid = header.scid
+        self._received_first_packet = True
+        if self.qlog is not None:
+            self.qlog.packet_received(ptype, pn, len(packet), now)
+        ack_eliciting = self.receiver.process_payload(payload, ptype, epoch, header.dcid, now)
+        if self.is_closed:
+            return True
+        space.on_packet_received(pn, ack_eliciting, now, self.writer.max_ack_delay)
+        self._on_packet_processed(epoch, addr, now)
+        return True
+
+    def _on_packet_processed(self, epoch: Epoch, addr: Address, now: float) -> None:
+        if not self.is_client and epoch is Epoch.HANDSHAKE:
+            # RFC 9000 §8.1: a Handshake packet proves the client owns its address;
+            # RFC 9001 §4.9.1: the server discards Initial keys now.
+            self.address_validated = True
+            self.recovery.peer_completed_address_validation = True
+            self._discard_space(Space.INITIAL)
+        if self.recovery.amplification_blocked and self._amplification_room() > 0:
+            self.recovery.amplification_blocked = False
+        # RFC 9000 §10.1: any processed packet restarts the idle timer.
+        self.idle_deadline = now + self._effective_idle_timeout()
+        self._ack_eliciting_sent_since_receive = False
+        self._arm_keep_alive(now)
+
+    def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
+        # RFC 9000 §6.2: only before any other packet; ignore if it lists ours.
+        if not self.is_client or self._received_first_packet:
+            return
+        if self.version in header.supported_versions:
+            return
+        if header.dcid != self.host_cid or header.scid != self.original_dcid:
+            return
+        offered = ", ".join(f"0x{v:08x}" for v in header.supported_versions) or "none"
+        self._terminate(
+            ConnectionTerminated(
+                CloseReason.VERSION_NEGOTIATION,
+                error_code=TransportErrorCode.VERSION_NEGOTIATION_ERROR,
+                reason=f"server does not support QUIC version 0x{self.version:08x} "
+                f"(it offers {offered})",
+            ),
+            now,
+        )
+
+    def _on_retry(self, header: PacketHeader, packet: bytes, now: float) -> None:
+        from .crypto import verify_retry
+
+        # RFC 9000 §17.2.5.2: one Retry, before any other packet, valid tag,
+        # non-empty token, and a new connection ID.
+        if not self.is_client or self._retry_received or self._received_first_packet:
+            return
+        if not header.token or header.scid == self.peer_cids.current.cid:
+            return
+        if not verify_retry(bytes(packet), self.original_dcid, self.version):
+            return
+        self._retry_received = True
+        self.retry_scid = header.scid
+        self.token = header.token
+        self.peer_cids.replace_initial(header.scid)
+        self.initial_dcid_for_keys = header.scid
+        self._install_initial_keys()
+        # RFC 9002 §6.3: a Retry resets recovery for the Initial space; the
+        # ClientHello goes out again in a new Initial (packet numbers continue).
+        for sent in self.recovery.discard_space(Space.INITIAL):
+            self._run_handlers(sent, False)
+        self.crypto[Epoch.INITIAL].requeue_unacked()
+
+    # ------------------------------------------------------------------
+    # TLS glue
+    # ------------------------------------------------------------------
+
+    def on_crypto_data(self, epoch: Epoch, data: bytes, now: float) -> None:
+        """Called by the frame receiver with in-order CRYPTO bytes."""
+        try:
+            self.tls.receive(epoch, data)
+        finally:
+            # Even when TLS fails, what it produced (keys for an alert) applies.
+            self._drain_tls(now)
+
+    def _drain_tls(self, now: float) -> None:
+        for change in self.tls.pop_key_changes():
+            space = self.spaces[_SPACE_OF_EPOCH[change.epoch]]
+            keys = PacketKeys.from_secret(change.cipher_suite, change.secret, self.version)
+            if change.epoch is Epoch.HANDSHAKE:
+                self.recovery.has_handshake_keys = True
+            if change.is_write:
+                space.send_keys = keys
+            else:
+                space.recv_keys = keys
+            if change.epoch is Epoch.ONE_RTT:
+                self.key_phases.install(keys, change.is_write)
+        for epoch, data in self.tls.outgoing.items():
+            if data:
+                self.crypto[epoch].write(bytes(data))
+                data.clear()
+        if self.peer_params is None and self.tls.peer_transport_parameters is not None:
+            self._apply_peer_params(self.tls.peer_transport_parameters)
+        if self.tls.complete and not self.handshake_complete:
+            self._on_handshake_complete(now)
+
+    def _apply_peer_params(self, raw: bytes) -> None:
+        params = decode_transport_parameters(raw, from_server=self.is_client)
+        validate_peer_cids(self, params)
+        self.peer_params = params
+        if params.stateless_reset_token is not None:
+            self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
+        self.recovery.peer_max_ack_delay = params.max_ack_delay / 1000.0
+        self.streams.apply_peer_limits(
+            initial_max_data=params.initial_max_data,
+            initial_max_streams_bidi=params.initial_max_streams_bidi,
+            initial_max_streams_uni=params.initial_max_streams_uni,
+            initial_max_stream_data_bidi_local=params.initial_max_stream_data_bidi_local,
+            initial_max_stream_data_bidi_remote=params.initial_max_stream_data_bidi_remote,
+            initial_max_stream_data_uni=params.initial_max_stream_data_uni,
+        )
+        if params.max_udp_payload_size < self.max_datagram_size:
+            self.max_datagram_size = params.max_udp_payload_size
+        self.writer.on_peer_params(params)
+
+    def _on_handshake_complete(self, now: float) -> None:
+        self.handshake_complete = True
+        self.handshake_deadline = None
+        self.state = ConnectionState.CONNECTED
+        if not self.is_client:
+            # RFC 9001 §4.1.2: the server's handshake is confirmed at completion.
+            self.writer.handshake_done_pending = True
+            self._confirm_handshake()
+        peer = self.peer_params
+        if peer is not None:
+            self.local_cids.issue_up_to(peer.active_connection_id_limit)
+            self._publish_cid_changes()
+        self._events.append(
+            HandshakeCompleted(
+                alpn=self.tls.alpn_protocol or "",
+                version=self.version,
+                cipher_suite=self.tls.cipher_suite.tls_name if self.tls.cipher_suite else "",
+            )
+        )
+
+    def on_handshake_done_received(self) -> None:
+        """Client: HANDSHAKE_DONE confirms the handshake (RFC 9001 §4.1.2)."""
+        if not self.handshake_confirmed:
+            self._confirm_handshake()
+
+    def _confirm_handshake(self) -> None:
+        self.handshake_confirmed = True
+        self.recovery.handshake_confirmed = True
+        self.recovery.peer_completed_address_validation = True
+        # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
+        self._discard_space(Space.INITIAL)
+        self._discard_space(Space.HANDSHAKE)
+
+    def on_handshake_packet_sent(self) -> None:
+        """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""
+        if self.is_client and not self.spaces[Space.INITIAL].discarded:
+            self._discard_space(Space.INITIAL)
+
+    def _discard_space(self, space_id: Space) -> None:
+        space = self.spaces[space_id]
+        if space.discarded:
+            return
+        space.discard()
+        self.recovery.discard_space(space_id)
+
+    def _install_initial_keys(self) -> None:
+        client_secret, server_secret = derive_initial_secrets(
+            self.initial_dcid_for_keys, self.version
+        )
+        suite = CipherSuite.AES_128_GCM_SHA256
+        ours, theirs = (
+            (client_secret, server_secret) if self.is_client else (server_secret, client_secret)
+        )
+        space = self.spaces[Space.INITIAL]
+        space.send_keys = PacketKeys.from_secret(suite, ours, self.version)
+        space.recv_keys = PacketKeys.from_secret(suite, theirs, self.version)
+
+    def publish_cid_changes(self) -> None:
+        self._publish_cid_changes()
+
+    def _publish_cid_changes(self) -> None:
+        for cid in self.local_cids.issued:
+            self._events.append(ConnectionIdIssued(cid))
+        self.local_cids.issued.clear()
+        for cid in self.local_cids.retired:
+            self._events.append(ConnectionIdRetired(cid))
+        self.local_cids.retired.clear()
+
+    def push_event(self, event: Event) -> None:
+        self._events.append(event)
+
+    # ------------------------------------------------------------------
+    # Sending
+    # ------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything that should be sent now, as (datagram, address) pairs."""
+        if self.state is ConnectionState.TERMINATED or self.state is ConnectionState.DRAINING:
+            return []
+        if self.state is ConnectionState.CLOSING:
+            return self._close_datagrams(now)
+        out: list[tuple[bytes, Address]] = []
+        while len(out) < MAX_DATAGRAMS_PER_CALL:
+            datagram = self.writer.build_datagram(now)
+            if not datagram:
+                break
+            out.append((datagram, self.peer_address))
+        return out
+
+    def on_packets_sent(self, packets: list[SentPacket], datagram_size: int, now: float) -> None:
+        """Bookkeeping once the writer built a datagram."""
+        self.stats.bytes_sent += datagram_size
+        if not self.address_validated:
+            self.bytes_sent_unvalidated += datagram_size
+        ack_eliciting = False
+        for packet in packets:
+            self.stats.packets_sent += 1
+            self.recovery.on_packet_sent(packet)
+            if packet.ack_eliciting:
+                ack_eliciting = True
+            if self.qlog is not None:
+                self.qlog.packet_sent(packet, now)
+        if ack_eliciting and not self._ack_eliciting_sent_since_receive:
+            # RFC 9000 §10.1: restart the idle timer on the first ack-eliciting
+            # packet sent after receiving.
+            self._ack_eliciting_sent_since_receive = True
+            self.idle_deadline = now + self._effective_idle_timeout()
+        self._arm_keep_alive(now)
+
+    def amplification_room(self) -> int | None:
+        """Bytes a server may still send to an unvalidated address (None: no limit)."""
+        if self.address_validated:
+            return None
+        return self._amplification_room()
+
+    def _amplification_room(self) -> int:
+        # RFC 9000 §8.1: at most three times what was received.
+        return max(0, 3 * self.bytes_received_unvalidated - self.bytes_sent_unvalidated)
+
+    # ------------------------------------------------------------------
+    # Acknowledgements and loss (called by the frame receiver)
+    # ------------------------------------------------------------------
+
+    def on_ack_frame(
+        self, space_id: Space, ranges: tuple[tuple[int, int], ...], ack_delay: float, now: float
+    ) -> None:
+        result = self.recovery.on_ack_received(space_id, ranges, ack_delay, now)
+        space = self.spaces[space_id]
+        largest = ranges[0][1]
+        if space.largest_acked_by_peer is None or largest > space.largest_acked_by_peer:
+            space.largest_acked_by_peer = largest
+        for packet in result.acked:
+            self._run_handlers(packet, True)
+        self._on_lost(result.lost)
+        if space_id is Space.APPLICATION and result.acked:
+            self.key_phases.on_ack(largest)
+        if result.acked and space_id is Space.APPLICATION and self.is_client:
+            # RFC 9001 §4.1.2: an acknowledged 1-RTT packet confirms the handshake.
+            if not self.handshake_confirmed and self.handshake_complete:
+                self._confirm_handshake()
+
+    def _on_lost(self, lost: list[SentPacket]) -> None:
+        for packet in lost:
+            self.stats.packets_lost += 1
+            self._run_handlers(packet, False)
+
+    @staticmethod
+    def _run_handlers(packet: SentPacket, delivered: bool) -> None:
+        for callback, args in packet.handlers:
+            callback(delivered, *args)
+
+    # ------------------------------------------------------------------
+    # Timers
+    # ------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The next time ``handle_timer`` must run, or None."""
+        if self.state is ConnectionState.TERMINATED:
+            return None
+        if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
+            return self.close_deadline
+        candidates = [
+            self.idle_deadline,
+            self.handshake_deadline,
+            self.keep_alive_deadline,
+            self.recovery.loss_detection_timer(),
+            self.writer.next_timer(),
+        ]
+        candidates.extend(space.ack_timer() for space in self.spaces.values())
+        return min((t for t in candidates if t is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timers have expired at ``now``."""
+        if self.state is ConnectionState.TERMINATED:
+            return
+        if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
+            if self.close_deadline is not None and now >= self.close_deadline:
+                self.state = ConnectionState.TERMINATED
+            return
+        if self.idle_deadline is not None and now >= self.idle_deadline:
+            # RFC 9000 §10.1: an idle timeout closes silently.
+            self._terminate(
+                ConnectionTerminated(CloseReason.IDLE_TIMEOUT, reason="idle timeout"), now
+            )
+            return
+        if self.handshake_deadline is not None and now >= self.handshake_deadline:
+            self._enter_closing(
+                TransportErrorCode.NO_ERROR,
+                None,
+                "handshake timed out",
+                False,
+                now,
+                ConnectionTerminated(CloseReason.HANDSHAKE_TIMEOUT, reason="handshake timed out"),
+            )
+            return
+        timer = self.recovery.loss_detection_timer()
+        if timer is not None and now >= timer:
+            result = self.recovery.on_loss_detection_timeout(now)
+            self._on_lost(result.lost)
+            if result.probe_space is not None:
+                self.writer.request_probe(result.probe_space, result.probes)
+        if self.keep_alive_deadline is not None and now >= self.keep_alive_deadline:
+            self.keep_alive_deadline = None
+            self.writer.ping_pending = True
+        self.writer.on_timer(now)
+
+    def _effective_idle_timeout(self) -> float:
+        # RFC 9000 §10.1: the smaller of both sides' timeouts, but no less
+        # than three PTOs so a slow path isn't mistaken for a dead one.
+        timeout = self.idle_timeout
+        peer = self.peer_params
+        if peer is not None and peer.max_idle_timeout:
+            timeout = min(timeout, peer.max_idle_timeout / 1000.0)
+        return max(timeout, 3 * self.recovery.pto_duration(Space.APPLICATION))
+
+    def _arm_keep_alive(self, now: float) -> None:
+        interval = self.config.keep_alive_interval
+        if interval is not None and self.handshake_complete:
+            self.keep_alive_deadline = now + min(interval, self._effective_idle_timeout() / 2)
+
+    # ------------------------------------------------------------------
+    # Closing
+    # ------------------------------------------------------------------
+
+    def _close_on_error(self, exc: QuicProtocolError, now: float) -> None:
+        alert = exc.alert if isinstance(exc, TlsAlert) else None
+        self._enter_closing(
+            exc.error_code,
+            exc.frame_type if exc.frame_type is not None else 0,
+            exc.reason,
+            False,
+            now,
+            ConnectionTerminated(
+                CloseReason.LOCAL,
+                error_code=exc.error_code,
+                frame_type=exc.frame_type,
+                reason=exc.reason,
+                tls_alert=alert,
+                certificate_error=isinstance(exc, CertificateVerificationError),
+            ),
+        )
+
+    def _enter_closing(
+        self,
+        error_code: int,
+        frame_type: int | None,
+        reason: str,
+        is_application: bool,
+        now: float,
+        event: ConnectionTerminated,
+    ) -> None:
+        if self.is_closed:
+            return
+        self.close_frame = (error_code, frame_type, reason.encode()[:512], is_application)
+        self.state = ConnectionState.CLOSING
+        self._close_sent_pending = True
+        self.close_deadline = now + self._close_period()
+        self._events.append(event)
+
+    def _close_period(self) -> float:
+        # RFC 9000 §10.2: closing and draining last three times the PTO.
+        return CLOSE_PERIOD_PTOS * self.recovery.pto_duration(Space.APPLICATION)
+
+    def on_peer_close(
+        self, error_code: int, frame_type: int | None, reason: str, is_application: bool, now: float
+    ) -> None:
+        """The peer sent CONNECTION_CLOSE: drain (RFC 9000 §10.2.2)."""
+        alert = None
+        if not is_application and 0x100 <= error_code <= 0x1FF:
+            alert = error_code - 0x100
+        self.state = ConnectionState.DRAINING
+        self.close_deadline = now + self._close_period()
+        self._events.append(
+            ConnectionTerminated(
+                CloseReason.PEER,
+                error_code=error_code,
+                frame_type=frame_type,
+                reason=reason,
+                is_application=is_application,
+                tls_alert=alert,
+            )
+        )
+
+    def _terminate(self, event: ConnectionTerminated, now: float) -> None:
+        if self.state is ConnectionState.TERMINATED:
+            return
+        self.state = ConnectionState.TERMINATED
+        self.close_deadline = None
+        self._events.append(event)
+
+    def _on_packet_while_closing(self) -> None:
+        # RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, but rate-limited.
+        self._packets_since_close += 1
+        if self._packets_since_close >= CLOSE_RESPONSE_EVERY:
+            self._packets_since_close = 0
+            self._close_sent_pending = True
+
+    def _close_datagrams(self, now: float) -> list[tuple[bytes, Address]]:
+        if not self._close_sent_pending:
+            return []
+        self._close_sent_pending = False
+        datagram = self.writer.build_close_datagram(now)
+        return [(datagram, self.peer_address)] if datagram else []

@@ -1,0 +1,219 @@
+"""What each received frame does (RFC 9000 §19).
+
+:meth:`FrameReceiver.process_payload` parses a decrypted packet payload
+frame by frame, checks that each frame may appear in that packet type
+(RFC 9000 §12.4, Table 3: a violation is PROTOCOL_VIOLATION), and dispatches
+it through a table to a short handler. Handlers delegate to the connection's
+collaborators (streams, connection IDs, recovery, TLS); rules that belong to
+a frame rather than to a collaborator live here, next to the handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .buffer import Reader
+from .errors import QuicProtocolError, TransportErrorCode
+from .frames import (
+    AckFrame,
+    ConnectionCloseFrame,
+    CryptoFrame,
+    DataBlockedFrame,
+    DatagramFrame,
+    FrameType,
+    HandshakeDoneFrame,
+    MaxDataFrame,
+    MaxStreamDataFrame,
+    MaxStreamsFrame,
+    NewConnectionIdFrame,
+    NewTokenFrame,
+    PaddingFrame,
+    PathChallengeFrame,
+    PathResponseFrame,
+    PingFrame,
+    ResetStreamFrame,
+    RetireConnectionIdFrame,
+    StopSendingFrame,
+    StreamDataBlockedFrame,
+    StreamFrame,
+    StreamsBlockedFrame,
+    frame_allowed,
+    is_ack_eliciting,
+    parse_frame,
+)
+from .packet import PacketType
+from .recovery import Space
+from .suites import Epoch
+
+if TYPE_CHECKING:
+    from .connection import QuicConnection
+
+_SPACE_OF_EPOCH = {
+    Epoch.INITIAL: Space.INITIAL,
+    Epoch.HANDSHAKE: Space.HANDSHAKE,
+    Epoch.ZERO_RTT: Space.APPLICATION,
+    Epoch.ONE_RTT: Space.APPLICATION,
+}
+
+
+class FrameReceiver:
+    """Dispatches the frames of received packets to their handlers."""
+
+    def __init__(self, conn: QuicConnection) -> None:
+        self.conn = conn
+        self._epoch = Epoch.INITIAL
+        self._dcid = b""
+        self._now = 0.0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            PaddingFrame: _ignore,
+            PingFrame: _ignore,
+            AckFrame: self._on_ack,
+            CryptoFrame: self._on_crypto,
+            NewTokenFrame: self._on_new_token,
+            StreamFrame: self._on_stream,
+            ResetStreamFrame: self._on_reset_stream,
+            StopSendingFrame: self._on_stop_sending,
+            MaxDataFrame: self._on_max_data,
+            MaxStreamDataFrame: self._on_max_stream_data,
+            MaxStreamsFrame: self._on_max_streams,
+            DataBlockedFrame: self._on_data_blocked,
+            StreamDataBlockedFrame: self._on_stream_data_blocked,
+            StreamsBlockedFrame: _ignore,
+            NewConnectionIdFrame: self._on_new_connection_id,
+            RetireConnectionIdFrame: self._on_retire_connection_id,
+            PathChallengeFrame: self._on_path_challenge,
+            PathResponseFrame: self._on_path_response,
+            ConnectionCloseFrame: self._on_connection_close,
+            HandshakeDoneFrame: self._on_handshake_done,
+            DatagramFrame: self._on_datagram,
+        }
+
+    def process_payload(
+        self, payload: bytes, packet_type: PacketType, epoch: Epoch, dcid: bytes, now: float
+    ) -> bool:
+        """Handle every frame in ``payload``; returns whether it was ack-eliciting."""
+        self._epoch = epoch
+        self._dcid = dcid
+        self._now = now
+        reader = Reader(payload)
+        if reader.eof():
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION, "packet without frames (RFC 9000 §12.4)"
+            )
+        ack_eliciting = False
+        handlers = self._handlers
+        conn = self.conn
+        while not reader.eof():
+            frame = parse_frame(reader)
+            frame_type = frame.frame_type
+            if not frame_allowed(frame_type, packet_type):
+                raise QuicProtocolError(
+                    TransportErrorCode.PROTOCOL_VIOLATION,
+                    f"{FrameType(frame_type).name} not allowed in a {packet_type.name} packet",
+                    frame_type,
+                )
+            if is_ack_eliciting(frame_type):
+                ack_eliciting = True
+            handlers[type(frame)](frame)
+            if conn.is_closed:
+                break
+        return ack_eliciting
+
+    # -- handshake, recovery, connection management -----------------------
+
+    def _on_ack(self, frame: AckFrame) -> None:
+        conn = self.conn
+        space = _SPACE_OF_EPOCH[self._epoch]
+        exponent = conn.peer_params.ack_delay_exponent if conn.peer_params is not None else 3
+        ack_delay = (frame.ack_delay << exponent) / 1_000_000
+        conn.on_ack_frame(space, frame.ranges, ack_delay, self._now)
+
+    def _on_crypto(self, frame: CryptoFrame) -> None:
+        data = self.conn.crypto[self._epoch].receive(frame.offset, frame.data)
+        if data:
+            self.conn.on_crypto_data(self._epoch, data, self._now)
+
+    def _on_new_token(self, frame: NewTokenFrame) -> None:
+        if not self.conn.is_client:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                "a client must not send NEW_TOKEN (RFC 9000 §19.7)",
+                FrameType.NEW_TOKEN,
+            )
+        self.conn.new_token = frame.token
+
+    def _on_new_connection_id(self, frame: NewConnectionIdFrame) -> None:
+        self.conn.peer_cids.on_new_connection_id(
+            frame.sequence_number,
+            frame.retire_prior_to,
+            frame.connection_id,
+            frame.stateless_reset_token,
+        )
+
+    def _on_retire_connection_id(self, frame: RetireConnectionIdFrame) -> None:
+        conn = self.conn
+        conn.local_cids.on_retire(frame.sequence_number, self._dcid)
+        if conn.peer_params is not None:
+            conn.local_cids.issue_up_to(conn.peer_params.active_connection_id_limit)
+        conn.publish_cid_changes()
+
+    def _on_path_challenge(self, frame: PathChallengeFrame) -> None:
+        # RFC 9000 §8.2.2: echo the data in a PATH_RESPONSE.
+        self.conn.writer.queue_path_response(frame.data)
+
+    def _on_path_response(self, frame: PathResponseFrame) -> None:
+        self.conn.writer.on_path_response(frame.data)
+
+    def _on_connection_close(self, frame: ConnectionCloseFrame) -> None:
+        reason = bytes(frame.reason).decode("utf-8", errors="replace")
+        self.conn.on_peer_close(
+            frame.error_code, frame.offending_frame_type, reason, frame.is_application, self._now
+        )
+
+    def _on_handshake_done(self, frame: HandshakeDoneFrame) -> None:
+        if not self.conn.is_client:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                "a client must not send HANDSHAKE_DONE (RFC 9000 §19.20)",
+                FrameType.HANDSHAKE_DONE,
+            )
+        self.conn.on_handshake_done_received()
+
+    def _on_datagram(self, frame: DatagramFrame) -> None:
+        # RFC 9221 §3: we never advertise max_datagram_frame_size.
+        raise QuicProtocolError(
+            TransportErrorCode.PROTOCOL_VIOLATION,
+            "DATAGRAM frames were not negotiated",
+            FrameType.DATAGRAM,
+        )
+
+    # -- streams and flow control -----------------------------------------
+
+    def _on_stream(self, frame: StreamFrame) -> None:
+        self.conn.streams.on_stream_frame(frame.stream_id, frame.offset, frame.data, frame.fin)
+
+    def _on_reset_stream(self, frame: ResetStreamFrame) -> None:
+        self.conn.streams.on_reset_stream(frame.stream_id, frame.error_code, frame.final_size)
+
+    def _on_stop_sending(self, frame: StopSendingFrame) -> None:
+        self.conn.streams.on_stop_sending(frame.stream_id, frame.error_code)
+
+    def _on_max_data(self, frame: MaxDataFrame) -> None:
+        self.conn.streams.on_max_data(frame.maximum)
+
+    def _on_max_stream_data(self, frame: MaxStreamDataFrame) -> None:
+        self.conn.streams.on_max_stream_data(frame.stream_id, frame.maximum)
+
+    def _on_max_streams(self, frame: MaxStreamsFrame) -> None:
+        self.conn.streams.on_max_streams(frame.bidirectional, frame.maximum)
+
+    def _on_data_blocked(self, frame: DataBlockedFrame) -> None:
+        self.conn.streams.on_data_blocked(frame.limit)
+
+    def _on_stream_data_blocked(self, frame: StreamDataBlockedFrame) -> None:
+        self.conn.streams.on_stream_data_blocked(frame.stream_id, frame.limit)
+
+
+def _ignore(frame: object) -> None:
+    return None

@@ -1,0 +1,452 @@
+"""What goes into the next datagram (the send half of the connection).
+
+:meth:`FrameWriter.build_datagram` fills one datagram with up to three
+coalesced packets (Initial, Handshake, 1-RTT; RFC 9000 §12.2), each with the
+frames its space has pending, in priority order:
+
+1. ACK when one is due (and piggybacked whenever the packet goes anyway);
+2. CRYPTO data (new, or lost and re-queued);
+3. for 1-RTT: HANDSHAKE_DONE, PATH_RESPONSE, connection IDs, flow control
+   and stream control frames, then stream data, then PING.
+
+Limits applied here: the anti-amplification budget of an unvalidated server
+(RFC 9000 §8.1), the congestion window and the pacer for ack-eliciting data
+(RFC 9002 §7; ACK-only packets and PTO probes are exempt, §7 and §7.5),
+and the datagram padding rules (RFC 9000 §14.1).
+
+Every frame that needs reliable delivery registers a delivery handler on its
+packet so that a loss puts exactly that frame back in the queue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .buffer import encode_varint, varint_size
+from .congestion import Pacer
+from .crypto_stream import CryptoStream
+from .frames import FrameType
+from .packet import PacketType
+from .packet_builder import PacketBuilder
+from .packet_space import PacketNumberSpace
+from .recovery import Space
+from .stream_events import ControlFrame
+from .streams import StreamManager
+from .suites import Epoch
+from .transport_params import TransportParameters
+from .transport_setup import ACK_DELAY_EXPONENT, MAX_ACK_DELAY_MS
+
+if TYPE_CHECKING:
+    from .connection import QuicConnection
+
+MIN_INITIAL_DATAGRAM = 1200  # RFC 9000 §14.1
+# Room an ACK frame with a few ranges needs; smaller packets skip the ACK.
+_ACK_FRAME_MIN = 8
+# Largest number of datagrams built per datagrams_to_send() call: lets the
+# shell flush and the event loop breathe during bulk sends.
+MAX_DATAGRAMS_PER_CALL = 64
+# Smallest room worth a STREAM frame (type, id, offset, length, some data).
+_STREAM_FRAME_MIN = 16
+_STREAM_OFF = 0x04
+_STREAM_LEN = 0x02
+
+_SPACE_PACKET = (
+    (Space.INITIAL, PacketType.INITIAL, Epoch.INITIAL),
+    (Space.HANDSHAKE, PacketType.HANDSHAKE, Epoch.HANDSHAKE),
+)
+
+
+def write_ack_frame(
+    payload: bytearray, room: int, ranges: tuple[tuple[int, int], ...], delay: int
+) -> int | None:
+    """Append an ACK frame with as many ranges as fit in ``room``.
+
+    Returns the largest packet number acknowledged, or None if nothing fit.
+    """
+    largest = ranges[0][1]
+    head = bytearray(b"\x02")
+    head += encode_varint(largest)
+    head += encode_varint(delay)
+    body = bytearray(encode_varint(largest - ranges[0][0]))
+    count = 0
+    previous_smallest = ranges[0][0]
+    for smallest, top in ranges[1:]:
+        entry = encode_varint(previous_smallest - top - 2) + encode_varint(top - smallest)
+        if len(head) + varint_size(count + 1) + len(body) + len(entry) > room:
+            break
+        body += entry
+        count += 1
+        previous_smallest = smallest
+    frame = head + encode_varint(count) + body
+    if len(frame) > room:
+        return None
+    payload += frame
+    return largest
+
+
+class FrameWriter:
+    """Builds datagrams for one connection."""
+
+    def __init__(self, conn: QuicConnection) -> None:
+        self.conn = conn
+        self.max_ack_delay = MAX_ACK_DELAY_MS / 1000.0
+        self._probes = {space: 0 for space in Space}
+        self.ping_pending = False
+        self.handshake_done_pending = False
+        self._path_responses: list[bytes] = []
+        self._pacer = Pacer(max_datagram_size=conn.config.max_datagram_size)
+        self._pacing_wait: float | None = None
+
+    # -- configuration hooks ---------------------------------------------
+
+    def on_peer_params(self, params: TransportParameters) -> None:
+        """Peer transport parameters arrived (nothing to do here yet)."""
+
+    def request_probe(self, space: Space, count: int) -> None:
+        """A PTO fired: send ``count`` ack-eliciting probe packets (RFC 9002 §6.2.4)."""
+        self._probes[space] = max(self._probes[space], count)
+
+    def queue_path_response(self, data: bytes) -> None:
+        if len(self._path_responses) < 4:  # don't let a flood of challenges grow a queue
+            self._path_responses.append(data)
+
+    def on_path_response(self, data: bytes) -> None:
+        """A PATH_RESPONSE arrived; we only challenge on migration (not yet)."""
+
+    def next_timer(self) -> float | None:
+        """When pacing will allow the data that is waiting."""
+        return self._pacing_wait
+
+    def on_timer(self, now: float) -> None:
+        if self._pacing_wait is not None and now >= self._pacing_wait:
+            self._pacing_wait = None
+        self.conn.key_phases.on_timer(now)
+
+    # -- datagrams -------------------------------------------------------
+
+    def build_datagram(self, now: float) -> bytes | None:
+        """Build the next datagram, or None when there is nothing to send."""
+        conn = self.conn
+        max_size = conn.max_datagram_size
+        room = conn.amplification_room()
+        if room is not None:
+            if room < MIN_INITIAL_DATAGRAM:
+                conn.recovery.amplification_blocked = True
+                return None
+            max_size = min(max_size, room)
+        builder = PacketBuilder(
+            max_size=max_size,
+            version=conn.version,
+            dcid=conn.peer_cids.current.cid,
+            scid=conn.host_cid,
+            token=conn.token,
+            key_phase=conn.key_phases.send_phase,
+        )
+        for space_id, packet_type, epoch in _SPACE_PACKET:
+            self._write_handshake_space(builder, space_id, packet_type, epoch, now)
+        self._write_application_space(builder, now)
+        if builder.is_empty:
+            return None
+        pad_to = 0
+        if builder.has_packet_type(PacketType.INITIAL) and (
+            conn.is_client or builder.has_ack_eliciting(PacketType.INITIAL)
+        ):
+            pad_to = MIN_INITIAL_DATAGRAM
+        datagram, sent = builder.finish(pad_to, now)
+        conn.on_packets_sent(sent, len(datagram), now)
+        if any(p.ack_eliciting and p.in_flight for p in sent):
+            self._pacer.on_packet_sent(len(datagram), now)
+        if conn.is_client and builder.has_packet_type(PacketType.HANDSHAKE):
+            conn.on_handshake_packet_sent()
+        return datagram
+
+    def _may_send_data(self, now: float) -> bool:
+        """Congestion window and pacer allow more ack-eliciting data."""
+        recovery = self.conn.recovery
+        if recovery.congestion.available() <= 0:
+            return False
+        pacer = self._pacer
+        pacer.update(recovery.congestion.congestion_window, recovery.rtt.smoothed_rtt, now)
+        wait = pacer.next_send_time(now)
+        if wait is not None:
+            self._pacing_wait = wait
+            return False
+        return True
+
+    def _write_ack(self, builder: PacketBuilder, space: PacketNumberSpace, now: float) -> None:
+        if not space.ack_needed or builder.remaining < _ACK_FRAME_MIN:
+            return
+        ranges = space.ack_ranges()
+        if not ranges:
+            space.on_ack_sent()
+            return
+        delay_us = max(0, int((now - space.largest_received_time) * 1_000_000))
+        largest = write_ack_frame(
+            builder.payload, builder.remaining, ranges, delay_us >> ACK_DELAY_EXPONENT
+        )
+        if largest is None:
+            return
+        space.on_ack_sent()
+        builder.add_handler(_on_ack_delivered, space, largest)
+
+    def _write_handshake_space(
+        self,
+        builder: PacketBuilder,
+        space_id: Space,
+        packet_type: PacketType,
+        epoch: Epoch,
+        now: float,
+    ) -> None:
+        conn = self.conn
+        space = conn.spaces[space_id]
+        keys = space.send_keys
+        if keys is None or space.discarded:
+            return
+        crypto = conn.crypto[epoch]
+        probe = self._probes[space_id] > 0
+        if probe:
+            crypto.requeue_unacked()
+        if not (space.ack_needed or crypto.has_pending() or probe):
+            return
+        if not builder.start_packet(space, packet_type, keys):
+            return
+        self._write_ack(builder, space, now)
+        if probe or self._may_send_data(now):
+            self._write_crypto(builder, crypto)
+        if probe:
+            if not builder.has_current_ack_eliciting:
+                builder.payload.append(FrameType.PING)
+                builder.mark_ack_eliciting()
+            self._probes[space_id] -= 1
+        builder.end_packet()
+
+    def _write_crypto(self, builder: PacketBuilder, crypto: CryptoStream) -> None:
+        while True:
+            room = builder.remaining - 1 - 8 - 4  # type, offset, length
+            chunk = crypto.next_frame(room)
+            if chunk is None:
+                return
+            offset, data = chunk
+            payload = builder.payload
+            payload.append(FrameType.CRYPTO)
+            payload += encode_varint(offset)
+            payload += encode_varint(len(data))
+            payload += data
+            builder.mark_ack_eliciting()
+            builder.add_handler(crypto.on_delivered, offset, len(data))
+
+    def _write_application_space(self, builder: PacketBuilder, now: float) -> None:
+        conn = self.conn
+        space = conn.spaces[Space.APPLICATION]
+        keys = conn.key_phases.send
+        if keys is None:
+            return
+        probe = self._probes[Space.APPLICATION] > 0
+        streams = conn.streams
+        wants_data = (
+            self.handshake_done_pending
+            or self._path_responses
+            or self.ping_pending
+            or conn.crypto[Epoch.ONE_RTT].has_pending()
+            or streams.has_pending_frames()
+        )
+        if not (space.ack_due(now) or probe or wants_data):
+            return
+        if not builder.start_packet(space, PacketType.ONE_RTT, keys):
+            return
+        self._write_ack(builder, space, now)
+        if wants_data or probe:
+            self._write_control_frames(builder)
+            self._write_stream_control_frames(builder, now)
+            if probe or self._may_send_data(now):
+                self._write_crypto(builder, conn.crypto[Epoch.ONE_RTT])
+                self._write_stream_frames(builder)
+        if (probe or self.ping_pending) and not builder.has_current_ack_eliciting:
+            if builder.remaining >= 1:
+                builder.payload.append(FrameType.PING)
+                builder.mark_ack_eliciting()
+        if probe:
+            self._probes[Space.APPLICATION] -= 1
+        if builder.has_current_ack_eliciting:
+            self.ping_pending = False
+        builder.end_packet()
+
+    def _write_control_frames(self, builder: PacketBuilder) -> None:
+        payload = builder.payload
+        if self.handshake_done_pending and builder.remaining >= 1:
+            payload.append(FrameType.HANDSHAKE_DONE)
+            builder.mark_ack_eliciting()
+            builder.add_handler(self._on_handshake_done_delivered)
+            self.handshake_done_pending = False
+        while self._path_responses and builder.remaining >= 9:
+            payload.append(FrameType.PATH_RESPONSE)
+            payload += self._path_responses.pop(0)
+            builder.mark_ack_eliciting()
+        self._write_cid_frames(builder)
+
+    def _write_cid_frames(self, builder: PacketBuilder) -> None:
+        conn = self.conn
+        for entry in conn.local_cids.pending_announcements():
+            frame = (
+                bytes((FrameType.NEW_CONNECTION_ID,))
+                + encode_varint(entry.sequence_number)
+                + encode_varint(conn.local_cids.retire_prior_to)
+                + bytes((len(entry.cid),))
+                + entry.cid
+                + entry.stateless_reset_token
+            )
+            if len(frame) > builder.remaining:
+                return
+            builder.payload.extend(frame)
+            builder.mark_ack_eliciting()
+            builder.add_handler(conn.local_cids.on_announcement_delivered, entry.sequence_number)
+            conn.local_cids.on_announcement_sent(entry.sequence_number)
+        for sequence_number in conn.peer_cids.pending_retirements():
+            frame = bytes((FrameType.RETIRE_CONNECTION_ID,)) + encode_varint(sequence_number)
+            if len(frame) > builder.remaining:
+                return
+            builder.payload.extend(frame)
+            builder.mark_ack_eliciting()
+            builder.add_handler(conn.peer_cids.on_retirement_delivered, sequence_number)
+            conn.peer_cids.on_retirement_sent(sequence_number)
+
+    def _write_stream_control_frames(self, builder: PacketBuilder, now: float) -> None:
+        streams = self.conn.streams
+        rtt = self.conn.recovery.rtt.smoothed_rtt
+        for frame in streams.pending_control_frames(now, rtt):
+            encoded = _encode_control_frame(frame)
+            if len(encoded) > builder.remaining:
+                return  # stays pending for the next packet
+            builder.payload.extend(encoded)
+            builder.mark_ack_eliciting()
+            builder.add_handler(_on_control_delivered, streams, frame)
+            streams.on_control_sent(frame)
+
+    def _write_stream_frames(self, builder: PacketBuilder) -> None:
+        streams = self.conn.streams
+        if not streams.has_stream_data():
+            return
+        while builder.remaining > _STREAM_FRAME_MIN:
+            frame = streams.next_stream_frame(builder.remaining)
+            if frame is None:
+                return
+            stream_id, offset, data, fin = frame
+            payload = builder.payload
+            payload.append(
+                FrameType.STREAM | _STREAM_LEN | (_STREAM_OFF if offset else 0) | (fin and 1)
+            )
+            payload += encode_varint(stream_id)
+            if offset:
+                payload += encode_varint(offset)
+            payload += encode_varint(len(data))
+            payload += data
+            builder.mark_ack_eliciting()
+            builder.add_handler(_on_stream_delivered, streams, stream_id, offset, len(data), fin)
+
+    def _on_handshake_done_delivered(self, delivered: bool) -> None:
+        if not delivered:
+            self.handshake_done_pending = True
+
+    # -- closing ---------------------------------------------------------
+
+    def build_close_datagram(self, now: float) -> bytes | None:
+        """A datagram carrying CONNECTION_CLOSE in every space we have keys for.
+
+        RFC 9000 §10.2.3: before the handshake is confirmed the peer may lack
+        1-RTT keys, so the close also goes in Initial and Handshake packets,
+        where an application close is sent as a transport APPLICATION_ERROR.
+        """
+        conn = self.conn
+        if conn.close_frame is None:
+            return None
+        error_code, frame_type, reason, is_application = conn.close_frame
+        max_size = conn.max_datagram_size
+        room = conn.amplification_room()
+        if room is not None:
+            max_size = min(max_size, room)
+        builder = PacketBuilder(
+            max_size=max_size,
+            version=conn.version,
+            dcid=conn.peer_cids.current.cid,
+            scid=conn.host_cid,
+            token=conn.token,
+            key_phase=conn.key_phases.send_phase,
+        )
+        candidates: list[tuple[PacketNumberSpace, PacketType, object]] = []
+        for space_id, packet_type, _ in _SPACE_PACKET:
+            space = conn.spaces[space_id]
+            if space.send_keys is not None and not space.discarded:
+                candidates.append((space, packet_type, space.send_keys))
+        if conn.key_phases.send is not None and (
+            conn.handshake_complete or not candidates
+        ):
+            candidates.append(
+                (conn.spaces[Space.APPLICATION], PacketType.ONE_RTT, conn.key_phases.send)
+            )
+        for space, packet_type, keys in candidates:
+            if not builder.start_packet(space, packet_type, keys):  # type: ignore[arg-type]
+                break
+            app_close = is_application and packet_type is PacketType.ONE_RTT
+            frame = _encode_close(
+                error_code if app_close or not is_application else 0xC,
+                None if app_close else (frame_type or 0),
+                reason if app_close or not is_application else b"",
+                room=builder.remaining,
+            )
+            builder.payload.extend(frame)
+            builder.end_packet()
+        if builder.is_empty:
+            return None
+        pad_to = MIN_INITIAL_DATAGRAM if conn.is_client and builder.has_packet_type(
+            PacketType.INITIAL
+        ) else 0
+        if room is not None:
+            pad_to = min(pad_to, max_size)
+        datagram, sent = builder.finish(pad_to, now)
+        conn.stats.bytes_sent += len(datagram)
+        conn.stats.packets_sent += len(sent)
+        if not conn.address_validated:
+            conn.bytes_sent_unvalidated += len(datagram)
+        return datagram
+
+
+def _encode_close(error_code: int, frame_type: int | None, reason: bytes, room: int) -> bytes:
+    """CONNECTION_CLOSE (0x1c transport, or 0x1d application when frame_type is None)."""
+    head = bytearray()
+    if frame_type is None:
+        head.append(FrameType.CONNECTION_CLOSE_APP)
+        head += encode_varint(error_code)
+    else:
+        head.append(FrameType.CONNECTION_CLOSE)
+        head += encode_varint(error_code)
+        head += encode_varint(frame_type)
+    reason = reason[: max(0, room - len(head) - 2)]
+    return bytes(head) + encode_varint(len(reason)) + reason
+
+
+def _encode_control_frame(frame: ControlFrame) -> bytes:
+    """The wire form of a flow-control or stream-control frame (RFC 9000 §19.4-19.14)."""
+    kind, stream_id, value, final_size = frame
+    out = bytearray(encode_varint(kind))
+    if stream_id is not None:
+        out += encode_varint(stream_id)
+    out += encode_varint(value)
+    if kind == FrameType.RESET_STREAM:
+        out += encode_varint(final_size)
+    return bytes(out)
+
+
+def _on_control_delivered(delivered: bool, streams: StreamManager, frame: ControlFrame) -> None:
+    streams.on_control_delivered(frame, delivered)
+
+
+def _on_stream_delivered(
+    delivered: bool, streams: StreamManager, stream_id: int, offset: int, length: int, fin: bool
+) -> None:
+    streams.on_stream_frame_delivered(stream_id, offset, length, fin, delivered)
+
+
+def _on_ack_delivered(delivered: bool, space: PacketNumberSpace, largest: int) -> None:
+    if delivered:
+        space.on_ack_acknowledged(largest)
+

@@ -1,0 +1,309 @@
+"""The trio entry points: ``connect``, ``serve`` and ``open_listener``.
+
+* ``async with connect(host, port, config) as conn`` returns once the
+  handshake completed, and closes the connection (and its socket) on exit.
+* ``await nursery.start(serve, handler, host, port, config)`` has
+  ``trio.serve_tcp``'s shape: it binds, reports a :class:`QuicServer`
+  (with the bound ``port``) through ``task_status``, and runs ``handler(conn)``
+  for every connection that completes its handshake, in that connection's own
+  nursery.
+* ``open_listener`` gives a :class:`trio.abc.Listener` for code that prefers
+  ``await listener.accept()``.
+
+Context managers here unwrap single-exception groups so callers catch
+``HandshakeError`` or ``ConnectionClosed``, not an ``ExceptionGroup``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import IO, Any, NoReturn
+
+import trio
+
+from ..config import ClientConfig, ServerConfig
+from ..connection import QuicConnection
+from ..demux import Demux
+from ..qlog import QlogSink
+from .connection import Connection
+from .endpoint import Endpoint, open_udp_socket
+
+log = logging.getLogger("ghostwire.quic")
+
+Handler = Callable[[Connection], Awaitable[object]]
+
+
+@asynccontextmanager
+async def _unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery whose single-exception groups are re-raised as the exception."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+class _SecretsLog:
+    """Appends NSS key log lines to a file (only when the user asked for it)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._file: IO[str] = open(path, "a", encoding="ascii")  # noqa: SIM115
+        log.warning("writing TLS secrets to %s (SSLKEYLOGFILE)", os.fspath(path))
+
+    def __call__(self, line: str) -> None:
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _keylog_path(config: ClientConfig | ServerConfig) -> str | os.PathLike[str] | None:
+    if config.keylog_file is not None:
+        return config.keylog_file
+    return os.environ.get("SSLKEYLOGFILE") or None
+
+
+class _ConnectionFiles:
+    """Key log and qlog outputs for the connections of one endpoint."""
+
+    def __init__(self, config: ClientConfig | ServerConfig) -> None:
+        path = _keylog_path(config)
+        self.keylog = _SecretsLog(path) if path else None
+        self.qlog_dir = config.qlog_dir
+        self._qlog_files: list[IO[str]] = []
+
+    def kwargs(self, odcid: bytes, vantage: str, now: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"keylog": self.keylog}
+        if self.qlog_dir is not None:
+            os.makedirs(self.qlog_dir, exist_ok=True)
+            handle = open(  # noqa: SIM115
+                os.path.join(self.qlog_dir, f"{odcid.hex()}_{vantage}.sqlog"), "w", encoding="utf-8"
+            )
+            self._qlog_files.append(handle)
+            kwargs["qlog"] = QlogSink(
+                _writer(handle), odcid=odcid, vantage_point=vantage, start_time=now
+            )
+        return kwargs
+
+    def close(self) -> None:
+        if self.keylog is not None:
+            self.keylog.close()
+        for handle in self._qlog_files:
+            handle.close()
+
+
+async def _resolve(host: str, port: int) -> tuple[int, Any]:
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, _, _, _, addr = infos[0]
+    return family, addr
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@asynccontextmanager
+async def connect(
+    host: str, port: int, config: ClientConfig, *, local_port: int = 0
+) -> AsyncIterator[Connection]:
+    """Connect to a QUIC server; yields the connection once the handshake is done.
+
+    Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`
+    and :class:`HandshakeTimeout`) when the connection cannot be established.
+    """
+    family, address = await _resolve(host, port)
+    sock = open_udp_socket(None, local_port, family)
+    files = _ConnectionFiles(config)
+    try:
+        async with _unwrapping_nursery() as nursery:
+            endpoint = Endpoint(sock, Demux(None, cid_length=config.connection_id_length), nursery)
+            now = trio.current_time()
+            core = QuicConnection(
+                config,
+                peer_address=address,
+                now=now,
+                server_name=host,
+                **files.kwargs(b"client-" + os.urandom(4), "client", now),
+            )
+            endpoint.demux.add_connection(core)
+            conn = Connection(core, endpoint)
+            endpoint.start()
+            await nursery.start(conn._run)
+            core.connect(trio.current_time())
+            conn._flush()
+            try:
+                await conn._wait_handshake()
+                yield conn
+            finally:
+                with trio.CancelScope(shield=True):
+                    await conn.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        sock.close()
+        files.close()
+
+
+class QuicServer:
+    """What ``serve`` reports through ``task_status``: the bound endpoint."""
+
+    def __init__(self, endpoint: Endpoint, demux: Demux) -> None:
+        self._endpoint = endpoint
+        self._demux = demux
+
+    @property
+    def port(self) -> int:
+        return self._endpoint.local_address[1]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._endpoint.local_address
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._endpoint.connections)
+
+    def statistics(self) -> dict[str, int]:
+        stats = self._demux.stats
+        return {
+            "connections": len(self._endpoint.connections),
+            "datagrams_dropped": stats.datagrams_dropped,
+            "version_negotiations_sent": stats.version_negotiations_sent,
+            "retries_sent": stats.retries_sent,
+            "stateless_resets_sent": stats.stateless_resets_sent,
+            "connections_refused": stats.connections_refused,
+            "send_queue_drops": self._endpoint.datagrams_dropped_on_send,
+        }
+
+
+def _server_family(host: str | None) -> int:
+    if host is not None and _is_ip(host) and ipaddress.ip_address(host).version == 6:
+        return socket.AF_INET6
+    return socket.AF_INET
+
+
+async def serve(
+    handler: Handler,
+    host: str | None,
+    port: int,
+    config: ServerConfig,
+    *,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve QUIC on (host, port), running ``handler(conn)`` per connection.
+
+    Each handler runs in its connection's nursery: when the connection closes
+    the handler is cancelled; when the handler returns the connection is
+    closed gracefully. A handler that raises closes only its own connection.
+    """
+    sock = open_udp_socket(host, port, _server_family(host))
+    files = _ConnectionFiles(config)
+    try:
+        async with _unwrapping_nursery() as nursery:
+            demux = Demux(config)
+            endpoint = Endpoint(sock, demux, nursery)
+
+            def on_new_connection(core: QuicConnection, addr: Any) -> None:
+                conn = Connection(core, endpoint)
+                nursery.start_soon(conn._run, handler)
+
+            endpoint.on_new_connection = on_new_connection
+            endpoint._connection_kwargs = lambda: _server_conn_kwargs(files)  # type: ignore[method-assign]
+            endpoint.start()
+            task_status.started(QuicServer(endpoint, demux))
+            await trio.sleep_forever()
+    finally:
+        sock.close()
+        files.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _server_conn_kwargs(files: _ConnectionFiles) -> dict[str, Any]:
+    if files.keylog is None and files.qlog_dir is None:
+        return {}
+    return files.kwargs(os.urandom(8), "server", trio.current_time())
+
+
+class QuicListener(trio.abc.Listener[Connection]):
+    """Accepts established connections: ``conn = await listener.accept()``."""
+
+    def __init__(self, server: QuicServer, send: trio.MemorySendChannel[Connection],
+                 receive: trio.MemoryReceiveChannel[Connection], cancel: trio.CancelScope) -> None:
+        self.server = server
+        self._send = send
+        self._receive = receive
+        self._cancel = cancel
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def accept(self) -> Connection:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.ClosedResourceError("listener is closed") from None
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()
+        self._cancel.cancel()
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def open_listener(
+    host: str | None, port: int, config: ServerConfig, *, backlog: int = 128
+) -> AsyncIterator[QuicListener]:
+    """A listener yielding connections whose handshake completed.
+
+    Accepted connections stay open until the caller closes them or leaves the
+    ``async with`` block (which closes the endpoint and every connection).
+    """
+    send, receive = trio.open_memory_channel[Connection](backlog)
+
+    async def hand_over(conn: Connection) -> None:
+        try:
+            send.send_nowait(conn)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            await conn.aclose(0x2, "server busy")
+            return
+        await conn.wait_closed()
+
+    async with _unwrapping_nursery() as nursery:
+        server = await nursery.start(serve, hand_over, host, port, config)
+        listener = QuicListener(server, send, receive, nursery.cancel_scope)
+        try:
+            yield listener
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def _writer(handle: Any) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        handle.write(text)
+
+    return write

@@ -1,0 +1,339 @@
+"""A QUIC connection for trio code.
+
+:class:`Connection` wraps the sans-IO core. It is driven by
+
+* the endpoint's receive loop, which feeds datagrams to the core and then
+  calls :meth:`Connection._after_input` once per drained batch;
+* one timer task per connection, sleeping in a cancel scope whose deadline
+  is moved in place whenever the core's timer changes (no task per timer);
+* application calls (``open_stream``, ``send_all``, ...), which act on the
+  core and flush synchronously.
+
+Structured concurrency: the connection's task lives in the endpoint's nursery
+and owns a nursery of its own; a server's connection handler runs in it, so
+closing the connection cancels the handler and everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import trio
+
+from ..connection import ConnectionStats, QuicConnection
+from ..events import (
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    ConnectionTerminated,
+    HandshakeCompleted,
+    StopSendingReceived,
+    StreamOpened,
+    StreamReadable,
+    StreamResetReceived,
+    StreamsAvailable,
+    StreamWritable,
+)
+from ..streams import StreamLimitReached, stream_is_bidirectional, stream_is_client_initiated
+from .exceptions import ConnectionClosed, QuicError, error_from_termination
+from .stream import AnyStream, QuicReceiveStream, QuicSendStream, QuicStream
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+
+log = logging.getLogger("ghostwire.quic")
+
+Handler = Callable[["Connection"], Awaitable[object]]
+
+
+class Connection(trio.abc.AsyncResource):
+    """An established (or establishing) QUIC connection."""
+
+    def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
+        self._core = core
+        self._endpoint = endpoint
+        self._dirty = False
+        self._send_buffer_limit = core.config.stream_send_buffer
+        self._timer_scope: trio.CancelScope | None = None
+        self._handshake_event = trio.Event()
+        self._closed_event = trio.Event()
+        self._error: QuicError | None = None
+        self._streams: dict[int, AnyStream] = {}
+        self._incoming: deque[AnyStream] = deque()
+        self._accept_lot = trio.lowlevel.ParkingLot()
+        self._open_lot = trio.lowlevel.ParkingLot()
+        self._handler_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._confirmed_reported = False
+        endpoint.connections[core] = self
+
+    # -- public properties ---------------------------------------------------
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated application protocol."""
+        return self._core.alpn_protocol
+
+    @property
+    def version(self) -> int:
+        """The QUIC version in use (0x00000001 for QUIC v1)."""
+        return self._core.version
+
+    @property
+    def cipher_suite(self) -> str | None:
+        """The TLS cipher suite, e.g. ``TLS_AES_128_GCM_SHA256``."""
+        suite = self._core.cipher_suite
+        return suite.tls_name if suite is not None else None
+
+    @property
+    def peer_address(self) -> Any:
+        return self._core.peer_address
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self._endpoint.local_address
+
+    @property
+    def peer_certificates(self) -> list[Any]:
+        """The peer's certificate chain (leaf first), as cryptography x509 objects."""
+        return list(self._core.tls.peer_certificates)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._core.is_closed
+
+    def statistics(self) -> ConnectionStats:
+        """RTT, congestion window, and packet/byte counters."""
+        return self._core.get_statistics()
+
+    @property
+    def core(self) -> QuicConnection:
+        """The sans-IO connection underneath (for diagnostics and tests)."""
+        return self._core
+
+    # -- streams -------------------------------------------------------------
+
+    @overload
+    async def open_stream(self, bidirectional: Literal[True] = True) -> QuicStream: ...
+    @overload
+    async def open_stream(self, bidirectional: Literal[False]) -> QuicSendStream: ...
+    @overload
+    async def open_stream(self, bidirectional: bool) -> QuicStream | QuicSendStream: ...
+    async def open_stream(self, bidirectional: bool = True) -> QuicStream | QuicSendStream:
+        """Open a stream, waiting while the peer's stream limit is reached."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._raise_if_closed()
+            try:
+                stream_id = self._core.open_stream(bidirectional)
+            except StreamLimitReached:
+                self._flush()  # lets STREAMS_BLOCKED go out
+                await self._open_lot.park()
+                continue
+            stream: QuicStream | QuicSendStream = (
+                QuicStream(self, stream_id) if bidirectional else QuicSendStream(self, stream_id)
+            )
+            self._streams[stream_id] = stream
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return stream
+
+    async def accept_stream(self) -> QuicStream | QuicReceiveStream:
+        """Wait for the next stream the peer opens."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._incoming:
+            self._raise_if_closed()
+            await self._accept_lot.park()
+        stream = self._incoming.popleft()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return stream  # type: ignore[return-value]
+
+    def __aiter__(self) -> AsyncIterator[QuicStream | QuicReceiveStream]:
+        return self._iterate_streams()
+
+    async def _iterate_streams(self) -> AsyncIterator[QuicStream | QuicReceiveStream]:
+        while True:
+            try:
+                yield await self.accept_stream()
+            except ConnectionClosed:
+                return
+
+    # -- closing -------------------------------------------------------------
+
+    async def aclose(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection (CONNECTION_CLOSE with an application code). Idempotent."""
+        if not self._core.is_closed:
+            self._core.close(error_code, reason, now=trio.current_time())
+            self._after_input()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, by either side."""
+        await self._closed_event.wait()
+
+    def _raise_if_closed(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._core.is_closed:
+            raise ConnectionClosed("connection is closed")
+
+    # -- driving the core ----------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send whatever the core wants to send now and re-arm the timer."""
+        core = self._core
+        datagrams = core.datagrams_to_send(trio.current_time())
+        if datagrams:
+            self._endpoint.send_datagrams(datagrams)
+        self._process_events()
+        self._update_timer()
+
+    def _after_input(self) -> None:
+        self._process_events()
+        self._flush()
+
+    def _update_timer(self) -> None:
+        scope = self._timer_scope
+        if scope is not None:
+            timer = self._core.get_timer()
+            scope.deadline = math.inf if timer is None else timer
+
+    def _process_events(self) -> None:
+        core = self._core
+        streams = self._streams
+        while True:
+            event = core.next_event()
+            if event is None:
+                break
+            kind = type(event)
+            if kind is StreamReadable or kind is StreamWritable:
+                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream._wake()
+            elif kind is StreamOpened:
+                self._on_stream_opened(event.stream_id)  # type: ignore[attr-defined]
+            elif kind is StreamResetReceived:
+                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream._reset_code = event.error_code  # type: ignore[attr-defined]
+                    stream._wake()
+            elif kind is StopSendingReceived:
+                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream._stop_code = event.error_code  # type: ignore[attr-defined]
+                    stream._wake()
+            elif kind is StreamsAvailable:
+                self._open_lot.unpark_all()
+            elif kind is ConnectionIdIssued:
+                self._endpoint.demux.add_route(event.connection_id, core)  # type: ignore[attr-defined]
+            elif kind is ConnectionIdRetired:
+                self._endpoint.demux.remove_route(event.connection_id)  # type: ignore[attr-defined]
+            elif kind is HandshakeCompleted:
+                self._handshake_event.set()
+            elif kind is ConnectionTerminated:
+                self._on_terminated(event)  # type: ignore[arg-type]
+        if core.handshake_confirmed and not self._confirmed_reported:
+            self._confirmed_reported = True
+            self._endpoint.demux.on_handshake_confirmed(core)
+
+    def _on_stream_opened(self, stream_id: int) -> None:
+        if stream_is_bidirectional(stream_id):
+            stream: AnyStream = QuicStream(self, stream_id)
+        else:
+            stream = QuicReceiveStream(self, stream_id)
+        self._streams[stream_id] = stream
+        self._incoming.append(stream)
+        self._accept_lot.unpark_all()
+
+    def _forget_stream(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    def _on_terminated(self, event: ConnectionTerminated) -> None:
+        self._error = error_from_termination(
+            event, during_handshake=not self._handshake_event.is_set()
+        )
+        self._closed_event.set()
+        self._handshake_event.set()
+        self._accept_lot.unpark_all()
+        self._open_lot.unpark_all()
+        for stream in list(self._streams.values()):
+            stream._wake()
+        # The handler is not cancelled yet: its pending calls raise
+        # ConnectionClosed so it can see why. It is cancelled when the core
+        # has finished closing (see _timer_loop).
+
+    async def _wait_handshake(self) -> None:
+        await self._handshake_event.wait()
+        if self._error is not None:
+            raise self._error
+
+    # -- tasks ---------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        core = self._core
+        while not core.is_terminated:
+            timer = core.get_timer()
+            with trio.CancelScope(deadline=math.inf if timer is None else timer) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            core.handle_timer(trio.current_time())
+            self._after_input()
+        if self._handler_scope is not None:
+            self._handler_scope.cancel()
+
+    async def _run(
+        self,
+        handler: Handler | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The connection's task: runs until the core is terminated."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._timer_loop)
+                task_status.started()
+                if handler is not None:
+                    nursery.start_soon(self._run_handler, handler)
+        finally:
+            self._endpoint.connections.pop(self._core, None)
+            self._endpoint.demux.forget(self._core)
+            self._closed_event.set()
+
+    async def _run_handler(self, handler: Handler) -> None:
+        await self._handshake_event.wait()
+        if not self._core.handshake_complete:
+            log.debug("handshake with %r failed: %s", self.peer_address, self._error)
+            return
+        # A connection closed right after its handshake still reaches the
+        # handler, whose calls then raise ConnectionClosed with the reason.
+        with trio.CancelScope() as scope:
+            self._handler_scope = scope
+            if self._core.is_terminated:
+                return
+            try:
+                await handler(self)
+            except QuicError as exc:
+                log.debug("connection handler ended: %s", exc)
+            except Exception:
+                log.exception("unhandled error in QUIC connection handler")
+                if not self._core.is_closed:
+                    self._core.close(
+                        0x1, "internal error in the server", is_application=False,
+                        now=trio.current_time(),
+                    )
+                    self._after_input()
+                return
+        if not self._core.is_closed:
+            await self.aclose()
+
+    def __repr__(self) -> str:
+        side = "client" if self._core.is_client else "server"
+        return f"<Connection {side} peer={self.peer_address!r} alpn={self.alpn!r}>"
+
+
+def is_peer_stream(core: QuicConnection, stream_id: int) -> bool:
+    return stream_is_client_initiated(stream_id) != core.is_client

@@ -1,0 +1,194 @@
+"""The UDP endpoint: one socket, one receive loop, many connections.
+
+Hot-path rules (see docs/architecture.md):
+
+* one task per socket waits with ``trio.lowlevel.wait_readable`` and then
+  drains the socket without blocking, handing each datagram to its
+  connection synchronously — never an ``await`` or a channel hop per packet;
+* after a drain, each connection that received something gets one
+  ``_after_input`` call: it dispatches events to waiting tasks, sends what the
+  core wants to send, and moves its timer;
+* sends are non-blocking ``sendto`` calls; when the kernel buffer is full the
+  rest waits in a bounded queue flushed by the same endpoint's send task.
+
+The endpoint's nursery owns the receive loop, the flusher and every
+connection task; closing the endpoint closes them all.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..config import ServerConfig
+from ..demux import Demux
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger("ghostwire.quic")
+
+RECV_BUFFER_SIZE = 65536
+SOCKET_BUFFER_BYTES = 4 << 20
+# Datagrams waiting for a full socket buffer to drain; beyond this they are
+# dropped (QUIC's loss recovery resends what mattered).
+MAX_PENDING_SENDS = 4096
+# Stop draining after this many datagrams to let other tasks run.
+MAX_DRAIN = 256
+
+
+class Endpoint:
+    """A UDP socket multiplexed into QUIC connections."""
+
+    def __init__(self, sock: socket.socket, demux: Demux, nursery: trio.Nursery) -> None:
+        self.socket = sock
+        self.demux = demux
+        self.nursery = nursery
+        self._recv_buffer = bytearray(RECV_BUFFER_SIZE)
+        self._recv_view = memoryview(self._recv_buffer)
+        self._pending: deque[tuple[bytes, Any]] = deque()
+        self._send_wakeup = trio.Event()
+        self._dirty: list[Connection] = []
+        self.connections: dict[Any, Connection] = {}  # core connection -> wrapper
+        self.on_new_connection: Callable[[Any, Any], None] | None = None
+        self.closed = False
+        self.datagrams_dropped_on_send = 0
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        host, port = self.socket.getsockname()[:2]
+        return host, port
+
+    # -- sending -----------------------------------------------------------
+
+    def send_datagrams(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Send now without blocking; queue what the kernel won't take yet."""
+        sock = self.socket
+        pending = self._pending
+        if pending:
+            pending.extend(datagrams)
+            self._trim_pending()
+            return
+        for index, (data, addr) in enumerate(datagrams):
+            try:
+                sock.sendto(data, addr)
+            except BlockingIOError:
+                pending.extend(datagrams[index:])
+                self._trim_pending()
+                self._send_wakeup.set()
+                return
+            except OSError as exc:
+                # ICMP errors surface here (e.g. ECONNREFUSED on Linux): the
+                # connection learns of it through its timers, like any loss.
+                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    log.debug("sendto %r failed: %s", addr, exc)
+
+    def _trim_pending(self) -> None:
+        while len(self._pending) > MAX_PENDING_SENDS:
+            self._pending.popleft()
+            self.datagrams_dropped_on_send += 1
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._send_wakeup.wait()
+            self._send_wakeup = trio.Event()
+            while self._pending:
+                await trio.lowlevel.wait_writable(self.socket)
+                data, addr = self._pending[0]
+                try:
+                    self.socket.sendto(data, addr)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                self._pending.popleft()
+
+    # -- receiving ---------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        sock = self.socket
+        view = self._recv_view
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            for _ in range(MAX_DRAIN):
+                try:
+                    size, addr = sock.recvfrom_into(self._recv_buffer)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # E.g. ECONNREFUSED from an earlier send's ICMP error.
+                    log.debug("recvfrom failed: %s", exc)
+                    continue
+                self._dispatch(bytes(view[:size]), addr, now)
+            dirty = self._dirty
+            self._dirty = []
+            for conn in dirty:
+                conn._dirty = False
+                conn._after_input()
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _dispatch(self, data: bytes, addr: Any, now: float) -> None:
+        received = self.demux.receive(data, addr, now, **self._connection_kwargs())
+        if received.replies:
+            self.send_datagrams(received.replies)
+        core = received.connection
+        if core is None:
+            return
+        if received.new_connection and self.on_new_connection is not None:
+            self.on_new_connection(core, addr)
+        wrapper = self.connections.get(core)
+        core.receive_datagram(data, addr, now)
+        if wrapper is not None and not wrapper._dirty:
+            wrapper._dirty = True
+            self._dirty.append(wrapper)
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def mark_dirty(self, conn: Connection) -> None:
+        if not conn._dirty:
+            conn._dirty = True
+            self._dirty.append(conn)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.nursery.start_soon(self._receive_loop)
+        self.nursery.start_soon(self._flush_loop)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.socket.close()
+
+
+def open_udp_socket(host: str | None, port: int, family: int = socket.AF_INET) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port), with large buffers."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+            except OSError:
+                pass
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        bind_host = host if host is not None else ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        sock.bind((bind_host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def server_demux(config: ServerConfig) -> Demux:
+    return Demux(config, static_key=os.urandom(32))

@@ -1,0 +1,274 @@
+"""QUIC streams as trio streams.
+
+A bidirectional stream is a :class:`trio.abc.HalfCloseableStream`
+(``send_eof`` sends FIN); a unidirectional one is a
+:class:`trio.abc.SendStream` or :class:`trio.abc.ReceiveStream`. Both add
+``reset(code)`` (RESET_STREAM) and ``stop_sending(code)`` (STOP_SENDING).
+
+Back-pressure: ``send_all`` hands the core at most ``stream_send_buffer``
+bytes beyond what the peer has acknowledged, then parks until
+acknowledgements make room. Receive credit (MAX_STREAM_DATA) is returned to
+the peer only as ``receive_some`` consumes data, so a slow reader slows the
+sender instead of growing a buffer.
+
+Errors: a peer reset raises :class:`StreamReset`; a peer STOP_SENDING makes
+``send_all`` raise :class:`StreamStopped`; a closed connection raises
+:class:`ConnectionClosed`; using a stream after ``aclose`` raises
+:class:`trio.ClosedResourceError`.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..stream_states import StreamStateError
+from .exceptions import StreamReset, StreamStopped
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+DEFAULT_RECEIVE_SIZE = 65536
+
+
+class _StreamBase:
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        self._conn = conn
+        self._core = conn._core
+        self._stream_id = stream_id
+        self._closed = False
+        self._reset_code: int | None = None  # the peer's RESET_STREAM
+        self._stop_code: int | None = None  # the peer's STOP_SENDING
+        self._lot = trio.lowlevel.ParkingLot()  # woken on any news for this stream
+
+    @property
+    def stream_id(self) -> int:
+        return self._stream_id
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    def _wake(self) -> None:
+        self._lot.unpark_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
+
+
+class _SendSide(_StreamBase):
+    _send_conflict: trio.lowlevel.ParkingLot
+    _eof_sent: bool
+
+    def _init_send(self) -> None:
+        self._sending = False
+        self._eof_sent = False
+        self._reset_sent = False
+
+    def _send_room(self) -> int:
+        return self._conn._send_buffer_limit - self._core.stream_send_buffered(self._stream_id)
+
+    def _check_send(self) -> None:
+        self._check_open()
+        if self._eof_sent:
+            raise trio.ClosedResourceError("send_eof() was already called on this stream")
+        if self._reset_sent:
+            raise trio.ClosedResourceError("this stream was reset")
+        self._conn._raise_if_closed()
+        code = self._stop_code
+        if code is not None:
+            raise StreamStopped(
+                f"peer asked us to stop sending on stream {self._stream_id} (code {code})",
+                error_code=code,
+            )
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``; blocks while the send buffer is full."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_send()
+            view = memoryview(data).cast("B")
+            while len(view):
+                room = self._send_room()
+                if room <= 0:
+                    await self._lot.park()
+                    self._check_send()
+                    continue
+                chunk = view[:room]
+                view = view[room:]
+                self._core.send_stream_data(self._stream_id, bytes(chunk))
+                self._conn._flush()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_send()
+            while self._send_room() <= 0:
+                await self._lot.park()
+                self._check_send()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        """Finish the sending side (FIN). Idempotent."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        if self._eof_sent or self._reset_sent:
+            return
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._conn._raise_if_closed()
+        self._eof_sent = True
+        self._core.send_stream_data(self._stream_id, b"", end_stream=True)
+        self._conn._flush()
+
+    def reset(self, error_code: int = 0) -> None:
+        """Abandon the sending side with RESET_STREAM (RFC 9000 §19.4)."""
+        if self._reset_sent or self._conn._core.is_closed:
+            return
+        self._reset_sent = True
+        self._core.reset_stream(self._stream_id, error_code)
+        self._conn._flush()
+        self._wake()
+
+    async def _close_send_side(self) -> None:
+        if self._eof_sent or self._reset_sent or self._core.is_closed:
+            return
+        self._eof_sent = True
+        try:
+            self._core.send_stream_data(self._stream_id, b"", end_stream=True)
+        except StreamStateError:
+            pass  # the peer's STOP_SENDING already reset this side: nothing to finish
+
+
+class _ReceiveSide(_StreamBase):
+    def _init_receive(self) -> None:
+        self._receiving = False
+        self._stop_sent = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return some data; ``b""`` only at the end of the stream."""
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for floats and the like
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            size = max_bytes or DEFAULT_RECEIVE_SIZE
+            core = self._core
+            stream_id = self._stream_id
+            while True:
+                self._check_open()
+                data = core.read_stream(stream_id, size)
+                if data:
+                    self._conn._flush()  # the read may have freed receive credit
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+                code = self._reset_code
+                if code is not None:
+                    raise StreamReset(
+                        f"peer reset stream {stream_id} with code {code}", error_code=code
+                    )
+                if core.stream_at_eof(stream_id):
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return b""
+                self._conn._raise_if_closed()
+                await self._lot.park()
+        finally:
+            self._receiving = False
+
+    def stop_sending(self, error_code: int = 0) -> None:
+        """Ask the peer to stop sending (STOP_SENDING, RFC 9000 §19.5)."""
+        if self._stop_sent or self._conn._core.is_closed:
+            return
+        self._stop_sent = True
+        self._core.stop_sending(self._stream_id, error_code)
+        self._conn._flush()
+
+    def _close_receive_side(self) -> None:
+        if not self._stop_sent and not self._core.is_closed:
+            if not self._core.stream_at_eof(self._stream_id):
+                self._stop_sent = True
+                self._core.stop_sending(self._stream_id, 0)
+
+
+class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
+    """A bidirectional QUIC stream."""
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        super().__init__(conn, stream_id)
+        self._init_send()
+        self._init_receive()
+
+    async def aclose(self) -> None:
+        """Close both directions: FIN our side, STOP_SENDING theirs if unfinished."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        await self._close_send_side()
+        self._close_receive_side()
+        self._conn._flush()
+        self._wake()
+        self._conn._forget_stream(self._stream_id)
+        await trio.lowlevel.checkpoint()
+
+    def __repr__(self) -> str:
+        return f"<QuicStream {self._stream_id}>"
+
+
+class QuicSendStream(_SendSide, trio.abc.SendStream):
+    """A unidirectional stream we send on."""
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        super().__init__(conn, stream_id)
+        self._init_send()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        await self._close_send_side()
+        self._conn._flush()
+        self._wake()
+        self._conn._forget_stream(self._stream_id)
+        await trio.lowlevel.checkpoint()
+
+
+class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
+    """A unidirectional stream the peer sends on."""
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        super().__init__(conn, stream_id)
+        self._init_receive()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        self._close_receive_side()
+        self._conn._flush()
+        self._wake()
+        self._conn._forget_stream(self._stream_id)
+        await trio.lowlevel.checkpoint()
+
+
+AnyStream = QuicStream | QuicSendStream | QuicReceiveStream

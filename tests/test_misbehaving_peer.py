@@ -1,0 +1,186 @@
+"""Peers that break the rules get the RFC's error code; other connections carry on.
+
+The misbehaving client is one of our own cores whose packets carry
+hand-built frames, protected with its real keys, so the server sees
+exactly what a buggy or hostile implementation would send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from quic_pair import SERVER_ADDR, client_config, server_config
+
+from ghostwire.quic.connection import QuicConnection
+from ghostwire.quic.demux import Demux
+from ghostwire.quic.errors import TransportErrorCode
+from ghostwire.quic.events import CloseReason, ConnectionTerminated
+from ghostwire.quic.frames import (
+    MaxStreamDataFrame,
+    PingFrame,
+    StreamFrame,
+    encode_frame,
+)
+from ghostwire.quic.packet import PacketType
+from ghostwire.quic.packet_builder import PacketBuilder
+from ghostwire.quic.recovery import Space
+
+Address = tuple[str, int]
+
+
+class Endpoint:
+    """A server endpoint (demux + connections) and any number of clients."""
+
+    def __init__(self) -> None:
+        self.demux = Demux(server_config(initial_max_stream_data=1000, initial_max_data=5000))
+        self.servers: dict[Address, QuicConnection] = {}
+
+    def client(self, port: int) -> tuple[QuicConnection, Address]:
+        conn = QuicConnection(
+            client_config(), peer_address=SERVER_ADDR, now=0.0, server_name="localhost"
+        )
+        conn.connect(0.0)
+        return conn, ("127.0.0.1", port)
+
+    def deliver(self, datagram: bytes, addr: Address) -> None:
+        result = self.demux.receive(datagram, addr, 0.0)
+        if result.connection is not None:
+            self.servers.setdefault(addr, result.connection)
+            result.connection.receive_datagram(datagram, addr, 0.0)
+
+    def exchange(self, client: QuicConnection, addr: Address) -> None:
+        for _ in range(30):
+            moved = False
+            for datagram, _ in client.datagrams_to_send(0.0):
+                moved = True
+                self.deliver(datagram, addr)
+            server = self.servers.get(addr)
+            if server is not None:
+                for datagram, _ in server.datagrams_to_send(0.0):
+                    moved = True
+                    client.receive_datagram(datagram, SERVER_ADDR, 0.0)
+            if not moved:
+                return
+
+
+def hand_built(client: QuicConnection, packet_type: PacketType, *frames: bytes) -> bytes:
+    """A datagram with one packet of ``packet_type`` carrying exactly ``frames``."""
+    space_id = {PacketType.INITIAL: Space.INITIAL, PacketType.HANDSHAKE: Space.HANDSHAKE}.get(
+        packet_type, Space.APPLICATION
+    )
+    space = client.spaces[space_id]
+    keys = client.key_phases.send if space_id is Space.APPLICATION else space.send_keys
+    assert keys is not None
+    builder = PacketBuilder(
+        max_size=1200,
+        version=client.version,
+        dcid=client.peer_cids.current.cid,
+        scid=client.host_cid,
+        key_phase=client.key_phases.send_phase,
+    )
+    assert builder.start_packet(space, packet_type, keys)
+    for frame in frames:
+        builder.payload.extend(frame)
+    builder.mark_ack_eliciting()
+    builder.end_packet()
+    datagram, _ = builder.finish(1200 if packet_type is PacketType.INITIAL else 0, 0.0)
+    return datagram
+
+
+def stream(stream_id: int, offset: int, data: bytes, fin: bool = False) -> bytes:
+    return encode_frame(StreamFrame(stream_id, offset, data, fin))
+
+
+Attack = Callable[[QuicConnection], list[bytes]]
+
+ATTACKS: dict[str, tuple[Attack, int]] = {
+    # RFC 9000 §4.1: data beyond the stream's flow-control limit.
+    "stream flow-control overrun": (
+        lambda c: [hand_built(c, PacketType.ONE_RTT, stream(0, 990, b"x" * 20))],
+        TransportErrorCode.FLOW_CONTROL_ERROR,
+    ),
+    # RFC 9000 §4.1: connection-level limit (5000) exceeded across streams.
+    "connection flow-control overrun": (
+        lambda c: [
+            hand_built(c, PacketType.ONE_RTT, *(stream(4 * i, 0, b"y" * 1000) for i in range(6)))
+        ],
+        TransportErrorCode.FLOW_CONTROL_ERROR,
+    ),
+    # RFC 9000 §4.6: a stream id past MAX_STREAMS (100 bidirectional streams).
+    "stream id past the limit": (
+        lambda c: [hand_built(c, PacketType.ONE_RTT, stream(4 * 100, 0, b"z"))],
+        TransportErrorCode.STREAM_LIMIT_ERROR,
+    ),
+    # RFC 9000 §4.5: data after the FIN that changes the final size.
+    "data after FIN": (
+        lambda c: [
+            hand_built(c, PacketType.ONE_RTT, stream(0, 0, b"0123456789", fin=True)),
+            hand_built(c, PacketType.ONE_RTT, stream(0, 10, b"more")),
+        ],
+        TransportErrorCode.FINAL_SIZE_ERROR,
+    ),
+    # RFC 9000 §19.10: MAX_STREAM_DATA for a stream the server never opened.
+    "frame for a stream the server has not opened": (
+        lambda c: [hand_built(c, PacketType.ONE_RTT, encode_frame(MaxStreamDataFrame(1, 10)))],
+        TransportErrorCode.STREAM_STATE_ERROR,
+    ),
+    # RFC 9000 §12.4: STREAM frames are not allowed in Handshake packets.
+    "frame in the wrong packet type": (
+        lambda c: [hand_built(c, PacketType.HANDSHAKE, stream(0, 0, b"early"))],
+        TransportErrorCode.PROTOCOL_VIOLATION,
+    ),
+    # RFC 9000 §12.4: an unknown frame type is a FRAME_ENCODING_ERROR.
+    "unknown frame type": (
+        lambda c: [hand_built(c, PacketType.ONE_RTT, b"\x40\x25")],
+        TransportErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    # RFC 9000 §19.8: a truncated STREAM frame.
+    "truncated frame": (
+        lambda c: [hand_built(c, PacketType.ONE_RTT, encode_frame(PingFrame()), b"\x0a\x00\x05ab")],
+        TransportErrorCode.FRAME_ENCODING_ERROR,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_misbehaving_peer_is_closed_with_the_right_code(name: str) -> None:
+    attack, expected_code = ATTACKS[name]
+    endpoint = Endpoint()
+    good, good_addr = endpoint.client(50001)
+    bad, bad_addr = endpoint.client(50002)
+    endpoint.exchange(good, good_addr)
+    if name == "frame in the wrong packet type":
+        # Stop the handshake half-way: the client has Handshake keys but the
+        # server has not discarded them yet.
+        for datagram, _ in bad.datagrams_to_send(0.0):
+            endpoint.deliver(datagram, bad_addr)
+        for datagram, _ in endpoint.servers[bad_addr].datagrams_to_send(0.0):
+            bad.receive_datagram(datagram, SERVER_ADDR, 0.0)
+    else:
+        endpoint.exchange(bad, bad_addr)
+        assert bad.handshake_confirmed
+    for datagram in attack(bad):
+        endpoint.deliver(datagram, bad_addr)
+    endpoint.exchange(bad, bad_addr)
+
+    closes = [e for e in _events(bad) if isinstance(e, ConnectionTerminated)]
+    assert closes, "the server did not close the misbehaving connection"
+    assert closes[0].reason_kind is CloseReason.PEER
+    assert closes[0].error_code == expected_code
+    assert not closes[0].is_application
+
+    # The well-behaved connection on the same endpoint keeps working.
+    server = endpoint.servers[good_addr]
+    assert not server.is_closed
+    stream_id = good.open_stream()
+    good.send_stream_data(stream_id, b"still here", end_stream=True)
+    endpoint.exchange(good, good_addr)
+    assert server.read_stream(stream_id) == b"still here"
+
+
+def _events(conn: QuicConnection) -> list[object]:
+    out = []
+    while (event := conn.next_event()) is not None:
+        out.append(event)
+    return out

@@ -1,0 +1,245 @@
+"""The trio API over loopback UDP: handshakes, streams, typed errors, cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from quic_pair import client_config, server_config, test_ca
+
+import ghostwire.quic as quic
+from ghostwire.certs import CertificateAuthority
+from ghostwire.quic.tls import AlertDescription, TrustStore
+
+Handler = Callable[[quic.Connection], Awaitable[None]]
+
+
+async def _echo(conn: quic.Connection) -> None:
+    async with trio.open_nursery() as nursery:
+        async for stream in conn:
+            nursery.start_soon(_echo_stream, stream)
+
+
+async def _echo_stream(stream: Any) -> None:
+    async with stream:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+
+@asynccontextmanager
+async def running_server(
+    handler: Handler = _echo, config: quic.ServerConfig | None = None
+) -> AsyncIterator[quic.QuicServer]:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(quic.serve, handler, "127.0.0.1", 0, config or server_config())
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def test_handshake_reports_negotiated_parameters() -> None:
+    async with running_server() as server:
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+            assert conn.alpn == "test"
+            assert conn.version == quic.QUIC_V1
+            assert conn.cipher_suite == "TLS_AES_128_GCM_SHA256"
+            assert conn.peer_certificates[0].issuer == test_ca().certificate.subject
+
+
+async def test_echo_and_half_close() -> None:
+    async with running_server() as server:
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+            stream = await conn.open_stream()
+            payload = os.urandom(300_000)
+            async with trio.open_nursery() as nursery:
+
+                async def send() -> None:
+                    await stream.send_all(payload)
+                    await stream.send_eof()
+
+                nursery.start_soon(send)
+                received = bytearray()
+                while chunk := await stream.receive_some():
+                    received += chunk
+            assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+            stats = conn.statistics()
+            assert stats.bytes_sent > len(payload)
+            assert stats.smoothed_rtt > 0
+
+
+async def test_many_parallel_streams() -> None:
+    async with running_server() as server:
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+
+            async def one(i: int) -> None:
+                stream = await conn.open_stream()
+                message = f"stream {i} ".encode() * 50
+                await stream.send_all(message)
+                await stream.send_eof()
+                got = bytearray()
+                while chunk := await stream.receive_some():
+                    got += chunk
+                assert got == message
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    for i in range(250):  # more than max_streams_bidi (100): MAX_STREAMS must flow
+                        nursery.start_soon(one, i)
+
+
+async def test_check_half_closeable_stream() -> None:
+    async with AsyncExitStack() as stack:
+        accepted: trio.MemorySendChannel[Any]
+        accepted, incoming = trio.open_memory_channel[Any](100)
+
+        async def handler(conn: quic.Connection) -> None:
+            async for stream in conn:
+                await accepted.send(stream)
+            await trio.sleep_forever()
+
+        server = await stack.enter_async_context(running_server(handler))
+        conn = await stack.enter_async_context(
+            quic.connect("127.0.0.1", server.port, client_config())
+        )
+
+        async def stream_maker() -> tuple[Any, Any]:
+            client_side = await conn.open_stream()
+            await client_side.send_all(b"!")  # a stream is visible to the peer once it carries data
+            server_side = await incoming.receive()
+            assert await server_side.receive_some(1) == b"!"
+            return client_side, server_side
+
+        await trio.testing.check_half_closeable_stream(stream_maker, None)
+
+
+async def test_wrong_hostname_is_a_certificate_error() -> None:
+    async with running_server() as server:
+        config = client_config(server_name="not-the-server.example")
+        with pytest.raises(quic.CertificateError) as info:
+            async with quic.connect("127.0.0.1", server.port, config):
+                pass  # pragma: no cover
+        assert info.value.alert == AlertDescription.BAD_CERTIFICATE
+        assert "not not-the-server.example" in str(info.value)
+
+
+async def test_untrusted_ca_is_a_certificate_error() -> None:
+    stranger = CertificateAuthority.create("not trusted by the client")
+    config = client_config(trust_store=TrustStore([stranger.certificate]))
+    async with running_server() as server:
+        with pytest.raises(quic.CertificateError) as info:
+            async with quic.connect("127.0.0.1", server.port, config):
+                pass  # pragma: no cover
+        assert info.value.alert == AlertDescription.UNKNOWN_CA
+
+
+async def test_alpn_mismatch_names_the_alert() -> None:
+    async with running_server(config=server_config(alpn=["h3"])) as server:
+        with pytest.raises(quic.HandshakeError) as info:
+            async with quic.connect("127.0.0.1", server.port, client_config(alpn=["echo"])):
+                pass  # pragma: no cover
+    error = info.value
+    assert not isinstance(error, quic.CertificateError)
+    assert error.alert_name == "no_application_protocol"
+    assert error.error_code == 0x178
+    assert error.by_peer
+    assert "no_application_protocol" in str(error)
+
+
+async def test_silent_peer_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    # A UDP socket that never answers: the handshake must fail, not hang.
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    try:
+        start = trio.current_time()
+        with pytest.raises(quic.HandshakeTimeout):
+            async with quic.connect("127.0.0.1", port, client_config(handshake_timeout=5.0)):
+                pass  # pragma: no cover
+        assert 5.0 <= trio.current_time() - start < 6.0
+    finally:
+        silent.close()
+
+
+async def test_closing_the_connection_reaches_the_peer() -> None:
+    closed: list[quic.ConnectionClosed] = []
+    done = trio.Event()
+
+    async def handler(conn: quic.Connection) -> None:
+        try:
+            await conn.accept_stream()
+        except quic.ConnectionClosed as exc:
+            closed.append(exc)
+            done.set()
+
+    async with running_server(handler) as server:
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+            await conn.aclose(error_code=42, reason="bye")
+        with trio.fail_after(5):
+            await done.wait()
+    assert closed[0].error_code == 42
+    assert closed[0].by_peer
+    assert "bye" in str(closed[0])
+
+
+async def test_reset_and_stop_sending_are_seen_by_the_peer() -> None:
+    results: dict[str, int] = {}
+    finished = trio.Event()
+
+    async def handler(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        with pytest.raises(quic.StreamReset) as info:
+            while await stream.receive_some():
+                pass
+        results["reset"] = info.value.error_code
+        stream.stop_sending(7)
+        finished.set()
+        await trio.sleep_forever()
+
+    async with running_server(handler) as server:
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"data before the reset")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(5):
+                await stream.send_all(b"more")
+                stream.reset(99)
+                await finished.wait()
+                second = await conn.open_stream()
+                await second.send_all(b"x")
+            assert results["reset"] == 99
+
+
+async def test_leaving_serve_leaves_no_tasks() -> None:
+    before = len(trio.lowlevel.current_root_task().child_nurseries)
+    async with running_server() as server:
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"ping")
+    task = trio.lowlevel.current_task()
+    assert all(not n.child_tasks for n in task.child_nurseries)
+    assert len(trio.lowlevel.current_root_task().child_nurseries) == before
+
+
+async def test_listener_form() -> None:
+    async with quic.open_listener("127.0.0.1", 0, server_config()) as listener:
+        assert isinstance(listener, trio.abc.Listener)
+        async with trio.open_nursery() as nursery:
+
+            async def client() -> None:
+                async with quic.connect("127.0.0.1", listener.port, client_config()) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send_all(b"via listener")
+                    await stream.send_eof()
+                    assert await stream.receive_some() == b"LISTENER"
+
+            nursery.start_soon(client)
+            conn = await listener.accept()
+            stream = await conn.accept_stream()
+            assert await stream.receive_some() == b"via listener"
+            await stream.send_all(b"LISTENER")
+            await stream.send_eof()
