@@ -230,3 +230,40 @@ def test_garbage_datagrams_are_ignored() -> None:
         pair.client.receive_datagram(junk, SERVER_ADDR, pair.now)
     assert not pair.client.is_closed and not pair.server.is_closed
     assert _transfer(pair, b"still fine") == b"still fine"
+
+
+def test_keep_alive_pings_hold_an_idle_connection_open() -> None:
+    pair = make_pair(
+        client_config(idle_timeout=3.0, keep_alive_interval=1.0), server_config(idle_timeout=3.0)
+    )
+    pair.exchange()
+    pair.advance(30.0)  # ten idle timeouts without application traffic
+    assert not pair.client.is_closed
+    assert pair.server is not None and not pair.server.is_closed
+    assert pair.client.stats.packets_sent > 20  # the PINGs
+
+
+def test_connection_ids_are_issued_up_to_the_peers_limit() -> None:
+    pair = make_pair(client_config(active_connection_id_limit=4))
+    pair.exchange()
+    # RFC 9000 §5.1.1: the server issues NEW_CONNECTION_IDs up to our limit.
+    assert len(pair.client.peer_cids.available) == 4
+    assert pair.server is not None and len(pair.server.peer_cids.available) >= 2
+
+
+def test_stateless_reset_is_detected() -> None:
+    demux = Demux(server_config())
+    client = _client()
+    servers = _demux_exchange(client, demux)
+    assert client.handshake_confirmed
+    demux.forget(servers[0])  # the server lost its state (a restart, say)
+    stream_id = client.open_stream()
+    client.send_stream_data(stream_id, b"anyone there?")
+    _demux_exchange(client, demux, now=1.0)
+    assert demux.stats.stateless_resets_sent >= 1
+    events = []
+    while (event := client.next_event()) is not None:
+        events.append(event)
+    [terminated] = [e for e in events if isinstance(e, ConnectionTerminated)]
+    assert terminated.reason_kind is CloseReason.STATELESS_RESET  # RFC 9000 §10.3.1
+    assert client.is_terminated

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +245,47 @@ async def test_listener_form() -> None:
             assert await stream.receive_some() == b"via listener"
             await stream.send_all(b"LISTENER")
             await stream.send_eof()
+
+
+async def test_keylog_and_qlog_files(tmp_path: Path) -> None:
+    keylog = tmp_path / "keys.log"
+    qlog_dir = tmp_path / "qlog"
+    async with running_server() as server:
+        config = client_config(keylog_file=keylog, qlog_dir=qlog_dir)
+        async with quic.connect("127.0.0.1", server.port, config) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"logged")
+            await stream.send_eof()
+            assert await stream.receive_some() == b"logged"
+    labels = {line.split()[0] for line in keylog.read_text().splitlines()}
+    # NSS key log format, as Wireshark reads it for QUIC.
+    assert {
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "SERVER_TRAFFIC_SECRET_0",
+    } <= labels
+    [qlog_file] = list(qlog_dir.iterdir())
+    records = [json.loads(r) for r in qlog_file.read_text().split("\x1e") if r.strip()]
+    assert records[0]["qlog_format"] == "JSON-SEQ"
+    names = {r.get("name") for r in records[1:]}
+    assert {"transport:packet_sent", "transport:packet_received"} <= names
+
+
+async def test_garbage_datagrams_do_not_disturb_the_server() -> None:
+    async with running_server() as server:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            # A long header with an unknown version gets Version Negotiation (RFC 9000 §6.1).
+            probe = b"\xc0\x1a\x2a\x3a\x4a\x08" + b"d" * 8 + b"\x08" + b"s" * 8 + bytes(1200)
+            await sock.sendto(probe, ("127.0.0.1", server.port))
+            with trio.fail_after(5):
+                reply, _ = await sock.recvfrom(2048)
+            assert reply[1:5] == b"\x00\x00\x00\x00" and reply[6:14] == b"s" * 8
+            for junk in (b"", b"\x00" * 1300, os.urandom(1300), b"\xc0\x00\x00\x00\x01" + b"\xff"):
+                await sock.sendto(junk, ("127.0.0.1", server.port))
+        async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"fine")
+            await stream.send_eof()
+            assert await stream.receive_some() == b"fine"

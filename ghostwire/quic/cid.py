@@ -17,6 +17,7 @@ is lost; the connection asks ``pending_*`` what to send.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,6 +75,9 @@ class LocalConnectionIds:
             self._next_sequence += 1
             self._to_announce.append(entry.sequence_number)
             self.issued.append(cid)
+
+    def has_pending_announcements(self) -> bool:
+        return bool(self._to_announce)
 
     def pending_announcements(self) -> list[LocalConnectionId]:
         return [self.active[s] for s in self._to_announce if s in self.active]
@@ -178,6 +182,9 @@ class PeerConnectionIds:
                 FrameType.NEW_CONNECTION_ID,
             )
 
+    def has_pending_retirements(self) -> bool:
+        return bool(self._pending_retire)
+
     def pending_retirements(self) -> list[int]:
         return list(self._pending_retire)
 
@@ -193,5 +200,11 @@ class PeerConnectionIds:
         """Whether the datagram ends with one of the peer's reset tokens (RFC 9000 §10.3.1)."""
         if len(datagram) < 21:
             return False
-        tail = datagram[-16:]
-        return any(entry.stateless_reset_token == tail for entry in self.available.values())
+        tail = bytes(datagram[-16:])
+        # RFC 9000 §10.3.1: compare without leaking the token (constant time).
+        found = False
+        for entry in self.available.values():
+            token = entry.stateless_reset_token
+            if token is not None and hmac.compare_digest(token, tail):
+                found = True
+        return found

@@ -148,6 +148,9 @@ class Demux:
             self.stats.datagrams_dropped += 1
             return Received()
         if not is_long:
+            if not first & 0x40:  # fixed bit clear: not a QUIC packet (RFC 9000 §17.3.1)
+                self.stats.datagrams_dropped += 1
+                return Received()
             return Received(replies=self._stateless_reset(data, dcid, addr))
         return self._new_initial(data, addr, now, conn_kwargs)
 

@@ -249,6 +249,8 @@ class FrameWriter:
             or self.ping_pending
             or conn.crypto[Epoch.ONE_RTT].has_pending()
             or streams.has_pending_frames()
+            or conn.local_cids.has_pending_announcements()
+            or conn.peer_cids.has_pending_retirements()
         )
         if not (space.ack_due(now) or probe or wants_data):
             return
