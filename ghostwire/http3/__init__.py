@@ -1,9 +1,14 @@
-"""ghostwire.http3: HTTP/3 (RFC 9114) with QPACK (RFC 9204), sans-IO.
+"""ghostwire.http3: HTTP/3 (RFC 9114) with QPACK (RFC 9204).
 
-:class:`H3Connection` runs HTTP/3 over a sans-IO
+For applications: :class:`Client` (``async with Client() as client:
+await client.get(url)``) and :func:`serve` (ASGI 3 apps or native
+``async def handler(request) -> Response``), in :mod:`ghostwire.http3.net`.
+
+Underneath, :class:`H3Connection` runs HTTP/3 over a sans-IO
 :class:`~ghostwire.quic.connection.QuicConnection`: feed it QUIC events,
 get HTTP/3 events back, and send requests and responses with plain method
-calls. No sockets, clocks or trio in here; the trio layer drives it.
+calls. No sockets, clocks or trio in the protocol modules; the trio layer
+(``net/``) drives it.
 """
 
 from .config import H3Config
@@ -35,9 +40,15 @@ from .events import (
     TrailersReceived,
 )
 from .frames import FrameType, Setting, StreamType
+from .net.client import Client, HttpError
+from .net.client import Response as ClientResponse
+from .net.server import Request, Response, serve
+from .net.session import HttpStreamError
 
 __all__ = [
     "MAX_REQUEST_STREAM_ID",
+    "Client",
+    "ClientResponse",
     "ConnectionGoingAway",
     "ConnectionShutdown",
     "DataReceived",
@@ -54,15 +65,20 @@ __all__ = [
     "H3UsageError",
     "Headers",
     "HeadersReceived",
+    "HttpError",
+    "HttpStreamError",
     "InvalidHeaders",
     "InvalidStreamState",
     "PushCancelled",
     "PushNotAllowed",
     "PushPromiseReceived",
+    "Request",
+    "Response",
     "Setting",
     "SettingsReceived",
     "StreamReset",
     "StreamStopped",
     "StreamType",
     "TrailersReceived",
+    "serve",
 ]

@@ -29,6 +29,7 @@ from ..events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
     ConnectionTerminated,
+    Event,
     HandshakeCompleted,
     StopSendingReceived,
     StreamOpened,
@@ -68,6 +69,7 @@ class Connection(trio.abc.AsyncResource):
         self._handler_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._confirmed_reported = False
+        self._event_hook: Callable[[Event], None] | None = None
         endpoint.connections[core] = self
 
     # -- public properties ---------------------------------------------------
@@ -113,6 +115,30 @@ class Connection(trio.abc.AsyncResource):
     def core(self) -> QuicConnection:
         """The sans-IO connection underneath (for diagnostics and tests)."""
         return self._core
+
+    def divert_events(self, hook: Callable[[Event], None]) -> None:
+        """Hand every core event to ``hook`` (for protocols layered on QUIC, like HTTP/3).
+
+        Stream events then go only to the hook: the connection no longer makes
+        stream objects, so ``accept_stream`` and ``open_stream`` are not for
+        use. Other events are also handled as usual (handshake, closing).
+        The hook runs synchronously inside the connection's event processing:
+        it must not block, and should only update state and wake tasks.
+        """
+        self._event_hook = hook
+        # Streams the shell already learned about are replayed to the hook,
+        # so nothing that arrived before the switch is lost.
+        streams = sorted(self._streams.items())
+        self._streams.clear()
+        self._incoming.clear()
+        for stream_id, _ in streams:
+            if is_peer_stream(self._core, stream_id):
+                hook(StreamOpened(stream_id))
+        for stream_id, stream in streams:
+            if stream._reset_code is not None:
+                hook(StreamResetReceived(stream_id, stream._reset_code))
+            else:
+                hook(StreamReadable(stream_id))
 
     # -- streams -------------------------------------------------------------
 
@@ -208,6 +234,11 @@ class Connection(trio.abc.AsyncResource):
             if event is None:
                 break
             kind = type(event)
+            hook = self._event_hook
+            if hook is not None:
+                hook(event)
+                if kind in _STREAM_EVENTS:
+                    continue
             if kind is StreamReadable or kind is StreamWritable:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
                 if stream is not None:
@@ -333,6 +364,18 @@ class Connection(trio.abc.AsyncResource):
     def __repr__(self) -> str:
         side = "client" if self._core.is_client else "server"
         return f"<Connection {side} peer={self.peer_address!r} alpn={self.alpn!r}>"
+
+
+_STREAM_EVENTS = frozenset(
+    {
+        StreamOpened,
+        StreamReadable,
+        StreamWritable,
+        StreamResetReceived,
+        StopSendingReceived,
+        StreamsAvailable,
+    }
+)
 
 
 def is_peer_stream(core: QuicConnection, stream_id: int) -> bool:

@@ -1,0 +1,293 @@
+"""The HTTP/3 client: ``async with Client() as client: await client.get(url)``.
+
+One :class:`Client` keeps one QUIC connection per origin (scheme, host,
+port) and reuses it for every request to that origin; a connection the
+server closed or is shutting down (GOAWAY) is replaced by a fresh one on the
+next request. Each connection is a task in the client's nursery, so leaving
+the ``async with`` block closes them all.
+
+A :class:`Response` arrives once its headers do; the body streams:
+``await response.read()`` or ``async for chunk in response.iter_bytes()``.
+Reading slowly slows the server (flow control), it never buffers the whole
+body unless you ask for it with ``read()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from ...quic.config import ClientConfig
+from ...quic.net.api import connect
+from ...quic.net.exceptions import ConnectionClosed, QuicError
+from ..config import H3Config
+from ..errors import ConnectionGoingAway, H3ErrorCode
+from ..events import Headers
+from .session import H3Session, HttpStreamError, MessageChannel
+
+HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
+Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes] | Iterable[bytes] | None
+
+
+class HttpError(Exception):
+    """An HTTP/3 request failed (connection, protocol or stream error)."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    host: str
+    port: int
+
+
+class Response:
+    """An HTTP/3 response: status and headers now, the body as it arrives."""
+
+    def __init__(self, channel: MessageChannel, headers: Headers, method: str) -> None:
+        self._channel = channel
+        self.status = int(dict(headers)[b":status"])
+        self.headers: list[tuple[str, str]] = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in headers
+            if not name.startswith(b":")
+        ]
+        self.method = method
+        self._consumed = False
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a header (names are lowercase in HTTP/3)."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    @property
+    def trailers(self) -> list[tuple[str, str]]:
+        """Trailers, once the body has been read to the end."""
+        raw = self._channel.trailers or []
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+
+    async def iter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        """The body in chunks, as they arrive."""
+        if self._consumed:
+            raise RuntimeError("the response body was already read")
+        self._consumed = True
+        channel = self._channel
+        try:
+            while chunk := await channel.receive_some(chunk_size):
+                yield chunk
+        finally:
+            channel.session.forget(channel.stream_id)
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        body = bytearray()
+        async for chunk in self.iter_bytes():
+            body += chunk
+        return bytes(body)
+
+    async def aclose(self) -> None:
+        """Stop receiving the body (cancels the request if it is unfinished)."""
+        channel = self._channel
+        if not channel.ended or channel._chunks:
+            channel.cancel(H3ErrorCode.H3_REQUEST_CANCELLED)
+        channel.session.forget(channel.stream_id)
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+class Client:
+    """An HTTP/3 client; see the module docs."""
+
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        cafile: str | None = None,
+        verify: bool = True,
+        timeout: float | None = 30.0,
+        h3_config: H3Config | None = None,
+        headers: HeaderInput = None,
+    ) -> None:
+        self._config = config or ClientConfig(alpn=["h3"], cafile=cafile, verify=verify)
+        if "h3" not in self._config.alpn:
+            raise ValueError("an HTTP/3 client config must offer ALPN 'h3'")
+        self._h3_config = h3_config
+        self.timeout = timeout
+        self._default_headers = _header_list(headers)
+        self._sessions: dict[_Origin, H3Session] = {}
+        self._connecting: dict[_Origin, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self._nursery_manager: Any = None
+
+    async def __aenter__(self) -> Client:
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None
+        for session in list(self._sessions.values()):
+            with trio.CancelScope(shield=True):
+                await session.aclose()
+        self._nursery.cancel_scope.cancel()
+        result: bool | None = await self._nursery_manager.__aexit__(exc_type, exc, tb)
+        self._nursery = None
+        return result
+
+    # -- requests -------------------------------------------------------------
+
+    async def get(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, content: Content = None, **kwargs: Any) -> Response:
+        return await self.request("POST", url, content=content, **kwargs)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: HeaderInput = None,
+        content: Content = None,
+        trailers: HeaderInput = None,
+    ) -> Response:
+        """Send a request; returns once the response headers arrive."""
+        if self._nursery is None:
+            raise RuntimeError("use the client as 'async with Client() as client:'")
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            raise ValueError(f"HTTP/3 URLs are https:// (got {url!r})")
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        origin = _Origin(parts.hostname, parts.port or 443)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        authority = parts.netloc.rsplit("@", 1)[-1]
+        request_headers: Headers = [
+            (b":method", method.upper().encode()),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+        ]
+        request_headers += [
+            (n.lower().encode(), v.encode())
+            for n, v in self._default_headers + _header_list(headers)
+        ]
+        deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
+        with trio.fail_at(deadline):
+            for attempt in range(2):
+                session = await self._session_for(origin)
+                try:
+                    channel = await session.open_request()
+                except (ConnectionGoingAway, ConnectionClosed):
+                    self._drop(origin, session)
+                    if attempt:
+                        raise
+                    continue
+                break
+            try:
+                await self._send_request(channel, request_headers, content, trailers)
+                headers_in = await channel.wait_headers()
+            except (HttpStreamError, QuicError) as exc:
+                channel.cancel()
+                raise HttpError(f"{method} {url} failed: {exc}") from exc
+            except BaseException:
+                channel.cancel()
+                raise
+        return Response(channel, headers_in, method.upper())
+
+    async def _send_request(
+        self, channel: MessageChannel, headers: Headers, content: Content, trailers: HeaderInput
+    ) -> None:
+        trailer_list = _header_list(trailers)
+        if content is None:
+            await channel.send_headers(headers, end_stream=not trailer_list)
+        elif isinstance(content, bytes | bytearray | memoryview | str):
+            body = content.encode() if isinstance(content, str) else bytes(content)
+            headers = [*headers, (b"content-length", str(len(body)).encode())]
+            await channel.send_headers(headers)
+            await channel.send_data(body, end_stream=not trailer_list)
+        else:
+            await channel.send_headers(headers)
+            if isinstance(content, AsyncIterable):
+                async for chunk in content:
+                    await channel.send_data(bytes(chunk))
+            else:
+                for chunk in content:
+                    await channel.send_data(bytes(chunk))
+            if not trailer_list:
+                await channel.send_data(b"", end_stream=True)
+        if trailer_list:
+            await channel.send_trailers([(n.lower().encode(), v.encode()) for n, v in trailer_list])
+
+    # -- connections per origin --------------------------------------------------
+
+    async def _session_for(self, origin: _Origin) -> H3Session:
+        while True:
+            session = self._sessions.get(origin)
+            if session is not None and not session.closed and session.goaway_id is None:
+                return session
+            if session is not None:
+                self._drop(origin, session)
+            pending = self._connecting.get(origin)
+            if pending is not None:
+                await pending.wait()
+                continue
+            done = self._connecting[origin] = trio.Event()
+            try:
+                assert self._nursery is not None
+                started: H3Session = await self._nursery.start(self._run_connection, origin)
+                self._sessions[origin] = started
+                return started
+            finally:
+                del self._connecting[origin]
+                done.set()
+
+    async def _run_connection(
+        self, origin: _Origin, *, task_status: trio.TaskStatus[H3Session] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+        try:
+            async with connect(origin.host, origin.port, self._config) as conn:
+                session = H3Session(conn, self._h3_config)
+                task_status.started(session)
+                started = True
+                await conn.wait_closed()
+        except QuicError:
+            if not started:
+                raise  # the handshake failed: the request that asked reports it
+            # Once running, a connection's end is seen by its requests, and
+            # the next request to the origin opens a new connection.
+
+    def _drop(self, origin: _Origin, session: H3Session) -> None:
+        if self._sessions.get(origin) is session:
+            del self._sessions[origin]
+
+
+def _header_list(headers: HeaderInput) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return [(str(k), str(v)) for k, v in headers.items()]
+    return [(str(k), str(v)) for k, v in headers]

@@ -1,0 +1,231 @@
+"""The HTTP/3 server: ASGI 3 applications, or a small native handler form.
+
+``await nursery.start(ghostwire.http3.serve, app, host, port, config)``
+serves ``app`` over HTTP/3 and reports a server object (``.port``) through
+``task_status``, like ``trio.serve_tcp``. ``app`` is either
+
+* an ASGI 3 application, ``async def app(scope, receive, send)`` (HTTP
+  scope, streaming request and response bodies, the
+  ``http.response.trailers`` extension), so ASGI frameworks run over HTTP/3
+  on trio; or
+* a native handler, ``async def handler(request) -> Response``.
+
+The two are told apart by their number of parameters. Each request runs
+in its connection's nursery; when a connection closes, its requests are
+cancelled. When ``serve`` is cancelled, each connection is sent GOAWAY and
+given ``shutdown_timeout`` seconds to finish the requests in progress.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import trio
+
+from ...quic.config import ServerConfig
+from ...quic.net.api import QuicServer
+from ...quic.net.api import serve as quic_serve
+from ...quic.net.connection import Connection
+from ..config import H3Config
+from ..errors import H3ErrorCode, InvalidHeaders
+from ..events import Headers
+from .asgi import run_asgi
+from .session import H3Session, HttpStreamError, MessageChannel
+
+log = logging.getLogger("ghostwire.http3")
+
+Scope = dict[str, Any]
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
+
+
+@dataclass
+class Request:
+    """A request as the native handler sees it; the body streams."""
+
+    method: str
+    path: str
+    authority: str
+    scheme: str
+    headers: list[tuple[str, str]]
+    client: tuple[str, int] | None
+    _channel: MessageChannel = field(repr=False)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    async def iter_bytes(self) -> Any:
+        while chunk := await self._channel.receive_some():
+            yield chunk
+
+    async def read(self) -> bytes:
+        body = bytearray()
+        async for chunk in self.iter_bytes():
+            body += chunk
+        return bytes(body)
+
+    @property
+    def trailers(self) -> list[tuple[str, str]]:
+        raw = self._channel.trailers or []
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+
+
+@dataclass
+class Response:
+    """What a native handler returns. ``content`` may be bytes or an async iterable."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content: bytes | str | AsyncIterable[bytes] = b""
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+NativeHandler = Callable[[Request], Awaitable[Response]]
+
+
+def _is_native(app: Callable[..., Any]) -> bool:
+    try:
+        params = [
+            p
+            for p in inspect.signature(app).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
+
+
+async def serve(
+    app: ASGIApp | NativeHandler,
+    host: str | None,
+    port: int,
+    config: ServerConfig,
+    *,
+    h3_config: H3Config | None = None,
+    shutdown_timeout: float = 5.0,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve HTTP/3 until cancelled; see the module docs."""
+    if "h3" not in config.alpn:
+        raise ValueError("an HTTP/3 server config must offer ALPN 'h3'")
+    native = _is_native(app)
+
+    async def handle_connection(conn: Connection) -> None:
+        await _serve_connection(conn, app, native, h3_config, shutdown_timeout)
+
+    await quic_serve(handle_connection, host, port, config, task_status=task_status)
+
+
+async def _serve_connection(
+    conn: Connection,
+    app: Any,
+    native: bool,
+    h3_config: H3Config | None,
+    shutdown_timeout: float,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        session_box: list[H3Session] = []
+
+        def on_request(channel: MessageChannel) -> None:
+            nursery.start_soon(_handle_request, session_box[0], channel, app, native)
+
+        session = H3Session(conn, h3_config, on_request=on_request)
+        session_box.append(session)
+        try:
+            await session.closed_event.wait()
+        finally:
+            # Cancelled (the server is stopping): GOAWAY and a grace period.
+            with trio.CancelScope(shield=True):
+                await session.graceful_shutdown(shutdown_timeout)
+        nursery.cancel_scope.cancel()
+
+
+async def _handle_request(
+    session: H3Session, channel: MessageChannel, app: Any, native: bool
+) -> None:
+    try:
+        if native:
+            await _run_native(channel, app, session.conn.peer_address)
+        else:
+            await run_asgi(channel, app, session.conn.peer_address, session.conn.local_address)
+    except HttpStreamError as exc:
+        log.debug("request stream %d ended: %s", channel.stream_id, exc)
+    except InvalidHeaders as exc:
+        log.warning("handler produced invalid response headers: %s", exc)
+        channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
+    except Exception:
+        log.exception("unhandled error in HTTP/3 handler")
+        await _internal_error(channel)
+    finally:
+        session.forget(channel.stream_id)
+
+
+async def _internal_error(channel: MessageChannel) -> None:
+    if channel.session.closed:
+        return
+    try:
+        if not getattr(channel, "response_started", False):
+            await channel.send_headers(
+                [(b":status", b"500"), (b"content-type", b"text/plain")], end_stream=False
+            )
+            await channel.send_data(b"internal server error\n", end_stream=True)
+        else:
+            channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
+    except (HttpStreamError, trio.BrokenResourceError):
+        pass
+
+
+def request_head(headers: Headers) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
+    """Split a request's pseudo-headers from its regular fields."""
+    pseudo: dict[bytes, bytes] = {}
+    regular: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            pseudo[name] = value
+        else:
+            regular.append((name, value))
+    return pseudo, regular
+
+
+async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any) -> None:
+    assert channel.headers is not None
+    pseudo, regular = request_head(channel.headers)
+    request = Request(
+        method=pseudo.get(b":method", b"").decode(),
+        path=pseudo.get(b":path", b"/").decode("latin-1"),
+        authority=pseudo.get(b":authority", b"").decode("latin-1"),
+        scheme=pseudo.get(b":scheme", b"https").decode(),
+        headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in regular],
+        client=tuple(peer[:2]) if peer else None,
+        _channel=channel,
+    )
+    response = await handler(request)
+    head: Headers = [(b":status", str(response.status).encode())]
+    head += [(n.lower().encode(), v.encode()) for n, v in response.headers]
+    content = response.content
+    trailers = [(n.lower().encode(), v.encode()) for n, v in response.trailers]
+    channel.response_started = True  # type: ignore[attr-defined]
+    if isinstance(content, bytes | str):
+        body = content.encode() if isinstance(content, str) else content
+        if not any(n == b"content-length" for n, _ in head):
+            head.append((b"content-length", str(len(body)).encode()))
+        await channel.send_headers(head, end_stream=not body and not trailers)
+        if body:
+            await channel.send_data(body, end_stream=not trailers)
+    else:
+        await channel.send_headers(head)
+        async for chunk in content:
+            await channel.send_data(bytes(chunk))
+        if not trailers:
+            await channel.send_data(b"", end_stream=True)
+    if trailers:
+        await channel.send_trailers(trailers)

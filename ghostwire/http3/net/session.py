@@ -1,0 +1,366 @@
+"""HTTP/3 over a trio QUIC connection: the driver both client and server use.
+
+An :class:`H3Session` owns the sans-IO :class:`~ghostwire.http3.H3Connection`
+of one QUIC connection. The QUIC shell hands it every core event
+synchronously (``Connection.divert_events``); the session turns them into
+HTTP/3 events and files them under their request stream's
+:class:`MessageChannel`, waking whoever waits there. Nothing here awaits per
+packet.
+
+Back-pressure, both ways:
+
+* receiving: the H3 layer only pulls DATA from QUIC while a stream's window
+  has room; :meth:`MessageChannel.receive_some` returns credit as the
+  application consumes bytes, so a slow reader stalls the peer, not memory;
+* sending: :meth:`MessageChannel.send_data` waits while the stream holds
+  more than ``send_buffer`` unacknowledged bytes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ...quic.events import Event, StreamsAvailable, StreamWritable
+from ...quic.net.connection import Connection
+from ...quic.net.exceptions import ConnectionClosed
+from ..config import H3Config
+from ..connection import H3Connection
+from ..errors import H3ErrorCode, InvalidStreamState
+from ..events import (
+    ConnectionShutdown,
+    DataReceived,
+    GoAwayReceived,
+    H3Event,
+    Headers,
+    HeadersReceived,
+    StreamReset,
+    StreamStopped,
+    TrailersReceived,
+)
+
+DEFAULT_SEND_BUFFER = 256 << 10
+
+
+class HttpStreamError(trio.BrokenResourceError):
+    """The peer reset the request stream (or we aborted it): ``error_code`` says why."""
+
+    def __init__(self, message: str, *, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+def _code_name(code: int) -> str:
+    try:
+        return H3ErrorCode(code).name
+    except ValueError:
+        return f"0x{code:x}"
+
+
+class MessageChannel:
+    """One request stream as seen by its task: headers, body chunks, trailers."""
+
+    def __init__(self, session: H3Session, stream_id: int) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.headers: Headers | None = None
+        self.trailers: Headers | None = None
+        self.interim: list[Headers] = []
+        self._chunks: deque[bytes] = deque()
+        self.ended = False
+        self.error: HttpStreamError | None = None
+        self.stopped_code: int | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        self._headers_event = trio.Event()
+
+    # -- session side --------------------------------------------------------
+
+    def wake(self) -> None:
+        self._lot.unpark_all()
+
+    def on_headers(self, headers: Headers, ended: bool) -> None:
+        status = _status(headers)
+        if status is not None and 100 <= status < 200 and self.headers is None:
+            self.interim.append(headers)  # 1xx: the final response is still to come
+            return
+        self.headers = headers
+        self.ended = self.ended or ended
+        self._headers_event.set()
+        self.wake()
+
+    def on_data(self, data: bytes, ended: bool) -> None:
+        if data:
+            self._chunks.append(data)
+        self.ended = self.ended or ended
+        self.wake()
+
+    def on_trailers(self, headers: Headers, ended: bool) -> None:
+        self.trailers = headers
+        self.ended = True
+        self.wake()
+
+    def on_error(self, error: HttpStreamError) -> None:
+        if self.error is None:
+            self.error = error
+        self._headers_event.set()
+        self.wake()
+
+    # -- task side -----------------------------------------------------------
+
+    async def wait_headers(self) -> Headers:
+        await self._headers_event.wait()
+        if self.headers is None:
+            assert self.error is not None
+            raise self.error
+        return self.headers
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Body bytes; ``b""`` once the body is complete."""
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                if max_bytes is not None and len(chunk) > max_bytes:
+                    self._chunks.appendleft(chunk[max_bytes:])
+                    chunk = chunk[:max_bytes]
+                self.session.consumed(self.stream_id, len(chunk))
+                await trio.lowlevel.checkpoint()
+                return chunk
+            if self.ended:
+                await trio.lowlevel.checkpoint()
+                return b""
+            if self.error is not None:
+                raise self.error
+            self.session.raise_if_closed()
+            await self._lot.park()
+
+    async def send_headers(self, headers: Headers, end_stream: bool = False) -> None:
+        self._check_send()
+        self.session.h3.send_headers(self.stream_id, headers, end_stream=end_stream)
+        self.session.flush()
+        await trio.lowlevel.checkpoint()
+
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        session = self.session
+        view = memoryview(data)
+        while True:
+            self._check_send()
+            room = session.send_buffer - session.h3.stream_send_buffered(self.stream_id)
+            if room <= 0:
+                await self._lot.park()
+                continue
+            chunk, view = view[:room], view[room:]
+            last = not len(view)
+            session.h3.send_data(self.stream_id, bytes(chunk), end_stream=end_stream and last)
+            session.flush()
+            if last:
+                break
+        await trio.lowlevel.checkpoint()
+
+    async def send_trailers(self, headers: Headers) -> None:
+        self._check_send()
+        self.session.h3.send_trailers(self.stream_id, headers)
+        self.session.flush()
+        await trio.lowlevel.checkpoint()
+
+    def _check_send(self) -> None:
+        if self.stopped_code is not None:
+            raise HttpStreamError(
+                f"peer stopped stream {self.stream_id} ({_code_name(self.stopped_code)})",
+                error_code=self.stopped_code,
+            )
+        if self.error is not None:
+            raise self.error
+        self.session.raise_if_closed()
+
+    def cancel(self, error_code: int = H3ErrorCode.H3_REQUEST_CANCELLED) -> None:
+        """Abandon the stream both ways (RESET_STREAM and STOP_SENDING)."""
+        if self.ended and self.error is None and self.session.closed:
+            return
+        try:
+            self.session.h3.cancel_request(self.stream_id, error_code)
+        except (InvalidStreamState, ConnectionClosed):
+            pass
+        self.session.forget(self.stream_id)
+        self.session.flush()
+
+
+def _status(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name == b":status":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class H3Session:
+    """HTTP/3 on one trio QUIC connection (see the module docs)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        config: H3Config | None = None,
+        *,
+        send_buffer: int = DEFAULT_SEND_BUFFER,
+        on_request: Callable[[MessageChannel], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.h3 = H3Connection(conn.core, config)
+        self.send_buffer = send_buffer
+        self.channels: dict[int, MessageChannel] = {}
+        self._on_request = on_request
+        self.goaway_id: int | None = None
+        self.shutdown: ConnectionShutdown | None = None
+        self._open_lot = trio.lowlevel.ParkingLot()
+        self._idle_lot = trio.lowlevel.ParkingLot()  # woken when no request is left
+        self.closed_event = trio.Event()
+        conn.divert_events(self._on_quic_event)
+        # Events that arrived before we took over (the handshake's) are gone;
+        # the control streams open on the next StreamsAvailable, or now:
+        self._feed(StreamsAvailable(bidirectional=False))
+
+    # -- events --------------------------------------------------------------
+
+    def _on_quic_event(self, event: Event) -> None:
+        kind = type(event)
+        if kind is StreamWritable:
+            channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
+            if channel is not None:
+                channel.wake()
+        elif kind is StreamsAvailable:
+            self._open_lot.unpark_all()
+        self._feed(event)
+
+    def _feed(self, event: Event) -> None:
+        for h3_event in self.h3.handle_event(event, trio.current_time()):
+            self._dispatch(h3_event)
+
+    def _dispatch(self, event: H3Event) -> None:
+        kind = type(event)
+        if kind is DataReceived:
+            channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
+            if channel is not None:
+                channel.on_data(event.data, event.stream_ended)  # type: ignore[attr-defined]
+        elif kind is HeadersReceived:
+            self._on_headers(event)  # type: ignore[arg-type]
+        elif kind is TrailersReceived:
+            channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
+            if channel is not None:
+                channel.on_trailers(event.headers, event.stream_ended)  # type: ignore[attr-defined]
+        elif kind is StreamReset:
+            channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
+            if channel is not None:
+                code = event.error_code  # type: ignore[attr-defined]
+                who = "peer reset" if event.by_peer else "aborted"  # type: ignore[attr-defined]
+                channel.on_error(
+                    HttpStreamError(
+                        f"{who} stream {event.stream_id} ({_code_name(code)})",  # type: ignore[attr-defined]
+                        error_code=code,
+                    )
+                )
+        elif kind is StreamStopped:
+            channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
+            if channel is not None:
+                channel.stopped_code = event.error_code  # type: ignore[attr-defined]
+                channel.wake()
+        elif kind is GoAwayReceived:
+            self.goaway_id = event.id  # type: ignore[attr-defined]
+            self._open_lot.unpark_all()
+        elif kind is ConnectionShutdown:
+            self.shutdown = event  # type: ignore[assignment]
+            self._on_closed()
+
+    def _on_headers(self, event: HeadersReceived) -> None:
+        if event.push_id is not None:
+            return  # pushed responses are not surfaced by this API
+        channel = self.channels.get(event.stream_id)
+        if channel is None:
+            if self._on_request is None:
+                return
+            channel = MessageChannel(self, event.stream_id)
+            self.channels[event.stream_id] = channel
+            channel.on_headers(event.headers, event.stream_ended)
+            self._on_request(channel)
+            return
+        channel.on_headers(event.headers, event.stream_ended)
+
+    def _on_closed(self) -> None:
+        error = ConnectionClosed("HTTP/3 connection closed")
+        for channel in list(self.channels.values()):
+            if not channel.ended:
+                channel.on_error(HttpStreamError(str(error), error_code=0))
+            channel.wake()
+        self._open_lot.unpark_all()
+        self._idle_lot.unpark_all()
+        self.closed_event.set()
+
+    # -- helpers for channels ----------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.is_closed
+
+    def raise_if_closed(self) -> None:
+        self.conn._raise_if_closed()
+
+    def flush(self) -> None:
+        self.conn._flush()
+
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        for h3_event in self.h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):
+            self._dispatch(h3_event)
+        self.flush()
+
+    def forget(self, stream_id: int) -> None:
+        self.channels.pop(stream_id, None)
+        if not self.channels:
+            self._idle_lot.unpark_all()
+
+    # -- client side ------------------------------------------------------------
+
+    async def open_request(self) -> MessageChannel:
+        """A new request stream; waits while the peer's stream limit is reached."""
+        from ...quic.streams import StreamLimitReached
+
+        while True:
+            self.raise_if_closed()
+            if self.goaway_id is not None:
+                from ..errors import ConnectionGoingAway
+
+                raise ConnectionGoingAway("the server is shutting this connection down")
+            try:
+                stream_id = self.h3.open_request_stream()
+            except StreamLimitReached:
+                self.flush()
+                await self._open_lot.park()
+                continue
+            channel = MessageChannel(self, stream_id)
+            self.channels[stream_id] = channel
+            await trio.lowlevel.checkpoint()
+            return channel
+
+    # -- shutting down ------------------------------------------------------------
+
+    async def aclose(self, error_code: int = H3ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
+        if not self.conn.is_closed:
+            self.h3.close(trio.current_time(), error_code=error_code, reason=reason)
+            self.conn._after_input()
+        await trio.lowlevel.checkpoint()
+
+    async def graceful_shutdown(self, grace_period: float) -> None:
+        """GOAWAY, let requests in progress finish (up to ``grace_period``), then close."""
+        if self.conn.is_closed:
+            return
+        self.h3.send_goaway()
+        self.flush()
+        with trio.move_on_after(grace_period):
+            while self.channels and not self.conn.is_closed:
+                await self._idle_lot.park()
+        await self.aclose()
+
+    def statistics(self) -> dict[str, Any]:
+        return {"open_streams": self.h3.open_stream_count, "channels": len(self.channels)}
