@@ -1,0 +1,1 @@
+"""ghostwire vs aioquic benchmarks: ``python -m bench`` (see README.md)."""

@@ -1,0 +1,322 @@
+"""The aioquic side of the bench: server and client workloads, under asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamDataReceived, StreamReset
+from aioquic.tls import CipherSuite
+
+from .common import (
+    AIOQUIC_SEND_BUFFER,
+    ALPN,
+    BULK_CHUNK,
+    ECHO_LIMIT,
+    HOST,
+    IDLE_TIMEOUT,
+    PORT_PREFIX,
+    SERVER_NAME,
+    Measurement,
+    Settings,
+    Sizes,
+    check_bulk_reply,
+    read_rss_bytes,
+    reply_for,
+    request_payload,
+)
+
+
+def server_config(settings: Settings) -> QuicConfiguration:
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[ALPN],
+        max_datagram_size=settings.max_datagram_size,
+        idle_timeout=IDLE_TIMEOUT,
+        cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
+    )
+    config.load_cert_chain(settings.certs.certfile, settings.certs.keyfile)
+    return config
+
+
+def client_config(settings: Settings) -> QuicConfiguration:
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[ALPN],
+        max_datagram_size=settings.max_datagram_size,
+        idle_timeout=IDLE_TIMEOUT,
+        cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
+        server_name=SERVER_NAME,
+    )
+    config.load_verify_locations(settings.certs.cafile)  # verify_mode stays CERT_REQUIRED
+    return config
+
+
+# -- server -------------------------------------------------------------------
+
+
+class ServerProtocol(QuicConnectionProtocol):
+    """Reads each stream to its end, then replies (see bench.common)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._received: dict[int, int] = {}
+        self._heads: dict[int, bytes] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            sid = event.stream_id
+            received = self._received.get(sid, 0)
+            if received < ECHO_LIMIT:
+                self._heads[sid] = self._heads.get(sid, b"") + event.data[: ECHO_LIMIT - received]
+            received += len(event.data)
+            self._received[sid] = received
+            if event.end_stream:
+                head = self._heads.pop(sid, b"")
+                del self._received[sid]
+                # The base class transmits after processing the datagram's events.
+                self._quic.send_stream_data(sid, reply_for(received, head), end_stream=True)
+        elif isinstance(event, StreamReset):
+            self._received.pop(event.stream_id, None)
+            self._heads.pop(event.stream_id, None)
+
+
+async def _serve(settings: Settings) -> None:
+    server = await serve(
+        HOST, 0, configuration=server_config(settings), create_protocol=ServerProtocol
+    )
+    assert server._transport is not None
+    port = server._transport.get_extra_info("sockname")[1]
+    print(f"{PORT_PREFIX}{port}", flush=True)
+    stop = asyncio.Event()  # SIGTERM ends the server gracefully (see bench.gw)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()
+
+
+def run_server(settings: Settings) -> None:
+    asyncio.run(_serve(settings))
+
+
+# -- client -------------------------------------------------------------------
+
+
+class ClientProtocol(QuicConnectionProtocol):
+    """Request/response streams, and a bulk sender with back-pressure."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replies: dict[int, tuple[list[bytes], asyncio.Future[bytes]]] = {}
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._drain_stream = -1
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            entry = self._replies.get(event.stream_id)
+            if entry is None:
+                return
+            entry[0].append(event.data)
+            if event.end_stream:
+                del self._replies[event.stream_id]
+                if not entry[1].done():
+                    entry[1].set_result(b"".join(entry[0]))
+        elif isinstance(event, StreamReset):
+            entry = self._replies.pop(event.stream_id, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_exception(RuntimeError(f"stream {event.stream_id} reset"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for _, future in self._replies.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection lost"))
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        waiter = self._drain_waiter
+        if waiter is not None and self._unacked(self._drain_stream) <= AIOQUIC_SEND_BUFFER:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _unacked(self, stream_id: int) -> int:
+        sender = self._quic._streams[stream_id].sender
+        return sender._buffer_stop - sender._buffer_start
+
+    def _expect_reply(self, stream_id: int) -> asyncio.Future[bytes]:
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._replies[stream_id] = ([], future)
+        return future
+
+    async def request(self, payload: bytes) -> bytes:
+        stream_id = self._quic.get_next_available_stream_id()
+        future = self._expect_reply(stream_id)
+        self._quic.send_stream_data(stream_id, payload, end_stream=True)
+        self.transmit()
+        return await future
+
+    async def send_bulk(self, total: int) -> bytes:
+        stream_id = self._quic.get_next_available_stream_id()
+        future = self._expect_reply(stream_id)
+        chunk = bytes(BULK_CHUNK)
+        remaining = total
+        while remaining:
+            size = min(remaining, BULK_CHUNK)
+            self._quic.send_stream_data(stream_id, chunk[:size])
+            remaining -= size
+            self.transmit()
+            if self._unacked(stream_id) > AIOQUIC_SEND_BUFFER:
+                self._drain_stream = stream_id
+                self._drain_waiter = self._loop.create_future()
+                await self._drain_waiter
+        self._quic.send_stream_data(stream_id, b"", end_stream=True)
+        self.transmit()
+        return await future
+
+
+def _connect(port: int, config: QuicConfiguration) -> Any:
+    return connect(HOST, port, configuration=config, create_protocol=ClientProtocol)
+
+
+async def bulk(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
+    config = client_config(settings)
+    total = sizes.bulk_bytes
+    async with _connect(port, config) as protocol:
+        start = time.perf_counter()
+        reply = await protocol.send_bulk(total)
+        elapsed = time.perf_counter() - start
+        check_bulk_reply(reply, total)
+    return Measurement(
+        values={"bytes": total, "seconds": elapsed, "mbit_s": total * 8 / elapsed / 1e6},
+    )
+
+
+async def handshakes(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
+    config = client_config(settings)
+    samples: list[float] = []
+    for i in range(sizes.handshake_warmup + sizes.handshakes):
+        start = time.perf_counter()
+        async with _connect(port, config):
+            elapsed = time.perf_counter() - start
+        if i >= sizes.handshake_warmup:
+            samples.append(elapsed)
+    return Measurement(samples=samples)
+
+
+async def request_response(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    config = client_config(settings)
+    payload = request_payload(sizes.message_size)
+    samples: list[float] = []
+    async with _connect(port, config) as protocol:
+        for i in range(sizes.request_warmup + sizes.requests):
+            start = time.perf_counter()
+            reply = await protocol.request(payload)
+            elapsed = time.perf_counter() - start
+            if reply != payload:
+                raise RuntimeError(f"bad echo: {len(reply)} bytes")
+            if i >= sizes.request_warmup:
+                samples.append(elapsed)
+    return Measurement(samples=samples)
+
+
+async def requests_per_second(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    config = client_config(settings)
+    payload = request_payload(sizes.message_size)
+    remaining = sizes.rps_requests
+    done = 0
+    async with _connect(port, config) as protocol:
+        for _ in range(sizes.request_warmup):
+            await protocol.request(payload)
+
+        async def worker() -> None:
+            nonlocal remaining, done
+            while remaining > 0:
+                remaining -= 1
+                reply = await protocol.request(payload)
+                if reply != payload:
+                    raise RuntimeError(f"bad echo: {len(reply)} bytes")
+                done += 1
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(sizes.rps_concurrency):
+                group.create_task(worker())
+        elapsed = time.perf_counter() - start
+    return Measurement(values={"requests": done, "seconds": elapsed, "rps": done / elapsed})
+
+
+async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
+    config = client_config(settings)
+    for _ in range(10):
+        async with _connect(port, config) as protocol:
+            await protocol.request(b"warm-up")
+    await asyncio.sleep(1.0)
+    rss_before = read_rss_bytes(server_pid)
+
+    count = sizes.idle_connections
+    limiter = asyncio.Semaphore(sizes.idle_concurrency)
+    connected = 0
+    all_connected = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        nonlocal connected
+        await limiter.acquire()
+        acquired = True
+        try:
+            async with _connect(port, config):
+                limiter.release()
+                acquired = False
+                connected += 1
+                if connected == count:
+                    all_connected.set()
+                await release.wait()
+        finally:
+            if acquired:
+                limiter.release()
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(count):
+            group.create_task(hold())
+        await all_connected.wait()
+        setup = time.perf_counter() - start
+        await asyncio.sleep(1.0)
+        rss_after = read_rss_bytes(server_pid)
+        release.set()
+    return Measurement(
+        values={
+            "connections": count,
+            "rss_before": rss_before,
+            "rss_after": rss_after,
+            "per_connection": (rss_after - rss_before) / count,
+            "setup_seconds": setup,
+        }
+    )
+
+
+Workload = Callable[[int, Settings, Sizes, int], Coroutine[Any, Any, Measurement]]
+
+WORKLOADS: dict[str, Workload] = {
+    "bulk": bulk,
+    "handshake": handshakes,
+    "rr": request_response,
+    "rps": requests_per_second,
+    "memory": idle_memory,
+}
+
+
+def run_client(workload: str, port: int, settings: Settings, sizes: Sizes, server_pid: int) -> None:
+    result = asyncio.run(WORKLOADS[workload](port, settings, sizes, server_pid))
+    print(result.to_line(), flush=True)

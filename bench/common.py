@@ -1,0 +1,185 @@
+"""What the orchestrator, the servers and the clients of the bench share.
+
+The wire protocol is the same for both stacks, so the two servers are
+interchangeable:
+
+* the client opens a bidirectional stream, sends its request and FIN;
+* the server reads the stream to its end, then replies and sends FIN. The
+  reply echoes the request when it is at most ``ECHO_LIMIT`` bytes long
+  (request/response workloads), else it is the byte count received as 8
+  bytes big-endian (bulk workload: the client checks that every byte arrived).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALPN = "gw-bench"
+HOST = "127.0.0.1"
+SERVER_NAME = "localhost"
+ECHO_LIMIT = 100
+# Idle timeout of both stacks (seconds): long enough that the 1,000 idle
+# connections of the memory workload outlive their slowest handshake.
+IDLE_TIMEOUT = 120.0
+# Bulk transfers write in chunks of this size.
+BULK_CHUNK = 64 << 10
+# aioquic's streams have no send back-pressure; the bench client parks while
+# more than this many bytes are unacknowledged (aioquic's default
+# max_stream_data, so it never limits more than flow control already does).
+AIOQUIC_SEND_BUFFER = 1 << 20
+
+RESULT_PREFIX = "RESULT "
+PORT_PREFIX = "PORT "
+
+STACKS = ("ghostwire", "aioquic")
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """The test CA and the server identity, as PEM files."""
+
+    cafile: str
+    certfile: str
+    keyfile: str
+
+    @classmethod
+    def create(cls, directory: Path) -> CertFiles:
+        from ghostwire.certs import CertificateAuthority
+
+        ca = CertificateAuthority.create("ghostwire bench CA")
+        identity = ca.issue([SERVER_NAME, HOST])
+        files = cls(
+            cafile=str(directory / "ca.pem"),
+            certfile=str(directory / "server.pem"),
+            keyfile=str(directory / "server.key"),
+        )
+        ca.write_pem(files.cafile)
+        identity.write_pem(files.certfile, files.keyfile)
+        return files
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server or client process needs besides its workload."""
+
+    certs: CertFiles
+    max_datagram_size: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        raw = json.loads(text)
+        return cls(certs=CertFiles(**raw["certs"]), max_datagram_size=raw["max_datagram_size"])
+
+
+@dataclass
+class Sizes:
+    """Workload sizes (counts and bytes)."""
+
+    bulk_bytes: int
+    handshakes: int
+    handshake_warmup: int
+    requests: int
+    request_warmup: int
+    rps_requests: int
+    rps_concurrency: int
+    idle_connections: int
+    idle_concurrency: int
+    message_size: int = ECHO_LIMIT
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(
+            bulk_bytes=100 * 1000 * 1000,
+            handshakes=200,
+            handshake_warmup=5,
+            requests=1000,
+            request_warmup=50,
+            rps_requests=10_000,
+            rps_concurrency=64,
+            idle_connections=1000,
+            idle_concurrency=16,
+        )
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            bulk_bytes=10 * 1000 * 1000,
+            handshakes=30,
+            handshake_warmup=2,
+            requests=200,
+            request_warmup=10,
+            rps_requests=2000,
+            rps_concurrency=64,
+            idle_connections=100,
+            idle_concurrency=16,
+        )
+
+
+@dataclass
+class Measurement:
+    """What a client process reports (one workload, one stack)."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    samples: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_line(self) -> str:
+        return RESULT_PREFIX + json.dumps(asdict(self))
+
+    @classmethod
+    def from_line(cls, line: str) -> Measurement:
+        raw: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+        return cls(values=raw["values"], samples=raw["samples"], notes=raw["notes"])
+
+
+def request_payload(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+
+def reply_for(received: int, head: bytes) -> bytes:
+    """The server's reply to a stream that carried ``received`` bytes starting with ``head``."""
+    if received <= ECHO_LIMIT:
+        return head[:received]
+    return received.to_bytes(8, "big")
+
+
+def check_bulk_reply(reply: bytes, sent: int) -> None:
+    if reply != sent.to_bytes(8, "big"):
+        got = int.from_bytes(reply, "big") if len(reply) == 8 else reply
+        raise RuntimeError(f"server reports {got!r} bytes received, {sent} were sent")
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (p99 of 200 samples is the 198th smallest)."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else math.nan
+
+
+def read_rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc/PID/status (VmRSS)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def pid_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")

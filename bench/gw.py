@@ -1,0 +1,281 @@
+"""The ghostwire side of the bench: server and client workloads, under trio."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+import ghostwire.quic as quic
+from ghostwire.quic.suites import CipherSuite
+
+from .common import (
+    ALPN,
+    BULK_CHUNK,
+    ECHO_LIMIT,
+    HOST,
+    IDLE_TIMEOUT,
+    PORT_PREFIX,
+    SERVER_NAME,
+    Measurement,
+    Settings,
+    Sizes,
+    check_bulk_reply,
+    read_rss_bytes,
+    reply_for,
+    request_payload,
+)
+
+
+def server_config(settings: Settings) -> quic.ServerConfig:
+    return quic.ServerConfig(
+        alpn=[ALPN],
+        certfile=settings.certs.certfile,
+        keyfile=settings.certs.keyfile,
+        max_datagram_size=settings.max_datagram_size,
+        idle_timeout=IDLE_TIMEOUT,
+        cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
+    )
+
+
+def client_config(settings: Settings) -> quic.ClientConfig:
+    return quic.ClientConfig(
+        alpn=[ALPN],
+        cafile=settings.certs.cafile,
+        server_name=SERVER_NAME,
+        max_datagram_size=settings.max_datagram_size,
+        idle_timeout=IDLE_TIMEOUT,
+        cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
+    )
+
+
+# -- server -------------------------------------------------------------------
+
+
+async def _serve_stream(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
+    try:
+        received = 0
+        head = b""
+        while True:
+            data = await stream.receive_some()
+            if not data:
+                break
+            if received < ECHO_LIMIT:
+                head += data[: ECHO_LIMIT - received]
+            received += len(data)
+        if isinstance(stream, quic.QuicStream):
+            await stream.send_all(reply_for(received, head))
+            await stream.send_eof()
+    except (quic.QuicError, trio.ClosedResourceError):
+        pass
+    finally:
+        await stream.aclose()
+
+
+async def _handler(conn: quic.Connection) -> None:
+    async with trio.open_nursery() as nursery:
+        async for stream in conn:
+            nursery.start_soon(_serve_stream, stream)
+
+
+async def _serve(settings: Settings) -> None:
+    # SIGTERM (the orchestrator stopping us) ends the server gracefully, so a
+    # profiled server still writes its profile.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(quic.serve, _handler, HOST, 0, server_config(settings))
+            print(f"{PORT_PREFIX}{server.port}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_server(settings: Settings) -> None:
+    trio.run(_serve, settings)
+
+
+# -- client -------------------------------------------------------------------
+
+
+async def _request(conn: quic.Connection, payload: bytes) -> bytes:
+    stream = await conn.open_stream()
+    try:
+        await stream.send_all(payload)
+        await stream.send_eof()
+        parts = []
+        while True:
+            data = await stream.receive_some()
+            if not data:
+                break
+            parts.append(data)
+        return b"".join(parts)
+    finally:
+        await stream.aclose()
+
+
+async def bulk(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
+    config = client_config(settings)
+    total = sizes.bulk_bytes
+    chunk = memoryview(bytes(BULK_CHUNK))
+    async with quic.connect(HOST, port, config) as conn:
+        stream = await conn.open_stream()
+        start = time.perf_counter()
+        remaining = total
+        while remaining:
+            size = min(remaining, BULK_CHUNK)
+            await stream.send_all(chunk[:size])
+            remaining -= size
+        await stream.send_eof()
+        reply = b""
+        while True:
+            data = await stream.receive_some()
+            if not data:
+                break
+            reply += data
+        elapsed = time.perf_counter() - start
+        check_bulk_reply(reply, total)
+        await stream.aclose()
+        stats = conn.statistics()
+    return Measurement(
+        values={"bytes": total, "seconds": elapsed, "mbit_s": total * 8 / elapsed / 1e6},
+        notes=[f"client stats: {stats}"],
+    )
+
+
+async def handshakes(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
+    config = client_config(settings)
+    samples: list[float] = []
+    for i in range(sizes.handshake_warmup + sizes.handshakes):
+        start = time.perf_counter()
+        async with quic.connect(HOST, port, config):
+            elapsed = time.perf_counter() - start
+        if i >= sizes.handshake_warmup:
+            samples.append(elapsed)
+    return Measurement(samples=samples)
+
+
+async def request_response(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    config = client_config(settings)
+    payload = request_payload(sizes.message_size)
+    samples: list[float] = []
+    async with quic.connect(HOST, port, config) as conn:
+        for i in range(sizes.request_warmup + sizes.requests):
+            start = time.perf_counter()
+            reply = await _request(conn, payload)
+            elapsed = time.perf_counter() - start
+            if reply != payload:
+                raise RuntimeError(f"bad echo: {len(reply)} bytes")
+            if i >= sizes.request_warmup:
+                samples.append(elapsed)
+        stats = conn.statistics()
+    return Measurement(samples=samples, notes=[f"client stats: {stats}"])
+
+
+async def requests_per_second(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    config = client_config(settings)
+    payload = request_payload(sizes.message_size)
+    remaining = sizes.rps_requests
+    done = 0
+
+    async with quic.connect(HOST, port, config) as conn:
+        # Warm up (same count as the latency workload's warm-up).
+        for _ in range(sizes.request_warmup):
+            await _request(conn, payload)
+
+        async def worker() -> None:
+            nonlocal remaining, done
+            while remaining > 0:
+                remaining -= 1
+                reply = await _request(conn, payload)
+                if reply != payload:
+                    raise RuntimeError(f"bad echo: {len(reply)} bytes")
+                done += 1
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(sizes.rps_concurrency):
+                nursery.start_soon(worker)
+        elapsed = time.perf_counter() - start
+        stats = conn.statistics()
+    return Measurement(
+        values={"requests": done, "seconds": elapsed, "rps": done / elapsed},
+        notes=[f"client stats: {stats}"],
+    )
+
+
+async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
+    config = client_config(settings)
+    # Warm the server up (imports, caches, allocator arenas) before the baseline.
+    for _ in range(10):
+        async with quic.connect(HOST, port, config) as conn:
+            await _request(conn, b"warm-up")
+    await trio.sleep(1.0)
+    rss_before = read_rss_bytes(server_pid)
+
+    count = sizes.idle_connections
+    limiter = trio.Semaphore(sizes.idle_concurrency)
+    connected = 0
+    all_connected = trio.Event()
+    release = trio.Event()
+
+    async def hold() -> None:
+        nonlocal connected
+        await limiter.acquire()
+        acquired = True
+        try:
+            async with quic.connect(HOST, port, config):
+                limiter.release()
+                acquired = False
+                connected += 1
+                if connected == count:
+                    all_connected.set()
+                await release.wait()
+        finally:
+            if acquired:
+                limiter.release()
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(hold)
+        await all_connected.wait()
+        setup = time.perf_counter() - start
+        await trio.sleep(1.0)
+        rss_after = read_rss_bytes(server_pid)
+        release.set()
+    return Measurement(
+        values={
+            "connections": count,
+            "rss_before": rss_before,
+            "rss_after": rss_after,
+            "per_connection": (rss_after - rss_before) / count,
+            "setup_seconds": setup,
+        }
+    )
+
+
+Workload = Callable[[int, Settings, Sizes, int], Awaitable[Measurement]]
+
+WORKLOADS: dict[str, Workload] = {
+    "bulk": bulk,
+    "handshake": handshakes,
+    "rr": request_response,
+    "rps": requests_per_second,
+    "memory": idle_memory,
+}
+
+
+def run_client(workload: str, port: int, settings: Settings, sizes: Sizes, server_pid: int) -> None:
+    async def main() -> Measurement:
+        return await WORKLOADS[workload](port, settings, sizes, server_pid)
+
+    result = trio.run(main)
+    print(result.to_line(), flush=True)
+    sys.stdout.flush()
