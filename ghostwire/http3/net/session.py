@@ -136,19 +136,30 @@ class MessageChannel:
             self.session.raise_if_closed()
             await self._lot.park()
 
+    # Sends yield before their work, and the one ending the stream after it,
+    # so headers, body and FIN written back to back leave in the same packets.
+
     async def send_headers(self, headers: Headers, end_stream: bool = False) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not end_stream:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         self._check_send()
         self.session.h3.send_headers(self.stream_id, headers, end_stream=end_stream)
         self.session.flush()
-        await trio.lowlevel.checkpoint()
+        if end_stream:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def send_data(self, data: bytes, end_stream: bool = False) -> None:
         session = self.session
         view = memoryview(data)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not end_stream:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         while True:
             self._check_send()
             room = session.send_buffer - session.h3.stream_send_buffered(self.stream_id)
             if room <= 0:
+                session.conn._flush()
                 await self._lot.park()
                 continue
             chunk, view = view[:room], view[room:]
@@ -157,13 +168,15 @@ class MessageChannel:
             session.flush()
             if last:
                 break
-        await trio.lowlevel.checkpoint()
+        if end_stream:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def send_trailers(self, headers: Headers) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_send()
         self.session.h3.send_trailers(self.stream_id, headers)
         self.session.flush()
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _check_send(self) -> None:
         if self.stopped_code is not None:
@@ -308,7 +321,7 @@ class H3Session:
         self.conn._raise_if_closed()
 
     def flush(self) -> None:
-        self.conn._flush()
+        self.conn._flush_soon()  # after the task yields: headers, data and FIN share packets
 
     def consumed(self, stream_id: int, nbytes: int) -> None:
         for h3_event in self.h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):

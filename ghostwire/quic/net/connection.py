@@ -59,6 +59,7 @@ class Connection(trio.abc.AsyncResource):
         self._dirty = False
         self._send_buffer_limit = core.config.stream_send_buffer
         self._timer_scope: trio.CancelScope | None = None
+        self._flush_pending = False
         self._handshake_event = trio.Event()
         self._closed_event = trio.Event()
         self._error: QuicError | None = None
@@ -207,8 +208,18 @@ class Connection(trio.abc.AsyncResource):
 
     # -- driving the core ----------------------------------------------------
 
+    def _flush_soon(self) -> None:
+        """Flush once the calling task yields, so writes made back to back
+        (data, then FIN; a read's credit, then the reply) share packets."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            scope = self._timer_scope
+            if scope is not None:
+                scope.deadline = -math.inf  # wakes the timer task, which flushes
+
     def _flush(self) -> None:
         """Send whatever the core wants to send now and re-arm the timer."""
+        self._flush_pending = False
         core = self._core
         datagrams = core.datagrams_to_send(trio.current_time())
         if datagrams:
@@ -222,7 +233,7 @@ class Connection(trio.abc.AsyncResource):
 
     def _update_timer(self) -> None:
         scope = self._timer_scope
-        if scope is not None:
+        if scope is not None and not self._flush_pending:
             timer = self._core.get_timer()
             scope.deadline = math.inf if timer is None else timer
 
@@ -305,7 +316,7 @@ class Connection(trio.abc.AsyncResource):
     async def _timer_loop(self) -> None:
         core = self._core
         while not core.is_terminated:
-            timer = core.get_timer()
+            timer = -math.inf if self._flush_pending else core.get_timer()
             with trio.CancelScope(deadline=math.inf if timer is None else timer) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()

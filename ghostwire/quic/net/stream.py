@@ -13,8 +13,8 @@ sender instead of growing a buffer.
 
 Errors: a peer reset raises :class:`StreamReset`; a peer STOP_SENDING makes
 ``send_all`` raise :class:`StreamStopped`; a closed connection raises
-:class:`ConnectionClosed`; using a stream after ``aclose`` raises
-:class:`trio.ClosedResourceError`.
+:class:`ConnectionClosed`; using a stream after ``aclose``, or receiving
+after our own ``stop_sending``, raises :class:`trio.ClosedResourceError`.
 """
 
 from __future__ import annotations
@@ -86,25 +86,30 @@ class _SendSide(_StreamBase):
             )
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send all of ``data``; blocks while the send buffer is full."""
+        """Send all of ``data``; blocks while the send buffer is full.
+
+        The call's schedule point comes first and the data goes out when the
+        task next yields, so a ``send_eof`` (or another write) made right
+        after shares the packet instead of following in its own.
+        """
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._sending = True
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await trio.lowlevel.checkpoint()
             self._check_send()
             view = memoryview(data).cast("B")
             while len(view):
                 room = self._send_room()
                 if room <= 0:
+                    self._conn._flush()  # what is buffered must go out to be acknowledged
                     await self._lot.park()
                     self._check_send()
                     continue
                 chunk = view[:room]
                 view = view[room:]
                 self._core.send_stream_data(self._stream_id, bytes(chunk))
-                self._conn._flush()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+                self._conn._flush_soon()
         finally:
             self._sending = False
 
@@ -116,6 +121,7 @@ class _SendSide(_StreamBase):
             await trio.lowlevel.checkpoint_if_cancelled()
             self._check_send()
             while self._send_room() <= 0:
+                self._conn._flush()
                 await self._lot.park()
                 self._check_send()
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -124,16 +130,19 @@ class _SendSide(_StreamBase):
 
     async def send_eof(self) -> None:
         """Finish the sending side (FIN). Idempotent."""
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         if self._eof_sent or self._reset_sent:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
         self._conn._raise_if_closed()
         self._eof_sent = True
         self._core.send_stream_data(self._stream_id, b"", end_stream=True)
-        self._conn._flush()
+        self._conn._flush_soon()
+        # Yield only now: the FIN joins whatever data the last send_all queued.
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon the sending side with RESET_STREAM (RFC 9000 §19.4)."""
@@ -141,7 +150,7 @@ class _SendSide(_StreamBase):
             return
         self._reset_sent = True
         self._core.reset_stream(self._stream_id, error_code)
-        self._conn._flush()
+        self._conn._flush_soon()
         self._wake()
 
     async def _close_send_side(self) -> None:
@@ -175,9 +184,14 @@ class _ReceiveSide(_StreamBase):
             stream_id = self._stream_id
             while True:
                 self._check_open()
+                if self._stop_sent:
+                    # The core discards everything after STOP_SENDING (RFC 9000 §3.5) and
+                    # the peer may never answer with RESET_STREAM (only a SHOULD): without
+                    # this a reader would wait forever, or see the FIN as a clean EOF.
+                    raise trio.ClosedResourceError("stop_sending() was called on this stream")
                 data = core.read_stream(stream_id, size)
                 if data:
-                    self._conn._flush()  # the read may have freed receive credit
+                    self._conn._flush_soon()  # the read may have freed receive credit
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 code = self._reset_code
@@ -199,7 +213,8 @@ class _ReceiveSide(_StreamBase):
             return
         self._stop_sent = True
         self._core.stop_sending(self._stream_id, error_code)
-        self._conn._flush()
+        self._conn._flush_soon()
+        self._wake()  # a task parked in receive_some must learn of it
 
     def _close_receive_side(self) -> None:
         if not self._stop_sent and not self._core.is_closed:
@@ -224,7 +239,7 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
         self._closed = True
         await self._close_send_side()
         self._close_receive_side()
-        self._conn._flush()
+        self._conn._flush_soon()
         self._wake()
         self._conn._forget_stream(self._stream_id)
         await trio.lowlevel.checkpoint()
@@ -246,7 +261,7 @@ class QuicSendStream(_SendSide, trio.abc.SendStream):
             return
         self._closed = True
         await self._close_send_side()
-        self._conn._flush()
+        self._conn._flush_soon()
         self._wake()
         self._conn._forget_stream(self._stream_id)
         await trio.lowlevel.checkpoint()
@@ -265,7 +280,7 @@ class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
             return
         self._closed = True
         self._close_receive_side()
-        self._conn._flush()
+        self._conn._flush_soon()
         self._wake()
         self._conn._forget_stream(self._stream_id)
         await trio.lowlevel.checkpoint()
