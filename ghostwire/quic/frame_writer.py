@@ -6,7 +6,7 @@ frames its space has pending, in priority order:
 
 1. ACK when one is due (and piggybacked whenever the packet goes anyway);
 2. CRYPTO data (new, or lost and re-queued);
-3. for 1-RTT: HANDSHAKE_DONE, PATH_RESPONSE, connection IDs, flow control
+3. for 1-RTT: HANDSHAKE_DONE, PATH_RESPONSE, PATH_CHALLENGE, connection IDs, flow control
    and stream control frames, then stream data, then PING.
 
 Limits applied here: the anti-amplification budget of an unvalidated server
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .connection import QuicConnection
 
 MIN_INITIAL_DATAGRAM = 1200  # RFC 9000 §14.1
+# Smallest datagram worth building for an unvalidated path after the handshake.
+_MIN_PATH_DATAGRAM = 64
 # Room an ACK frame with a few ranges needs; smaller packets skip the ACK.
 _ACK_FRAME_MIN = 8
 # Largest number of datagrams built per datagrams_to_send() call: lets the
@@ -93,7 +95,9 @@ class FrameWriter:
         self._probes = {space: 0 for space in Space}
         self.ping_pending = False
         self.handshake_done_pending = False
+        self._handshake_done_in_flight = False  # sent, not yet acknowledged
         self._path_responses: list[bytes] = []
+        self._pad_for_path = False  # the datagram carries PATH_CHALLENGE/PATH_RESPONSE
         self._pacer = Pacer(max_datagram_size=conn.config.max_datagram_size)
         self._pacing_wait: float | None = None
 
@@ -109,9 +113,6 @@ class FrameWriter:
     def queue_path_response(self, data: bytes) -> None:
         if len(self._path_responses) < 4:  # don't let a flood of challenges grow a queue
             self._path_responses.append(data)
-
-    def on_path_response(self, data: bytes) -> None:
-        """A PATH_RESPONSE arrived; we only challenge on migration (not yet)."""
 
     def next_timer(self) -> float | None:
         """When pacing will allow the data that is waiting."""
@@ -130,7 +131,10 @@ class FrameWriter:
         max_size = conn.max_datagram_size
         room = conn.amplification_room()
         if room is not None:
-            if room < MIN_INITIAL_DATAGRAM:
+            # Datagrams with Initial packets need 1200 bytes (RFC 9000 §14.1); once the
+            # handshake is over (a client that moved, RFC 9000 §9.3.1) smaller ones may go.
+            floor = _MIN_PATH_DATAGRAM if conn.handshake_complete else MIN_INITIAL_DATAGRAM
+            if room < floor:
                 conn.recovery.amplification_blocked = True
                 return None
             max_size = min(max_size, room)
@@ -152,6 +156,11 @@ class FrameWriter:
             conn.is_client or builder.has_ack_eliciting(PacketType.INITIAL)
         ):
             pad_to = MIN_INITIAL_DATAGRAM
+        if self._pad_for_path:
+            # RFC 9000 §8.2.1, §8.2.2: path validation frames travel in datagrams of at
+            # least 1200 bytes, unless the anti-amplification limit forbids it.
+            self._pad_for_path = False
+            pad_to = max(pad_to, min(MIN_INITIAL_DATAGRAM, max_size))
         datagram, sent = builder.finish(pad_to, now)
         conn.on_packets_sent(sent, len(datagram), now)
         if any(p.ack_eliciting and p.in_flight for p in sent):
@@ -163,7 +172,7 @@ class FrameWriter:
     def _may_send_data(self, now: float) -> bool:
         """Congestion window and pacer allow more ack-eliciting data."""
         recovery = self.conn.recovery
-        if recovery.congestion.available() <= 0:
+        if not recovery.congestion.can_send():
             return False
         pacer = self._pacer
         pacer.update(recovery.congestion.congestion_window, recovery.rtt.smoothed_rtt, now)
@@ -173,21 +182,51 @@ class FrameWriter:
             return False
         return True
 
-    def _write_ack(self, builder: PacketBuilder, space: PacketNumberSpace, now: float) -> None:
+    def _write_ack(
+        self, builder: PacketBuilder, space: PacketNumberSpace, now: float
+    ) -> tuple[int, int, int] | None:
+        """Append an ACK frame if one is needed; :meth:`_settle_ack` decides
+        once the packet is filled whether it stays. Returns (start, end,
+        largest acknowledged) or None."""
         if not space.ack_needed or builder.remaining < _ACK_FRAME_MIN:
-            return
+            return None
         ranges = space.ack_ranges()
         if not ranges:
             space.on_ack_sent()
-            return
+            return None
         delay_us = max(0, int((now - space.largest_received_time) * 1_000_000))
+        start = len(builder.payload)
         largest = write_ack_frame(
             builder.payload, builder.remaining, ranges, delay_us >> ACK_DELAY_EXPONENT
         )
         if largest is None:
+            return None
+        return start, len(builder.payload), largest
+
+    def _settle_ack(
+        self,
+        builder: PacketBuilder,
+        space: PacketNumberSpace,
+        ack: tuple[int, int, int] | None,
+        due: bool,
+    ) -> None:
+        """Keep the ACK if it was due or rides on an ack-eliciting packet.
+
+        Otherwise it is taken out again and waits for the next ack-eliciting
+        packet (or its own timer): an ACK that is merely needed -- e.g. for
+        ACK-only packets received -- must not go out on its own, or two
+        congestion-blocked senders bounce ACK-only packets forever
+        (RFC 9000 §13.2.1: no non-ack-eliciting packet in response to a
+        non-ack-eliciting packet).
+        """
+        if ack is None:
             return
-        space.on_ack_sent()
-        builder.add_handler(_on_ack_delivered, space, largest)
+        start, end, largest = ack
+        if due or builder.has_current_ack_eliciting:
+            space.on_ack_sent()
+            builder.add_handler(_on_ack_delivered, space, largest)
+        else:
+            del builder.payload[start:end]
 
     def _write_handshake_space(
         self,
@@ -210,7 +249,8 @@ class FrameWriter:
             return
         if not builder.start_packet(space, packet_type, keys):
             return
-        self._write_ack(builder, space, now)
+        ack_due = space.ack_due(now)
+        ack = self._write_ack(builder, space, now)
         if probe or self._may_send_data(now):
             self._write_crypto(builder, crypto)
         if probe:
@@ -218,6 +258,7 @@ class FrameWriter:
                 builder.payload.append(FrameType.PING)
                 builder.mark_ack_eliciting()
             self._probes[space_id] -= 1
+        self._settle_ack(builder, space, ack, ack_due)
         builder.end_packet()
 
     def _write_crypto(self, builder: PacketBuilder, crypto: CryptoStream) -> None:
@@ -246,17 +287,26 @@ class FrameWriter:
         wants_data = (
             self.handshake_done_pending
             or self._path_responses
+            or conn.path.challenge_pending
             or self.ping_pending
             or conn.crypto[Epoch.ONE_RTT].has_pending()
             or streams.has_pending_frames()
             or conn.local_cids.has_pending_announcements()
             or conn.peer_cids.has_pending_retirements()
         )
-        if not (space.ack_due(now) or probe or wants_data):
+        ack_due = space.ack_due(now)
+        if not (ack_due or probe or wants_data):
             return
         if not builder.start_packet(space, PacketType.ONE_RTT, keys):
             return
-        self._write_ack(builder, space, now)
+        ack = self._write_ack(builder, space, now)
+        if probe and self._handshake_done_in_flight:
+            # RFC 9002 §6.2.4: a probe should carry data in flight rather than
+            # a bare PING. HANDSHAKE_DONE is what the client waits for: without
+            # it the client cannot confirm the handshake (no application PTO,
+            # RFC 9002 §6.2.1), and its Handshake probes reach a server that
+            # already discarded those keys.
+            self.handshake_done_pending = True
         if wants_data or probe:
             self._write_control_frames(builder)
             self._write_stream_control_frames(builder, now)
@@ -271,6 +321,7 @@ class FrameWriter:
             self._probes[Space.APPLICATION] -= 1
         if builder.has_current_ack_eliciting:
             self.ping_pending = False
+        self._settle_ack(builder, space, ack, ack_due)
         builder.end_packet()
 
     def _write_control_frames(self, builder: PacketBuilder) -> None:
@@ -280,10 +331,21 @@ class FrameWriter:
             builder.mark_ack_eliciting()
             builder.add_handler(self._on_handshake_done_delivered)
             self.handshake_done_pending = False
+            self._handshake_done_in_flight = True
         while self._path_responses and builder.remaining >= 9:
             payload.append(FrameType.PATH_RESPONSE)
             payload += self._path_responses.pop(0)
             builder.mark_ack_eliciting()
+            self._pad_for_path = True
+        path = self.conn.path
+        if path.challenge_pending and builder.remaining >= 9:
+            challenge = path.challenge_to_send()
+            if challenge is not None:
+                payload.append(FrameType.PATH_CHALLENGE)
+                payload += challenge
+                builder.mark_ack_eliciting()
+                builder.add_handler(path.on_challenge_delivered, challenge)
+                self._pad_for_path = True
         self._write_cid_frames(builder)
 
     def _write_cid_frames(self, builder: PacketBuilder) -> None:
@@ -346,7 +408,10 @@ class FrameWriter:
             builder.add_handler(_on_stream_delivered, streams, stream_id, offset, len(data), fin)
 
     def _on_handshake_done_delivered(self, delivered: bool) -> None:
-        if not delivered:
+        if delivered:
+            self._handshake_done_in_flight = False
+            self.handshake_done_pending = False  # a copy sent by a probe was enough
+        elif self._handshake_done_in_flight:
             self.handshake_done_pending = True
 
     # -- closing ---------------------------------------------------------

@@ -114,8 +114,13 @@ def lost_by_packet_threshold(packet_number: int, largest_acked: int) -> bool:
 
 
 def lost_by_time_threshold(time_sent: float, now: float, delay: float) -> bool:
-    """Time threshold test for a packet below the largest acknowledged (§6.1.2)."""
-    return time_sent <= now - delay
+    """Time threshold test for a packet below the largest acknowledged (§6.1.2).
+
+    Written as ``loss_time_of(...) <= now`` so that a timer armed at
+    :func:`loss_time_of` always declares the packet lost when it fires
+    (``now - delay`` can round below ``time_sent`` and re-arm the same time).
+    """
+    return loss_time_of(time_sent, delay) <= now
 
 
 def loss_time_of(time_sent: float, delay: float) -> float:
@@ -420,16 +425,19 @@ class LossRecovery:
         if largest_acked < 0:
             return lost
         delay = loss_delay(self.rtt.latest_rtt, self.rtt.smoothed_rtt)
-        lost_send_time = now - delay
         for pn, packet in state.sent.items():
             if pn > largest_acked:
                 break
-            if packet.time_sent <= lost_send_time or largest_acked >= pn + K_PACKET_THRESHOLD:
+            # The same float expression as the loss time the timer is armed
+            # with: comparing against ``now - delay`` instead can round the
+            # other way, so the timer would fire forever without a loss.
+            loss_time = packet.time_sent + delay
+            if loss_time <= now or largest_acked >= pn + K_PACKET_THRESHOLD:
                 lost.append(packet)
                 continue
             # Send times grow with packet numbers: nothing later is lost yet,
             # and this packet has the earliest deadline.
-            state.loss_time = loss_time_of(packet.time_sent, delay)
+            state.loss_time = loss_time
             break
         if lost:
             state.forget(lost)

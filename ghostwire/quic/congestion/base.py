@@ -58,6 +58,7 @@ class CongestionController(ABC):
         "_max_datagram_size",
         "_next_sequence",
         "_peak_in_flight",
+        "_recovery_send",
         "_round_end",
         "_round_over",
         "bytes_in_flight",
@@ -83,6 +84,8 @@ class CongestionController(ABC):
         self._round_over = True
         self._app_limited = False
         self._next_sequence = 0
+        # One packet may go out beyond the window on entering recovery.
+        self._recovery_send = False
 
     # -- configuration -------------------------------------------------------
 
@@ -123,6 +126,18 @@ class CongestionController(ABC):
         """Bytes that may be sent now."""
         return max(0, self.congestion_window - self.bytes_in_flight)
 
+    def can_send(self) -> bool:
+        """Whether an ack-eliciting packet may be sent now.
+
+        RFC 9002 §7.3.2: when the window is cut on entering recovery, "a single
+        packet can be sent prior to reduction", so the lost data goes out at
+        once. Besides speeding up recovery this breaks a handshake deadlock: a
+        client whose lost Finished waits behind 1-RTT packets that fill the
+        window -- which the server cannot acknowledge before it has the
+        Finished, and which have no PTO before confirmation (§6.2.1).
+        """
+        return self._recovery_send or self.congestion_window > self.bytes_in_flight
+
     # -- events from loss recovery --------------------------------------------
 
     def on_packet_sent(self, packet: SentPacket, now: float) -> None:
@@ -136,6 +151,7 @@ class CongestionController(ABC):
         packet.sequence = self._next_sequence
         self._next_sequence += 1
         self.bytes_in_flight += packet.size
+        self._recovery_send = False
         if self.bytes_in_flight > self._peak_in_flight:
             self._peak_in_flight = self.bytes_in_flight
             if self._app_limited and self._window_used(self._peak_in_flight):
@@ -187,6 +203,7 @@ class CongestionController(ABC):
         self.congestion_window = self.minimum_window
         # App. B.8: the next loss starts a new recovery period.
         self.recovery_start_time = None
+        self._recovery_send = False
         self._on_window_collapse()
 
     def discard(self, packets: Sequence[SentPacket]) -> None:
@@ -222,6 +239,7 @@ class CongestionController(ABC):
             return
         self.recovery_start_time = now
         self._reduce(now)
+        self._recovery_send = True  # RFC 9002 §7.3.2, see can_send()
 
     @abstractmethod
     def _grow(
