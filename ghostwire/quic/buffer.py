@@ -26,6 +26,8 @@ Bytes = bytes | bytearray | memoryview
 def varint_size(value: int) -> int:
     """Number of bytes the shortest encoding of ``value`` takes."""
     if value < 0x40:
+        if value < 0:
+            raise ValueError("variable-length integers are unsigned")
         return 1
     if value < 0x4000:
         return 2

@@ -235,8 +235,12 @@ def _decode_one(
         if len(value) < 4 or len(value) % 4:
             raise _error("malformed version_information")
         versions = [int.from_bytes(value[i : i + 4], "big") for i in range(0, len(value), 4)]
-        if versions[0] == 0:
-            raise _error("version_information chose version 0")
+        # RFC 9368 §4: version 0 anywhere is a parsing failure, and so is a
+        # client's Chosen Version missing from its own Available Versions.
+        if 0 in versions:
+            raise _error("version_information lists version 0")
+        if not from_server and versions[0] not in versions[1:]:
+            raise _error("client version_information omits its chosen version")
         params.version_information = VersionInformation(versions[0], tuple(versions[1:]))
     else:
         params.unknown[param_id] = value
