@@ -1,4 +1,4 @@
-"""ghostwire vs aioquic: the same QUIC workloads on both stacks, in one run.
+"""ghostwire vs aioquic: the same QUIC and HTTP/3 workloads on both stacks, in one run.
 
 Run from the repository root::
 
@@ -44,11 +44,19 @@ from .common import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("bulk", "handshake", "rr", "rps", "memory")
+WORKLOADS = ("bulk", "handshake", "rr", "rps", "memory", "h3rr", "h3rps")
+# Workloads whose server speaks HTTP/3 (the others: the raw echo protocol).
+H3_WORKLOADS = ("h3rr", "h3rps")
 SERVER_START_TIMEOUT = 20.0
 # Client timeouts per workload (seconds), full and --quick.
-TIMEOUTS = {"bulk": 300.0, "handshake": 120.0, "rr": 120.0, "rps": 180.0, "memory": 300.0}
-QUICK_TIMEOUTS = {"bulk": 30.0, "handshake": 20.0, "rr": 20.0, "rps": 20.0, "memory": 30.0}
+TIMEOUTS = {
+    "bulk": 300.0, "handshake": 120.0, "rr": 120.0, "rps": 180.0, "memory": 300.0,
+    "h3rr": 120.0, "h3rps": 120.0,
+}  # fmt: skip
+QUICK_TIMEOUTS = {
+    "bulk": 30.0, "handshake": 20.0, "rr": 20.0, "rps": 20.0, "memory": 30.0,
+    "h3rr": 20.0, "h3rps": 20.0,
+}  # fmt: skip
 
 
 @dataclass
@@ -71,9 +79,7 @@ def _worker_command(*args: str) -> list[str]:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.pop("SSLKEYLOGFILE", None)  # would make both stacks write secrets
     return env
 
@@ -118,9 +124,13 @@ def _read_port(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 @contextlib.contextmanager
 def _server(
-    stack: str, settings: Settings, stderr: IO[bytes], profile: str | None = None
+    stack: str,
+    settings: Settings,
+    stderr: IO[bytes],
+    profile: str | None = None,
+    protocol: str = "raw",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    args = ["server", stack, settings.to_json()]
+    args = ["server", stack, settings.to_json(), "--protocol", protocol]
     if profile is not None:
         args += ["--profile", profile]
     proc = subprocess.Popen(
@@ -160,7 +170,8 @@ def run_workload(
             server_profile = os.path.join(profile_dir, f"{stack}-{workload}-server.prof")
             client_profile = os.path.join(profile_dir, f"{stack}-{workload}-client.prof")
         try:
-            with _server(stack, settings, server_err, server_profile) as server:
+            protocol = "h3" if workload in H3_WORKLOADS else "raw"
+            with _server(stack, settings, server_err, server_profile, protocol) as server:
                 port = _read_port(server, SERVER_START_TIMEOUT)
                 args = [
                     "client", stack, settings.to_json(), workload, str(port),
@@ -242,6 +253,9 @@ METRICS = (
     Metric("rr", "request/response latency, p99", "ms", False, ""),
     Metric("rps", "requests/s, 64 streams in flight", "req/s", True, ""),
     Metric("memory", "server memory per idle connection", "KiB", False, "< 1.00"),
+    Metric("h3rr", "HTTP/3 GET latency, median", "ms", False, ""),
+    Metric("h3rr", "HTTP/3 GET latency, p99", "ms", False, ""),
+    Metric("h3rps", "HTTP/3 requests/s, 64 in flight", "req/s", True, ""),
 )
 
 
@@ -251,11 +265,15 @@ def metric_value(metric: Metric, measurement: Measurement) -> float:
     match metric.name:
         case "bulk throughput":
             return values["mbit_s"]
-        case "handshake latency, median" | "request/response latency, median":
+        case (
+            "handshake latency, median"
+            | "request/response latency, median"
+            | "HTTP/3 GET latency, median"
+        ):
             return median(samples_ms)
-        case "handshake latency, p99" | "request/response latency, p99":
+        case "handshake latency, p99" | "request/response latency, p99" | "HTTP/3 GET latency, p99":
             return percentile(samples_ms, 0.99)
-        case "requests/s, 64 streams in flight":
+        case "requests/s, 64 streams in flight" | "HTTP/3 requests/s, 64 in flight":
             return values["rps"]
         case "server memory per idle connection":
             return values["per_connection"] / 1024
@@ -266,7 +284,8 @@ def headline(workload: str, measurement: Measurement) -> str:
     """The number a run is judged by, as text (for the progress lines)."""
     key = primary_value(workload, measurement)
     unit = {"bulk": "Mbit/s", "handshake": "ms median", "rr": "ms median", "rps": "req/s",
-            "memory": "KiB/connection"}[workload]  # fmt: skip
+            "memory": "KiB/connection", "h3rr": "ms median",
+            "h3rps": "req/s"}[workload]  # fmt: skip
     return f"{_format(key)} {unit}"
 
 
@@ -277,6 +296,8 @@ def primary_value(workload: str, measurement: Measurement) -> float:
         "rr": "request/response latency, median",
         "rps": "requests/s, 64 streams in flight",
         "memory": "server memory per idle connection",
+        "h3rr": "HTTP/3 GET latency, median",
+        "h3rps": "HTTP/3 requests/s, 64 in flight",
     }[workload]
     metric = next(m for m in METRICS if m.name == name)
     return metric_value(metric, measurement)
@@ -300,7 +321,7 @@ def representative(workload: str, outcomes: list[Outcome]) -> Outcome:
         good.sort(key=lambda o: primary_value(workload, o.measurement))  # type: ignore[arg-type]
         if workload == "memory":
             chosen = good[(len(good) - 1) // 2]
-        elif workload in ("bulk", "rps"):
+        elif workload in ("bulk", "rps", "h3rps"):
             chosen = good[-1]
         else:
             chosen = good[0]

@@ -11,8 +11,10 @@ from typing import Any
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import serve
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent, StreamDataReceived, StreamReset
+from aioquic.quic.events import ProtocolNegotiated, QuicEvent, StreamDataReceived, StreamReset
 from aioquic.tls import CipherSuite
 
 from .common import (
@@ -20,6 +22,9 @@ from .common import (
     ALPN,
     BULK_CHUNK,
     ECHO_LIMIT,
+    H3_ALPN,
+    H3_BODY_SIZE,
+    H3_PATH,
     HOST,
     IDLE_TIMEOUT,
     PORT_PREFIX,
@@ -34,10 +39,10 @@ from .common import (
 )
 
 
-def server_config(settings: Settings) -> QuicConfiguration:
+def server_config(settings: Settings, alpn: str = ALPN) -> QuicConfiguration:
     config = QuicConfiguration(
         is_client=False,
-        alpn_protocols=[ALPN],
+        alpn_protocols=[alpn],
         max_datagram_size=settings.max_datagram_size,
         idle_timeout=IDLE_TIMEOUT,
         cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
@@ -46,10 +51,10 @@ def server_config(settings: Settings) -> QuicConfiguration:
     return config
 
 
-def client_config(settings: Settings) -> QuicConfiguration:
+def client_config(settings: Settings, alpn: str = ALPN) -> QuicConfiguration:
     config = QuicConfiguration(
         is_client=True,
-        alpn_protocols=[ALPN],
+        alpn_protocols=[alpn],
         max_datagram_size=settings.max_datagram_size,
         idle_timeout=IDLE_TIMEOUT,
         cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
@@ -88,10 +93,70 @@ class ServerProtocol(QuicConnectionProtocol):
             self._heads.pop(event.stream_id, None)
 
 
-async def _serve(settings: Settings) -> None:
-    server = await serve(
-        HOST, 0, configuration=server_config(settings), create_protocol=ServerProtocol
-    )
+_H3_BODY = request_payload(H3_BODY_SIZE)
+
+
+class H3ServerProtocol(QuicConnectionProtocol):
+    """HTTP/3 over aioquic, wired as in aioquic's examples/http3_server.py.
+
+    Every QUIC event goes through ``H3Connection.handle_event``. A complete
+    request (its stream ended) is answered at once, inside the event handler:
+    no task per request (the base class transmits after each datagram).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http: H3Connection | None = None
+        self._requests: dict[int, list[tuple[bytes, bytes]]] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated):
+            self._http = H3Connection(self._quic)
+        elif isinstance(event, StreamReset):
+            self._requests.pop(event.stream_id, None)
+        if self._http is not None:
+            for http_event in self._http.handle_event(event):
+                self._http_event_received(http_event)
+
+    def _http_event_received(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            self._requests[event.stream_id] = event.headers
+            ended = event.stream_ended
+        elif isinstance(event, DataReceived):  # a request body: ignored
+            ended = event.stream_ended
+        else:
+            return
+        if ended:
+            self._respond(event.stream_id, self._requests.pop(event.stream_id, []))
+
+    def _respond(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        assert self._http is not None
+        pseudo = dict(headers)
+        if pseudo.get(b":method") == b"GET" and pseudo.get(b":path") == H3_PATH.encode():
+            status, body = b"200", _H3_BODY
+        else:
+            status, body = b"404", b"not found\n"
+        self._http.send_headers(
+            stream_id,
+            [
+                (b":status", status),
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        )
+        self._http.send_data(stream_id, body, end_stream=True)
+
+
+async def _serve(settings: Settings, protocol: str) -> None:
+    if protocol == "h3":
+        server = await serve(
+            HOST, 0, configuration=server_config(settings, H3_ALPN),
+            create_protocol=H3ServerProtocol,
+        )  # fmt: skip
+    else:
+        server = await serve(
+            HOST, 0, configuration=server_config(settings), create_protocol=ServerProtocol
+        )
     assert server._transport is not None
     port = server._transport.get_extra_info("sockname")[1]
     print(f"{PORT_PREFIX}{port}", flush=True)
@@ -101,8 +166,8 @@ async def _serve(settings: Settings) -> None:
     server.close()
 
 
-def run_server(settings: Settings) -> None:
-    asyncio.run(_serve(settings))
+def run_server(settings: Settings, protocol: str = "raw") -> None:
+    asyncio.run(_serve(settings, protocol))
 
 
 # -- client -------------------------------------------------------------------
@@ -306,6 +371,131 @@ async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: i
     )
 
 
+# -- HTTP/3 client -----------------------------------------------------------
+
+
+class H3ClientProtocol(QuicConnectionProtocol):
+    """An HTTP/3 client over aioquic, wired as in aioquic's examples/http3_client.py."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http = H3Connection(self._quic)
+        # stream id -> (status, body parts, future of (status, body))
+        self._pending: dict[int, tuple[list[int], list[bytes], asyncio.Future[bytes]]] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamReset):
+            entry = self._pending.pop(event.stream_id, None)
+            if entry is not None and not entry[2].done():
+                entry[2].set_exception(RuntimeError(f"stream {event.stream_id} reset"))
+        for http_event in self._http.handle_event(event):
+            self._http_event_received(http_event)
+
+    def _http_event_received(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            entry = self._pending.get(event.stream_id)
+            if entry is None:
+                return
+            status = dict(event.headers).get(b":status", b"0")
+            if not entry[0] and not status.startswith(b"1"):  # skip interim (1xx) heads
+                entry[0].append(int(status))
+            ended = event.stream_ended
+        elif isinstance(event, DataReceived):
+            entry = self._pending.get(event.stream_id)
+            if entry is None:
+                return
+            entry[1].append(event.data)
+            ended = event.stream_ended
+        else:
+            return
+        if ended:
+            del self._pending[event.stream_id]
+            status_list, parts, future = entry
+            if not future.done():
+                if status_list != [200]:
+                    future.set_exception(RuntimeError(f"status {status_list}"))
+                else:
+                    future.set_result(b"".join(parts))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for _, _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection lost"))
+
+    async def get(self, authority: str, path: str) -> bytes:
+        """GET https://authority/path; the body of a 200 response."""
+        stream_id = self._quic.get_next_available_stream_id()
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._pending[stream_id] = ([], [], future)
+        self._http.send_headers(
+            stream_id,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", authority.encode()),
+                (b":path", path.encode()),
+            ],
+            end_stream=True,
+        )
+        self.transmit()
+        return await future
+
+
+def _h3_connect(port: int, settings: Settings) -> Any:
+    return connect(
+        HOST, port, configuration=client_config(settings, H3_ALPN),
+        create_protocol=H3ClientProtocol,
+    )  # fmt: skip
+
+
+async def _h3_get(protocol: H3ClientProtocol, authority: str) -> None:
+    # Per-request timeout, as ghostwire's Client has (30 s).
+    body = await asyncio.wait_for(protocol.get(authority, H3_PATH), 30.0)
+    if body != _H3_BODY:
+        raise RuntimeError(f"bad response body: {len(body)} bytes")
+
+
+async def h3_request_latency(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    authority = f"{HOST}:{port}"
+    samples: list[float] = []
+    async with _h3_connect(port, settings) as protocol:
+        for i in range(sizes.request_warmup + sizes.h3_requests):
+            start = time.perf_counter()
+            await _h3_get(protocol, authority)
+            elapsed = time.perf_counter() - start
+            if i >= sizes.request_warmup:
+                samples.append(elapsed)
+    return Measurement(samples=samples)
+
+
+async def h3_requests_per_second(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    authority = f"{HOST}:{port}"
+    remaining = sizes.h3_rps_requests
+    done = 0
+    async with _h3_connect(port, settings) as protocol:
+        for _ in range(sizes.request_warmup):
+            await _h3_get(protocol, authority)
+
+        async def worker() -> None:
+            nonlocal remaining, done
+            while remaining > 0:
+                remaining -= 1
+                await _h3_get(protocol, authority)
+                done += 1
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(sizes.rps_concurrency):
+                group.create_task(worker())
+        elapsed = time.perf_counter() - start
+    return Measurement(values={"requests": done, "seconds": elapsed, "rps": done / elapsed})
+
+
 Workload = Callable[[int, Settings, Sizes, int], Coroutine[Any, Any, Measurement]]
 
 WORKLOADS: dict[str, Workload] = {
@@ -314,6 +504,8 @@ WORKLOADS: dict[str, Workload] = {
     "rr": request_response,
     "rps": requests_per_second,
     "memory": idle_memory,
+    "h3rr": h3_request_latency,
+    "h3rps": h3_requests_per_second,
 }
 
 

@@ -8,6 +8,10 @@ interchangeable:
   reply echoes the request when it is at most ``ECHO_LIMIT`` bytes long
   (request/response workloads), else it is the byte count received as 8
   bytes big-endian (bulk workload: the client checks that every byte arrived).
+
+The HTTP/3 workloads use an HTTP/3 server instead (ALPN ``h3``): every
+request is ``GET H3_PATH`` and the answer is status 200 with a
+``content-length`` and an ``H3_BODY_SIZE``-byte body, which the client checks.
 """
 
 from __future__ import annotations
@@ -35,10 +39,18 @@ BULK_CHUNK = 64 << 10
 # max_stream_data, so it never limits more than flow control already does).
 AIOQUIC_SEND_BUFFER = 1 << 20
 
+# HTTP/3 workloads (h3rr, h3rps): ALPN "h3"; every request is a GET of
+# H3_PATH, answered 200 with an H3_BODY_SIZE-byte body (request_payload).
+H3_ALPN = "h3"
+H3_BODY_SIZE = 100
+H3_PATH = "/small"
+
 RESULT_PREFIX = "RESULT "
 PORT_PREFIX = "PORT "
 
 STACKS = ("ghostwire", "aioquic")
+# What a bench server speaks: the raw stream echo protocol, or HTTP/3.
+PROTOCOLS = ("raw", "h3")
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,8 @@ class Sizes:
     rps_concurrency: int
     idle_connections: int
     idle_concurrency: int
+    h3_requests: int
+    h3_rps_requests: int
     message_size: int = ECHO_LIMIT
 
     @classmethod
@@ -108,6 +122,8 @@ class Sizes:
             rps_concurrency=64,
             idle_connections=1000,
             idle_concurrency=16,
+            h3_requests=1000,
+            h3_rps_requests=5000,
         )
 
     @classmethod
@@ -122,6 +138,8 @@ class Sizes:
             rps_concurrency=64,
             idle_connections=100,
             idle_concurrency=16,
+            h3_requests=200,
+            h3_rps_requests=1000,
         )
 
 

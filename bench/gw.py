@@ -6,9 +6,11 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
+import ghostwire.http3 as http3
 import ghostwire.quic as quic
 from ghostwire.quic.suites import CipherSuite
 
@@ -16,6 +18,9 @@ from .common import (
     ALPN,
     BULK_CHUNK,
     ECHO_LIMIT,
+    H3_ALPN,
+    H3_BODY_SIZE,
+    H3_PATH,
     HOST,
     IDLE_TIMEOUT,
     PORT_PREFIX,
@@ -30,9 +35,9 @@ from .common import (
 )
 
 
-def server_config(settings: Settings) -> quic.ServerConfig:
+def server_config(settings: Settings, alpn: str = ALPN) -> quic.ServerConfig:
     return quic.ServerConfig(
-        alpn=[ALPN],
+        alpn=[alpn],
         certfile=settings.certs.certfile,
         keyfile=settings.certs.keyfile,
         max_datagram_size=settings.max_datagram_size,
@@ -41,9 +46,9 @@ def server_config(settings: Settings) -> quic.ServerConfig:
     )
 
 
-def client_config(settings: Settings) -> quic.ClientConfig:
+def client_config(settings: Settings, alpn: str = ALPN) -> quic.ClientConfig:
     return quic.ClientConfig(
-        alpn=[ALPN],
+        alpn=[alpn],
         cafile=settings.certs.cafile,
         server_name=SERVER_NAME,
         max_datagram_size=settings.max_datagram_size,
@@ -81,20 +86,38 @@ async def _handler(conn: quic.Connection) -> None:
             nursery.start_soon(_serve_stream, stream)
 
 
-async def _serve(settings: Settings) -> None:
+_H3_BODY = request_payload(H3_BODY_SIZE)
+_H3_HEADERS = [("content-type", "application/octet-stream")]
+
+
+async def _h3_handler(request: http3.Request) -> http3.Response:
+    if request.method == "GET" and request.path == H3_PATH:
+        return http3.Response(200, _H3_HEADERS, _H3_BODY)
+    return http3.Response(404, [], b"not found\n")
+
+
+async def _serve(settings: Settings, protocol: str) -> None:
     # SIGTERM (the orchestrator stopping us) ends the server gracefully, so a
     # profiled server still writes its profile.
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(quic.serve, _handler, HOST, 0, server_config(settings))
+            if protocol == "h3":
+                # serve() gives open connections shutdown_timeout to finish on
+                # cancellation; the orchestrator kills us 3 s after SIGTERM.
+                server = await nursery.start(
+                    partial(http3.serve, shutdown_timeout=1.0),
+                    _h3_handler, HOST, 0, server_config(settings, H3_ALPN),
+                )  # fmt: skip
+            else:
+                server = await nursery.start(quic.serve, _handler, HOST, 0, server_config(settings))
             print(f"{PORT_PREFIX}{server.port}", flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
 
 
-def run_server(settings: Settings) -> None:
-    trio.run(_serve, settings)
+def run_server(settings: Settings, protocol: str = "raw") -> None:
+    trio.run(_serve, settings, protocol)
 
 
 # -- client -------------------------------------------------------------------
@@ -261,6 +284,66 @@ async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: i
     )
 
 
+# -- HTTP/3 client -----------------------------------------------------------
+
+
+def _h3_client(settings: Settings) -> http3.Client:
+    # timeout: per request; the orchestrator's client timeout bounds the run.
+    return http3.Client(client_config(settings, H3_ALPN), timeout=30.0)
+
+
+def _h3_url(port: int) -> str:
+    return f"https://{HOST}:{port}{H3_PATH}"
+
+
+async def _h3_get(client: http3.Client, url: str) -> None:
+    response = await client.get(url)
+    body = await response.read()
+    if response.status != 200 or body != _H3_BODY:
+        raise RuntimeError(f"bad response: status {response.status}, {len(body)} bytes")
+
+
+async def h3_request_latency(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    url = _h3_url(port)
+    samples: list[float] = []
+    async with _h3_client(settings) as client:
+        # The first warm-up request also opens the connection.
+        for i in range(sizes.request_warmup + sizes.h3_requests):
+            start = time.perf_counter()
+            await _h3_get(client, url)
+            elapsed = time.perf_counter() - start
+            if i >= sizes.request_warmup:
+                samples.append(elapsed)
+    return Measurement(samples=samples)
+
+
+async def h3_requests_per_second(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    url = _h3_url(port)
+    remaining = sizes.h3_rps_requests
+    done = 0
+    async with _h3_client(settings) as client:
+        for _ in range(sizes.request_warmup):
+            await _h3_get(client, url)
+
+        async def worker() -> None:
+            nonlocal remaining, done
+            while remaining > 0:
+                remaining -= 1
+                await _h3_get(client, url)
+                done += 1
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(sizes.rps_concurrency):
+                nursery.start_soon(worker)
+        elapsed = time.perf_counter() - start
+    return Measurement(values={"requests": done, "seconds": elapsed, "rps": done / elapsed})
+
+
 Workload = Callable[[int, Settings, Sizes, int], Awaitable[Measurement]]
 
 WORKLOADS: dict[str, Workload] = {
@@ -269,6 +352,8 @@ WORKLOADS: dict[str, Workload] = {
     "rr": request_response,
     "rps": requests_per_second,
     "memory": idle_memory,
+    "h3rr": h3_request_latency,
+    "h3rps": h3_requests_per_second,
 }
 
 
