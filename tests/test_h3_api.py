@@ -216,3 +216,71 @@ async def test_asgi_trailers_extension() -> None:
         response = await client.get(f"https://localhost:{server.port}/")
         assert await response.read() == b"payload"
         assert response.trailers == [("x-checksum", "abc")]
+
+
+async def test_cancelled_response_reaches_the_server_handler() -> None:
+    outcome: dict[str, Any] = {}
+    handler_done = trio.Event()
+
+    async def endless(request: h3.Request) -> h3.Response:
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    yield b"x" * 16384
+            finally:
+                handler_done.set()
+
+        return h3.Response(200, content=body())
+
+    async def app_with_outcome(request: h3.Request) -> h3.Response:
+        try:
+            return await endless(request)
+        except BaseException as exc:  # pragma: no cover - recorded for the assertion
+            outcome["error"] = exc
+            raise
+
+    async with h3_server(app_with_outcome) as server, h3_client() as client:
+        response = await client.get(f"https://localhost:{server.port}/forever")
+        iterator = response.iter_bytes().__aiter__()
+        assert await iterator.__anext__()
+        await response.aclose()  # RESET_STREAM + STOP_SENDING with H3_REQUEST_CANCELLED
+        with trio.fail_after(5):
+            await handler_done.wait()
+        # The connection survives the cancelled request.
+        again = await client.get(f"https://localhost:{server.port}/forever")
+        assert again.status == 200
+        await again.aclose()
+
+
+async def test_stopping_the_server_lets_requests_in_progress_finish() -> None:
+    release = trio.Event()
+    started = trio.Event()
+
+    async def slow(request: h3.Request) -> h3.Response:
+        started.set()
+        await release.wait()
+        return h3.Response(200, content=b"finished")
+
+    result: dict[str, bytes] = {}
+    async with h3_client() as client, trio.open_nursery() as requests:
+        async with trio.open_nursery() as serving:
+            server = await serving.start(
+                h3.serve, slow, "127.0.0.1", 0, server_config(alpn=["h3"])
+            )
+
+            async def request() -> None:
+                response = await client.get(f"https://localhost:{server.port}/")
+                result["body"] = await response.read()
+
+            requests.start_soon(request)
+            with trio.fail_after(5):
+                await started.wait()
+
+
+            async def release_once_stopping() -> None:
+                await trio.testing.wait_all_tasks_blocked()  # the stop is under way
+                release.set()
+
+            requests.start_soon(release_once_stopping)
+            serving.cancel_scope.cancel()  # stop serving: GOAWAY, then a grace period
+    assert result == {"body": b"finished"}

@@ -27,9 +27,10 @@ from typing import Any, NoReturn
 import trio
 
 from ...quic.config import ServerConfig
-from ...quic.net.api import QuicServer
+from ...quic.net.api import QuicServer, _unwrapping_nursery
 from ...quic.net.api import serve as quic_serve
 from ...quic.net.connection import Connection
+from ...quic.net.exceptions import ConnectionClosed
 from ..config import H3Config
 from ..errors import H3ErrorCode, InvalidHeaders
 from ..events import Headers
@@ -118,11 +119,76 @@ async def serve(
     if "h3" not in config.alpn:
         raise ValueError("an HTTP/3 server config must offer ALPN 'h3'")
     native = _is_native(app)
+    sessions: dict[H3Session, _Delivery] = {}
+    draining = False
 
     async def handle_connection(conn: Connection) -> None:
-        await _serve_connection(conn, app, native, h3_config, shutdown_timeout)
+        await _serve_connection(conn, app, native, h3_config, sessions, lambda: draining)
 
-    await quic_serve(handle_connection, host, port, config, task_status=task_status)
+    # The QUIC server (its receive loop and timers, the connections and their
+    # requests) runs shielded: cancelling serve() first drains the sessions,
+    # with packets still flowing, and only then stops it.
+    quic_scope = trio.CancelScope(shield=True)
+
+    async def run_quic(*, task_status: trio.TaskStatus[QuicServer]) -> None:
+        with quic_scope:
+            await quic_serve(handle_connection, host, port, config, task_status=task_status)
+
+    async with _unwrapping_nursery() as nursery:
+        server: QuicServer = await nursery.start(run_quic)
+        task_status.started(server)
+        try:
+            await trio.sleep_forever()
+        finally:
+            draining = True
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as drain:
+                    for session, delivery in list(sessions.items()):
+                        drain.start_soon(_drain, session, delivery, shutdown_timeout)
+            quic_scope.cancel()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_DRAIN_POLL = 0.01  # seconds between checks for acknowledged responses (shutdown only)
+
+
+class _Delivery:
+    """The request streams of a session whose response is not acknowledged yet.
+
+    A finished handler has only handed its response to QUIC: closing the
+    connection then would cut the tail. The last acknowledgement raises no
+    event, so the drain polls these (rarely more than a handful).
+    """
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+
+    def finished(self, channel: MessageChannel) -> None:
+        h3 = channel.session.h3
+        if len(self.pending) >= 64:
+            self.pending = {sid for sid in self.pending if h3.stream_send_buffered(sid)}
+        if h3.stream_send_buffered(channel.stream_id):
+            self.pending.add(channel.stream_id)
+
+    def busy(self, session: H3Session) -> bool:
+        h3 = session.h3
+        self.pending = {sid for sid in self.pending if h3.stream_send_buffered(sid)}
+        return bool(session.channels or self.pending)
+
+
+async def _drain(session: H3Session, delivery: _Delivery, grace_period: float) -> None:
+    """GOAWAY; let requests in progress finish and their responses arrive; close."""
+    if session.closed:
+        return
+    session.h3.send_goaway()
+    session.flush()
+    with trio.move_on_after(grace_period):
+        while not session.closed and delivery.busy(session):
+            if session.channels:
+                await session._idle_lot.park()  # woken by the last forget(), or the close
+            else:
+                await trio.sleep(_DRAIN_POLL)  # the last acknowledgement raises no event
+    await session.aclose()
 
 
 async def _serve_connection(
@@ -130,35 +196,56 @@ async def _serve_connection(
     app: Any,
     native: bool,
     h3_config: H3Config | None,
-    shutdown_timeout: float,
+    sessions: dict[H3Session, _Delivery],
+    draining: Callable[[], bool],
 ) -> None:
+    delivery = _Delivery()
     async with trio.open_nursery() as nursery:
-        session_box: list[H3Session] = []
 
         def on_request(channel: MessageChannel) -> None:
-            nursery.start_soon(_handle_request, session_box[0], channel, app, native)
+            # channel.session, not the ``session`` below: requests that came
+            # with the handshake are dispatched while H3Session() is running.
+            nursery.start_soon(_handle_request, channel.session, channel, app, native, delivery)
 
         session = H3Session(conn, h3_config, on_request=on_request)
-        session_box.append(session)
+        sessions[session] = delivery
         try:
+            if draining():  # connected while the server is stopping
+                session.h3.send_goaway()
+                session.flush()
             await session.closed_event.wait()
         finally:
-            # Cancelled (the server is stopping): GOAWAY and a grace period.
+            del sessions[session]
+            # serve() drained the session before cancelling us, if it could.
             with trio.CancelScope(shield=True):
-                await session.graceful_shutdown(shutdown_timeout)
+                await session.aclose()
         nursery.cancel_scope.cancel()
 
 
 async def _handle_request(
-    session: H3Session, channel: MessageChannel, app: Any, native: bool
+    session: H3Session,
+    channel: MessageChannel,
+    app: Any,
+    native: bool,
+    delivery: _Delivery,
 ) -> None:
     try:
         if native:
             await _run_native(channel, app, session.conn.peer_address)
         else:
             await run_asgi(channel, app, session.conn.peer_address, session.conn.local_address)
-    except HttpStreamError as exc:
+        delivery.finished(channel)
+    except (HttpStreamError, ConnectionClosed) as exc:
         log.debug("request stream %d ended: %s", channel.stream_id, exc)
+        if not session.closed:
+            # Abort what is left of the stream. A request the client reset
+            # before it was complete gets H3_REQUEST_INCOMPLETE (RFC 9114
+            # §4.1); left open, our response side would keep the stream from
+            # ever closing, and its credit (MAX_STREAMS) would never return.
+            code = H3ErrorCode.H3_REQUEST_INCOMPLETE
+            if channel.error is None:  # the client stopped our response (STOP_SENDING)
+                code = H3ErrorCode.H3_REQUEST_CANCELLED
+            channel.cancel(code)
     except InvalidHeaders as exc:
         log.warning("handler produced invalid response headers: %s", exc)
         channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
@@ -181,7 +268,9 @@ async def _internal_error(channel: MessageChannel) -> None:
         else:
             channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
     except (HttpStreamError, trio.BrokenResourceError):
-        pass
+        # The client reset the stream: abort our side too, or the stream
+        # never closes (RFC 9114 §4.1; see _handle_request).
+        channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
 
 
 def request_head(headers: Headers) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
