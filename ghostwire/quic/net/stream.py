@@ -54,6 +54,18 @@ class _StreamBase:
     def _wake(self) -> None:
         self._lot.unpark_all()
 
+    def _mark_closed(self) -> bool:
+        """Mark the stream closed; True if it already was (aclose is idempotent)."""
+        was_closed = self._closed
+        self._closed = True
+        return was_closed
+
+    async def _finish_close(self) -> None:
+        self._conn._flush_soon()
+        self._wake()
+        self._conn._forget_stream(self._stream_id)
+        await trio.lowlevel.checkpoint()
+
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this stream was closed")
@@ -233,16 +245,10 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         """Close both directions: FIN our side, STOP_SENDING theirs if unfinished."""
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
-        await self._close_send_side()
-        self._close_receive_side()
-        self._conn._flush_soon()
-        self._wake()
-        self._conn._forget_stream(self._stream_id)
-        await trio.lowlevel.checkpoint()
+        if not self._mark_closed():
+            await self._close_send_side()
+            self._close_receive_side()
+        await self._finish_close()
 
     def __repr__(self) -> str:
         return f"<QuicStream {self._stream_id}>"
@@ -256,15 +262,10 @@ class QuicSendStream(_SendSide, trio.abc.SendStream):
         self._init_send()
 
     async def aclose(self) -> None:
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
-        await self._close_send_side()
-        self._conn._flush_soon()
-        self._wake()
-        self._conn._forget_stream(self._stream_id)
-        await trio.lowlevel.checkpoint()
+        """Close the stream: FIN unless it was finished or reset."""
+        if not self._mark_closed():
+            await self._close_send_side()
+        await self._finish_close()
 
 
 class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
@@ -275,15 +276,10 @@ class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
         self._init_receive()
 
     async def aclose(self) -> None:
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
-        self._close_receive_side()
-        self._conn._flush_soon()
-        self._wake()
-        self._conn._forget_stream(self._stream_id)
-        await trio.lowlevel.checkpoint()
+        """Close the stream: STOP_SENDING unless all of it was read."""
+        if not self._mark_closed():
+            self._close_receive_side()
+        await self._finish_close()
 
 
 AnyStream = QuicStream | QuicSendStream | QuicReceiveStream
