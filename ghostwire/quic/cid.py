@@ -182,6 +182,22 @@ class PeerConnectionIds:
                 FrameType.NEW_CONNECTION_ID,
             )
 
+    def use_next(self) -> bool:
+        """Switch to an unused connection ID and retire the current one.
+
+        For a new network path (RFC 9000 §9.5: the same ID must not be used
+        towards two addresses). Returns False, keeping the current ID, when
+        the peer has not issued a spare one.
+        """
+        spare = [seq for seq in self.available if seq != self.current.sequence_number]
+        if self._zero_length or not spare:
+            return False
+        old = self.current
+        del self.available[old.sequence_number]
+        self._pending_retire.append(old.sequence_number)
+        self.current = self.available[min(spare)]
+        return True
+
     def has_pending_retirements(self) -> bool:
         return bool(self._pending_retire)
 

@@ -64,6 +64,7 @@ from .frame_writer import MAX_DATAGRAMS_PER_CALL, FrameWriter
 from .key_update import KeyPhases
 from .packet import PacketHeader, PacketType, decode_packet_number, parse_header
 from .packet_space import PacketNumberSpace
+from .path import PathManager, same_address
 from .qlog import QlogSink
 from .recovery import LossRecovery, SentPacket, Space
 from .stream_states import StreamStateError
@@ -230,6 +231,7 @@ class QuicConnection:
 
         self.receiver = FrameReceiver(self)
         self.writer = FrameWriter(self)
+        self.path = PathManager(self, random_bytes)
 
     # ------------------------------------------------------------------
     # Public API
@@ -403,8 +405,12 @@ class QuicConnection:
         state = self.state
         if state is ConnectionState.DRAINING or state is ConnectionState.TERMINATED:
             return
+        if self.is_client and not same_address(addr, self.peer_address):
+            # RFC 9000 §9: a client MUST discard packets from an unknown server address.
+            return
         self.stats.bytes_received += len(data)
-        if not self.address_validated:
+        if not self.address_validated and same_address(addr, self.peer_address):
+            # Only what arrives from the address being validated counts (RFC 9000 §8.1).
             self.bytes_received_unvalidated += len(data)
         if state is ConnectionState.CLOSING:
             self._on_packet_while_closing()
@@ -496,8 +502,17 @@ class QuicConnection:
         ack_eliciting = self.receiver.process_payload(payload, ptype, epoch, header.dcid, now)
         if self.is_closed:
             return True
+        highest = pn > space.largest_received
         space.on_packet_received(pn, ack_eliciting, now, self.writer.max_ack_delay)
         self._on_packet_processed(epoch, addr, now)
+        if epoch is Epoch.ONE_RTT and not self.is_client:
+            if same_address(addr, self.peer_address):
+                self.path.on_packet_from_current(header.dcid)
+            else:
+                # NAT rebinding or migration (RFC 9000 §9.3).
+                self.path.on_packet(
+                    addr, self.receiver.non_probing, highest, len(data), header.dcid, now
+                )
         return True
 
     def _on_packet_processed(self, epoch: Epoch, addr: Address, now: float) -> None:
@@ -689,13 +704,11 @@ class QuicConnection:
             return []
         if self.state is ConnectionState.CLOSING:
             return self._close_datagrams(now)
-        out: list[tuple[bytes, Address]] = []
-        while len(out) < MAX_DATAGRAMS_PER_CALL:
-            datagram = self.writer.build_datagram(now)
-            if not datagram:
-                break
-            out.append((datagram, self.peer_address))
-        return out
+        address = self.peer_address
+        return [
+            (datagram, address)
+            for datagram in self.writer.build_datagrams(now, MAX_DATAGRAMS_PER_CALL)
+        ]
 
     def on_packets_sent(self, packets: list[SentPacket], datagram_size: int, now: float) -> None:
         """Bookkeeping once the writer built a datagram."""
@@ -775,6 +788,7 @@ class QuicConnection:
             self.keep_alive_deadline,
             self.recovery.loss_detection_timer(),
             self.writer.next_timer(),
+            self.path.deadline,
         ]
         candidates.extend(space.ack_timer() for space in self.spaces.values())
         return min((t for t in candidates if t is not None), default=None)
@@ -813,6 +827,7 @@ class QuicConnection:
             self.keep_alive_deadline = None
             self.writer.ping_pending = True
         self.writer.on_timer(now)
+        self.path.on_timer(now)
 
     def _effective_idle_timeout(self) -> float:
         # RFC 9000 §10.1: the smaller of both sides' timeouts, but no less

@@ -49,6 +49,15 @@ from .suites import Epoch
 if TYPE_CHECKING:
     from .connection import QuicConnection
 
+_PROBING_FRAMES = frozenset(
+    {
+        FrameType.PADDING,
+        FrameType.PATH_CHALLENGE,
+        FrameType.PATH_RESPONSE,
+        FrameType.NEW_CONNECTION_ID,
+    }
+)
+
 _SPACE_OF_EPOCH = {
     Epoch.INITIAL: Space.INITIAL,
     Epoch.HANDSHAKE: Space.HANDSHAKE,
@@ -65,6 +74,9 @@ class FrameReceiver:
         self._epoch = Epoch.INITIAL
         self._dcid = b""
         self._now = 0.0
+        # Whether the last packet had a frame other than PADDING, PATH_CHALLENGE,
+        # PATH_RESPONSE and NEW_CONNECTION_ID (RFC 9000 §9.1).
+        self.non_probing = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             PaddingFrame: _ignore,
             PingFrame: _ignore,
@@ -102,6 +114,7 @@ class FrameReceiver:
                 TransportErrorCode.PROTOCOL_VIOLATION, "packet without frames (RFC 9000 §12.4)"
             )
         ack_eliciting = False
+        non_probing = False
         handlers = self._handlers
         conn = self.conn
         while not reader.eof():
@@ -115,9 +128,12 @@ class FrameReceiver:
                 )
             if is_ack_eliciting(frame_type):
                 ack_eliciting = True
+            if frame_type not in _PROBING_FRAMES:
+                non_probing = True
             handlers[type(frame)](frame)
             if conn.is_closed:
                 break
+        self.non_probing = non_probing
         return ack_eliciting
 
     # -- handshake, recovery, connection management -----------------------
@@ -163,7 +179,7 @@ class FrameReceiver:
         self.conn.writer.queue_path_response(frame.data)
 
     def _on_path_response(self, frame: PathResponseFrame) -> None:
-        self.conn.writer.on_path_response(frame.data)
+        self.conn.path.on_path_response(frame.data)
 
     def _on_connection_close(self, frame: ConnectionCloseFrame) -> None:
         reason = bytes(frame.reason).decode("utf-8", errors="replace")

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING
 
 from .buffer import encode_varint, varint_size
 from .congestion import Pacer
+from .crypto import protect_packet
 from .crypto_stream import CryptoStream
 from .frames import FrameType
-from .packet import PacketType
-from .packet_builder import PacketBuilder
+from .packet import PacketType, encode_packet_number, encode_short_header
+from .packet_builder import AEAD_TAG_SIZE, MIN_PN_AND_PAYLOAD, PacketBuilder
 from .packet_space import PacketNumberSpace
-from .recovery import Space
+from .recovery import SentPacket, Space
 from .stream_events import ControlFrame
 from .streams import StreamManager
 from .suites import Epoch
@@ -124,6 +125,117 @@ class FrameWriter:
         self.conn.key_phases.on_timer(now)
 
     # -- datagrams -------------------------------------------------------
+
+    def build_datagrams(self, now: float, limit: int) -> list[bytes]:
+        """Up to ``limit`` datagrams that should be sent now.
+
+        Every datagram can come from :meth:`build_datagram`, which considers
+        every space and frame kind. That costs too much per packet during a
+        bulk transfer (DESIGN.md "Hot paths"), so once one was built and only
+        stream data is left (:meth:`_burst_allowed`), the following datagrams
+        come from :meth:`_stream_burst`; whatever stops the burst sends us back
+        to :meth:`build_datagram`.
+        """
+        out: list[bytes] = []
+        while len(out) < limit:
+            datagram = self.build_datagram(now)
+            if datagram is None:
+                break
+            out.append(datagram)
+            if len(out) < limit and self._burst_allowed():
+                self._stream_burst(now, limit, out)
+        return out
+
+    def _burst_allowed(self) -> bool:
+        """Nothing but STREAM frames is due in the 1-RTT space, and nothing at all
+        in the others (they are discarded), so 1-RTT packets holding one STREAM
+        frame each are exactly what :meth:`build_datagram` would build."""
+        conn = self.conn
+        streams = conn.streams
+        return (
+            conn.handshake_confirmed  # Initial and Handshake spaces are discarded
+            and streams.has_stream_data()
+            and conn.amplification_room() is None
+            and not conn.spaces[Space.APPLICATION].ack_needed
+            and not self._probes[Space.APPLICATION]
+            and not self.ping_pending
+            and not self.handshake_done_pending
+            and not self._path_responses
+            and not conn.path.challenge_pending
+            and not streams.has_pending_control()
+            and not conn.crypto[Epoch.ONE_RTT].has_pending()
+            and not conn.local_cids.has_pending_announcements()
+            and not conn.peer_cids.has_pending_retirements()
+        )
+
+    def _stream_burst(self, now: float, limit: int, out: list[bytes]) -> None:
+        """Append 1-RTT datagrams of one STREAM frame each to ``out`` while the
+        congestion window, the pacer and flow control allow.
+
+        Only the packet number and the frame change from packet to packet, so
+        the header layout and the room for the frame are worked out once. Just
+        called :meth:`build_datagram`, which refreshed the pacer (RFC 9002 §7.7)
+        and whose checks (:meth:`_burst_allowed`) still hold: nothing is received
+        while we build, and sending STREAM frames queues no other frame that
+        could not wait for the :meth:`build_datagram` call that ends a burst.
+        """
+        conn = self.conn
+        keys = conn.key_phases.send
+        if keys is None:
+            return
+        space = conn.spaces[Space.APPLICATION]
+        streams = conn.streams
+        congestion = conn.recovery.congestion
+        pacer = self._pacer
+        # RFC 9000 §17.1: a packet number length that suits the last packet of
+        # the burst suits the earlier ones too.
+        _, pn_length = encode_packet_number(
+            space.next_pn + limit - len(out), space.largest_acked_by_peer
+        )
+        prefix = bytearray()
+        pn_offset = encode_short_header(
+            prefix,
+            dcid=conn.peer_cids.current.cid,
+            pn_length=pn_length,
+            key_phase=conn.key_phases.send_phase,
+        )
+        room = conn.max_datagram_size - pn_offset - pn_length - AEAD_TAG_SIZE
+        pn_mask = (1 << (8 * pn_length)) - 1
+        space_id = space.space
+        while len(out) < limit:
+            if not congestion.can_send():
+                return
+            wait = pacer.next_send_time(now)
+            if wait is not None:
+                self._pacing_wait = wait
+                return
+            frame = streams.next_stream_frame(room)
+            if frame is None:
+                return
+            stream_id, offset, data, fin = frame
+            pn = space.next_pn
+            space.next_pn = pn + 1
+            packet = prefix + (pn & pn_mask).to_bytes(pn_length, "big")
+            packet += _stream_frame_header(stream_id, offset, len(data), fin)
+            packet += data
+            if len(packet) < pn_offset + MIN_PN_AND_PAYLOAD:
+                packet += bytes(pn_offset + MIN_PN_AND_PAYLOAD - len(packet))  # PADDING
+            datagram = protect_packet(keys, packet, pn_offset, pn_length, pn)
+            size = len(datagram)
+            sent = SentPacket(
+                packet_number=pn,
+                space=space_id,
+                time_sent=now,
+                size=size,
+                ack_eliciting=True,
+                in_flight=True,
+                handlers=[
+                    (_on_stream_delivered, (streams, stream_id, offset, len(data), fin))
+                ],
+            )
+            conn.on_packets_sent([sent], size, now)
+            pacer.on_packet_sent(size, now)
+            out.append(datagram)
 
     def build_datagram(self, now: float) -> bytes | None:
         """Build the next datagram, or None when there is nothing to send."""
@@ -396,13 +508,7 @@ class FrameWriter:
                 return
             stream_id, offset, data, fin = frame
             payload = builder.payload
-            payload.append(
-                FrameType.STREAM | _STREAM_LEN | (_STREAM_OFF if offset else 0) | (fin and 1)
-            )
-            payload += encode_varint(stream_id)
-            if offset:
-                payload += encode_varint(offset)
-            payload += encode_varint(len(data))
+            payload += _stream_frame_header(stream_id, offset, len(data), fin)
             payload += data
             builder.mark_ack_eliciting()
             builder.add_handler(_on_stream_delivered, streams, stream_id, offset, len(data), fin)
@@ -489,6 +595,19 @@ def _encode_close(error_code: int, frame_type: int | None, reason: bytes, room: 
         head += encode_varint(frame_type)
     reason = reason[: max(0, room - len(head) - 2)]
     return bytes(head) + encode_varint(len(reason)) + reason
+
+
+def _stream_frame_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
+    """A STREAM frame up to its data, always with a Length (RFC 9000 §19.8)."""
+    frame_type = FrameType.STREAM | _STREAM_LEN | (_STREAM_OFF if offset else 0) | (fin and 1)
+    if offset:
+        return (
+            bytes((frame_type,))
+            + encode_varint(stream_id)
+            + encode_varint(offset)
+            + encode_varint(length)
+        )
+    return bytes((frame_type,)) + encode_varint(stream_id) + encode_varint(length)
 
 
 def _encode_control_frame(frame: ControlFrame) -> bytes:

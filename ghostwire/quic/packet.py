@@ -36,6 +36,10 @@ _FIXED_BIT: Final = 0x40
 
 
 class PacketType(Enum):
+    # Hashed per packet (dict keys): identity hashing runs in C, Enum's own
+    # __hash__ in Python. Members are singletons, so it is equally correct.
+    __hash__ = object.__hash__
+
     INITIAL = "initial"
     ZERO_RTT = "0RTT"
     HANDSHAKE = "handshake"

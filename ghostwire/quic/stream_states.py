@@ -38,6 +38,10 @@ class StreamStateError(Exception):
 class SendState(Enum):
     """Sending-part states, RFC 9000 §3.1."""
 
+    # Tested for set membership per packet: identity hashing runs in C, Enum's
+    # own __hash__ in Python. Members are singletons, so it is equally correct.
+    __hash__ = object.__hash__
+
     READY = "Ready"
     SEND = "Send"
     DATA_SENT = "Data Sent"
@@ -59,6 +63,10 @@ class SendEvent(Enum):
 
 class RecvState(Enum):
     """Receiving-part states, RFC 9000 §3.2."""
+
+    # Tested for set membership per packet: identity hashing runs in C, Enum's
+    # own __hash__ in Python. Members are singletons, so it is equally correct.
+    __hash__ = object.__hash__
 
     RECV = "Recv"
     SIZE_KNOWN = "Size Known"

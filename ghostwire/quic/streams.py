@@ -531,9 +531,12 @@ class StreamManager:
 
     def has_pending_frames(self) -> bool:
         """Cheap check: is any STREAM or control frame possibly due?"""
+        return bool(self._send_queue) or self.has_pending_control()
+
+    def has_pending_control(self) -> bool:
+        """Cheap check: may :meth:`pending_control_frames` return a frame?"""
         return bool(
-            self._send_queue
-            or self._control
+            self._control
             or self.recv_credit.window.wants_update()
             or self.send_credit.pending_data_blocked() is not None
             or True in self._max_streams_pending

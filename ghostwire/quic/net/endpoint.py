@@ -8,7 +8,8 @@ Hot-path rules (see docs/architecture.md):
 * after a drain, each connection that received something gets one
   ``_after_input`` call: it dispatches events to waiting tasks, sends what the
   core wants to send, and moves its timer;
-* sends are non-blocking ``sendto`` calls; when the kernel buffer is full the
+* sends are non-blocking ``sendto`` calls, or on Linux one GSO ``sendmsg`` per
+  run of same-size datagrams (:mod:`.gso`); when the kernel buffer is full the
   rest waits in a bounded queue flushed by the same endpoint's send task.
 
 The endpoint's nursery owns the receive loop, the flusher and every
@@ -29,6 +30,7 @@ import trio
 
 from ..config import ServerConfig
 from ..demux import Demux
+from .gso import GSO_AVAILABLE, GsoUnsupported, run_length, send_segments
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -60,6 +62,7 @@ class Endpoint:
         self.on_new_connection: Callable[[Any, Any], None] | None = None
         self.closed = False
         self.datagrams_dropped_on_send = 0
+        self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -76,9 +79,20 @@ class Endpoint:
             pending.extend(datagrams)
             self._trim_pending()
             return
-        for index, (data, addr) in enumerate(datagrams):
+        index = 0
+        total = len(datagrams)
+        while index < total:
+            # Runs of same-size datagrams to one peer go out in one GSO send.
+            count = run_length(datagrams, index) if self._gso and index + 1 < total else 1
             try:
-                sock.sendto(data, addr)
+                if count > 1:
+                    send_segments(sock, datagrams, index, count)
+                else:
+                    sock.sendto(*datagrams[index])
+            except GsoUnsupported as exc:
+                log.debug("UDP GSO unavailable, sending datagrams one by one: %s", exc)
+                self._gso = False
+                continue  # the same run again, with sendto
             except BlockingIOError:
                 pending.extend(datagrams[index:])
                 self._trim_pending()
@@ -88,7 +102,8 @@ class Endpoint:
                 # ICMP errors surface here (e.g. ECONNREFUSED on Linux): the
                 # connection learns of it through its timers, like any loss.
                 if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    log.debug("sendto %r failed: %s", addr, exc)
+                    log.debug("sendto %r failed: %s", datagrams[index][1], exc)
+            index += count
 
     def _trim_pending(self) -> None:
         while len(self._pending) > MAX_PENDING_SENDS:

@@ -1,0 +1,81 @@
+"""UDP generic segmentation offload (Linux): many datagrams in one ``sendmsg``.
+
+A bulk sender emits runs of same-size datagrams to one peer. With GSO the
+kernel takes such a run as one buffer plus a ``UDP_SEGMENT`` control message
+carrying the segment size, and cuts it into datagrams itself (the last one may
+be shorter), so the per-datagram system call and most of the per-datagram
+network stack work are paid once per run (DESIGN.md "Hot paths").
+
+The stdlib has no names for the constants (``linux/udp.h``). Support is
+detected by trying: an error that means "not here" (old kernel, a device
+without checksum offload, another OS) turns GSO off for that socket and the
+run goes out with ``sendto`` as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+# The kernel's UDP_MAX_SEGMENTS; and one UDP payload is at most 65,507 bytes
+# over IPv4, so a run of large datagrams is cut shorter than this.
+MAX_SEGMENTS = 64
+MAX_GSO_BYTES = 65000
+# Errors meaning "no GSO on this socket/path" (EIO: the device cannot checksum).
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EIO})
+
+GSO_AVAILABLE = sys.platform == "linux" and hasattr(socket.socket, "sendmsg")
+
+
+class GsoUnsupported(Exception):
+    """GSO failed in a way that means it will keep failing: use ``sendto``."""
+
+
+def run_length(datagrams: Sequence[tuple[bytes, Any]], start: int) -> int:
+    """How many datagrams from ``start`` can go out as one GSO send.
+
+    They must share the address and the size, except that the last one may be
+    shorter (the kernel sends the tail of the buffer as a short segment).
+    """
+    data, addr = datagrams[start]
+    size = len(data)
+    limit = min(MAX_SEGMENTS, max(1, MAX_GSO_BYTES // size), len(datagrams) - start)
+    count = 1
+    while count < limit:
+        next_data, next_addr = datagrams[start + count]
+        if next_addr != addr:
+            break
+        next_size = len(next_data)
+        if next_size != size:
+            if next_size < size:
+                count += 1  # a shorter last segment
+            break
+        count += 1
+    return count
+
+
+def send_segments(
+    sock: socket.socket, datagrams: Sequence[tuple[bytes, Any]], start: int, count: int
+) -> None:
+    """Send ``datagrams[start:start + count]`` (a :func:`run_length` run) in one call.
+
+    Raises :class:`GsoUnsupported` when the kernel refuses GSO; other
+    ``OSError`` (including ``BlockingIOError``) propagate: nothing was sent.
+    """
+    data, addr = datagrams[start]
+    buffer = b"".join(d for d, _ in datagrams[start : start + count])
+    control = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(data)))]
+    try:
+        sock.sendmsg([buffer], control, 0, addr)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            raise GsoUnsupported(str(exc)) from exc
+        raise
