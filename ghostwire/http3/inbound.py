@@ -113,6 +113,12 @@ class Inbound:
             stream.recv_phase = Phase.DONE
             if stream.announced:
                 conn.emit(StreamReset(stream_id, error_code, stream.push_id))
+            elif stream.role is Role.SERVER_REQUEST:
+                # Reset before its request headers reached the application:
+                # nobody will answer, so abort our side with
+                # H3_REQUEST_INCOMPLETE (RFC 9114 §4.1), or the stream never
+                # closes and its credit (MAX_STREAMS) never returns.
+                conn.abort_stream(stream, H3ErrorCode.H3_REQUEST_INCOMPLETE, announce=False)
             conn.forget_if_finished(stream)
             return
         uni = self.uni.pop(stream_id, None)

@@ -87,6 +87,11 @@ async def run_asgi(channel: MessageChannel, app: Any, peer: Any, local: Any) -> 
 
     await app(scope, receive, state.send)
     if not state.finished:
+        if state.disconnected and channel.error is not None:
+            # The client reset the request and the app saw http.disconnect:
+            # returning then is normal ASGI, not an app error. The server
+            # aborts the stream (H3_REQUEST_INCOMPLETE, RFC 9114 §4.1).
+            raise channel.error
         if not state.started:
             raise AsgiProtocolError("the application returned without sending a response")
         raise AsgiProtocolError("the application returned before finishing its response")
