@@ -284,3 +284,23 @@ async def test_stopping_the_server_lets_requests_in_progress_finish() -> None:
             requests.start_soon(release_once_stopping)
             serving.cancel_scope.cancel()  # stop serving: GOAWAY, then a grace period
     assert result == {"body": b"finished"}
+
+
+async def test_a_misbehaving_client_does_not_hurt_other_connections() -> None:
+    import ghostwire.quic as quic
+
+    async with h3_server(echo_handler) as server, h3_client() as client:
+        url = f"https://localhost:{server.port}/"
+        assert (await client.get(url)).status == 200
+        # A raw QUIC client speaking broken HTTP/3: DATA before HEADERS on a
+        # request stream is H3_FRAME_UNEXPECTED (RFC 9114 §4.1), a connection error.
+        async with quic.connect("127.0.0.1", server.port, client_config(alpn=["h3"])) as raw:
+            stream = await raw.open_stream()
+            await stream.send_all(b"\x00\x03abc")
+            with trio.fail_after(5):
+                with pytest.raises(quic.ConnectionClosed) as info:
+                    await stream.receive_some()
+            assert info.value.error_code == h3.H3ErrorCode.H3_FRAME_UNEXPECTED
+            assert info.value.by_peer
+        response = await client.post(url, b"still served")
+        assert await response.read() == b"still served"
