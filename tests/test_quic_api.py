@@ -289,3 +289,16 @@ async def test_garbage_datagrams_do_not_disturb_the_server() -> None:
             await stream.send_all(b"fine")
             await stream.send_eof()
             assert await stream.receive_some() == b"fine"
+
+
+async def test_a_vanished_peer_ends_in_idle_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as serving:
+        server = await serving.start(quic.serve, _echo, "127.0.0.1", 0, server_config())
+        config = client_config(idle_timeout=20.0)
+        async with quic.connect("127.0.0.1", server.port, config) as conn:
+            serving.cancel_scope.cancel()  # the server disappears without a word
+            start = trio.current_time()
+            with pytest.raises(quic.IdleTimeout):
+                await conn.accept_stream()
+            assert 20.0 <= trio.current_time() - start < 25.0
+            assert conn.statistics().bytes_received > 0
