@@ -117,13 +117,23 @@ class Reader:
         return int(_UINT64.unpack_from(self.data, self._advance(8))[0])
 
     def pull_varint(self) -> int:
-        if self.pos >= self.end:
+        pos = self.pos
+        if pos >= self.end:
             raise BufferReadError("truncated variable-length integer")
-        first = self.data[self.pos]
+        data = self.data
+        first = data[pos]
+        if first < 0x40:  # one byte: frame types, small ids (a per-frame hot path)
+            self.pos = pos + 1
+            return first
+        if first < 0x80:  # two bytes: STREAM frame lengths
+            if pos + 2 > self.end:
+                raise BufferReadError("truncated variable-length integer")
+            self.pos = pos + 2
+            return ((first & 0x3F) << 8) | data[pos + 1]
         size = 1 << (first >> 6)
-        if self.pos + size > self.end:
+        if pos + size > self.end:
             raise BufferReadError("truncated variable-length integer")
-        value, self.pos = decode_varint(self.data, self.pos)
+        value, self.pos = decode_varint(data, pos)
         return value
 
     def pull_bytes(self, n: int) -> bytes:

@@ -90,6 +90,13 @@ class ConnectionState(Enum):
     TERMINATED = "terminated"
 
 
+# For per-packet checks. On CPython 3.11 reading a member off an enum class
+# (``ConnectionState.CLOSING``) costs ~0.1 µs: EnumType.__getattr__ sends every
+# class attribute lookup down a slow path. Module globals are fast.
+_CLOSED_STATES = (ConnectionState.CLOSING, ConnectionState.DRAINING, ConnectionState.TERMINATED)
+_SILENT_STATES = (ConnectionState.DRAINING, ConnectionState.TERMINATED)
+
+
 @dataclass(slots=True)
 class ConnectionStats:
     """Counters a user can read without poking private fields."""
@@ -223,6 +230,7 @@ class QuicConnection:
         self.close_deadline: float | None = None
         self.keep_alive_deadline: float | None = None
         self._ack_eliciting_sent_since_receive = False
+        self._idle_restarted_at: float | None = None  # ``now`` of the last restart on receipt
 
         # Closing.
         self.close_frame: tuple[int, int | None, bytes, bool] | None = None
@@ -340,11 +348,7 @@ class QuicConnection:
     @property
     def is_closed(self) -> bool:
         """True once the application can no longer use the connection."""
-        return self.state in (
-            ConnectionState.CLOSING,
-            ConnectionState.DRAINING,
-            ConnectionState.TERMINATED,
-        )
+        return self.state in _CLOSED_STATES
 
     @property
     def is_terminated(self) -> bool:
@@ -403,7 +407,7 @@ class QuicConnection:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one UDP datagram from ``addr``."""
         state = self.state
-        if state is ConnectionState.DRAINING or state is ConnectionState.TERMINATED:
+        if state in _SILENT_STATES:
             return
         if self.is_client and not same_address(addr, self.peer_address):
             # RFC 9000 §9: a client MUST discard packets from an unknown server address.
@@ -435,7 +439,7 @@ class QuicConnection:
             except QuicProtocolError as exc:
                 self._close_on_error(exc, now)
                 return
-            if self.state is not ConnectionState.HANDSHAKE and self.is_closed:
+            if self.is_closed:
                 return
         if not processed and self.peer_cids.is_stateless_reset(data):
             self._terminate(ConnectionTerminated(CloseReason.STATELESS_RESET), now)
@@ -445,17 +449,19 @@ class QuicConnection:
     ) -> bool:
         """Decrypt and process one packet; False if it was dropped."""
         ptype = header.packet_type
-        if ptype is PacketType.VERSION_NEGOTIATION:
-            self._on_version_negotiation(header, now)
-            return False
-        if ptype is PacketType.RETRY:
-            self._on_retry(header, data[start : header.end], now)
-            return False
-        if header.is_long and header.version != self.version:
-            return False
+        if header.is_long:  # (the checks 1-RTT packets need not pay for)
+            if ptype is PacketType.VERSION_NEGOTIATION:
+                self._on_version_negotiation(header, now)
+                return False
+            if ptype is PacketType.RETRY:
+                self._on_retry(header, data[start : header.end], now)
+                return False
+            if header.version != self.version:
+                return False
+            if ptype is PacketType.ZERO_RTT:
+                return False  # 0-RTT is not offered, so there are no keys for it
         epoch = _EPOCH_OF_TYPE[ptype]
-        if epoch is Epoch.ZERO_RTT:
-            return False  # 0-RTT is not offered, so there are no keys for it
+        one_rtt = epoch is Epoch.ONE_RTT
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
         keys = space.recv_keys
         if keys is None:
@@ -469,7 +475,7 @@ class QuicConnection:
         first_byte = plain_header[0]
         truncated = int.from_bytes(plain_header[pn_offset:], "big")
         pn = decode_packet_number(truncated, pn_length * 8, space.largest_received + 1)
-        if epoch is Epoch.ONE_RTT:
+        if one_rtt:
             phase_keys = self.key_phases.keys_for(first_byte, pn)
             if phase_keys is None:
                 return False
@@ -478,7 +484,8 @@ class QuicConnection:
             payload = keys.open(pn, plain_header, packet[pn_offset + pn_length :])
         except DecryptionFailed:
             return False
-        if epoch is Epoch.ONE_RTT:
+        if one_rtt and keys is not self.key_phases.recv:
+            # Only keys of another phase can start one (the PTO costs per packet).
             self.key_phases.on_decrypted(
                 keys,
                 pn,
@@ -505,7 +512,7 @@ class QuicConnection:
         highest = pn > space.largest_received
         space.on_packet_received(pn, ack_eliciting, now, self.writer.max_ack_delay)
         self._on_packet_processed(epoch, addr, now)
-        if epoch is Epoch.ONE_RTT and not self.is_client:
+        if one_rtt and not self.is_client:
             if same_address(addr, self.peer_address):
                 self.path.on_packet_from_current(header.dcid)
             else:
@@ -524,8 +531,12 @@ class QuicConnection:
             self._discard_space(Space.INITIAL)
         if self.recovery.amplification_blocked and self._amplification_room() > 0:
             self.recovery.amplification_blocked = False
-        # RFC 9000 §10.1: any processed packet restarts the idle timer.
-        self.idle_deadline = now + self._effective_idle_timeout()
+        # RFC 9000 §10.1: any processed packet restarts the idle timer. Packets
+        # received together share ``now``: once per batch is enough (the
+        # timeout is fixed once the handshake is confirmed, but for the PTO).
+        if now != self._idle_restarted_at or not self.handshake_confirmed:
+            self._idle_restarted_at = now
+            self.idle_deadline = now + self._effective_idle_timeout()
         self._ack_eliciting_sent_since_receive = False
         self._arm_keep_alive(now)
 

@@ -127,6 +127,14 @@ class Demux:
 
     # -- receiving -----------------------------------------------------------
 
+    def existing_connection(self, data: bytes) -> QuicConnection | None:
+        """The connection a 1-RTT (short header) datagram routes to, or None: then
+        ask :meth:`receive`. The per-datagram case of a transfer, answered
+        without building a :class:`Received`."""
+        if not data or data[0] & 0x80:
+            return None
+        return self.routes.get(bytes(data[1 : 1 + self.cid_length]))
+
     def receive(self, data: bytes, addr: Address, now: float, **conn_kwargs: Any) -> Received:
         """Find (or make) the connection for a datagram; ``conn_kwargs`` go to new ones."""
         if len(data) < 1:

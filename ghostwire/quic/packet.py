@@ -99,6 +99,9 @@ class PacketHeader:
     supported_versions: tuple[int, ...] = ()
 
 
+_ONE_RTT = PacketType.ONE_RTT  # a global: enum member lookups are slow on CPython 3.11
+
+
 def long_packet_type(version: int, first_byte: int) -> PacketType:
     return _TYPE_OF_BITS[version][(first_byte >> 4) & 0x03]
 
@@ -110,11 +113,11 @@ def parse_header(
     end_of_data = len(data)
     if offset >= end_of_data:
         raise PacketDropped("empty packet")
-    reader = Reader(data, offset)
+    first_byte = data[offset]
+    if not first_byte & _HEADER_FORM:
+        return _parse_short(data, offset, first_byte, short_dcid_length, end_of_data)
+    reader = Reader(data, offset + 1)
     try:
-        first_byte = reader.pull_uint8()
-        if not first_byte & _HEADER_FORM:
-            return _parse_short(reader, first_byte, short_dcid_length, end_of_data)
         version = reader.pull_uint32()
         dcid = reader.pull_uint8_prefixed()
         scid = reader.pull_uint8_prefixed()
@@ -180,19 +183,21 @@ def parse_header(
         raise PacketDropped("truncated packet header") from None
 
 
-def _parse_short(reader: Reader, first_byte: int, dcid_length: int, end: int) -> PacketHeader:
+def _parse_short(
+    data: bytes | bytearray | memoryview, offset: int, first_byte: int, dcid_length: int, end: int
+) -> PacketHeader:
+    # Every packet of a transfer comes here: plain slicing, no Reader.
     if not first_byte & _FIXED_BIT:
         raise PacketDropped("fixed bit is zero")  # RFC 9000 §17.3.1
-    dcid = reader.pull_bytes(dcid_length)
-    pn_offset = reader.pos
-    if end - pn_offset < 1 + 16:
+    pn_offset = offset + 1 + dcid_length
+    if end - pn_offset < 1 + 16:  # also covers a datagram shorter than the DCID
         raise PacketDropped("packet too short")
     return PacketHeader(
         is_long=False,
         version=0,
-        packet_type=PacketType.ONE_RTT,
+        packet_type=_ONE_RTT,
         first_byte=first_byte,
-        dcid=dcid,
+        dcid=bytes(data[offset + 1 : pn_offset]),
         pn_offset=pn_offset,
         end=end,
     )

@@ -27,6 +27,7 @@ from .recovery import Space
 ACK_ELICITING_THRESHOLD = 2
 # Largest number of ranges in one ACK frame; older ranges are dropped first.
 MAX_ACK_RANGES = 64
+_APPLICATION = Space.APPLICATION  # a global: enum member lookups are slow on CPython 3.11
 
 
 class PacketNumberSpace:
@@ -89,7 +90,7 @@ class PacketNumberSpace:
         if not ack_eliciting:
             return
         self.ack_eliciting_since_ack += 1
-        if self.space is not Space.APPLICATION or not in_order:
+        if self.space is not _APPLICATION or not in_order:
             # RFC 9000 §13.2.1: Initial/Handshake at once; reordering at once.
             self.ack_immediately = True
         elif self.ack_eliciting_since_ack >= ACK_ELICITING_THRESHOLD:

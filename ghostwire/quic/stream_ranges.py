@@ -48,6 +48,10 @@ class RangeList:
             starts.append(start)
             ends.append(end)
             return
+        if start >= starts[-1]:  # fast path: extends (or is inside) the last range
+            if end > ends[-1]:
+                ends[-1] = end
+            return
         i = bisect_left(ends, start)  # first range that ends at or after start
         j = bisect_right(starts, end)  # ranges [i, j) overlap or touch
         if i == j:

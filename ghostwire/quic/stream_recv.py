@@ -42,6 +42,7 @@ from .stream_states import (
 
 _R = RecvState
 _OPEN = frozenset({_R.RECV, _R.SIZE_KNOWN})
+_SIZE_KNOWN = _R.SIZE_KNOWN  # a global: enum member lookups are slow on CPython 3.11
 
 
 class StreamReceiver:
@@ -84,7 +85,8 @@ class StreamReceiver:
         Raises QuicProtocolError with FINAL_SIZE_ERROR or FLOW_CONTROL_ERROR.
         """
         end = offset + len(data)
-        self._check_final_size(end, fin)
+        if fin or self.final_size is not None:  # (nothing to check otherwise)
+            self._check_final_size(end, fin)
         if end > self._flow.limit:  # RFC 9000 §4.1
             raise QuicProtocolError(
                 TransportErrorCode.FLOW_CONTROL_ERROR,
@@ -105,7 +107,8 @@ class StreamReceiver:
             self._flow.consumed = self.highest_received
         elif end > self._read_offset:
             self._store(offset, data, end)
-        self._check_all_received()
+        if self.state is _SIZE_KNOWN:
+            self._check_all_received()
         return growth
 
     def _check_final_size(self, end: int, fin: bool) -> None:
@@ -146,7 +149,7 @@ class StreamReceiver:
         self._received.add(offset, end)
 
     def _check_all_received(self) -> None:
-        if self.state is _R.SIZE_KNOWN and self.contiguous_offset == self.final_size:
+        if self.state is _SIZE_KNOWN and self.contiguous_offset == self.final_size:
             self.state = recv_transition(self.state, RecvEvent.RECV_ALL_DATA)
             self._received.clear()
             if self._discard:
@@ -192,9 +195,9 @@ class StreamReceiver:
     @property
     def contiguous_offset(self) -> int:
         """End of the data received in order from offset 0."""
-        received = self._received
-        if received and received.starts[0] <= self._read_offset:
-            return received.ends[0]
+        starts = self._received.starts  # not bool(RangeList): a Python-level call per packet
+        if starts and starts[0] <= self._read_offset:
+            return self._received.ends[0]
         if self.state in (_R.DATA_RECVD, _R.DATA_READ) and self.final_size is not None:
             return self.final_size
         return self._read_offset

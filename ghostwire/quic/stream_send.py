@@ -42,6 +42,7 @@ _FIN_IN_FLIGHT = 2
 _FIN_ACKED = 3
 
 _ACTIVE = frozenset({SendState.READY, SendState.SEND, SendState.DATA_SENT})
+_READY = SendState.READY  # a global: enum member lookups are slow on CPython 3.11
 _RESET = frozenset({SendState.RESET_SENT, SendState.RESET_RECVD})
 
 StreamFrameData = tuple[int, bytes, bool]
@@ -151,13 +152,13 @@ class StreamSender:
     def next_offset(self) -> int:
         """Offset of the frame :meth:`next_frame` would start with."""
         lost = self._lost
-        return lost.starts[0] if lost else self.highest_sent
+        return lost.starts[0] if lost.starts else self.highest_sent
 
     def has_pending(self, max_offset: int | None = None) -> bool:
         """Whether :meth:`next_frame` (with ``max_data`` > 0) would return a frame."""
         if self.state not in _ACTIVE:
             return False
-        if self._lost:
+        if self._lost.starts:
             return True
         limit = min(self.max_stream_data, self._write_end)
         if max_offset is not None and max_offset < limit:
@@ -183,7 +184,7 @@ class StreamSender:
         """
         if self.state not in _ACTIVE:
             return None
-        if max_data > 0 and self._lost:
+        if max_data > 0 and self._lost.starts:
             return self._next_retransmission(max_data)
         start = self.highest_sent
         limit = min(max_offset, self.max_stream_data, self._write_end)
@@ -212,7 +213,7 @@ class StreamSender:
 
     def _take_fin(self, end: int) -> bool:
         """Whether a frame ending at ``end`` carries the FIN; updates the state."""
-        if self.state is SendState.READY:
+        if self.state is _READY:
             self.state = send_transition(self.state, SendEvent.SEND_STREAM)
         if self._fin != _FIN_PENDING or end != self.final_size:
             return False
@@ -237,7 +238,7 @@ class StreamSender:
         if delivered:
             if length:
                 self._acked.add(offset, end)
-                if self._lost:
+                if self._lost.starts:
                     self._lost.subtract(offset, end)  # a spurious loss
             if fin:
                 self._fin = _FIN_ACKED

@@ -100,6 +100,7 @@ class StreamLimitReached(Exception):
 
 
 _STREAM_TYPES = frozenset(range(0x08, 0x10))
+_STREAM = FrameType.STREAM  # a global: enum member lookups are slow on CPython 3.11
 # RFC 9000 §19.8, §19.4, §19.13: frames only the sender of a stream sends.
 _FROM_SENDER = frozenset({FrameType.STREAM, FrameType.RESET_STREAM, FrameType.STREAM_DATA_BLOCKED})
 # RFC 9000 §19.10, §19.5: frames only the receiver of a stream sends.
@@ -320,7 +321,7 @@ class StreamManager:
         a locally-initiated stream not opened yet; STREAM_LIMIT_ERROR for a
         peer-initiated stream beyond the limit we advertised (§4.6).
         """
-        kind = FrameType.STREAM if frame_type in _STREAM_TYPES else frame_type
+        kind = _STREAM if frame_type in _STREAM_TYPES else frame_type
         local = (stream_id & 1) == self._local_bit
         if stream_id & 2:
             if local and kind in _FROM_SENDER:

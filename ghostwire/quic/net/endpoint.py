@@ -30,7 +30,7 @@ import trio
 
 from ..config import ServerConfig
 from ..demux import Demux
-from .gso import GSO_AVAILABLE, GsoUnsupported, run_length, send_segments
+from .gso import GSO_AVAILABLE, GsoUnsupported, enable_gro, receive, run_length, send_segments
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -42,7 +42,8 @@ SOCKET_BUFFER_BYTES = 4 << 20
 # Datagrams waiting for a full socket buffer to drain; beyond this they are
 # dropped (QUIC's loss recovery resends what mattered).
 MAX_PENDING_SENDS = 4096
-# Stop draining after this many datagrams to let other tasks run.
+# Stop draining after this many datagrams to let other tasks run (and the
+# connections answer: ACKs go out after each drain).
 MAX_DRAIN = 256
 
 
@@ -63,6 +64,7 @@ class Endpoint:
         self.closed = False
         self.datagrams_dropped_on_send = 0
         self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
+        self._gro = enable_gro(sock)
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -133,16 +135,23 @@ class Endpoint:
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
-            for _ in range(MAX_DRAIN):
+            budget = MAX_DRAIN
+            while budget > 0:
+                budget -= 1
                 try:
-                    size, addr = sock.recvfrom_into(self._recv_buffer)
+                    size, segment, addr = receive(sock, self._recv_buffer, self._gro)
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     # E.g. ECONNREFUSED from an earlier send's ICMP error.
                     log.debug("recvfrom failed: %s", exc)
                     continue
-                self._dispatch(bytes(view[:size]), addr, now)
+                if segment:  # several datagrams glued together by GRO
+                    for start in range(0, size, segment):
+                        self._dispatch(bytes(view[start : min(start + segment, size)]), addr, now)
+                    budget -= size // segment
+                else:
+                    self._dispatch(bytes(view[:size]), addr, now)
             dirty = self._dirty
             self._dirty = []
             for conn in dirty:
@@ -151,14 +160,16 @@ class Endpoint:
             await trio.lowlevel.checkpoint_if_cancelled()
 
     def _dispatch(self, data: bytes, addr: Any, now: float) -> None:
-        received = self.demux.receive(data, addr, now, **self._connection_kwargs())
-        if received.replies:
-            self.send_datagrams(received.replies)
-        core = received.connection
+        core = self.demux.existing_connection(data)
         if core is None:
-            return
-        if received.new_connection and self.on_new_connection is not None:
-            self.on_new_connection(core, addr)
+            received = self.demux.receive(data, addr, now, **self._connection_kwargs())
+            if received.replies:
+                self.send_datagrams(received.replies)
+            core = received.connection
+            if core is None:
+                return
+            if received.new_connection and self.on_new_connection is not None:
+                self.on_new_connection(core, addr)
         wrapper = self.connections.get(core)
         core.receive_datagram(data, addr, now)
         if wrapper is not None and not wrapper._dirty:

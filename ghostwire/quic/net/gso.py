@@ -1,6 +1,6 @@
-"""UDP generic segmentation offload (Linux): many datagrams in one ``sendmsg``.
+"""UDP segmentation offloads (Linux): many datagrams per system call.
 
-A bulk sender emits runs of same-size datagrams to one peer. With GSO the
+Sending (GSO): a bulk sender emits runs of same-size datagrams to one peer. With GSO the
 kernel takes such a run as one buffer plus a ``UDP_SEGMENT`` control message
 carrying the segment size, and cuts it into datagrams itself (the last one may
 be shorter), so the per-datagram system call and most of the per-datagram
@@ -10,6 +10,11 @@ The stdlib has no names for the constants (``linux/udp.h``). Support is
 detected by trying: an error that means "not here" (old kernel, a device
 without checksum offload, another OS) turns GSO off for that socket and the
 run goes out with ``sendto`` as before.
+
+Receiving (GRO): with the ``UDP_GRO`` socket option the kernel may hand over
+several datagrams of one flow glued together (on loopback: a GSO send as it
+was sent), with a ``UDP_GRO`` control message giving the segment size;
+:func:`receive` returns it and the caller cuts the buffer up again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 SOL_UDP = 17
 UDP_SEGMENT = 103
+UDP_GRO = 104
+_GRO_CONTROL_SIZE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 # The kernel's UDP_MAX_SEGMENTS; and one UDP payload is at most 65,507 bytes
 # over IPv4, so a run of large datagrams is cut shorter than this.
 MAX_SEGMENTS = 64
@@ -79,3 +86,32 @@ def send_segments(
         if exc.errno in _UNSUPPORTED:
             raise GsoUnsupported(str(exc)) from exc
         raise
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Ask for UDP GRO on ``sock``; False where the kernel or OS lacks it."""
+    if not GSO_AVAILABLE or not _GRO_CONTROL_SIZE:
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def receive(sock: socket.socket, buffer: bytearray, gro: bool) -> tuple[int, int, Any]:
+    """One ``recv`` into ``buffer``: ``(size, segment size, address)``.
+
+    The segment size is 0 unless the kernel glued datagrams together (GRO);
+    then every ``segment``-byte slice of ``buffer[:size]`` is one datagram, the
+    last one possibly shorter. Raises what ``recvfrom_into`` raises.
+    """
+    if not gro:
+        size, addr = sock.recvfrom_into(buffer)
+        return size, 0, addr
+    size, ancdata, _flags, addr = sock.recvmsg_into([buffer], _GRO_CONTROL_SIZE)
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            segment = int.from_bytes(data[:4], sys.byteorder)  # a C int
+            return size, segment if 0 < segment < size else 0, addr
+    return size, 0, addr
