@@ -408,3 +408,24 @@ def test_request_streams_wait_for_the_peers_stream_limit() -> None:
     h.client.send_headers(third, request_headers(), end_stream=True)
     h.run()
     assert h.events("server", HeadersReceived, third)
+
+
+def test_request_reset_before_its_headers_is_aborted_and_frees_stream_credit() -> None:
+    # RFC 9114 §4.1: the server aborts a request the client abandoned before
+    # its headers were complete (H3_REQUEST_INCOMPLETE); without that the
+    # stream never closes and its MAX_STREAMS credit never comes back.
+    from test_h3_support import open_raw_h3
+
+    from ghostwire.http3 import H3ErrorCode
+
+    pair = H3Pair(raw_client=True, quic_server={"max_streams_bidi": 2})
+    quic = pair.pair.client
+    open_raw_h3(quic)
+    for _ in range(6):  # three times the server's stream limit
+        stream_id = quic.open_stream(True)
+        quic.send_stream_data(stream_id, b"\x01")  # the first byte of a HEADERS frame
+        pair.run()
+        quic.reset_stream(stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+        pair.run()
+        assert H3ErrorCode.H3_REQUEST_INCOMPLETE in pair.stream_codes("client", stream_id)
+    assert pair.terminated("server") is None
