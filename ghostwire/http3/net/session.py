@@ -145,7 +145,7 @@ class MessageChannel:
             await trio.lowlevel.cancel_shielded_checkpoint()
         self._check_send()
         self.session.h3.send_headers(self.stream_id, headers, end_stream=end_stream)
-        self.session.flush()
+        self.session.flush(now=end_stream)
         if end_stream:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -165,7 +165,7 @@ class MessageChannel:
             chunk, view = view[:room], view[room:]
             last = not len(view)
             session.h3.send_data(self.stream_id, bytes(chunk), end_stream=end_stream and last)
-            session.flush()
+            session.flush(now=end_stream and last)
             if last:
                 break
         if end_stream:
@@ -175,7 +175,7 @@ class MessageChannel:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_send()
         self.session.h3.send_trailers(self.stream_id, headers)
-        self.session.flush()
+        self.session.flush(now=True)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _check_send(self) -> None:
@@ -320,8 +320,14 @@ class H3Session:
     def raise_if_closed(self) -> None:
         self.conn._raise_if_closed()
 
-    def flush(self) -> None:
-        self.conn._flush_soon()  # after the task yields: headers, data and FIN share packets
+    def flush(self, *, now: bool = False) -> None:
+        """Send what is queued: right away when a stream just ended (nothing
+        more will join it), else once the task yields, so headers, data and
+        FIN written back to back share packets."""
+        if now:
+            self.conn._flush()
+        else:
+            self.conn._flush_soon()
 
     def consumed(self, stream_id: int, nbytes: int) -> None:
         for h3_event in self.h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):

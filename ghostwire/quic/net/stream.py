@@ -152,8 +152,11 @@ class _SendSide(_StreamBase):
         self._conn._raise_if_closed()
         self._eof_sent = True
         self._core.send_stream_data(self._stream_id, b"", end_stream=True)
-        self._conn._flush_soon()
-        # Yield only now: the FIN joins whatever data the last send_all queued.
+        # The FIN joins the data the last send_all queued (it yielded before
+        # its work, so nothing went out yet), and with the stream complete
+        # there is nothing more to wait for: send now, saving a scheduler
+        # round trip per request.
+        self._conn._flush()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
