@@ -33,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import sys
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from aioquic_peer import (
     PeerStreamReset,
     pattern,
     peer_configuration,
+    wait_until_stdin_closes,
 )
 
 Headers = list[tuple[bytes, bytes]]
@@ -522,16 +521,7 @@ async def _serve_until_stdin_closes(args: Any) -> None:
     )
     server = await H3PeerServer.start(configuration, args.host)
     print(f"port {server.port}", flush=True)
-    loop = asyncio.get_running_loop()
-    stdin_closed = asyncio.Event()
-
-    def wait_stdin() -> None:
-        sys.stdin.buffer.read()
-        loop.call_soon_threadsafe(stdin_closed.set)
-
-    # a daemon thread, so that a timeout can end the process while it blocks
-    threading.Thread(target=wait_stdin, daemon=True).start()
-    await stdin_closed.wait()
+    await wait_until_stdin_closes()
     server.server.close()
     if server.handler_errors:
         raise SystemExit(f"handler errors: {server.handler_errors!r}")

@@ -505,12 +505,8 @@ class PeerClient:
 #                                                     prints "<sha256> <length> <seconds>"
 
 
-async def _serve_until_stdin_closes(args: Any) -> None:
-    configuration = peer_configuration(
-        is_client=False, alpn=[args.alpn], certfile=args.certfile, keyfile=args.keyfile
-    )
-    server = await PeerServer.start(configuration, args.host)
-    print(f"port {server.port}", flush=True)
+async def wait_until_stdin_closes() -> None:
+    """Return once the parent process closes our stdin (how it stops a peer script)."""
     loop = asyncio.get_running_loop()
     stdin_closed = asyncio.Event()
 
@@ -521,6 +517,15 @@ async def _serve_until_stdin_closes(args: Any) -> None:
     # a daemon thread, so that a timeout can end the process while it blocks
     threading.Thread(target=wait_stdin, daemon=True).start()
     await stdin_closed.wait()
+
+
+async def _serve_until_stdin_closes(args: Any) -> None:
+    configuration = peer_configuration(
+        is_client=False, alpn=[args.alpn], certfile=args.certfile, keyfile=args.keyfile
+    )
+    server = await PeerServer.start(configuration, args.host)
+    print(f"port {server.port}", flush=True)
+    await wait_until_stdin_closes()
     server.server.close()
     errors = server.command_errors
     if errors:
