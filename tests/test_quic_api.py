@@ -302,3 +302,24 @@ async def test_a_vanished_peer_ends_in_idle_timeout(autojump_clock: trio.testing
                 await conn.accept_stream()
             assert 20.0 <= trio.current_time() - start < 25.0
             assert conn.statistics().bytes_received > 0
+
+
+async def test_a_silent_address_gives_way_to_the_next(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "localhost" may resolve to ::1 and 127.0.0.1 with the server on only one.
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await silent.bind(("127.0.0.1", 0))
+    async with running_server() as server:
+        addresses = [("127.0.0.1", silent.getsockname()[1]), ("127.0.0.1", server.port)]
+
+        async def two_addresses(*args: Any, **kwargs: Any) -> list[Any]:
+            return [(trio.socket.AF_INET, trio.socket.SOCK_DGRAM, 17, "", a) for a in addresses]
+
+        monkeypatch.setattr(trio.socket, "getaddrinfo", two_addresses)
+        start = trio.current_time()
+        async with quic.connect("localhost", 4433, client_config()) as conn:
+            assert conn.peer_address == addresses[1]
+            elapsed = trio.current_time() - start
+        assert 2.0 <= elapsed < 3.0  # NEXT_ADDRESS_AFTER, not the full handshake timeout
+    silent.close()

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import IO, Any, NoReturn
 
 import trio
@@ -32,6 +32,7 @@ from ..demux import Demux
 from ..qlog import QlogSink
 from .connection import Connection
 from .endpoint import Endpoint, open_udp_socket
+from .exceptions import HandshakeTimeout
 
 log = logging.getLogger("ghostwire.quic")
 
@@ -111,12 +112,16 @@ class _ConnectionFiles:
             handle.close()
 
 
-async def _resolve(host: str, port: int) -> tuple[int, Any]:
+async def _resolve(host: str, port: int) -> list[tuple[int, Any]]:
+    """The addresses to try, in the resolver's order, without duplicates."""
     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
-    family, _, _, _, addr = infos[0]
-    return family, addr
+    candidates: list[tuple[int, Any]] = []
+    for family, _, _, _, addr in infos:
+        if (family, addr) not in candidates:
+            candidates.append((family, addr))
+    return candidates[:MAX_ADDRESSES]
 
 
 def _is_ip(host: str) -> bool:
@@ -127,6 +132,12 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+# When a name resolves to several addresses (say ::1 and 127.0.0.1 for
+# localhost), an address that stays silent this long gives way to the next.
+NEXT_ADDRESS_AFTER = 2.0
+MAX_ADDRESSES = 4
+
+
 @asynccontextmanager
 async def connect(
     host: str, port: int, config: ClientConfig, *, local_port: int = 0
@@ -135,8 +146,37 @@ async def connect(
 
     Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`
     and :class:`HandshakeTimeout`) when the connection cannot be established.
+    If ``host`` resolves to several addresses they are tried in order, each
+    but the last for at most ``NEXT_ADDRESS_AFTER`` seconds of silence.
     """
-    family, address = await _resolve(host, port)
+    candidates = await _resolve(host, port)
+    async with AsyncExitStack() as stack:
+        for index, (family, address) in enumerate(candidates):
+            last = index == len(candidates) - 1
+            timeout = config.handshake_timeout
+            if not last:
+                timeout = min(timeout, NEXT_ADDRESS_AFTER)
+            try:
+                conn = await stack.enter_async_context(
+                    _connect_to(host, family, address, config, local_port, timeout)
+                )
+            except HandshakeTimeout:
+                if last:
+                    raise
+                continue
+            break
+        yield conn
+
+
+@asynccontextmanager
+async def _connect_to(
+    host: str,
+    family: int,
+    address: Any,
+    config: ClientConfig,
+    local_port: int,
+    handshake_timeout: float,
+) -> AsyncIterator[Connection]:
     sock = open_udp_socket(None, local_port, family)
     files = _ConnectionFiles(config)
     try:
@@ -150,6 +190,7 @@ async def connect(
                 server_name=host,
                 **files.kwargs(b"client-" + os.urandom(4), "client", now),
             )
+            core.handshake_deadline = now + handshake_timeout
             endpoint.demux.add_connection(core)
             conn = Connection(core, endpoint)
             endpoint.start()
