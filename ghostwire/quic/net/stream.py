@@ -206,7 +206,8 @@ class _ReceiveSide(_StreamBase):
                     raise trio.ClosedResourceError("stop_sending() was called on this stream")
                 data = core.read_stream(stream_id, size)
                 if data:
-                    self._conn._flush_soon()  # the read may have freed receive credit
+                    if core.streams.has_pending_control():
+                        self._conn._flush_soon()  # the read freed credit worth announcing
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 code = self._reset_code
@@ -215,6 +216,8 @@ class _ReceiveSide(_StreamBase):
                         f"peer reset stream {stream_id} with code {code}", error_code=code
                     )
                 if core.stream_at_eof(stream_id):
+                    if core.streams.has_pending_control():
+                        self._conn._flush_soon()  # e.g. MAX_STREAMS for a finished stream
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return b""
                 self._conn._raise_if_closed()
