@@ -332,7 +332,8 @@ class H3Session:
     def consumed(self, stream_id: int, nbytes: int) -> None:
         for h3_event in self.h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):
             self._dispatch(h3_event)
-        self.flush()
+        if self.conn.core.streams.has_pending_frames():
+            self.flush()  # freed credit (or QPACK acknowledgements) to send
 
     def forget(self, stream_id: int) -> None:
         self.channels.pop(stream_id, None)
