@@ -118,7 +118,7 @@ class _ResponseState:
             if self.started:
                 raise AsgiProtocolError("http.response.start sent twice")
             self.started = True
-            channel.response_started = True  # type: ignore[attr-defined]
+            channel.response_started = True
             self.wants_trailers = bool(message.get("trailers", False))
             status = int(message["status"])
             self._head = [(b":status", str(status).encode())]

@@ -119,7 +119,7 @@ async def serve(
     if "h3" not in config.alpn:
         raise ValueError("an HTTP/3 server config must offer ALPN 'h3'")
     native = _is_native(app)
-    sessions: dict[H3Session, _Delivery] = {}
+    sessions: set[H3Session] = set()
     draining = False
 
     async def handle_connection(conn: Connection) -> None:
@@ -143,52 +143,10 @@ async def serve(
             draining = True
             with trio.CancelScope(shield=True):
                 async with trio.open_nursery() as drain:
-                    for session, delivery in list(sessions.items()):
-                        drain.start_soon(_drain, session, delivery, shutdown_timeout)
+                    for session in list(sessions):
+                        drain.start_soon(session.graceful_shutdown, shutdown_timeout)
             quic_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-_DRAIN_POLL = 0.01  # seconds between checks for acknowledged responses (shutdown only)
-
-
-class _Delivery:
-    """The request streams of a session whose response is not acknowledged yet.
-
-    A finished handler has only handed its response to QUIC: closing the
-    connection then would cut the tail. The last acknowledgement raises no
-    event, so the drain polls these (rarely more than a handful).
-    """
-
-    def __init__(self) -> None:
-        self.pending: set[int] = set()
-
-    def finished(self, channel: MessageChannel) -> None:
-        h3 = channel.session.h3
-        if len(self.pending) >= 64:
-            self.pending = {sid for sid in self.pending if h3.stream_send_buffered(sid)}
-        if h3.stream_send_buffered(channel.stream_id):
-            self.pending.add(channel.stream_id)
-
-    def busy(self, session: H3Session) -> bool:
-        h3 = session.h3
-        self.pending = {sid for sid in self.pending if h3.stream_send_buffered(sid)}
-        return bool(session.channels or self.pending)
-
-
-async def _drain(session: H3Session, delivery: _Delivery, grace_period: float) -> None:
-    """GOAWAY; let requests in progress finish and their responses arrive; close."""
-    if session.closed:
-        return
-    session.h3.send_goaway()
-    session.flush()
-    with trio.move_on_after(grace_period):
-        while not session.closed and delivery.busy(session):
-            if session.channels:
-                await session._idle_lot.park()  # woken by the last forget(), or the close
-            else:
-                await trio.sleep(_DRAIN_POLL)  # the last acknowledgement raises no event
-    await session.aclose()
 
 
 async def _serve_connection(
@@ -196,26 +154,25 @@ async def _serve_connection(
     app: Any,
     native: bool,
     h3_config: H3Config | None,
-    sessions: dict[H3Session, _Delivery],
+    sessions: set[H3Session],
     draining: Callable[[], bool],
 ) -> None:
-    delivery = _Delivery()
     async with trio.open_nursery() as nursery:
 
         def on_request(channel: MessageChannel) -> None:
             # channel.session, not the ``session`` below: requests that came
             # with the handshake are dispatched while H3Session() is running.
-            nursery.start_soon(_handle_request, channel.session, channel, app, native, delivery)
+            nursery.start_soon(_handle_request, channel.session, channel, app, native)
 
         session = H3Session(conn, h3_config, on_request=on_request)
-        sessions[session] = delivery
+        sessions.add(session)
         try:
             if draining():  # connected while the server is stopping
                 session.h3.send_goaway()
                 session.flush()
             await session.closed_event.wait()
         finally:
-            del sessions[session]
+            sessions.discard(session)
             # serve() drained the session before cancelling us, if it could.
             with trio.CancelScope(shield=True):
                 await session.aclose()
@@ -227,14 +184,13 @@ async def _handle_request(
     channel: MessageChannel,
     app: Any,
     native: bool,
-    delivery: _Delivery,
 ) -> None:
     try:
         if native:
             await _run_native(channel, app, session.conn.peer_address)
         else:
             await run_asgi(channel, app, session.conn.peer_address, session.conn.local_address)
-        delivery.finished(channel)
+        session.response_finished(channel.stream_id)
     except (HttpStreamError, ConnectionClosed) as exc:
         log.debug("request stream %d ended: %s", channel.stream_id, exc)
         if not session.closed:
@@ -260,7 +216,7 @@ async def _internal_error(channel: MessageChannel) -> None:
     if channel.session.closed:
         return
     try:
-        if not getattr(channel, "response_started", False):
+        if not channel.response_started:
             await channel.send_headers(
                 [(b":status", b"500"), (b"content-type", b"text/plain")], end_stream=False
             )
@@ -302,7 +258,7 @@ async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any
     head += [(n.lower().encode(), v.encode()) for n, v in response.headers]
     content = response.content
     trailers = [(n.lower().encode(), v.encode()) for n, v in response.trailers]
-    channel.response_started = True  # type: ignore[attr-defined]
+    channel.response_started = True
     if isinstance(content, bytes | str):
         body = content.encode() if isinstance(content, str) else content
         if not any(n == b"content-length" for n, _ in head):

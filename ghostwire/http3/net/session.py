@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -43,6 +42,7 @@ from ..events import (
 )
 
 DEFAULT_SEND_BUFFER = 256 << 10
+_DRAIN_POLL = 0.01  # seconds between checks for acknowledged responses (shutdown only)
 
 
 class HttpStreamError(trio.BrokenResourceError):
@@ -73,6 +73,7 @@ class MessageChannel:
         self.ended = False
         self.error: HttpStreamError | None = None
         self.stopped_code: int | None = None
+        self.response_started = False  # server side: the application began its response
         self._lot = trio.lowlevel.ParkingLot()
         self._headers_event = trio.Event()
 
@@ -230,6 +231,7 @@ class H3Session:
         self.shutdown: ConnectionShutdown | None = None
         self._open_lot = trio.lowlevel.ParkingLot()
         self._idle_lot = trio.lowlevel.ParkingLot()  # woken when no request is left
+        self._unacknowledged: set[int] = set()  # finished responses not yet acknowledged
         self.closed_event = trio.Event()
         conn.divert_events(self._on_quic_event)
         # Events that arrived before we took over (the handshake's) are gone;
@@ -371,16 +373,36 @@ class H3Session:
             self.conn._after_input()
         await trio.lowlevel.checkpoint()
 
+    def response_finished(self, stream_id: int) -> None:
+        """A handler handed its whole response to QUIC.
+
+        It is not delivered yet: closing the connection now would cut the
+        tail, so :meth:`graceful_shutdown` waits for such streams too.
+        """
+        buffered = self.h3.stream_send_buffered
+        if len(self._unacknowledged) >= 64:
+            self._unacknowledged = {sid for sid in self._unacknowledged if buffered(sid)}
+        if buffered(stream_id):
+            self._unacknowledged.add(stream_id)
+
+    def _busy(self) -> bool:
+        buffered = self.h3.stream_send_buffered
+        self._unacknowledged = {sid for sid in self._unacknowledged if buffered(sid)}
+        return bool(self.channels or self._unacknowledged)
+
     async def graceful_shutdown(self, grace_period: float) -> None:
-        """GOAWAY, let requests in progress finish (up to ``grace_period``), then close."""
+        """GOAWAY; let requests in progress finish and their responses arrive
+        (up to ``grace_period``); then close."""
         if self.conn.is_closed:
             return
         self.h3.send_goaway()
         self.flush()
         with trio.move_on_after(grace_period):
-            while self.channels and not self.conn.is_closed:
-                await self._idle_lot.park()
+            while not self.conn.is_closed and self._busy():
+                if self.channels:
+                    await self._idle_lot.park()  # woken by the last forget(), or the close
+                else:
+                    # The last acknowledgement raises no event (the stream
+                    # manager forgets the finished stream): poll, only here.
+                    await trio.sleep(_DRAIN_POLL)
         await self.aclose()
-
-    def statistics(self) -> dict[str, Any]:
-        return {"open_streams": self.h3.open_stream_count, "channels": len(self.channels)}
