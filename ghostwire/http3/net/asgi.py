@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import trio
 
 from ..events import Headers
+from .fields import split_pseudo
 from .session import HttpStreamError, MessageChannel
 
 Message = dict[str, Any]
@@ -34,13 +35,7 @@ class AsgiProtocolError(RuntimeError):
 
 def build_scope(channel: MessageChannel, peer: Any, local: Any) -> dict[str, Any]:
     assert channel.headers is not None
-    pseudo: dict[bytes, bytes] = {}
-    headers: Headers = []
-    for name, value in channel.headers:
-        if name.startswith(b":"):
-            pseudo[name] = value
-        else:
-            headers.append((name, value))
+    pseudo, headers = split_pseudo(channel.headers)
     authority = pseudo.get(b":authority")
     if authority is not None and not any(n == b"host" for n, _ in headers):
         headers.insert(0, (b"host", authority))

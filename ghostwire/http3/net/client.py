@@ -29,6 +29,7 @@ from ...quic.net.exceptions import ConnectionClosed, QuicError
 from ..config import H3Config
 from ..errors import ConnectionGoingAway, H3ErrorCode
 from ..events import Headers
+from .fields import TextHeaders, first_value, split_pseudo, to_text, to_wire
 from .session import H3Session, HttpStreamError, MessageChannel
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
@@ -51,27 +52,18 @@ class Response:
     def __init__(self, channel: MessageChannel, headers: Headers, method: str) -> None:
         self._channel = channel
         self.status = int(dict(headers)[b":status"])
-        self.headers: list[tuple[str, str]] = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in headers
-            if not name.startswith(b":")
-        ]
+        self.headers: TextHeaders = to_text(split_pseudo(headers)[1])
         self.method = method
         self._consumed = False
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (names are lowercase in HTTP/3)."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
+        return first_value(self.headers, name, default)
 
     @property
-    def trailers(self) -> list[tuple[str, str]]:
+    def trailers(self) -> TextHeaders:
         """Trailers, once the body has been read to the end."""
-        raw = self._channel.trailers or []
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+        return to_text(self._channel.trailers or [])
 
     async def iter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
         """The body in chunks, as they arrive."""
@@ -190,10 +182,7 @@ class Client:
             (b":authority", authority.encode()),
             (b":path", path.encode()),
         ]
-        request_headers += [
-            (n.lower().encode(), v.encode())
-            for n, v in self._default_headers + _header_list(headers)
-        ]
+        request_headers += to_wire(self._default_headers + _header_list(headers))
         deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
         with trio.fail_at(deadline):
             for attempt in range(2):
@@ -239,7 +228,7 @@ class Client:
             if not trailer_list:
                 await channel.send_data(b"", end_stream=True)
         if trailer_list:
-            await channel.send_trailers([(n.lower().encode(), v.encode()) for n, v in trailer_list])
+            await channel.send_trailers(to_wire(trailer_list))
 
     # -- connections per origin --------------------------------------------------
 

@@ -35,6 +35,7 @@ from ..config import H3Config
 from ..errors import H3ErrorCode, InvalidHeaders
 from ..events import Headers
 from .asgi import run_asgi
+from .fields import TextHeaders, first_value, split_pseudo, to_text, to_wire
 from .session import H3Session, HttpStreamError, MessageChannel
 
 log = logging.getLogger("ghostwire.http3")
@@ -58,11 +59,7 @@ class Request:
     _channel: MessageChannel = field(repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
+        return first_value(self.headers, name, default)
 
     async def iter_bytes(self) -> Any:
         while chunk := await self._channel.receive_some():
@@ -75,9 +72,8 @@ class Request:
         return bytes(body)
 
     @property
-    def trailers(self) -> list[tuple[str, str]]:
-        raw = self._channel.trailers or []
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+    def trailers(self) -> TextHeaders:
+        return to_text(self._channel.trailers or [])
 
 
 @dataclass
@@ -229,35 +225,23 @@ async def _internal_error(channel: MessageChannel) -> None:
         channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
 
 
-def request_head(headers: Headers) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
-    """Split a request's pseudo-headers from its regular fields."""
-    pseudo: dict[bytes, bytes] = {}
-    regular: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        if name.startswith(b":"):
-            pseudo[name] = value
-        else:
-            regular.append((name, value))
-    return pseudo, regular
-
-
 async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any) -> None:
     assert channel.headers is not None
-    pseudo, regular = request_head(channel.headers)
+    pseudo, regular = split_pseudo(channel.headers)
     request = Request(
         method=pseudo.get(b":method", b"").decode(),
         path=pseudo.get(b":path", b"/").decode("latin-1"),
         authority=pseudo.get(b":authority", b"").decode("latin-1"),
         scheme=pseudo.get(b":scheme", b"https").decode(),
-        headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in regular],
+        headers=to_text(regular),
         client=tuple(peer[:2]) if peer else None,
         _channel=channel,
     )
     response = await handler(request)
     head: Headers = [(b":status", str(response.status).encode())]
-    head += [(n.lower().encode(), v.encode()) for n, v in response.headers]
+    head += to_wire(response.headers)
     content = response.content
-    trailers = [(n.lower().encode(), v.encode()) for n, v in response.trailers]
+    trailers = to_wire(response.trailers)
     channel.response_started = True
     if isinstance(content, bytes | str):
         body = content.encode() if isinstance(content, str) else content
