@@ -26,7 +26,13 @@ from .buffer import encode_varint, varint_size
 from .congestion import Pacer
 from .crypto import protect_packet
 from .crypto_stream import CryptoStream
-from .frames import FrameType
+from .frames import (
+    ConnectionCloseFrame,
+    FrameType,
+    NewConnectionIdFrame,
+    RetireConnectionIdFrame,
+    encode_frame,
+)
 from .packet import PacketType, encode_packet_number, encode_short_header
 from .packet_builder import AEAD_TAG_SIZE, MIN_PN_AND_PAYLOAD, PacketBuilder
 from .packet_space import PacketNumberSpace
@@ -462,13 +468,13 @@ class FrameWriter:
     def _write_cid_frames(self, builder: PacketBuilder) -> None:
         conn = self.conn
         for entry in conn.local_cids.pending_announcements():
-            frame = (
-                bytes((FrameType.NEW_CONNECTION_ID,))
-                + encode_varint(entry.sequence_number)
-                + encode_varint(conn.local_cids.retire_prior_to)
-                + bytes((len(entry.cid),))
-                + entry.cid
-                + entry.stateless_reset_token
+            frame = encode_frame(
+                NewConnectionIdFrame(
+                    entry.sequence_number,
+                    conn.local_cids.retire_prior_to,
+                    entry.cid,
+                    entry.stateless_reset_token,
+                )
             )
             if len(frame) > builder.remaining:
                 return
@@ -477,7 +483,7 @@ class FrameWriter:
             builder.add_handler(conn.local_cids.on_announcement_delivered, entry.sequence_number)
             conn.local_cids.on_announcement_sent(entry.sequence_number)
         for sequence_number in conn.peer_cids.pending_retirements():
-            frame = bytes((FrameType.RETIRE_CONNECTION_ID,)) + encode_varint(sequence_number)
+            frame = encode_frame(RetireConnectionIdFrame(sequence_number))
             if len(frame) > builder.remaining:
                 return
             builder.payload.extend(frame)
@@ -583,17 +589,11 @@ class FrameWriter:
 
 
 def _encode_close(error_code: int, frame_type: int | None, reason: bytes, room: int) -> bytes:
-    """CONNECTION_CLOSE (0x1c transport, or 0x1d application when frame_type is None)."""
-    head = bytearray()
-    if frame_type is None:
-        head.append(FrameType.CONNECTION_CLOSE_APP)
-        head += encode_varint(error_code)
-    else:
-        head.append(FrameType.CONNECTION_CLOSE)
-        head += encode_varint(error_code)
-        head += encode_varint(frame_type)
-    reason = reason[: max(0, room - len(head) - 2)]
-    return bytes(head) + encode_varint(len(reason)) + reason
+    """CONNECTION_CLOSE (0x1c transport, or 0x1d application when frame_type is None),
+    with the reason cut to fit ``room`` (a 2-byte length is assumed)."""
+    head = len(encode_frame(ConnectionCloseFrame(error_code, frame_type))) - 1
+    reason = reason[: max(0, room - head - 2)]
+    return encode_frame(ConnectionCloseFrame(error_code, frame_type, reason))
 
 
 def _stream_frame_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
