@@ -32,10 +32,11 @@ import contextlib
 import hashlib
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import cache
 from typing import IO, Any, TypeVar
@@ -503,6 +504,33 @@ class PeerClient:
 #   serve  --certfile F --keyfile F [--alpn A]        prints "port <n>", serves until stdin closes
 #   upload|download --port N --cafile F --size N [--alpn A] [--server-name S]
 #                                                     prints "<sha256> <length> <seconds>"
+
+
+@contextlib.asynccontextmanager
+async def peer_server_process(command: list[str]) -> AsyncIterator[int]:
+    """Run a peer script's ``serve`` command in a subprocess (from trio);
+    yields the port it reports, and stops it by closing its stdin."""
+    process = await trio.lowlevel.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the aioquic server exited before reporting its port"
+            line += chunk
+        word, port = line.split()
+        assert word == b"port"
+        yield int(port)
+        await process.stdin.aclose()
+        with trio.move_on_after(10):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
 
 
 async def wait_until_stdin_closes() -> None:

@@ -32,7 +32,6 @@ aioquic loop (aioquic_peer.PeerLoop), threads joined at the end.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -49,7 +48,7 @@ pytest.importorskip("aioquic")
 import pylsqpack
 from aioquic.quic import events as aq_events
 from aioquic_h3_peer import H3PeerClient, H3PeerServer, PeerResponse, route, sha256_hex
-from aioquic_peer import PeerLoop, pattern, peer_configuration
+from aioquic_peer import PeerLoop, pattern, peer_configuration, peer_server_process
 from quic_pair import client_config, server_config
 
 from ghostwire.certs import CertificateAuthority, IssuedCertificate
@@ -836,27 +835,8 @@ async def aq_h3_server_process(certs: Certs) -> AsyncIterator[int]:
         "--timeout",
         "120",
     ]
-    process = await trio.lowlevel.open_process(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None and process.stdin is not None
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the aioquic server exited before reporting its port"
-            line += chunk
-        word, port = line.split()
-        assert word == b"port"
-        yield int(port)
-        await process.stdin.aclose()
-        with trio.move_on_after(10):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+    async with peer_server_process(command) as port:
+        yield port
 
 
 async def _gw_client_process_transfer(certs: Certs, method: str, size: int) -> tuple[str, float]:

@@ -22,7 +22,6 @@ import hashlib
 import math
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +44,7 @@ from aioquic_peer import (
     PeerStreamReset,
     pattern,
     peer_configuration,
+    peer_server_process,
 )
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -531,27 +531,8 @@ async def aq_server_process(certs: Certs) -> AsyncIterator[int]:
     """An aioquic server in a subprocess; yields its port."""
     command = [sys.executable, PEER_SCRIPT, "serve", "--alpn", ALPN,
                "--certfile", certs.aq_cert, "--keyfile", certs.aq_key, "--timeout", "600"]
-    process = await trio.lowlevel.open_process(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None and process.stdin is not None
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the aioquic server exited before reporting its port"
-            line += chunk
-        word, port = line.split()
-        assert word == b"port"
-        yield int(port)
-        await process.stdin.aclose()
-        with trio.move_on_after(10):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+    async with peer_server_process(command) as port:
+        yield port
 
 
 async def _gw_client_transfer(certs: Certs, size: int, direction: str) -> None:
