@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from ..errors import GhostwireError
+
 
 class H3ErrorCode(IntEnum):
     """HTTP/3 error codes (RFC 9114 §8.1) and QPACK error codes (RFC 9204 §6)."""
@@ -59,7 +61,7 @@ def describe_h3_error(code: int) -> str:
         return f"0x{code:x}"
 
 
-class H3Error(Exception):
+class H3Error(GhostwireError):
     """Base class of every exception of the HTTP/3 layer."""
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import trio
 
+from ...errors import GhostwireError
 from ..errors import describe_error_code
 from ..events import CloseReason, ConnectionTerminated
 from ..tls import alert_name
 
 
-class QuicError(Exception):
+class QuicError(GhostwireError):
     """Base class of every ghostwire.quic error."""
 
 
