@@ -1,0 +1,160 @@
+"""RPC bench: ghostwire.rpc beside grpcio and grpclib, in one run.
+
+    python -m bench.rpc                 # full sizes
+    python -m bench.rpc --quick         # small sizes, about a minute
+    python -m bench.rpc --stacks ghostwire,grpcio-aio --workloads c64
+
+Every stack serves the same unary echo (100-byte request and reply) and event
+stream over TLS on loopback, server and client in separate processes (see
+``bench/rpc/common.py``). The table shows, per metric, each stack and the
+ratio of ghostwire to the best gRPC stack for that metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..common import CertFiles
+from .common import PORT_PREFIX, RESULT_PREFIX, STACKS, WORKLOADS, Result
+
+FULL = {"latency": 2000, "c1": 2000, "c64": 20_000, "c1024": 20_000, "events": 50_000}
+QUICK = {"latency": 300, "c1": 300, "c64": 3000, "c1024": 3000, "events": 5000}
+WORKER = [sys.executable, "-m", "bench.rpc.worker"]
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+
+def _start_server(stack: str, certs: CertFiles) -> tuple[subprocess.Popen[str], int]:
+    server = subprocess.Popen(
+        [*WORKER, "server", stack, certs.certfile, certs.keyfile],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    if not line.startswith(PORT_PREFIX):
+        server.kill()
+        raise RuntimeError(f"{stack} server did not start: {line!r}")
+    return server, int(line[len(PORT_PREFIX) :])
+
+
+def _run_client(
+    stack: str,
+    workload: str,
+    port: int,
+    certs: CertFiles,
+    server_pid: int,
+    count: int,
+    timeout: float,
+) -> Result:
+    command = [
+        *WORKER,
+        "client",
+        stack,
+        workload,
+        str(port),
+        certs.cafile,
+        str(server_pid),
+        str(count),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return Result.from_line(line)
+    raise RuntimeError(f"{stack} {workload} failed:\n{done.stderr[-2000:]}")
+
+
+def _metrics(results: dict[str, Result]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if "latency" in results:
+        lat = results["latency"].latencies
+        out["p50 latency, 1 in flight (ms)"] = _percentile(lat, 0.5) * 1e3
+        out["p99 latency, 1 in flight (ms)"] = _percentile(lat, 0.99) * 1e3
+    for name, in_flight in WORKLOADS.items():
+        if name in ("latency", "events") or name not in results:
+            continue
+        r = results[name]
+        out[f"calls/s, {in_flight} in flight"] = r.operations / r.seconds
+        out[f"server CPU per call, {in_flight} in flight (us)"] = r.server_cpu / r.operations * 1e6
+        out[f"client CPU per call, {in_flight} in flight (us)"] = r.client_cpu / r.operations * 1e6
+        if in_flight > 1:
+            out[f"p99 latency, {in_flight} in flight (ms)"] = _percentile(r.latencies, 0.99) * 1e3
+    if "events" in results:
+        r = results["events"]
+        out["events/s, one subscription"] = r.operations / r.seconds
+        out["server CPU per event (us)"] = r.server_cpu / r.operations * 1e6
+    return out
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric.startswith(("calls/s", "events/s"))
+
+
+def _table(by_stack: dict[str, dict[str, float]]) -> str:
+    stacks = list(by_stack)
+    metrics = [m for m in next(iter(by_stack.values()))]
+    head = "| metric | " + " | ".join(stacks) + " | ghostwire / best gRPC |"
+    lines = [head, "|---" * (len(stacks) + 2) + "|"]
+    for metric in metrics:
+        row = [by_stack[s].get(metric, math.nan) for s in stacks]
+        peers = [by_stack[s].get(metric, math.nan) for s in stacks if s != "ghostwire"]
+        peers = [p for p in peers if not math.isnan(p)]
+        ratio = "n/a"
+        if "ghostwire" in by_stack and peers:
+            best = max(peers) if _higher_is_better(metric) else min(peers)
+            ratio = f"{by_stack['ghostwire'][metric] / best:.2f}"
+        cells = " | ".join(f"{v:,.1f}" if v >= 100 else f"{v:.3g}" for v in row)
+        lines.append(f"| {metric} | {cells} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.rpc")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stacks", default=",".join(STACKS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    workloads = args.workloads.split(",")
+    by_stack: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = CertFiles.create(Path(tmp))
+        for stack in args.stacks.split(","):
+            server, port = _start_server(stack, certs)
+            try:
+                results = {}
+                for workload in workloads:
+                    print(f"# {stack} {workload} ...", file=sys.stderr, flush=True)
+                    results[workload] = _run_client(
+                        stack, workload, port, certs, server.pid, sizes[workload], args.timeout
+                    )
+            finally:
+                server.kill()
+                server.wait()
+            by_stack[stack] = _metrics(results)
+            for workload, result in results.items():
+                if result.failures:
+                    notes.append(f"{stack} {workload}: failed calls {result.failures}")
+    table = _table(by_stack)
+    if notes:
+        table += "\n\n" + "\n".join(f"- {note}" for note in notes)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
