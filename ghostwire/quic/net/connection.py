@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import trio
 
 from ..connection import ConnectionStats, QuicConnection
+from ..errors import TransportErrorCode
 from ..events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
@@ -53,6 +54,10 @@ Handler = Callable[["Connection"], Awaitable[object]]
 class Connection(trio.abc.AsyncResource):
     """An established (or establishing) QUIC connection."""
 
+    # The application error code a server's connection is closed with when
+    # its handler raises (the peer sees ConnectionClosed with this code).
+    handler_error_code = 0x1
+
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
         self._endpoint = endpoint
@@ -71,6 +76,8 @@ class Connection(trio.abc.AsyncResource):
         self._nursery: trio.Nursery | None = None
         self._confirmed_reported = False
         self._event_hook: Callable[[Event], None] | None = None
+        self._failed = False  # an internal error closed this connection
+        self._error_override: QuicError | None = None  # replaces the close event's error
         endpoint.connections[core] = self
 
     # -- public properties ---------------------------------------------------
@@ -293,7 +300,7 @@ class Connection(trio.abc.AsyncResource):
         self._streams.pop(stream_id, None)
 
     def _on_terminated(self, event: ConnectionTerminated) -> None:
-        self._error = error_from_termination(
+        self._error = self._error_override or error_from_termination(
             event, during_handshake=not self._handshake_event.is_set()
         )
         self._closed_event.set()
@@ -321,8 +328,11 @@ class Connection(trio.abc.AsyncResource):
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            core.handle_timer(trio.current_time())
-            self._after_input()
+            try:
+                core.handle_timer(trio.current_time())
+                self._after_input()
+            except Exception as exc:
+                self.fail(exc)
         if self._handler_scope is not None:
             self._handler_scope.cancel()
 
@@ -341,9 +351,73 @@ class Connection(trio.abc.AsyncResource):
                 if handler is not None:
                     nursery.start_soon(self._run_handler, handler)
         finally:
+            # However the task ends (the server or the connect() block
+            # cancelled, a listener closed), the peer hears of it now rather
+            # than at its idle timeout.
+            self._close_abruptly()
             self._endpoint.connections.pop(self._core, None)
             self._endpoint.demux.forget(self._core)
             self._closed_event.set()
+
+    def _close_abruptly(self) -> None:
+        """Send CONNECTION_CLOSE without waiting (for a task being torn down)."""
+        core = self._core
+        if core.is_closed:
+            return
+        try:
+            now = trio.current_time()
+            core.close(0, "endpoint shutting down", is_application=False, now=now)
+            self._endpoint.send_now(core.datagrams_to_send(now))
+            self._process_events()
+        except Exception:
+            log.debug("could not send CONNECTION_CLOSE to %r", self.peer_address, exc_info=True)
+
+    def fail(self, exc: BaseException) -> None:
+        """An internal error while processing this connection: close it alone.
+
+        Logged once with its traceback; the peer gets INTERNAL_ERROR
+        (RFC 9000 §20.1) and every other connection of the endpoint goes on.
+        """
+        if self._failed:
+            self._abandon()
+            return
+        self._failed = True
+        log.error(
+            "internal error in the QUIC connection with %r; closing it", self.peer_address,
+            exc_info=exc,
+        )
+        self._error_override = ConnectionClosed(
+            f"connection closed after an internal error: {exc!r}", is_application=False,
+            error_code=TransportErrorCode.INTERNAL_ERROR,
+        )
+        try:
+            core = self._core
+            now = trio.current_time()
+            if not core.is_closed:
+                core.close(
+                    TransportErrorCode.INTERNAL_ERROR, "internal error", is_application=False,
+                    now=now,
+                )
+            # The close goes out first: event processing may be what is broken.
+            self._endpoint.send_now(core.datagrams_to_send(now))
+            self._after_input()
+        except Exception:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Forget a connection whose core keeps failing: no more input, no timers."""
+        if self._error is None:
+            self._error = self._error_override or ConnectionClosed("connection failed")
+        self._endpoint.connections.pop(self._core, None)
+        self._endpoint.demux.forget(self._core)
+        self._closed_event.set()
+        self._handshake_event.set()
+        self._accept_lot.unpark_all()
+        self._open_lot.unpark_all()
+        for stream in list(self._streams.values()):
+            stream._wake()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _run_handler(self, handler: Handler) -> None:
         await self._handshake_event.wait()
@@ -360,11 +434,12 @@ class Connection(trio.abc.AsyncResource):
                 await handler(self)
             except QuicError as exc:
                 log.debug("connection handler ended: %s", exc)
-            except Exception:
+            except Exception as exc:
                 log.exception("unhandled error in QUIC connection handler")
                 if not self._core.is_closed:
+                    # An application error code: the application failed, not QUIC.
                     self._core.close(
-                        0x1, "internal error in the server", is_application=False,
+                        self.handler_error_code, f"handler failed: {type(exc).__name__}",
                         now=trio.current_time(),
                     )
                     self._after_input()

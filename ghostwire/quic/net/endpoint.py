@@ -107,6 +107,17 @@ class Endpoint:
                     log.debug("sendto %r failed: %s", datagrams[index][1], exc)
             index += count
 
+    def send_now(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Send without queueing (e.g. CONNECTION_CLOSE while shutting down):
+        what the kernel won't take at once is dropped."""
+        if self.closed:
+            return
+        for data, addr in datagrams:
+            try:
+                self.socket.sendto(data, addr)
+            except OSError as exc:
+                log.debug("sendto %r failed: %s", addr, exc)
+
     def _trim_pending(self) -> None:
         while len(self._pending) > MAX_PENDING_SENDS:
             self._pending.popleft()
@@ -156,13 +167,22 @@ class Endpoint:
             self._dirty = []
             for conn in dirty:
                 conn._dirty = False
-                conn._after_input()
+                try:
+                    conn._after_input()
+                except Exception as exc:
+                    conn.fail(exc)  # that connection alone closes
             await trio.lowlevel.checkpoint_if_cancelled()
 
     def _dispatch(self, data: bytes, addr: Any, now: float) -> None:
         core = self.demux.existing_connection(data)
         if core is None:
-            received = self.demux.receive(data, addr, now, **self._connection_kwargs())
+            try:
+                received = self.demux.receive(data, addr, now, **self._connection_kwargs())
+            except Exception:
+                # A datagram no connection owns must never stop the endpoint.
+                log.exception("internal error routing a datagram from %r; dropped", addr)
+                self.demux.stats.datagrams_dropped += 1
+                return
             if received.replies:
                 self.send_datagrams(received.replies)
             core = received.connection
@@ -171,7 +191,16 @@ class Endpoint:
             if received.new_connection and self.on_new_connection is not None:
                 self.on_new_connection(core, addr)
         wrapper = self.connections.get(core)
-        core.receive_datagram(data, addr, now)
+        try:
+            core.receive_datagram(data, addr, now)
+        except Exception as exc:
+            # One connection's failure never reaches another (or the endpoint).
+            if wrapper is not None:
+                wrapper.fail(exc)
+            else:
+                log.exception("internal error in a QUIC connection with %r", addr)
+                self.demux.forget(core)
+            return
         if wrapper is not None and not wrapper._dirty:
             wrapper._dirty = True
             self._dirty.append(wrapper)
