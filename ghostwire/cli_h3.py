@@ -904,7 +904,9 @@ async def _serve_app(
     *,
     task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve(app, host, port, config, shutdown_timeout=grace, task_status=task_status)
+    await serve(
+        app, port, config, host=host, shutdown_timeout=grace, task_status=task_status
+    )
 
 
 # -- entry points ----------------------------------------------------------------

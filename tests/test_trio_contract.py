@@ -1,0 +1,166 @@
+"""The trio contract of ghostwire.quic: closing is visible to the peer, errors are typed.
+
+Each test here fails without the behaviour it names: a cancelled server that
+left its clients to their idle timeout, an ``ExceptionGroup`` out of a call
+that ran no user code, an internal exception out of a stream method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+from quic_pair import client_config, server_config
+
+import ghostwire.quic as quic
+from ghostwire.errors import GhostwireError
+
+Handler = Callable[[quic.Connection], Awaitable[None]]
+HOST = "127.0.0.1"
+# Far beyond any loopback round trip, far below the idle timeout: a close seen
+# within it came from CONNECTION_CLOSE, not from the peer idling out.
+PROMPTLY = 5.0
+IDLE = 60.0
+
+
+async def _park(conn: quic.Connection) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def serving(
+    handler: Handler = _park,
+) -> AsyncIterator[tuple[trio.CancelScope, quic.QuicServer]]:
+    """A server in its own cancel scope (cancelling it leaves the test's code running)."""
+    scope = trio.CancelScope()
+
+    async def run(*, task_status: trio.TaskStatus[quic.QuicServer]) -> None:
+        with scope:
+            await quic.serve(
+                handler, 0, server_config(idle_timeout=IDLE), host=HOST, task_status=task_status
+            )
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(run)
+        yield scope, server
+        scope.cancel()
+
+
+async def _expect_peer_close(conn: quic.Connection) -> quic.ConnectionClosed:
+    """Wait (at most PROMPTLY) for the peer's CONNECTION_CLOSE to end ``conn``."""
+    with trio.fail_after(PROMPTLY):
+        with pytest.raises(quic.ConnectionClosed) as info:
+            await conn.accept_stream()
+    assert not isinstance(info.value, quic.IdleTimeout)
+    assert info.value.by_peer
+    return info.value
+
+
+async def test_cancelling_serve_closes_every_client_at_once() -> None:
+    async with serving() as (server_scope, server):
+        async with quic.connect(HOST, server.port, client_config(idle_timeout=IDLE)) as one:
+            async with quic.connect(HOST, server.port, client_config(idle_timeout=IDLE)) as two:
+                await trio.testing.wait_all_tasks_blocked()
+                server_scope.cancel()
+                for conn in (one, two):
+                    closed = await _expect_peer_close(conn)
+                    assert not closed.is_application and closed.error_code == 0
+        checked = True
+    assert checked
+
+
+async def test_closing_a_listener_closes_its_connections() -> None:
+    config = server_config(idle_timeout=IDLE)
+    async with quic.open_listener(HOST, 0, config) as listener:
+        async with quic.connect(HOST, listener.port, client_config(idle_timeout=IDLE)) as conn:
+            accepted = await listener.accept()
+            assert not accepted.is_closed
+            await listener.aclose()
+            await _expect_peer_close(conn)
+            with pytest.raises(trio.ClosedResourceError):
+                await listener.accept()
+
+
+@pytest.mark.parametrize("how", ["exception", "cancel"])
+async def test_leaving_connect_by_error_or_cancel_closes_at_the_server(how: str) -> None:
+    ended: list[quic.ConnectionClosed] = []
+    done = trio.Event()
+
+    async def handler(conn: quic.Connection) -> None:
+        try:
+            await conn.accept_stream()
+        except quic.ConnectionClosed as exc:
+            ended.append(exc)
+            done.set()
+
+    async with serving(handler) as (_, server):
+        with trio.CancelScope() as scope:
+            try:
+                async with quic.connect(HOST, server.port, client_config(idle_timeout=IDLE)):
+                    await trio.testing.wait_all_tasks_blocked()
+                    if how == "cancel":
+                        scope.cancel()
+                        await trio.sleep_forever()
+                    raise KeyError("the application failed")
+            except KeyError:
+                pass
+        with trio.fail_after(PROMPTLY):
+            await done.wait()
+    assert ended[0].by_peer and not isinstance(ended[0], quic.IdleTimeout)
+    assert ended[0].is_application  # the client's own close, not a transport error
+
+
+async def test_handler_error_closes_with_an_application_code() -> None:
+    async def failing(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        await stream.receive_some()
+        raise ValueError("bug in the handler")
+
+    async with serving(failing) as (_, server):
+        async with quic.connect(HOST, server.port, client_config(idle_timeout=IDLE)) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"go")
+            with trio.fail_after(PROMPTLY):
+                with pytest.raises(quic.ConnectionClosed) as info:
+                    await stream.receive_some()
+    assert isinstance(info.value, GhostwireError)
+    assert info.value.is_application and info.value.by_peer
+    assert info.value.error_code == quic.Connection.handler_error_code
+    assert "ValueError" in info.value.reason
+
+
+async def test_serve_has_trios_shape_and_the_old_order_still_works() -> None:
+    config = server_config(idle_timeout=IDLE)
+    async with trio.open_nursery() as nursery:
+        with pytest.warns(DeprecationWarning, match="serve"):
+            old = await nursery.start(quic.serve, _park, HOST, 0, config)
+        new = await nursery.start(partial(quic.serve, _park, 0, config, host=HOST))
+        for server in (old, new):
+            assert server.address[0] == HOST
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                assert conn.alpn == "test"
+        nursery.cancel_scope.cancel()
+
+
+async def test_http3_serve_has_the_same_shape() -> None:
+    import ghostwire.http3 as h3
+
+    async def hello(request: h3.Request) -> h3.Response:
+        return h3.Response(200, content=b"hi")
+
+    config = server_config(alpn=["h3"])
+    async with trio.open_nursery() as nursery:
+        with pytest.warns(DeprecationWarning, match="serve"):
+            old = await nursery.start(h3.serve, hello, HOST, 0, config)
+        new = await nursery.start(partial(h3.serve, hello, 0, config, host=HOST))
+        assert old.address[0] == new.address[0] == HOST
+        nursery.cancel_scope.cancel()
+
+
+def test_serve_rejects_a_mixed_up_call() -> None:
+    with pytest.raises(TypeError, match="port"):
+        trio.run(partial(quic.serve, _park, "127.0.0.1", server_config()))
