@@ -7,6 +7,8 @@ that ran no user code, an internal exception out of a stream method.
 
 from __future__ import annotations
 
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,6 +20,7 @@ from quic_pair import client_config, server_config
 
 import ghostwire.quic as quic
 from ghostwire.errors import GhostwireError
+from ghostwire.quic.net import api as quic_api
 
 Handler = Callable[[quic.Connection], Awaitable[None]]
 HOST = "127.0.0.1"
@@ -164,3 +167,47 @@ async def test_http3_serve_has_the_same_shape() -> None:
 def test_serve_rejects_a_mixed_up_call() -> None:
     with pytest.raises(TypeError, match="port"):
         trio.run(partial(quic.serve, _park, "127.0.0.1", server_config()))
+
+
+def _unused_udp_port(family: int, host: str) -> int:
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+    finally:
+        probe.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVERR is Linux's")
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, HOST), (socket.AF_INET6, "::1")])
+async def test_nothing_listening_is_refused_at_once(family: int, host: str) -> None:
+    try:
+        port = _unused_udp_port(family, host)
+    except OSError:
+        pytest.skip(f"no {host} here")
+    # A handshake timeout far beyond fail_after: only the ICMP error can end it in time.
+    config = client_config(handshake_timeout=IDLE)
+    with trio.fail_after(PROMPTLY):
+        with pytest.raises(quic.ConnectionRefused) as info:
+            async with quic.connect(host, port, config):
+                pass  # pragma: no cover
+    assert isinstance(info.value, ConnectionRefusedError)
+    assert isinstance(info.value, quic.HandshakeError)
+    assert isinstance(info.value, GhostwireError)
+    assert str(port) in str(info.value)
+
+
+async def test_a_refused_address_gives_way_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed_port = _unused_udp_port(socket.AF_INET, HOST)
+    async with serving() as (_, server):
+        addresses = [(HOST, closed_port), (HOST, server.port)]
+
+        async def two_addresses(*args: object, **kwargs: object) -> list[object]:
+            return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", a) for a in addresses]
+
+        monkeypatch.setattr(trio.socket, "getaddrinfo", two_addresses)
+        # Silence would hold the first address this long; a refusal gives way at once.
+        monkeypatch.setattr(quic_api, "NEXT_ADDRESS_AFTER", IDLE)
+        with trio.fail_after(PROMPTLY):
+            async with quic.connect("localhost", 4433, client_config()) as conn:
+                assert conn.peer_address == addresses[1]

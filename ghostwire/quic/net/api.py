@@ -33,7 +33,7 @@ from ..demux import Demux
 from ..qlog import QlogSink
 from .connection import Connection
 from .endpoint import Endpoint, open_udp_socket
-from .exceptions import HandshakeTimeout
+from .exceptions import ConnectionRefused, HandshakeTimeout
 
 log = logging.getLogger("ghostwire.quic")
 
@@ -145,8 +145,10 @@ async def connect(
 ) -> AsyncIterator[Connection]:
     """Connect to a QUIC server; yields the connection once the handshake is done.
 
-    Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`
-    and :class:`HandshakeTimeout`) when the connection cannot be established.
+    Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`,
+    :class:`HandshakeTimeout` and :class:`ConnectionRefused`) when the
+    connection cannot be established; nothing listening at the address ends
+    the handshake at once (ICMP port unreachable, on Linux).
     If ``host`` resolves to several addresses they are tried in order, each
     but the last for at most ``NEXT_ADDRESS_AFTER`` seconds of silence.
     """
@@ -161,7 +163,7 @@ async def connect(
                 conn = await stack.enter_async_context(
                     _connect_to(host, family, address, config, local_port, timeout)
                 )
-            except HandshakeTimeout:
+            except (HandshakeTimeout, ConnectionRefused):
                 if last:
                     raise
                 continue
@@ -183,6 +185,7 @@ async def _connect_to(
     try:
         async with _unwrapping_nursery() as nursery:
             endpoint = Endpoint(sock, Demux(None, cid_length=config.connection_id_length), nursery)
+            endpoint.enable_icmp_errors()
             now = trio.current_time()
             core = QuicConnection(
                 config,

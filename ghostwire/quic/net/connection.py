@@ -40,7 +40,7 @@ from ..events import (
     StreamWritable,
 )
 from ..streams import StreamLimitReached, stream_is_bidirectional, stream_is_client_initiated
-from .exceptions import ConnectionClosed, QuicError, error_from_termination
+from .exceptions import ConnectionClosed, ConnectionRefused, QuicError, error_from_termination
 from .stream import AnyStream, QuicReceiveStream, QuicSendStream, QuicStream
 
 if TYPE_CHECKING:
@@ -371,6 +371,18 @@ class Connection(trio.abc.AsyncResource):
             self._process_events()
         except Exception:
             log.debug("could not send CONNECTION_CLOSE to %r", self.peer_address, exc_info=True)
+
+    def _refused(self, address: Any) -> None:
+        """An ICMP port unreachable for the server's address: if the handshake
+        is still running, nobody is listening there; end it now."""
+        core = self._core
+        if core.handshake_complete or core.is_closed:
+            return  # afterwards, loss recovery and the idle timeout decide
+        self._error_override = ConnectionRefused(
+            f"connection refused: nothing listens on UDP {address[0]} port {address[1]}"
+        )
+        core.close(0, "connection refused", is_application=False, now=trio.current_time())
+        self._process_events()
 
     def fail(self, exc: BaseException) -> None:
         """An internal error while processing this connection: close it alone.

@@ -31,6 +31,7 @@ import trio
 from ..config import ServerConfig
 from ..demux import Demux
 from .gso import GSO_AVAILABLE, GsoUnsupported, enable_gro, receive, run_length, send_segments
+from .icmp import enable_icmp_errors, is_refusal, read_errors, same_address
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -65,6 +66,7 @@ class Endpoint:
         self.datagrams_dropped_on_send = 0
         self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
         self._gro = enable_gro(sock)
+        self._icmp_errors = False  # see enable_icmp_errors()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -163,6 +165,8 @@ class Endpoint:
                     budget -= size // segment
                 else:
                     self._dispatch(bytes(view[:size]), addr, now)
+            if self._icmp_errors:
+                self._read_icmp_errors()
             dirty = self._dirty
             self._dirty = []
             for conn in dirty:
@@ -204,6 +208,19 @@ class Endpoint:
         if wrapper is not None and not wrapper._dirty:
             wrapper._dirty = True
             self._dirty.append(wrapper)
+
+    def enable_icmp_errors(self) -> None:
+        """Report ICMP port unreachable to the connections still handshaking
+        (client endpoints: a server's clients must not be able to stop it)."""
+        self._icmp_errors = enable_icmp_errors(self.socket)
+
+    def _read_icmp_errors(self) -> None:
+        for code, address in read_errors(self.socket):
+            if not is_refusal(code):
+                continue
+            for conn in list(self.connections.values()):
+                if same_address(conn.peer_address, address):
+                    conn._refused(address)
 
     def _connection_kwargs(self) -> dict[str, Any]:
         return {}
