@@ -78,6 +78,10 @@ class Connection(trio.abc.AsyncResource):
         self._event_hook: Callable[[Event], None] | None = None
         self._failed = False  # an internal error closed this connection
         self._error_override: QuicError | None = None  # replaces the close event's error
+        # Streams the core forgot (both sides finished): their objects are
+        # dropped after the events about them were dispatched, aclose() or not.
+        self._retired: list[int] = []
+        core.streams.on_retired = self._retired.append
         endpoint.connections[core] = self
 
     # -- public properties ---------------------------------------------------
@@ -283,6 +287,10 @@ class Connection(trio.abc.AsyncResource):
                 self._handshake_event.set()
             elif kind is ConnectionTerminated:
                 self._on_terminated(event)  # type: ignore[arg-type]
+        if self._retired:
+            for stream_id in self._retired:
+                streams.pop(stream_id, None)
+            self._retired.clear()
         if core.handshake_confirmed and not self._confirmed_reported:
             self._confirmed_reported = True
             self._endpoint.demux.on_handshake_confirmed(core)
