@@ -211,3 +211,124 @@ async def test_a_refused_address_gives_way_to_the_next(monkeypatch: pytest.Monke
         with trio.fail_after(PROMPTLY):
             async with quic.connect("localhost", 4433, client_config()) as conn:
                 assert conn.peer_address == addresses[1]
+
+
+# -- errors users can catch: no internal exception out of a stream method --------------
+
+
+def _documented(exc: BaseException) -> bool:
+    """What a stream or connection method may raise: ours, or trio's own."""
+    return isinstance(
+        exc, (GhostwireError, trio.ClosedResourceError, trio.BusyResourceError)
+    ) and not isinstance(exc, BaseExceptionGroup)
+
+
+async def test_sending_after_the_peers_stop_sending_raises_stream_stopped() -> None:
+    async def stopper(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        await stream.receive_some(1)
+        stream.stop_sending(5)
+        await stream.send_all(b"stopped")  # after the STOP_SENDING on the wire
+        await trio.sleep_forever()
+
+    async with serving(stopper) as (_, server):
+        async with quic.connect(HOST, server.port, client_config()) as conn:
+            with trio.fail_after(PROMPTLY):
+                stream = await conn.open_stream()
+                await stream.send_all(b"x")
+                assert await stream.receive_some() == b"stopped"
+                for call in (stream.send_eof, partial(stream.send_all, b"more"), stream.send_eof):
+                    with pytest.raises(quic.StreamStopped) as info:
+                        await call()
+                    assert info.value.error_code == 5
+                    assert isinstance(info.value, quic.StreamReset)
+                await stream.aclose()  # closing what the peer stopped is no error
+
+
+async def test_receiving_after_a_reset_keeps_raising_stream_reset() -> None:
+    async def resetter(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        while await stream.receive_some():
+            pass
+        stream.reset(9)
+        await trio.sleep_forever()
+
+    async with serving(resetter) as (_, server):
+        async with quic.connect(HOST, server.port, client_config()) as conn:
+            with trio.fail_after(PROMPTLY):
+                stream = await conn.open_stream()
+                await stream.send_all(b"request")
+                await stream.send_eof()  # our side finishes: the core may forget the stream
+                for _ in range(2):
+                    with pytest.raises(quic.StreamReset) as info:
+                        await stream.receive_some()
+                    assert info.value.error_code == 9
+                with pytest.raises(trio.ClosedResourceError):
+                    await stream.send_all(b"after send_eof")
+
+
+async def test_a_closed_connection_raises_connection_closed_everywhere() -> None:
+    async def closer(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        await stream.receive_some(1)
+        await conn.aclose(3, "done with you")
+
+    async with serving(closer) as (_, server):
+        async with quic.connect(HOST, server.port, client_config()) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"x")
+            with trio.fail_after(PROMPTLY):
+                with pytest.raises(quic.ConnectionClosed):
+                    await stream.receive_some()
+            calls = [
+                stream.receive_some,
+                partial(stream.send_all, b"y"),
+                stream.send_eof,
+                stream.wait_send_all_might_not_block,
+                conn.open_stream,
+                conn.accept_stream,
+            ]
+            for call in calls:
+                with pytest.raises(quic.ConnectionClosed) as info:
+                    await call()
+                assert info.value.error_code == 3 and info.value.by_peer
+            stream.reset(1)
+            stream.stop_sending(1)
+            await stream.aclose()
+            await conn.aclose()
+            with pytest.raises(quic.ConnectionClosed):
+                await conn.open_stream()
+
+
+async def test_stream_misuse_raises_trio_exceptions_not_internal_ones() -> None:
+    async def echo_once(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        await stream.send_all(data)
+        await stream.send_eof()
+        await trio.sleep_forever()
+
+    async with serving(echo_once) as (_, server):
+        async with quic.connect(HOST, server.port, client_config()) as conn:
+            with trio.fail_after(PROMPTLY):
+                stream = await conn.open_stream()
+                await stream.send_all(b"abc")
+                await stream.send_eof()
+                assert await stream.receive_some() == b"abc"
+                assert await stream.receive_some() == b""
+                await trio.testing.wait_all_tasks_blocked()
+                # Finished on both sides (and perhaps forgotten by the core).
+                raised = []
+                for call in (partial(stream.send_all, b"z"), stream.receive_some, stream.send_eof):
+                    try:
+                        await call()
+                    except BaseException as exc:  # noqa: BLE001
+                        raised.append(exc)
+                assert all(_documented(exc) for exc in raised), raised
+                stream.reset(1)
+                stream.stop_sending(1)
+                await stream.aclose()
+                with pytest.raises(trio.ClosedResourceError):
+                    await stream.receive_some()
