@@ -324,7 +324,7 @@ async def test_stream_misuse_raises_trio_exceptions_not_internal_ones() -> None:
                 for call in (partial(stream.send_all, b"z"), stream.receive_some, stream.send_eof):
                     try:
                         await call()
-                    except BaseException as exc:  # noqa: BLE001
+                    except BaseException as exc:
                         raised.append(exc)
                 assert all(_documented(exc) for exc in raised), raised
                 stream.reset(1)
