@@ -148,8 +148,9 @@ async def test_connection_failure_is_a_clear_error() -> None:
     async with h3_server(echo_handler) as server:
         client = h3.Client(client_config(alpn=["h3"], server_name="wrong.example"))
         async with client:
-            with pytest.raises(CertificateError, match=r"wrong\.example"):
+            with pytest.raises(h3.HttpConnectionError, match=r"wrong\.example") as info:
                 await client.get(f"https://localhost:{server.port}/")
+            assert isinstance(info.value.__cause__, CertificateError)
 
 
 # -- an existing ASGI framework --------------------------------------------------

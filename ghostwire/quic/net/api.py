@@ -49,7 +49,7 @@ async def _unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
         if len(leaves) == 1:
-            raise leaves[0] from None
+            raise leaves[0] from leaves[0].__cause__  # its own cause, not the group
         raise
 
 
