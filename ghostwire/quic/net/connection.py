@@ -340,7 +340,7 @@ class Connection(trio.abc.AsyncResource):
                 core.handle_timer(trio.current_time())
                 self._after_input()
             except Exception as exc:
-                self.fail(exc)
+                self._fail(exc)
         if self._handler_scope is not None:
             self._handler_scope.cancel()
 
@@ -392,7 +392,7 @@ class Connection(trio.abc.AsyncResource):
         core.close(0, "connection refused", is_application=False, now=trio.current_time())
         self._process_events()
 
-    def fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> None:
         """An internal error while processing this connection: close it alone.
 
         Logged once with its traceback; the peer gets INTERNAL_ERROR

@@ -180,7 +180,7 @@ class Endpoint:
                 try:
                     conn._after_input()
                 except Exception as exc:
-                    conn.fail(exc)  # that connection alone closes
+                    conn._fail(exc)  # that connection alone closes
             await trio.lowlevel.checkpoint_if_cancelled()
 
     def _dispatch(self, data: bytes, addr: Any, now: float) -> None:
@@ -206,7 +206,7 @@ class Endpoint:
         except Exception as exc:
             # One connection's failure never reaches another (or the endpoint).
             if wrapper is not None:
-                wrapper.fail(exc)
+                wrapper._fail(exc)
             else:
                 log.exception("internal error in a QUIC connection with %r", addr)
                 self.demux.forget(core)
