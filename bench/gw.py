@@ -105,11 +105,13 @@ async def _serve(settings: Settings, protocol: str) -> None:
                 # serve() gives open connections shutdown_timeout to finish on
                 # cancellation; the orchestrator kills us 3 s after SIGTERM.
                 server = await nursery.start(
-                    partial(http3.serve, shutdown_timeout=1.0),
-                    _h3_handler, HOST, 0, server_config(settings, H3_ALPN),
+                    partial(http3.serve, host=HOST, shutdown_timeout=1.0),
+                    _h3_handler, 0, server_config(settings, H3_ALPN),
                 )  # fmt: skip
             else:
-                server = await nursery.start(quic.serve, _handler, HOST, 0, server_config(settings))
+                server = await nursery.start(
+                    partial(quic.serve, _handler, 0, server_config(settings), host=HOST)
+                )
             print(f"{PORT_PREFIX}{server.port}", flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()

@@ -9,6 +9,7 @@ writes the CA to ``echo-ca.pem`` so ``quic_echo_client.py`` can verify it.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import trio
 
@@ -52,7 +53,9 @@ async def main() -> None:
     parser.add_argument("--keyfile")
     args = parser.parse_args()
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(quic.serve, handler, args.host, args.port, make_config(args))
+        server = await nursery.start(
+            partial(quic.serve, handler, args.port, make_config(args), host=args.host)
+        )
         print(f"echo server on udp://{args.host}:{server.port}")
 
 

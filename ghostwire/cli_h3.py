@@ -47,7 +47,7 @@ from urllib.parse import quote, unquote, urlsplit
 import trio
 
 from .certs import IssuedCertificate, self_signed_certificate
-from .http3.net.client import Client, HttpError
+from .http3.net.client import Client, HttpConnectionError, HttpError, RequestTimeout
 from .http3.net.server import Request, Response, serve
 from .http3.net.session import HttpStreamError
 from .quic.config import ClientConfig, InsecureConfigurationWarning, ServerConfig
@@ -480,6 +480,8 @@ _EXPECTED = (
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, HttpConnectionError) and exc.__cause__ is not None:
+        return _leaves(exc.__cause__)  # the QUIC reason says more
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
     return [exc]
@@ -502,7 +504,7 @@ def _describe_get_failure(exc: BaseException, options: GetOptions) -> tuple[str,
     if isinstance(leaf, CertificateError):
         hint = "use --cafile FILE to trust the server's certificate, or --insecure to skip checks"
         return _one_line(f"certificate verification failed for {target}: {leaf} ({hint})"), 1
-    if isinstance(leaf, HandshakeTimeout | trio.TooSlowError):
+    if isinstance(leaf, HandshakeTimeout | trio.TooSlowError | RequestTimeout):
         detail = str(leaf) or f"no answer within {options.timeout:g} s"
         return _one_line(f"cannot reach {target}: timed out ({detail})"), 1
     if isinstance(leaf, HandshakeError):
@@ -904,7 +906,9 @@ async def _serve_app(
     *,
     task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve(app, host, port, config, shutdown_timeout=grace, task_status=task_status)
+    await serve(
+        app, port, config, host=host, shutdown_timeout=grace, task_status=task_status
+    )
 
 
 # -- entry points ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -39,7 +40,7 @@ async def _demo(host: str, workdir: Path) -> None:
     client_config = ClientConfig(alpn=[ALPN], cafile=workdir / "ca.pem", server_name="localhost")
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve, _echo, host, 0, server_config)
+        server = await nursery.start(partial(serve, _echo, 0, server_config, host=host))
         print(f"server listening on udp://{host}:{server.port}")
         started = time.perf_counter()
         async with connect(host, server.port, client_config) as conn:

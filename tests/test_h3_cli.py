@@ -19,6 +19,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -434,7 +435,7 @@ async def echo_server(seen: list[h3.Request]) -> AsyncIterator[tuple[str, str]]:
 
     with trio.fail_after(TIME_LIMIT):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(h3.serve, handler, "127.0.0.1", 0, config)
+            server = await nursery.start(partial(h3.serve, handler, 0, config, host="127.0.0.1"))
             pem = identity.cert_pem().decode()
             yield f"https://127.0.0.1:{server.port}/echo?q=1", pem
             nursery.cancel_scope.cancel()

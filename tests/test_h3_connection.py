@@ -14,9 +14,9 @@ from ghostwire.http3 import (
     HeadersReceived,
     InvalidHeaders,
     InvalidStreamState,
+    SendingStopped,
     SettingsReceived,
-    StreamReset,
-    StreamStopped,
+    StreamAborted,
     TrailersReceived,
 )
 from ghostwire.http3.frames import Setting
@@ -301,10 +301,10 @@ def test_cancel_request_resets_both_ways() -> None:
     h.run()
     h.client.cancel_request(sid)
     h.run()
-    (reset,) = h.events("server", StreamReset)
+    (reset,) = h.events("server", StreamAborted)
     assert reset.stream_id == sid and reset.by_peer
     assert reset.error_code == H3ErrorCode.H3_REQUEST_CANCELLED
-    (stopped,) = h.events("server", StreamStopped)
+    (stopped,) = h.events("server", SendingStopped)
     assert stopped.error_code == H3ErrorCode.H3_REQUEST_CANCELLED
     assert h.server.open_stream_count == 0 and h.client.open_stream_count == 0
     with pytest.raises(InvalidStreamState):
@@ -323,7 +323,7 @@ def test_server_stops_request_body_and_still_responds() -> None:
     h.server.send_headers(sid, response_headers(413))
     h.server.send_data(sid, b"too big", end_stream=True)
     h.run()
-    (stopped,) = h.events("client", StreamStopped)
+    (stopped,) = h.events("client", SendingStopped)
     assert stopped.error_code == H3ErrorCode.H3_NO_ERROR
     assert h.body("client", sid) == b"too big"
     with pytest.raises(InvalidStreamState):

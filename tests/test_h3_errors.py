@@ -29,7 +29,7 @@ from ghostwire.http3 import (
     H3Config,
     H3ErrorCode,
     HeadersReceived,
-    StreamReset,
+    StreamAborted,
 )
 from ghostwire.http3.frames import (
     FrameType,
@@ -445,7 +445,7 @@ def test_stream_error_after_headers_reaches_the_application() -> None:
     holder: list[int] = []
     frames = headers_frame(request_headers(content_length="3")) + data_frame(b"12345")
     h = _raw_client(lambda q: holder.append(_request(q, frames, end=False)))
-    (reset,) = h.events("server", StreamReset)
+    (reset,) = h.events("server", StreamAborted)
     assert reset.stream_id == holder[0] and not reset.by_peer
     assert reset.error_code == E.H3_MESSAGE_ERROR
 
@@ -468,7 +468,7 @@ def test_malformed_response_is_a_stream_error(response: list[tuple[bytes, bytes]
     h.pair.server.send_stream_data(sid, headers_frame(response), end_stream=False)
     h.run()
     assert not h.events("client", HeadersReceived)
-    (reset,) = h.events("client", StreamReset)
+    (reset,) = h.events("client", StreamAborted)
     assert reset.error_code == E.H3_MESSAGE_ERROR and not reset.by_peer
     _assert_stream_error(h, "server", sid, E.H3_MESSAGE_ERROR)
 
@@ -479,7 +479,7 @@ def test_response_ending_after_interim_only() -> None:
     h.pair.server.send_stream_data(sid, headers_frame(response_headers(103)), end_stream=True)
     h.run()
     assert len(h.events("client", HeadersReceived)) == 1
-    (reset,) = h.events("client", StreamReset)
+    (reset,) = h.events("client", StreamAborted)
     assert reset.error_code == E.H3_REQUEST_INCOMPLETE
 
 
@@ -496,7 +496,7 @@ def test_head_response_content_length_is_not_checked() -> None:
     h.run()
     (response,) = h.events("client", HeadersReceived)
     assert response.stream_ended
-    assert not h.events("client", StreamReset)
+    assert not h.events("client", StreamAborted)
 
 
 # -- things to ignore -------------------------------------------------------------------

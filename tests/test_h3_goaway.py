@@ -13,7 +13,7 @@ from ghostwire.http3 import (
     H3ErrorCode,
     H3UsageError,
     HeadersReceived,
-    StreamReset,
+    StreamAborted,
 )
 from ghostwire.http3.frames import FrameType, encode_varint_frame
 
@@ -66,7 +66,7 @@ def test_request_racing_the_goaway_is_rejected() -> None:
     assert [e.stream_id for e in h.events("server", HeadersReceived)] == [first]
     # The server refuses the stream, the client drops it on GOAWAY: whichever
     # comes first, the application hears once that it was not processed.
-    (reset,) = h.events("client", StreamReset)
+    (reset,) = h.events("client", StreamAborted)
     assert reset.stream_id == late
     assert reset.error_code == H3ErrorCode.H3_REQUEST_REJECTED
     assert late not in h.client.streams and late not in h.server.streams
@@ -82,7 +82,7 @@ def test_client_drops_requests_the_goaway_excludes() -> None:
     h.run()
     h.pair.server.send_stream_data(3, encode_varint_frame(FrameType.GOAWAY, dropped))
     h.run()
-    (reset,) = h.events("client", StreamReset)
+    (reset,) = h.events("client", StreamAborted)
     assert reset.stream_id == dropped and not reset.by_peer
     assert reset.error_code == H3ErrorCode.H3_REQUEST_REJECTED
     assert h.stream_codes("server", dropped) == {H3ErrorCode.H3_REQUEST_CANCELLED}

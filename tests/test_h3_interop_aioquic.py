@@ -465,9 +465,9 @@ async def gw_server_driver(
             partial(
                 h3_serve,
                 app.asgi if asgi else app.handle,
-                HOST,
                 0,
                 gw_server_config(certs, **server_options),
+                host=HOST,
                 h3_config=h3_config,
                 shutdown_timeout=2.0,
             )
@@ -865,7 +865,7 @@ async def _gw_server_process_transfer(certs: Certs, method: str, size: int) -> t
     app = GwApp()
     async with trio.open_nursery() as nursery:
         server: QuicServer = await nursery.start(
-            partial(h3_serve, app.handle, HOST, 0, gw_server_config(certs))
+            partial(h3_serve, app.handle, 0, gw_server_config(certs), host=HOST)
         )
         command = [
             sys.executable,

@@ -14,7 +14,7 @@ from ghostwire.http3 import (
     PushCancelled,
     PushNotAllowed,
     PushPromiseReceived,
-    StreamReset,
+    StreamAborted,
 )
 
 
@@ -94,7 +94,7 @@ def test_server_cancels_a_push() -> None:
     assert cancelled.push_id == 0
     assert h.stream_codes("client", push_stream) == {H3ErrorCode.H3_REQUEST_CANCELLED}
     assert push_stream not in h.client.streams
-    assert not h.events("client", StreamReset)  # never announced: nothing to tell
+    assert not h.events("client", StreamAborted)  # never announced: nothing to tell
     assert h.terminated("client") is None
 
 
@@ -113,5 +113,5 @@ def test_pushed_response_stream_reset() -> None:
     h.run()
     h.server.cancel_request(push_stream)
     h.run()
-    (reset,) = h.events("client", StreamReset)
+    (reset,) = h.events("client", StreamAborted)
     assert reset.stream_id == push_stream and reset.push_id == 0 and reset.by_peer

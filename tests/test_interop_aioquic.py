@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,7 @@ class GwServer:
 async def gw_server(config: ServerConfig) -> AsyncIterator[GwServer]:
     send, receive = trio.open_memory_channel[tuple[Any, ...]](math.inf)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve, command_handler(send), HOST, 0, config)
+        server = await nursery.start(partial(serve, command_handler(send), 0, config, host=HOST))
         yield GwServer(server, receive)
         nursery.cancel_scope.cancel()
 

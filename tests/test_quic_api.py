@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ async def running_server(
     handler: Handler = _echo, config: quic.ServerConfig | None = None
 ) -> AsyncIterator[quic.QuicServer]:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(quic.serve, handler, "127.0.0.1", 0, config or server_config())
+        server = await nursery.start(
+            partial(quic.serve, handler, 0, config or server_config(), host="127.0.0.1")
+        )
         yield server
         nursery.cancel_scope.cancel()
 
@@ -291,12 +294,22 @@ async def test_garbage_datagrams_do_not_disturb_the_server() -> None:
             assert await stream.receive_some() == b"fine"
 
 
-async def test_a_vanished_peer_ends_in_idle_timeout(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_vanished_peer_ends_in_idle_timeout(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that vanishes without a word (a cancelled one sends CONNECTION_CLOSE).
+    monkeypatch.setattr(quic.Connection, "_close_abruptly", lambda self: None)
+    server_scope = trio.CancelScope()
+
+    async def run_server(*, task_status: trio.TaskStatus[quic.QuicServer]) -> None:
+        with server_scope:
+            await quic.serve(_echo, 0, server_config(), host="127.0.0.1", task_status=task_status)
+
     async with trio.open_nursery() as serving:
-        server = await serving.start(quic.serve, _echo, "127.0.0.1", 0, server_config())
+        server = await serving.start(run_server)
         config = client_config(idle_timeout=20.0)
         async with quic.connect("127.0.0.1", server.port, config) as conn:
-            serving.cancel_scope.cancel()  # the server disappears without a word
+            server_scope.cancel()
             start = trio.current_time()
             with pytest.raises(quic.IdleTimeout):
                 await conn.accept_stream()

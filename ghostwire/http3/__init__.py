@@ -7,10 +7,20 @@ await client.get(url)``) and :func:`serve` (ASGI 3 apps or native
 Underneath, :class:`H3Connection` runs HTTP/3 over a sans-IO
 :class:`~ghostwire.quic.connection.QuicConnection`: feed it QUIC events,
 get HTTP/3 events back, and send requests and responses with plain method
-calls. No sockets, clocks or trio in the protocol modules; the trio layer
+calls.
+
+No sockets, clocks or trio in the protocol modules; the trio layer
 (``net/``) drives it.
+
+Errors: everything here derives from :class:`ghostwire.errors.GhostwireError`.
+``StreamReset`` and ``StreamStopped`` are the exceptions of a reset stream, the
+same classes as ``ghostwire.quic``'s. The sans-IO events about resets are
+``StreamAborted`` and ``SendingStopped`` (their old names, ``StreamReset`` and
+``StreamStopped``, remain importable from :mod:`ghostwire.http3.events`). A
+failed ``Client`` request raises :class:`HttpError` (see its subclasses).
 """
 
+from ..quic.net.exceptions import StreamReset, StreamStopped
 from .config import H3Config
 from .connection import MAX_REQUEST_STREAM_ID, H3Connection
 from .errors import (
@@ -21,9 +31,12 @@ from .errors import (
     H3ProtocolError,
     H3StreamError,
     H3UsageError,
+    HttpConnectionError,
+    HttpError,
     InvalidHeaders,
     InvalidStreamState,
     PushNotAllowed,
+    RequestTimeout,
 )
 from .events import (
     ConnectionShutdown,
@@ -34,13 +47,13 @@ from .events import (
     HeadersReceived,
     PushCancelled,
     PushPromiseReceived,
+    SendingStopped,
     SettingsReceived,
-    StreamReset,
-    StreamStopped,
+    StreamAborted,
     TrailersReceived,
 )
 from .frames import FrameType, Setting, StreamType
-from .net.client import Client, HttpError
+from .net.client import Client
 from .net.client import Response as ClientResponse
 from .net.server import Request, Response, serve
 from .net.session import HttpStreamError
@@ -65,6 +78,7 @@ __all__ = [
     "H3UsageError",
     "Headers",
     "HeadersReceived",
+    "HttpConnectionError",
     "HttpError",
     "HttpStreamError",
     "InvalidHeaders",
@@ -73,9 +87,12 @@ __all__ = [
     "PushNotAllowed",
     "PushPromiseReceived",
     "Request",
+    "RequestTimeout",
     "Response",
+    "SendingStopped",
     "Setting",
     "SettingsReceived",
+    "StreamAborted",
     "StreamReset",
     "StreamStopped",
     "StreamType",

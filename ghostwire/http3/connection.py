@@ -76,8 +76,8 @@ from .events import (
     H3Event,
     Headers,
     HeadersReceived,
-    StreamReset,
-    StreamStopped,
+    SendingStopped,
+    StreamAborted,
     TrailersReceived,
 )
 from .frames import (
@@ -401,7 +401,7 @@ class H3Connection:
     def on_goaway(self, id: int) -> None:
         """The peer's GOAWAY. Client: requests at or above ``id`` will not be processed.
 
-        They are cancelled here and reported as StreamReset with
+        They are cancelled here and reported as StreamAborted with
         H3_REQUEST_REJECTED (safe to retry elsewhere, RFC 9114 §5.2).
         """
         self.goaway_received = id
@@ -411,7 +411,7 @@ class H3Connection:
             if stream.role is Role.CLIENT_REQUEST and stream.stream_id >= id:
                 self.abort_stream(stream, H3ErrorCode.H3_REQUEST_CANCELLED, announce=False)
                 self.emit(
-                    StreamReset(stream.stream_id, H3ErrorCode.H3_REQUEST_REJECTED, by_peer=False)
+                    StreamAborted(stream.stream_id, H3ErrorCode.H3_REQUEST_REJECTED, by_peer=False)
                 )
 
     def abort_stream(self, stream: MessageStream, error_code: int, *, announce: bool) -> None:
@@ -425,7 +425,7 @@ class H3Connection:
         stream.recv_phase = stream.send_phase = Phase.DONE
         self.streams.pop(stream_id, None)
         if announce and stream.announced:
-            self.emit(StreamReset(stream_id, error_code, stream.push_id, by_peer=False))
+            self.emit(StreamAborted(stream_id, error_code, stream.push_id, by_peer=False))
 
     def forget_if_finished(self, stream: MessageStream) -> None:
         if stream.finished:
@@ -482,7 +482,7 @@ class H3Connection:
         if stream is None or stream.send_phase is Phase.DONE:
             return
         stream.send_phase = Phase.DONE  # QUIC has reset our sending side in reply
-        self.emit(StreamStopped(stream_id, error_code))
+        self.emit(SendingStopped(stream_id, error_code))
         self.forget_if_finished(stream)
 
     def _open_local_streams(self) -> None:

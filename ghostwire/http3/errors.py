@@ -107,6 +107,28 @@ class PushNotAllowed(H3UsageError):
     """The client has not allowed (another) server push (MAX_PUSH_ID)."""
 
 
+class HttpError(H3Error):
+    """A request made with :class:`ghostwire.http3.Client` failed.
+
+    The one family ``Client`` raises for a failed request:
+
+    * :class:`HttpConnectionError` -- no connection to the origin, or it broke
+      (the QUIC exception, e.g. ``ConnectionRefused`` or ``CertificateError``,
+      is the ``__cause__``);
+    * ``HttpStreamError`` -- the server reset or stopped the request stream
+      (also a ``StreamReset``, with its ``error_code``);
+    * :class:`RequestTimeout` -- no response headers within ``Client.timeout``.
+    """
+
+
+class HttpConnectionError(HttpError, ConnectionError):
+    """No connection to the origin, or the connection failed during the request."""
+
+
+class RequestTimeout(HttpError, TimeoutError):
+    """The response headers did not arrive within the client's timeout."""
+
+
 class MessageError(Exception):
     """Internal: a header section breaks RFC 9114 §4.2-4.3 (see headers.py).
 

@@ -54,7 +54,7 @@ class TrailersReceived(H3Event):
 
 
 @dataclass(frozen=True, slots=True)
-class StreamReset(H3Event):
+class StreamAborted(H3Event):
     """A request or push stream ended abruptly; no more events follow for it.
 
     ``by_peer`` is True when the peer reset it (RESET_STREAM); False when
@@ -69,7 +69,7 @@ class StreamReset(H3Event):
 
 
 @dataclass(frozen=True, slots=True)
-class StreamStopped(H3Event):
+class SendingStopped(H3Event):
     """The peer no longer reads what we send on a stream (STOP_SENDING).
 
     Our sending side is reset; receiving continues (RFC 9114 §4.1.1: a
@@ -128,3 +128,10 @@ class ConnectionShutdown(H3Event):
     reason: str
     by_peer: bool
     is_application: bool
+
+
+# The names these events had before ``StreamReset`` / ``StreamStopped`` became
+# the exceptions of a reset stream everywhere (``ghostwire.http3.StreamReset``
+# is the exception); kept here for code that imports them from this module.
+StreamReset = StreamAborted
+StreamStopped = SendingStopped

@@ -39,7 +39,7 @@ from .events import (
     PushCancelled,
     PushPromiseReceived,
     SettingsReceived,
-    StreamReset,
+    StreamAborted,
 )
 from .frame_reader import FrameComplete, FrameReader, FrameStart
 from .frames import FrameType, StreamType, parse_push_promise
@@ -112,7 +112,7 @@ class Inbound:
             conn.decoder.cancel(stream_id)
             stream.recv_phase = Phase.DONE
             if stream.announced:
-                conn.emit(StreamReset(stream_id, error_code, stream.push_id))
+                conn.emit(StreamAborted(stream_id, error_code, stream.push_id))
             elif stream.role is Role.SERVER_REQUEST:
                 # Reset before its request headers reached the application:
                 # nobody will answer, so abort our side with

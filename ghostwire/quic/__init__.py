@@ -11,6 +11,7 @@ from .net.connection import Connection
 from .net.exceptions import (
     CertificateError,
     ConnectionClosed,
+    ConnectionRefused,
     HandshakeError,
     HandshakeTimeout,
     IdleTimeout,
@@ -29,6 +30,7 @@ __all__ = [
     "ClientConfig",
     "Connection",
     "ConnectionClosed",
+    "ConnectionRefused",
     "HandshakeError",
     "HandshakeTimeout",
     "IdleTimeout",

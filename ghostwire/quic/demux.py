@@ -91,6 +91,8 @@ class Demux:
         self._tokens = AddressTokenMinter(random_bytes(32))
         self._factory = connection_factory or QuicConnection
         self.routes: dict[bytes, QuicConnection] = {}
+        # Each tracked connection's routes, so forgetting it is O(its CIDs).
+        self._routes_of: dict[QuicConnection, set[bytes]] = {}
         self._original_dcids: dict[QuicConnection, bytes] = {}
         self.connection_count = 0
         self.stats = DemuxStats()
@@ -101,21 +103,38 @@ class Demux:
     # -- routes ------------------------------------------------------------
 
     def add_route(self, cid: bytes, conn: QuicConnection) -> None:
+        previous = self.routes.get(cid)
+        if previous is not None and previous is not conn:
+            self._routes_of.get(previous, set()).discard(cid)
         self.routes[cid] = conn
+        cids = self._routes_of.get(conn)
+        if cids is not None:
+            cids.add(cid)
 
     def remove_route(self, cid: bytes) -> None:
-        self.routes.pop(cid, None)
+        conn = self.routes.pop(cid, None)
+        if conn is not None:
+            self._routes_of.get(conn, set()).discard(cid)
 
     def add_connection(self, conn: QuicConnection) -> None:
         """Track a connection (client connections register themselves here)."""
         self.connection_count += 1
+        self._routes_of[conn] = set()
         for cid in conn.local_cids.all_cids():
-            self.routes[cid] = conn
+            self.add_route(cid, conn)
 
     def forget(self, conn: QuicConnection) -> None:
-        """Drop every route to a finished connection."""
-        for cid in [cid for cid, c in self.routes.items() if c is conn]:
-            del self.routes[cid]
+        """Drop every route to a finished connection (idempotent).
+
+        Costs O(the connection's CIDs), not O(all routes): the connection's
+        own CID lists name every route it may still have.
+        """
+        cids = self._routes_of.pop(conn, None)
+        if cids is None:
+            return
+        for cid in cids:
+            if self.routes.get(cid) is conn:
+                del self.routes[cid]
         self._original_dcids.pop(conn, None)
         self.connection_count -= 1
 
@@ -123,7 +142,7 @@ class Demux:
         """The client stops using its original DCID once it has ours."""
         odcid = self._original_dcids.pop(conn, None)
         if odcid is not None and self.routes.get(odcid) is conn:
-            del self.routes[odcid]
+            self.remove_route(odcid)
 
     # -- receiving -----------------------------------------------------------
 
@@ -221,7 +240,7 @@ class Demux:
         self.add_connection(conn)
         # Until the handshake is confirmed the client still sends to the DCID
         # it chose (RFC 9000 §7.2).
-        self.routes[header.dcid] = conn
+        self.add_route(header.dcid, conn)
         self._original_dcids[conn] = header.dcid
         return Received(connection=conn, new_connection=True)
 

@@ -36,6 +36,7 @@ configured limit (at least 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from .buffer import varint_size
@@ -213,6 +214,9 @@ class StreamManager:
         self._ev_stop: dict[int, int] = {}
         self._ev_writable: dict[int, None] = {}
         self._ev_available = [False, False]
+        # Told the id of each stream forgotten (both halves terminal), so a
+        # layer above can drop what it keeps per stream without polling.
+        self.on_retired: Callable[[int], None] | None = None
 
     @classmethod
     def from_config(cls, config: StreamConfig, *, is_client: bool) -> StreamManager:
@@ -800,6 +804,8 @@ class StreamManager:
             uni = (stream_id >> 1) & 1
             self._peer_closed[uni] += 1
             self._return_stream_credit(uni)
+        if self.on_retired is not None:
+            self.on_retired(stream_id)
 
     def _return_stream_credit(self, uni: int) -> None:
         """Batch MAX_STREAMS: send when half the configured limit can be returned."""

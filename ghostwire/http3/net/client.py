@@ -10,6 +10,16 @@ A :class:`Response` arrives once its headers do; the body streams:
 ``await response.read()`` or ``async for chunk in response.iter_bytes()``.
 Reading slowly slows the server (flow control), it never buffers the whole
 body unless you ask for it with ``read()``.
+
+Errors: a failed request raises :class:`~ghostwire.http3.HttpError`, from
+``request``/``get``/``post`` as from reading the body:
+:class:`~ghostwire.http3.HttpConnectionError` (no connection, or it broke; the
+QUIC exception is the ``__cause__``), ``HttpStreamError`` (the server reset
+the request stream; a ``StreamReset`` with ``error_code``), or
+:class:`~ghostwire.http3.RequestTimeout`. A request we cannot send as asked
+(invalid headers) raises :class:`~ghostwire.http3.H3UsageError` instead, and
+exceptions from the caller's own ``content`` iterator pass through unchanged.
+No ``ExceptionGroup`` comes out of these calls.
 """
 
 from __future__ import annotations
@@ -24,20 +34,22 @@ from urllib.parse import urlsplit
 import trio
 
 from ...quic.config import ClientConfig
-from ...quic.net.api import connect
+from ...quic.net.api import _leaves, connect
 from ...quic.net.exceptions import ConnectionClosed, QuicError
 from ..config import H3Config
-from ..errors import ConnectionGoingAway, H3ErrorCode
+from ..errors import (
+    ConnectionGoingAway,
+    H3ErrorCode,
+    HttpConnectionError,
+    HttpError,
+    RequestTimeout,
+)
 from ..events import Headers
 from .fields import TextHeaders, first_value, split_pseudo, to_text, to_wire
-from .session import H3Session, HttpStreamError, MessageChannel
+from .session import H3Session, MessageChannel
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes] | Iterable[bytes] | None
-
-
-class HttpError(Exception):
-    """An HTTP/3 request failed (connection, protocol or stream error)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,15 @@ class Response:
         self._consumed = True
         channel = self._channel
         try:
-            while chunk := await channel.receive_some(chunk_size):
+            while True:
+                try:
+                    chunk = await channel.receive_some(chunk_size)
+                except HttpError:
+                    raise
+                except QuicError as exc:
+                    raise HttpConnectionError(f"connection failed during the body: {exc}") from exc
+                if not chunk:
+                    break
                 yield chunk
         finally:
             channel.session.forget(channel.stream_id)
@@ -142,8 +162,17 @@ class Client:
             with trio.CancelScope(shield=True):
                 await session.aclose()
         self._nursery.cancel_scope.cancel()
-        result: bool | None = await self._nursery_manager.__aexit__(exc_type, exc, tb)
-        self._nursery = None
+        try:
+            result: bool | None = await self._nursery_manager.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # One exception (say, the caller's own) comes out as itself, as
+            # from any trio resource; a group only when there really are several.
+            leaves = _leaves(group)
+            if len(leaves) == 1:
+                raise leaves[0] from leaves[0].__cause__  # its own cause, not the group
+            raise
+        finally:
+            self._nursery = None
         return result
 
     # -- requests -------------------------------------------------------------
@@ -163,7 +192,12 @@ class Client:
         content: Content = None,
         trailers: HeaderInput = None,
     ) -> Response:
-        """Send a request; returns once the response headers arrive."""
+        """Send a request; returns once the response headers arrive.
+
+        Raises :class:`~ghostwire.http3.HttpError` if the request fails:
+        :class:`~ghostwire.http3.HttpConnectionError`, ``HttpStreamError``
+        (a ``StreamReset``) or :class:`~ghostwire.http3.RequestTimeout`.
+        """
         if self._nursery is None:
             raise RuntimeError("use the client as 'async with Client() as client:'")
         parts = urlsplit(url)
@@ -184,27 +218,46 @@ class Client:
         ]
         request_headers += to_wire(self._default_headers + _header_list(headers))
         deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
-        with trio.fail_at(deadline):
-            for attempt in range(2):
-                session = await self._session_for(origin)
+        try:
+            with trio.fail_at(deadline):
+                channel = await self._open_request(origin)
                 try:
-                    channel = await session.open_request()
-                except (ConnectionGoingAway, ConnectionClosed):
-                    self._drop(origin, session)
-                    if attempt:
-                        raise
-                    continue
-                break
-            try:
-                await self._send_request(channel, request_headers, content, trailers)
-                headers_in = await channel.wait_headers()
-            except (HttpStreamError, QuicError) as exc:
-                channel.cancel()
-                raise HttpError(f"{method} {url} failed: {exc}") from exc
-            except BaseException:
-                channel.cancel()
-                raise
+                    await self._send_request(channel, request_headers, content, trailers)
+                    headers_in = await channel.wait_headers()
+                except HttpError:
+                    channel.cancel()
+                    raise
+                except QuicError as exc:
+                    channel.cancel()
+                    raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
+                except BaseException:
+                    channel.cancel()
+                    raise
+        except trio.TooSlowError as exc:
+            raise RequestTimeout(
+                f"{method} {url}: no response within {self.timeout:g} s"
+            ) from exc
         return Response(channel, headers_in, method.upper())
+
+    async def _open_request(self, origin: _Origin) -> MessageChannel:
+        """A request stream on the origin's connection (one fresh connection if
+        the pooled one is closing); connection failures become HttpConnectionError."""
+        for attempt in range(2):
+            try:
+                session = await self._session_for(origin)
+            except (QuicError, OSError) as exc:
+                raise HttpConnectionError(
+                    f"cannot connect to {origin.host}:{origin.port}: {exc}"
+                ) from exc
+            try:
+                return await session.open_request()
+            except (ConnectionGoingAway, ConnectionClosed) as exc:
+                self._drop(origin, session)
+                if attempt:
+                    raise HttpConnectionError(
+                        f"the connection to {origin.host}:{origin.port} closed: {exc}"
+                    ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_request(
         self, channel: MessageChannel, headers: Headers, content: Content, trailers: HeaderInput
@@ -280,3 +333,6 @@ def _header_list(headers: HeaderInput) -> list[tuple[str, str]]:
     if isinstance(headers, Mapping):
         return [(str(k), str(v)) for k, v in headers.items()]
     return [(str(k), str(v)) for k, v in headers]
+
+
+__all__ = ["Client", "HttpConnectionError", "HttpError", "RequestTimeout", "Response"]

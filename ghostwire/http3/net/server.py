@@ -1,8 +1,10 @@
 """The HTTP/3 server: ASGI 3 applications, or a small native handler form.
 
-``await nursery.start(ghostwire.http3.serve, app, host, port, config)``
+``await nursery.start(partial(ghostwire.http3.serve, app, port, config, host=host))``
 serves ``app`` over HTTP/3 and reports a server object (``.port``) through
-``task_status``, like ``trio.serve_tcp``. ``app`` is either
+``task_status``, in ``trio.serve_ssl_over_tcp``'s shape (the old order
+``serve(app, host, port, config)`` still works, with a DeprecationWarning).
+``app`` is either
 
 * an ASGI 3 application, ``async def app(scope, receive, send)`` (HTTP
   scope, streaming request and response bodies, the
@@ -27,7 +29,7 @@ from typing import Any, NoReturn
 import trio
 
 from ...quic.config import ServerConfig
-from ...quic.net.api import QuicServer, _unwrapping_nursery
+from ...quic.net.api import QuicServer, _unwrapping_nursery, legacy_serve_arguments
 from ...quic.net.api import serve as quic_serve
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed
@@ -103,15 +105,17 @@ def _is_native(app: Callable[..., Any]) -> bool:
 
 async def serve(
     app: ASGIApp | NativeHandler,
-    host: str | None,
     port: int,
     config: ServerConfig,
-    *,
+    *legacy: Any,
+    host: str | None = None,
     h3_config: H3Config | None = None,
     shutdown_timeout: float = 5.0,
     task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve HTTP/3 until cancelled; see the module docs."""
+    """Serve HTTP/3 on ``port`` (every interface, or ``host``) until cancelled;
+    see the module docs."""
+    port, config, host = legacy_serve_arguments(port, config, legacy, host, "serve")
     if "h3" not in config.alpn:
         raise ValueError("an HTTP/3 server config must offer ALPN 'h3'")
     native = _is_native(app)
@@ -128,7 +132,7 @@ async def serve(
 
     async def run_quic(*, task_status: trio.TaskStatus[QuicServer]) -> None:
         with quic_scope:
-            await quic_serve(handle_connection, host, port, config, task_status=task_status)
+            await quic_serve(handle_connection, port, config, host=host, task_status=task_status)
 
     async with _unwrapping_nursery() as nursery:
         server: QuicServer = await nursery.start(run_quic)

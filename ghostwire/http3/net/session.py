@@ -25,10 +25,10 @@ import trio
 
 from ...quic.events import Event, StreamsAvailable, StreamWritable
 from ...quic.net.connection import Connection
-from ...quic.net.exceptions import ConnectionClosed
+from ...quic.net.exceptions import ConnectionClosed, StreamReset
 from ..config import H3Config
 from ..connection import H3Connection
-from ..errors import H3ErrorCode, InvalidStreamState
+from ..errors import H3ErrorCode, HttpError, InvalidStreamState
 from ..events import (
     ConnectionShutdown,
     DataReceived,
@@ -36,8 +36,8 @@ from ..events import (
     H3Event,
     Headers,
     HeadersReceived,
-    StreamReset,
-    StreamStopped,
+    SendingStopped,
+    StreamAborted,
     TrailersReceived,
 )
 
@@ -45,12 +45,12 @@ DEFAULT_SEND_BUFFER = 256 << 10
 _DRAIN_POLL = 0.01  # seconds between checks for acknowledged responses (shutdown only)
 
 
-class HttpStreamError(trio.BrokenResourceError):
-    """The peer reset the request stream (or we aborted it): ``error_code`` says why."""
+class HttpStreamError(StreamReset, HttpError):
+    """The peer reset the request stream (or we aborted it): ``error_code`` says why.
 
-    def __init__(self, message: str, *, error_code: int) -> None:
-        super().__init__(message)
-        self.error_code = error_code
+    A :class:`~ghostwire.quic.StreamReset` (a reset stream has one name
+    everywhere) and an :class:`~ghostwire.http3.HttpError`.
+    """
 
 
 def _code_name(code: int) -> str:
@@ -266,7 +266,7 @@ class H3Session:
             channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
             if channel is not None:
                 channel.on_trailers(event.headers, event.stream_ended)  # type: ignore[attr-defined]
-        elif kind is StreamReset:
+        elif kind is StreamAborted:
             channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
             if channel is not None:
                 code = event.error_code  # type: ignore[attr-defined]
@@ -277,7 +277,7 @@ class H3Session:
                         error_code=code,
                     )
                 )
-        elif kind is StreamStopped:
+        elif kind is SendingStopped:
             channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
             if channel is not None:
                 channel.stopped_code = event.error_code  # type: ignore[attr-defined]

@@ -2,8 +2,8 @@
 
 * ``async with connect(host, port, config) as conn`` returns once the
   handshake completed, and closes the connection (and its socket) on exit.
-* ``await nursery.start(serve, handler, host, port, config)`` has
-  ``trio.serve_tcp``'s shape: it binds, reports a :class:`QuicServer`
+* ``await nursery.start(partial(serve, handler, port, config, host=host))``
+  has ``trio.serve_ssl_over_tcp``'s shape: it binds, reports a :class:`QuicServer`
   (with the bound ``port``) through ``task_status``, and runs ``handler(conn)``
   for every connection that completes its handshake, in that connection's own
   nursery.
@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import socket
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import IO, Any, NoReturn
@@ -32,7 +33,7 @@ from ..demux import Demux
 from ..qlog import QlogSink
 from .connection import Connection
 from .endpoint import Endpoint, open_udp_socket
-from .exceptions import HandshakeTimeout
+from .exceptions import ConnectionRefused, HandshakeTimeout
 
 log = logging.getLogger("ghostwire.quic")
 
@@ -48,7 +49,7 @@ async def _unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
         if len(leaves) == 1:
-            raise leaves[0] from None
+            raise leaves[0] from leaves[0].__cause__  # its own cause, not the group
         raise
 
 
@@ -144,8 +145,10 @@ async def connect(
 ) -> AsyncIterator[Connection]:
     """Connect to a QUIC server; yields the connection once the handshake is done.
 
-    Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`
-    and :class:`HandshakeTimeout`) when the connection cannot be established.
+    Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`,
+    :class:`HandshakeTimeout` and :class:`ConnectionRefused`) when the
+    connection cannot be established; nothing listening at the address ends
+    the handshake at once (ICMP port unreachable, on Linux).
     If ``host`` resolves to several addresses they are tried in order, each
     but the last for at most ``NEXT_ADDRESS_AFTER`` seconds of silence.
     """
@@ -160,7 +163,7 @@ async def connect(
                 conn = await stack.enter_async_context(
                     _connect_to(host, family, address, config, local_port, timeout)
                 )
-            except HandshakeTimeout:
+            except (HandshakeTimeout, ConnectionRefused):
                 if last:
                     raise
                 continue
@@ -182,6 +185,7 @@ async def _connect_to(
     try:
         async with _unwrapping_nursery() as nursery:
             endpoint = Endpoint(sock, Demux(None, cid_length=config.connection_id_length), nursery)
+            endpoint.enable_icmp_errors()
             now = trio.current_time()
             core = QuicConnection(
                 config,
@@ -247,20 +251,53 @@ def _server_family(host: str | None) -> int:
     return socket.AF_INET
 
 
+def legacy_serve_arguments(
+    port: Any, config: Any, legacy: tuple[Any, ...], host: str | None, name: str
+) -> tuple[int, Any, str | None]:
+    """Accept the old ``serve(handler, host, port, config)`` order for one release.
+
+    Returns (port, config, host). The new shape follows
+    ``trio.serve_ssl_over_tcp(handler, port, ssl_context, *, host=None)``.
+    """
+    if not legacy:
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"{name}(handler, port, config, *, host=None): port must be an int")
+        return port, config, host
+    if len(legacy) != 1 or host is not None or not isinstance(config, int):
+        raise TypeError(f"use {name}(handler, port, config, *, host=None)")
+    warnings.warn(
+        f"{name}(handler, host, port, config) is deprecated; use "
+        f"{name}(handler, port, config, host=host)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return config, legacy[0], port
+
+
 async def serve(
     handler: Handler,
-    host: str | None,
     port: int,
     config: ServerConfig,
-    *,
+    *legacy: Any,
+    host: str | None = None,
     task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve QUIC on (host, port), running ``handler(conn)`` per connection.
+    """Serve QUIC on ``port`` (on every interface, or ``host``), running
+    ``handler(conn)`` per connection.
+
+    The shape is ``trio.serve_ssl_over_tcp``'s: ``await
+    nursery.start(partial(serve, handler, 0, config, host="127.0.0.1"))``
+    reports a :class:`QuicServer` (with the bound ``port``). The old order
+    ``serve(handler, host, port, config)`` still works, with a
+    DeprecationWarning.
 
     Each handler runs in its connection's nursery: when the connection closes
     the handler is cancelled; when the handler returns the connection is
-    closed gracefully. A handler that raises closes only its own connection.
+    closed gracefully. A handler that raises closes only its own connection,
+    with the application error code ``Connection.handler_error_code``.
+    Cancelling ``serve`` sends CONNECTION_CLOSE to every client at once.
     """
+    port, config, host = legacy_serve_arguments(port, config, legacy, host, "serve")
     sock = open_udp_socket(host, port, _server_family(host))
     files = _ConnectionFiles(config)
     try:
@@ -334,13 +371,21 @@ async def open_listener(
             return
         await conn.wait_closed()
 
+    # The server runs in its own cancel scope: closing the listener stops it
+    # (and closes its connections) without cancelling the caller's block.
+    server_scope = trio.CancelScope()
+
+    async def run_server(*, task_status: trio.TaskStatus[QuicServer]) -> None:
+        with server_scope:
+            await serve(hand_over, port, config, host=host, task_status=task_status)
+
     async with _unwrapping_nursery() as nursery:
-        server = await nursery.start(serve, hand_over, host, port, config)
-        listener = QuicListener(server, send, receive, nursery.cancel_scope)
+        server = await nursery.start(run_server)
+        listener = QuicListener(server, send, receive, server_scope)
         try:
             yield listener
         finally:
-            nursery.cancel_scope.cancel()
+            server_scope.cancel()
 
 
 def _writer(handle: Any) -> Callable[[str], None]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import trio
 
 from ..connection import ConnectionStats, QuicConnection
+from ..errors import TransportErrorCode
 from ..events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
@@ -39,7 +40,7 @@ from ..events import (
     StreamWritable,
 )
 from ..streams import StreamLimitReached, stream_is_bidirectional, stream_is_client_initiated
-from .exceptions import ConnectionClosed, QuicError, error_from_termination
+from .exceptions import ConnectionClosed, ConnectionRefused, QuicError, error_from_termination
 from .stream import AnyStream, QuicReceiveStream, QuicSendStream, QuicStream
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ Handler = Callable[["Connection"], Awaitable[object]]
 
 class Connection(trio.abc.AsyncResource):
     """An established (or establishing) QUIC connection."""
+
+    # The application error code a server's connection is closed with when
+    # its handler raises (the peer sees ConnectionClosed with this code).
+    handler_error_code = 0x1
 
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
@@ -71,6 +76,12 @@ class Connection(trio.abc.AsyncResource):
         self._nursery: trio.Nursery | None = None
         self._confirmed_reported = False
         self._event_hook: Callable[[Event], None] | None = None
+        self._failed = False  # an internal error closed this connection
+        self._error_override: QuicError | None = None  # replaces the close event's error
+        # Streams the core forgot (both sides finished): their objects are
+        # dropped after the events about them were dispatched, aclose() or not.
+        self._retired: list[int] = []
+        core.streams.on_retired = self._retired.append
         endpoint.connections[core] = self
 
     # -- public properties ---------------------------------------------------
@@ -276,6 +287,10 @@ class Connection(trio.abc.AsyncResource):
                 self._handshake_event.set()
             elif kind is ConnectionTerminated:
                 self._on_terminated(event)  # type: ignore[arg-type]
+        if self._retired:
+            for stream_id in self._retired:
+                streams.pop(stream_id, None)
+            self._retired.clear()
         if core.handshake_confirmed and not self._confirmed_reported:
             self._confirmed_reported = True
             self._endpoint.demux.on_handshake_confirmed(core)
@@ -293,7 +308,7 @@ class Connection(trio.abc.AsyncResource):
         self._streams.pop(stream_id, None)
 
     def _on_terminated(self, event: ConnectionTerminated) -> None:
-        self._error = error_from_termination(
+        self._error = self._error_override or error_from_termination(
             event, during_handshake=not self._handshake_event.is_set()
         )
         self._closed_event.set()
@@ -321,8 +336,11 @@ class Connection(trio.abc.AsyncResource):
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            core.handle_timer(trio.current_time())
-            self._after_input()
+            try:
+                core.handle_timer(trio.current_time())
+                self._after_input()
+            except Exception as exc:
+                self._fail(exc)
         if self._handler_scope is not None:
             self._handler_scope.cancel()
 
@@ -341,9 +359,85 @@ class Connection(trio.abc.AsyncResource):
                 if handler is not None:
                     nursery.start_soon(self._run_handler, handler)
         finally:
+            # However the task ends (the server or the connect() block
+            # cancelled, a listener closed), the peer hears of it now rather
+            # than at its idle timeout.
+            self._close_abruptly()
             self._endpoint.connections.pop(self._core, None)
             self._endpoint.demux.forget(self._core)
             self._closed_event.set()
+
+    def _close_abruptly(self) -> None:
+        """Send CONNECTION_CLOSE without waiting (for a task being torn down)."""
+        core = self._core
+        if core.is_closed:
+            return
+        try:
+            now = trio.current_time()
+            core.close(0, "endpoint shutting down", is_application=False, now=now)
+            self._endpoint.send_now(core.datagrams_to_send(now))
+            self._process_events()
+        except Exception:
+            log.debug("could not send CONNECTION_CLOSE to %r", self.peer_address, exc_info=True)
+
+    def _refused(self, address: Any) -> None:
+        """An ICMP port unreachable for the server's address: if the handshake
+        is still running, nobody is listening there; end it now."""
+        core = self._core
+        if core.handshake_complete or core.is_closed:
+            return  # afterwards, loss recovery and the idle timeout decide
+        self._error_override = ConnectionRefused(
+            f"connection refused: nothing listens on UDP {address[0]} port {address[1]}"
+        )
+        core.close(0, "connection refused", is_application=False, now=trio.current_time())
+        self._process_events()
+
+    def _fail(self, exc: BaseException) -> None:
+        """An internal error while processing this connection: close it alone.
+
+        Logged once with its traceback; the peer gets INTERNAL_ERROR
+        (RFC 9000 §20.1) and every other connection of the endpoint goes on.
+        """
+        if self._failed:
+            self._abandon()
+            return
+        self._failed = True
+        log.error(
+            "internal error in the QUIC connection with %r; closing it", self.peer_address,
+            exc_info=exc,
+        )
+        self._error_override = ConnectionClosed(
+            f"connection closed after an internal error: {exc!r}", is_application=False,
+            error_code=TransportErrorCode.INTERNAL_ERROR,
+        )
+        try:
+            core = self._core
+            now = trio.current_time()
+            if not core.is_closed:
+                core.close(
+                    TransportErrorCode.INTERNAL_ERROR, "internal error", is_application=False,
+                    now=now,
+                )
+            # The close goes out first: event processing may be what is broken.
+            self._endpoint.send_now(core.datagrams_to_send(now))
+            self._after_input()
+        except Exception:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Forget a connection whose core keeps failing: no more input, no timers."""
+        if self._error is None:
+            self._error = self._error_override or ConnectionClosed("connection failed")
+        self._endpoint.connections.pop(self._core, None)
+        self._endpoint.demux.forget(self._core)
+        self._closed_event.set()
+        self._handshake_event.set()
+        self._accept_lot.unpark_all()
+        self._open_lot.unpark_all()
+        for stream in list(self._streams.values()):
+            stream._wake()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _run_handler(self, handler: Handler) -> None:
         await self._handshake_event.wait()
@@ -360,11 +454,12 @@ class Connection(trio.abc.AsyncResource):
                 await handler(self)
             except QuicError as exc:
                 log.debug("connection handler ended: %s", exc)
-            except Exception:
+            except Exception as exc:
                 log.exception("unhandled error in QUIC connection handler")
                 if not self._core.is_closed:
+                    # An application error code: the application failed, not QUIC.
                     self._core.close(
-                        0x1, "internal error in the server", is_application=False,
+                        self.handler_error_code, f"handler failed: {type(exc).__name__}",
                         now=trio.current_time(),
                     )
                     self._after_input()

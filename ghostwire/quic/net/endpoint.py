@@ -31,6 +31,7 @@ import trio
 from ..config import ServerConfig
 from ..demux import Demux
 from .gso import GSO_AVAILABLE, GsoUnsupported, enable_gro, receive, run_length, send_segments
+from .icmp import enable_icmp_errors, is_refusal, read_errors, same_address
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -65,6 +66,7 @@ class Endpoint:
         self.datagrams_dropped_on_send = 0
         self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
         self._gro = enable_gro(sock)
+        self._icmp_errors = False  # see enable_icmp_errors()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -107,6 +109,17 @@ class Endpoint:
                     log.debug("sendto %r failed: %s", datagrams[index][1], exc)
             index += count
 
+    def send_now(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Send without queueing (e.g. CONNECTION_CLOSE while shutting down):
+        what the kernel won't take at once is dropped."""
+        if self.closed:
+            return
+        for data, addr in datagrams:
+            try:
+                self.socket.sendto(data, addr)
+            except OSError as exc:
+                log.debug("sendto %r failed: %s", addr, exc)
+
     def _trim_pending(self) -> None:
         while len(self._pending) > MAX_PENDING_SENDS:
             self._pending.popleft()
@@ -136,6 +149,10 @@ class Endpoint:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
             budget = MAX_DRAIN
+            # Read the ICMP error queue only when there may be something in it
+            # (an error reported, or woken with no datagram): no extra syscall
+            # per batch of a busy connection.
+            check_errors = True
             while budget > 0:
                 budget -= 1
                 try:
@@ -145,24 +162,37 @@ class Endpoint:
                 except OSError as exc:
                     # E.g. ECONNREFUSED from an earlier send's ICMP error.
                     log.debug("recvfrom failed: %s", exc)
+                    check_errors = True
                     continue
+                check_errors = False
                 if segment:  # several datagrams glued together by GRO
                     for start in range(0, size, segment):
                         self._dispatch(bytes(view[start : min(start + segment, size)]), addr, now)
                     budget -= size // segment
                 else:
                     self._dispatch(bytes(view[:size]), addr, now)
+            if check_errors and self._icmp_errors:
+                self._read_icmp_errors()
             dirty = self._dirty
             self._dirty = []
             for conn in dirty:
                 conn._dirty = False
-                conn._after_input()
+                try:
+                    conn._after_input()
+                except Exception as exc:
+                    conn._fail(exc)  # that connection alone closes
             await trio.lowlevel.checkpoint_if_cancelled()
 
     def _dispatch(self, data: bytes, addr: Any, now: float) -> None:
         core = self.demux.existing_connection(data)
         if core is None:
-            received = self.demux.receive(data, addr, now, **self._connection_kwargs())
+            try:
+                received = self.demux.receive(data, addr, now, **self._connection_kwargs())
+            except Exception:
+                # A datagram no connection owns must never stop the endpoint.
+                log.exception("internal error routing a datagram from %r; dropped", addr)
+                self.demux.stats.datagrams_dropped += 1
+                return
             if received.replies:
                 self.send_datagrams(received.replies)
             core = received.connection
@@ -171,10 +201,32 @@ class Endpoint:
             if received.new_connection and self.on_new_connection is not None:
                 self.on_new_connection(core, addr)
         wrapper = self.connections.get(core)
-        core.receive_datagram(data, addr, now)
+        try:
+            core.receive_datagram(data, addr, now)
+        except Exception as exc:
+            # One connection's failure never reaches another (or the endpoint).
+            if wrapper is not None:
+                wrapper._fail(exc)
+            else:
+                log.exception("internal error in a QUIC connection with %r", addr)
+                self.demux.forget(core)
+            return
         if wrapper is not None and not wrapper._dirty:
             wrapper._dirty = True
             self._dirty.append(wrapper)
+
+    def enable_icmp_errors(self) -> None:
+        """Report ICMP port unreachable to the connections still handshaking
+        (client endpoints: a server's clients must not be able to stop it)."""
+        self._icmp_errors = enable_icmp_errors(self.socket)
+
+    def _read_icmp_errors(self) -> None:
+        for code, address in read_errors(self.socket):
+            if not is_refusal(code):
+                continue
+            for conn in list(self.connections.values()):
+                if same_address(conn.peer_address, address):
+                    conn._refused(address)
 
     def _connection_kwargs(self) -> dict[str, Any]:
         return {}

@@ -56,6 +56,13 @@ class HandshakeTimeout(HandshakeError, TimeoutError):
     """The peer did not complete the handshake in time (``handshake_timeout``)."""
 
 
+class ConnectionRefused(HandshakeError, ConnectionRefusedError):
+    """Nothing listens at the server's address (an ICMP port unreachable came back).
+
+    Both a ghostwire error and the built-in :class:`ConnectionRefusedError`.
+    """
+
+
 class ConnectionClosed(QuicError, trio.BrokenResourceError):
     """The connection is closed.
 

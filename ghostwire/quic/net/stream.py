@@ -11,10 +11,13 @@ acknowledgements make room. Receive credit (MAX_STREAM_DATA) is returned to
 the peer only as ``receive_some`` consumes data, so a slow reader slows the
 sender instead of growing a buffer.
 
-Errors: a peer reset raises :class:`StreamReset`; a peer STOP_SENDING makes
-``send_all`` raise :class:`StreamStopped`; a closed connection raises
-:class:`ConnectionClosed`; using a stream after ``aclose``, or receiving
-after our own ``stop_sending``, raises :class:`trio.ClosedResourceError`.
+Errors: a peer reset makes ``receive_some`` raise :class:`StreamReset`
+(every time); a peer STOP_SENDING makes ``send_all`` and ``send_eof`` raise
+:class:`StreamStopped` (a ``StreamReset``); a closed connection raises
+:class:`ConnectionClosed`; using a stream after ``aclose``, sending after
+``send_eof`` or our own ``reset``, or receiving after our own
+``stop_sending``, raises :class:`trio.ClosedResourceError`. Nothing else
+escapes (the core's internal state errors are translated).
 """
 
 from __future__ import annotations
@@ -97,6 +100,21 @@ class _SendSide(_StreamBase):
                 error_code=code,
             )
 
+    def _write(self, data: bytes, end_stream: bool = False) -> None:
+        """Hand data to the core; its internal state errors become the
+        exceptions this module documents."""
+        try:
+            self._core.send_stream_data(self._stream_id, data, end_stream)
+        except StreamStateError:
+            self._conn._raise_if_closed()
+            stream = self._core.streams.get(self._stream_id)
+            if self._stop_code is None and stream is not None and stream.sender is not None:
+                self._stop_code = stream.sender.stop_sending_error_code
+            self._check_send()  # StreamStopped, with the peer's code
+            raise trio.ClosedResourceError(
+                f"stream {self._stream_id} can no longer send (finished or reset)"
+            ) from None
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``; blocks while the send buffer is full.
 
@@ -120,7 +138,7 @@ class _SendSide(_StreamBase):
                     continue
                 chunk = view[:room]
                 view = view[room:]
-                self._core.send_stream_data(self._stream_id, bytes(chunk))
+                self._write(bytes(chunk))
                 self._conn._flush_soon()
         finally:
             self._sending = False
@@ -149,9 +167,9 @@ class _SendSide(_StreamBase):
             return
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
-        self._conn._raise_if_closed()
+        self._check_send()  # ConnectionClosed, or StreamStopped after STOP_SENDING
+        self._write(b"", end_stream=True)
         self._eof_sent = True
-        self._core.send_stream_data(self._stream_id, b"", end_stream=True)
         # The FIN joins the data the last send_all queued (it yielded before
         # its work, so nothing went out yet), and with the stream complete
         # there is nothing more to wait for: send now, saving a scheduler
