@@ -33,9 +33,17 @@ from pathlib import Path
 from typing import ClassVar, NoReturn
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    ServerVerifier,
+    Store,
+    VerificationError,
+)
 
 from .alerts import AlertDescription, CertificateVerificationError
 from .signatures import PrivateKey, check_private_key
@@ -45,6 +53,10 @@ MAX_CHAIN_DEPTH = 8
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+# A pinned leaf: any extensions, but a subjectAltName to match the name against.
+_PINNED_EE = ExtensionPolicy.permit_all().require_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
 _PEM_KEY = re.compile(
     rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
@@ -100,7 +112,12 @@ class TrustStore:
         if not unique:
             raise ValueError("a trust store needs at least one certificate")
         self.certificates: list[x509.Certificate] = list(unique.values())
+        self._der = frozenset(unique)
         self._store = Store(self.certificates)
+
+    def pins(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` itself is one of the anchors (an explicitly pinned leaf)."""
+        return cert.public_bytes(serialization.Encoding.DER) in self._der
 
     @property
     def store(self) -> Store:
@@ -294,22 +311,71 @@ def _verify_server(
         raise CertificateVerificationError(AlertDescription.BAD_CERTIFICATE, "no certificate")
     at = _now(now)
     _check_validity(chain[:1], at)
-    builder = PolicyBuilder().store(_trust_store(trust_store).store).time(at)
-    builder = builder.max_chain_depth(MAX_CHAIN_DEPTH)
+    store = _trust_store(trust_store)
     leaf, intermediates = chain[0], list(chain[1:])
-    try:
-        verifier = builder.build_server_verifier(_subject_for(server_name))
-    except ValueError:
-        # Not a certificate problem, but a name that no certificate can match.
-        raise CertificateVerificationError(
-            AlertDescription.BAD_CERTIFICATE, f"{server_name!r} is not a valid host name"
-        ) from None
+    if store.pins(leaf):
+        _verify_pinned_server(leaf, server_name, at)
+        return
+    builder = PolicyBuilder().store(store.store).time(at)
+    builder = builder.max_chain_depth(MAX_CHAIN_DEPTH)
+    verifier = _server_verifier(builder, server_name)
     try:
         verifier.verify(leaf, intermediates)
         return
     except VerificationError as exc:
         failure = str(exc)
     _explain_failure(builder, chain, server_name, failure, at)
+
+
+def _server_verifier(builder: PolicyBuilder, server_name: str) -> ServerVerifier:
+    try:
+        return builder.build_server_verifier(_subject_for(server_name))
+    except ValueError:
+        # Not a certificate problem, but a name that no certificate can match.
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE, f"{server_name!r} is not a valid host name"
+        ) from None
+
+
+def _check_self_signature(cert: x509.Certificate) -> None:
+    """A self-issued certificate must carry a valid signature by its own key."""
+    if cert.issuer != cert.subject:
+        return  # pinned by its exact bytes; its issuer is not ours to know
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE,
+            f"pinned certificate {_subject_name(cert)} has a bad self-signature "
+            f"({exc or 'invalid'})",
+        ) from None
+
+
+def _verify_pinned_server(leaf: x509.Certificate, server_name: str, at: datetime) -> None:
+    """A leaf the user named in ``cafile`` is trusted as given (what curl and aioquic do).
+
+    Self-signed certificates made with ``openssl req -x509`` assert
+    ``basicConstraints cA=TRUE`` and may lack an Authority Key Identifier;
+    the web-PKI profile rejects both in an end-entity certificate. A pinned
+    leaf skips those profile checks only: its signature, validity period and
+    subjectAltName match are still checked. Chains to a CA stay strict.
+    """
+    _check_self_signature(leaf)
+    builder = (
+        PolicyBuilder()
+        .store(Store([leaf]))
+        .time(at)
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_PINNED_EE)
+    )
+    try:
+        _server_verifier(builder, server_name).verify(leaf, [])
+    except VerificationError:
+        names = certificate_names(leaf)
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE,
+            f"pinned certificate is for {', '.join(names) or 'no subjectAltName'}, "
+            f"not {server_name}",
+        ) from None
 
 
 def _explain_failure(
@@ -360,9 +426,13 @@ def _verify_client(
         raise CertificateVerificationError(AlertDescription.BAD_CERTIFICATE, "no certificate")
     at = _now(now)
     _check_validity(chain[:1], at)
+    store = _trust_store(trust_store)
+    if store.pins(chain[0]):
+        _check_self_signature(chain[0])  # a pinned client leaf, as for servers
+        return
     verifier = (
         PolicyBuilder()
-        .store(_trust_store(trust_store).store)
+        .store(store.store)
         .time(at)
         .max_chain_depth(MAX_CHAIN_DEPTH)
         .build_client_verifier()
