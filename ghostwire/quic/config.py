@@ -11,6 +11,7 @@ Secure defaults: the server's certificate is verified (chain and name) unless
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -21,7 +22,15 @@ from cryptography import x509
 
 from .packet import QUIC_V1, SUPPORTED_VERSIONS
 from .suites import CipherSuite
-from .tls import Group, SignatureScheme, TrustStore, load_certificate_chain, load_private_key
+from .tls import (
+    Group,
+    SignatureScheme,
+    TrustStore,
+    TrustStoreError,
+    load_certificate_chain,
+    load_private_key,
+    system_trust_store,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -151,7 +160,10 @@ class ClientConfig(_CommonConfig):
 
     ``server_name`` is the name sent in SNI and checked against the server's
     certificate; it defaults to the host passed to ``connect``. ``cafile`` (or
-    ``cadata``, PEM) replaces the system CA bundle. ``verify=False`` turns off
+    ``cadata``, PEM) replaces the system CA bundle; a certificate in it that
+    is the server's own leaf is pinned (trusted as given: self-signed
+    certificates from ``openssl req -x509`` work). Every file, and the system
+    bundle, is loaded when the config is built, never during a handshake. ``verify=False`` turns off
     certificate verification entirely: never do that outside tests.
     """
 
@@ -179,6 +191,11 @@ class ClientConfig(_CommonConfig):
             self.trust_store = TrustStore.from_pem(
                 _read(self.cafile) if self.cafile is not None else self.cadata or b""
             )
+        elif self.trust_store is None and self.verify:
+            # Loaded here (once per process), never in a handshake. Without a
+            # system bundle the handshake fails with a clear unknown_ca.
+            with contextlib.suppress(TrustStoreError):
+                self.trust_store = system_trust_store()
         self.certificate_chain, self.private_key = _load_identity(
             self.certfile, self.keyfile, self.certificate_chain, self.private_key
         )
