@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 import threading
 import warnings
 from pathlib import Path
@@ -115,6 +114,8 @@ def _load_pem_lenient(data: bytes) -> list[x509.Certificate]:
 
 
 def _load_system_certificates() -> list[x509.Certificate]:
+    import ssl  # only to ask where OpenSSL keeps its bundle
+
     paths = ssl.get_default_verify_paths()
     files = [os.environ.get(paths.openssl_cafile_env), paths.cafile, paths.openssl_cafile]
     dirs = [os.environ.get(paths.openssl_capath_env), paths.capath, paths.openssl_capath]
