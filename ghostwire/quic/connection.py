@@ -240,6 +240,8 @@ class QuicConnection:
         self.receiver = FrameReceiver(self)
         self.writer = FrameWriter(self)
         self.path = PathManager(self, random_bytes)
+        if qlog is not None:
+            qlog.bind(self, now)  # names the trace by original_dcid; opens nothing yet
 
     # ------------------------------------------------------------------
     # Public API
@@ -505,7 +507,7 @@ class QuicConnection:
             self.peer_initial_scid = header.scid
         self._received_first_packet = True
         if self.qlog is not None:
-            self.qlog.packet_received(ptype, pn, len(packet), now)
+            self.qlog.packet_received(ptype, pn, len(packet), now, payload)
         ack_eliciting = self.receiver.process_payload(payload, ptype, epoch, header.dcid, now)
         if self.is_closed:
             return True
@@ -766,6 +768,9 @@ class QuicConnection:
         for packet in result.acked:
             self._run_handlers(packet, True)
         self._on_lost(result.lost)
+        if self.qlog is not None:
+            self.qlog.packets_lost(result.lost, now)
+            self.qlog.observe(now)
         if space_id is Space.APPLICATION and result.acked:
             self.key_phases.on_ack(largest)
         if result.acked and space_id is Space.APPLICATION and self.is_client:
@@ -811,6 +816,8 @@ class QuicConnection:
         if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
             if self.close_deadline is not None and now >= self.close_deadline:
                 self.state = ConnectionState.TERMINATED
+                if self.qlog is not None:
+                    self.qlog.observe(now)
             return
         if self.idle_deadline is not None and now >= self.idle_deadline:
             # RFC 9000 §10.1: an idle timeout closes silently.
@@ -832,6 +839,8 @@ class QuicConnection:
         if timer is not None and now >= timer:
             result = self.recovery.on_loss_detection_timeout(now)
             self._on_lost(result.lost)
+            if self.qlog is not None:
+                self.qlog.packets_lost(result.lost, now)
             if result.probe_space is not None:
                 self.writer.request_probe(result.probe_space, result.probes)
         if self.keep_alive_deadline is not None and now >= self.keep_alive_deadline:
@@ -892,6 +901,9 @@ class QuicConnection:
         self._close_sent_pending = True
         self.close_deadline = now + self._close_period()
         self._events.append(event)
+        if self.qlog is not None:
+            self.qlog.connection_closed(now, owner="local", error_code=error_code, reason=reason)
+            self.qlog.observe(now)
 
     def _close_period(self) -> float:
         # RFC 9000 §10.2: closing and draining last three times the PTO.
@@ -906,6 +918,9 @@ class QuicConnection:
             alert = error_code - 0x100
         self.state = ConnectionState.DRAINING
         self.close_deadline = now + self._close_period()
+        if self.qlog is not None:
+            self.qlog.connection_closed(now, owner="remote", error_code=error_code, reason=reason)
+            self.qlog.observe(now)
         self._events.append(
             ConnectionTerminated(
                 CloseReason.PEER,
@@ -923,6 +938,9 @@ class QuicConnection:
         self.state = ConnectionState.TERMINATED
         self.close_deadline = None
         self._events.append(event)
+        if self.qlog is not None:
+            self.qlog.connection_closed(now, owner="local", error_code=None, reason=event.reason)
+            self.qlog.observe(now)
 
     def _on_packet_while_closing(self) -> None:
         # RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, but rate-limited.
