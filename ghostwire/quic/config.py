@@ -102,6 +102,14 @@ class _CommonConfig:
     connection_id_length: int = 8
     active_connection_id_limit: int = 4
 
+    aead_confidentiality_limit: int | None = None
+    """Packets one 1-RTT key may protect; a key update starts at 3/4 of it.
+    ``None``: the RFC 9001 §6.6 figure of the negotiated suite (2^23 for AES-GCM)."""
+
+    aead_integrity_limit: int | None = None
+    """Packets that may fail authentication before the connection closes with
+    AEAD_LIMIT_REACHED. ``None``: RFC 9001 §6.6 (2^52 AES-GCM, 2^36 ChaCha20)."""
+
     keylog_file: PathLike | None = None
     """Append TLS secrets here in NSS key log format (for Wireshark). Off unless set."""
 
@@ -122,6 +130,9 @@ class _CommonConfig:
         if self.keep_alive_interval is not None:
             _positive("keep_alive_interval", self.keep_alive_interval)
         _positive("initial_rtt", self.initial_rtt)
+        for name in ("aead_confidentiality_limit", "aead_integrity_limit"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
         for name in (
             "initial_max_data",
             "initial_max_stream_data",

@@ -192,7 +192,7 @@ class QuicConnection:
         self.new_token = b""  # client: a NEW_TOKEN from the server, for next time
 
         self.spaces = {space: PacketNumberSpace(space) for space in Space}
-        self.key_phases = KeyPhases()
+        self.key_phases = KeyPhases(config.aead_confidentiality_limit, config.aead_integrity_limit)
         self.crypto = {
             epoch: CryptoStream() for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE, Epoch.ONE_RTT)
         }
@@ -385,10 +385,12 @@ class QuicConnection:
         )
 
     def request_key_update(self) -> None:
-        """Switch to the next generation of 1-RTT keys (RFC 9001 §6)."""
-        if not self.handshake_confirmed:
-            raise RuntimeError("key updates need a confirmed handshake")
-        self.key_phases.initiate(self.spaces[Space.APPLICATION].next_pn)
+        """Switch to the next generation of 1-RTT keys (RFC 9001 §6): now if
+        allowed, else once the handshake is confirmed and the current keys
+        have an acknowledged packet (RFC 9001 §6.1)."""
+        self.key_phases.request()
+        if self.handshake_confirmed:
+            self.key_phases.maybe_initiate(self.spaces[Space.APPLICATION].next_pn)
 
     def get_statistics(self) -> ConnectionStats:
         stats = self.stats
@@ -485,6 +487,11 @@ class QuicConnection:
         try:
             payload = keys.open(pn, plain_header, packet[pn_offset + pn_length :])
         except DecryptionFailed:
+            if self.key_phases.on_decryption_failed():
+                raise QuicProtocolError(
+                    TransportErrorCode.AEAD_LIMIT_REACHED,
+                    "too many packets failed authentication (RFC 9001 §6.6)",
+                ) from None
             return False
         if one_rtt and keys is not self.key_phases.recv:
             # Only keys of another phase can start one (the PTO costs per packet).
@@ -773,10 +780,25 @@ class QuicConnection:
             self.qlog.observe(now)
         if space_id is Space.APPLICATION and result.acked:
             self.key_phases.on_ack(largest)
+            if self.handshake_confirmed:
+                self._check_key_limits(now)
         if result.acked and space_id is Space.APPLICATION and self.is_client:
             # RFC 9001 §4.1.2: an acknowledged 1-RTT packet confirms the handshake.
             if not self.handshake_confirmed and self.handshake_complete:
                 self._confirm_handshake()
+
+    def _check_key_limits(self, now: float) -> None:
+        """RFC 9001 §6.6: update the keys before the confidentiality limit, or stop."""
+        next_pn = self.spaces[Space.APPLICATION].next_pn
+        phases = self.key_phases
+        if not phases.maybe_initiate(next_pn) and phases.confidentiality_exhausted(next_pn):
+            self._close_on_error(
+                QuicProtocolError(
+                    TransportErrorCode.AEAD_LIMIT_REACHED,
+                    "1-RTT keys used up and no key update possible (RFC 9001 §6.6)",
+                ),
+                now,
+            )
 
     def _on_lost(self, lost: list[SentPacket]) -> None:
         for packet in lost:
