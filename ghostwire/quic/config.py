@@ -99,6 +99,10 @@ class _CommonConfig:
     """``None`` means every scheme ghostwire supports."""
 
     versions: Sequence[int] = (QUIC_V1,)
+    """QUIC versions, in preference order. A server answers a client in the
+    first of these the client offers that is compatible with the client's
+    first flight (RFC 9368): ``versions=[QUIC_V2, QUIC_V1]`` upgrades v1
+    clients that support v2."""
     connection_id_length: int = 8
     active_connection_id_limit: int = 4
 
@@ -179,6 +183,10 @@ class ClientConfig(_CommonConfig):
     """
 
     server_name: str | None = None
+    original_version: int | None = None
+    """Version of the first flight (default: ``versions[0]``). With
+    ``versions=[QUIC_V2, QUIC_V1], original_version=QUIC_V1`` the client
+    starts in v1, which every server reads, and offers v2 (RFC 9368)."""
     cafile: PathLike | None = None
     cadata: bytes | None = None
     verify: bool = True
@@ -191,6 +199,8 @@ class ClientConfig(_CommonConfig):
 
     def __post_init__(self) -> None:
         self._validate_common()
+        if self.original_version is not None and self.original_version not in self.versions:
+            raise ValueError("original_version must be one of versions")
         if not self.verify:
             warnings.warn(
                 "certificate verification is OFF (verify=False): anyone can impersonate "

@@ -73,6 +73,13 @@ from .suites import CipherSuite, Epoch
 from .tls import CertificateVerificationError, TlsAlert, TlsHandshake
 from .transport_params import TransportParameters, decode_transport_parameters
 from .transport_setup import build_tls_settings, local_transport_parameters, validate_peer_cids
+from .versions import (
+    client_check_server_version,
+    compatible,
+    first_flight_version,
+    server_choose_version,
+    version_information,
+)
 
 Address = Any  # whatever the shell uses for peer addresses (a tuple for UDP)
 
@@ -161,7 +168,8 @@ class QuicConnection:
         self.peer_address = peer_address
         self._random = random_bytes
         self.qlog = qlog
-        self.version = version if version is not None else config.versions[0]
+        self.version = version if version is not None else first_flight_version(config)
+        self.original_version = self.version  # of the client's first flight (RFC 9368)
         self.state = ConnectionState.HANDSHAKE
         self._events: deque[Event] = deque()
         self.stats = ConnectionStats()
@@ -219,7 +227,10 @@ class QuicConnection:
 
         self.local_params = local_transport_parameters(self)
         self.tls = TlsHandshake(
-            build_tls_settings(config, server_name, keylog), self.local_params_bytes
+            build_tls_settings(
+                config, server_name, keylog, None if self.is_client else self._choose_version
+            ),
+            self.local_params_bytes,
         )
 
         # Timers (absolute times, None when off).
@@ -460,7 +471,7 @@ class QuicConnection:
             if ptype is PacketType.RETRY:
                 self._on_retry(header, data[start : header.end], now)
                 return False
-            if header.version != self.version:
+            if header.version != self.version and not self._follow_version(header):
                 return False
             if ptype is PacketType.ZERO_RTT:
                 return False  # 0-RTT is not offered, so there are no keys for it
@@ -624,9 +635,39 @@ class QuicConnection:
         if self.tls.complete and not self.handshake_complete:
             self._on_handshake_complete(now)
 
+    def _follow_version(self, header: PacketHeader) -> bool:
+        """Client: the server answered in another compatible version we offered
+        (RFC 9368 §2.3): switch to it, with its Initial keys."""
+        if not self.is_client or self._received_first_packet:
+            return False
+        if header.packet_type is not PacketType.INITIAL:
+            return False
+        if header.version not in self.config.versions:
+            return False
+        if not compatible(self.version, header.version):
+            return False
+        self.version = header.version
+        self._install_initial_keys()
+        return True
+
+    def _choose_version(self, client_params: bytes) -> bytes:
+        """Server: pick the version once the ClientHello is in (RFC 9368 §2.3);
+        our transport parameters, naming it, go in EncryptedExtensions."""
+        params = decode_transport_parameters(client_params, from_server=False)
+        version = server_choose_version(self.original_version, self.config.versions, params)
+        if version != self.version:
+            self.version = version
+            self._install_initial_keys()
+        self.local_params.version_information = version_information(
+            version, self.config.versions
+        )
+        return self.local_params_bytes
+
     def _apply_peer_params(self, raw: bytes) -> None:
         params = decode_transport_parameters(raw, from_server=self.is_client)
         validate_peer_cids(self, params)
+        if self.is_client:
+            client_check_server_version(self.version, params)
         self.peer_params = params
         if params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
