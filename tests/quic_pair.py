@@ -76,6 +76,7 @@ class Pair:
                 now=self.now,
                 original_dcid=header.dcid,
                 client_scid=header.scid,
+                version=header.version,  # as the endpoint does
             )
         return self.server
 

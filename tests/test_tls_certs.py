@@ -19,6 +19,7 @@ from test_tls_support import (
 )
 
 from ghostwire.certs import IssuedCertificate, self_signed_certificate
+from ghostwire.quic.config import ClientConfig
 from ghostwire.quic.tls import (
     AlertDescription,
     CertificateVerificationError,
@@ -30,7 +31,7 @@ from ghostwire.quic.tls import (
     verify_client_certificate,
     verify_server_certificate,
 )
-from ghostwire.quic.tls import verify as verify_module
+from ghostwire.quic.tls import files as files_module
 
 A = AlertDescription
 
@@ -181,8 +182,10 @@ def test_system_trust_store_loads_and_is_cached() -> None:
 
 
 def test_client_uses_system_store_by_default() -> None:
-    # Our test CA is not in the system bundle.
-    error = _server_with(ca().issue(["localhost"]), trust_store=None)
+    # The config loads the system bundle; our test CA is not in it.
+    system = ClientConfig(alpn=["x"]).trust_store
+    assert system is TrustStore.system()
+    error = _server_with(ca().issue(["localhost"]), trust_store=system)
     assert error.alert == A.UNKNOWN_CA
 
 
@@ -192,7 +195,7 @@ def test_system_store_honours_ssl_cert_file(
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(ca().cert_pem() + other_ca().cert_pem())
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    certs = verify_module._load_system_certificates()
+    certs = files_module._load_system_certificates()
     assert certs == [ca().certificate, other_ca().certificate]
 
 
@@ -203,7 +206,7 @@ def test_system_store_from_directory(tmp_path: Path, monkeypatch: pytest.MonkeyP
         str(tmp_path / "missing.pem"), str(tmp_path), "X_FILE", "/nonexistent", "X_DIR", "/none"
     )
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
-    assert verify_module._load_system_certificates() == [ca().certificate]
+    assert files_module._load_system_certificates() == [ca().certificate]
 
 
 def test_missing_system_store_is_a_clear_error(
@@ -214,7 +217,7 @@ def test_missing_system_store_is_a_clear_error(
     )
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
     with pytest.raises(TrustStoreError, match="cafile"):
-        verify_module._load_system_certificates()
+        files_module._load_system_certificates()
 
 
 def test_trust_store_constructors(tmp_path: Path) -> None:

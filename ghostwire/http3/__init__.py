@@ -18,9 +18,16 @@ same classes as ``ghostwire.quic``'s. The sans-IO events about resets are
 ``StreamAborted`` and ``SendingStopped`` (their old names, ``StreamReset`` and
 ``StreamStopped``, remain importable from :mod:`ghostwire.http3.events`). A
 failed ``Client`` request raises :class:`HttpError` (see its subclasses).
+
+The trio layer's names (``Client``, ``serve``, ...) are imported on first use
+(PEP 562), so importing the protocol modules never imports trio.
 """
 
-from ..quic.net.exceptions import StreamReset, StreamStopped
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import H3Config
 from .connection import MAX_REQUEST_STREAM_ID, H3Connection
 from .errors import (
@@ -53,10 +60,38 @@ from .events import (
     TrailersReceived,
 )
 from .frames import FrameType, Setting, StreamType
-from .net.client import Client
-from .net.client import Response as ClientResponse
-from .net.server import Request, Response, serve
-from .net.session import HttpStreamError
+
+if TYPE_CHECKING:
+    from ..quic.net.exceptions import StreamReset, StreamStopped
+    from .net.client import Client
+    from .net.client import Response as ClientResponse
+    from .net.server import Request, Response, serve
+    from .net.session import HttpStreamError
+
+# Public name -> (trio-layer module, its name there).
+_SHELL_NAMES = {
+    "Client": (".net.client", "Client"),
+    "StreamReset": ("..quic.net.exceptions", "StreamReset"),
+    "StreamStopped": ("..quic.net.exceptions", "StreamStopped"),
+    "ClientResponse": (".net.client", "Response"),
+    "Request": (".net.server", "Request"),
+    "Response": (".net.server", "Response"),
+    "serve": (".net.server", "serve"),
+    "HttpStreamError": (".net.session", "HttpStreamError"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SHELL_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _SHELL_NAMES[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SHELL_NAMES))
 
 __all__ = [
     "MAX_REQUEST_STREAM_ID",

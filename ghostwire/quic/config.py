@@ -11,6 +11,7 @@ Secure defaults: the server's certificate is verified (chain and name) unless
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -21,7 +22,15 @@ from cryptography import x509
 
 from .packet import QUIC_V1, SUPPORTED_VERSIONS
 from .suites import CipherSuite
-from .tls import Group, SignatureScheme, TrustStore, load_certificate_chain, load_private_key
+from .tls import (
+    Group,
+    SignatureScheme,
+    TrustStore,
+    TrustStoreError,
+    load_certificate_chain,
+    load_private_key,
+    system_trust_store,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -90,8 +99,20 @@ class _CommonConfig:
     """``None`` means every scheme ghostwire supports."""
 
     versions: Sequence[int] = (QUIC_V1,)
+    """QUIC versions, in preference order. A server answers a client in the
+    first of these the client offers that is compatible with the client's
+    first flight (RFC 9368): ``versions=[QUIC_V2, QUIC_V1]`` upgrades v1
+    clients that support v2."""
     connection_id_length: int = 8
     active_connection_id_limit: int = 4
+
+    aead_confidentiality_limit: int | None = None
+    """Packets one 1-RTT key may protect; a key update starts at 3/4 of it.
+    ``None``: the RFC 9001 §6.6 figure of the negotiated suite (2^23 for AES-GCM)."""
+
+    aead_integrity_limit: int | None = None
+    """Packets that may fail authentication before the connection closes with
+    AEAD_LIMIT_REACHED. ``None``: RFC 9001 §6.6 (2^52 AES-GCM, 2^36 ChaCha20)."""
 
     keylog_file: PathLike | None = None
     """Append TLS secrets here in NSS key log format (for Wireshark). Off unless set."""
@@ -113,6 +134,9 @@ class _CommonConfig:
         if self.keep_alive_interval is not None:
             _positive("keep_alive_interval", self.keep_alive_interval)
         _positive("initial_rtt", self.initial_rtt)
+        for name in ("aead_confidentiality_limit", "aead_integrity_limit"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
         for name in (
             "initial_max_data",
             "initial_max_stream_data",
@@ -151,11 +175,18 @@ class ClientConfig(_CommonConfig):
 
     ``server_name`` is the name sent in SNI and checked against the server's
     certificate; it defaults to the host passed to ``connect``. ``cafile`` (or
-    ``cadata``, PEM) replaces the system CA bundle. ``verify=False`` turns off
+    ``cadata``, PEM) replaces the system CA bundle; a certificate in it that
+    is the server's own leaf is pinned (trusted as given: self-signed
+    certificates from ``openssl req -x509`` work). Every file, and the system
+    bundle, is loaded when the config is built, never during a handshake. ``verify=False`` turns off
     certificate verification entirely: never do that outside tests.
     """
 
     server_name: str | None = None
+    original_version: int | None = None
+    """Version of the first flight (default: ``versions[0]``). With
+    ``versions=[QUIC_V2, QUIC_V1], original_version=QUIC_V1`` the client
+    starts in v1, which every server reads, and offers v2 (RFC 9368)."""
     cafile: PathLike | None = None
     cadata: bytes | None = None
     verify: bool = True
@@ -168,6 +199,8 @@ class ClientConfig(_CommonConfig):
 
     def __post_init__(self) -> None:
         self._validate_common()
+        if self.original_version is not None and self.original_version not in self.versions:
+            raise ValueError("original_version must be one of versions")
         if not self.verify:
             warnings.warn(
                 "certificate verification is OFF (verify=False): anyone can impersonate "
@@ -179,6 +212,11 @@ class ClientConfig(_CommonConfig):
             self.trust_store = TrustStore.from_pem(
                 _read(self.cafile) if self.cafile is not None else self.cadata or b""
             )
+        elif self.trust_store is None and self.verify:
+            # Loaded here (once per process), never in a handshake. Without a
+            # system bundle the handshake fails with a clear unknown_ca.
+            with contextlib.suppress(TrustStoreError):
+                self.trust_store = system_trust_store()
         self.certificate_chain, self.private_key = _load_identity(
             self.certfile, self.keyfile, self.certificate_chain, self.private_key
         )

@@ -73,6 +73,13 @@ from .suites import CipherSuite, Epoch
 from .tls import CertificateVerificationError, TlsAlert, TlsHandshake
 from .transport_params import TransportParameters, decode_transport_parameters
 from .transport_setup import build_tls_settings, local_transport_parameters, validate_peer_cids
+from .versions import (
+    client_check_server_version,
+    compatible,
+    first_flight_version,
+    server_choose_version,
+    version_information,
+)
 
 Address = Any  # whatever the shell uses for peer addresses (a tuple for UDP)
 
@@ -161,7 +168,8 @@ class QuicConnection:
         self.peer_address = peer_address
         self._random = random_bytes
         self.qlog = qlog
-        self.version = version if version is not None else config.versions[0]
+        self.version = version if version is not None else first_flight_version(config)
+        self.original_version = self.version  # of the client's first flight (RFC 9368)
         self.state = ConnectionState.HANDSHAKE
         self._events: deque[Event] = deque()
         self.stats = ConnectionStats()
@@ -192,7 +200,7 @@ class QuicConnection:
         self.new_token = b""  # client: a NEW_TOKEN from the server, for next time
 
         self.spaces = {space: PacketNumberSpace(space) for space in Space}
-        self.key_phases = KeyPhases()
+        self.key_phases = KeyPhases(config.aead_confidentiality_limit, config.aead_integrity_limit)
         self.crypto = {
             epoch: CryptoStream() for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE, Epoch.ONE_RTT)
         }
@@ -219,7 +227,10 @@ class QuicConnection:
 
         self.local_params = local_transport_parameters(self)
         self.tls = TlsHandshake(
-            build_tls_settings(config, server_name, keylog), self.local_params_bytes
+            build_tls_settings(
+                config, server_name, keylog, None if self.is_client else self._choose_version
+            ),
+            self.local_params_bytes,
         )
 
         # Timers (absolute times, None when off).
@@ -240,6 +251,8 @@ class QuicConnection:
         self.receiver = FrameReceiver(self)
         self.writer = FrameWriter(self)
         self.path = PathManager(self, random_bytes)
+        if qlog is not None:
+            qlog.bind(self, now)  # names the trace by original_dcid; opens nothing yet
 
     # ------------------------------------------------------------------
     # Public API
@@ -383,10 +396,12 @@ class QuicConnection:
         )
 
     def request_key_update(self) -> None:
-        """Switch to the next generation of 1-RTT keys (RFC 9001 §6)."""
-        if not self.handshake_confirmed:
-            raise RuntimeError("key updates need a confirmed handshake")
-        self.key_phases.initiate(self.spaces[Space.APPLICATION].next_pn)
+        """Switch to the next generation of 1-RTT keys (RFC 9001 §6): now if
+        allowed, else once the handshake is confirmed and the current keys
+        have an acknowledged packet (RFC 9001 §6.1)."""
+        self.key_phases.request()
+        if self.handshake_confirmed:
+            self.key_phases.maybe_initiate(self.spaces[Space.APPLICATION].next_pn)
 
     def get_statistics(self) -> ConnectionStats:
         stats = self.stats
@@ -456,7 +471,7 @@ class QuicConnection:
             if ptype is PacketType.RETRY:
                 self._on_retry(header, data[start : header.end], now)
                 return False
-            if header.version != self.version:
+            if header.version != self.version and not self._follow_version(header):
                 return False
             if ptype is PacketType.ZERO_RTT:
                 return False  # 0-RTT is not offered, so there are no keys for it
@@ -483,6 +498,11 @@ class QuicConnection:
         try:
             payload = keys.open(pn, plain_header, packet[pn_offset + pn_length :])
         except DecryptionFailed:
+            if self.key_phases.on_decryption_failed():
+                raise QuicProtocolError(
+                    TransportErrorCode.AEAD_LIMIT_REACHED,
+                    "too many packets failed authentication (RFC 9001 §6.6)",
+                ) from None
             return False
         if one_rtt and keys is not self.key_phases.recv:
             # Only keys of another phase can start one (the PTO costs per packet).
@@ -505,7 +525,7 @@ class QuicConnection:
             self.peer_initial_scid = header.scid
         self._received_first_packet = True
         if self.qlog is not None:
-            self.qlog.packet_received(ptype, pn, len(packet), now)
+            self.qlog.packet_received(ptype, pn, len(packet), now, payload)
         ack_eliciting = self.receiver.process_payload(payload, ptype, epoch, header.dcid, now)
         if self.is_closed:
             return True
@@ -615,9 +635,39 @@ class QuicConnection:
         if self.tls.complete and not self.handshake_complete:
             self._on_handshake_complete(now)
 
+    def _follow_version(self, header: PacketHeader) -> bool:
+        """Client: the server answered in another compatible version we offered
+        (RFC 9368 §2.3): switch to it, with its Initial keys."""
+        if not self.is_client or self._received_first_packet:
+            return False
+        if header.packet_type is not PacketType.INITIAL:
+            return False
+        if header.version not in self.config.versions:
+            return False
+        if not compatible(self.version, header.version):
+            return False
+        self.version = header.version
+        self._install_initial_keys()
+        return True
+
+    def _choose_version(self, client_params: bytes) -> bytes:
+        """Server: pick the version once the ClientHello is in (RFC 9368 §2.3);
+        our transport parameters, naming it, go in EncryptedExtensions."""
+        params = decode_transport_parameters(client_params, from_server=False)
+        version = server_choose_version(self.original_version, self.config.versions, params)
+        if version != self.version:
+            self.version = version
+            self._install_initial_keys()
+        self.local_params.version_information = version_information(
+            version, self.config.versions
+        )
+        return self.local_params_bytes
+
     def _apply_peer_params(self, raw: bytes) -> None:
         params = decode_transport_parameters(raw, from_server=self.is_client)
         validate_peer_cids(self, params)
+        if self.is_client:
+            client_check_server_version(self.version, params)
         self.peer_params = params
         if params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
@@ -766,12 +816,30 @@ class QuicConnection:
         for packet in result.acked:
             self._run_handlers(packet, True)
         self._on_lost(result.lost)
+        if self.qlog is not None:
+            self.qlog.packets_lost(result.lost, now)
+            self.qlog.observe(now)
         if space_id is Space.APPLICATION and result.acked:
             self.key_phases.on_ack(largest)
+            if self.handshake_confirmed:
+                self._check_key_limits(now)
         if result.acked and space_id is Space.APPLICATION and self.is_client:
             # RFC 9001 §4.1.2: an acknowledged 1-RTT packet confirms the handshake.
             if not self.handshake_confirmed and self.handshake_complete:
                 self._confirm_handshake()
+
+    def _check_key_limits(self, now: float) -> None:
+        """RFC 9001 §6.6: update the keys before the confidentiality limit, or stop."""
+        next_pn = self.spaces[Space.APPLICATION].next_pn
+        phases = self.key_phases
+        if not phases.maybe_initiate(next_pn) and phases.confidentiality_exhausted(next_pn):
+            self._close_on_error(
+                QuicProtocolError(
+                    TransportErrorCode.AEAD_LIMIT_REACHED,
+                    "1-RTT keys used up and no key update possible (RFC 9001 §6.6)",
+                ),
+                now,
+            )
 
     def _on_lost(self, lost: list[SentPacket]) -> None:
         for packet in lost:
@@ -811,6 +879,8 @@ class QuicConnection:
         if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
             if self.close_deadline is not None and now >= self.close_deadline:
                 self.state = ConnectionState.TERMINATED
+                if self.qlog is not None:
+                    self.qlog.observe(now)
             return
         if self.idle_deadline is not None and now >= self.idle_deadline:
             # RFC 9000 §10.1: an idle timeout closes silently.
@@ -832,6 +902,8 @@ class QuicConnection:
         if timer is not None and now >= timer:
             result = self.recovery.on_loss_detection_timeout(now)
             self._on_lost(result.lost)
+            if self.qlog is not None:
+                self.qlog.packets_lost(result.lost, now)
             if result.probe_space is not None:
                 self.writer.request_probe(result.probe_space, result.probes)
         if self.keep_alive_deadline is not None and now >= self.keep_alive_deadline:
@@ -892,6 +964,9 @@ class QuicConnection:
         self._close_sent_pending = True
         self.close_deadline = now + self._close_period()
         self._events.append(event)
+        if self.qlog is not None:
+            self.qlog.connection_closed(now, owner="local", error_code=error_code, reason=reason)
+            self.qlog.observe(now)
 
     def _close_period(self) -> float:
         # RFC 9000 §10.2: closing and draining last three times the PTO.
@@ -906,6 +981,9 @@ class QuicConnection:
             alert = error_code - 0x100
         self.state = ConnectionState.DRAINING
         self.close_deadline = now + self._close_period()
+        if self.qlog is not None:
+            self.qlog.connection_closed(now, owner="remote", error_code=error_code, reason=reason)
+            self.qlog.observe(now)
         self._events.append(
             ConnectionTerminated(
                 CloseReason.PEER,
@@ -923,6 +1001,9 @@ class QuicConnection:
         self.state = ConnectionState.TERMINATED
         self.close_deadline = None
         self._events.append(event)
+        if self.qlog is not None:
+            self.qlog.connection_closed(now, owner="local", error_code=None, reason=event.reason)
+            self.qlog.observe(now)
 
     def _on_packet_while_closing(self) -> None:
         # RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, but rate-limited.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .config import ClientConfig, ServerConfig
 from .errors import QuicProtocolError, TransportErrorCode
 from .tls import TlsSettings
-from .transport_params import TransportParameters
+from .transport_params import TransportParameters, VersionInformation
 
 if TYPE_CHECKING:
     from .connection import QuicConnection
@@ -34,6 +34,7 @@ def build_tls_settings(
     config: ClientConfig | ServerConfig,
     server_name: str | None,
     keylog: Callable[[str], None] | None,
+    transport_parameters_for: Callable[[bytes], bytes] | None = None,
 ) -> TlsSettings:
     common = {
         "alpn_protocols": list(config.alpn),
@@ -55,6 +56,7 @@ def build_tls_settings(
         )
     return TlsSettings(
         is_client=False,
+        transport_parameters_for=transport_parameters_for,
         verify_peer=config.client_trust_store is not None,
         trust_store=config.client_trust_store,
         request_client_certificate=config.client_trust_store is not None,
@@ -86,6 +88,8 @@ def local_transport_parameters(conn: QuicConnection) -> TransportParameters:
         max_ack_delay=MAX_ACK_DELAY_MS,
         active_connection_id_limit=config.active_connection_id_limit,
         initial_source_connection_id=conn.host_cid,
+        # RFC 9368 §3: our chosen version and every version we support.
+        version_information=VersionInformation(conn.version, tuple(config.versions)),
     )
     if not conn.is_client:
         params.original_destination_connection_id = conn.original_dcid

@@ -85,32 +85,52 @@ def _keylog_path(config: ClientConfig | ServerConfig) -> str | os.PathLike[str] 
 
 
 class _ConnectionFiles:
-    """Key log and qlog outputs for the connections of one endpoint."""
+    """Key log and qlog outputs for the connections of one endpoint.
+
+    A qlog file is opened by its connection's sink on the first packet
+    (named by the original destination CID) and closed when the connection
+    ends; whatever is still open closes with the endpoint.
+    """
 
     def __init__(self, config: ClientConfig | ServerConfig) -> None:
         path = _keylog_path(config)
         self.keylog = _SecretsLog(path) if path else None
         self.qlog_dir = config.qlog_dir
-        self._qlog_files: list[IO[str]] = []
+        self._qlog_files: set[_TraceFile] = set()
 
-    def kwargs(self, odcid: bytes, vantage: str, now: float) -> dict[str, Any]:
+    def kwargs(self, vantage: str, now: float) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"keylog": self.keylog}
         if self.qlog_dir is not None:
-            os.makedirs(self.qlog_dir, exist_ok=True)
-            handle = open(  # noqa: SIM115
-                os.path.join(self.qlog_dir, f"{odcid.hex()}_{vantage}.sqlog"), "w", encoding="utf-8"
-            )
-            self._qlog_files.append(handle)
-            kwargs["qlog"] = QlogSink(
-                _writer(handle), odcid=odcid, vantage_point=vantage, start_time=now
-            )
+            kwargs["qlog"] = QlogSink(self._open_trace, vantage_point=vantage, start_time=now)
         return kwargs
+
+    def _open_trace(self, name: str) -> _TraceFile:
+        assert self.qlog_dir is not None
+        os.makedirs(self.qlog_dir, exist_ok=True)
+        trace = _TraceFile(os.path.join(self.qlog_dir, name), self._qlog_files)
+        self._qlog_files.add(trace)
+        return trace
 
     def close(self) -> None:
         if self.keylog is not None:
             self.keylog.close()
-        for handle in self._qlog_files:
-            handle.close()
+        for trace in list(self._qlog_files):
+            trace.close()
+
+
+class _TraceFile:
+    """One connection's qlog file; forgets itself when closed."""
+
+    def __init__(self, path: str, registry: set[_TraceFile]) -> None:
+        self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self._registry = registry
+
+    def write(self, text: str) -> None:
+        self._file.write(text)
+
+    def close(self) -> None:
+        self._file.close()
+        self._registry.discard(self)
 
 
 async def _resolve(host: str, port: int) -> list[tuple[int, Any]]:
@@ -192,7 +212,7 @@ async def _connect_to(
                 peer_address=address,
                 now=now,
                 server_name=host,
-                **files.kwargs(b"client-" + os.urandom(4), "client", now),
+                **files.kwargs("client", now),
             )
             core.handshake_deadline = now + handshake_timeout
             endpoint.demux.add_connection(core)
@@ -323,7 +343,7 @@ async def serve(
 def _server_conn_kwargs(files: _ConnectionFiles) -> dict[str, Any]:
     if files.keylog is None and files.qlog_dir is None:
         return {}
-    return files.kwargs(os.urandom(8), "server", trio.current_time())
+    return files.kwargs("server", trio.current_time())
 
 
 class QuicListener(trio.abc.Listener[Connection]):
@@ -387,9 +407,3 @@ async def open_listener(
         finally:
             server_scope.cancel()
 
-
-def _writer(handle: Any) -> Callable[[str], None]:
-    def write(text: str) -> None:
-        handle.write(text)
-
-    return write

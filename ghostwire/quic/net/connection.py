@@ -123,6 +123,18 @@ class Connection(trio.abc.AsyncResource):
         """RTT, congestion window, and packet/byte counters."""
         return self._core.get_statistics()
 
+    def update_keys(self) -> None:
+        """Switch to the next generation of 1-RTT keys (RFC 9001 §6).
+
+        The update starts at once if allowed, else as soon as a packet sent
+        with the current keys is acknowledged (RFC 9001 §6.1). Updates also
+        happen by themselves before the AEAD confidentiality limit (§6.6).
+        Raises :class:`ConnectionClosed` on a closed connection.
+        """
+        self._raise_if_closed()
+        self._core.request_key_update()
+        self._flush_soon()
+
     @property
     def core(self) -> QuicConnection:
         """The sans-IO connection underneath (for diagnostics and tests)."""

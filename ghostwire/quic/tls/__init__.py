@@ -10,7 +10,8 @@ The connection drives a :class:`TlsHandshake` configured by
 ``key_exchange``   (EC)DHE key shares (X25519, P-256, P-384)
 ``key_schedule``   transcript hash and the RFC 8446 §7.1 secret chain
 ``signatures``     CertificateVerify schemes, signing and checking
-``verify``         trust stores, PEM loading, certificate chain checks
+``verify``         trust stores, certificate chain checks
+``files``          reading certificates, keys and CA bundles (config time)
 ``settings``       :class:`TlsSettings`
 ``engine``         state and steps shared by both roles; :class:`KeyChange`
 ``client``         the client state machine
@@ -23,19 +24,19 @@ The connection drives a :class:`TlsHandshake` configured by
 
 from .alerts import AlertDescription, CertificateVerificationError, TlsAlert, alert_name
 from .engine import KeyChange
+from .files import (
+    TrustStoreError,
+    load_certificate_chain,
+    load_private_key,
+    load_trust_store,
+    system_trust_store,
+)
 from .handshake import TlsHandshake
 from .key_exchange import DEFAULT_GROUPS, Group
 from .messages import NewSessionTicket
 from .settings import DEFAULT_CIPHER_SUITES, TlsSettings
 from .signatures import DEFAULT_SIGNATURE_SCHEMES, PrivateKey, SignatureScheme
-from .verify import (
-    TrustStore,
-    TrustStoreError,
-    load_certificate_chain,
-    load_private_key,
-    verify_client_certificate,
-    verify_server_certificate,
-)
+from .verify import TrustStore, verify_client_certificate, verify_server_certificate
 
 __all__ = [
     "DEFAULT_CIPHER_SUITES",
@@ -56,6 +57,8 @@ __all__ = [
     "alert_name",
     "load_certificate_chain",
     "load_private_key",
+    "load_trust_store",
+    "system_trust_store",
     "verify_client_certificate",
     "verify_server_certificate",
 ]

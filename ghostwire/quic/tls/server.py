@@ -253,6 +253,10 @@ class ServerHandshake(HandshakeEngine):
         self.install(Epoch.HANDSHAKE, True, server_hs, SERVER_HANDSHAKE)
         self.install(Epoch.HANDSHAKE, False, client_hs, CLIENT_HANDSHAKE)
 
+        choose = self.settings.transport_parameters_for
+        if choose is not None:
+            # Before EncryptedExtensions carries them (RFC 9368 §2.3).
+            self.transport_parameters = choose(selection.transport_parameters)
         self._send_handshake_messages(selection, server_hs)
         client_ap, server_ap = schedule.application_traffic_secrets(self.transcript.digest())
         self._client_ap_secret = client_ap

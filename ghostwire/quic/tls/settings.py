@@ -49,6 +49,9 @@ class TlsSettings:
       server: send a CertificateRequest / fail with certificate_required when
       the client sends no certificate (implies requesting one).
     * ``keylog`` -- receives NSS key log lines (SSLKEYLOGFILE format).
+    * ``transport_parameters_for`` -- server: called with the client's
+      transport parameters once its ClientHello is accepted; returns ours
+      (QUIC picks the version there, RFC 9368 §2.3). ``None``: ours are fixed.
     * ``now`` -- the time certificates are checked at; ``None`` reads the
       real clock at verification (the only clock read of the TLS core).
     * ``max_message_size`` -- the largest handshake message accepted.
@@ -69,6 +72,7 @@ class TlsSettings:
     request_client_certificate: bool = False
     require_client_certificate: bool = False
     keylog: Callable[[str], None] | None = field(default=None, repr=False)
+    transport_parameters_for: Callable[[bytes], bytes] | None = field(default=None, repr=False)
     now: datetime | None = None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 

@@ -1,12 +1,13 @@
-"""Certificate chains: trust stores, loading PEM files, and verifying peers.
+"""Certificate chains: trust stores and verifying peers.
 
 Theory of operation: path building and the web-PKI policy (validity, key
 usage, EKU, name constraints, SAN matching) are delegated to
 ``cryptography.x509.verification``. This module adds what a TLS stack needs
 around it:
 
-* :class:`TrustStore` -- the trust anchors, from PEM, a CA file, a list of
-  certificates, or the system bundle (loaded once, lazily, and cached).
+* :class:`TrustStore` -- the trust anchors, from PEM or a list of
+  certificates. Files (a CA file, the system bundle) are read by
+  :mod:`.files`, when a config is built, never during a handshake.
 * :func:`verify_server_certificate` / :func:`verify_client_certificate` --
   run the verifier and translate a failure into the right TLS alert
   (certificate_expired, bad_certificate for a name mismatch, unknown_ca for a
@@ -22,76 +23,35 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-import ssl
-import threading
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import ClassVar, NoReturn
+from typing import NoReturn
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    ServerVerifier,
+    Store,
+    VerificationError,
+)
 
 from .alerts import AlertDescription, CertificateVerificationError
-from .signatures import PrivateKey, check_private_key
 
-PemSource = bytes | str | os.PathLike[str]
 MAX_CHAIN_DEPTH = 8
 
-_PEM_CERT = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+# A pinned leaf: any extensions, but a subjectAltName to match the name against.
+_PINNED_EE = ExtensionPolicy.permit_all().require_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
-_PEM_KEY = re.compile(
-    rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
-)
-
-
-class TrustStoreError(RuntimeError):
-    """No usable trust anchors (e.g. no system CA bundle was found)."""
-
-
-def _read_source(source: PemSource) -> bytes:
-    """PEM/DER bytes, PEM text, or a path to a file holding them."""
-    if isinstance(source, bytes):
-        return source
-    if isinstance(source, str) and "-----BEGIN" in source:
-        return source.encode("ascii")
-    return Path(source).read_bytes()
-
-
-def load_certificate_chain(source: PemSource) -> list[x509.Certificate]:
-    """All certificates in a PEM file or PEM/DER bytes, in file order (leaf first)."""
-    data = _read_source(source)
-    if b"-----BEGIN" not in data:
-        return [x509.load_der_x509_certificate(data)]
-    return x509.load_pem_x509_certificates(data)
-
-
-def load_private_key(source: PemSource, password: bytes | None = None) -> PrivateKey:
-    """The private key in a PEM file or PEM/DER bytes (a combined cert+key PEM works)."""
-    data = _read_source(source)
-    key: object
-    if b"-----BEGIN" in data:
-        match = _PEM_KEY.search(data)
-        if match is None:
-            raise ValueError("no PEM private key found")
-        key = serialization.load_pem_private_key(match.group(0), password)
-    else:
-        key = serialization.load_der_private_key(data, password)
-    check_private_key(key)
-    return key  # type: ignore[return-value]
 
 
 class TrustStore:
     """A set of trust anchors (root certificates) to verify peers against."""
-
-    _system: ClassVar[TrustStore | None] = None
-    _system_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, certificates: Iterable[x509.Certificate]) -> None:
         unique: dict[bytes, x509.Certificate] = {}
@@ -100,7 +60,12 @@ class TrustStore:
         if not unique:
             raise ValueError("a trust store needs at least one certificate")
         self.certificates: list[x509.Certificate] = list(unique.values())
+        self._der = frozenset(unique)
         self._store = Store(self.certificates)
+
+    def pins(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` itself is one of the anchors (an explicitly pinned leaf)."""
+        return cert.public_bytes(serialization.Encoding.DER) in self._der
 
     @property
     def store(self) -> Store:
@@ -115,8 +80,10 @@ class TrustStore:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TrustStore:
-        """Every certificate in a PEM file (a CA bundle)."""
-        return cls.from_pem(Path(path).read_bytes())
+        """Every certificate in a PEM file (reads the file: see :mod:`.files`)."""
+        from .files import load_trust_store
+
+        return load_trust_store(path)
 
     @classmethod
     def from_certificates(cls, certificates: Sequence[x509.Certificate]) -> TrustStore:
@@ -124,70 +91,16 @@ class TrustStore:
 
     @classmethod
     def system(cls) -> TrustStore:
-        """The operating system's CA bundle, loaded on first use and cached.
+        """The system CA bundle (loaded once: see :func:`.files.system_trust_store`)."""
+        from .files import system_trust_store
 
-        Looks at ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, then at what
-        :func:`ssl.get_default_verify_paths` reports. Raises
-        :class:`TrustStoreError` if no certificate is found.
-        """
-        with cls._system_lock:
-            if cls._system is None:
-                cls._system = cls(_load_system_certificates())
-            return cls._system
+        return system_trust_store()
 
     def __len__(self) -> int:
         return len(self.certificates)
 
     def __repr__(self) -> str:
         return f"TrustStore({len(self.certificates)} certificates)"
-
-
-def _load_pem_lenient(data: bytes) -> list[x509.Certificate]:
-    """Certificates in ``data``, skipping blocks that do not parse.
-
-    System bundles hold a few old roots that ``cryptography`` warns about
-    (e.g. non-positive serial numbers); those warnings are not the user's
-    business, so they are silenced here.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        try:
-            return x509.load_pem_x509_certificates(data)
-        except ValueError:
-            pass
-        certs = []
-        for block in _PEM_CERT.findall(data):
-            try:
-                certs.append(x509.load_pem_x509_certificate(block))
-            except ValueError:
-                continue
-        return certs
-
-
-def _load_system_certificates() -> list[x509.Certificate]:
-    paths = ssl.get_default_verify_paths()
-    files = [os.environ.get(paths.openssl_cafile_env), paths.cafile, paths.openssl_cafile]
-    dirs = [os.environ.get(paths.openssl_capath_env), paths.capath, paths.openssl_capath]
-    certs: list[x509.Certificate] = []
-    for name in files:
-        if name and os.path.isfile(name):
-            certs += _load_pem_lenient(Path(name).read_bytes())
-            break
-    if not certs:
-        # A hashed directory (c_rehash) only when there is no bundle file.
-        for name in dirs:
-            if name and os.path.isdir(name):
-                for entry in sorted(Path(name).iterdir()):
-                    if entry.is_file():
-                        certs += _load_pem_lenient(entry.read_bytes())
-                if certs:
-                    break
-    if not certs:
-        raise TrustStoreError(
-            "no system CA certificates found (looked at SSL_CERT_FILE, SSL_CERT_DIR and "
-            f"{paths.cafile or paths.openssl_cafile}); pass a CA file (cafile=...) instead"
-        )
-    return certs
 
 
 # ---------------------------------------------------------------------------
@@ -201,12 +114,14 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _trust_store(trust_store: TrustStore | None) -> TrustStore:
-    if trust_store is not None:
-        return trust_store
-    try:
-        return TrustStore.system()
-    except TrustStoreError as exc:
-        raise CertificateVerificationError(AlertDescription.UNKNOWN_CA, str(exc)) from None
+    # The anchors were loaded with the config; a handshake never reads files.
+    if trust_store is None:
+        raise CertificateVerificationError(
+            AlertDescription.UNKNOWN_CA,
+            "no trust anchors to verify the peer against (no system CA bundle was "
+            "found); pass a CA file (cafile=...)",
+        )
+    return trust_store
 
 
 def _subject_name(cert: x509.Certificate) -> str:
@@ -294,22 +209,71 @@ def _verify_server(
         raise CertificateVerificationError(AlertDescription.BAD_CERTIFICATE, "no certificate")
     at = _now(now)
     _check_validity(chain[:1], at)
-    builder = PolicyBuilder().store(_trust_store(trust_store).store).time(at)
-    builder = builder.max_chain_depth(MAX_CHAIN_DEPTH)
+    store = _trust_store(trust_store)
     leaf, intermediates = chain[0], list(chain[1:])
-    try:
-        verifier = builder.build_server_verifier(_subject_for(server_name))
-    except ValueError:
-        # Not a certificate problem, but a name that no certificate can match.
-        raise CertificateVerificationError(
-            AlertDescription.BAD_CERTIFICATE, f"{server_name!r} is not a valid host name"
-        ) from None
+    if store.pins(leaf):
+        _verify_pinned_server(leaf, server_name, at)
+        return
+    builder = PolicyBuilder().store(store.store).time(at)
+    builder = builder.max_chain_depth(MAX_CHAIN_DEPTH)
+    verifier = _server_verifier(builder, server_name)
     try:
         verifier.verify(leaf, intermediates)
         return
     except VerificationError as exc:
         failure = str(exc)
     _explain_failure(builder, chain, server_name, failure, at)
+
+
+def _server_verifier(builder: PolicyBuilder, server_name: str) -> ServerVerifier:
+    try:
+        return builder.build_server_verifier(_subject_for(server_name))
+    except ValueError:
+        # Not a certificate problem, but a name that no certificate can match.
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE, f"{server_name!r} is not a valid host name"
+        ) from None
+
+
+def _check_self_signature(cert: x509.Certificate) -> None:
+    """A self-issued certificate must carry a valid signature by its own key."""
+    if cert.issuer != cert.subject:
+        return  # pinned by its exact bytes; its issuer is not ours to know
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE,
+            f"pinned certificate {_subject_name(cert)} has a bad self-signature "
+            f"({exc or 'invalid'})",
+        ) from None
+
+
+def _verify_pinned_server(leaf: x509.Certificate, server_name: str, at: datetime) -> None:
+    """A leaf the user named in ``cafile`` is trusted as given (what curl and aioquic do).
+
+    Self-signed certificates made with ``openssl req -x509`` assert
+    ``basicConstraints cA=TRUE`` and may lack an Authority Key Identifier;
+    the web-PKI profile rejects both in an end-entity certificate. A pinned
+    leaf skips those profile checks only: its signature, validity period and
+    subjectAltName match are still checked. Chains to a CA stay strict.
+    """
+    _check_self_signature(leaf)
+    builder = (
+        PolicyBuilder()
+        .store(Store([leaf]))
+        .time(at)
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_PINNED_EE)
+    )
+    try:
+        _server_verifier(builder, server_name).verify(leaf, [])
+    except VerificationError:
+        names = certificate_names(leaf)
+        raise CertificateVerificationError(
+            AlertDescription.BAD_CERTIFICATE,
+            f"pinned certificate is for {', '.join(names) or 'no subjectAltName'}, "
+            f"not {server_name}",
+        ) from None
 
 
 def _explain_failure(
@@ -360,9 +324,13 @@ def _verify_client(
         raise CertificateVerificationError(AlertDescription.BAD_CERTIFICATE, "no certificate")
     at = _now(now)
     _check_validity(chain[:1], at)
+    store = _trust_store(trust_store)
+    if store.pins(chain[0]):
+        _check_self_signature(chain[0])  # a pinned client leaf, as for servers
+        return
     verifier = (
         PolicyBuilder()
-        .store(_trust_store(trust_store).store)
+        .store(store.store)
         .time(at)
         .max_chain_depth(MAX_CHAIN_DEPTH)
         .build_client_verifier()
