@@ -1,7 +1,7 @@
 """``ghostwire h3-get`` and ``ghostwire h3-serve``, run in-process over loopback.
 
-The server side is :func:`ghostwire.cli_h3.h3_serve` started in a nursery,
-the client side :func:`ghostwire.cli_h3.h3_get` returning its exit code; two
+The server side is :func:`ghostwire.cli.h3_serve.h3_serve` started in a nursery,
+the client side :func:`ghostwire.cli.h3_get.h3_get` returning its exit code; two
 tests run the real command line in a subprocess, bounded by ``fail_after``.
 """
 
@@ -30,21 +30,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 import ghostwire.http3 as h3
 from ghostwire.__main__ import build_parser
 from ghostwire.certs import CertificateAuthority, self_signed_certificate
-from ghostwire.cli_h3 import (
-    CliError,
-    DirectoryApp,
-    GetOptions,
-    Progress,
+from ghostwire.cli.common import CliError
+from ghostwire.cli.directory import DirectoryApp, content_type
+from ghostwire.cli.h3_get import GetOptions, h3_get
+from ghostwire.cli.h3_serve import (
     ServeInfo,
     ServeOptions,
     certificate_names,
-    content_type,
-    format_progress,
-    format_size,
-    h3_get,
     h3_serve,
     url_host,
 )
+from ghostwire.cli.progress import Progress, format_progress, format_size
 from ghostwire.quic import ClientConfig, ServerConfig
 
 LARGE = 2 * 1024 * 1024 + 12_345  # several flow-control windows and read chunks
@@ -488,12 +484,20 @@ async def test_nothing_listening_times_out_with_one_line() -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
-async def test_unwritable_output_file(tree: Tree, tmp_path: Path) -> None:
+async def test_unwritable_output_is_a_usage_error_before_the_request(
+    tree: Tree, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no" / "such" / "file"
     async with serving(tree.root) as served:
-        target = tmp_path / "no" / "such" / "dir"
-        result = await get("--cafile", served.cafile, "-o", str(target), served.url + "small.txt")
-    assert result.code == 1
-    assert result.stderr == f"h3-get: cannot write {target}: No such file or directory\n"
+        into_missing = await get("--cafile", served.cafile, "-o", str(missing), served.url)
+        onto_folder = await get("--cafile", served.cafile, "-o", str(tmp_path), served.url)
+    assert into_missing.code == onto_folder.code == 2
+    assert into_missing.stderr == (
+        f"h3-get: cannot write {missing}: no such folder {str(missing.parent)!r}\n"
+    )
+    assert onto_folder.stderr == f"h3-get: cannot write {tmp_path}: it is a directory\n"
+    assert served.log.getvalue() == ""  # checked first: no request was sent
+    assert not missing.parent.exists()
 
 
 # -- the server's lifecycle -----------------------------------------------------------
