@@ -8,6 +8,7 @@ tests run the real command line in a subprocess, bounded by ``fail_after``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import os
@@ -85,6 +86,7 @@ class Served:
     banner: str
     log: io.StringIO
     scope: trio.CancelScope
+    stopped: trio.Event  # set once h3_serve returned (after its drain)
 
     @property
     def url(self) -> str:
@@ -101,15 +103,19 @@ async def serving(root: Path, **options: Any) -> AsyncIterator[Served]:
     out, log = io.StringIO(), io.StringIO()
     opts = ServeOptions(root=str(root), port=0, **options)
     scope = trio.CancelScope()  # the server's alone, not the test body's
+    stopped = trio.Event()
 
     async def run(*, task_status: trio.TaskStatus[ServeInfo]) -> None:
-        with scope:
-            await h3_serve(opts, stdout=out, stderr=log, task_status=task_status)
+        try:
+            with scope:
+                await h3_serve(opts, stdout=out, stderr=log, task_status=task_status)
+        finally:
+            stopped.set()
 
     with trio.fail_after(TIME_LIMIT):
         async with trio.open_nursery() as nursery:
             info: ServeInfo = await nursery.start(run)
-            yield Served(info, out.getvalue(), log, scope)
+            yield Served(info, out.getvalue(), log, scope, stopped)
             scope.cancel()
 
 
@@ -198,7 +204,7 @@ async def test_head(tree: Tree) -> None:
     assert f"content-length: {LARGE}\r\n" in head
     assert "content-type: application/octet-stream\r\n" in head
     assert head.endswith("\r\n\r\n")  # headers only
-    assert re.search(rf"HEAD /large.bin 200 {LARGE}$", served.log.getvalue(), re.M)
+    assert re.search(r"HEAD /large.bin 200 0$", served.log.getvalue(), re.M)  # no body sent
 
 
 async def test_include_headers(tree: Tree) -> None:
@@ -329,7 +335,10 @@ async def test_symlink_escape_is_403_and_inner_symlink_is_served(tree: Tree) -> 
 async def test_access_log_escapes_control_characters(tree: Tree) -> None:
     log = io.StringIO()
     app = DirectoryApp(tree.root, access_log=log)
-    assert (await status_of(app, "/a\nb\x1b[2J"))[0] == 404
+    response = await app(fake_request("/a\nb\x1b[2J"))
+    assert response.status == 404 and response.on_end is not None
+    assert log.getvalue() == ""  # written once the response ended
+    response.on_end(h3.ResponseEnd(complete=True, body_bytes=14))
     assert log.getvalue() == "127.0.0.1:1234 GET /a\\x0ab\\x1b[2J 404 14\n"
 
 
@@ -529,6 +538,199 @@ async def test_shutdown_lets_the_download_in_progress_finish(tree: Tree) -> None
                         served.scope.cancel()  # what Ctrl-C does: GOAWAY, grace period
                 assert served.scope.cancel_called
                 assert sha256(bytes(body)) == sha256(tree.large)
+
+
+DOWNLOADS = 5  # concurrent downloads during the grace period
+
+
+async def test_shutdown_during_concurrent_downloads_delivers_every_byte(tree: Tree) -> None:
+    # Ctrl-C's programmatic equivalent while five downloads are in flight.
+    # The clients stop reading until the server is stopping, so when the
+    # server closes (right after its last response is acknowledged) part of
+    # each body is still in the client's QUIC buffers: it must be delivered.
+    stopping = trio.Event()
+    paused = 0
+    all_paused = trio.Event()
+    bodies: list[bytes] = []
+
+    async def download(client: h3.Client, url: str) -> None:
+        nonlocal paused
+        response = await client.get(url)
+        body = bytearray()
+        async for chunk in response.iter_bytes():
+            body += chunk
+            if not stopping.is_set() and len(body) >= 64 * 1024:
+                paused += 1
+                if paused == DOWNLOADS:
+                    all_paused.set()
+                await stopping.wait()
+        bodies.append(bytes(body))
+
+    with trio.fail_after(TIME_LIMIT):
+        async with serving(tree.root, grace=TIME_LIMIT) as served:
+            config = ClientConfig(alpn=["h3"], cafile=served.cafile)
+            async with trio.open_nursery() as clients:
+                async with trio.open_nursery() as downloads:
+                    for _ in range(DOWNLOADS):
+                        client = await clients.start(_client, config)
+                        downloads.start_soon(download, client, served.url + "large.bin")
+                    await all_paused.wait()
+                    served.scope.cancel()  # GOAWAY and the grace period, as on Ctrl-C
+                    stopping.set()
+                await served.stopped.wait()  # once every response is delivered, not the grace
+                clients.cancel_scope.cancel()
+    assert len(bodies) == DOWNLOADS
+    assert all(sha256(body) == sha256(tree.large) for body in bodies)
+    log = served.log.getvalue().splitlines()
+    assert len(log) == DOWNLOADS
+    assert all(line.endswith(f" GET /large.bin 200 {LARGE}") for line in log), log
+
+
+async def _client(
+    config: ClientConfig, *, task_status: trio.TaskStatus[h3.Client] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with h3.Client(config) as client:
+        task_status.started(client)
+        await trio.sleep_forever()
+
+
+async def test_shutdown_after_the_grace_period_resets_unfinished_downloads(tree: Tree) -> None:
+    stalled = 0
+    all_stalled = trio.Event()
+    errors: list[h3.HttpStreamError] = []
+    all_failed = trio.Event()
+
+    async def download(client: h3.Client, url: str, server_stopped: trio.Event) -> None:
+        nonlocal stalled
+        response = await client.get(url)
+        received = 0
+        with pytest.raises(h3.HttpStreamError) as caught:
+            async for chunk in response.iter_bytes():
+                received += len(chunk)
+                if not server_stopped.is_set():
+                    stalled += 1
+                    if stalled == DOWNLOADS:
+                        all_stalled.set()
+                    await server_stopped.wait()  # stalls past the grace period
+        assert received < LARGE
+        errors.append(caught.value)
+        if len(errors) == DOWNLOADS:
+            all_failed.set()
+
+    with trio.fail_after(TIME_LIMIT):
+        async with serving(tree.root, grace=0.2) as served:
+            config = ClientConfig(alpn=["h3"], cafile=served.cafile)
+            async with trio.open_nursery() as nursery:
+                for _ in range(DOWNLOADS):
+                    client = await nursery.start(_client, config)
+                    url = served.url + "large.bin"
+                    nursery.start_soon(download, client, url, served.stopped)
+                await all_stalled.wait()
+                served.scope.cancel()
+                await served.stopped.wait()
+                await all_failed.wait()  # each reader saw the reset or the close
+                nursery.cancel_scope.cancel()
+    log = served.log.getvalue().splitlines()
+    assert len(log) == DOWNLOADS
+    for line in log:
+        match = re.search(r" GET /large.bin 200 (\d+) incomplete$", line)
+        assert match and int(match[1]) < LARGE, line
+
+
+class ProgressWatcher(FakeTTY):
+    """A terminal for h3-get's progress bar that tells when the body started to arrive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn = trio.Event()
+
+    def write(self, text: str) -> int:
+        if text.startswith("\r"):
+            self.drawn.set()
+        return super().write(text)
+
+
+@asynccontextmanager
+async def half_body_server(
+    size: int, sent: int, **serve_options: Any
+) -> AsyncIterator[tuple[str, str, trio.CancelScope]]:
+    """A server whose response announces ``size`` bytes, sends ``sent``, then stalls."""
+    identity = self_signed_certificate(["localhost", "127.0.0.1"])
+    config = ServerConfig(
+        alpn=["h3"], certificate_chain=identity.chain, private_key=identity.private_key
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * sent
+        await trio.sleep_forever()
+
+    async def handler(request: h3.Request) -> h3.Response:
+        return h3.Response(200, [("content-length", str(size))], body())
+
+    scope = trio.CancelScope()
+
+    async def run(*, task_status: trio.TaskStatus[Any]) -> None:
+        with scope:
+            await h3.serve(
+                handler, "127.0.0.1", 0, config, task_status=task_status, **serve_options
+            )
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(run)
+        yield f"https://127.0.0.1:{server.port}/", identity.cert_pem().decode(), scope
+        scope.cancel()
+
+
+async def test_a_download_cut_short_says_it_is_incomplete(tmp_path: Path) -> None:
+    size, sent = 4 << 20, 1 << 20
+    terminal = ProgressWatcher()
+    with trio.fail_after(TIME_LIMIT):
+        async with half_body_server(size, sent, shutdown_timeout=0) as (url, pem, server):
+            (tmp_path / "cert.pem").write_text(pem)
+            argv = ["--cafile", str(tmp_path / "cert.pem"), "-o", str(tmp_path / "out"), url]
+            async with trio.open_nursery() as nursery:
+                results: list[Result] = []
+
+                async def fetch() -> None:
+                    results.append(await get(*argv, stderr=terminal))
+
+                nursery.start_soon(fetch)
+                await terminal.drawn.wait()  # the body is arriving
+                server.cancel()  # no grace: the response is cut short
+    (result,) = results
+    assert result.code == 1
+    last = result.stderr.split("\n")[-2]
+    pattern = rf"h3-get: download incomplete: (\d+) of {size} bytes received \(.*\)"
+    match = re.fullmatch(pattern, last)
+    assert match, result.stderr
+    assert 0 < int(match[1]) <= sent  # cut short: not all that was sent arrived
+    assert (tmp_path / "out").stat().st_size == int(match[1])  # what arrived is kept
+
+
+async def test_an_interrupted_download_says_it_is_incomplete(tmp_path: Path) -> None:
+    size, sent = 4 << 20, 1 << 20
+    terminal = ProgressWatcher()
+    with trio.fail_after(TIME_LIMIT):
+        async with half_body_server(size, sent) as (url, pem, _server):
+            (tmp_path / "cert.pem").write_text(pem)
+            argv = ["--cafile", str(tmp_path / "cert.pem"), "-o", str(tmp_path / "out"), url]
+            args = build_parser().parse_args(["h3-get", *argv])
+            with trio.CancelScope() as interrupt:  # what Ctrl-C does to h3-get's task
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        functools.partial(
+                            h3_get, GetOptions.from_namespace(args), stdout=io.BytesIO(),
+                            stderr=terminal,
+                        )
+                    )
+                    await terminal.drawn.wait()
+                    interrupt.cancel()
+    last = terminal.getvalue().split("\n")[-2]
+    pattern = rf"h3-get: interrupted: download incomplete: (\d+) of {size} bytes received"
+    match = re.fullmatch(pattern, last)
+    assert match, terminal.getvalue()
+    assert 0 < int(match[1]) <= sent
+    assert (tmp_path / "out").stat().st_size == int(match[1])
 
 
 # -- units --------------------------------------------------------------------------

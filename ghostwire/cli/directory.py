@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import html
 import mimetypes
 import os
@@ -16,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import trio
 
-from ..http3.net.server import Request, Response
+from ..http3.net.server import Request, Response, ResponseEnd
 
 FILE_CHUNK = 128 << 10  # bytes h3-serve reads from disk at a time
 
@@ -77,6 +78,11 @@ class FileBody:
     def close(self) -> None:
         self._file.close()
 
+    async def aclose(self) -> None:
+        """Called by the server once the response ended, finished or not."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
     def __del__(self) -> None:
         self._file.close()
 
@@ -126,12 +132,20 @@ class DirectoryApp:
                 reply.file.close()
         elif reply.file is not None:
             content = FileBody(reply.file, reply.size)
+        on_end = None
         if self.access_log is not None:
-            client = f"{request.client[0]}:{request.client[1]}" if request.client else "-"
-            path = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in request.path)
-            self.access_log.write(f"{client} {request.method} {path} {reply.status} {size}\n")
-            self.access_log.flush()
-        return Response(reply.status, headers, content)
+            on_end = functools.partial(self._log, request, reply.status)
+        return Response(reply.status, headers, content, on_end=on_end)
+
+    def _log(self, request: Request, status: int, end: ResponseEnd) -> None:
+        """The access log line, once the response ended: the body bytes really sent."""
+        assert self.access_log is not None
+        client = f"{request.client[0]}:{request.client[1]}" if request.client else "-"
+        path = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in request.path)
+        outcome = "" if end.complete else " incomplete"
+        line = f"{client} {request.method} {path} {status} {end.body_bytes}{outcome}\n"
+        self.access_log.write(line)
+        self.access_log.flush()
 
     async def _reply(self, request: Request) -> _Reply:
         if request.method not in ("GET", "HEAD"):

@@ -42,7 +42,7 @@ from .events import (
 from .frames import FrameType, Setting, StreamType
 from .net.client import Client, HttpError
 from .net.client import Response as ClientResponse
-from .net.server import Request, Response, serve
+from .net.server import Request, Response, ResponseEnd, serve
 from .net.session import HttpStreamError
 
 __all__ = [
@@ -74,6 +74,7 @@ __all__ = [
     "PushPromiseReceived",
     "Request",
     "Response",
+    "ResponseEnd",
     "Setting",
     "SettingsReceived",
     "StreamReset",

@@ -906,6 +906,10 @@ class QuicConnection:
             alert = error_code - 0x100
         self.state = ConnectionState.DRAINING
         self.close_deadline = now + self._close_period()
+        if self.streams.has_events():
+            # What arrived before the close (a RESET_STREAM, the last data)
+            # is reported before it, not dropped after it.
+            self._collect_stream_events()
         self._events.append(
             ConnectionTerminated(
                 CloseReason.PEER,
