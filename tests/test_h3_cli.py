@@ -472,6 +472,10 @@ async def test_headers_method_and_data_reach_the_server(tmp_path: Path) -> None:
         (["-H", ":path: /x", "https://localhost/"], "bad header"),
         (["http://localhost/"], "HTTP/3 URLs are https://"),
         (["https://localhost:99999/"], "bad URL"),
+        (["https://[::1/"], "bad URL 'https://[::1/'"),
+        (["https://[zz]/"], "bad URL 'https://[zz]/'"),
+        (["https://[127.0.0.1]/"], "bad URL"),
+        (["--timeout", "0", "https://localhost/"], "--timeout must be positive"),
         (["-d", "@/nonexistent/file", "https://localhost/"], "cannot read /nonexistent/file"),
         (["--cafile", "/nonexistent/ca.pem", "https://localhost/"], "cannot load --cafile"),
     ],
@@ -481,6 +485,21 @@ async def test_usage_errors_exit_2(argv: list[str], message: str) -> None:
     assert result.code == 2
     assert result.stderr.startswith("h3-get: ") and message in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["https://[::1]:4433/", "https://[fe80::1%25eth0]/", "[::1]/x"])
+async def test_ipv6_urls_are_accepted(url: str) -> None:
+    from ghostwire.cli.h3_get import normalize_url
+
+    assert normalize_url(url).endswith(url.removeprefix("https://"))
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "soon"])
+def test_serve_rejects_a_bad_grace_period(grace: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["h3-serve", "--root", ".", "--grace", grace])
+    assert exited.value.code == 2
+    assert "--grace" in capsys.readouterr().err
 
 
 async def test_nothing_listening_times_out_with_one_line() -> None:
