@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghostwire.quic.errors import QuicProtocolError, TransportErrorCode
-from ghostwire.quic.stream_events import ControlFrame, FrameType
+from ghostwire.quic.frames import FrameType
+from ghostwire.quic.stream_events import ControlFrame
 from ghostwire.quic.stream_ranges import RangeList
 from ghostwire.quic.stream_recv import StreamReceiver
 from ghostwire.quic.stream_send import StreamSender
