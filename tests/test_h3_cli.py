@@ -649,6 +649,8 @@ async def test_shutdown_after_the_grace_period_resets_unfinished_downloads(tree:
                 await served.stopped.wait()
                 await all_failed.wait()  # each reader saw the reset or the close
                 nursery.cancel_scope.cancel()
+    for error in errors:  # the reset (H3_REQUEST_CANCELLED), or the close that says why
+        assert "H3_REQUEST_CANCELLED" in str(error) or "cut short" in str(error), error
     log = served.log.getvalue().splitlines()
     assert len(log) == DOWNLOADS
     for line in log:

@@ -23,7 +23,13 @@ from collections.abc import Callable
 
 import trio
 
-from ...quic.events import ConnectionTerminated, Event, StreamsAvailable, StreamWritable
+from ...quic.events import (
+    ConnectionTerminated,
+    Event,
+    StreamResetReceived,
+    StreamsAvailable,
+    StreamWritable,
+)
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed
 from ..config import H3Config
@@ -265,9 +271,24 @@ class H3Session:
                 self._idle_lot.unpark_all()  # graceful_shutdown checks what is left
         elif kind is StreamsAvailable:
             self._open_lot.unpark_all()
+        elif kind is StreamResetReceived and self.conn.is_closed:
+            self._on_reset_with_close(event)  # type: ignore[arg-type]
         elif kind is ConnectionTerminated:
             self._deliver_received()
         self._feed(event)
+
+    def _on_reset_with_close(self, event: StreamResetReceived) -> None:
+        """A RESET_STREAM that came with the peer's CONNECTION_CLOSE.
+
+        The HTTP/3 layer ignores stream events once QUIC is closing, but the
+        reader must learn that its body ends here because it was reset (not
+        take the stream's end for a complete body).
+        """
+        channel = self.channels.get(event.stream_id)
+        if channel is not None and not channel.ended:
+            code = event.error_code
+            message = f"peer reset stream {event.stream_id} ({_code_name(code)})"
+            channel.on_error(HttpStreamError(message, error_code=code))
 
     def _deliver_received(self) -> None:
         """The connection is ending: hand every channel what already arrived.
