@@ -754,6 +754,40 @@ async def test_an_interrupted_download_says_it_is_incomplete(tmp_path: Path) -> 
     assert (tmp_path / "out").stat().st_size == int(match[1])
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_ctrl_c_during_a_download_says_what_arrived(tmp_path: Path) -> None:
+    size, sent = 4 << 20, 1 << 20
+    with trio.fail_after(TIME_LIMIT):
+        async with half_body_server(size, sent) as (url, pem, _server):
+            (tmp_path / "cert.pem").write_text(pem)
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "ghostwire", "h3-get", "--cafile",
+                 str(tmp_path / "cert.pem"), url],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            try:
+                assert process.stdout is not None and process.stderr is not None
+                body = b""
+                while len(body) < 256 * 1024:  # h3-get writes in 256 KiB pieces
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, body
+                    body += chunk
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+                while chunk := await process.stdout.receive_some():
+                    body += chunk
+                errors = b""
+                while chunk := await process.stderr.receive_some():
+                    errors += chunk
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    assert errors.decode().splitlines() == [
+        f"h3-get: interrupted: download incomplete: {len(body)} of {size} bytes received"
+    ]
+
+
 # -- units --------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ HELP = "fetch a URL over HTTP/3"
 DESCRIPTION = "Fetch a URL over HTTP/3; the body goes to stdout (or -o FILE)."
 
 OUTPUT_BUFFER = 256 << 10  # bytes gathered before a write to stdout / the file
+_REPORTED = "h3-get: the interruption was reported"  # a note on the exception
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -330,6 +331,7 @@ async def h3_get(
                 assert download is not None
                 stderr.write(f"h3-get: interrupted: {download.incomplete()}\n")
                 stderr.flush()
+                exc.add_note(_REPORTED)  # run() need not say "interrupted" again
             raise
         message, code = reason
         if interrupted and message:
@@ -462,7 +464,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except BaseException as exc:
         if has_keyboard_interrupt(exc):
-            sys.stderr.write("h3-get: interrupted\n")
+            if _REPORTED not in getattr(exc, "__notes__", ()):
+                sys.stderr.write("h3-get: interrupted\n")
             return EXIT_INTERRUPTED
         raise
     try:
