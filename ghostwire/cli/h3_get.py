@@ -21,9 +21,7 @@ import contextlib
 import functools
 import ipaddress
 import os
-import socket
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -35,8 +33,13 @@ import trio
 
 from ..http3.net.client import Client, HttpError, Response
 from ..http3.net.session import HttpStreamError
-from ..quic.config import ClientConfig, InsecureConfigurationWarning
-from ..quic.net.exceptions import CertificateError, HandshakeError, HandshakeTimeout, QuicError
+from ..quic.config import ClientConfig
+from .client import (
+    CONNECTION_ERRORS,
+    add_trust_arguments,
+    client_config,
+    describe_connection_failure,
+)
 from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -62,14 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``h3-get`` options."""
     parser.add_argument("url", help="https:// URL to fetch (https:// may be left out)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
-    trust = parser.add_mutually_exclusive_group()
-    trust.add_argument("--cafile", metavar="FILE", help="trust the CA certificate(s) in FILE (PEM)")
-    trust.add_argument(
-        "-k",
-        "--insecure",
-        action="store_true",
-        help="do not verify the server's certificate (anyone can impersonate it)",
-    )
+    add_trust_arguments(parser)
     parser.add_argument(
         "-H",
         "--header",
@@ -285,22 +281,14 @@ def _prepare(options: GetOptions, stderr: TextIO, stdin: BinaryIO | None) -> _Re
         method = options.method.upper()
     else:
         method = "POST" if body is not None else "GET"
-    if options.insecure:
-        stderr.write(
-            "h3-get: warning: --insecure: the server's certificate is NOT verified; "
-            "anyone on the path can impersonate it\n"
-        )
-        stderr.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InsecureConfigurationWarning)
-            config = ClientConfig(alpn=["h3"], verify=False, handshake_timeout=options.timeout)
-    else:
-        try:
-            config = ClientConfig(
-                alpn=["h3"], cafile=options.cafile, handshake_timeout=options.timeout
-            )
-        except (OSError, ValueError) as exc:
-            raise CliError(f"cannot load --cafile {options.cafile}: {exc}", EXIT_USAGE) from None
+    config = client_config(
+        ["h3"],
+        cafile=options.cafile,
+        insecure=options.insecure,
+        timeout=options.timeout,
+        prog=NAME,
+        stderr=stderr,
+    )
     include = options.include or options.head
     return _Request(url, method, headers, body, config, include)
 
@@ -413,15 +401,7 @@ async def _receive_body(
                     raise
 
 
-_EXPECTED = (
-    CliError,
-    QuicError,
-    HttpError,
-    HttpStreamError,
-    trio.BrokenResourceError,
-    trio.TooSlowError,
-    OSError,
-)
+_EXPECTED = (CliError, HttpError, HttpStreamError, *CONNECTION_ERRORS)
 
 
 def _describe_get_failure(exc: BaseException, options: GetOptions) -> tuple[str, int] | None:
@@ -438,21 +418,12 @@ def _describe_get_failure(exc: BaseException, options: GetOptions) -> tuple[str,
         return "", leaf.exit_code
     if isinstance(leaf, CliError):
         return one_line(str(leaf)), leaf.exit_code
-    if isinstance(leaf, CertificateError):
-        hint = "use --cafile FILE to trust the server's certificate, or --insecure to skip checks"
-        return one_line(f"certificate verification failed for {target}: {leaf} ({hint})"), 1
-    if isinstance(leaf, HandshakeTimeout | trio.TooSlowError):
-        detail = str(leaf) or f"no answer within {options.timeout:g} s"
-        return one_line(f"cannot reach {target}: timed out ({detail})"), 1
-    if isinstance(leaf, HandshakeError):
-        return one_line(f"cannot connect to {target}: {leaf}"), 1
-    if isinstance(leaf, socket.gaierror):
-        return one_line(f"cannot resolve {target}: {leaf.strerror or leaf}"), 1
     if isinstance(leaf, HttpError):
-        return one_line(str(leaf)), 1
-    if isinstance(leaf, QuicError | HttpStreamError | trio.BrokenResourceError):
-        return one_line(f"connection to {target} failed: {leaf}"), 1
-    return one_line(f"{leaf}"), 1
+        return one_line(str(leaf)), EXIT_FAILURE
+    if isinstance(leaf, HttpStreamError):
+        return one_line(f"connection to {target} failed: {leaf}"), EXIT_FAILURE
+    reason = describe_connection_failure(leaf, target, options.timeout)
+    return reason or one_line(f"{leaf}"), EXIT_FAILURE
 
 
 def run(args: argparse.Namespace) -> int:
