@@ -8,11 +8,11 @@ A command module provides
 * ``run(args) -> int``: does the work and returns the exit code.
 
 and is listed in ``ghostwire.__main__.COMMANDS``. Shared conventions (exit
-codes, one-line errors, argument types) live in :mod:`.common`, what client
+codes, one-line errors, argument types) live in :mod:`.common`; what client
 commands share (``--cafile``/``--insecure``, why a connection failed) in
-:mod:`.client`; the modules
-behind a command keep its logic testable in-process (``h3_get.h3_get``,
-``h3_serve.h3_serve`` are async functions that take their output streams).
+:mod:`.client`. The modules behind a command keep its logic testable
+in-process (``h3_get.h3_get`` and ``h3_serve.h3_serve`` are async functions
+that take their output streams).
 """
 
 from __future__ import annotations
