@@ -1,25 +1,23 @@
 """Send a message to the QUIC echo server and print the reply.
 
-    python examples/quic_echo_client.py --cafile echo-ca.pem "hello"
+    python examples/quic_echo_client.py --cafile CA.pem "hello"
+
+(``quic_echo_server.py`` prints the CA file to use.) Ctrl-C stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import trio
 
 import ghostwire.quic as quic
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("message", nargs="?", default="hello over QUIC")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4433)
-    parser.add_argument("--cafile", default="echo-ca.pem")
-    args = parser.parse_args()
+async def main(args: argparse.Namespace) -> None:
     config = quic.ClientConfig(alpn=["echo"], cafile=args.cafile, server_name="localhost")
+    print(f"connecting to {args.host}:{args.port}...", file=sys.stderr, flush=True)
     async with quic.connect(args.host, args.port, config) as conn:
         stream = await conn.open_stream()
         await stream.send_all(args.message.encode())
@@ -31,5 +29,27 @@ async def main() -> None:
         print(f"{reply.decode()!r} (rtt {stats.smoothed_rtt * 1000:.2f} ms)")
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("message", nargs="?", default="hello over QUIC")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4433)
+    parser.add_argument("--cafile", required=True, help="the CA of the server's certificate")
+    return parser.parse_args()
+
+
+def _interrupted(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_interrupted(inner) for inner in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
+
+
 if __name__ == "__main__":
-    trio.run(main)
+    arguments = parse_args()
+    try:
+        trio.run(main, arguments)
+    except BaseException as exc:
+        if not _interrupted(exc):  # Ctrl-C may come wrapped in a group
+            raise
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -38,9 +38,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aioquic.asyncio import connect
-from aioquic.asyncio import serve as aioquic_serve
+from aioquic.asyncio.client import connect
 from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio.server import serve as aioquic_serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic import events
@@ -438,7 +438,9 @@ class H3PeerServer:
 
     @property
     def port(self) -> int:
-        return int(self.server._transport.get_extra_info("sockname")[1])
+        transport = self.server._transport
+        assert transport is not None
+        return int(transport.get_extra_info("sockname")[1])
 
     @classmethod
     async def start(cls, configuration: QuicConfiguration, host: str = "127.0.0.1") -> H3PeerServer:

@@ -39,14 +39,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import cache
-from typing import IO, Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import trio
-from aioquic.asyncio import QuicConnectionProtocol, connect
-from aioquic.asyncio import serve as aioquic_serve
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio.server import serve as aioquic_serve
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import CipherSuite
 
@@ -150,7 +152,7 @@ def peer_configuration(
     keyfile: str | None = None,
     server_name: str | None = None,
     cipher_suites: list[str] | None = None,
-    keylog: IO[str] | None = None,
+    keylog: TextIO | None = None,
     **options: Any,
 ) -> QuicConfiguration:
     """A QuicConfiguration; ``cipher_suites`` are TLS names (``TLS_AES_128_GCM_SHA256``)."""
@@ -182,14 +184,14 @@ def peer_configuration(
 class EventLog:
     """Every QUIC event the aioquic side raised, in order, with waiters."""
 
-    events: list[events.QuicEvent] = field(default_factory=list)
+    events: list[QuicEvent] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add(self, event: events.QuicEvent) -> None:
+    def add(self, event: QuicEvent) -> None:
         self.events.append(event)
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[events.QuicEvent], bool]) -> events.QuicEvent:
+    async def wait_for(self, predicate: Callable[[QuicEvent], bool]) -> QuicEvent:
         seen = 0
         while True:
             for event in self.events[seen:]:
@@ -436,7 +438,9 @@ class PeerServer:
 
     @property
     def port(self) -> int:
-        return int(self.server._transport.get_extra_info("sockname")[1])
+        transport = self.server._transport
+        assert transport is not None
+        return int(transport.get_extra_info("sockname")[1])
 
     @classmethod
     async def start(

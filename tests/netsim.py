@@ -431,10 +431,10 @@ class FlowControlChecker:
         self.frames_checked += 1
         side = "client" if self.conn.is_client else "server"
         if (stream_id & 1) != self._local_bit:
-            limit = self.max_streams[(stream_id >> 1) & 1]
-            if (stream_id >> 2) >= limit:
+            max_streams = self.max_streams[(stream_id >> 1) & 1]
+            if (stream_id >> 2) >= max_streams:
                 raise AssertionError(
-                    f"{side} received {what} on stream {stream_id} beyond MAX_STREAMS {limit}"
+                    f"{side} received {what} on stream {stream_id} beyond MAX_STREAMS {max_streams}"
                 )
         limit = self.stream_limits.get(stream_id)
         if limit is None:
@@ -668,7 +668,8 @@ class Simulation:
             out = conn.datagrams_to_send(now)
             for datagram, _addr in out:
                 for arrival in link.transmit(datagram, now):
-                    push(heap, (arrival, next(seq), partial(self._deliver, is_client, datagram)))
+                    deliver: Action = partial(self._deliver, is_client, datagram)
+                    push(heap, (arrival, next(seq), deliver))
             if len(out) < MAX_DATAGRAMS_PER_CALL:
                 return  # the core ran out of things it may send now
 

@@ -1,13 +1,14 @@
 """``ghostwire h3-get`` and ``ghostwire h3-serve``, run in-process over loopback.
 
-The server side is :func:`ghostwire.cli_h3.h3_serve` started in a nursery,
-the client side :func:`ghostwire.cli_h3.h3_get` returning its exit code; two
+The server side is :func:`ghostwire.cli.h3_serve.h3_serve` started in a nursery,
+the client side :func:`ghostwire.cli.h3_get.h3_get` returning its exit code; two
 tests run the real command line in a subprocess, bounded by ``fail_after``.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import os
@@ -31,21 +32,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 import ghostwire.http3 as h3
 from ghostwire.__main__ import build_parser
 from ghostwire.certs import CertificateAuthority, self_signed_certificate
-from ghostwire.cli_h3 import (
-    CliError,
-    DirectoryApp,
-    GetOptions,
-    Progress,
+from ghostwire.cli.common import CliError
+from ghostwire.cli.directory import DirectoryApp, content_type
+from ghostwire.cli.h3_get import GetOptions, h3_get
+from ghostwire.cli.h3_serve import (
     ServeInfo,
     ServeOptions,
     certificate_names,
-    content_type,
-    format_progress,
-    format_size,
-    h3_get,
     h3_serve,
     url_host,
 )
+from ghostwire.cli.progress import Progress, format_progress, format_size
 from ghostwire.quic import ClientConfig, ServerConfig
 
 LARGE = 2 * 1024 * 1024 + 12_345  # several flow-control windows and read chunks
@@ -90,6 +87,7 @@ class Served:
     banner: str
     log: io.StringIO
     scope: trio.CancelScope
+    stopped: trio.Event  # set once h3_serve returned (after its drain)
 
     @property
     def url(self) -> str:
@@ -106,15 +104,19 @@ async def serving(root: Path, **options: Any) -> AsyncIterator[Served]:
     out, log = io.StringIO(), io.StringIO()
     opts = ServeOptions(root=str(root), port=0, **options)
     scope = trio.CancelScope()  # the server's alone, not the test body's
+    stopped = trio.Event()
 
     async def run(*, task_status: trio.TaskStatus[ServeInfo]) -> None:
-        with scope:
-            await h3_serve(opts, stdout=out, stderr=log, task_status=task_status)
+        try:
+            with scope:
+                await h3_serve(opts, stdout=out, stderr=log, task_status=task_status)
+        finally:
+            stopped.set()
 
     with trio.fail_after(TIME_LIMIT):
         async with trio.open_nursery() as nursery:
             info: ServeInfo = await nursery.start(run)
-            yield Served(info, out.getvalue(), log, scope)
+            yield Served(info, out.getvalue(), log, scope, stopped)
             scope.cancel()
 
 
@@ -203,7 +205,7 @@ async def test_head(tree: Tree) -> None:
     assert f"content-length: {LARGE}\r\n" in head
     assert "content-type: application/octet-stream\r\n" in head
     assert head.endswith("\r\n\r\n")  # headers only
-    assert re.search(rf"HEAD /large.bin 200 {LARGE}$", served.log.getvalue(), re.M)
+    assert re.search(r"HEAD /large.bin 200 0$", served.log.getvalue(), re.M)  # no body sent
 
 
 async def test_include_headers(tree: Tree) -> None:
@@ -334,7 +336,10 @@ async def test_symlink_escape_is_403_and_inner_symlink_is_served(tree: Tree) -> 
 async def test_access_log_escapes_control_characters(tree: Tree) -> None:
     log = io.StringIO()
     app = DirectoryApp(tree.root, access_log=log)
-    assert (await status_of(app, "/a\nb\x1b[2J"))[0] == 404
+    response = await app(fake_request("/a\nb\x1b[2J"))
+    assert response.status == 404 and response.on_end is not None
+    assert log.getvalue() == ""  # written once the response ended
+    response.on_end(h3.ResponseEnd(complete=True, body_bytes=14))
     assert log.getvalue() == "127.0.0.1:1234 GET /a\\x0ab\\x1b[2J 404 14\n"
 
 
@@ -468,6 +473,10 @@ async def test_headers_method_and_data_reach_the_server(tmp_path: Path) -> None:
         (["-H", ":path: /x", "https://localhost/"], "bad header"),
         (["http://localhost/"], "HTTP/3 URLs are https://"),
         (["https://localhost:99999/"], "bad URL"),
+        (["https://[::1/"], "bad URL 'https://[::1/'"),
+        (["https://[zz]/"], "bad URL 'https://[zz]/'"),
+        (["https://[127.0.0.1]/"], "bad URL"),
+        (["--timeout", "0", "https://localhost/"], "--timeout must be positive"),
         (["-d", "@/nonexistent/file", "https://localhost/"], "cannot read /nonexistent/file"),
         (["--cafile", "/nonexistent/ca.pem", "https://localhost/"], "cannot load --cafile"),
     ],
@@ -477,6 +486,21 @@ async def test_usage_errors_exit_2(argv: list[str], message: str) -> None:
     assert result.code == 2
     assert result.stderr.startswith("h3-get: ") and message in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["https://[::1]:4433/", "https://[fe80::1%25eth0]/", "[::1]/x"])
+async def test_ipv6_urls_are_accepted(url: str) -> None:
+    from ghostwire.cli.h3_get import normalize_url
+
+    assert normalize_url(url).endswith(url.removeprefix("https://"))
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "soon"])
+def test_serve_rejects_a_bad_grace_period(grace: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["h3-serve", "--root", ".", "--grace", grace])
+    assert exited.value.code == 2
+    assert "--grace" in capsys.readouterr().err
 
 
 async def test_nothing_listening_times_out_with_one_line() -> None:
@@ -489,12 +513,20 @@ async def test_nothing_listening_times_out_with_one_line() -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
-async def test_unwritable_output_file(tree: Tree, tmp_path: Path) -> None:
+async def test_unwritable_output_is_a_usage_error_before_the_request(
+    tree: Tree, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no" / "such" / "file"
     async with serving(tree.root) as served:
-        target = tmp_path / "no" / "such" / "dir"
-        result = await get("--cafile", served.cafile, "-o", str(target), served.url + "small.txt")
-    assert result.code == 1
-    assert result.stderr == f"h3-get: cannot write {target}: No such file or directory\n"
+        into_missing = await get("--cafile", served.cafile, "-o", str(missing), served.url)
+        onto_folder = await get("--cafile", served.cafile, "-o", str(tmp_path), served.url)
+    assert into_missing.code == onto_folder.code == 2
+    assert into_missing.stderr == (
+        f"h3-get: cannot write {missing}: no such folder {str(missing.parent)!r}\n"
+    )
+    assert onto_folder.stderr == f"h3-get: cannot write {tmp_path}: it is a directory\n"
+    assert served.log.getvalue() == ""  # checked first: no request was sent
+    assert not missing.parent.exists()
 
 
 # -- the server's lifecycle -----------------------------------------------------------
@@ -526,6 +558,235 @@ async def test_shutdown_lets_the_download_in_progress_finish(tree: Tree) -> None
                         served.scope.cancel()  # what Ctrl-C does: GOAWAY, grace period
                 assert served.scope.cancel_called
                 assert sha256(bytes(body)) == sha256(tree.large)
+
+
+DOWNLOADS = 5  # concurrent downloads during the grace period
+
+
+async def test_shutdown_during_concurrent_downloads_delivers_every_byte(tree: Tree) -> None:
+    # Ctrl-C's programmatic equivalent while five downloads are in flight.
+    # The clients stop reading until the server is stopping, so when the
+    # server closes (right after its last response is acknowledged) part of
+    # each body is still in the client's QUIC buffers: it must be delivered.
+    stopping = trio.Event()
+    paused = 0
+    all_paused = trio.Event()
+    bodies: list[bytes] = []
+
+    async def download(client: h3.Client, url: str) -> None:
+        nonlocal paused
+        response = await client.get(url)
+        body = bytearray()
+        async for chunk in response.iter_bytes():
+            body += chunk
+            if not stopping.is_set() and len(body) >= 64 * 1024:
+                paused += 1
+                if paused == DOWNLOADS:
+                    all_paused.set()
+                await stopping.wait()
+        bodies.append(bytes(body))
+
+    with trio.fail_after(TIME_LIMIT):
+        async with serving(tree.root, grace=TIME_LIMIT) as served:
+            config = ClientConfig(alpn=["h3"], cafile=served.cafile)
+            async with trio.open_nursery() as clients:
+                async with trio.open_nursery() as downloads:
+                    for _ in range(DOWNLOADS):
+                        client = await clients.start(_client, config)
+                        downloads.start_soon(download, client, served.url + "large.bin")
+                    await all_paused.wait()
+                    served.scope.cancel()  # GOAWAY and the grace period, as on Ctrl-C
+                    stopping.set()
+                await served.stopped.wait()  # once every response is delivered, not the grace
+                clients.cancel_scope.cancel()
+    assert len(bodies) == DOWNLOADS
+    assert all(sha256(body) == sha256(tree.large) for body in bodies)
+    log = served.log.getvalue().splitlines()
+    assert len(log) == DOWNLOADS
+    assert all(line.endswith(f" GET /large.bin 200 {LARGE}") for line in log), log
+
+
+async def _client(
+    config: ClientConfig, *, task_status: trio.TaskStatus[h3.Client] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with h3.Client(config) as client:
+        task_status.started(client)
+        await trio.sleep_forever()
+
+
+async def test_shutdown_after_the_grace_period_resets_unfinished_downloads(tree: Tree) -> None:
+    stalled = 0
+    all_stalled = trio.Event()
+    errors: list[h3.HttpStreamError] = []
+    all_failed = trio.Event()
+
+    async def download(client: h3.Client, url: str, server_stopped: trio.Event) -> None:
+        nonlocal stalled
+        response = await client.get(url)
+        received = 0
+        with pytest.raises(h3.HttpStreamError) as caught:
+            async for chunk in response.iter_bytes():
+                received += len(chunk)
+                if not server_stopped.is_set():
+                    stalled += 1
+                    if stalled == DOWNLOADS:
+                        all_stalled.set()
+                    await server_stopped.wait()  # stalls past the grace period
+        assert received < LARGE
+        errors.append(caught.value)
+        if len(errors) == DOWNLOADS:
+            all_failed.set()
+
+    with trio.fail_after(TIME_LIMIT):
+        async with serving(tree.root, grace=0.2) as served:
+            config = ClientConfig(alpn=["h3"], cafile=served.cafile)
+            async with trio.open_nursery() as nursery:
+                for _ in range(DOWNLOADS):
+                    client = await nursery.start(_client, config)
+                    url = served.url + "large.bin"
+                    nursery.start_soon(download, client, url, served.stopped)
+                await all_stalled.wait()
+                served.scope.cancel()
+                await served.stopped.wait()
+                await all_failed.wait()  # each reader saw the reset or the close
+                nursery.cancel_scope.cancel()
+    for error in errors:  # the reset (H3_REQUEST_CANCELLED), or the close that says why
+        assert "H3_REQUEST_CANCELLED" in str(error) or "cut short" in str(error), error
+    log = served.log.getvalue().splitlines()
+    assert len(log) == DOWNLOADS
+    for line in log:
+        match = re.search(r" GET /large.bin 200 (\d+) incomplete$", line)
+        assert match and int(match[1]) < LARGE, line
+
+
+class ProgressWatcher(FakeTTY):
+    """A terminal for h3-get's progress bar that tells when the body started to arrive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn = trio.Event()
+
+    def write(self, text: str) -> int:
+        if text.startswith("\r"):
+            self.drawn.set()
+        return super().write(text)
+
+
+@asynccontextmanager
+async def half_body_server(
+    size: int, sent: int, **serve_options: Any
+) -> AsyncIterator[tuple[str, str, trio.CancelScope]]:
+    """A server whose response announces ``size`` bytes, sends ``sent``, then stalls."""
+    identity = self_signed_certificate(["localhost", "127.0.0.1"])
+    config = ServerConfig(
+        alpn=["h3"], certificate_chain=identity.chain, private_key=identity.private_key
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * sent
+        await trio.sleep_forever()
+
+    async def handler(request: h3.Request) -> h3.Response:
+        return h3.Response(200, [("content-length", str(size))], body())
+
+    scope = trio.CancelScope()
+
+    async def run(*, task_status: trio.TaskStatus[Any]) -> None:
+        with scope:
+            await h3.serve(
+                handler, 0, config, host="127.0.0.1", task_status=task_status, **serve_options
+            )
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(run)
+        yield f"https://127.0.0.1:{server.port}/", identity.cert_pem().decode(), scope
+        scope.cancel()
+
+
+async def test_a_download_cut_short_says_it_is_incomplete(tmp_path: Path) -> None:
+    size, sent = 4 << 20, 1 << 20
+    terminal = ProgressWatcher()
+    with trio.fail_after(TIME_LIMIT):
+        async with half_body_server(size, sent, shutdown_timeout=0) as (url, pem, server):
+            (tmp_path / "cert.pem").write_text(pem)
+            argv = ["--cafile", str(tmp_path / "cert.pem"), "-o", str(tmp_path / "out"), url]
+            async with trio.open_nursery() as nursery:
+                results: list[Result] = []
+
+                async def fetch() -> None:
+                    results.append(await get(*argv, stderr=terminal))
+
+                nursery.start_soon(fetch)
+                await terminal.drawn.wait()  # the body is arriving
+                server.cancel()  # no grace: the response is cut short
+    (result,) = results
+    assert result.code == 1
+    last = result.stderr.split("\n")[-2]
+    pattern = rf"h3-get: download incomplete: (\d+) of {size} bytes received \(.*\)"
+    match = re.fullmatch(pattern, last)
+    assert match, result.stderr
+    assert 0 < int(match[1]) <= sent  # cut short: not all that was sent arrived
+    assert (tmp_path / "out").stat().st_size == int(match[1])  # what arrived is kept
+
+
+async def test_an_interrupted_download_says_it_is_incomplete(tmp_path: Path) -> None:
+    size, sent = 4 << 20, 1 << 20
+    terminal = ProgressWatcher()
+    with trio.fail_after(TIME_LIMIT):
+        async with half_body_server(size, sent) as (url, pem, _server):
+            (tmp_path / "cert.pem").write_text(pem)
+            argv = ["--cafile", str(tmp_path / "cert.pem"), "-o", str(tmp_path / "out"), url]
+            args = build_parser().parse_args(["h3-get", *argv])
+            with trio.CancelScope() as interrupt:  # what Ctrl-C does to h3-get's task
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        functools.partial(
+                            h3_get, GetOptions.from_namespace(args), stdout=io.BytesIO(),
+                            stderr=terminal,
+                        )
+                    )
+                    await terminal.drawn.wait()
+                    interrupt.cancel()
+    last = terminal.getvalue().split("\n")[-2]
+    pattern = rf"h3-get: interrupted: download incomplete: (\d+) of {size} bytes received"
+    match = re.fullmatch(pattern, last)
+    assert match, terminal.getvalue()
+    assert 0 < int(match[1]) <= sent
+    assert (tmp_path / "out").stat().st_size == int(match[1])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_ctrl_c_during_a_download_says_what_arrived(tmp_path: Path) -> None:
+    size, sent = 4 << 20, 1 << 20
+    with trio.fail_after(TIME_LIMIT):
+        async with half_body_server(size, sent) as (url, pem, _server):
+            (tmp_path / "cert.pem").write_text(pem)
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "ghostwire", "h3-get", "--cafile",
+                 str(tmp_path / "cert.pem"), url],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            try:
+                assert process.stdout is not None and process.stderr is not None
+                body = b""
+                while len(body) < 256 * 1024:  # h3-get writes in 256 KiB pieces
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, body
+                    body += chunk
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+                while chunk := await process.stdout.receive_some():
+                    body += chunk
+                errors = b""
+                while chunk := await process.stderr.receive_some():
+                    errors += chunk
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    assert errors.decode().splitlines() == [
+        f"h3-get: interrupted: download incomplete: {len(body)} of {size} bytes received"
+    ]
 
 
 # -- units --------------------------------------------------------------------------

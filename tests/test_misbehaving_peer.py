@@ -180,7 +180,7 @@ def test_misbehaving_peer_is_closed_with_the_right_code(name: str) -> None:
 
 
 def _events(conn: QuicConnection) -> list[object]:
-    out = []
+    out: list[object] = []
     while (event := conn.next_event()) is not None:
         out.append(event)
     return out

@@ -415,7 +415,7 @@ def test_probe_resends_lost_handshake_done() -> None:
     were bare PINGs: HANDSHAKE_DONE only came back once an ACK got through and
     declared the first packet lost. A probe now carries it (RFC 9002 §6.2.4)."""
     clock: list[Simulation] = []
-    dropped_done = []
+    dropped_done: list[int] = []
 
     def server_drop(index: int, datagram: bytes) -> bool:
         if not dropped_done and not datagram[0] & 0x80:  # the first 1-RTT datagram

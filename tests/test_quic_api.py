@@ -220,14 +220,16 @@ async def test_reset_and_stop_sending_are_seen_by_the_peer() -> None:
 
 
 async def test_leaving_serve_leaves_no_tasks() -> None:
-    before = len(trio.lowlevel.current_root_task().child_nurseries)
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    before = len(root.child_nurseries)
     async with running_server() as server:
         async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
             stream = await conn.open_stream()
             await stream.send_all(b"ping")
     task = trio.lowlevel.current_task()
     assert all(not n.child_tasks for n in task.child_nurseries)
-    assert len(trio.lowlevel.current_root_task().child_nurseries) == before
+    assert len(root.child_nurseries) == before
 
 
 async def test_listener_form() -> None:
@@ -245,6 +247,7 @@ async def test_listener_form() -> None:
             nursery.start_soon(client)
             conn = await listener.accept()
             stream = await conn.accept_stream()
+            assert isinstance(stream, quic.QuicStream)  # bidirectional
             assert await stream.receive_some() == b"via listener"
             await stream.send_all(b"LISTENER")
             await stream.send_eof()

@@ -205,11 +205,11 @@ def test_chains_to_a_ca_keep_the_strict_checks() -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                authority.private_key.public_key()  # type: ignore[arg-type]
+                authority.private_key.public_key()
             ),
             False,
         )
-        .sign(authority.private_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(authority.private_key, hashes.SHA256())
     )
     with pytest.raises(CertificateVerificationError, match="cA must not be asserted"):
         verify_server_certificate([leaf], "localhost", TrustStore([authority.certificate]))

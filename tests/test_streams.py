@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghostwire.quic.errors import QuicProtocolError, TransportErrorCode
-from ghostwire.quic.stream_events import ControlFrame, FrameType
+from ghostwire.quic.frames import FrameType
+from ghostwire.quic.stream_events import ControlFrame
 from ghostwire.quic.stream_ranges import RangeList
 from ghostwire.quic.stream_recv import StreamReceiver
 from ghostwire.quic.stream_send import StreamSender
@@ -1084,6 +1085,31 @@ def test_events_readable_reset_writable() -> None:
     receiver = server.get(sid).receiver  # type: ignore[union-attr]
     assert receiver is not None and receiver.state is RecvState.RESET_READ  # told = read
     assert receiver.reset_error_code == 7
+
+
+def test_the_last_acknowledgement_is_reported_though_the_stream_is_forgotten() -> None:
+    # Whoever waits for a stream's data to be delivered (the HTTP/3 drain)
+    # hears of the acknowledgement that finishes it, not only of earlier ones.
+    client, server = pair()
+    sid = client.open_stream(True)
+    client.write(sid, b"hi")
+    data = client.next_stream_frame(1200)
+    assert data is not None
+    server.on_stream_frame(data.stream_id, data.offset, data.data, data.fin)
+    client.on_stream_frame_delivered(sid, data.offset, len(data.data), data.fin, True)
+    client.write(sid, b"", True)  # the FIN alone: its acknowledgement frees no bytes
+    sent = client.next_stream_frame(1200)
+    assert sent is not None and sent.fin and not sent.data
+    server.on_stream_frame(sent.stream_id, sent.offset, sent.data, sent.fin)
+    assert server.read(sid) == b"hi"
+    server.write(sid, b"", True)
+    while (f := server.next_stream_frame(1200)) is not None:
+        client.on_stream_frame(f.stream_id, f.offset, f.data, f.fin)
+    assert client.read(sid) == b""  # the reply's FIN: the receive side is done
+    client.pop_events()
+    client.on_stream_frame_delivered(sid, sent.offset, len(sent.data), sent.fin, True)
+    assert client.get(sid) is None  # both halves finished: forgotten
+    assert client.pop_events().writable == (sid,)
 
 
 def test_statistics() -> None:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -45,7 +46,7 @@ def test_a_reset_stream_has_one_name_everywhere() -> None:
 
 
 @asynccontextmanager
-async def h3_server(handler: object) -> AsyncIterator[quic.QuicServer]:
+async def h3_server(handler: Any) -> AsyncIterator[quic.QuicServer]:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             partial(h3.serve, handler, 0, server_config(alpn=["h3"]), host=HOST)

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ..quic.net.exceptions import StreamReset, StreamStopped
     from .net.client import Client
     from .net.client import Response as ClientResponse
-    from .net.server import Request, Response, serve
+    from .net.server import Request, Response, ResponseEnd, serve
     from .net.session import HttpStreamError
 
 # Public name -> (trio-layer module, its name there).
@@ -76,6 +76,7 @@ _SHELL_NAMES = {
     "ClientResponse": (".net.client", "Response"),
     "Request": (".net.server", "Request"),
     "Response": (".net.server", "Response"),
+    "ResponseEnd": (".net.server", "ResponseEnd"),
     "serve": (".net.server", "serve"),
     "HttpStreamError": (".net.session", "HttpStreamError"),
 }
@@ -124,6 +125,7 @@ __all__ = [
     "Request",
     "RequestTimeout",
     "Response",
+    "ResponseEnd",
     "SendingStopped",
     "Setting",
     "SettingsReceived",

@@ -984,6 +984,10 @@ class QuicConnection:
         if self.qlog is not None:
             self.qlog.connection_closed(now, owner="remote", error_code=error_code, reason=reason)
             self.qlog.observe(now)
+        if self.streams.has_events():
+            # What arrived before the close (a RESET_STREAM, the last data)
+            # is reported before it, not dropped after it.
+            self._collect_stream_events()
         self._events.append(
             ConnectionTerminated(
                 CloseReason.PEER,

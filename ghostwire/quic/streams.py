@@ -612,7 +612,9 @@ class StreamManager:
         if delivered:
             buffered = sender.buffered_bytes
             sender.on_frame_delivered(offset, length, fin, True)
-            if sender.buffered_bytes != buffered:
+            if sender.buffered_bytes != buffered or sender.is_finished:
+                # The last acknowledgement too, so whoever waits for a stream's
+                # data to be delivered (the HTTP/3 drain) hears of it.
                 self._ev_writable[stream_id] = None
             if sender.is_finished:
                 self._maybe_forget(stream_id)
@@ -799,7 +801,6 @@ class StreamManager:
         self._send_queue.pop(stream_id, None)
         self._conn_blocked.pop(stream_id, None)
         self._control.pop(stream_id, None)
-        self._ev_writable.pop(stream_id, None)
         if not self._is_local(stream_id):
             uni = (stream_id >> 1) & 1
             self._peer_closed[uni] += 1

@@ -15,7 +15,11 @@ serves ``app`` over HTTP/3 and reports a server object (``.port``) through
 The two are told apart by their number of parameters. Each request runs
 in its connection's nursery; when a connection closes, its requests are
 cancelled. When ``serve`` is cancelled, each connection is sent GOAWAY and
-given ``shutdown_timeout`` seconds to finish the requests in progress.
+given ``shutdown_timeout`` seconds to finish the requests in progress and
+have their responses delivered; a response still unfinished then is reset
+(H3_REQUEST_CANCELLED), so its client sees it incomplete, and the connection
+closes. A native :class:`Response` may carry ``on_end``, called once when the
+response ended, delivered or not (an access log writes its line there).
 """
 
 from __future__ import annotations
@@ -78,14 +82,30 @@ class Request:
         return to_text(self._channel.trailers or [])
 
 
+@dataclass(frozen=True)
+class ResponseEnd:
+    """How a native response ended, as :attr:`Response.on_end` hears it."""
+
+    complete: bool
+    """The whole response (body, trailers, end of stream) went to QUIC."""
+    body_bytes: int
+    """Body bytes sent; for a response cut short, less those its reset
+    discarded unacknowledged (to within a few bytes of frame headers)."""
+
+
 @dataclass
 class Response:
-    """What a native handler returns. ``content`` may be bytes or an async iterable."""
+    """What a native handler returns. ``content`` may be bytes or an async iterable.
+
+    An async iterable with an ``aclose()`` method is closed once the response
+    ends, finished or not. ``on_end``, if given, is called once then.
+    """
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     content: bytes | str | AsyncIterable[bytes] = b""
     trailers: list[tuple[str, str]] = field(default_factory=list)
+    on_end: Callable[[ResponseEnd], None] | None = None
 
 
 NativeHandler = Callable[[Request], Awaitable[Response]]
@@ -242,6 +262,18 @@ async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any
         _channel=channel,
     )
     response = await handler(request)
+    complete = False
+    try:
+        await _send_native(channel, response)
+        complete = True
+    finally:
+        await _close_content(response.content)
+        if response.on_end is not None:
+            body_bytes = channel.body_sent if complete else channel.body_delivered
+            response.on_end(ResponseEnd(complete, body_bytes))
+
+
+async def _send_native(channel: MessageChannel, response: Response) -> None:
     head: Headers = [(b":status", str(response.status).encode())]
     head += to_wire(response.headers)
     content = response.content
@@ -262,3 +294,18 @@ async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any
             await channel.send_data(b"", end_stream=True)
     if trailers:
         await channel.send_trailers(trailers)
+
+
+_CLOSE_TIMEOUT = 1.0  # seconds an abandoned body's aclose() may take
+
+
+async def _close_content(content: object) -> None:
+    aclose = getattr(content, "aclose", None)
+    if aclose is None:
+        return
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + _CLOSE_TIMEOUT
+        try:
+            await aclose()
+        except Exception:
+            log.exception("closing a response body failed")

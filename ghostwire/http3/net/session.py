@@ -23,7 +23,13 @@ from collections.abc import Callable
 
 import trio
 
-from ...quic.events import Event, StreamsAvailable, StreamWritable
+from ...quic.events import (
+    ConnectionTerminated,
+    Event,
+    StreamResetReceived,
+    StreamsAvailable,
+    StreamWritable,
+)
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed, StreamReset
 from ..config import H3Config
@@ -42,7 +48,6 @@ from ..events import (
 )
 
 DEFAULT_SEND_BUFFER = 256 << 10
-_DRAIN_POLL = 0.01  # seconds between checks for acknowledged responses (shutdown only)
 
 
 class HttpStreamError(StreamReset, HttpError):
@@ -74,6 +79,8 @@ class MessageChannel:
         self.error: HttpStreamError | None = None
         self.stopped_code: int | None = None
         self.response_started = False  # server side: the application began its response
+        self.body_sent = 0  # body bytes handed to QUIC (send_data)
+        self.unsent: int | None = None  # bytes still unacknowledged when the stream was aborted
         self._lot = trio.lowlevel.ParkingLot()
         self._headers_event = trio.Event()
 
@@ -166,6 +173,7 @@ class MessageChannel:
             chunk, view = view[:room], view[room:]
             last = not len(view)
             session.h3.send_data(self.stream_id, bytes(chunk), end_stream=end_stream and last)
+            self.body_sent += len(chunk)
             session.flush(now=end_stream and last)
             if last:
                 break
@@ -189,10 +197,22 @@ class MessageChannel:
             raise self.error
         self.session.raise_if_closed()
 
+    def note_unsent(self) -> None:
+        """Remember what a reset or close is about to discard (unacknowledged bytes)."""
+        if self.unsent is None:
+            self.unsent = self.session.h3.stream_send_buffered(self.stream_id)
+
+    @property
+    def body_delivered(self) -> int:
+        """Body bytes sent, less those an abort discarded unacknowledged (approximately:
+        the discarded count includes a few bytes of frame headers)."""
+        return max(0, self.body_sent - (self.unsent or 0))
+
     def cancel(self, error_code: int = H3ErrorCode.H3_REQUEST_CANCELLED) -> None:
         """Abandon the stream both ways (RESET_STREAM and STOP_SENDING)."""
         if self.ended and self.error is None and self.session.closed:
             return
+        self.note_unsent()
         try:
             self.session.h3.cancel_request(self.stream_id, error_code)
         except (InvalidStreamState, ConnectionClosed):
@@ -232,6 +252,7 @@ class H3Session:
         self._open_lot = trio.lowlevel.ParkingLot()
         self._idle_lot = trio.lowlevel.ParkingLot()  # woken when no request is left
         self._unacknowledged: set[int] = set()  # finished responses not yet acknowledged
+        self._draining = False
         self.closed_event = trio.Event()
         conn.divert_events(self._on_quic_event)
         # Events that arrived before we took over (the handshake's) are gone;
@@ -246,9 +267,48 @@ class H3Session:
             channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
             if channel is not None:
                 channel.wake()
+            elif self._draining and event.stream_id in self._unacknowledged:  # type: ignore[attr-defined]
+                self._idle_lot.unpark_all()  # graceful_shutdown checks what is left
         elif kind is StreamsAvailable:
             self._open_lot.unpark_all()
+        elif kind is StreamResetReceived and self.conn.is_closed:
+            self._on_reset_with_close(event)  # type: ignore[arg-type]
+        elif kind is ConnectionTerminated:
+            self._deliver_received()
         self._feed(event)
+
+    def _on_reset_with_close(self, event: StreamResetReceived) -> None:
+        """A RESET_STREAM that came with the peer's CONNECTION_CLOSE.
+
+        The HTTP/3 layer ignores stream events once QUIC is closing, but the
+        reader must learn that its body ends here because it was reset (not
+        take the stream's end for a complete body).
+        """
+        channel = self.channels.get(event.stream_id)
+        if channel is not None and not channel.ended:
+            code = event.error_code
+            message = f"peer reset stream {event.stream_id} ({_code_name(code)})"
+            channel.on_error(HttpStreamError(message, error_code=code))
+
+    def _deliver_received(self) -> None:
+        """The connection is ending: hand every channel what already arrived.
+
+        The HTTP/3 layer reads DATA only as the application consumes it, so a
+        response the peer sent completely (and QUIC acknowledged) may still sit
+        in QUIC's receive buffer when the peer closes the connection, as a
+        server does right after its last response is acknowledged (RFC 9114
+        §5.2). Read it all now, past the window: it is bounded by the flow
+        control credit we gave, and a body that arrived whole must not be
+        reported cut short.
+        """
+        now = trio.current_time()
+        for stream_id, channel in list(self.channels.items()):
+            while not channel.ended and channel.error is None:
+                events = self.h3.acknowledge_received_data(stream_id, 1 << 62, now)
+                if not events:
+                    break
+                for h3_event in events:
+                    self._dispatch(h3_event)
 
     def _feed(self, event: Event) -> None:
         for h3_event in self.h3.handle_event(event, trio.current_time()):
@@ -280,6 +340,7 @@ class H3Session:
         elif kind is SendingStopped:
             channel = self.channels.get(event.stream_id)  # type: ignore[attr-defined]
             if channel is not None:
+                channel.note_unsent()
                 channel.stopped_code = event.error_code  # type: ignore[attr-defined]
                 channel.wake()
         elif kind is GoAwayReceived:
@@ -304,10 +365,20 @@ class H3Session:
         channel.on_headers(event.headers, event.stream_ended)
 
     def _on_closed(self) -> None:
-        error = ConnectionClosed("HTTP/3 connection closed")
+        message = "HTTP/3 connection closed"
+        shutdown = self.shutdown
+        if shutdown is not None:
+            who = "by the peer" if shutdown.by_peer else "locally"
+            if shutdown.is_application:
+                code = _code_name(shutdown.error_code)
+            else:
+                code = f"QUIC error 0x{shutdown.error_code:x}"
+            reason = f": {shutdown.reason}" if shutdown.reason else ""
+            message = f"{message} {who} ({code}{reason})"
         for channel in list(self.channels.values()):
+            channel.note_unsent()
             if not channel.ended:
-                channel.on_error(HttpStreamError(str(error), error_code=0))
+                channel.on_error(HttpStreamError(message, error_code=0))
             channel.wake()
         self._open_lot.unpark_all()
         self._idle_lot.unpark_all()
@@ -392,17 +463,34 @@ class H3Session:
 
     async def graceful_shutdown(self, grace_period: float) -> None:
         """GOAWAY; let requests in progress finish and their responses arrive
-        (up to ``grace_period``); then close."""
+        (up to ``grace_period``); reset what is still unfinished; close.
+
+        A response cut short by the deadline is reset (RESET_STREAM with
+        H3_REQUEST_CANCELLED) before the connection closes, so its client
+        knows the response is incomplete rather than merely ended.
+        """
         if self.conn.is_closed:
             return
         self.h3.send_goaway()
         self.flush()
+        self._draining = True
         with trio.move_on_after(grace_period):
+            # Woken by the last forget(), the last acknowledgement of a
+            # finished response (StreamWritable), or the close.
             while not self.conn.is_closed and self._busy():
-                if self.channels:
-                    await self._idle_lot.park()  # woken by the last forget(), or the close
-                else:
-                    # The last acknowledgement raises no event (the stream
-                    # manager forgets the finished stream): poll, only here.
-                    await trio.sleep(_DRAIN_POLL)
+                await self._idle_lot.park()
+        if not self.conn.is_closed:
+            cut = len(self.channels) + len(self._unacknowledged)
+            for channel in list(self.channels.values()):
+                channel.cancel(H3ErrorCode.H3_REQUEST_CANCELLED)
+            for stream_id in self._unacknowledged:
+                # Handed to QUIC whole, not yet delivered: reset too (RFC 9114 §4.1.1).
+                try:
+                    self.h3.cancel_request(stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+                except (InvalidStreamState, ConnectionClosed):
+                    pass
+            self.flush(now=True)  # the resets go first, as far as congestion control allows
+            if cut:
+                await self.aclose(reason=f"shutting down: {cut} response(s) cut short")
+                return
         await self.aclose()

@@ -1,0 +1,106 @@
+"""What every command shares: exit codes, the one-line error, argument types.
+
+Conventions (every command keeps them):
+
+* an expected failure (bad input, certificate, timeout, unreachable peer)
+  raises :class:`CliError` and ends as one line on stderr, ``command: reason``,
+  never a traceback;
+* exit codes: 0 success, 1 failure, 2 usage error (bad arguments, found before
+  any network traffic), 130 interrupted (Ctrl-C);
+* a usage error is found before anything is sent: check arguments first.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import GhostwireError
+from ..http3.errors import HttpConnectionError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(GhostwireError):
+    """An expected failure, reported as one line (``command: message``)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- argument types (argparse turns their ArgumentTypeError into exit 2) ------------
+
+
+def port_number(text: str) -> int:
+    """A UDP port, 0-65535 (0: the system picks one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds, zero or more (and finite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than zero (and finite)."""
+    value = seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (more than 0)")
+    return value
+
+
+# -- exceptions ----------------------------------------------------------------------
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``[exc]``.
+
+    An HTTP/3 connection failure is replaced by its QUIC cause, which says more.
+    """
+    if isinstance(exc, HttpConnectionError) and exc.__cause__ is not None:
+        return leaves(exc.__cause__)
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+    return [exc]
+
+
+def has_keyboard_interrupt(exc: BaseException) -> bool:
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(exc))
+
+
+def single_cli_error(exc: BaseException) -> CliError | None:
+    """The :class:`CliError` that ``exc`` is (or wraps alone), if any."""
+    found = leaves(exc)
+    if len(found) == 1 and isinstance(found[0], CliError):
+        return found[0]
+    return None
+
+
+# -- output --------------------------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
