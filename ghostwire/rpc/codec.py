@@ -40,8 +40,8 @@ class CodecError(RpcError):
 
 def encode_bigint(value: int) -> bytes:
     """Big-endian two's complement in the fewest bytes that keep the sign."""
-    length = (value.bit_length() + 8) // 8  # one spare bit for the sign
-    return value.to_bytes(length, "big", signed=True)
+    magnitude_bits = (value if value >= 0 else ~value).bit_length()
+    return value.to_bytes(magnitude_bits // 8 + 1, "big", signed=True)  # +1 bit for the sign
 
 
 def decode_bigint(data: bytes) -> int:
