@@ -45,6 +45,7 @@ from .transport import FrameReader
 from .wire import (
     ALPN,
     CANCELLED_CODE,
+    DEADLINE_CODE,
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
@@ -69,10 +70,12 @@ class CallInfo:
 ClientInterceptor = Any  # Callable[[CallInfo], AbstractAsyncContextManager[object]]
 
 
-def _abort(stream: quic.QuicStream) -> None:
-    """Give up on a call: reset our side, ask the server to stop (code 0x1)."""
-    stream.reset(CANCELLED_CODE)
-    stream.stop_sending(CANCELLED_CODE)
+def _abort(stream: quic.QuicStream, deadline: float = math.inf) -> None:
+    """Give up on a call: reset our side and ask the server to stop, saying
+    why (DEADLINE_CODE once the deadline passed, else CANCELLED_CODE)."""
+    code = DEADLINE_CODE if trio.current_time() >= deadline else CANCELLED_CODE
+    stream.reset(code)
+    stream.stop_sending(code)
 
 
 def _unavailable(exc: BaseException) -> RpcError:
@@ -221,12 +224,12 @@ class RpcConnection:
         timeout = None if deadline == math.inf else deadline - trio.current_time()
         request = encode_request(method, args, kwargs, timeout=timeout, metadata=metadata)
         if own_deadline == math.inf or own_deadline > deadline:
-            return await self._unary(request)
+            return await self._unary(request, deadline)
         with trio.CancelScope(deadline=own_deadline):
-            return await self._unary(request)
+            return await self._unary(request, deadline)
         raise RpcError(Status.DEADLINE_EXCEEDED, f"{method}: deadline exceeded")
 
-    async def _unary(self, request: bytes) -> Any:
+    async def _unary(self, request: bytes, deadline: float) -> Any:
         stream = await self._open()
         try:
             await _send_request(stream, request)
@@ -239,19 +242,19 @@ class RpcConnection:
             if frame is None or frame[0] != TRAILERS:
                 raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
             error = parse_trailer(frame[1])
-            if error is not None:
-                raise error
             if await reader.receive_frame() is not None:
                 raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
-            return result
         except _GONE as exc:
             _abort(stream)
             raise _unavailable(exc) from None
         except BaseException:
-            _abort(stream)
+            _abort(stream, deadline)
             raise
         finally:
             await stream.aclose()
+        if error is not None:
+            raise error
+        return result
 
     # -- subscriptions and streams -------------------------------------------
 
@@ -328,7 +331,7 @@ class RpcConnection:
                 _abort(stream)
                 raise _unavailable(exc) from None
             except BaseException:
-                _abort(stream)
+                _abort(stream, deadline)
                 raise
             finally:
                 await stream.aclose()

@@ -43,6 +43,7 @@ from .status import RpcError, Status
 from .transport import FrameReader, wait_peer_abort
 from .wire import (
     ALPN,
+    DEADLINE_CODE,
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
@@ -61,6 +62,7 @@ log = logging.getLogger("ghostwire.rpc")
 ConnectionHandler = Callable[[quic.Connection], Awaitable[None]]
 SHUTDOWN_MESSAGE = "the server is shutting down"
 _GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
+_CALLER_GONE = (Status.CANCELLED, Status.DEADLINE_EXCEEDED)  # ctx.cancel statuses
 
 
 class RpcListener:
@@ -321,7 +323,7 @@ class Server:
         finally:
             registry.discard(ctx)
             self._changed.unpark_all()
-        if ctx._cancel_status is Status.CANCELLED:
+        if ctx._cancel_status in _CALLER_GONE:
             return None  # the caller reset the stream: nobody to answer
         return reply
 
@@ -355,8 +357,11 @@ async def _caller_gone(ctx: Context) -> Any:
 
 
 async def _cancel_when_aborted(stream: quic.QuicStream, ctx: Context) -> None:
-    await wait_peer_abort(stream)
-    ctx.cancel(Status.CANCELLED, "the caller cancelled the call")
+    code = await wait_peer_abort(stream)
+    if code == DEADLINE_CODE:
+        ctx.cancel(Status.DEADLINE_EXCEEDED, "deadline exceeded (the caller gave up)")
+    else:
+        ctx.cancel(Status.CANCELLED, "the caller cancelled the call")
 
 
 async def _send_event(stream: quic.QuicStream, ctx: Context, event: Event) -> None:

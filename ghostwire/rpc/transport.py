@@ -44,9 +44,9 @@ class FrameReader:
                 self._eof = True
 
 
-async def wait_peer_abort(stream: Any) -> None:
-    """Return once the peer reset ``stream``, asked us to stop sending on it, or
-    the connection closed.
+async def wait_peer_abort(stream: Any) -> int | None:
+    """Return once the peer reset ``stream`` or asked us to stop sending on it
+    (with the error code it gave), or the connection closed (None).
 
     The QUIC trio API has no public "wait until the peer aborts" yet; this
     waits on the stream's wake-up lot and reads the codes its connection
@@ -54,5 +54,10 @@ async def wait_peer_abort(stream: Any) -> None:
     cancel a server handler at once when its caller goes away.
     """
     conn = stream.connection
-    while stream._reset_code is None and stream._stop_code is None and not conn.is_closed:
+    while True:
+        code: int | None = stream._reset_code
+        if code is None:
+            code = stream._stop_code
+        if code is not None or conn.is_closed:
+            return code
         await stream._lot.park()

@@ -23,6 +23,7 @@ ALPN: Final = "ghostwire-rpc"
 # Application error codes on RESET_STREAM / STOP_SENDING (docs/protocol.md).
 CANCELLED_CODE: Final = 0x1  # the caller gave up (cancelled, deadline passed)
 REFUSED_CODE: Final = 0x2  # the server will not read the rest of this request
+DEADLINE_CODE: Final = 0x3  # the caller gave up because the call's deadline passed
 
 KIND_CALL: Final = "call"
 KIND_EVENTS: Final = "events"
@@ -177,6 +178,7 @@ def decode_event(payload: bytes) -> Event:
 __all__ = [
     "ALPN",
     "CANCELLED_CODE",
+    "DEADLINE_CODE",
     "REFUSED_CODE",
     "RequestHeader",
     "decode_event",
