@@ -14,8 +14,8 @@ whatever the config says.
 
 Per call (one bidirectional stream), a task reads the request to its FIN,
 admits it (not draining, within the connection's concurrency and the client's
-rate), and hands it to the :class:`~.dispatch.Dispatcher`; a second task waits
-for the caller to reset the stream and then cancels the handler at once. The
+rate), and hands it to the :class:`~.dispatch.Dispatcher`; a hook on the stream
+cancels the handler at once if the caller resets the stream (no extra task). The
 reply is written with one ``send_all`` and a FIN. Nothing is queued here: QUIC's
 MAX_STREAMS bounds the calls in flight and flow control pushes back.
 """
@@ -40,7 +40,7 @@ from .framing import HEADERS, MESSAGE, FramingError
 from .limits import Limits, RateLimiter
 from .service import Method, Service
 from .status import RpcError, Status
-from .transport import FrameReader, wait_peer_abort
+from .transport import FrameReader, on_peer_abort
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -301,25 +301,21 @@ class Server:
         stream: quic.QuicStream = reader.stream
         registry = self._subscriptions if kind == KIND_EVENTS else self._calls
         registry.add(ctx)
+        on_peer_abort(stream, functools.partial(_caller_aborted, ctx))
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_when_aborted, stream, ctx)
-                try:
-                    if kind == KIND_CALL:
-                        reply = _encode_result(
-                            ctx, await self.dispatcher.unary(ctx, method, args, kwargs)
-                        )
-                    elif kind == KIND_EVENTS:
-                        send = functools.partial(_send_event, stream, ctx)
-                        await self.dispatcher.events(ctx, method, args, kwargs, send)
-                        reply = OK_TRAILER
-                    else:
-                        bidi = _ServerBidiStream(reader, ctx)
-                        await self.dispatcher.stream(ctx, method, args, kwargs, bidi)
-                        reply = OK_TRAILER
-                except RpcError as exc:
-                    reply = encode_trailer(exc)
-                nursery.cancel_scope.cancel()
+            if kind == KIND_CALL:
+                result = await self.dispatcher.unary(ctx, method, args, kwargs)
+                reply = _encode_result(ctx, result)
+            elif kind == KIND_EVENTS:
+                send = functools.partial(_send_event, stream, ctx)
+                await self.dispatcher.events(ctx, method, args, kwargs, send)
+                reply = OK_TRAILER
+            else:
+                bidi = _ServerBidiStream(reader, ctx)
+                await self.dispatcher.stream(ctx, method, args, kwargs, bidi)
+                reply = OK_TRAILER
+        except RpcError as exc:
+            reply = encode_trailer(exc)
         finally:
             registry.discard(ctx)
             self._changed.unpark_all()
@@ -356,8 +352,8 @@ async def _caller_gone(ctx: Context) -> Any:
     raise RpcError(Status.CANCELLED, "the caller went away")
 
 
-async def _cancel_when_aborted(stream: quic.QuicStream, ctx: Context) -> None:
-    code = await wait_peer_abort(stream)
+def _caller_aborted(ctx: Context, code: int | None) -> None:
+    """The caller reset the stream (or the connection closed): cancel the handler now."""
     if code == DEADLINE_CODE:
         ctx.cancel(Status.DEADLINE_EXCEEDED, "deadline exceeded (the caller gave up)")
     else:
