@@ -35,7 +35,7 @@ from .dispatch import Dispatcher, DispatchStats, Interceptor
 from .events import Event, EventBuffer, Policy
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, FramingError, MessageTooLarge
 from .limits import Limits
-from .server import RpcListener, Server, serve
+from .server import ConnectionState, RpcListener, Server, serve
 from .service import Method, MethodKind, MethodOptions, Service
 from .status import RpcError, Status
 from .wire import ALPN
@@ -49,6 +49,7 @@ __all__ = [
     "Client",
     "ClientInterceptor",
     "CodecError",
+    "ConnectionState",
     "Context",
     "DispatchStats",
     "Dispatcher",

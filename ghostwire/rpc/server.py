@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -81,7 +82,14 @@ class RpcListener:
         return self.quic.address
 
 
-class _ConnectionState:
+class ConnectionState:
+    """One client connection as the server's limits see it (any transport).
+
+    ``peer`` is what handlers get as ``ctx.peer``; ``calls`` counts the calls
+    running on the connection; ``rate_key`` is the client address the
+    calls-per-second limit counts against. Made by :meth:`Server.connection_state`.
+    """
+
     __slots__ = ("calls", "conn", "peer", "rate_key")
 
     def __init__(self, conn: quic.Connection) -> None:
@@ -206,24 +214,57 @@ class Server:
             self._connections.discard(conn)
 
     async def _serve_rpc_connection(self, conn: quic.Connection) -> None:
-        state = _ConnectionState(conn)
-        rates = self._rates
-        if rates is not None:
-            rates.attach(state.rate_key, trio.current_time())
-        try:
+        with self.connection_state(conn) as state:
             async with trio.open_nursery() as nursery:
                 async for stream in conn:
                     if isinstance(stream, quic.QuicStream):
                         nursery.start_soon(self._serve_call, state, stream)
                     else:  # the protocol has no unidirectional streams
                         await stream.aclose()
+
+    # -- the hooks every transport uses (the QUIC protocol here, HTTP/3 too) -----
+
+    @contextmanager
+    def connection_state(self, conn: quic.Connection) -> Iterator[ConnectionState]:
+        """The limits' view of ``conn`` for as long as the block runs."""
+        state = ConnectionState(conn)
+        rates = self._rates
+        if rates is not None:
+            rates.attach(state.rate_key, trio.current_time())
+        try:
+            yield state
         finally:
             if rates is not None:
                 rates.detach(state.rate_key)
 
+    def admit(self, state: ConnectionState) -> None:
+        """Raise RpcError unless a new call may start on ``state``'s connection:
+        UNAVAILABLE while shutting down, RESOURCE_EXHAUSTED past a limit."""
+        try:
+            self._admit(state)
+        except RpcError:
+            self.rejected += 1
+            raise
+
+    @contextmanager
+    def track_call(
+        self, state: ConnectionState, ctx: Context, *, subscription: bool
+    ) -> Iterator[None]:
+        """Count the call on its connection and let :meth:`shutdown` find it
+        (to wait for it, or end it with UNAVAILABLE via ``ctx.cancel``)."""
+        registry = self._subscriptions if subscription else self._calls
+        registry.add(ctx)
+        state.calls += 1
+        try:
+            yield
+        finally:
+            state.calls -= 1
+            registry.discard(ctx)
+            self._changed.unpark_all()
+
     # -- calls ---------------------------------------------------------------
 
-    def _admit(self, state: _ConnectionState) -> None:
+    def _admit(self, state: ConnectionState) -> None:
         if self._draining:
             raise RpcError(Status.UNAVAILABLE, SHUTDOWN_MESSAGE)
         limit = self.limits.max_concurrent_calls
@@ -239,13 +280,13 @@ class Server:
             )
 
     async def _read_request(
-        self, state: _ConnectionState, reader: FrameReader
+        self, state: ConnectionState, reader: FrameReader
     ) -> tuple[RequestHeader, Method, list[Any], dict[str, Any]]:
         frame = await reader.receive_frame()
         if frame is None or frame[0] != HEADERS:
             raise FramingError("a request starts with a HEADERS frame")
         header = parse_header(frame[1])
-        self._admit(state)
+        self.admit(state)
         method = self.dispatcher.resolve(header.method)
         frame = await reader.receive_frame()
         if frame is None or frame[0] != MESSAGE:
@@ -255,14 +296,13 @@ class Server:
             raise FramingError("unexpected frame after the arguments of a call")
         return header, method, args, kwargs
 
-    async def _serve_call(self, state: _ConnectionState, stream: quic.QuicStream) -> None:
+    async def _serve_call(self, state: ConnectionState, stream: quic.QuicStream) -> None:
         reader = FrameReader(stream, self.limits.max_message_size)
         self._call_tasks += 1
         try:
             try:
                 header, method, args, kwargs = await self._read_request(state, reader)
             except RpcError as exc:
-                self.rejected += 1
                 if not reader.at_eof:
                     stream.stop_sending(REFUSED_CODE)
                 await _send_reply(stream, encode_trailer(exc))
@@ -274,11 +314,8 @@ class Server:
                 peer=state.peer,
                 resume_after=header.after,
             )
-            state.calls += 1
-            try:
+            with self.track_call(state, ctx, subscription=header.kind == KIND_EVENTS):
                 reply = await self._run(ctx, header.kind, method, args, kwargs, reader)
-            finally:
-                state.calls -= 1
             if reply is not None:
                 await _send_reply(stream, reply)
         except _GONE as exc:
@@ -299,8 +336,6 @@ class Server:
     ) -> bytes | None:
         """Run the call; its reply (None: the caller went away, nothing to send)."""
         stream: quic.QuicStream = reader.stream
-        registry = self._subscriptions if kind == KIND_EVENTS else self._calls
-        registry.add(ctx)
         on_peer_abort(stream, functools.partial(_caller_aborted, ctx))
         try:
             if kind == KIND_CALL:
@@ -316,9 +351,6 @@ class Server:
                 reply = OK_TRAILER
         except RpcError as exc:
             reply = encode_trailer(exc)
-        finally:
-            registry.discard(ctx)
-            self._changed.unpark_all()
         if ctx._cancel_status in _CALLER_GONE:
             return None  # the caller reset the stream: nobody to answer
         return reply
@@ -412,4 +444,4 @@ async def serve(
     await server.serve(port, host=host, task_status=task_status)
 
 
-__all__ = ["ConnectionHandler", "RpcListener", "Server", "serve"]
+__all__ = ["ConnectionHandler", "ConnectionState", "RpcListener", "Server", "serve"]
