@@ -3,6 +3,7 @@ deadlines, cancellation, errors, malformed input, limits, many calls."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rpc_support import connected, rpc_client_config
+from test_rpc_support import connected, rpc_client_config, rpc_server_config
 
 import ghostwire.rpc as rpc
 from ghostwire.rpc.codec import encode
@@ -437,3 +438,47 @@ async def test_config_alpn_is_replaced_by_the_rpc_protocol() -> None:
     from ghostwire.rpc.client import rpc_client_config as adapt
 
     assert list(adapt(config).alpn) == [rpc.ALPN]
+
+
+async def test_serve_function_form() -> None:
+    probe = Probe()
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(
+            rpc.serve, [make_service(probe)], 0, rpc_server_config(), host="127.0.0.1"
+        )
+        listener = await nursery.start(serve)
+        assert isinstance(listener, rpc.RpcListener) and listener.port > 0
+        with trio.fail_after(10):
+            address = f"127.0.0.1:{listener.port}"
+            async with rpc.connect(address, config=rpc_client_config()) as client:
+                assert await client.call("zvm.echo", [1, b"2"]) == [1, b"2"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_connection_lost_mid_call_is_unavailable() -> None:
+    async with setup() as (probe, _, client):
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def caller() -> None:
+                    with pytest.raises(rpc.RpcError) as info:
+                        await client.call("zvm.hang")
+                    assert info.value.status is Status.UNAVAILABLE
+
+                nursery.start_soon(caller)
+                await probe.started.wait()
+                await client.aclose()
+            with pytest.raises(rpc.RpcError) as info:
+                await client.call("zvm.echo", 1)
+            assert info.value.status is Status.UNAVAILABLE
+            await probe.cancelled.wait()  # the server saw the connection go and cancelled
+
+
+def test_parse_address() -> None:
+    from ghostwire.rpc.client import parse_address
+
+    assert parse_address("localhost:4433") == ("localhost", 4433)
+    assert parse_address("[::1]:443") == ("::1", 443)
+    for bad in ("localhost", ":1", "host:port", ""):
+        with pytest.raises(ValueError):
+            parse_address(bad)
