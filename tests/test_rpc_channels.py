@@ -335,3 +335,15 @@ async def test_authorize_by_client_certificate() -> None:
                     await anonymous.call("vault.unlock")
                 assert info.value.status is Status.PERMISSION_DENIED
         nursery.cancel_scope.cancel()
+
+
+async def test_errors_in_the_subscribers_block_keep_their_type() -> None:
+    seen: list[Any] = []
+    async with connected([chain_service(seen)]) as (_, client):
+        with trio.fail_after(10):
+            with pytest.raises(trio.BrokenResourceError, match="mine"):
+                async with client.subscribe("chain.forever") as events:
+                    await events.receive()
+                    raise trio.BrokenResourceError("mine")
+            while "closed" not in seen:
+                await trio.testing.wait_all_tasks_blocked()

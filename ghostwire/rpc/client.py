@@ -322,14 +322,16 @@ class RpcConnection:
             )
             stream = await self._open()
             try:
-                if kind == KIND_STREAM:
-                    await stream.send_all(request)
-                else:
-                    await _send_request(stream, request)
+                try:
+                    if kind == KIND_STREAM:
+                        await stream.send_all(request)
+                    else:
+                        await _send_request(stream, request)
+                except _GONE as exc:
+                    raise _unavailable(exc) from None
+                # Errors from the caller's block come out of this yield: they
+                # abort the call but keep their type.
                 yield FrameReader(stream, self.max_message_size)
-            except _GONE as exc:
-                _abort(stream)
-                raise _unavailable(exc) from None
             except BaseException:
                 _abort(stream, deadline)
                 raise
