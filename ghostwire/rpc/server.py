@@ -62,6 +62,7 @@ log = logging.getLogger("ghostwire.rpc")
 
 ConnectionHandler = Callable[[quic.Connection], Awaitable[None]]
 SHUTDOWN_MESSAGE = "the server is shutting down"
+ACK_WAIT = 1.0  # at shutdown, the longest we wait for the last replies to be acknowledged
 _GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
 _CALLER_GONE = (Status.CANCELLED, Status.DEADLINE_EXCEEDED)  # ctx.cancel statuses
 
@@ -191,9 +192,10 @@ class Server:
                 await self._changed.park()
         for ctx in [*self._calls, *self._subscriptions]:
             ctx.cancel(Status.UNAVAILABLE, SHUTDOWN_MESSAGE)
-        with trio.move_on_after(max(1.0, grace)):
+        with trio.move_on_after(max(1.0, grace)):  # the ended calls write their trailers
             while self._call_tasks:
                 await self._changed.park()
+        with trio.move_on_after(ACK_WAIT):
             await _wait_acknowledged(list(self._connections))
         for conn in list(self._connections):
             await conn.aclose(0, SHUTDOWN_MESSAGE)
