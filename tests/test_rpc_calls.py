@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rpc_support import connected, rpc_client_config, rpc_server_config
 
+import ghostwire.quic as quic
 import ghostwire.rpc as rpc
 from ghostwire.rpc.codec import encode
 from ghostwire.rpc.dispatch import INTERNAL_MESSAGE
@@ -482,3 +483,34 @@ def test_parse_address() -> None:
     for bad in ("localhost", ":1", "host:port", ""):
         with pytest.raises(ValueError):
             parse_address(bad)
+
+
+async def test_each_connection_gets_the_handler_of_its_alpn() -> None:
+    """What the HTTP/3 mapping will use: another protocol on the same port."""
+    probe = Probe()
+    server = rpc.Server([make_service(probe)], config=rpc_server_config())
+    seen: list[str | None] = []
+
+    async def other_protocol(conn: quic.Connection) -> None:
+        seen.append(conn.alpn)
+        stream = await conn.accept_stream()
+        async with stream:
+            await stream.send_all(b"other:" + await stream.receive_some())
+
+    server.add_protocol("other", other_protocol)
+    assert server.alpn_protocols == [rpc.ALPN, "other"]
+    with pytest.raises(ValueError):
+        server.add_protocol("other", other_protocol)
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(functools.partial(server.serve, 0, host="127.0.0.1"))
+        with trio.fail_after(10):
+            config = rpc_client_config(alpn=["other"])
+            async with quic.connect("127.0.0.1", listener.port, config) as conn:
+                stream = await conn.open_stream()
+                await stream.send_all(b"hi")
+                await stream.send_eof()
+                assert await stream.receive_some() == b"other:hi"
+            async with rpc.connect(f"127.0.0.1:{listener.port}", rpc_client_config()) as client:
+                assert await client.call("zvm.echo", 7) == 7
+        nursery.cancel_scope.cancel()
+    assert seen == ["other"]
