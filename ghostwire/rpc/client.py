@@ -1,0 +1,494 @@
+"""The RPC client: calls, subscriptions and streams over one QUIC connection.
+
+::
+
+    config = quic.ClientConfig(alpn=["ghostwire-rpc"], cafile=...)
+    async with rpc.connect("localhost:4433", config=config) as client:
+        balance = await client.call("zvm.get_balance", address=b"\\x01" * 20)
+        zvm = client.service("zvm")                         # stub form
+        await zvm.call_contract(address=a, method="transfer", args=[to, 10**30])
+        async with client.subscribe("zvm.logs", address=a, after=7) as events:
+            async for event in events: ...
+        async with client.open_stream("zvm.relay") as stream: ...
+
+:class:`RpcConnection` is the per-connection machinery (what a pool of
+connections reuses); :class:`Client` adds the ``name, *args, **kwargs`` calling
+convention and stubs on top of one.
+
+Deadlines: a call's deadline is ``trio.current_effective_deadline()``, made
+earlier by ``timeout=``; it travels as a relative timeout. When ``timeout=``
+expires the call raises ``RpcError(DEADLINE_EXCEEDED)``; when an enclosing
+cancel scope expires, trio's ``Cancelled`` goes up as usual. Either way the
+stream is reset (RESET_STREAM and STOP_SENDING, code 0x1) so the server
+cancels the handler at once. A call costs one stream and no extra task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .. import quic
+from ..quic.net.exceptions import QuicError, StreamStopped
+from .bidi import BidiStream
+from .codec import decode
+from .events import Event
+from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
+from .status import RpcError, Status
+from .transport import FrameReader
+from .wire import (
+    ALPN,
+    CANCELLED_CODE,
+    DEADLINE_CODE,
+    KIND_CALL,
+    KIND_EVENTS,
+    KIND_STREAM,
+    decode_event,
+    encode_request,
+    parse_trailer,
+)
+
+_GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What a client interceptor sees (and may change: ``metadata``)."""
+
+    method: str
+    kind: str
+    metadata: dict[str, str | bytes] = field(default_factory=dict)
+    deadline: float = math.inf
+
+
+ClientInterceptor = Any  # Callable[[CallInfo], AbstractAsyncContextManager[object]]
+
+
+def _abort(stream: quic.QuicStream, deadline: float = math.inf) -> None:
+    """Give up on a call: reset our side and ask the server to stop, saying
+    why (DEADLINE_CODE once the deadline passed, else CANCELLED_CODE)."""
+    code = DEADLINE_CODE if trio.current_time() >= deadline else CANCELLED_CODE
+    stream.reset(code)
+    stream.stop_sending(code)
+
+
+def _unavailable(exc: BaseException) -> RpcError:
+    error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class Subscription:
+    """The events of one subscription: ``async for event in subscription``.
+
+    Iteration ends when the channel ends; a failed subscription raises
+    :class:`RpcError` (RESOURCE_EXHAUSTED when the subscriber fell too far
+    behind under the ``end`` policy, UNAVAILABLE when the server shut down).
+    ``last_cursor`` is the cursor of the last event received: resubscribe with
+    ``after=subscription.last_cursor`` to resume.
+    """
+
+    def __init__(self, method: str, reader: FrameReader, after: Any) -> None:
+        self.method = method
+        self._reader = reader
+        self.last_cursor = after
+        self.finished = False
+
+    async def receive(self) -> Event:
+        """The next event; :class:`trio.EndOfChannel` when the channel ended."""
+        if self.finished:
+            raise trio.EndOfChannel
+        try:
+            frame = await self._reader.receive_frame()
+        except _GONE as exc:
+            raise _unavailable(exc) from None
+        if frame is None:
+            raise RpcError(Status.INTERNAL, "the server ended the subscription without a status")
+        frame_type, payload = frame
+        if frame_type == MESSAGE:
+            event = decode_event(payload)
+            if event.cursor is not None:
+                self.last_cursor = event.cursor
+            return event
+        self.finished = True
+        if frame_type == TRAILERS:
+            error = parse_trailer(payload)
+            if error is not None:
+                raise error
+            raise trio.EndOfChannel
+        raise RpcError(Status.INTERNAL, f"unexpected frame type {frame_type} in a subscription")
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.receive()
+            except trio.EndOfChannel:
+                return
+
+
+class _ClientBidiStream(BidiStream):
+    async def send(self, message: Any) -> None:
+        try:
+            await super().send(message)
+        except StreamStopped:
+            raise RpcError(
+                Status.CANCELLED, "the server stopped reading this stream (receive() tells why)"
+            ) from None
+        except _GONE as exc:
+            raise _unavailable(exc) from None
+
+    async def send_eof(self) -> None:
+        try:
+            await super().send_eof()
+        except _GONE as exc:
+            raise _unavailable(exc) from None
+
+    async def receive(self) -> Any:
+        try:
+            return await super().receive()
+        except _GONE as exc:
+            raise _unavailable(exc) from None
+
+
+class RpcConnection:
+    """Calls over one established QUIC connection (ALPN ``ghostwire-rpc``).
+
+    Holds no tasks and no queues: each call opens a stream, writes the request
+    with one ``send_all`` and FIN, and reads the reply to FIN in the caller's
+    task. Safe to share between tasks; QUIC's stream limit makes callers wait
+    for a free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
+    """
+
+    def __init__(
+        self,
+        conn: quic.Connection,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        interceptors: Sequence[ClientInterceptor] = (),
+    ) -> None:
+        self.connection = conn
+        self.max_message_size = max_message_size
+        self.interceptors = tuple(interceptors)
+
+    @property
+    def is_closed(self) -> bool:
+        return self.connection.is_closed
+
+    async def aclose(self) -> None:
+        await self.connection.aclose()
+
+    # -- unary ---------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None = None,
+    ) -> Any:
+        """Call ``method`` and return its result, or raise :class:`RpcError`."""
+        deadline = trio.current_effective_deadline()
+        own_deadline = math.inf
+        if timeout is not None:
+            own_deadline = trio.current_time() + timeout
+            if own_deadline < deadline:
+                deadline = own_deadline
+        if self.interceptors:
+            info = CallInfo(method, KIND_CALL, dict(metadata or {}), deadline)
+            async with self._intercepted(info):
+                return await self._call(
+                    method, args, kwargs or {}, deadline, own_deadline, info.metadata
+                )
+        return await self._call(method, args, kwargs or {}, deadline, own_deadline, metadata)
+
+    async def _call(
+        self,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        deadline: float,
+        own_deadline: float,
+        metadata: Mapping[str, str | bytes] | None,
+    ) -> Any:
+        timeout = None if deadline == math.inf else deadline - trio.current_time()
+        request = encode_request(method, args, kwargs, timeout=timeout, metadata=metadata)
+        if own_deadline == math.inf or own_deadline > deadline:
+            return await self._unary(request, deadline)
+        with trio.CancelScope(deadline=own_deadline):
+            return await self._unary(request, deadline)
+        raise RpcError(Status.DEADLINE_EXCEEDED, f"{method}: deadline exceeded")
+
+    async def _unary(self, request: bytes, deadline: float) -> Any:
+        stream = await self._open()
+        try:
+            await _send_request(stream, request)
+            reader = FrameReader(stream, self.max_message_size)
+            frame = await reader.receive_frame()
+            result = None
+            if frame is not None and frame[0] == MESSAGE:
+                result = decode(frame[1])
+                frame = await reader.receive_frame()
+            if frame is None or frame[0] != TRAILERS:
+                raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
+            error = parse_trailer(frame[1])
+            if await reader.receive_frame() is not None:
+                raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
+        except _GONE as exc:
+            _abort(stream)
+            raise _unavailable(exc) from None
+        except BaseException:
+            _abort(stream, deadline)
+            raise
+        finally:
+            await stream.aclose()
+        if error is not None:
+            raise error
+        return result
+
+    # -- subscriptions and streams -------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        after: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None = None,
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to an event channel; ``after`` resumes after that cursor."""
+        async with self._opened(
+            method, KIND_EVENTS, args, kwargs, timeout, metadata, after
+        ) as reader:
+            subscription = Subscription(method, reader, after)
+            yield subscription
+            if not subscription.finished:
+                _abort(reader.stream)
+
+    @asynccontextmanager
+    async def open_stream(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None = None,
+    ) -> AsyncIterator[BidiStream]:
+        """Open a bidirectional stream to ``method``. Leaving the block before
+        the server's status arrived cancels the call."""
+        async with self._opened(method, KIND_STREAM, args, kwargs, timeout, metadata) as reader:
+            stream = _ClientBidiStream(reader, is_client=True)
+            yield stream
+            if not stream.finished:
+                _abort(reader.stream)
+
+    @asynccontextmanager
+    async def _opened(
+        self,
+        method: str,
+        kind: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None,
+        after: Any = None,
+    ) -> AsyncIterator[FrameReader]:
+        deadline = trio.current_effective_deadline()
+        if timeout is not None:
+            deadline = min(deadline, trio.current_time() + timeout)
+        async with AsyncExitStack() as stack:
+            if self.interceptors:
+                info = CallInfo(method, kind, dict(metadata or {}), deadline)
+                await stack.enter_async_context(self._intercepted(info))
+                metadata = info.metadata
+            relative = None if deadline == math.inf else deadline - trio.current_time()
+            extra = {"after": after} if after is not None else {}
+            request = encode_request(
+                method, args, kwargs or {}, kind=kind, timeout=relative, metadata=metadata, **extra
+            )
+            stream = await self._open()
+            try:
+                try:
+                    if kind == KIND_STREAM:
+                        await stream.send_all(request)
+                    else:
+                        await _send_request(stream, request)
+                except _GONE as exc:
+                    raise _unavailable(exc) from None
+                # Errors from the caller's block come out of this yield: they
+                # abort the call but keep their type.
+                yield FrameReader(stream, self.max_message_size)
+            except BaseException:
+                _abort(stream, deadline)
+                raise
+            finally:
+                await stream.aclose()
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _open(self) -> quic.QuicStream:
+        try:
+            return await self.connection.open_stream()
+        except _GONE as exc:
+            raise _unavailable(exc) from None
+
+    @asynccontextmanager
+    async def _intercepted(self, info: CallInfo) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for interceptor in self.interceptors:
+                await stack.enter_async_context(interceptor(info))
+            yield
+
+
+async def _send_request(stream: quic.QuicStream, request: bytes) -> None:
+    """Request and FIN (one packet when it fits). A server that refused the
+    request stops our sending; its trailer, read next, says why."""
+    try:
+        await stream.send_all(request)
+        await stream.send_eof()
+    except StreamStopped:
+        pass
+
+
+class MethodStub:
+    """``client.service("zvm").get_balance(...)``: a call, ``.subscribe(...)``
+    or ``.open_stream(...)`` on one method."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._client.call(self.name, *args, **kwargs)
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> AbstractAsyncContextManager[Subscription]:
+        return self._client.subscribe(self.name, *args, **kwargs)
+
+    def open_stream(self, *args: Any, **kwargs: Any) -> AbstractAsyncContextManager[BidiStream]:
+        return self._client.open_stream(self.name, *args, **kwargs)
+
+
+class ServiceStub:
+    """Attribute access gives a :class:`MethodStub` for ``service.attribute``."""
+
+    def __init__(self, client: Client, service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, name: str) -> MethodStub:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return MethodStub(self._client, f"{self._service}.{name}")
+
+
+class Client:
+    """What :func:`connect` yields: calls by name over one :class:`RpcConnection`.
+
+    Arguments after the method name are the method's, positional or keyword;
+    ``timeout`` and ``metadata`` (and ``after`` for subscriptions) are the
+    call's own options.
+    """
+
+    def __init__(self, connection: RpcConnection) -> None:
+        self.connection = connection
+
+    async def call(
+        self,
+        name: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        return await self.connection.call(name, args, kwargs, timeout=timeout, metadata=metadata)
+
+    def service(self, name: str) -> ServiceStub:
+        return ServiceStub(self, name)
+
+    def subscribe(
+        self,
+        name: str,
+        *args: Any,
+        after: Any = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str | bytes] | None = None,
+        **kwargs: Any,
+    ) -> AbstractAsyncContextManager[Subscription]:
+        return self.connection.subscribe(
+            name, args, kwargs, after=after, timeout=timeout, metadata=metadata
+        )
+
+    def open_stream(
+        self,
+        name: str,
+        *args: Any,
+        timeout: float | None = None,
+        metadata: Mapping[str, str | bytes] | None = None,
+        **kwargs: Any,
+    ) -> AbstractAsyncContextManager[BidiStream]:
+        return self.connection.open_stream(name, args, kwargs, timeout=timeout, metadata=metadata)
+
+    async def aclose(self) -> None:
+        await self.connection.aclose()
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6 address]:port"`` -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address must be 'host:port', got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def rpc_client_config(config: quic.ClientConfig | None) -> quic.ClientConfig:
+    """``config`` speaking ALPN ``ghostwire-rpc`` (a default config if None)."""
+    if config is None:
+        return quic.ClientConfig(alpn=[ALPN])
+    if list(config.alpn) == [ALPN]:
+        return config
+    return dataclasses.replace(config, alpn=[ALPN])
+
+
+@asynccontextmanager
+async def connect(
+    address: str,
+    config: quic.ClientConfig | None = None,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    interceptors: Sequence[ClientInterceptor] = (),
+) -> AsyncIterator[Client]:
+    """Connect to an RPC server at ``"host:port"``; the connection closes on exit."""
+    host, port = parse_address(address)
+    async with quic.connect(host, port, rpc_client_config(config)) as conn:
+        yield Client(
+            RpcConnection(conn, max_message_size=max_message_size, interceptors=interceptors)
+        )
+
+
+__all__ = [
+    "CallInfo",
+    "Client",
+    "ClientInterceptor",
+    "MethodStub",
+    "RpcConnection",
+    "ServiceStub",
+    "Subscription",
+    "connect",
+    "parse_address",
+]

@@ -1,0 +1,123 @@
+"""Length-prefixed frames: the byte layout of every RPC stream (pure, no I/O).
+
+A frame is a 5-byte prefix and a payload:
+
+    +--------+----------------------------+-------------------+
+    | type   | length (u32, big-endian)   | payload (length)  |
+    | 1 byte | 4 bytes                    | msgpack           |
+    +--------+----------------------------+-------------------+
+
+The types are ``MESSAGE`` (0x00), ``HEADERS`` (0x01) and ``TRAILERS`` (0x02);
+any other type is malformed. A payload longer than the receiver's maximum
+message size is refused as soon as its prefix is seen (before the payload is
+buffered), so a peer cannot make us hold more than one maximum-size message.
+
+:class:`FrameDecoder` is sans-IO: ``feed`` bytes, take frames with
+``next_frame``, and call ``check_eof`` when the stream ends.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from .status import RpcError, Status
+
+MESSAGE: Final = 0x00
+HEADERS: Final = 0x01
+TRAILERS: Final = 0x02
+FRAME_TYPES: Final = frozenset({MESSAGE, HEADERS, TRAILERS})
+
+PREFIX = struct.Struct(">BI")
+PREFIX_SIZE: Final = PREFIX.size
+DEFAULT_MAX_MESSAGE_SIZE: Final = 4 << 20  # 4 MiB, as gRPC's receive default
+MAX_LENGTH: Final = 0xFFFFFFFF
+
+
+class FramingError(RpcError):
+    """The bytes are not a valid sequence of frames (INVALID_ARGUMENT)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Status.INVALID_ARGUMENT, message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message,))
+
+
+class MessageTooLarge(RpcError):
+    """A frame's payload is larger than the receiver accepts (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            Status.RESOURCE_EXHAUSTED,
+            f"message of {size} bytes is larger than the limit of {limit} bytes",
+        )
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.size, self.limit))
+
+
+def encode_frame(frame_type: int, payload: bytes) -> bytes:
+    """One frame: prefix and payload."""
+    if len(payload) > MAX_LENGTH:
+        raise MessageTooLarge(len(payload), MAX_LENGTH)
+    return PREFIX.pack(frame_type, len(payload)) + payload
+
+
+class FrameDecoder:
+    """Splits a byte stream into ``(type, payload)`` frames.
+
+    Raises :class:`FramingError` for an unknown frame type or bytes left over
+    at the end of the stream, and :class:`MessageTooLarge` for a payload over
+    ``max_message_size``. After either the decoder must not be used again.
+    """
+
+    __slots__ = ("_buffer", "_max")
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max = max_message_size
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+
+    def next_frame(self) -> tuple[int, bytes] | None:
+        """The next complete frame, or None until more bytes arrive."""
+        buffer = self._buffer
+        if len(buffer) < PREFIX_SIZE:
+            return None
+        frame_type, length = PREFIX.unpack_from(buffer)
+        if frame_type not in FRAME_TYPES:
+            raise FramingError(f"unknown frame type 0x{frame_type:02x}")
+        if length > self._max:
+            raise MessageTooLarge(length, self._max)
+        end = PREFIX_SIZE + length
+        if len(buffer) < end:
+            return None
+        payload = bytes(buffer[PREFIX_SIZE:end])
+        del buffer[:end]
+        return frame_type, payload
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a frame."""
+        return len(self._buffer)
+
+    def check_eof(self) -> None:
+        """The stream ended: raise :class:`FramingError` if a frame was cut short."""
+        if self._buffer:
+            raise FramingError(f"stream ended inside a frame ({len(self._buffer)} bytes left)")
+
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "HEADERS",
+    "MESSAGE",
+    "TRAILERS",
+    "FrameDecoder",
+    "FramingError",
+    "MessageTooLarge",
+    "encode_frame",
+]

@@ -1,0 +1,449 @@
+"""The RPC server: services over QUIC, one stream per call (ALPN ``ghostwire-rpc``).
+
+::
+
+    server = rpc.Server([zvm], config=quic.ServerConfig(alpn=["ghostwire-rpc"], ...))
+    listener = await nursery.start(server.serve, 4433)      # listener.port
+    ...
+    await server.shutdown(grace=10.0)                       # serve() then returns
+
+Per connection, the negotiated ALPN picks the protocol handler
+(:meth:`Server.add_protocol`; ``ghostwire-rpc`` is built in, ``h3`` is the
+HTTP/3 mapping's). The server's ALPN list is the set of registered protocols,
+whatever the config says.
+
+Per call (one bidirectional stream), a task reads the request to its FIN,
+admits it (not draining, within the connection's concurrency and the client's
+rate), and hands it to the :class:`~.dispatch.Dispatcher`; a hook on the stream
+cancels the handler at once if the caller resets the stream (no extra task). The
+reply is written with one ``send_all`` and a FIN. Nothing is queued here: QUIC's
+MAX_STREAMS bounds the calls in flight and flow control pushes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from .. import quic
+from ..quic.net.exceptions import QuicError
+from .bidi import BidiStream
+from .context import Context, Peer
+from .dispatch import Dispatcher, DispatchStats, Interceptor
+from .events import Event
+from .framing import HEADERS, MESSAGE, FramingError
+from .limits import Limits, RateLimiter
+from .service import Method, Service
+from .status import RpcError, Status
+from .transport import FrameReader, on_peer_abort
+from .wire import (
+    ALPN,
+    DEADLINE_CODE,
+    KIND_CALL,
+    KIND_EVENTS,
+    KIND_STREAM,
+    OK_TRAILER,
+    REFUSED_CODE,
+    RequestHeader,
+    encode_event,
+    encode_reply,
+    encode_trailer,
+    parse_arguments,
+    parse_header,
+)
+
+log = logging.getLogger("ghostwire.rpc")
+
+ConnectionHandler = Callable[[quic.Connection], Awaitable[None]]
+SHUTDOWN_MESSAGE = "the server is shutting down"
+ACK_WAIT = 1.0  # at shutdown, the longest we wait for the last replies to be acknowledged
+_GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
+_CALLER_GONE = (Status.CANCELLED, Status.DEADLINE_EXCEEDED)  # ctx.cancel statuses
+
+
+class RpcListener:
+    """What :meth:`Server.serve` reports: the bound port and the QUIC server."""
+
+    def __init__(self, server: Server, quic_server: quic.QuicServer) -> None:
+        self.server = server
+        self.quic = quic_server
+
+    @property
+    def port(self) -> int:
+        return self.quic.port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.quic.address
+
+
+class ConnectionState:
+    """One client connection as the server's limits see it (any transport).
+
+    ``peer`` is what handlers get as ``ctx.peer``; ``calls`` counts the calls
+    running on the connection; ``rate_key`` is the client address the
+    calls-per-second limit counts against. Made by :meth:`Server.connection_state`.
+    """
+
+    __slots__ = ("calls", "conn", "peer", "rate_key")
+
+    def __init__(self, conn: quic.Connection) -> None:
+        self.conn = conn
+        self.peer = Peer(conn.peer_address, tuple(conn.peer_certificates))
+        address = conn.peer_address
+        self.rate_key = address[0] if isinstance(address, tuple) else address
+        self.calls = 0
+
+
+class Server:
+    """Serves ``services`` over QUIC; see the module docstring."""
+
+    def __init__(
+        self,
+        services: Iterable[Service],
+        *,
+        config: quic.ServerConfig,
+        limits: Limits | None = None,
+        interceptors: Sequence[Interceptor] = (),
+    ) -> None:
+        self.dispatcher = Dispatcher(services, interceptors=interceptors)
+        self.limits = limits if limits is not None else Limits()
+        self.config = config
+        self._protocols: dict[str, ConnectionHandler] = {ALPN: self._serve_rpc_connection}
+        rate = self.limits.max_calls_per_second
+        self._rates = RateLimiter(rate, self.limits.burst) if rate is not None else None
+        self._draining = False
+        self._calls: set[Context] = set()  # unary calls and streams running
+        self._subscriptions: set[Context] = set()
+        self._call_tasks = 0
+        self._changed = trio.lowlevel.ParkingLot()  # woken when a call ends
+        self._connections: set[quic.Connection] = set()
+        self._scopes: list[trio.CancelScope] = []
+        self.rejected = 0
+
+    # -- configuration -------------------------------------------------------
+
+    def add_protocol(self, alpn: str, handler: ConnectionHandler) -> None:
+        """Serve connections that negotiate ``alpn`` with ``handler(conn)``
+        (call before :meth:`serve`). ``ghostwire-rpc`` is built in."""
+        if alpn in self._protocols:
+            raise ValueError(f"a handler for ALPN {alpn!r} is already registered")
+        self._protocols[alpn] = handler
+
+    @property
+    def alpn_protocols(self) -> list[str]:
+        return list(self._protocols)
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`shutdown` began: new calls get UNAVAILABLE."""
+        return self._draining
+
+    def statistics(self) -> dict[str, int]:
+        stats: DispatchStats = self.dispatcher.statistics()
+        return {
+            "connections": len(self._connections),
+            "calls_in_flight": stats.calls_in_flight,
+            "subscriptions": stats.subscriptions,
+            "events_buffered": stats.events_buffered,
+            "events_buffered_peak": stats.events_buffered_peak,
+            "events_dropped": stats.events_dropped,
+            "calls_rejected": self.rejected,
+        }
+
+    # -- running -------------------------------------------------------------
+
+    async def serve(
+        self,
+        port: int,
+        *,
+        host: str | None = None,
+        task_status: trio.TaskStatus[RpcListener] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on (host, port) until :meth:`shutdown` finishes (or cancelled)."""
+        config = dataclasses.replace(self.config, alpn=list(self._protocols))
+        async with trio.open_nursery() as nursery:
+            self._scopes.append(nursery.cancel_scope)
+            try:
+                # Keywords: works with both argument orders of quic.serve.
+                start = functools.partial(
+                    quic.serve, handler=self._on_connection, host=host, port=port, config=config
+                )
+                quic_server = await nursery.start(start)
+                task_status.started(RpcListener(self, quic_server))
+                await trio.sleep_forever()
+            finally:
+                self._scopes.remove(nursery.cancel_scope)
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Stop gracefully: new calls get UNAVAILABLE; calls in flight have
+        ``grace`` seconds to finish (then end with UNAVAILABLE); subscriptions
+        end with UNAVAILABLE and a clean trailer; then connections close and
+        :meth:`serve` returns."""
+        self._draining = True
+        with trio.move_on_after(grace):
+            while self._calls:
+                await self._changed.park()
+        for ctx in [*self._calls, *self._subscriptions]:
+            ctx.cancel(Status.UNAVAILABLE, SHUTDOWN_MESSAGE)
+        with trio.move_on_after(max(1.0, grace)):  # the ended calls write their trailers
+            while self._call_tasks:
+                await self._changed.park()
+        with trio.move_on_after(ACK_WAIT):
+            await _wait_acknowledged(list(self._connections))
+        for conn in list(self._connections):
+            await conn.aclose(0, SHUTDOWN_MESSAGE)
+        for scope in self._scopes:
+            scope.cancel()
+
+    # -- connections ---------------------------------------------------------
+
+    async def _on_connection(self, conn: quic.Connection) -> None:
+        handler = self._protocols.get(conn.alpn or "")
+        if handler is None:  # cannot happen: ALPN negotiation picks one of ours
+            await conn.aclose(0x1, f"no handler for ALPN {conn.alpn!r}")
+            return
+        self._connections.add(conn)
+        try:
+            await handler(conn)
+        finally:
+            self._connections.discard(conn)
+
+    async def _serve_rpc_connection(self, conn: quic.Connection) -> None:
+        with self.connection_state(conn) as state:
+            async with trio.open_nursery() as nursery:
+                async for stream in conn:
+                    if isinstance(stream, quic.QuicStream):
+                        nursery.start_soon(self._serve_call, state, stream)
+                    else:  # the protocol has no unidirectional streams
+                        await stream.aclose()
+
+    # -- the hooks every transport uses (the QUIC protocol here, HTTP/3 too) -----
+
+    @contextmanager
+    def connection_state(self, conn: quic.Connection) -> Iterator[ConnectionState]:
+        """The limits' view of ``conn`` for as long as the block runs."""
+        state = ConnectionState(conn)
+        rates = self._rates
+        if rates is not None:
+            rates.attach(state.rate_key, trio.current_time())
+        try:
+            yield state
+        finally:
+            if rates is not None:
+                rates.detach(state.rate_key)
+
+    def admit(self, state: ConnectionState) -> None:
+        """Raise RpcError unless a new call may start on ``state``'s connection:
+        UNAVAILABLE while shutting down, RESOURCE_EXHAUSTED past a limit."""
+        try:
+            self._admit(state)
+        except RpcError:
+            self.rejected += 1
+            raise
+
+    @contextmanager
+    def track_call(
+        self, state: ConnectionState, ctx: Context, *, subscription: bool
+    ) -> Iterator[None]:
+        """Count the call on its connection and let :meth:`shutdown` find it
+        (to wait for it, or end it with UNAVAILABLE via ``ctx.cancel``)."""
+        registry = self._subscriptions if subscription else self._calls
+        registry.add(ctx)
+        state.calls += 1
+        try:
+            yield
+        finally:
+            state.calls -= 1
+            registry.discard(ctx)
+            self._changed.unpark_all()
+
+    # -- calls ---------------------------------------------------------------
+
+    def _admit(self, state: ConnectionState) -> None:
+        if self._draining:
+            raise RpcError(Status.UNAVAILABLE, SHUTDOWN_MESSAGE)
+        limit = self.limits.max_concurrent_calls
+        if limit is not None and state.calls >= limit:
+            raise RpcError(
+                Status.RESOURCE_EXHAUSTED, f"more than {limit} calls at once on this connection"
+            )
+        rates = self._rates
+        if rates is not None and not rates.allow(state.rate_key, trio.current_time()):
+            raise RpcError(
+                Status.RESOURCE_EXHAUSTED,
+                f"more than {rates.rate:g} calls per second from this client",
+            )
+
+    async def _read_request(
+        self, state: ConnectionState, reader: FrameReader
+    ) -> tuple[RequestHeader, Method, list[Any], dict[str, Any]]:
+        frame = await reader.receive_frame()
+        if frame is None or frame[0] != HEADERS:
+            raise FramingError("a request starts with a HEADERS frame")
+        header = parse_header(frame[1])
+        self.admit(state)
+        method = self.dispatcher.resolve(header.method)
+        frame = await reader.receive_frame()
+        if frame is None or frame[0] != MESSAGE:
+            raise FramingError("the request headers must be followed by the arguments")
+        args, kwargs = parse_arguments(frame[1])
+        if header.kind != KIND_STREAM and await reader.receive_frame() is not None:
+            raise FramingError("unexpected frame after the arguments of a call")
+        return header, method, args, kwargs
+
+    async def _serve_call(self, state: ConnectionState, stream: quic.QuicStream) -> None:
+        reader = FrameReader(stream, self.limits.max_message_size)
+        self._call_tasks += 1
+        try:
+            try:
+                header, method, args, kwargs = await self._read_request(state, reader)
+            except RpcError as exc:
+                if not reader.at_eof:
+                    stream.stop_sending(REFUSED_CODE)
+                await _send_reply(stream, encode_trailer(exc))
+                return
+            ctx = Context.from_timeout(
+                method.name,
+                header.timeout,
+                metadata=header.metadata,
+                peer=state.peer,
+                resume_after=header.after,
+            )
+            with self.track_call(state, ctx, subscription=header.kind == KIND_EVENTS):
+                reply = await self._run(ctx, header.kind, method, args, kwargs, reader)
+            if reply is not None:
+                await _send_reply(stream, reply)
+        except _GONE as exc:
+            log.debug("call on %r ended early: %s", state.conn, exc)
+        finally:
+            self._call_tasks -= 1
+            self._changed.unpark_all()
+            await stream.aclose()
+
+    async def _run(
+        self,
+        ctx: Context,
+        kind: str,
+        method: Method,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        reader: FrameReader,
+    ) -> bytes | None:
+        """Run the call; its reply (None: the caller went away, nothing to send)."""
+        stream: quic.QuicStream = reader.stream
+        on_peer_abort(stream, functools.partial(_caller_aborted, ctx))
+        try:
+            if kind == KIND_CALL:
+                result = await self.dispatcher.unary(ctx, method, args, kwargs)
+                reply = _encode_result(ctx, result)
+            elif kind == KIND_EVENTS:
+                send = functools.partial(_send_event, stream, ctx)
+                await self.dispatcher.events(ctx, method, args, kwargs, send)
+                reply = OK_TRAILER
+            else:
+                bidi = _ServerBidiStream(reader, ctx)
+                await self.dispatcher.stream(ctx, method, args, kwargs, bidi)
+                reply = OK_TRAILER
+        except RpcError as exc:
+            reply = encode_trailer(exc)
+        if ctx._cancel_status in _CALLER_GONE:
+            return None  # the caller reset the stream: nobody to answer
+        return reply
+
+
+class _ServerBidiStream(BidiStream):
+    """The handler's side: a caller that went away ends the call (CANCELLED)."""
+
+    def __init__(self, reader: FrameReader, ctx: Context) -> None:
+        super().__init__(reader, is_client=False)
+        self._ctx = ctx
+
+    async def send(self, message: Any) -> None:
+        try:
+            await super().send(message)
+        except _GONE:
+            await _caller_gone(self._ctx)
+
+    async def receive(self) -> Any:
+        try:
+            return await super().receive()
+        except _GONE:
+            await _caller_gone(self._ctx)
+
+
+async def _caller_gone(ctx: Context) -> Any:
+    """The stream broke under the handler: cancel the call (the dispatcher
+    reports CANCELLED) rather than let a transport error look like a bug."""
+    ctx.cancel(Status.CANCELLED, "the caller went away")
+    await trio.lowlevel.checkpoint()
+    raise RpcError(Status.CANCELLED, "the caller went away")
+
+
+def _caller_aborted(ctx: Context, code: int | None) -> None:
+    """The caller reset the stream (or the connection closed): cancel the handler now."""
+    if code == DEADLINE_CODE:
+        ctx.cancel(Status.DEADLINE_EXCEEDED, "deadline exceeded (the caller gave up)")
+    else:
+        ctx.cancel(Status.CANCELLED, "the caller cancelled the call")
+
+
+async def _send_event(stream: quic.QuicStream, ctx: Context, event: Event) -> None:
+    try:
+        data = encode_event(event)
+    except RpcError:
+        log.error("%s yielded an event the codec cannot carry: %r", ctx.method, event)
+        raise RpcError(
+            Status.INTERNAL, "internal error (details are in the server's log)"
+        ) from None
+    try:
+        await stream.send_all(data)
+    except _GONE:
+        await _caller_gone(ctx)
+
+
+def _encode_result(ctx: Context, result: Any) -> bytes:
+    try:
+        return encode_reply(result)
+    except RpcError:
+        log.error("%s returned a value the codec cannot carry: %r", ctx.method, type(result))
+        return encode_trailer(
+            RpcError(Status.INTERNAL, "internal error (details are in the server's log)")
+        )
+
+
+async def _send_reply(stream: quic.QuicStream, reply: bytes) -> None:
+    await stream.send_all(reply)
+    await stream.send_eof()
+
+
+async def _wait_acknowledged(connections: list[quic.Connection]) -> None:
+    """Let the last replies reach their callers before the connections close
+    (CONNECTION_CLOSE would drop unacknowledged stream data). Polls once per
+    few milliseconds: the QUIC trio API has no "all data acknowledged" event."""
+    for conn in connections:
+        while not conn.is_closed and conn.statistics().bytes_in_flight > 0:  # noqa: ASYNC110
+            await trio.sleep(0.005)
+
+
+async def serve(
+    services: Iterable[Service],
+    port: int,
+    config: quic.ServerConfig,
+    *,
+    host: str | None = None,
+    task_status: trio.TaskStatus[RpcListener] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """``Server(services, config=config, **options).serve(port, host=host)``."""
+    server = Server(services, config=config, **options)
+    await server.serve(port, host=host, task_status=task_status)
+
+
+__all__ = ["ConnectionHandler", "ConnectionState", "RpcListener", "Server", "serve"]

@@ -1,0 +1,193 @@
+"""The RPC protocol's messages: request headers, arguments, replies, trailers.
+
+Pure functions over :mod:`.framing` and :mod:`.codec`; docs/protocol.md is
+the specification. A request is ``HEADERS`` + ``MESSAGE`` (the arguments as
+``[positional, keywords]``) (+ more ``MESSAGE`` frames on a bidirectional
+stream) + FIN; a reply is ``MESSAGE`` frames + ``TRAILERS`` + FIN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .codec import decode, encode
+from .events import Event
+from .framing import HEADERS, MESSAGE, PREFIX, TRAILERS, FramingError, encode_frame
+from .status import RpcError, Status, status_from_code
+
+ALPN: Final = "ghostwire-rpc"
+
+# Application error codes on RESET_STREAM / STOP_SENDING (docs/protocol.md).
+CANCELLED_CODE: Final = 0x1  # the caller gave up (cancelled, deadline passed)
+REFUSED_CODE: Final = 0x2  # the server will not read the rest of this request
+DEADLINE_CODE: Final = 0x3  # the caller gave up because the call's deadline passed
+
+KIND_CALL: Final = "call"
+KIND_EVENTS: Final = "events"
+KIND_STREAM: Final = "stream"
+_KINDS = frozenset({KIND_CALL, KIND_EVENTS, KIND_STREAM})
+
+_NO_AFTER: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    method: str
+    kind: str = KIND_CALL
+    timeout: float | None = None
+    metadata: Mapping[str, str | bytes] | None = None
+    has_after: bool = False
+    after: Any = None
+
+
+def encode_request(
+    method: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    kind: str = KIND_CALL,
+    timeout: float | None = None,
+    metadata: Mapping[str, str | bytes] | None = None,
+    after: Any = _NO_AFTER,
+) -> bytes:
+    """The HEADERS and arguments MESSAGE frames of a request (FIN not included)."""
+    header: dict[str, Any] = {"method": method}
+    if kind != KIND_CALL:
+        header["kind"] = kind
+    if timeout is not None and timeout != math.inf:
+        header["timeout"] = max(0.0, float(timeout))
+    if metadata:
+        header["metadata"] = dict(metadata)
+    if after is not _NO_AFTER:
+        header["after"] = after
+    head = encode(header)
+    body = encode([list(args), dict(kwargs)])
+    return PREFIX.pack(HEADERS, len(head)) + head + PREFIX.pack(MESSAGE, len(body)) + body
+
+
+def parse_header(payload: bytes) -> RequestHeader:
+    """A request's HEADERS payload; RpcError(INVALID_ARGUMENT) if it is not one."""
+    header = decode(payload)
+    if not isinstance(header, dict):
+        raise FramingError("request headers must be a map")
+    method = header.get("method")
+    if not isinstance(method, str):
+        raise FramingError("request headers lack a 'method' string")
+    kind = header.get("kind", KIND_CALL)
+    if kind not in _KINDS:
+        raise FramingError(f"unknown call kind {kind!r}")
+    timeout = header.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+    ):
+        raise FramingError("'timeout' must be a non-negative number of seconds")
+    metadata = header.get("metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str | bytes) for k, v in metadata.items())
+    ):
+        raise FramingError("'metadata' must map strings to strings or bytes")
+    return RequestHeader(
+        method,
+        kind,
+        None if timeout is None else float(timeout),
+        metadata,
+        "after" in header,
+        header.get("after"),
+    )
+
+
+def parse_arguments(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+    """A request's arguments MESSAGE: ``[positional, keywords]``."""
+    value = decode(payload)
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], list)
+        or not isinstance(value[1], dict)
+    ):
+        raise FramingError("arguments must be a two-element array [positional, keywords]")
+    kwargs = value[1]
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise FramingError(f"argument names must be strings, got {key!r}")
+    return value[0], kwargs
+
+
+OK_TRAILER: Final = encode_frame(TRAILERS, encode({"status": 0}))
+
+
+def encode_reply(result: Any) -> bytes:
+    """A successful call's reply: the result MESSAGE and the OK trailer."""
+    body = encode(result)
+    return PREFIX.pack(MESSAGE, len(body)) + body + OK_TRAILER
+
+
+def encode_trailer(error: RpcError | None) -> bytes:
+    """The TRAILERS frame for a call that ended with ``error`` (None: OK)."""
+    if error is None:
+        return OK_TRAILER
+    trailer: dict[str, Any] = {"status": int(error.status)}
+    if error.message:
+        trailer["message"] = error.message
+    if error.details is not None:
+        trailer["details"] = error.details
+    try:
+        return encode_frame(TRAILERS, encode(trailer))
+    except RpcError:
+        trailer.pop("details")  # details the codec cannot carry are dropped, not the status
+        return encode_frame(TRAILERS, encode(trailer))
+
+
+def parse_trailer(payload: bytes) -> RpcError | None:
+    """None for an OK trailer, else the error it carries."""
+    trailer = decode(payload)
+    if not isinstance(trailer, dict) or "status" not in trailer:
+        raise RpcError(Status.INTERNAL, "malformed trailer from the server")
+    code = trailer["status"]
+    if code == 0:
+        return None
+    message = trailer.get("message", "")
+    return RpcError(
+        status_from_code(code),
+        message if isinstance(message, str) else str(message),
+        trailer.get("details"),
+    )
+
+
+def encode_message(value: Any) -> bytes:
+    body = encode(value)
+    return PREFIX.pack(MESSAGE, len(body)) + body
+
+
+def encode_event(event: Event) -> bytes:
+    """An event as a MESSAGE: ``[data, cursor]``."""
+    return encode_message([event.data, event.cursor])
+
+
+def decode_event(payload: bytes) -> Event:
+    value = decode(payload)
+    if not isinstance(value, list) or len(value) != 2:
+        raise RpcError(Status.INTERNAL, "malformed event from the server")
+    return Event(value[0], value[1])
+
+
+__all__ = [
+    "ALPN",
+    "CANCELLED_CODE",
+    "DEADLINE_CODE",
+    "REFUSED_CODE",
+    "RequestHeader",
+    "decode_event",
+    "encode_event",
+    "encode_message",
+    "encode_reply",
+    "encode_request",
+    "encode_trailer",
+    "parse_arguments",
+    "parse_header",
+    "parse_trailer",
+]
