@@ -339,3 +339,20 @@ async def test_a_silent_address_gives_way_to_the_next(
             elapsed = trio.current_time() - start
         assert 2.0 <= elapsed < 3.0  # NEXT_ADDRESS_AFTER, not the full handshake timeout
     silent.close()
+
+
+
+async def test_alpn_may_be_left_to_a_protocol_layer_but_plain_quic_needs_one() -> None:
+    # Configs without ALPN are valid (ghostwire.rpc and ghostwire.http3 fill in
+    # their own); plain QUIC refuses them at once, before any packet is sent.
+    client = client_config(alpn=[])
+    server = server_config(alpn=[])
+    with pytest.raises(ValueError, match="alpn must name at least one protocol"):
+        async with quic.connect("127.0.0.1", 9, client):
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="alpn must name at least one protocol"):
+        await quic.serve(_never_called, 0, server, host="127.0.0.1")
+
+
+async def _never_called(conn: quic.Connection) -> None:  # pragma: no cover
+    raise AssertionError("no connection expected")

@@ -206,7 +206,7 @@ async def test_unknown_method_is_unimplemented() -> None:
 
 async def test_bad_arguments_are_invalid_argument_naming_them() -> None:
     async with setup() as (probe, _, client):
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({}, "'address'"),
             ({"address": b"\x01", "bogus": 1}, "'bogus'"),
             ({"address": "not bytes"}, "'address'"),
@@ -494,6 +494,7 @@ async def test_each_connection_gets_the_handler_of_its_alpn() -> None:
     async def other_protocol(conn: quic.Connection) -> None:
         seen.append(conn.alpn)
         stream = await conn.accept_stream()
+        assert isinstance(stream, quic.QuicStream)
         async with stream:
             await stream.send_all(b"other:" + await stream.receive_some())
 

@@ -239,7 +239,7 @@ def test_unknown_status_code_reads_as_unknown() -> None:
 
 def test_status_numbers_are_grpcs() -> None:
     assert [s.value for s in rpc.Status] == list(range(17))
-    assert rpc.Status.UNAUTHENTICATED == 16 and rpc.Status.DEADLINE_EXCEEDED == 4
+    assert int(rpc.Status.UNAUTHENTICATED) == 16 and int(rpc.Status.DEADLINE_EXCEEDED) == 4
     error = rpc.RpcError(rpc.Status.NOT_FOUND, "no such account", details=[1])
     assert isinstance(error, GhostwireError)
     assert str(error) == "NOT_FOUND: no such account"

@@ -96,7 +96,7 @@ async def test_bad_arguments_are_invalid_argument_and_the_handler_never_runs(
 async def test_type_hints_are_checked() -> None:
     svc, ran = make_service()
     d = rpc.Dispatcher([svc])
-    good = {
+    good: dict[str, Any] = {
         "ratio": 1,
         "flag": False,
         "maybe": None,
@@ -310,7 +310,7 @@ def test_registration_errors() -> None:
 
     with pytest.raises(ValueError, match="policy"):
 
-        @svc.events(policy="forever")  # type: ignore[arg-type]
+        @svc.events(policy="forever")  # type: ignore[call-overload, untyped-decorator]
         async def bad_policy(ctx: rpc.Context) -> AsyncIterator[int]:
             yield 1
 

@@ -39,7 +39,8 @@ def ext_hook(code: int, data: bytes) -> Any:
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, default=bigint_default, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, default=bigint_default, use_bin_type=True)
+    return packed
 
 
 def frame(frame_type: int, payload: bytes) -> bytes:

@@ -136,6 +136,32 @@ async def test_handler_error_closes_with_an_application_code() -> None:
     assert "ValueError" in info.value.reason
 
 
+async def test_a_handler_that_returns_lets_its_last_reply_arrive() -> None:
+    # The handler writes a reply larger than one flight and returns: the
+    # connection closes only after the reply was acknowledged, so the client
+    # reads every byte, then sees a clean close (code 0).
+    reply = bytes(range(256)) * 2000  # 512,000 bytes
+
+    async def reply_and_return(conn: quic.Connection) -> None:
+        stream = await conn.accept_stream()
+        assert isinstance(stream, quic.QuicStream)
+        await stream.receive_some()
+        await stream.send_all(reply)
+        await stream.send_eof()
+
+    async with serving(reply_and_return) as (_, server):
+        async with quic.connect(HOST, server.port, client_config(idle_timeout=IDLE)) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"go")
+            received = bytearray()
+            with trio.fail_after(PROMPTLY):
+                while chunk := await stream.receive_some():
+                    received += chunk
+                closed = await _expect_peer_close(conn)
+    assert bytes(received) == reply
+    assert closed.error_code == 0 and closed.is_application
+
+
 async def test_serve_has_trios_shape_and_the_old_order_still_works() -> None:
     config = server_config(idle_timeout=IDLE)
     async with trio.open_nursery() as nursery:

@@ -48,8 +48,12 @@ class InsecureConfigurationWarning(UserWarning):
 
 @dataclass(kw_only=True)
 class _CommonConfig:
-    alpn: Sequence[str]
-    """Application protocols, in preference order (mandatory in QUIC)."""
+    alpn: Sequence[str] = ()
+    """Application protocols, in preference order (mandatory in QUIC).
+
+    Leave it empty when a protocol layer drives the connection: ``ghostwire.rpc``
+    and ``ghostwire.http3`` fill in their own. ``quic.connect`` and ``quic.serve``
+    need at least one name."""
 
     idle_timeout: float = 30.0
     """Seconds of silence after which the connection is dropped (RFC 9000 §10.1)."""
@@ -120,12 +124,18 @@ class _CommonConfig:
     qlog_dir: PathLike | None = None
     """Write one qlog file per connection into this directory. Off unless set."""
 
+    def require_alpn(self) -> None:
+        """Raise ValueError unless at least one application protocol is named."""
+        if not self.alpn:
+            raise ValueError(
+                "alpn must name at least one protocol (ALPN is mandatory in QUIC), "
+                "e.g. alpn=['echo']"
+            )
+
     def _validate_common(self) -> None:
         if isinstance(self.alpn, str):
             raise TypeError("alpn must be a list of protocol names, e.g. alpn=['h3']")
         self.alpn = list(self.alpn)
-        if not self.alpn:
-            raise ValueError("alpn must name at least one protocol (ALPN is mandatory in QUIC)")
         for name in self.alpn:
             if not name or len(name.encode()) > 255:
                 raise ValueError(f"invalid ALPN protocol name {name!r}")

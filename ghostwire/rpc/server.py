@@ -425,11 +425,9 @@ async def _send_reply(stream: quic.QuicStream, reply: bytes) -> None:
 
 async def _wait_acknowledged(connections: list[quic.Connection]) -> None:
     """Let the last replies reach their callers before the connections close
-    (CONNECTION_CLOSE would drop unacknowledged stream data). Polls once per
-    few milliseconds: the QUIC trio API has no "all data acknowledged" event."""
+    (CONNECTION_CLOSE would drop unacknowledged stream data)."""
     for conn in connections:
-        while not conn.is_closed and conn.statistics().bytes_in_flight > 0:  # noqa: ASYNC110
-            await trio.sleep(0.005)
+        await conn.wait_delivered()
 
 
 async def serve(

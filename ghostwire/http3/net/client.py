@@ -24,6 +24,7 @@ No ``ExceptionGroup`` comes out of these calls.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ class Client:
         headers: HeaderInput = None,
     ) -> None:
         self._config = config or ClientConfig(alpn=["h3"], cafile=cafile, verify=verify)
+        if not self._config.alpn:
+            self._config = dataclasses.replace(self._config, alpn=["h3"])
         if "h3" not in self._config.alpn:
             raise ValueError("an HTTP/3 client config must offer ALPN 'h3'")
         self._h3_config = h3_config

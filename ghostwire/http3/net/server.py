@@ -24,6 +24,7 @@ response ended, delivered or not (an access log writes its line there).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -136,6 +137,8 @@ async def serve(
     """Serve HTTP/3 on ``port`` (every interface, or ``host``) until cancelled;
     see the module docs."""
     port, config, host = legacy_serve_arguments(port, config, legacy, host, "serve")
+    if not config.alpn:
+        config = dataclasses.replace(config, alpn=["h3"])
     if "h3" not in config.alpn:
         raise ValueError("an HTTP/3 server config must offer ALPN 'h3'")
     native = _is_native(app)

@@ -172,6 +172,7 @@ async def connect(
     If ``host`` resolves to several addresses they are tried in order, each
     but the last for at most ``NEXT_ADDRESS_AFTER`` seconds of silence.
     """
+    config.require_alpn()
     candidates = await _resolve(host, port)
     async with AsyncExitStack() as stack:
         for index, (family, address) in enumerate(candidates):
@@ -318,6 +319,7 @@ async def serve(
     Cancelling ``serve`` sends CONNECTION_CLOSE to every client at once.
     """
     port, config, host = legacy_serve_arguments(port, config, legacy, host, "serve")
+    config.require_alpn()
     sock = open_udp_socket(host, port, _server_family(host))
     files = _ConnectionFiles(config)
     try:

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from .endpoint import Endpoint
 
 log = logging.getLogger("ghostwire.quic")
+# Seconds a connection whose handler returned waits for its sent data to be
+# acknowledged before closing.
+HANDLER_LINGER = 2.0
 
 Handler = Callable[["Connection"], Awaitable[object]]
 
@@ -73,6 +76,9 @@ class Connection(trio.abc.AsyncResource):
         self._accept_lot = trio.lowlevel.ParkingLot()
         self._open_lot = trio.lowlevel.ParkingLot()
         self._handler_scope: trio.CancelScope | None = None
+        # Set (and dropped) when everything sent has been acknowledged; only
+        # exists while someone waits in wait_delivered().
+        self._delivered_event: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._confirmed_reported = False
         self._event_hook: Callable[[Event], None] | None = None
@@ -306,6 +312,27 @@ class Connection(trio.abc.AsyncResource):
         if core.handshake_confirmed and not self._confirmed_reported:
             self._confirmed_reported = True
             self._endpoint.demux.on_handshake_confirmed(core)
+        if self._delivered_event is not None and self._all_delivered():
+            self._delivered_event.set()
+            self._delivered_event = None
+
+    def _all_delivered(self) -> bool:
+        core = self._core
+        return core.is_closed or (
+            core.recovery.bytes_in_flight == 0 and not core.streams.has_stream_data()
+        )
+
+    async def wait_delivered(self) -> None:
+        """Wait until everything sent so far has been acknowledged by the peer
+        (or the connection closed): CONNECTION_CLOSE would drop stream data
+        still in flight, so a graceful close waits here first. Bound it with a
+        cancel scope."""
+        if self._all_delivered():
+            await trio.lowlevel.checkpoint()
+            return
+        if self._delivered_event is None:
+            self._delivered_event = trio.Event()
+        await self._delivered_event.wait()
 
     def _on_stream_opened(self, stream_id: int) -> None:
         if stream_is_bidirectional(stream_id):
@@ -477,6 +504,11 @@ class Connection(trio.abc.AsyncResource):
                     self._after_input()
                 return
         if not self._core.is_closed:
+            # A handler that returned is done: let what it sent arrive, then
+            # close (RFC 9000 §10.2: CONNECTION_CLOSE discards unacknowledged
+            # stream data), bounded by HANDLER_LINGER.
+            with trio.move_on_after(HANDLER_LINGER):
+                await self.wait_delivered()
             await self.aclose()
 
     def __repr__(self) -> str:
