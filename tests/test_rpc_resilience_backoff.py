@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -112,7 +113,7 @@ async def test_reconnect_schedule_on_the_fake_clock(
     assert all(isinstance(exc, ConnectionRefusedError) for _, exc in failures)
     assert [a.failures for a, _ in failures] == list(range(15))
     # The last waits are drawn under the 120 s cap, and the schedule really grew.
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(0 <= gap <= policy.ceiling(n) for n, gap in enumerate(gaps))
     assert sum(gaps[-5:]) > sum(gaps[:5])
 
