@@ -8,8 +8,8 @@ import pytest
 
 from ghostwire.rpc.resilience.balancer import (
     EndpointHandle,
-    LeastOutstanding,
     Lease,
+    LeastOutstanding,
     RoundRobin,
     make_balancer,
 )
