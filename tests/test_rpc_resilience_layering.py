@@ -13,7 +13,7 @@ from pathlib import Path
 import ghostwire.rpc.resilience as resilience
 
 PACKAGE = Path(resilience.__file__).parent
-SANS_IO = ["backoff.py", "circuit.py", "retry.py", "balancer.py", "metrics.py"]
+SANS_IO = ["backoff.py", "circuit.py", "retry.py", "balancer.py", "metrics.py", "resume.py"]
 IO_MODULES = {"trio", "socket", "asyncio", "selectors", "time", "threading"}
 
 

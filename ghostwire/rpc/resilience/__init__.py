@@ -11,6 +11,7 @@ thin trio parts on trio's clock so ``trio.testing.MockClock`` drives them:
 ``retry``                 retry policy and gRPC retry throttling (sans-IO)
 ``balancer``              ``least_outstanding`` / ``round_robin`` (sans-IO)
 ``runners``               reconnect and retry loops on trio's clock (trio)
+``resume``                a subscription's resume cursor, duplicate filter (sans-IO)
 ``metrics``               per-method / endpoint / server records, snapshots
 ``prometheus``            exposition via the optional prometheus-client
 ``health``                the health service and its status registry (trio)
@@ -42,6 +43,7 @@ from .metrics import (
     ServerMetrics,
     ServerSnapshot,
 )
+from .resume import Reconnected, ResumeTracker
 from .retry import CallRetryState, GiveUp, RetryDecision, RetryPolicy, RetryThrottle
 from .runners import AttemptFailure, ConnectTimeout, call_with_retries, connect_with_backoff
 from .states import (
@@ -80,6 +82,8 @@ __all__ = [
     "MethodMetrics",
     "MethodSnapshot",
     "Permit",
+    "Reconnected",
+    "ResumeTracker",
     "RetryDecision",
     "RetryPolicy",
     "RetryThrottle",
