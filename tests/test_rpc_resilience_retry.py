@@ -264,3 +264,7 @@ async def test_a_retry_storm_is_prevented_by_the_budget(
     # Recovery: successes give back 0.1 token each, so retries are allowed again.
     await run(throttle, server_up=True)
     assert throttle.retry_allowed()
+
+    # The default budget (100 tokens) pays for at most 50 retries in an outage.
+    default = RetryThrottle()
+    assert calls <= await run(default, server_up=False) <= calls + 50

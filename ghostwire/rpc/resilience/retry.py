@@ -62,9 +62,17 @@ _MILLI = 1000
 
 
 class RetryThrottle:
-    """gRPC's retry throttling: a token bucket shared by all calls of a client."""
+    """gRPC's retry throttling: a token bucket shared by all calls of a client.
 
-    def __init__(self, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
+    gRPC has no default (throttling is off unless the service config sets
+    it); its examples use 10 tokens. We default to 100: with 10, one endpoint
+    of a pool dying under 6 calls in flight spends the budget and the other
+    calls cannot move to a healthy endpoint; with 100, up to ~50 calls in
+    flight are retried, and a real outage still stops all retries after ~50
+    net failures (a bounded, one-off cost).
+    """
+
+    def __init__(self, max_tokens: float = 100.0, token_ratio: float = 0.1) -> None:
         if not 0 < max_tokens <= 1000:
             raise ValueError(f"max_tokens must be in (0, 1000], got {max_tokens!r}")
         if not token_ratio > 0:
