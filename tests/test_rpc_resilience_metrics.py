@@ -8,10 +8,9 @@ import importlib
 import json
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from ghostwire.rpc.resilience.metrics import (
     LATENCY_BUCKETS,
@@ -21,7 +20,6 @@ from ghostwire.rpc.resilience.metrics import (
     ServerMetrics,
     status_name,
 )
-from ghostwire.rpc.resilience.prometheus import RpcCollector, exposition
 
 
 class Status(enum.IntEnum):  # the shape of rpc.Status
@@ -115,16 +113,23 @@ def test_snapshots_are_plain_data() -> None:
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, parsed by prometheus-client's own parser."""
+    parser = pytest.importorskip("prometheus_client.parser")
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in parser.text_string_to_metric_families(text):
         for sample in family.samples:
-            assert isinstance(sample, Sample)
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
 
 
+def _exporter() -> Any:
+    """The exporter module (the tests skip without the optional prometheus-client)."""
+    pytest.importorskip("prometheus_client")
+    return importlib.import_module("ghostwire.rpc.resilience.prometheus")
+
+
 def test_client_exposition_parses_with_the_values_of_the_snapshot() -> None:
-    text = exposition(_client_metrics().snapshot).decode()
+    text = _exporter().exposition(_client_metrics().snapshot).decode()
     samples = _samples(text)
     m = (("method", "zvm.get_balance"),)
     assert samples[("ghostwire_rpc_client_calls_total", m)] == 4
@@ -169,8 +174,8 @@ def test_client_exposition_parses_with_the_values_of_the_snapshot() -> None:
 
 
 def test_server_exposition_and_a_shared_registry() -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-
+    prometheus_client = pytest.importorskip("prometheus_client")
+    RpcCollector = _exporter().RpcCollector
     server = ServerMetrics()
     server.connection_opened()
     server.connection_opened()
@@ -181,11 +186,11 @@ def test_server_exposition_and_a_shared_registry() -> None:
     snap = server.snapshot()
     assert (snap.connections, snap.connections_total, snap.calls_in_flight) == (1, 2, 1)
 
-    registry = CollectorRegistry()
+    registry = prometheus_client.CollectorRegistry()
     client = _client_metrics()
     registry.register(RpcCollector(client.snapshot))
     registry.register(RpcCollector(server.snapshot))
-    samples = _samples(generate_latest(registry).decode())
+    samples = _samples(prometheus_client.generate_latest(registry).decode())
     assert samples[("ghostwire_rpc_server_connections", ())] == 1
     assert samples[("ghostwire_rpc_server_accepted_connections_total", ())] == 2
     assert samples[("ghostwire_rpc_server_calls_in_flight", ())] == 1
@@ -199,7 +204,7 @@ def test_server_exposition_and_a_shared_registry() -> None:
     assert samples[("ghostwire_rpc_client_calls_total", balance)] == 4
     # Each scrape reads a fresh snapshot.
     client.method("zvm.get_balance").started()
-    samples = _samples(generate_latest(registry).decode())
+    samples = _samples(prometheus_client.generate_latest(registry).decode())
     assert samples[("ghostwire_rpc_client_calls_total", balance)] == 5
 
 
