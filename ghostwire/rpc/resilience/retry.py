@@ -19,12 +19,13 @@ outage:
 2. the caller's deadline: no attempt starts after it, and none is planned if
    its backoff wait would end past it (the deadline spans all attempts, A6);
 3. :class:`RetryThrottle`, gRPC's ``retryThrottling`` (A6): a token bucket
-   shared by every call of a client (per server name). It starts full at
-   ``max_tokens``; each failed attempt costs 1 token, each success gives back
-   ``token_ratio``; a retry is allowed only while tokens > ``max_tokens / 2``.
-   When an endpoint is down, failures drain the bucket below half within a
-   few calls, after which every call fails on its first attempt (one request
-   each, never ``max_attempts``), until successes refill it.
+   shared by every call of a client. It starts full at ``max_tokens``; each
+   attempt failing with a retryable status costs 1 token, each success gives
+   back ``token_ratio``; a retry is allowed only while tokens >
+   ``max_tokens / 2``. When the servers are down, failures drain the bucket
+   below half after ``max_tokens / 2`` net failures, after which every call
+   fails on its first attempt (one request each, never ``max_attempts``),
+   until successes refill it.
 
 Waits between attempts use :class:`~.backoff.Backoff` with the retry
 policy's own numbers (full jitter, as A6 specifies).
