@@ -4,28 +4,21 @@ skipping an endpoint that says NOT_SERVING."""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from ghostwire.rpc.resilience.balancer import EndpointHandle, LeastOutstanding
-from ghostwire.rpc.resilience.states import ConnectivityState, ServingStatus
-
-# The RPC service layer comes from its own branch (issue 9); without it there
-# is nothing to serve the health service with.
-if importlib.util.find_spec("ghostwire.rpc.service") is None:  # pragma: no cover
-    pytest.skip("ghostwire.rpc (the service layer) is not on this branch", allow_module_level=True)
-
 import ghostwire.rpc as rpc
+from ghostwire.rpc.resilience.balancer import EndpointHandle, LeastOutstanding
 from ghostwire.rpc.resilience.health import (
     SERVICE_NAME,
     HealthStatus,
     health_service,
     parse_status,
 )
+from ghostwire.rpc.resilience.states import ConnectivityState, ServingStatus
 
 S = ServingStatus
 
@@ -163,7 +156,8 @@ async def test_the_balancer_skips_an_endpoint_whose_health_says_not_serving() ->
 
 
 async def test_check_and_watch_over_loopback_quic() -> None:
-    support = pytest.importorskip("test_rpc_support")
+    import test_rpc_support as support
+
     health = HealthStatus(["zvm"])
     with trio.fail_after(10):
         async with support.connected([health_service(health)]) as (_server, client):

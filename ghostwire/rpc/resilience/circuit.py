@@ -43,6 +43,7 @@ import math
 from dataclasses import dataclass, field
 
 from ...errors import GhostwireError
+from ..status import Status
 
 __all__ = [
     "UNAVAILABLE",
@@ -53,8 +54,8 @@ __all__ = [
     "Permit",
 ]
 
-#: gRPC's status code 14 (``rpc.Status.UNAVAILABLE``).
-UNAVAILABLE = 14
+#: The status a failed connection or an unreachable server gives a call.
+UNAVAILABLE = Status.UNAVAILABLE
 
 
 class CircuitState(enum.Enum):

@@ -35,11 +35,9 @@ from collections.abc import AsyncIterator, Iterable
 
 import trio
 
-# The RPC service layer (ghostwire.rpc, issue 9) lands on its own branch; until
-# that branch is merged mypy cannot see it, hence the ignores (no-ops after).
-from ..context import Context  # type: ignore[import-not-found, unused-ignore]
-from ..events import Event  # type: ignore[import-not-found, unused-ignore]
-from ..service import Service  # type: ignore[import-not-found, unused-ignore]
+from ..context import Context
+from ..events import Event
+from ..service import Service
 from .states import ServingStatus
 
 __all__ = ["SERVICE_NAME", "HealthStatus", "health_service", "parse_status"]
@@ -140,15 +138,15 @@ class HealthStatus:
 
 def health_service(registry: HealthStatus) -> Service:
     """The ``health`` service answering from ``registry`` (one per server)."""
+    health = Service(SERVICE_NAME)
 
+    @health.call(idempotent=True)
     async def check(ctx: Context, service: str = SERVER) -> str:
         return registry.get(service).name
 
+    @health.events
     async def watch(ctx: Context, service: str = SERVER) -> AsyncIterator[Event]:
         async for status in registry.watch(service):
             yield Event(status.name)
 
-    health = Service(SERVICE_NAME)
-    health.call(idempotent=True)(check)
-    health.events(watch)
     return health

@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ..status import Status
 from .backoff import Backoff, BackoffPolicy, RandomSource
 
 __all__ = [
@@ -51,8 +52,8 @@ __all__ = [
     "RetryThrottle",
 ]
 
-#: gRPC's status code 14 (``rpc.Status.UNAVAILABLE``).
-UNAVAILABLE = 14
+#: The status a failed connection or an unreachable server gives a call.
+UNAVAILABLE = Status.UNAVAILABLE
 
 #: Waits between attempts of one call (the values of gRPC's retry examples).
 DEFAULT_RETRY_BACKOFF = BackoffPolicy(
