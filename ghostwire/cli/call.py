@@ -67,13 +67,14 @@ arguments:
   '{"address": "0x0101", "amount": 10}'   keyword arguments (a JSON object)
   '["0x0101", 10]'                        positional arguments (a JSON array)
   address=0x0101 amount=10 name=alice     key=value pairs: a value that parses as
-                                          JSON is JSON (10, true, [1,2], "\\"10\\""),
+                                          JSON is JSON (10, true, [1,2], '"10"'),
                                           anything else is a string
 
 bytes: a JSON string "0x" followed by an even number of hex digits is sent as
   bytes (also inside lists and maps, and as map keys); "0x" alone is empty
   bytes. --raw-strings turns this off (every string is sent as a string).
 integers: exact at any size (uint256 and beyond).
+options go before ADDR or after the arguments (not between METHOD and them).
 output: one line of JSON; bytes print as "0x..." hex strings, so a result can
   be passed back as an argument.
 """

@@ -37,7 +37,7 @@ from .call import (
 from .common import EXIT_OK, EXIT_USAGE, CliError, positive_seconds
 
 NAME = "subscribe"
-HELP = "subscribe to an RPC event channel and print its events as JSON lines"
+HELP = "print the events of an RPC channel as JSON lines"
 DESCRIPTION = (
     "Subscribe to an event channel of a ghostwire RPC server; each event goes to "
     'stdout as one JSON line, {"cursor": ..., "data": ...}.'
