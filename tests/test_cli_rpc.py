@@ -45,7 +45,9 @@ from typing import Any
 
 import trio
 
+import ghostwire.quic as quic
 import ghostwire.rpc as rpc
+from ghostwire.certs import self_signed_certificate
 
 zvm = rpc.Service("zvm")
 
@@ -87,7 +89,19 @@ async def logs(ctx: rpc.Context, address: bytes):
         yield rpc.Event({"block": block, "topic": address}, cursor=block)
 
 
+@zvm.events
+async def ticks(ctx: rpc.Context):
+    for number in range(10**9):  # until the subscriber leaves
+        yield rpc.Event(number, cursor=number)
+        await trio.sleep(0.01)
+
+
 services = [zvm]
+_identity = self_signed_certificate(["localhost"])
+server = rpc.Server(
+    services,
+    config=quic.ServerConfig(certificate_chain=_identity.chain, private_key=_identity.private_key),
+)
 """
 
 _modules = itertools.count()
@@ -146,12 +160,16 @@ class Result:
         return [json.loads(line) for line in self.stdout.splitlines()]
 
 
-async def run_call(served: Served, *argv: str) -> Result:
-    args = build_parser().parse_args(["call", "--cafile", served.cafile, served.address, *argv])
+async def run_call_argv(*argv: str) -> Result:
+    args = build_parser().parse_args(["call", *argv])
     out, err = io.StringIO(), io.StringIO()
     with trio.fail_after(TIME_LIMIT):
         code = await call(RpcOptions.from_namespace(args), stdout=out, stderr=err)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+async def run_call(served: Served, *argv: str) -> Result:
+    return await run_call_argv("--cafile", served.cafile, served.address, *argv)
 
 
 async def run_subscribe(served: Served, *argv: str) -> Result:
@@ -301,6 +319,23 @@ async def test_subscribe_errors(app: str) -> None:
     assert wrong.code == 1 and wrong.stderr.startswith("error: INVALID_ARGUMENT: ")
 
 
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+
+async def test_subscribe_stops_quietly_when_stdout_closes(app: str) -> None:
+    async with serving(f"{app}:zvm") as served:
+        args = build_parser().parse_args(
+            ["subscribe", "--cafile", served.cafile, served.address, "zvm.ticks"]
+        )
+        err = io.StringIO()
+        with trio.fail_after(TIME_LIMIT):
+            options = SubscribeOptions.from_namespace(args)
+            code = await subscribe(options, stdout=ClosedPipe(), stderr=err)
+    assert (code, err.getvalue()) == (1, "")  # as h3-get: no message, exit 1
+
+
 # -- rpc-serve -----------------------------------------------------------------------
 
 
@@ -314,6 +349,19 @@ async def test_rpc_serve_banner_and_a_list_of_services(app: str) -> None:
     assert f"written to {served.cafile}" in served.banner
     assert f"ghostwire call --cafile {served.cafile} {served.address} zvm." in served.banner
     assert not await trio.Path(served.cafile).exists()  # the temporary certificate is removed
+
+
+async def test_rpc_serve_a_server_with_a_given_certificate(app: str, tmp_path: Path) -> None:
+    ca = CertificateAuthority.create("rpc-serve test CA")
+    ca.issue(["localhost", "127.0.0.1"]).write_pem(tmp_path / "cert.pem", tmp_path / "key.pem")
+    ca.write_pem(tmp_path / "ca.pem")
+    target = f"{app}:server"
+    async with serving(target, certfile="cert.pem", keyfile="key.pem") as served:
+        args = ["--cafile", "ca.pem", served.address, "zvm.echo", "value=1"]
+        result = await run_call_argv(*args)
+    assert served.info.cert_path is None and "certificate: CN=" in served.banner
+    assert "--cafile CA.pem" in served.banner
+    assert result.stdout == "1\n"
 
 
 def test_load_target_refuses_what_it_cannot_serve(app: str) -> None:
@@ -437,3 +485,46 @@ async def test_subprocess_rpc_serve_stops_gracefully_on_ctrl_c(tmp_path: Path) -
         "Shutting down (up to 5 s for calls in flight)...",
         "Stopped.",
     ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_subprocess_subscribe_ctrl_c_exits_130(app: str) -> None:
+    async with serving(f"{app}:zvm") as served:
+        with trio.fail_after(TIME_LIMIT):
+            process = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "ghostwire",
+                    "subscribe",
+                    "--cafile",
+                    served.cafile,
+                    served.address,
+                    "zvm.ticks",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_env(),
+            )
+            try:
+                assert process.stdout is not None and process.stderr is not None
+                output = b""
+                while b"\n" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, output
+                    output += chunk
+                process.send_signal(signal.SIGINT)
+                while chunk := await process.stdout.receive_some():
+                    output += chunk
+                assert await process.wait() == 130
+                errors = b""
+                while chunk := await process.stderr.receive_some():
+                    errors += chunk
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    lines = [json.loads(line) for line in output.decode().splitlines()]
+    assert lines[0] == {"cursor": 0, "data": 0}
+    assert [line["cursor"] for line in lines] == list(range(len(lines)))  # whole lines, in order
+    assert errors.decode().splitlines() == ["subscribe: interrupted"]
