@@ -18,6 +18,9 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "h3_get",
     "h3_serve",
+    "rpc_serve",
+    "call",
+    "subscribe",
 )
 
 
