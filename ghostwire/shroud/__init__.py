@@ -1,0 +1,1 @@
+"""Shroud GhostWire compatibility shim (see docs/migrating-from-shroud.md)."""
