@@ -77,6 +77,7 @@ async def serve_connection(
 async def _serve_requests(
     server: UnifiedServer, stream: trio.abc.Stream, conn: h11.Connection, options: Http1Options
 ) -> None:
+    stats = server.stats_counter
     while True:
         try:
             received = await _read_request(stream, conn, options)
@@ -92,8 +93,12 @@ async def _serve_requests(
         if match is not None and is_upgrade_request(request.headers):
             await _upgrade(server, stream, conn, request, match, options)
             return
-        response = await server.respond(request)
-        await _send_response(stream, conn, response, request.method == "HEAD", options)
+        stats.request_started()  # a graceful stop waits until the response is out
+        try:
+            response = await server.respond(request)
+            await _send_response(stream, conn, response, request.method == "HEAD", options)
+        finally:
+            stats.request_finished()
         if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
             return
         conn.start_next_cycle()

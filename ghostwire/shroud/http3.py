@@ -51,7 +51,11 @@ def native_handler(server: UnifiedServer) -> NativeHandler:
         server.stats_counter.http3_bytes_received(len(body))
         if server.find_websocket(unified) is not None:
             return _text(426, "WebSocket routes are served over HTTP/1.1")
-        response = await server.respond(unified)
+        server.stats_counter.request_started()
+        try:
+            response = await server.respond(unified)
+        finally:
+            server.stats_counter.request_finished()
         fields = [
             (name.lower(), value)
             for name, value in response.wire_headers()

@@ -7,8 +7,9 @@ HTTP/3 takes the very port number the TLS listener got (port 0 included):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -19,6 +20,8 @@ from .http3 import native_handler
 if TYPE_CHECKING:
     from .server import UnifiedServer
 
+Handler = Callable[[Any], Awaitable[None]]
+
 
 def _tcp_host(server: UnifiedServer) -> str | None:
     address = server.config.address
@@ -27,7 +30,11 @@ def _tcp_host(server: UnifiedServer) -> str | None:
     return address
 
 
-async def start_listeners(server: UnifiedServer, nursery: trio.Nursery) -> None:
+async def start_listeners(
+    server: UnifiedServer, nursery: trio.Nursery, accepting: trio.CancelScope
+) -> None:
+    """Start every enabled listener in ``nursery``; connections run there too, while
+    accepting them runs under ``accepting`` (cancelled first on a graceful stop)."""
     cfg = server.config
     if not (cfg.enable_http1 or cfg.enable_tls or cfg.enable_http3):
         raise ConfigError("nothing to serve: enable_http1, enable_tls and enable_http3 are off")
@@ -43,18 +50,21 @@ async def start_listeners(server: UnifiedServer, nursery: trio.Nursery) -> None:
             scheme=scheme,
         )
 
+    groups: list[tuple[Handler, list[Any]]] = []
     if cfg.enable_http1:
         listeners = await trio.open_tcp_listeners(cfg.port, host=_tcp_host(server))
         server.http1_address = _address(listeners[0])
         handler = partial(serve_connection, server, options=options("http"))
-        nursery.start_soon(partial(trio.serve_listeners, handler, listeners))
+        groups.append((handler, listeners))
     if cfg.enable_tls:
         raw = await trio.open_tcp_listeners(cfg.tls_port, host=_tcp_host(server))
         server.tls_address = _address(raw[0])
         context = server.tls_context()
         tls = [trio.SSLListener(listener, context, https_compatible=True) for listener in raw]
         handler = partial(serve_connection, server, options=options("https"))
-        nursery.start_soon(partial(trio.serve_listeners, handler, tls))
+        groups.append((handler, tls))
+    if groups:
+        nursery.start_soon(_accept, accepting, groups, nursery)
     if cfg.enable_http3:
         port = cfg.http3_port
         if port is None:
@@ -70,6 +80,21 @@ async def start_listeners(server: UnifiedServer, nursery: trio.Nursery) -> None:
             )
         )
         server._set_quic_server(quic)
+
+
+async def _accept(
+    accepting: trio.CancelScope,
+    groups: list[tuple[Handler, list[Any]]],
+    connections: trio.Nursery,
+) -> None:
+    """Accept on every TCP listener until ``accepting`` is cancelled; the
+    connections live in ``connections`` and outlive it (a graceful stop)."""
+    with accepting:
+        async with trio.open_nursery() as nursery:
+            for handler, listeners in groups:
+                nursery.start_soon(
+                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                )
 
 
 def _address(listener: trio.SocketListener) -> tuple[str, int]:

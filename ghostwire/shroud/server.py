@@ -69,10 +69,13 @@ class UnifiedServer:
         self.http3_address: tuple[str, int] | None = None
         self._quic_server: QuicServer | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self._scope: trio.CancelScope | None = None
+        self._stop_event = trio.Event()
+        self.shutdown_timeout = 5.0
+        """Seconds :meth:`stop` gives requests in progress before cutting them off."""
         self._running = False
         self._stop_requested = False
         self._ready = threading.Event()
+        self._stop_lock = threading.Lock()
         if self.config.static_files_root:
             self.static("/", self.config.static_files_root)
 
@@ -212,26 +215,39 @@ class UnifiedServer:
     async def serve(
         self, *, task_status: trio.TaskStatus[UnifiedServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until :meth:`stop` or cancellation; ``nursery.start`` returns once listening."""
+        """Serve until :meth:`stop` or cancellation; ``nursery.start`` returns once listening.
+
+        :meth:`stop` is graceful: new connections are refused, requests in
+        progress get ``shutdown_timeout`` seconds to finish, HTTP/3 clients
+        are sent GOAWAY. Cancelling ``serve`` stops at once.
+        """
         if self._running:
             raise ServerAlreadyRunning("this server is already running")
         self._running = True
+        with self._stop_lock:  # stop() from another thread sees the token, or sets the flag
+            self._stop_event = trio.Event()
+            self._token = trio.lowlevel.current_trio_token()
+            if self._stop_requested:
+                self._stop_event.set()
         try:
             async with trio.open_nursery() as nursery:
-                self._token = trio.lowlevel.current_trio_token()
-                self._scope = nursery.cancel_scope
-                if self._stop_requested:
-                    nursery.cancel_scope.cancel()
                 from .listeners import start_listeners
 
-                await start_listeners(self, nursery)
+                accepting = trio.CancelScope()
+                await start_listeners(self, nursery, accepting)
                 self.stats_counter.started()
                 self._ready.set()
                 task_status.started(self)
+                await self._stop_event.wait()
+                accepting.cancel()
+                with trio.move_on_after(self.shutdown_timeout):
+                    await self.stats_counter.wait_no_requests()
+                nursery.cancel_scope.cancel()
         finally:
-            self._running = False
-            self._stop_requested = False
-            self._scope = self._token = self._quic_server = None
+            with self._stop_lock:
+                self._running = False
+                self._stop_requested = False
+                self._token = self._quic_server = None
             self._ready.clear()
 
     def start(self) -> None:
@@ -248,19 +264,20 @@ class UnifiedServer:
             log.info("interrupted; server stopped")
 
     def stop(self) -> None:
-        """Stop serving; safe from a handler, from another thread, or before it started."""
-        token, scope = self._token, self._scope
-        if token is None or scope is None:
-            self._stop_requested = self._running
-            return
+        """Stop serving (gracefully); safe from a handler, another thread, or before it started."""
+        with self._stop_lock:
+            token = self._token
+            if token is None:
+                self._stop_requested = True  # serve() stops as soon as it has started
+                return
         try:
             if trio.lowlevel.current_trio_token() is token:
-                scope.cancel()
+                self._stop_event.set()
                 return
         except RuntimeError:
             pass
         try:
-            token.run_sync_soon(scope.cancel)
+            token.run_sync_soon(self._stop_event.set)
         except trio.RunFinishedError:
             pass
 

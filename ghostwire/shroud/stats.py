@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import trio
+
 
 @dataclass(frozen=True)
 class ServerStats:
@@ -48,6 +50,22 @@ class StatsCounter:
     h3_bytes_sent: int = 0
     h3_bytes_received: int = 0
     h3_peak_connections: int = 0
+    in_flight: int = 0
+    _idle: trio.Event = field(default_factory=trio.Event)
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+            self._idle = trio.Event()
+
+    async def wait_no_requests(self) -> None:
+        """Until no request is in progress."""
+        if self.in_flight:
+            await self._idle.wait()
 
     def started(self) -> None:
         self.started_monotonic = time.monotonic()
