@@ -107,18 +107,28 @@ async def _serve_requests(
 async def _read_request(
     stream: trio.abc.Stream, conn: h11.Connection, options: Http1Options
 ) -> tuple[h11.Request, bytes] | None:
-    """The next request and its whole body; ``None`` if the client went away or idled."""
-    with trio.move_on_after(options.keep_alive_timeout):
+    """The next request and its whole body; ``None`` if the client went away or idled.
+
+    Idle time before a request's first byte is bounded by the keep-alive
+    timeout; from that byte on, the head and body by the request timeout.
+    """
+    buffered, _ = conn.trailing_data  # a pipelined request may already be here
+    if not buffered:
+        data: bytes | bytearray = b""
+        with trio.move_on_after(options.keep_alive_timeout):
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return None
+            conn.receive_data(bytes(data))
+        if not data:
+            return None  # idle past keep_alive_timeout
+    with trio.move_on_after(options.request_timeout):
         event = await _next_event(stream, conn)
         if isinstance(event, h11.ConnectionClosed):
             return None
-        with trio.move_on_after(options.request_timeout) as reading:
-            assert isinstance(event, h11.Request)
-            body = await _read_body(stream, conn, event, options.max_body)
-            return event, body
-        if reading.cancelled_caught:
-            raise _Reject(408, "Request Timeout")
-    return None  # idle past keep_alive_timeout (or no request head in time)
+        assert isinstance(event, h11.Request)
+        return event, await _read_body(stream, conn, event, options.max_body)
+    raise _Reject(408, "Request Timeout")
 
 
 async def _read_body(
