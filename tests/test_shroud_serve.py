@@ -305,12 +305,15 @@ async def test_http3_with_aioquic(certs: Certs, peer: Any) -> None:
                 assert (r.status, r.body) == (200, b"<h1>admin</h1>")
                 r = await peer.run(client.request("DELETE", "/rpc", body=b"x"))
                 assert r.body == b"DELETE x"
+                r = await peer.run(client.request("HEAD", "/users/7"))
+                assert r.status == 200 and r.body == b""
+                assert r.header("content-type") == "application/json; charset=utf-8"
                 r = await peer.run(client.request("GET", "/nope"))
                 assert (r.status, r.body) == (404, b"404 - Not Found")
                 r = await peer.run(client.request("GET", "/chat"))
                 assert r.status == 426  # WebSocket routes live on HTTP/1.1
                 stats = server.getHttp3Stats()
-                assert stats.requests_handled == 6 and stats.connections_active == 1
+                assert stats.requests_handled == 7 and stats.connections_active == 1
                 assert stats.bytes_received == len(body) + 1
             finally:
                 await peer.run(client.close())

@@ -61,9 +61,12 @@ def native_handler(server: UnifiedServer) -> NativeHandler:
             for name, value in response.wire_headers()
             if name.lower() not in CONNECTION_SPECIFIC and name.lower() != "content-length"
         ]
-        content = b"" if request.method == "HEAD" else response.body
-        if response.status not in (204, 304):
-            fields.append(("content-length", str(len(response.body))))
+        head_only = request.method == "HEAD"
+        content = b"" if head_only else response.body
+        # A HEAD answer's Content-Length is optional (RFC 9110 §8.6); peers that
+        # check it against the DATA received (aioquic does) reject it, so omit it.
+        if response.status not in (204, 304) and not head_only:
+            fields.append(("content-length", str(len(content))))
         server.stats_counter.http3_bytes_sent(len(content))
         response.is_sent = True
         return Response(status=response.status, headers=fields, content=content)

@@ -63,8 +63,6 @@ async def start_listeners(
         tls = [trio.SSLListener(listener, context, https_compatible=True) for listener in raw]
         handler = partial(serve_connection, server, options=options("https"))
         groups.append((handler, tls))
-    if groups:
-        nursery.start_soon(_accept, accepting, groups, nursery)
     if cfg.enable_http3:
         port = cfg.http3_port
         if port is None:
@@ -80,6 +78,9 @@ async def start_listeners(
             )
         )
         server._set_quic_server(quic)
+    # Accepting starts last: nothing else may fail while HTTP/3 is starting up.
+    if groups:
+        nursery.start_soon(_accept, accepting, groups, nursery)
 
 
 async def _accept(
