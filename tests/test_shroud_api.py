@@ -354,3 +354,54 @@ def test_snake_case_aliases_exist() -> None:
         assert callable(getattr(UnifiedResponse, name))
     for name in ("add_handler", "add_middleware", "handle_request", "get_stats"):
         assert callable(getattr(UnifiedServer, name))
+
+
+# -- the AsyncUnifiedServer names -----------------------------------------------------------
+
+
+async def test_async_server_names_map_onto_the_same_server() -> None:
+    from ghostwire.shroud import (
+        AsyncHttpResponse,
+        AsyncMiddlewares,
+        AsyncProtocol,
+        AsyncUnifiedServer,
+        AsyncUnifiedServerConfig,
+        createAsyncServerBuilder,
+        createAsyncUnifiedServer,
+    )
+
+    defaults = AsyncUnifiedServerConfig()
+    assert (defaults.http_port, defaults.quic_port, defaults.grpc_port) == (8080, 8443, 9090)
+    assert defaults.websocket_port == 8081 and defaults.max_request_size == 10 << 20
+    with pytest.raises(ConfigError, match="tls_cert_path"):
+        AsyncUnifiedServer(defaults)  # TLS and HTTP/3 on by default, with no certificate
+    plain = AsyncUnifiedServerConfig(
+        http_port=0, enable_tls=False, enable_http3=False, max_request_size=10
+    )
+    server = createAsyncUnifiedServer(None, object(), plain)  # (alloc, runtime, config)
+    assert server.config.port == 0 and server.config.max_request_body_size == 10
+
+    def handler(req: UnifiedRequest, res: AsyncHttpResponse) -> None:
+        res.setStatus(202, "Accepted")
+        res.setContentType("application/json")
+        res.write(json.dumps({"ws": req.isWebSocketUpgrade(), "grpc": req.isGrpcRequest()}))
+
+    server.addRoute("PUT", "/a", handler)
+    server.use(AsyncMiddlewares.cors)
+    res = await respond(server, "PUT", "/a", content_type="application/grpc+proto")
+    assert res.status_code == 202 and json.loads(res.body) == {"ws": False, "grpc": True}
+    assert res.getHeader("access-control-allow-origin") == "*"
+    stats = server.getStats()
+    assert (stats.routes_registered, stats.middlewares_registered) == (1, 1)
+
+    built = (
+        createAsyncServerBuilder(None, None)
+        .bindAddress("127.0.0.1")
+        .port(0)
+        .maxConnections(5)
+        .enableProtocol(AsyncProtocol.http3, False)
+        .enableProtocol(AsyncProtocol.http2, False)
+        .tls("cert.pem", "key.pem")
+    )
+    assert built.config.enable_http3 is False and built.config.max_connections == 5
+    assert built.config.bind_address == "127.0.0.1"

@@ -13,6 +13,7 @@ Modules:
 * :mod:`.routing`     ``:name`` / ``*`` route patterns (pure)
 * :mod:`.chain`       middleware with a working ``next`` (plain or async)
 * :mod:`.server`      ``UnifiedServer`` (``serve`` under trio, blocking ``start``)
+* :mod:`.async_server` the ``AsyncUnifiedServer`` names on the same server
 * :mod:`.listeners`, :mod:`.http1`, :mod:`.http3`, :mod:`.websocket`  the transports
 * :mod:`.client`      ``HttpClient`` / ``BlockingHttpClient``
 * :mod:`.zvm_wire`    ZVM / ghostd wire codecs (pure)
@@ -29,6 +30,15 @@ import importlib.util
 import socket
 from typing import Any
 
+from .async_server import (
+    AsyncMiddlewares,
+    AsyncProtocol,
+    AsyncServerBuilder,
+    AsyncUnifiedServer,
+    AsyncUnifiedServerConfig,
+    createAsyncServerBuilder,
+    createAsyncUnifiedServer,
+)
 from .client import (
     BlockingHttpClient,
     ClientConfig,
@@ -59,6 +69,10 @@ from .message import Cookie, Headers, Method, SameSite, UnifiedRequest, UnifiedR
 from .server import ServerAlreadyRunning, UnifiedServer, createUnifiedServer
 from .stats import Http3ServerStats, ServerStats
 
+AsyncHttpRequest = UnifiedRequest
+AsyncHttpResponse = UnifiedResponse
+AsyncRequestHandler = Any
+AsyncMiddleware = Any
 HandlerFn = Any
 """``fn(req, res)``, plain or ``async def``."""
 MiddlewareFn = Any
@@ -115,6 +129,15 @@ createIPv6Stack = _not_yet("createIPv6Stack", "not ported; bind_address='::' ser
 
 __all__ = [
     "API_VERSION",
+    "AsyncHttpRequest",
+    "AsyncHttpResponse",
+    "AsyncMiddleware",
+    "AsyncMiddlewares",
+    "AsyncProtocol",
+    "AsyncRequestHandler",
+    "AsyncServerBuilder",
+    "AsyncUnifiedServer",
+    "AsyncUnifiedServerConfig",
     "BlockingHttpClient",
     "ClientConfig",
     "ClientError",
@@ -153,6 +176,8 @@ __all__ = [
     "UnifiedServerConfig",
     "UnsupportedFeature",
     "capabilities",
+    "createAsyncServerBuilder",
+    "createAsyncUnifiedServer",
     "createGrpcServer",
     "createIPv6Stack",
     "createReverseProxy",

@@ -244,9 +244,20 @@ class UnifiedRequest:
         except TypeError as exc:
             raise InvalidJson(f"JSON does not fit {into.__name__}: {exc}") from None
 
+    def isWebSocketUpgrade(self) -> bool:
+        upgrade = (self.headers.get("upgrade") or "").lower()
+        return (
+            upgrade == "websocket" and "upgrade" in (self.headers.get("connection") or "").lower()
+        )
+
+    def isGrpcRequest(self) -> bool:
+        return (self.headers.get("content-type") or "").lower().startswith("application/grpc")
+
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
 
+    is_websocket_upgrade = isWebSocketUpgrade
+    is_grpc_request = isGrpcRequest
     get_header = getHeader
     has_header = hasHeader
     get_query = getQuery
@@ -320,10 +331,24 @@ class UnifiedResponse:
     def body(self, value: bytes | str) -> None:
         self._body = bytearray(value.encode() if isinstance(value, str) else value)
 
-    def setStatus(self, status: int) -> None:
+    def setStatus(self, status: int, text: str | None = None) -> None:
+        """Set the status; ``text`` (AsyncHttpResponse's reason phrase) is accepted and unused:
+        HTTP/3 has no reason phrase and HTTP/1.1 sends the standard one."""
         if not 100 <= int(status) <= 999:
             raise ValueError(f"not an HTTP status code: {status!r}")
         self.status = int(status)
+
+    @property
+    def status_code(self) -> int:
+        """AsyncHttpResponse's name for :attr:`status`."""
+        return self.status
+
+    @status_code.setter
+    def status_code(self, value: int) -> None:
+        self.setStatus(value)
+
+    def setContentType(self, content_type: str) -> None:
+        self.setHeader("Content-Type", content_type)
 
     def setHeader(self, name: str, value: str) -> None:
         if any(c in f"{name}{value}" for c in "\r\n\0"):
@@ -395,6 +420,7 @@ class UnifiedResponse:
     set_cookie = setCookie
     write_format = writeFormat
     set_body = setBody
+    set_content_type = setContentType
     json_object = jsonObject
 
 
