@@ -17,6 +17,7 @@ Modules:
 * :mod:`.listeners`, :mod:`.http1`, :mod:`.http3`, :mod:`.websocket`  the transports
 * :mod:`.client`      ``HttpClient`` / ``BlockingHttpClient``
 * :mod:`.zvm_wire`    ZVM / ghostd wire codecs (pure)
+* :mod:`.zvm_serve`   answering ZVM-framed requests on a stream (QUIC or TCP)
 * ``grpc`` and ``zvm_client`` (``GrpcServer``, ``GrpcClient``, the ZVM client)
   land here once ``ghostwire.rpc`` does; their factories below say so meanwhile.
 

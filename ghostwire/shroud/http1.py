@@ -67,6 +67,9 @@ async def serve_connection(
         await _serve_requests(server, stream, conn, options)
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
         log.debug("HTTP/1.1 connection ended: %r", exc)
+    except Exception:
+        # One connection's failure must not reach the others (they share a nursery).
+        log.exception("HTTP/1.1 connection failed")
     finally:
         stats.http1_connection_closed()
         with trio.move_on_after(1) as cleanup:
