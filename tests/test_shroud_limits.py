@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import trio
-from test_shroud_serve import HOST, WsClient, running
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, TextMessage
+from test_shroud_serve import HOST, WsClient, certs, running
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
 import ghostwire.shroud as ghostwire
 
 TIMEOUT = 30
+__all__ = ["certs"]  # the module-scoped certificate fixture, shared with test_shroud_serve
 
 
 async def read_until_closed(stream: trio.abc.Stream) -> bytes:
@@ -105,3 +108,58 @@ async def test_client_leaving_cancels_an_endless_event_stream() -> None:
             reply = await client.next_event()
             assert isinstance(reply, CloseConnection)
             await client.stream.aclose()
+
+
+async def test_unknown_method_gets_405_and_the_server_carries_on() -> None:
+    server = ghostwire.UnifiedServer(address=HOST, port=0)
+    server.get("/", lambda req, res: res.text("ok"))
+    with trio.fail_after(TIMEOUT):
+        async with running(server):
+            assert server.http1_address is not None
+            stream = await trio.open_tcp_stream(HOST, server.http1_address[1])
+            await stream.send_all(b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = await read_until_closed(stream)
+            assert reply.startswith(b"HTTP/1.1 405 ")
+            # the server is still fine
+            stream = await trio.open_tcp_stream(HOST, server.http1_address[1])
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await read_until_closed(stream)).endswith(b"ok")
+
+
+async def test_unreadable_certificate_is_a_config_error(tmp_path: Any) -> None:
+    server = ghostwire.UnifiedServer(
+        address=HOST, port=0, tls_port=0, enable_tls=True, cert_file=str(tmp_path / "none.pem")
+    )
+    with trio.fail_after(TIMEOUT), pytest.raises(ghostwire.ConfigError, match="cert_file"):
+        await server.serve()
+    assert not server.isRunning()
+
+
+async def test_websocket_over_tls(certs: Any) -> None:
+    server = ghostwire.UnifiedServer(
+        address=HOST, port=0, tls_port=0, enable_tls=True,
+        cert_file=certs.cert_file, key_file=certs.key_file,
+    )  # fmt: skip
+
+    async def echo(req: Any, ws: Any) -> None:
+        async for message in ws:
+            await ws.send({"echo": message, "secure": req.path})
+
+    server.websocket("/secure", echo)
+    with trio.fail_after(TIMEOUT):
+        async with running(server):
+            assert server.tls_address is not None
+            tcp = await trio.open_tcp_stream(HOST, server.tls_address[1])
+            context = ssl.create_default_context(cafile=certs.ca_file)
+            tls = trio.SSLStream(tcp, context, server_hostname="localhost")
+            client = WsClient(tls)
+            await client.send(Request(host="localhost", target="/secure"))
+            assert isinstance(await client.next_event(), AcceptConnection)
+            await client.send(TextMessage(data="hello"))
+            assert json.loads((await client.next_event()).data) == {
+                "echo": "hello",
+                "secure": "/secure",
+            }
+            await client.send(CloseConnection(code=1000))
+            assert isinstance(await client.next_event(), CloseConnection)
+            await tls.aclose()

@@ -22,6 +22,7 @@ import h11
 import trio
 
 from .config import ServerProtocol
+from .errors import HttpError
 from .message import TEXT, Headers, UnifiedRequest, UnifiedResponse
 from .websocket import WebSocket, accept_headers, handshake_error, is_upgrade_request, run_handler
 
@@ -91,7 +92,11 @@ async def _serve_requests(
         if received is None:
             return
         head, body = received
-        request = _unified_request(head, body, stream)
+        try:
+            request = _unified_request(head, body, stream)
+        except HttpError as error:  # a method the original did not know
+            await _send_simple(stream, conn, error.status, error.message, options)
+            return
         match = server.find_websocket(request)
         if match is not None and is_upgrade_request(request.headers):
             await _upgrade(server, stream, conn, request, match, options)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..http3 import Request, Response
 from ..http3.net.server import NativeHandler
 from .config import ServerProtocol
+from .errors import HttpError
 from .message import TEXT, UnifiedRequest
 
 if TYPE_CHECKING:
@@ -38,14 +39,17 @@ def native_handler(server: UnifiedServer) -> NativeHandler:
             body += chunk
             if len(body) > max_body:
                 return _text(413, "Payload Too Large")
-        unified = UnifiedRequest.from_target(
-            request.method,
-            request.path,
-            ServerProtocol.http3,
-            request.headers,
-            bytes(body),
-            request.client,
-        )
+        try:
+            unified = UnifiedRequest.from_target(
+                request.method,
+                request.path,
+                ServerProtocol.http3,
+                request.headers,
+                bytes(body),
+                request.client,
+            )
+        except HttpError as error:  # a method the original did not know
+            return _text(error.status, error.message)
         if request.authority and "host" not in unified.headers:
             unified.headers.add("host", request.authority)
         server.stats_counter.http3_bytes_received(len(body))

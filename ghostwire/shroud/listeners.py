@@ -7,6 +7,7 @@ HTTP/3 takes the very port number the TLS listener got (port 0 included):
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..http3 import serve as h3_serve
+from ..quic.config import ServerConfig
 from .errors import ConfigError
 from .http3 import native_handler
 
@@ -31,7 +33,11 @@ def _tcp_host(server: UnifiedServer) -> str | None:
 
 
 async def start_listeners(
-    server: UnifiedServer, nursery: trio.Nursery, accepting: trio.CancelScope
+    server: UnifiedServer,
+    nursery: trio.Nursery,
+    accepting: trio.CancelScope,
+    tls_context: ssl.SSLContext | None,
+    quic_config: ServerConfig | None,
 ) -> None:
     """Start every enabled listener in ``nursery``; connections run there too, while
     accepting them runs under ``accepting`` (cancelled first on a graceful stop)."""
@@ -59,11 +65,13 @@ async def start_listeners(
     if cfg.enable_tls:
         raw = await trio.open_tcp_listeners(cfg.tls_port, host=_tcp_host(server))
         server.tls_address = _address(raw[0])
-        context = server.tls_context()
+        assert tls_context is not None
+        context = tls_context
         tls = [trio.SSLListener(listener, context, https_compatible=True) for listener in raw]
         handler = partial(serve_connection, server, options=options("https"))
         groups.append((handler, tls))
     if cfg.enable_http3:
+        assert quic_config is not None
         port = cfg.http3_port
         if port is None:
             port = server.tls_address[1] if server.tls_address else cfg.tls_port
@@ -73,7 +81,7 @@ async def start_listeners(
                 native_handler(server),
                 cfg.address,
                 port,
-                server.quic_config(),
+                quic_config,
                 shutdown_timeout=2.0,
             )
         )

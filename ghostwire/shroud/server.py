@@ -223,6 +223,9 @@ class UnifiedServer:
         """
         if self._running:
             raise ServerAlreadyRunning("this server is already running")
+        # Certificates are loaded before anything binds: a bad path is a ConfigError here.
+        tls_context = self.tls_context() if self.config.enable_tls else None
+        quic_config = self.quic_config() if self.config.enable_http3 else None
         self._running = True
         with self._stop_lock:  # stop() from another thread sees the token, or sets the flag
             self._stop_event = trio.Event()
@@ -234,7 +237,7 @@ class UnifiedServer:
                 from .listeners import start_listeners
 
                 accepting = trio.CancelScope()
-                await start_listeners(self, nursery, accepting)
+                await start_listeners(self, nursery, accepting, tls_context, quic_config)
                 self.stats_counter.started()
                 self._ready.set()
                 task_status.started(self)
@@ -339,20 +342,26 @@ class UnifiedServer:
 
     def quic_config(self) -> ServerConfig:
         cfg = self.config
-        return ServerConfig(
-            alpn=["h3"],
-            certfile=cfg.cert_file,
-            keyfile=cfg.key_file,
-            idle_timeout=cfg.keep_alive_timeout_ms / 1000,
-            max_connections=cfg.max_connections,
-        )
+        try:
+            return ServerConfig(
+                alpn=["h3"],
+                certfile=cfg.cert_file,
+                keyfile=cfg.key_file,
+                idle_timeout=cfg.keep_alive_timeout_ms / 1000,
+                max_connections=cfg.max_connections,
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load cert_file/key_file for HTTP/3: {exc}") from exc
 
     def tls_context(self) -> ssl.SSLContext:
         cfg = self.config
         assert cfg.cert_file is not None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        try:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load cert_file/key_file for TLS: {exc}") from exc
         context.set_alpn_protocols(["http/1.1"])
         return context
 
