@@ -340,7 +340,7 @@ class WsClient:
             if self.pending:
                 break
             data = await self.stream.receive_some(65536)
-            self.ws.receive_data(data or None)
+            self.ws.receive_data(bytes(data) or None)
         return self.pending.pop(0)
 
     async def send(self, event: Any) -> None:

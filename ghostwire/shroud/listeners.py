@@ -79,9 +79,9 @@ async def start_listeners(
             partial(
                 h3_serve,
                 native_handler(server),
-                cfg.address,
                 port,
                 quic_config,
+                host=cfg.address,
                 shutdown_timeout=2.0,
             )
         )

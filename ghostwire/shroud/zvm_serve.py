@@ -58,7 +58,8 @@ async def serve_zvm_stream(
             if not data:
                 decoder.close()  # raises if the peer stopped inside a frame
                 return
-            for frame in decoder.feed(bytes(data)):
+            decoder.receive_data(data)
+            while (frame := decoder.next_frame()) is not None:
                 response = await _answer(frame, handler)
                 await stream.send_all(encode_response_frame(frame.message_type, response))
     except ZvmWireError as exc:

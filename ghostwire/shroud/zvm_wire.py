@@ -326,16 +326,32 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Buffer stream bytes; take frames out with :meth:`next_frame`."""
         self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or ``None`` until more bytes arrive.
+
+        Raises when the next header is bad; the frames before it have been
+        returned by then, so a peer gets its good requests answered first.
+        """
+        if len(self._buffer) < FRAME_HEADER_SIZE:
+            return None
+        message_type, length = _parse_header(self._buffer, self.max_frame_size)
+        end = FRAME_HEADER_SIZE + length
+        if len(self._buffer) < end:
+            return None
+        frame = Frame(message_type, bytes(self._buffer[FRAME_HEADER_SIZE:end]))
+        del self._buffer[:end]
+        return frame
+
+    def feed(self, data: bytes | bytearray) -> list[Frame]:
+        """Buffer ``data`` and return every complete frame (raises on a bad header)."""
+        self.receive_data(data)
         frames: list[Frame] = []
-        while len(self._buffer) >= FRAME_HEADER_SIZE:
-            message_type, length = _parse_header(self._buffer, self.max_frame_size)
-            end = FRAME_HEADER_SIZE + length
-            if len(self._buffer) < end:
-                break
-            frames.append(Frame(message_type, bytes(self._buffer[FRAME_HEADER_SIZE:end])))
-            del self._buffer[:end]
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
         return frames
 
     @property
