@@ -106,6 +106,14 @@ def make_service(probe: Probe) -> rpc.Service:
         await trio.testing.wait_all_tasks_blocked()
         raise rpc.RpcError(Status.DATA_LOSS, "the log was pruned")
 
+    @zvm.events
+    async def ticks(ctx: rpc.Context) -> AsyncIterator[rpc.Event]:
+        try:
+            for n in range(10**9):
+                yield rpc.Event(n, cursor=n)
+        finally:
+            probe.cancelled.set()
+
     @zvm.stream
     async def relay(ctx: rpc.Context, stream: rpc.BidiStream) -> None:
         pass  # pragma: no cover - not offered over HTTP/3
@@ -516,3 +524,84 @@ def test_json_form_round_trips() -> None:
         assert from_json_value(json.loads(json.dumps(to_json_value(value)))) == value
     assert to_json_value(2**53 - 1) == 2**53 - 1
     assert to_json_value({"$int": "5"}) == {"$map": [["$int", "5"]]}
+
+
+async def test_same_limits_as_the_quic_protocol(
+    client_kind: str, ca_file: str, request: pytest.FixtureRequest
+) -> None:
+    limits = rpc.Limits(max_message_size=1000, max_concurrent_calls=1)
+    async with setup(client_kind, ca_file, request, limits=limits) as (probe, _, _, caller):
+        # refused as soon as it passes the limit; past the flow control window,
+        # the client is told to stop sending (STOP_SENDING H3_NO_ERROR). aioquic
+        # gets a body within the window: see the report on its reset mid-frame.
+        size = 8_000_000 if client_kind == "ghostwire" else 200_000
+        big = {"value": b"x" * size}
+        reply = await caller.call("zvm.echo", big)
+        assert (reply.status, reply.rpc_status) == (413, Status.RESOURCE_EXHAUSTED)
+        reply = await caller.call("zvm.echo", {"value": b"x" * 900})
+        assert reply.status == 200 and reply.value() == b"x" * 900
+
+        async with trio.open_nursery() as nursery:
+            replies: list[Reply] = []
+
+            async def first() -> None:
+                replies.append(await caller.call("zvm.wait", {}))
+
+            nursery.start_soon(first)
+            await probe.started.wait()
+            reply = await caller.call("zvm.echo", {"value": 1})  # a second call at once
+            assert (reply.status, reply.rpc_status) == (429, Status.RESOURCE_EXHAUSTED)
+            probe.release.set()
+        assert replies[0].status == 200
+        assert (await caller.call("zvm.echo", {"value": 2})).value() == 2
+
+
+async def test_shutdown_lets_calls_finish_and_refuses_new_ones(
+    client_kind: str, ca_file: str, request: pytest.FixtureRequest
+) -> None:
+    async with setup(client_kind, ca_file, request) as (probe, server, _, caller):
+        async with trio.open_nursery() as nursery:
+            replies: list[Reply] = []
+
+            async def in_flight() -> None:
+                replies.append(await caller.call("zvm.wait", {}))
+
+            nursery.start_soon(in_flight)
+            await probe.started.wait()
+            nursery.start_soon(server.shutdown, 30.0)
+            await trio.testing.wait_all_tasks_blocked()
+            reply = await caller.call("zvm.echo", {"value": 1})
+            assert (reply.status, reply.rpc_status) == (503, Status.UNAVAILABLE)
+            probe.release.set()
+        assert replies[0].status == 200 and replies[0].value() == "released"
+
+
+async def test_client_reset_cancels_the_call_at_once(ca_file: str) -> None:
+    probe = Probe()
+    headers = [("content-type", "application/msgpack")]
+    async with running(probe) as (_, port), gw_client() as client:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                url = f"https://{HOST}:{port}/zvm/hang"
+                nursery.start_soon(functools.partial(client.post, url, encode({}), headers=headers))
+                await probe.started.wait()
+                nursery.cancel_scope.cancel()  # our client resets the request stream
+            await probe.cancelled.wait()  # ... and the server cancelled the handler
+            assert probe.contexts[0].cancelled
+
+
+async def test_subscriber_going_away_ends_the_subscription(ca_file: str) -> None:
+    probe = Probe()
+    headers = [("content-type", "application/msgpack")]
+    async with running(probe) as (server, port), gw_client() as client:
+        with trio.fail_after(20):
+            url = f"https://{HOST}:{port}/zvm/ticks"
+            response = await client.post(url, content=encode({}), headers=headers)
+            assert response.status == 200
+            async for chunk in response.iter_bytes():
+                assert chunk  # the events flow, without end
+                break
+            await response.aclose()  # the subscriber goes away mid-stream
+            await probe.cancelled.wait()  # the channel's generator was closed
+            await trio.testing.wait_all_tasks_blocked()  # its task ends right after
+            assert server.statistics()["subscriptions"] == 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -35,7 +36,7 @@ import trio
 
 from .. import quic
 from ..http3.config import H3Config
-from ..http3.net.server import Request, Response, serve_h3_connection
+from ..http3.net.server import Request, Response, ResponseEnd, serve_h3_connection
 from .context import Context
 from .events import Event
 from .framing import MessageTooLarge
@@ -86,6 +87,22 @@ class Http3Mapping:
         self, state: ConnectionState, nursery: trio.Nursery, request: Request
     ) -> Response:
         """One HTTP request: a call, or the start of a subscription."""
+        response = await self._respond(state, nursery, request)
+        # An error may answer before the body was read: once it is sent, the
+        # client need not send the rest (it would wait for flow control credit).
+        then = response.on_end
+
+        def on_end(end: ResponseEnd) -> None:
+            request.stop_reading()
+            if then is not None:
+                then(end)
+
+        response.on_end = on_end
+        return response
+
+    async def _respond(
+        self, state: ConnectionState, nursery: trio.Nursery, request: Request
+    ) -> Response:
         fmt = negotiate(request)
         try:
             if request.method != "POST":
@@ -141,18 +158,20 @@ class Http3Mapping:
         fmt: RequestFormat,
     ) -> Response:
         dispatcher = self.server.dispatcher
-        with self.server.track_call(state, ctx, subscription=False):
+        # The call counts as in flight until its reply is sent (Response.on_end),
+        # so a graceful shutdown waits for the reply, not just the handler.
+        tracking = ExitStack()
+        tracking.enter_context(self.server.track_call(state, ctx, subscription=False))
+        try:
             result, error = await _guarded(
                 request, ctx, lambda: dispatcher.unary(ctx, method, (), kwargs)
             )
-        if error is not None:
-            return fmt.error_response(error)
-        try:
-            body = fmt.encode_value(result)
-        except RpcError as exc:
-            log.error("%s returned a value the codec cannot carry: %r", ctx.method, type(result))
-            return fmt.error_response(fmt.unencodable(exc))
-        return Response(200, [("content-type", fmt.content_type), ("rpc-status", "0")], body)
+            response = _unary_response(ctx, fmt, result, error)
+        except BaseException:
+            tracking.close()
+            raise
+        response.on_end = lambda _: tracking.close()
+        return response
 
     # -- event channels ------------------------------------------------------------
 
@@ -213,10 +232,23 @@ class Http3Mapping:
                 _, error = await _guarded(
                     request, ctx, lambda: dispatcher.events(ctx, method, (), kwargs, send)
                 )
-            try:
-                await sender.send(_End(error))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the response already ended: nobody to tell
+                try:
+                    await sender.send(_End(error))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the response already ended: nobody to tell
+
+
+def _unary_response(
+    ctx: Context, fmt: RequestFormat, result: Any, error: RpcError | None
+) -> Response:
+    if error is not None:
+        return fmt.error_response(error)
+    try:
+        body = fmt.encode_value(result)
+    except RpcError as exc:
+        log.error("%s returned a value the codec cannot carry: %r", ctx.method, type(result))
+        return fmt.error_response(fmt.unencodable(exc))
+    return Response(200, [("content-type", fmt.content_type), ("rpc-status", "0")], body)
 
 
 async def _stream_events(

@@ -82,6 +82,18 @@ class Request:
     def trailers(self) -> TextHeaders:
         return to_text(self._channel.trailers or [])
 
+    def stop_reading(self) -> None:
+        """Ask the client to stop sending a request body the response does not
+        need (STOP_SENDING with H3_NO_ERROR, RFC 9114 §4.1). Call it once the
+        response is complete (``Response.on_end``), so the client has it whole
+        before its upload ends; a no-op once the whole request arrived."""
+        channel = self._channel
+        session = channel.session
+        if channel.ended or channel.error is not None or session.closed:
+            return
+        session.conn.core.stop_sending(channel.stream_id, H3ErrorCode.H3_NO_ERROR)
+        session.flush()
+
     async def wait_aborted(self) -> int:
         """Wait until the client resets the request stream or stops the
         response (STOP_SENDING); returns its error code. A handler that must
