@@ -499,7 +499,7 @@ async def test_each_connection_gets_the_handler_of_its_alpn() -> None:
             await stream.send_all(b"other:" + await stream.receive_some())
 
     server.add_protocol("other", other_protocol)
-    assert server.alpn_protocols == [rpc.ALPN, "other"]
+    assert server.alpn_protocols == [rpc.ALPN, "h3", "other"]  # h3: the HTTP/3 mapping
     with pytest.raises(ValueError):
         server.add_protocol("other", other_protocol)
     async with trio.open_nursery() as nursery:

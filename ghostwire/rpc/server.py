@@ -9,7 +9,8 @@
 
 Per connection, the negotiated ALPN picks the protocol handler
 (:meth:`Server.add_protocol`; ``ghostwire-rpc`` is built in, ``h3`` is the
-HTTP/3 mapping's). The server's ALPN list is the set of registered protocols,
+HTTP/3 mapping's, registered unless ``Server(..., http3=False)``; see
+:mod:`.http3`). The server's ALPN list is the set of registered protocols,
 whatever the config says.
 
 Per call (one bidirectional stream), a task reads the request to its FIN,
@@ -111,6 +112,7 @@ class Server:
         config: quic.ServerConfig,
         limits: Limits | None = None,
         interceptors: Sequence[Interceptor] = (),
+        http3: bool = True,
     ) -> None:
         self.dispatcher = Dispatcher(services, interceptors=interceptors)
         self.limits = limits if limits is not None else Limits()
@@ -126,6 +128,10 @@ class Server:
         self._connections: set[quic.Connection] = set()
         self._scopes: list[trio.CancelScope] = []
         self.rejected = 0
+        if http3:  # the same services over HTTP/3 on the same port (docs/protocol.md §11)
+            from .http3 import enable_http3
+
+            enable_http3(self)
 
     # -- configuration -------------------------------------------------------
 

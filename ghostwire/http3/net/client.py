@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..events import Headers
 from .fields import TextHeaders, first_value, split_pseudo, to_text, to_wire
-from .session import H3Session, MessageChannel
+from .session import H3Session, HttpStreamError, MessageChannel
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes] | Iterable[bytes] | None
@@ -225,7 +225,13 @@ class Client:
             with trio.fail_at(deadline):
                 channel = await self._open_request(origin)
                 try:
-                    await self._send_request(channel, request_headers, content, trailers)
+                    try:
+                        await self._send_request(channel, request_headers, content, trailers)
+                    except HttpStreamError:
+                        # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
+                        # server answers without the rest of the request.
+                        if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
+                            raise
                     headers_in = await channel.wait_headers()
                 except HttpError:
                     channel.cancel()

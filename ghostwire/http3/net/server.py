@@ -82,6 +82,30 @@ class Request:
     def trailers(self) -> TextHeaders:
         return to_text(self._channel.trailers or [])
 
+    def stop_reading(self) -> None:
+        """Ask the client to stop sending a request body the response does not
+        need (STOP_SENDING with H3_NO_ERROR, RFC 9114 §4.1). Call it once the
+        response is complete (``Response.on_end``), so the client has it whole
+        before its upload ends; a no-op once the whole request arrived."""
+        channel = self._channel
+        session = channel.session
+        if channel.ended or channel.error is not None or session.closed:
+            return
+        session.conn.core.stop_sending(channel.stream_id, H3ErrorCode.H3_NO_ERROR)
+        session.flush()
+
+    async def wait_aborted(self) -> int:
+        """Wait until the client resets the request stream or stops the
+        response (STOP_SENDING); returns its error code. A handler that must
+        stop work the client no longer wants waits here in a task of its own."""
+        channel = self._channel
+        while True:
+            if channel.stopped_code is not None:
+                return channel.stopped_code
+            if channel.error is not None:
+                return channel.error.error_code or 0
+            await channel._lot.park()  # woken on every change to the stream
+
 
 @dataclass(frozen=True)
 class ResponseEnd:
@@ -99,7 +123,9 @@ class Response:
     """What a native handler returns. ``content`` may be bytes or an async iterable.
 
     An async iterable with an ``aclose()`` method is closed once the response
-    ends, finished or not. ``on_end``, if given, is called once then.
+    ends, finished or not. ``on_end``, if given, is called once then. With a
+    streamed body, ``trailers`` is read once the body ended, so the body's
+    producer may set them (a status known only at the end).
     """
 
     status: int = 200
@@ -170,6 +196,17 @@ async def serve(
                         drain.start_soon(session.graceful_shutdown, shutdown_timeout)
             quic_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def serve_h3_connection(
+    conn: Connection, handler: NativeHandler | ASGIApp, *, h3_config: H3Config | None = None
+) -> None:
+    """Serve HTTP/3 on one QUIC connection (ALPN ``h3``) that another server
+    accepted, until it closes: how a server that speaks several protocols on
+    one port hands its ``h3`` connections over. ``handler`` is a native
+    handler or an ASGI app, as for :func:`serve`. The caller owns shutdown:
+    closing ``conn`` ends the requests still running."""
+    await _serve_connection(conn, handler, _is_native(handler), h3_config, set(), lambda: False)
 
 
 async def _serve_connection(
@@ -280,9 +317,9 @@ async def _send_native(channel: MessageChannel, response: Response) -> None:
     head: Headers = [(b":status", str(response.status).encode())]
     head += to_wire(response.headers)
     content = response.content
-    trailers = to_wire(response.trailers)
     channel.response_started = True
     if isinstance(content, bytes | str):
+        trailers = to_wire(response.trailers)
         body = content.encode() if isinstance(content, str) else content
         if not any(n == b"content-length" for n, _ in head):
             head.append((b"content-length", str(len(body)).encode()))
@@ -293,6 +330,8 @@ async def _send_native(channel: MessageChannel, response: Response) -> None:
         await channel.send_headers(head)
         async for chunk in content:
             await channel.send_data(bytes(chunk))
+        # Read after the body: a streamed body may decide its trailers as it ends.
+        trailers = to_wire(response.trailers)
         if not trailers:
             await channel.send_data(b"", end_stream=True)
     if trailers:
