@@ -251,7 +251,11 @@ METRICS = (
     Metric("handshake", "handshake latency, p99", "ms", False, ""),
     Metric("rr", "request/response latency, median", "ms", False, ""),
     Metric("rr", "request/response latency, p99", "ms", False, ""),
+    Metric("rr", "server CPU per request, sequential", "us", False, ""),
+    Metric("rr", "client CPU per request, sequential", "us", False, ""),
     Metric("rps", "requests/s, 64 streams in flight", "req/s", True, ""),
+    Metric("rps", "server CPU per request, 64 in flight", "us", False, ""),
+    Metric("rps", "client CPU per request, 64 in flight", "us", False, ""),
     Metric("memory", "server memory per idle connection", "KiB", False, "< 1.00"),
     Metric("h3rr", "HTTP/3 GET latency, median", "ms", False, ""),
     Metric("h3rr", "HTTP/3 GET latency, p99", "ms", False, ""),
@@ -277,6 +281,10 @@ def metric_value(metric: Metric, measurement: Measurement) -> float:
             return values["rps"]
         case "server memory per idle connection":
             return values["per_connection"] / 1024
+        case "server CPU per request, sequential" | "server CPU per request, 64 in flight":
+            return values.get("server_cpu_us_per_request", math.nan)
+        case "client CPU per request, sequential" | "client CPU per request, 64 in flight":
+            return values.get("client_cpu_us_per_request", math.nan)
     raise KeyError(metric.name)
 
 
@@ -286,7 +294,14 @@ def headline(workload: str, measurement: Measurement) -> str:
     unit = {"bulk": "Mbit/s", "handshake": "ms median", "rr": "ms median", "rps": "req/s",
             "memory": "KiB/connection", "h3rr": "ms median",
             "h3rps": "req/s"}[workload]  # fmt: skip
-    return f"{_format(key)} {unit}"
+    text = f"{_format(key)} {unit}"
+    values = measurement.values
+    if "server_cpu_us_per_request" in values:
+        text += (
+            f" (CPU/request: server {values['server_cpu_us_per_request']:.0f} us,"
+            f" client {values['client_cpu_us_per_request']:.0f} us)"
+        )
+    return text
 
 
 def primary_value(workload: str, measurement: Measurement) -> float:
