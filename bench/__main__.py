@@ -511,11 +511,24 @@ def machine_info() -> dict[str, str]:
 
 
 def profile_workload(
-    workload: str, settings: Settings, sizes: Sizes, timeouts: dict[str, float], top: int
+    workload: str,
+    settings: Settings,
+    sizes: Sizes,
+    timeouts: dict[str, float],
+    top: int,
+    keep_dir: str | None = None,
 ) -> int:
-    """Run one ghostwire workload under cProfile; print the hot functions."""
+    """Run one ghostwire workload under cProfile; print the hot functions.
+
+    With ``keep_dir`` the two profiles (pstats files) are kept there.
+    """
     timeout = timeouts[workload]
-    with tempfile.TemporaryDirectory(prefix="gw-bench-prof-") as directory:
+    with contextlib.ExitStack() as stack:
+        if keep_dir is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="gw-bench-prof-"))
+        else:
+            os.makedirs(keep_dir, exist_ok=True)
+            directory = keep_dir
         outcome = run_workload("ghostwire", workload, settings, sizes, timeout, directory)
         if outcome.measurement is not None:
             print(f"{workload} under cProfile: {headline(workload, outcome.measurement)}")
@@ -570,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
         "under cProfile and print the hot functions",
     )  # fmt: skip
     parser.add_argument("--top", type=int, default=15, help="functions listed by --profile")
+    parser.add_argument(
+        "--profile-dir", default=None,
+        help="with --profile: keep the client and server pstats files in this directory",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     workloads = [w for w in args.workloads.split(",") if w]
@@ -596,7 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as directory:
         settings = Settings(CertFiles.create(Path(directory)), args.datagram_size)
         if args.profile is not None:
-            return profile_workload(args.profile, settings, sizes, timeouts, args.top)
+            return profile_workload(
+                args.profile, settings, sizes, timeouts, args.top, args.profile_dir
+            )
         return _run_all(args, settings, sizes, workloads, stacks, timeouts)
 
 

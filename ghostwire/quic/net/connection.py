@@ -54,7 +54,7 @@ HANDLER_LINGER = 2.0
 Handler = Callable[["Connection"], Awaitable[object]]
 
 # A flush waits at most this many scheduler passes for runnable tasks to write.
-MAX_FLUSH_DEFERRALS = 4
+MAX_FLUSH_DEFERRALS = 8
 
 
 class Connection(trio.abc.AsyncResource):
@@ -72,6 +72,7 @@ class Connection(trio.abc.AsyncResource):
         self._timer_scope: trio.CancelScope | None = None
         self._flush_pending = False
         self._flusher: trio.lowlevel.Task | None = None  # the timer task, while parked
+        self._flush_requests = 0  # _flush_soon calls: tells the flusher writes go on
         self._handshake_event = trio.Event()
         self._closed_event = trio.Event()
         self._error: QuicError | None = None
@@ -246,6 +247,7 @@ class Connection(trio.abc.AsyncResource):
         back (data, then FIN; a read's credit, then the reply) and the writes
         of every task that runs in this pass (concurrent requests) share
         packets and datagrams."""
+        self._flush_requests += 1
         if not self._flush_pending:
             self._flush_pending = True
             task = self._flusher
@@ -432,7 +434,10 @@ class Connection(trio.abc.AsyncResource):
         for _ in range(MAX_FLUSH_DEFERRALS):
             if not trio.lowlevel.current_statistics().tasks_runnable:
                 return
+            seen = self._flush_requests
             await trio.lowlevel.cancel_shielded_checkpoint()
+            if self._flush_requests == seen:
+                return  # every task ran once since, and none wrote: go
 
     async def _wait_flush_request(self) -> None:
         """Park until ``_flush_soon`` (or the timer scope's deadline) wakes us."""
