@@ -64,7 +64,8 @@ class _StreamBase:
         return was_closed
 
     async def _finish_close(self) -> None:
-        self._conn._flush_soon()
+        if self._core.streams.has_pending_frames():  # a FIN, STOP_SENDING, credit
+            self._conn._flush_soon()
         self._wake()
         self._conn._forget_stream(self._stream_id)
         await trio.lowlevel.checkpoint()
