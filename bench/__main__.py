@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO
 
 from .common import (
+    DEFAULT_STACKS,
     PORT_PREFIX,
     RESULT_PREFIX,
     STACKS,
@@ -358,6 +359,7 @@ class Row:
     aioquic: str
     ratio: str
     target: str
+    qh3: str = "not run"  # an optional third column (--stacks ...,qh3)
 
 
 def _format(value: float) -> str:
@@ -409,26 +411,38 @@ def build_rows(results: dict[str, dict[str, Outcome]], workloads: list[str]) -> 
                 aioquic=texts["aioquic"],
                 ratio="n/a" if math.isnan(ratio) else f"{ratio:.2f}",
                 target=_target_verdict(metric.target, ratio),
+                qh3=texts["qh3"],
             )
         )
     return rows
 
 
 HEADERS = ("metric", "ghostwire", "aioquic", "ratio gw/aq", "target (on the ratio)")
+QH3_HEADER = "qh3"
 
 
-def _cells(row: Row) -> tuple[str, ...]:
-    return (row.label, row.ghostwire, row.aioquic, row.ratio, row.target)
+def _with_qh3(rows: list[Row]) -> bool:
+    return any(r.qh3 != "not run" for r in rows)
+
+
+def _headers(rows: list[Row]) -> tuple[str, ...]:
+    return (*HEADERS, QH3_HEADER) if _with_qh3(rows) else HEADERS
+
+
+def _cells(row: Row, with_qh3: bool = False) -> tuple[str, ...]:
+    cells = (row.label, row.ghostwire, row.aioquic, row.ratio, row.target)
+    return (*cells, row.qh3) if with_qh3 else cells
 
 
 def text_table(rows: list[Row]) -> str:
-    table = [HEADERS, *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    headers = _headers(rows)
+    table = [headers, *(_cells(r, _with_qh3(rows)) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
     lines = []
     for index, line in enumerate(table):
         lines.append(
             "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w) if i < 4 else cell.ljust(w)
+                cell.ljust(w) if i in (0, 4) else cell.rjust(w)
                 for i, (cell, w) in enumerate(zip(line, widths, strict=True))
             ).rstrip()
         )
@@ -438,11 +452,12 @@ def text_table(rows: list[Row]) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
+    with_qh3 = _with_qh3(rows)
     lines = [
-        "| " + " | ".join(HEADERS) + " |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| " + " | ".join(_headers(rows)) + " |",
+        "| --- | ---: | ---: | ---: | --- |" + (" ---: |" if with_qh3 else ""),
     ]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cells(r, with_qh3)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -558,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(WORKLOADS)}",
     )
     parser.add_argument(
-        "--stacks", default=",".join(STACKS), help="comma-separated subset of ghostwire,aioquic"
+        "--stacks", default=",".join(DEFAULT_STACKS),
+        help="comma-separated subset of ghostwire,aioquic,qh3 (default ghostwire,aioquic)",
     )
     parser.add_argument(
         "--datagram-size", type=int, default=1200,

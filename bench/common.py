@@ -49,7 +49,9 @@ H3_PATH = "/small"
 RESULT_PREFIX = "RESULT "
 PORT_PREFIX = "PORT "
 
-STACKS = ("ghostwire", "aioquic")
+STACKS = ("ghostwire", "aioquic", "qh3")
+# qh3 (aioquic's API over a Rust core) runs only when asked for (--stacks).
+DEFAULT_STACKS = ("ghostwire", "aioquic")
 # What a bench server speaks: the raw stream echo protocol, or HTTP/3.
 PROTOCOLS = ("raw", "h3")
 
