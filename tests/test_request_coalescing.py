@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 import trio.testing
@@ -71,7 +72,9 @@ class GatedEchoServer:
 async def gated_server(expected: int) -> AsyncIterator[tuple[quic.QuicServer, GatedEchoServer]]:
     gate = GatedEchoServer(expected)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(quic.serve, gate.handler, "127.0.0.1", 0, server_config())
+        server = await nursery.start(
+            partial(quic.serve, host="127.0.0.1"), gate.handler, 0, server_config()
+        )
         yield server, gate
         nursery.cancel_scope.cancel()
 
@@ -151,7 +154,9 @@ async def test_concurrent_writers_on_one_stream_each_get_their_data_out() -> Non
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(quic.serve, handler, "127.0.0.1", 0, server_config())
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), handler, 0, server_config()
+            )
             async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
                 stream = await conn.open_stream()
                 for i in range(200):

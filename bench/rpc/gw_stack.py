@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import ghostwire.rpc as rpc
 import trio
 
 import ghostwire.quic as quic
+import ghostwire.rpc as rpc
 
 from .common import (
     HOST,
