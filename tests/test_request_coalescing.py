@@ -15,10 +15,11 @@ from functools import partial
 
 import trio
 import trio.testing
-from quic_pair import client_config, server_config
+from quic_pair import client_config, handshake, make_pair, server_config
 
 import ghostwire.quic as quic
 from ghostwire.quic.net.connection import Connection
+from ghostwire.quic.recovery import Space
 
 REQUESTS = 64
 PAYLOAD = bytes(range(100))
@@ -165,3 +166,16 @@ async def test_concurrent_writers_on_one_stream_each_get_their_data_out() -> Non
                 await received.wait()
             nursery.cancel_scope.cancel()
     assert got == [b"".join(i.to_bytes(2, "big") for i in range(200))]
+
+
+def test_a_short_datagram_ends_the_flush_but_each_probe_gets_its_own() -> None:
+    """build_datagrams stops after a datagram with room to spare (nothing
+    more to send), except while PTO probes are due: each is a packet."""
+    pair = handshake(make_pair())
+    client = pair.client
+    assert client.handshake_confirmed
+    stream_id = client.open_stream()
+    client.send_stream_data(stream_id, b"x" * 100, end_stream=True)
+    assert len(client.datagrams_to_send(1.0)) == 1  # one short datagram, no empty build after
+    client.writer.request_probe(Space.APPLICATION, 2)  # RFC 9002 §6.2.4: two probes
+    assert len(client.datagrams_to_send(1.0)) == 2
