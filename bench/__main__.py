@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO
 
 from .common import (
+    DEFAULT_STACKS,
     PORT_PREFIX,
     RESULT_PREFIX,
     STACKS,
@@ -251,7 +252,11 @@ METRICS = (
     Metric("handshake", "handshake latency, p99", "ms", False, ""),
     Metric("rr", "request/response latency, median", "ms", False, ""),
     Metric("rr", "request/response latency, p99", "ms", False, ""),
+    Metric("rr", "server CPU per request, sequential", "us", False, ""),
+    Metric("rr", "client CPU per request, sequential", "us", False, ""),
     Metric("rps", "requests/s, 64 streams in flight", "req/s", True, ""),
+    Metric("rps", "server CPU per request, 64 in flight", "us", False, ""),
+    Metric("rps", "client CPU per request, 64 in flight", "us", False, ""),
     Metric("memory", "server memory per idle connection", "KiB", False, "< 1.00"),
     Metric("h3rr", "HTTP/3 GET latency, median", "ms", False, ""),
     Metric("h3rr", "HTTP/3 GET latency, p99", "ms", False, ""),
@@ -277,6 +282,10 @@ def metric_value(metric: Metric, measurement: Measurement) -> float:
             return values["rps"]
         case "server memory per idle connection":
             return values["per_connection"] / 1024
+        case "server CPU per request, sequential" | "server CPU per request, 64 in flight":
+            return values.get("server_cpu_us_per_request", math.nan)
+        case "client CPU per request, sequential" | "client CPU per request, 64 in flight":
+            return values.get("client_cpu_us_per_request", math.nan)
     raise KeyError(metric.name)
 
 
@@ -286,7 +295,14 @@ def headline(workload: str, measurement: Measurement) -> str:
     unit = {"bulk": "Mbit/s", "handshake": "ms median", "rr": "ms median", "rps": "req/s",
             "memory": "KiB/connection", "h3rr": "ms median",
             "h3rps": "req/s"}[workload]  # fmt: skip
-    return f"{_format(key)} {unit}"
+    text = f"{_format(key)} {unit}"
+    values = measurement.values
+    if "server_cpu_us_per_request" in values:
+        text += (
+            f" (CPU/request: server {values['server_cpu_us_per_request']:.0f} us,"
+            f" client {values['client_cpu_us_per_request']:.0f} us)"
+        )
+    return text
 
 
 def primary_value(workload: str, measurement: Measurement) -> float:
@@ -343,6 +359,7 @@ class Row:
     aioquic: str
     ratio: str
     target: str
+    qh3: str = "not run"  # an optional third column (--stacks ...,qh3)
 
 
 def _format(value: float) -> str:
@@ -394,26 +411,38 @@ def build_rows(results: dict[str, dict[str, Outcome]], workloads: list[str]) -> 
                 aioquic=texts["aioquic"],
                 ratio="n/a" if math.isnan(ratio) else f"{ratio:.2f}",
                 target=_target_verdict(metric.target, ratio),
+                qh3=texts["qh3"],
             )
         )
     return rows
 
 
 HEADERS = ("metric", "ghostwire", "aioquic", "ratio gw/aq", "target (on the ratio)")
+QH3_HEADER = "qh3"
 
 
-def _cells(row: Row) -> tuple[str, ...]:
-    return (row.label, row.ghostwire, row.aioquic, row.ratio, row.target)
+def _with_qh3(rows: list[Row]) -> bool:
+    return any(r.qh3 != "not run" for r in rows)
+
+
+def _headers(rows: list[Row]) -> tuple[str, ...]:
+    return (*HEADERS, QH3_HEADER) if _with_qh3(rows) else HEADERS
+
+
+def _cells(row: Row, with_qh3: bool = False) -> tuple[str, ...]:
+    cells = (row.label, row.ghostwire, row.aioquic, row.ratio, row.target)
+    return (*cells, row.qh3) if with_qh3 else cells
 
 
 def text_table(rows: list[Row]) -> str:
-    table = [HEADERS, *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    headers = _headers(rows)
+    table = [headers, *(_cells(r, _with_qh3(rows)) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
     lines = []
     for index, line in enumerate(table):
         lines.append(
             "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w) if i < 4 else cell.ljust(w)
+                cell.ljust(w) if i in (0, 4) else cell.rjust(w)
                 for i, (cell, w) in enumerate(zip(line, widths, strict=True))
             ).rstrip()
         )
@@ -423,11 +452,12 @@ def text_table(rows: list[Row]) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
+    with_qh3 = _with_qh3(rows)
     lines = [
-        "| " + " | ".join(HEADERS) + " |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| " + " | ".join(_headers(rows)) + " |",
+        "| --- | ---: | ---: | ---: | --- |" + (" ---: |" if with_qh3 else ""),
     ]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cells(r, with_qh3)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -496,11 +526,24 @@ def machine_info() -> dict[str, str]:
 
 
 def profile_workload(
-    workload: str, settings: Settings, sizes: Sizes, timeouts: dict[str, float], top: int
+    workload: str,
+    settings: Settings,
+    sizes: Sizes,
+    timeouts: dict[str, float],
+    top: int,
+    keep_dir: str | None = None,
 ) -> int:
-    """Run one ghostwire workload under cProfile; print the hot functions."""
+    """Run one ghostwire workload under cProfile; print the hot functions.
+
+    With ``keep_dir`` the two profiles (pstats files) are kept there.
+    """
     timeout = timeouts[workload]
-    with tempfile.TemporaryDirectory(prefix="gw-bench-prof-") as directory:
+    with contextlib.ExitStack() as stack:
+        if keep_dir is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="gw-bench-prof-"))
+        else:
+            os.makedirs(keep_dir, exist_ok=True)
+            directory = keep_dir
         outcome = run_workload("ghostwire", workload, settings, sizes, timeout, directory)
         if outcome.measurement is not None:
             print(f"{workload} under cProfile: {headline(workload, outcome.measurement)}")
@@ -530,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(WORKLOADS)}",
     )
     parser.add_argument(
-        "--stacks", default=",".join(STACKS), help="comma-separated subset of ghostwire,aioquic"
+        "--stacks", default=",".join(DEFAULT_STACKS),
+        help="comma-separated subset of ghostwire,aioquic,qh3 (default ghostwire,aioquic)",
     )
     parser.add_argument(
         "--datagram-size", type=int, default=1200,
@@ -555,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         "under cProfile and print the hot functions",
     )  # fmt: skip
     parser.add_argument("--top", type=int, default=15, help="functions listed by --profile")
+    parser.add_argument(
+        "--profile-dir", default=None,
+        help="with --profile: keep the client and server pstats files in this directory",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     workloads = [w for w in args.workloads.split(",") if w]
@@ -581,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as directory:
         settings = Settings(CertFiles.create(Path(directory)), args.datagram_size)
         if args.profile is not None:
-            return profile_workload(args.profile, settings, sizes, timeouts, args.top)
+            return profile_workload(
+                args.profile, settings, sizes, timeouts, args.top, args.profile_dir
+            )
         return _run_all(args, settings, sizes, workloads, stacks, timeouts)
 
 

@@ -29,6 +29,7 @@ from .common import (
     IDLE_TIMEOUT,
     PORT_PREFIX,
     SERVER_NAME,
+    CpuMeter,
     Measurement,
     Settings,
     Sizes,
@@ -67,7 +68,39 @@ def client_config(settings: Settings, alpn: str = ALPN) -> QuicConfiguration:
 # -- server -------------------------------------------------------------------
 
 
-class ServerProtocol(QuicConnectionProtocol):
+class CoalescingProtocol(QuicConnectionProtocol):
+    """aioquic at its fastest: one ``transmit()`` per event-loop pass.
+
+    aioquic's base class transmits after every datagram, and a client that
+    calls ``transmit()`` after every request sends a datagram per request.
+    aioquic's best users instead schedule a single ``transmit()`` with
+    ``loop.call_soon`` whenever there is something to send, so everything
+    queued in one pass of the event loop (replies to the requests of one
+    datagram; the requests of every task woken in one pass, and the ACKs
+    of what just arrived) leaves in shared datagrams.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._transmit_handle: asyncio.Handle | None = None
+
+    def transmit_soon(self) -> None:
+        if self._transmit_handle is None:
+            self._transmit_handle = self._loop.call_soon(self._transmit_now)
+
+    def _transmit_now(self) -> None:
+        self._transmit_handle = None
+        self.transmit()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        # The base class: receive, process events, transmit. Here the
+        # transmit waits for the end of this event-loop pass.
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._process_events()
+        self.transmit_soon()
+
+
+class ServerProtocol(CoalescingProtocol):
     """Reads each stream to its end, then replies (see bench.common)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -86,7 +119,7 @@ class ServerProtocol(QuicConnectionProtocol):
             if event.end_stream:
                 head = self._heads.pop(sid, b"")
                 del self._received[sid]
-                # The base class transmits after processing the datagram's events.
+                # Transmitted at the end of this event-loop pass (CoalescingProtocol).
                 self._quic.send_stream_data(sid, reply_for(received, head), end_stream=True)
         elif isinstance(event, StreamReset):
             self._received.pop(event.stream_id, None)
@@ -96,12 +129,12 @@ class ServerProtocol(QuicConnectionProtocol):
 _H3_BODY = request_payload(H3_BODY_SIZE)
 
 
-class H3ServerProtocol(QuicConnectionProtocol):
+class H3ServerProtocol(CoalescingProtocol):
     """HTTP/3 over aioquic, wired as in aioquic's examples/http3_server.py.
 
     Every QUIC event goes through ``H3Connection.handle_event``. A complete
     request (its stream ended) is answered at once, inside the event handler:
-    no task per request (the base class transmits after each datagram).
+    no task per request; one transmit per event-loop pass (CoalescingProtocol).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -173,7 +206,7 @@ def run_server(settings: Settings, protocol: str = "raw") -> None:
 # -- client -------------------------------------------------------------------
 
 
-class ClientProtocol(QuicConnectionProtocol):
+class ClientProtocol(CoalescingProtocol):
     """Request/response streams, and a bulk sender with back-pressure."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -224,7 +257,7 @@ class ClientProtocol(QuicConnectionProtocol):
         stream_id = self._quic.get_next_available_stream_id()
         future = self._expect_reply(stream_id)
         self._quic.send_stream_data(stream_id, payload, end_stream=True)
-        self.transmit()
+        self.transmit_soon()
         return await future
 
     async def send_bulk(self, total: int) -> bytes:
@@ -282,15 +315,17 @@ async def request_response(
     payload = request_payload(sizes.message_size)
     samples: list[float] = []
     async with _connect(port, config) as protocol:
-        for i in range(sizes.request_warmup + sizes.requests):
+        for _ in range(sizes.request_warmup):
+            await protocol.request(payload)
+        cpu = CpuMeter(server_pid)
+        for _ in range(sizes.requests):
             start = time.perf_counter()
             reply = await protocol.request(payload)
-            elapsed = time.perf_counter() - start
+            samples.append(time.perf_counter() - start)
             if reply != payload:
                 raise RuntimeError(f"bad echo: {len(reply)} bytes")
-            if i >= sizes.request_warmup:
-                samples.append(elapsed)
-    return Measurement(samples=samples)
+        values = cpu.per_request(sizes.requests)
+    return Measurement(values=values, samples=samples)
 
 
 async def requests_per_second(
@@ -313,12 +348,15 @@ async def requests_per_second(
                     raise RuntimeError(f"bad echo: {len(reply)} bytes")
                 done += 1
 
+        cpu = CpuMeter(server_pid)
         start = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for _ in range(sizes.rps_concurrency):
                 group.create_task(worker())
         elapsed = time.perf_counter() - start
-    return Measurement(values={"requests": done, "seconds": elapsed, "rps": done / elapsed})
+        values = {"requests": done, "seconds": elapsed, "rps": done / elapsed}
+        values.update(cpu.per_request(done))
+    return Measurement(values=values)
 
 
 async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
@@ -374,7 +412,7 @@ async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: i
 # -- HTTP/3 client -----------------------------------------------------------
 
 
-class H3ClientProtocol(QuicConnectionProtocol):
+class H3ClientProtocol(CoalescingProtocol):
     """An HTTP/3 client over aioquic, wired as in aioquic's examples/http3_client.py."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -438,7 +476,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
             ],
             end_stream=True,
         )
-        self.transmit()
+        self.transmit_soon()
         return await future
 
 

@@ -25,6 +25,7 @@ from .common import (
     IDLE_TIMEOUT,
     PORT_PREFIX,
     SERVER_NAME,
+    CpuMeter,
     Measurement,
     Settings,
     Sizes,
@@ -189,16 +190,18 @@ async def request_response(
     payload = request_payload(sizes.message_size)
     samples: list[float] = []
     async with quic.connect(HOST, port, config) as conn:
-        for i in range(sizes.request_warmup + sizes.requests):
+        for _ in range(sizes.request_warmup):
+            await _request(conn, payload)
+        cpu = CpuMeter(server_pid)
+        for _ in range(sizes.requests):
             start = time.perf_counter()
             reply = await _request(conn, payload)
-            elapsed = time.perf_counter() - start
+            samples.append(time.perf_counter() - start)
             if reply != payload:
                 raise RuntimeError(f"bad echo: {len(reply)} bytes")
-            if i >= sizes.request_warmup:
-                samples.append(elapsed)
+        values = cpu.per_request(sizes.requests)
         stats = conn.statistics()
-    return Measurement(samples=samples, notes=[f"client stats: {stats}"])
+    return Measurement(values=values, samples=samples, notes=[f"client stats: {stats}"])
 
 
 async def requests_per_second(
@@ -223,16 +226,16 @@ async def requests_per_second(
                     raise RuntimeError(f"bad echo: {len(reply)} bytes")
                 done += 1
 
+        cpu = CpuMeter(server_pid)
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
             for _ in range(sizes.rps_concurrency):
                 nursery.start_soon(worker)
         elapsed = time.perf_counter() - start
+        values = {"requests": done, "seconds": elapsed, "rps": done / elapsed}
+        values.update(cpu.per_request(done))
         stats = conn.statistics()
-    return Measurement(
-        values={"requests": done, "seconds": elapsed, "rps": done / elapsed},
-        notes=[f"client stats: {stats}"],
-    )
+    return Measurement(values=values, notes=[f"client stats: {stats}"])
 
 
 async def idle_memory(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:

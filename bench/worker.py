@@ -34,6 +34,10 @@ def _stack_module(stack: str) -> ModuleType:
         from . import aq
 
         return aq
+    if stack == "qh3":
+        from . import qh
+
+        return qh.load()
     raise SystemExit(f"unknown stack {stack!r}")
 
 

@@ -93,6 +93,10 @@ def _plant(core: Any, where: str) -> None:
         raise InjectedFault(f"planted in {where}")
 
     setattr(core, "receive_datagram" if where == "receive" else "handle_timer", broken)
+    if where == "timer":
+        # A timer due at once: handle_timer runs when a timer is due (a flush
+        # alone does not run it), and the next flush re-arms the timer task.
+        core.keep_alive_deadline = 0.0
 
 
 @pytest.mark.parametrize("where", ["receive", "timer"])

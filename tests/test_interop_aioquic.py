@@ -18,6 +18,7 @@ Debugging: ``GW_INTEROP_QLOG=<dir>`` writes both sides' qlogs there and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -1165,11 +1166,14 @@ class UdpRelay:
 
     async def rebind(self) -> None:
         assert self._nursery is not None
-        if self.back is not None:
-            self.back.close()
-        self.back = trio.socket.socket(type=socket.SOCK_DGRAM)
-        await self.back.bind((HOST, 0))
-        self._nursery.start_soon(self._from_server, self.back)
+        # The new socket is bound before _from_client may use it (a send
+        # would bind it first); a send racing the swap is a lost datagram.
+        back = trio.socket.socket(type=socket.SOCK_DGRAM)
+        await back.bind((HOST, 0))
+        old, self.back = self.back, back
+        if old is not None:
+            old.close()
+        self._nursery.start_soon(self._from_server, back)
 
     def _drop(self, direction: int) -> bool:
         self.counts[direction] += 1
@@ -1182,7 +1186,8 @@ class UdpRelay:
         while True:
             data, self.client = await self.front.recvfrom(65536)
             if not self._drop(0) and self.back is not None:
-                await self.back.sendto(data, self.target)
+                with contextlib.suppress(OSError, trio.ClosedResourceError):
+                    await self.back.sendto(data, self.target)
 
     async def _from_server(self, sock: trio.socket.SocketType) -> None:
         while True:

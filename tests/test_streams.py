@@ -1214,3 +1214,30 @@ def test_lossy_multi_stream_exchange(seed: int) -> None:
         assert bytes(received[sid]) == data
         assert bytes(echoed[sid]) == data
     assert len(client) == 0 and len(server) == 0
+
+
+def test_stream_credit_returns_in_eighths_of_a_large_limit() -> None:
+    """With 100 streams allowed, credit comes back 12 at a time: a peer with
+    64 requests in flight (36 streams of slack) never waits for 50 to close."""
+    client, server = manager(True), manager(False, max_streams_bidi=100)
+    client.apply_peer_limits(**{**LIMITS, "initial_max_streams_bidi": 100})
+    server.apply_peer_limits(**LIMITS)
+    ids = [client.open_stream(True) for _ in range(100)]
+    for sid in ids:
+        client.write(sid, b"q", end_stream=True)
+    pump(client, server)
+
+    def finish(sid: int) -> None:
+        assert server.read(sid) == b"q"
+        server.read(sid)  # at EOF: the receive side is done
+        server.write(sid, b"", end_stream=True)
+        pump(client, server)  # the FIN is acknowledged: the stream is retired
+
+    for sid in ids[:11]:
+        finish(sid)
+    with pytest.raises(StreamLimitReached):  # 11 returned: below the batch
+        client.open_stream(True)
+    finish(ids[11])  # 12: MAX_STREAMS 112 reached the client
+    assert len([client.open_stream(True) for _ in range(12)]) == 12
+    with pytest.raises(StreamLimitReached):
+        client.open_stream(True)

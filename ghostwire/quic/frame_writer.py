@@ -34,7 +34,7 @@ from .frames import (
     encode_frame,
 )
 from .packet import PacketType, encode_packet_number, encode_short_header
-from .packet_builder import AEAD_TAG_SIZE, MIN_PN_AND_PAYLOAD, PacketBuilder
+from .packet_builder import AEAD_TAG_SIZE, MIN_PN_AND_PAYLOAD, Handler, PacketBuilder
 from .packet_space import PacketNumberSpace
 from .recovery import SentPacket, Space
 from .stream_events import ControlFrame
@@ -56,6 +56,9 @@ _ACK_FRAME_MIN = 8
 MAX_DATAGRAMS_PER_CALL = 64
 # Smallest room worth a STREAM frame (type, id, offset, length, some data).
 _STREAM_FRAME_MIN = 16
+# Room left in a datagram that any pending frame would have used (the largest
+# frame that is not split, NEW_CONNECTION_ID, takes at most 54 bytes).
+_SHORT_DATAGRAM_ROOM = 64
 _STREAM_OFF = 0x04
 _STREAM_LEN = 0x02
 _STREAM_BASE = int(FrameType.STREAM)  # a global: enum member lookups are slow on CPython 3.11
@@ -149,9 +152,24 @@ class FrameWriter:
             if datagram is None:
                 break
             out.append(datagram)
+            if self._short_datagram_was_last(len(datagram)):
+                break  # saves a build_datagram call that would find nothing
             if len(out) < limit and self._burst_allowed():
                 self._stream_burst(now, limit, out)
         return out
+
+    def _short_datagram_was_last(self, size: int) -> bool:
+        """A datagram with room to spare after the handshake means that every
+        frame writer ran out of things to send (or was stopped by congestion
+        control or pacing, which still hold): the next datagram would be empty.
+        Pending probes are the exception: each asks for a packet of its own."""
+        conn = self.conn
+        return (
+            size + _SHORT_DATAGRAM_ROOM <= conn.max_datagram_size
+            and conn.handshake_confirmed
+            and conn.amplification_room() is None
+            and not any(self._probes.values())
+        )
 
     def _burst_allowed(self) -> bool:
         """Nothing but STREAM frames is due in the 1-RTT space, and nothing at all
@@ -216,15 +234,12 @@ class FrameWriter:
             if wait is not None:
                 self._pacing_wait = wait
                 return
-            frame = streams.next_stream_frame(room)
-            if frame is None:
-                return
-            stream_id, offset, data, fin = frame
             pn = space.next_pn
-            space.next_pn = pn + 1
             packet = prefix + (pn & pn_mask).to_bytes(pn_length, "big")
-            packet += _stream_frame_header(stream_id, offset, len(data), fin)
-            packet += data
+            handlers = _append_stream_frames(packet, streams, room)
+            if not handlers:
+                return
+            space.next_pn = pn + 1
             if len(packet) < pn_offset + MIN_PN_AND_PAYLOAD:
                 packet += bytes(pn_offset + MIN_PN_AND_PAYLOAD - len(packet))  # PADDING
             datagram = protect_packet(keys, packet, pn_offset, pn_length, pn)
@@ -236,7 +251,7 @@ class FrameWriter:
                 size=size,
                 ack_eliciting=True,
                 in_flight=True,
-                handlers=[(_on_stream_delivered, (streams, stream_id, offset, len(data), fin))],
+                handlers=handlers,
             )
             conn.on_packets_sent([sent], size, now)
             pacer.on_packet_sent(size, now)
@@ -594,6 +609,24 @@ def _encode_close(error_code: int, frame_type: int | None, reason: bytes, room: 
     head = len(encode_frame(ConnectionCloseFrame(error_code, frame_type))) - 1
     reason = reason[: max(0, room - head - 2)]
     return encode_frame(ConnectionCloseFrame(error_code, frame_type, reason))
+
+
+def _append_stream_frames(packet: bytearray, streams: StreamManager, room: int) -> list[Handler]:
+    """Fill ``room`` bytes of ``packet`` with STREAM frames: one frame when a
+    bulk stream fills the packet, many when small streams (requests, replies)
+    are queued. Returns the packet's delivery handlers (none: nothing to send)."""
+    handlers: list[Handler] = []
+    while room > _STREAM_FRAME_MIN:
+        frame = streams.next_stream_frame(room)
+        if frame is None:
+            break
+        stream_id, offset, data, fin = frame
+        header = _stream_frame_header(stream_id, offset, len(data), fin)
+        packet += header
+        packet += data
+        room -= len(header) + len(data)
+        handlers.append((_on_stream_delivered, (streams, stream_id, offset, len(data), fin)))
+    return handlers
 
 
 def _stream_frame_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:

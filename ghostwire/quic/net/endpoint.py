@@ -6,8 +6,9 @@ Hot-path rules (see docs/architecture.md):
   drains the socket without blocking, handing each datagram to its
   connection synchronously — never an ``await`` or a channel hop per packet;
 * after a drain, each connection that received something gets one
-  ``_after_input`` call: it dispatches events to waiting tasks, sends what the
-  core wants to send, and moves its timer;
+  ``_after_datagrams`` call: it dispatches events to waiting tasks and asks
+  for a flush on the next scheduler pass (so ACKs share datagrams with what
+  the woken tasks write);
 * sends are non-blocking ``sendto`` calls, or on Linux one GSO ``sendmsg`` per
   run of same-size datagrams (:mod:`.gso`); when the kernel buffer is full the
   rest waits in a bounded queue flushed by the same endpoint's send task.
@@ -178,7 +179,7 @@ class Endpoint:
             for conn in dirty:
                 conn._dirty = False
                 try:
-                    conn._after_input()
+                    conn._after_datagrams()
                 except Exception as exc:
                     conn._fail(exc)  # that connection alone closes
             await trio.lowlevel.checkpoint_if_cancelled()

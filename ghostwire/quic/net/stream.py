@@ -64,7 +64,8 @@ class _StreamBase:
         return was_closed
 
     async def _finish_close(self) -> None:
-        self._conn._flush_soon()
+        if self._core.streams.has_pending_frames():  # a FIN, STOP_SENDING, credit
+            self._conn._flush_soon()
         self._wake()
         self._conn._forget_stream(self._stream_id)
         await trio.lowlevel.checkpoint()
@@ -171,10 +172,9 @@ class _SendSide(_StreamBase):
         self._write(b"", end_stream=True)
         self._eof_sent = True
         # The FIN joins the data the last send_all queued (it yielded before
-        # its work, so nothing went out yet), and with the stream complete
-        # there is nothing more to wait for: send now, saving a scheduler
-        # round trip per request.
-        self._conn._flush()
+        # its work, so nothing went out yet); it leaves with the next pass's
+        # flush, together with what other tasks write in this pass.
+        self._conn._flush_soon()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:

@@ -1,0 +1,181 @@
+"""Concurrent requests share datagrams (issue 13, per-request cost).
+
+Every RPC call is a new stream with a small request and a small reply. Writes
+made by many tasks in the same scheduler pass must leave together: a flush is
+asked for, not done, by ``send_all``/``send_eof`` and by received datagrams,
+and the connection's flusher sends once the writing tasks have yielded. These
+tests count datagrams (never time) on a loopback connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+import trio.testing
+from quic_pair import client_config, handshake, make_pair, server_config
+
+import ghostwire.quic as quic
+from ghostwire.quic.net.connection import Connection
+from ghostwire.quic.recovery import Space
+
+REQUESTS = 64
+PAYLOAD = bytes(range(100))
+# 64 requests of ~110 bytes on the wire fit in 7 datagrams of 1,200 bytes;
+# one datagram per request would be 64.
+MAX_DATAGRAMS = 16
+
+
+class GatedEchoServer:
+    """Reads every stream to its end and replies only once ``expected``
+    streams have arrived, so the server's counters show the requests alone,
+    and the replies all leave in one scheduler pass."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.arrived: list[tuple[quic.QuicStream, bytes]] = []
+        self.all_arrived = trio.Event()
+        self.release = trio.Event()
+        self.conn: Connection | None = None
+        self.baseline = 0
+        self.baseline_taken = trio.Event()
+
+    async def handler(self, conn: Connection) -> None:
+        self.conn = conn
+        async with trio.open_nursery() as nursery:
+            async for stream in conn:
+                nursery.start_soon(self._serve, stream)
+
+    async def _serve(self, stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
+        assert isinstance(stream, quic.QuicStream)
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        if not self.baseline_taken.is_set():  # the warm-up request: echo at once
+            await self._reply(stream, data)
+            return
+        self.arrived.append((stream, data))
+        if len(self.arrived) == self.expected:
+            self.all_arrived.set()
+        await self.release.wait()
+        await self._reply(stream, data)
+
+    @staticmethod
+    async def _reply(stream: quic.QuicStream, data: bytes) -> None:
+        await stream.send_all(data)
+        await stream.send_eof()
+        await stream.aclose()
+
+
+@asynccontextmanager
+async def gated_server(expected: int) -> AsyncIterator[tuple[quic.QuicServer, GatedEchoServer]]:
+    gate = GatedEchoServer(expected)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(quic.serve, host="127.0.0.1"), gate.handler, 0, server_config()
+        )
+        yield server, gate
+        nursery.cancel_scope.cancel()
+
+
+async def request(conn: Connection, payload: bytes) -> bytes:
+    stream = await conn.open_stream()
+    await stream.send_all(payload)
+    await stream.send_eof()
+    reply = b""
+    while chunk := await stream.receive_some():
+        reply += chunk
+    await stream.aclose()
+    return reply
+
+
+async def test_requests_issued_in_one_pass_share_datagrams() -> None:
+    with trio.fail_after(20):
+        async with gated_server(REQUESTS) as (server, gate):
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                assert await request(conn, b"warm-up") == b"warm-up"
+                await trio.testing.wait_all_tasks_blocked()
+                assert gate.conn is not None
+                server_before = gate.conn.statistics().packets_received
+                client_received_before = conn.statistics().packets_received
+                gate.baseline_taken.set()
+
+                go = trio.Event()
+                replies: list[bytes] = []
+
+                async def one_request() -> None:
+                    await go.wait()
+                    replies.append(await request(conn, PAYLOAD))
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(REQUESTS):
+                        nursery.start_soon(one_request)
+                    await trio.testing.wait_all_tasks_blocked()
+                    go.set()  # every task wakes in the same scheduler pass
+                    await gate.all_arrived.wait()
+                    request_datagrams = gate.conn.statistics().packets_received - server_before
+                    gate.release.set()  # every reply is written in one pass too
+                reply_datagrams = conn.statistics().packets_received - client_received_before
+
+    assert replies == [PAYLOAD] * REQUESTS
+    assert 1 <= request_datagrams <= MAX_DATAGRAMS, request_datagrams
+    assert 1 <= reply_datagrams <= MAX_DATAGRAMS, reply_datagrams
+
+
+async def test_a_lone_request_is_not_held_back() -> None:
+    """With nothing else runnable the flush goes out at once: a request on an
+    otherwise idle connection is answered, its data and FIN in one packet."""
+    with trio.fail_after(20):
+        async with gated_server(0) as (server, _):
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                assert await request(conn, b"warm-up") == b"warm-up"
+                await trio.testing.wait_all_tasks_blocked()
+                before = conn.statistics().packets_sent
+                assert await request(conn, b"warm-up again") == b"warm-up again"
+                # The request and its FIN left together in one packet (plus at
+                # most one ACK for the reply).
+                assert conn.statistics().packets_sent - before <= 2
+
+
+async def test_concurrent_writers_on_one_stream_each_get_their_data_out() -> None:
+    """Deferred flushes lose nothing: many small writes from one task, each
+    followed by a yield, all arrive in order."""
+    received = trio.Event()
+    got: list[bytes] = []
+
+    async def handler(conn: Connection) -> None:
+        stream = await conn.accept_stream()
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        got.append(data)
+        received.set()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), handler, 0, server_config()
+            )
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                stream = await conn.open_stream()
+                for i in range(200):
+                    await stream.send_all(i.to_bytes(2, "big"))
+                await stream.send_eof()
+                await received.wait()
+            nursery.cancel_scope.cancel()
+    assert got == [b"".join(i.to_bytes(2, "big") for i in range(200))]
+
+
+def test_a_short_datagram_ends_the_flush_but_each_probe_gets_its_own() -> None:
+    """build_datagrams stops after a datagram with room to spare (nothing
+    more to send), except while PTO probes are due: each is a packet."""
+    pair = handshake(make_pair())
+    client = pair.client
+    assert client.handshake_confirmed
+    stream_id = client.open_stream()
+    client.send_stream_data(stream_id, b"x" * 100, end_stream=True)
+    assert len(client.datagrams_to_send(1.0)) == 1  # one short datagram, no empty build after
+    client.writer.request_probe(Space.APPLICATION, 2)  # RFC 9002 §6.2.4: two probes
+    assert len(client.datagrams_to_send(1.0)) == 2
