@@ -249,6 +249,25 @@ def test_spurious_packet_threshold_loss_raises_the_threshold_and_undoes_the_cut(
     assert cc.recovery_start_time is None
 
 
+def test_undo_only_when_every_loss_of_the_recovery_period_was_spurious() -> None:
+    cc = NewReno()
+    early, late = _sent(0, Space.APPLICATION, 0.0), _sent(1, Space.APPLICATION, 2.0)
+    cc.on_packet_sent(early, 0.0)
+    window = cc.congestion_window
+    cc.on_packets_lost([early], 1.0)  # a recovery period starts at 1.0
+    first_cut = cc.congestion_window
+    cc.on_packet_sent(late, 2.0)
+    cc.on_packets_lost([late], 3.0)  # sent after 1.0: a new period
+    second_cut = cc.congestion_window
+    assert window > first_cut > second_cut
+    # The first period's loss was spurious, but the current period's was not.
+    cc.on_spurious_loss([early], 3.1)
+    assert cc.congestion_window == second_cut
+    cc.on_spurious_loss([late], 3.2)
+    assert cc.congestion_window == first_cut
+    assert cc.recovery_start_time == 1.0
+
+
 def test_spurious_time_threshold_loss_raises_the_time_threshold_within_bounds() -> None:
     recovery = LossRecovery(congestion=NewReno(), is_client=False)
     recovery.on_packet_sent(_sent(0, Space.APPLICATION, 0.0))

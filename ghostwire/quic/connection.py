@@ -480,7 +480,7 @@ class QuicConnection:
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
         keys = space.recv_keys
         if keys is None:
-            if self.is_client and not one_rtt and not self.recovery.has_handshake_keys:
+            if self.is_client and not self.recovery.has_handshake_keys:
                 # RFC 9002 §6.2.3: Handshake packets but no Handshake keys: the
                 # server's Initial packets were lost; resend ours to show it.
                 self.writer.on_peer_crypto_repeated(Epoch.INITIAL)

@@ -92,10 +92,10 @@ class CongestionController(ABC):
         self._next_sequence = 0
         # One packet may go out beyond the window on entering recovery.
         self._recovery_send = False
-        # State before the last reduction, and how many packets declared lost
-        # in its recovery period have not (yet) been found to have arrived.
+        # State before the last reduction, and the packets declared lost in
+        # its recovery period not (yet) found to have arrived after all.
         self._undo: tuple[object, ...] | None = None
-        self._undo_lost = 0
+        self._undo_lost: set[SentPacket] = set()
 
     # -- configuration -------------------------------------------------------
 
@@ -203,8 +203,8 @@ class CongestionController(ABC):
         if latest_sent is not None:
             self._congestion_event(latest_sent, now)
             if self._undo is not None:
-                self._undo_lost += sum(
-                    1 for p in packets if p.in_flight and self.in_recovery(p.time_sent)
+                self._undo_lost.update(
+                    p for p in packets if p.in_flight and self.in_recovery(p.time_sent)
                 )
 
     def on_spurious_loss(self, packets: Sequence[SentPacket], now: float) -> None:
@@ -213,10 +213,8 @@ class CongestionController(ABC):
         was spurious and is undone (RFC 9438 §4.9)."""
         if self._undo is None:
             return
-        for packet in packets:
-            if packet.in_flight and self.in_recovery(packet.time_sent):
-                self._undo_lost -= 1
-        if self._undo_lost <= 0:
+        self._undo_lost.difference_update(packets)
+        if not self._undo_lost:
             saved, self._undo = self._undo, None
             self._restore_state(saved)
 
@@ -232,6 +230,7 @@ class CongestionController(ABC):
         self.recovery_start_time = None
         self._recovery_send = False
         self._undo = None  # a collapse is never undone
+        self._undo_lost.clear()
         self._on_window_collapse()
 
     def discard(self, packets: Sequence[SentPacket]) -> None:
@@ -266,7 +265,7 @@ class CongestionController(ABC):
         if self.in_recovery(sent_time):
             return
         self._undo = self._save_state()
-        self._undo_lost = 0
+        self._undo_lost.clear()
         self.recovery_start_time = now
         self._reduce(now)
         self._recovery_send = True  # RFC 9002 §7.3.2, see can_send()
