@@ -210,6 +210,37 @@ def test_client_pads_handshake_probes_while_server_may_be_amplification_limited(
             assert size >= FULL
 
 
+def test_client_handshake_probe_carries_1rtt_data_before_confirmation() -> None:
+    # The server completes at once and discards its Handshake keys, but every
+    # datagram it sends with 1-RTT packets only (HANDSHAKE_DONE, its ACKs) is
+    # lost for 2 s. The client's Handshake probes cannot be acknowledged any
+    # more: they bring 1-RTT data along (RFC 9002 §6.2.4), whose ACK confirms
+    # the handshake (RFC 9001 §4.1.2).
+    downlink = Wire(
+        lambda _i, _d, types: (
+            types == [PacketType.ONE_RTT] and downlink.sim is not None and downlink.sim.now < 2.0
+        )
+    )
+    uplink = Wire()
+    client_app, server_app = BulkApp([b"request"]), BulkApp(reply=b"response")
+    sim = Simulation(
+        uplink=LinkConfig(drop=uplink),
+        downlink=LinkConfig(drop=downlink),
+        client=client_config(),
+        server=server_config("ed25519"),
+        client_app=client_app,
+        server_app=server_app,
+        seed=5,
+    )
+    downlink.sim = uplink.sim = sim
+    sim.run(lambda: sim.client.handshake_confirmed)
+    with_handshake = [types for _t, _s, types, _d in uplink.log if PacketType.HANDSHAKE in types]
+    probes = with_handshake[1:]  # after the one with the Finished
+    assert probes
+    for types in probes:
+        assert types == [PacketType.HANDSHAKE, PacketType.ONE_RTT]
+
+
 # -- RTT from a late Initial ACK ---------------------------------------------------
 
 
@@ -374,8 +405,10 @@ def handshake_with_request(seed: int, **link: float) -> float:
 
 def run_handshakes(seeds: range) -> list[float]:
     times = [handshake_with_request(seed, **HANDSHAKE_LOSS) for seed in seeds]
-    # Within the client's 10 s handshake timeout, every one of them.
-    assert max(times) < 10.0
+    # Every one well within the client's 10 s handshake timeout: the slowest
+    # of the 1,000 took 2.3 s (it took 9.9 s when probes were bare PINGs, one
+    # space at a time, after a first PTO of 1 s).
+    assert max(times) < 4.0
     return times
 
 

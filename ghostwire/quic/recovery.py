@@ -637,13 +637,14 @@ class LossRecovery:
             probe_space, probes = self._pto_time_and_space()[1], 2
         self.pto_count += 1
         # RFC 9002 §6.2.4: probes also go in the other spaces with ack-eliciting
-        # data in flight (application data only once the handshake is confirmed).
+        # data in flight. That includes 1-RTT data before the handshake is
+        # confirmed (only its timer waits, §6.2.1): a server that has discarded
+        # its Handshake keys acknowledges only those, and that acknowledgment
+        # confirms the handshake for a client whose HANDSHAKE_DONE was lost.
         also = tuple(
             space
             for space, state in zip(Space, self._spaces, strict=True)
-            if space is not probe_space
-            and state.ack_eliciting_in_flight
-            and (space is not Space.APPLICATION or self.handshake_confirmed)
+            if space is not probe_space and state.ack_eliciting_in_flight
         )
         return TimeoutResult([], probe_space, probes, also)
 
