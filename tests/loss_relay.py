@@ -24,15 +24,17 @@ MAX_DATAGRAM = 65536
 
 @dataclass
 class BurstLoss:
-    """Loss in bursts: a two-state (Gilbert) model losing ``rate`` of the
-    datagrams in bursts of ``burst`` datagrams on average, or, with
-    ``max_run`` set, independent loss at ``rate`` but never more than
-    ``max_run`` datagrams in a row (the QUIC interop runner's drop-rate model)."""
+    """Loss in bursts of at most ``max_run`` datagrams in a row.
+
+    With ``gilbert`` a two-state model loses ``rate`` of the datagrams in
+    bursts of ``burst`` datagrams on average; without, each datagram is lost
+    with probability ``rate`` (the QUIC interop runner's drop-rate model)."""
 
     rate: float
     burst: float = 3.0
     seed: int = 0
     max_run: int | None = None
+    gilbert: bool = False
     dropped: int = 0
     forwarded: int = 0
     _rng: random.Random = field(init=False, repr=False)
@@ -51,18 +53,19 @@ class BurstLoss:
         return lost
 
     def _next(self) -> bool:
-        rng = self._rng
-        if self.max_run is not None:
-            if self._run < self.max_run and rng.random() < self.rate:
-                self._run += 1
-                return True
-            self._run = 0
-            return False
+        lost = self._gilbert() if self.gilbert else self._rng.random() < self.rate
+        if lost and (self.max_run is None or self._run < self.max_run):
+            self._run += 1
+            return True
+        self._run = 0
+        return False
+
+    def _gilbert(self) -> bool:
         mean = max(self.burst, 1.0)
         if self._in_burst:
-            if rng.random() < 1.0 / mean:
+            if self._rng.random() < 1.0 / mean:
                 self._in_burst = False
-        elif rng.random() < self.rate / (mean * (1.0 - self.rate)):
+        elif self._rng.random() < self.rate / (mean * (1.0 - self.rate)):
             self._in_burst = True
         return self._in_burst
 

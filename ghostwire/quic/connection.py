@@ -481,8 +481,8 @@ class QuicConnection:
         keys = space.recv_keys
         if keys is None:
             if self.is_client and not self.recovery.has_handshake_keys:
-                # RFC 9002 §6.2.3: Handshake packets but no Handshake keys: the
-                # server's Initial packets were lost; resend ours to show it.
+                # RFC 9002 §6.2.3: Handshake or 1-RTT packets but no Handshake
+                # keys: the server's Initial packets were lost; resend ours.
                 self.writer.on_peer_crypto_repeated(Epoch.INITIAL)
             return False  # keys not yet available, or discarded (RFC 9001 §5.7)
         packet = memoryview(data)[start : header.end]

@@ -14,6 +14,11 @@ Limits applied here: the anti-amplification budget of an unvalidated server
 (RFC 9002 §7; ACK-only packets and PTO probes are exempt, §7 and §7.5),
 and the datagram padding rules (RFC 9000 §14.1).
 
+A PTO probe (:meth:`FrameWriter.request_probe`) carries data whenever there is
+some (RFC 9002 §6.2.4): new data first, else the unacknowledged CRYPTO data of
+its space, else the frames of the oldest 1-RTT packets in flight; a PING only
+when there is nothing else.
+
 Every frame that needs reliable delivery registers a delivery handler on its
 packet so that a loss puts exactly that frame back in the queue.
 """

@@ -12,17 +12,25 @@ packet number, so iteration order is send order. When an ACK frame arrives,
    below the previous largest acknowledged are scanned, plus the new ranges
    above it, so the cost is amortised O(1) per packet),
 3. takes an RTT sample when the largest acknowledged packet is new (§5.1),
-4. declares packets lost by packet threshold (3) or time threshold (9/8 RTT)
-   (§6.1) -- since send times grow with packet numbers the scan stops at the
+4. declares packets lost by packet threshold (3 at first) or time threshold
+   (9/8 RTT at first) (§6.1) -- since send times grow with packet numbers the scan stops at the
    first packet that is not lost, whose deadline becomes the loss time,
 5. tells the congestion controller what was lost (and whether that amounts to
    persistent congestion, §7.6) and then what was acknowledged.
+
+Packets declared lost are remembered for a few PTOs. An ACK that covers one
+shows the loss was spurious (the packet was only reordered or delayed): the
+threshold that declared it lost is raised to what would have waited for it
+(bounded; RFC 9002 §6.1.1 and §6.1.2 allow adaptive thresholds), the
+connection is told its frames arrived, and the congestion controller may undo
+the reduction (RFC 9438 §4.9).
 
 A single timer drives the rest: :meth:`LossRecovery.loss_detection_timer` is
 the earliest time-threshold loss time, else the probe timeout (§6.2), else
 nothing (App. A.8). :meth:`LossRecovery.on_loss_detection_timeout` either
 declares time-threshold losses or asks the connection for probe packets and
-doubles the PTO backoff.
+doubles the PTO backoff. Probes cover every space with data in flight
+(RFC 9002 §6.2.4); the connection's writer fills them with data.
 
 Time is always passed in as ``now`` (seconds); this module reads no clock.
 Bytes in flight are accounted by the congestion controller.
