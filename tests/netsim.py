@@ -87,6 +87,10 @@ class LinkConfig:
     """Extra delay, uniform in ``[0, jitter)`` per datagram: reorders packets."""
     loss: float = 0.0
     """Probability that a datagram is lost."""
+    max_loss_run: int | None = None
+    """At most this many datagrams lost by ``loss`` in a row (None: no cap).
+    ``loss=0.3, max_loss_run=3`` is the QUIC interop runner's handshakeloss
+    setting (its drop-rate scenario with a burst limit)."""
     duplicate: float = 0.0
     """Probability that a datagram is delivered twice (independent delays)."""
     bandwidth: float | None = 12_500_000.0
@@ -96,6 +100,12 @@ class LinkConfig:
     drop: Callable[[int, bytes], bool] | None = None
     """Scripted loss: called with the datagram's index on this link (from 0)
     and its bytes; True drops it."""
+    burst_loss: float = 0.0
+    """Long-run fraction of datagrams lost in bursts (a two-state Gilbert
+    model: a lossy state entered at random and left after ``burst_length``
+    datagrams on average; everything sent in it is lost)."""
+    burst_length: float = 3.0
+    """Mean length of a loss burst, in datagrams (at least 1)."""
 
 
 @dataclass
@@ -129,6 +139,21 @@ class Link:
         self.stats = LinkStats()
         self._busy_until = 0.0  # when the bottleneck finishes what it holds
         self._latest_arrival = 0.0
+        self._in_burst = False
+        self._loss_run = 0  # datagrams lost by ``loss`` in a row
+
+    def _burst_drop(self) -> bool:
+        """Gilbert model: from the good state a burst starts with probability
+        ``p / (L * (1 - p))``, and each datagram ends it with probability
+        ``1 / L``, so a fraction ``p`` is lost in bursts of mean length ``L``."""
+        cfg = self.config
+        mean = max(cfg.burst_length, 1.0)
+        if self._in_burst:
+            if self.rng.random() < 1.0 / mean:
+                self._in_burst = False
+        elif self.rng.random() < cfg.burst_loss / (mean * (1.0 - cfg.burst_loss)):
+            self._in_burst = True
+        return self._in_burst
 
     def transmit(self, datagram: bytes, now: float) -> list[float]:
         """Arrival times of the copies of a datagram sent at ``now`` (none if dropped)."""
@@ -158,6 +183,12 @@ class Link:
             departure = self._busy_until = start + size / cfg.bandwidth
         rng = self.rng
         if cfg.loss and rng.random() < cfg.loss:
+            if cfg.max_loss_run is None or self._loss_run < cfg.max_loss_run:
+                self._loss_run += 1
+                stats.lost += 1
+                return []
+        self._loss_run = 0
+        if cfg.burst_loss and self._burst_drop():
             stats.lost += 1
             return []
         copies = 1

@@ -94,8 +94,11 @@ class _CommonConfig:
     congestion_control: str = "cubic"
     """``"cubic"`` (default) or ``"newreno"``."""
 
-    initial_rtt: float = 0.333
-    """RTT assumed before the first sample (RFC 9002 §6.2.2)."""
+    initial_rtt: float = 0.1
+    """RTT assumed before the first sample (RFC 9002 §6.2.2). Below the RFC's
+    333 ms so that a lost first flight is resent after 200 ms rather than 1 s
+    (and the backed-off PTOs that follow are as much shorter); a path slower
+    than that costs a spurious resend of the first flight at most."""
 
     cipher_suites: Sequence[CipherSuite] = DEFAULT_CIPHER_SUITES
     groups: Sequence[Group] = DEFAULT_GROUPS

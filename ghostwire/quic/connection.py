@@ -480,6 +480,10 @@ class QuicConnection:
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
         keys = space.recv_keys
         if keys is None:
+            if self.is_client and not self.recovery.has_handshake_keys:
+                # RFC 9002 §6.2.3: Handshake or 1-RTT packets but no Handshake
+                # keys: the server's Initial packets were lost; resend ours.
+                self.writer.on_peer_crypto_repeated(Epoch.INITIAL)
             return False  # keys not yet available, or discarded (RFC 9001 §5.7)
         packet = memoryview(data)[start : header.end]
         pn_offset = header.pn_offset - start
@@ -815,6 +819,9 @@ class QuicConnection:
             space.largest_acked_by_peer = largest
         for packet in result.acked:
             self._run_handlers(packet, True)
+        if result.spurious:  # declared lost, but arrived after all
+            for packet in result.spurious:
+                self._run_handlers(packet, True)
         self._on_lost(result.lost)
         if self.qlog is not None:
             self.qlog.packets_lost(result.lost, now)
@@ -906,6 +913,8 @@ class QuicConnection:
                 self.qlog.packets_lost(result.lost, now)
             if result.probe_space is not None:
                 self.writer.request_probe(result.probe_space, result.probes)
+                for space_id in result.also_probe:  # RFC 9002 §6.2.4
+                    self.writer.request_probe(space_id, result.probes)
         if self.keep_alive_deadline is not None and now >= self.keep_alive_deadline:
             self.keep_alive_deadline = None
             self.writer.ping_pending = True
@@ -969,8 +978,9 @@ class QuicConnection:
             self.qlog.observe(now)
 
     def _close_period(self) -> float:
-        # RFC 9000 §10.2: closing and draining last three times the PTO.
-        return CLOSE_PERIOD_PTOS * self.recovery.pto_duration(Space.APPLICATION)
+        # RFC 9000 §10.2: closing and draining last three times the current
+        # PTO, not the backed-off one.
+        return CLOSE_PERIOD_PTOS * self.recovery.pto_period(Space.APPLICATION)
 
     def on_peer_close(
         self, error_code: int, frame_type: int | None, reason: str, is_application: bool, now: float

@@ -87,6 +87,11 @@ class CryptoStream:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    @property
+    def received_offset(self) -> int:
+        """Every byte below this offset was received (and handed to TLS)."""
+        return self._recv_offset
+
     def has_unacked(self) -> bool:
         return bool(self._unacked_ranges())
 

@@ -157,7 +157,12 @@ class FrameReceiver:
         conn.on_ack_frame(space, frame.ranges, ack_delay, self._now)
 
     def _on_crypto(self, frame: CryptoFrame) -> None:
-        data = self.conn.crypto[self._epoch].receive(frame.offset, frame.data)
+        crypto = self.conn.crypto[self._epoch]
+        if frame.offset + len(frame.data) <= crypto.received_offset:
+            # The peer sent it again: it may be missing what we sent (RFC 9002 §6.2.3).
+            self.conn.writer.on_peer_crypto_repeated(self._epoch)
+            return
+        data = crypto.receive(frame.offset, frame.data)
         if data:
             self.conn.on_crypto_data(self._epoch, data, self._now)
 

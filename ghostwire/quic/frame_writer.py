@@ -14,6 +14,11 @@ Limits applied here: the anti-amplification budget of an unvalidated server
 (RFC 9002 §7; ACK-only packets and PTO probes are exempt, §7 and §7.5),
 and the datagram padding rules (RFC 9000 §14.1).
 
+A PTO probe (:meth:`FrameWriter.request_probe`) carries data whenever there is
+some (RFC 9002 §6.2.4): new data first, else the unacknowledged CRYPTO data of
+its space, else the frames of the oldest 1-RTT packets in flight; a PING only
+when there is nothing else.
+
 Every frame that needs reliable delivery registers a delivery handler on its
 packet so that a loss puts exactly that frame back in the queue.
 """
@@ -54,6 +59,9 @@ _ACK_FRAME_MIN = 8
 # Largest number of datagrams built per datagrams_to_send() call: lets the
 # shell flush and the event loop breathe during bulk sends.
 MAX_DATAGRAMS_PER_CALL = 64
+# RFC 9002 §6.2.3: how many times per connection the handshake data is resent
+# early, when the peer's repeated CRYPTO data shows it is missing ours.
+MAX_EARLY_HANDSHAKE_RESENDS = 4
 # Smallest room worth a STREAM frame (type, id, offset, length, some data).
 _STREAM_FRAME_MIN = 16
 # Room left in a datagram that any pending frame would have used (the largest
@@ -67,6 +75,7 @@ _SPACE_PACKET = (
     (Space.INITIAL, PacketType.INITIAL, Epoch.INITIAL),
     (Space.HANDSHAKE, PacketType.HANDSHAKE, Epoch.HANDSHAKE),
 )
+_EPOCH_OF_SPACE = {space: epoch for space, _, epoch in _SPACE_PACKET}
 
 
 def write_ack_frame(
@@ -104,6 +113,7 @@ class FrameWriter:
         self.conn = conn
         self.max_ack_delay = MAX_ACK_DELAY_MS / 1000.0
         self._probes = {space: 0 for space in Space}
+        self._early_resends = MAX_EARLY_HANDSHAKE_RESENDS
         self.ping_pending = False
         self.handshake_done_pending = False
         self._handshake_done_in_flight = False  # sent, not yet acknowledged
@@ -118,8 +128,49 @@ class FrameWriter:
         """Peer transport parameters arrived (nothing to do here yet)."""
 
     def request_probe(self, space: Space, count: int) -> None:
-        """A PTO fired: send ``count`` ack-eliciting probe packets (RFC 9002 §6.2.4)."""
+        """A PTO fired: send ``count`` ack-eliciting probe packets (RFC 9002 §6.2.4).
+
+        Probes carry data when there is some: new data first, else data sent
+        but not yet acknowledged (the CRYPTO data of a handshake space; in the
+        application space the frames of the oldest packets in flight), and a
+        PING only when there is nothing else.
+        """
         self._probes[space] = max(self._probes[space], count)
+        conn = self.conn
+        if space is not Space.APPLICATION:
+            conn.crypto[_EPOCH_OF_SPACE[space]].requeue_unacked()
+            return
+        if not self._probes_have_data():
+            self._requeue_oldest(count)
+
+    def _probes_have_data(self) -> bool:
+        conn = self.conn
+        return conn.streams.has_stream_data() or conn.crypto[Epoch.ONE_RTT].has_pending()
+
+    def _requeue_oldest(self, count: int) -> None:
+        """Put the frames of the ``count`` oldest application packets in flight
+        back in their queues as if lost (a later ACK of those packets still
+        counts); bytes in flight are not touched."""
+        for packet in self.conn.recovery.oldest_in_flight(Space.APPLICATION, count):
+            for callback, args in packet.handlers:
+                callback(False, *args)
+
+    def on_peer_crypto_repeated(self, epoch: Epoch) -> None:
+        """The peer sent CRYPTO data again (or, to a client without Handshake
+        keys, sent packets it cannot read yet): our handshake data may be lost.
+        RFC 9002 §6.2.3: resend what is unacknowledged now rather than at the
+        PTO, a limited number of times per connection."""
+        if self._early_resends <= 0 or epoch is Epoch.ONE_RTT:
+            return
+        resent = False
+        for space_id, _, space_epoch in _SPACE_PACKET:
+            space = self.conn.spaces[space_id]
+            crypto = self.conn.crypto[space_epoch]
+            if space.send_keys is not None and not space.discarded and crypto.has_unacked():
+                self.request_probe(space_id, 1)
+                resent = True
+        if resent:
+            self._early_resends -= 1
 
     def queue_path_response(self, data: bytes) -> None:
         if len(self._path_responses) < 4:  # don't let a flood of challenges grow a queue
@@ -288,6 +339,15 @@ class FrameWriter:
             conn.is_client or builder.has_ack_eliciting(PacketType.INITIAL)
         ):
             pad_to = MIN_INITIAL_DATAGRAM
+        elif (
+            conn.is_client
+            and not conn.recovery.peer_completed_address_validation
+            and builder.has_ack_eliciting(PacketType.HANDSHAKE)
+        ):
+            # Until the server has validated our address its anti-amplification
+            # limit may hold its retransmissions back; every byte we send raises
+            # it (RFC 9000 §8.1, RFC 9002 §6.2.2.1).
+            pad_to = MIN_INITIAL_DATAGRAM
         if self._pad_for_path:
             # RFC 9000 §8.2.1, §8.2.2: path validation frames travel in datagrams of at
             # least 1200 bytes, unless the anti-amplification limit forbids it.
@@ -376,7 +436,14 @@ class FrameWriter:
         crypto = conn.crypto[epoch]
         probe = self._probes[space_id] > 0
         if probe:
-            crypto.requeue_unacked()
+            if not crypto.has_pending():
+                # The probe before this one took it all: each probe carries
+                # the unacknowledged data (RFC 9002 §6.2.4), not a bare PING.
+                crypto.requeue_unacked()
+            if space.largest_received >= 0:
+                # Acknowledge again: the ACK we sent may be lost with the rest,
+                # and it gives the peer an RTT sample.
+                space.ack_needed = True
         if not (space.ack_needed or crypto.has_pending() or probe):
             return
         if not builder.start_packet(space, packet_type, keys):
@@ -416,6 +483,8 @@ class FrameWriter:
             return
         probe = self._probes[Space.APPLICATION] > 0
         streams = conn.streams
+        if probe and not self._probes_have_data():
+            self._requeue_oldest(1)  # RFC 9002 §6.2.4: resend rather than PING
         wants_data = (
             self.handshake_done_pending
             or self._path_responses

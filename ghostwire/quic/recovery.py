@@ -12,17 +12,25 @@ packet number, so iteration order is send order. When an ACK frame arrives,
    below the previous largest acknowledged are scanned, plus the new ranges
    above it, so the cost is amortised O(1) per packet),
 3. takes an RTT sample when the largest acknowledged packet is new (§5.1),
-4. declares packets lost by packet threshold (3) or time threshold (9/8 RTT)
-   (§6.1) -- since send times grow with packet numbers the scan stops at the
+4. declares packets lost by packet threshold (3 at first) or time threshold
+   (9/8 RTT at first) (§6.1) -- since send times grow with packet numbers the scan stops at the
    first packet that is not lost, whose deadline becomes the loss time,
 5. tells the congestion controller what was lost (and whether that amounts to
    persistent congestion, §7.6) and then what was acknowledged.
+
+Packets declared lost are remembered for a few PTOs. An ACK that covers one
+shows the loss was spurious (the packet was only reordered or delayed): the
+threshold that declared it lost is raised to what would have waited for it
+(bounded; RFC 9002 §6.1.1 and §6.1.2 allow adaptive thresholds), the
+connection is told its frames arrived, and the congestion controller may undo
+the reduction (RFC 9438 §4.9).
 
 A single timer drives the rest: :meth:`LossRecovery.loss_detection_timer` is
 the earliest time-threshold loss time, else the probe timeout (§6.2), else
 nothing (App. A.8). :meth:`LossRecovery.on_loss_detection_timeout` either
 declares time-threshold losses or asks the connection for probe packets and
-doubles the PTO backoff.
+doubles the PTO backoff. Probes cover every space with data in flight
+(RFC 9002 §6.2.4); the connection's writer fills them with data.
 
 Time is always passed in as ``now`` (seconds); this module reads no clock.
 Bytes in flight are accounted by the congestion controller.
@@ -44,6 +52,14 @@ K_PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
 K_TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2
 K_GRANULARITY = 0.001  # RFC 9002 §6.1.2: 1 ms timer granularity
 K_PERSISTENT_CONGESTION_THRESHOLD = 3  # RFC 9002 §7.6.1
+# Adaptive reordering thresholds (RFC 9002 §6.1.1, §6.1.2 allow them): the
+# largest values a spurious loss may raise them to.
+MAX_PACKET_THRESHOLD = 256
+MAX_TIME_THRESHOLD = 2.0
+# Packets declared lost that are remembered to spot a late ACK of one (a
+# spurious loss), per space; each is kept for this many PTOs at most.
+MAX_LOST_REMEMBERED = 512
+LOST_MEMORY_PTOS = 3
 DEFAULT_INITIAL_RTT = 0.333  # RFC 9002 §6.2.2
 # Skipped packet numbers remembered per space (optimistic-ACK defence).
 MAX_SKIPPED_REMEMBERED = 8
@@ -85,6 +101,9 @@ class AckResult:
     lost: list[SentPacket]
     rtt_sample: bool
     persistent_congestion: bool = False
+    # Packets declared lost earlier that this ACK shows arrived after all:
+    # their frames need not be sent again.
+    spurious: list[SentPacket] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -92,20 +111,25 @@ class TimeoutResult:
     """Outcome of a loss detection timeout.
 
     Either ``lost`` holds time-threshold losses, or ``probe_space`` names the
-    space in which the connection must send ``probes`` ack-eliciting packets.
+    space in which the connection must send ``probes`` ack-eliciting packets;
+    ``also_probe`` are other spaces with ack-eliciting data in flight, which
+    the probes should cover too (RFC 9002 §6.2.4: coalesced when possible).
     """
 
     lost: list[SentPacket]
     probe_space: Space | None
     probes: int
+    also_probe: tuple[Space, ...] = ()
 
 
 # -- loss detection math (RFC 9002 §6.1) ---------------------------------------
 
 
-def loss_delay(latest_rtt: float, smoothed_rtt: float) -> float:
+def loss_delay(
+    latest_rtt: float, smoothed_rtt: float, time_threshold: float = K_TIME_THRESHOLD
+) -> float:
     """Time after which a packet sent before an acknowledged one is lost (§6.1.2)."""
-    return max(K_TIME_THRESHOLD * max(latest_rtt, smoothed_rtt), K_GRANULARITY)
+    return max(time_threshold * max(latest_rtt, smoothed_rtt), K_GRANULARITY)
 
 
 def lost_by_packet_threshold(packet_number: int, largest_acked: int) -> bool:
@@ -208,6 +232,7 @@ class _SpaceState:
         "largest_sent",
         "last_ack_eliciting_time",
         "loss_time",
+        "lost",
         "run_end",
         "run_start",
         "sent",
@@ -226,9 +251,12 @@ class _SpaceState:
         # packet number of its last packet, send time of its first eligible one.
         self.run_end: int | None = None
         self.run_start: float | None = None
+        # Packets declared lost, by packet number, in the order declared.
+        self.lost: dict[int, _LostRecord] = {}
 
     def reset_loss_state(self) -> None:
         self.sent = {}
+        self.lost = {}
         self.loss_time = None
         self.last_ack_eliciting_time = None
         self.ack_eliciting_in_flight = 0
@@ -257,6 +285,17 @@ class _SpaceState:
         return all(pn in self.skipped for pn in range(end + 1, packet_number))
 
 
+@dataclass(slots=True)
+class _LostRecord:
+    """A packet declared lost, remembered in case an ACK shows it arrived."""
+
+    packet: SentPacket
+    declared_at: float
+    # Which thresholds declared it lost (§6.1.1, §6.1.2).
+    by_packet: bool
+    by_time: bool
+
+
 class LossRecovery:
     """Loss detection and the loss detection timer for one connection (RFC 9002 App. A).
 
@@ -276,9 +315,12 @@ class LossRecovery:
         "handshake_confirmed",
         "has_handshake_keys",
         "is_client",
+        "packet_threshold",
         "peer_max_ack_delay",
         "pto_count",
         "rtt",
+        "spurious_losses",
+        "time_threshold",
     )
 
     def __init__(
@@ -305,6 +347,10 @@ class LossRecovery:
         # Time of the last event that (re)armed the timer; the anti-deadlock
         # PTO counts from it (App. A.8 uses "now" at arming time).
         self._timer_anchor = 0.0
+        # Reordering thresholds (§6.1.1, §6.1.2), raised by spurious losses.
+        self.packet_threshold = K_PACKET_THRESHOLD
+        self.time_threshold = K_TIME_THRESHOLD
+        self.spurious_losses = 0
 
     # -- state the connection sets ---------------------------------------------
 
@@ -380,9 +426,10 @@ class LossRecovery:
         largest = ranges[0][1]
         if largest > previous_largest:
             state.largest_acked = largest
+        spurious = self._spurious_losses(state, ranges, previous_largest, now)
         acked = _newly_acked(state, ranges, previous_largest)
         if not acked:
-            return AckResult([], [], False)
+            return AckResult([], [], False, spurious=spurious)
         ack_eliciting = any(packet.ack_eliciting for packet in acked)
         state.forget(acked)
         rtt_sample = False
@@ -400,12 +447,19 @@ class LossRecovery:
         if self.peer_completed_address_validation:
             self.pto_count = 0
         self._timer_anchor = now
-        return AckResult(acked, lost, rtt_sample, persistent)
+        return AckResult(acked, lost, rtt_sample, persistent, spurious)
 
     def _take_rtt_sample(self, space: Space, latest: float, ack_delay: float, now: float) -> None:
-        # RFC 9002 §5.3: Initial and Handshake ACKs are not delayed on purpose.
+        if space is not Space.APPLICATION and not self.rtt.has_sample:
+            # Initial and Handshake ACKs are not delayed on purpose (RFC 9000
+            # §13.2.1), but under loss the peer may acknowledge an old packet in
+            # a retransmission sent long after: take out the delay it reports
+            # (RFC 9002 §5.3 lets us use it) so the first sample, which sets
+            # the estimate, is not seconds long.
+            if 0.0 < ack_delay < latest:
+                latest -= ack_delay
         if space is not Space.APPLICATION:
-            ack_delay = 0.0
+            ack_delay = 0.0  # RFC 9002 §5.3: MAY be ignored; later samples do
         self.rtt.update(
             latest,
             ack_delay,
@@ -424,7 +478,9 @@ class LossRecovery:
         lost: list[SentPacket] = []
         if largest_acked < 0:
             return lost
-        delay = loss_delay(self.rtt.latest_rtt, self.rtt.smoothed_rtt)
+        delay = loss_delay(self.rtt.latest_rtt, self.rtt.smoothed_rtt, self.time_threshold)
+        packet_threshold = self.packet_threshold
+        records = state.lost
         for pn, packet in state.sent.items():
             if pn > largest_acked:
                 break
@@ -432,8 +488,11 @@ class LossRecovery:
             # with: comparing against ``now - delay`` instead can round the
             # other way, so the timer would fire forever without a loss.
             loss_time = packet.time_sent + delay
-            if loss_time <= now or largest_acked >= pn + K_PACKET_THRESHOLD:
+            by_time = loss_time <= now
+            by_packet = largest_acked >= pn + packet_threshold
+            if by_time or by_packet:
                 lost.append(packet)
+                records[pn] = _LostRecord(packet, now, by_packet, by_time)
                 continue
             # Send times grow with packet numbers: nothing later is lost yet,
             # and this packet has the earliest deadline.
@@ -441,7 +500,67 @@ class LossRecovery:
             break
         if lost:
             state.forget(lost)
+            self._prune_lost_records(state, now)
         return lost
+
+    # -- spurious losses (adaptive reordering thresholds) ----------------------------
+
+    def _spurious_losses(
+        self,
+        state: _SpaceState,
+        ranges: Sequence[tuple[int, int]],
+        previous_largest: int,
+        now: float,
+    ) -> list[SentPacket]:
+        """Packets declared lost that ``ranges`` acknowledge: they were only
+        reordered (or delayed). Each one raises the threshold that declared it
+        lost to what would have waited for it, within bounds -- the adaptive
+        thresholds RFC 9002 §6.1.1 and §6.1.2 allow -- so heavy reordering
+        without loss stops triggering retransmissions and window reductions."""
+        found: list[SentPacket] = []
+        records = state.lost
+        if not records or next(reversed(records)) < ranges[-1][0]:
+            return found
+        largest = ranges[0][1]
+        hits = []
+        for pn in records:
+            if pn > largest:
+                break
+            if _in_ranges(pn, ranges):
+                hits.append(pn)
+        for pn in hits:
+            record = records.pop(pn)
+            found.append(record.packet)
+            if record.by_packet:
+                # This many later packets were acknowledged before it arrived.
+                distance = previous_largest - pn
+                self.packet_threshold = min(
+                    max(self.packet_threshold, distance + 1), MAX_PACKET_THRESHOLD
+                )
+            if record.by_time:
+                # The factor of the RTT that would have covered this packet.
+                waited = (now - record.packet.time_sent) / max(
+                    self.rtt.latest_rtt, self.rtt.smoothed_rtt, K_GRANULARITY
+                )
+                self.time_threshold = min(
+                    max(self.time_threshold, waited * K_TIME_THRESHOLD), MAX_TIME_THRESHOLD
+                )
+        if found:
+            self.spurious_losses += len(found)
+            self.congestion.on_spurious_loss(found, now)
+        return found
+
+    def _prune_lost_records(self, state: _SpaceState, now: float) -> None:
+        """Forget lost packets too old for a late ACK to matter (or too many)."""
+        records = state.lost
+        horizon = now - LOST_MEMORY_PTOS * self.pto_period(Space.APPLICATION)
+        excess = len(records) - MAX_LOST_REMEMBERED
+        for pn in list(records):
+            record = records[pn]
+            if excess <= 0 and record.declared_at >= horizon:
+                break
+            del records[pn]
+            excess -= 1
 
     def _on_lost(self, state: _SpaceState, lost: list[SentPacket], now: float) -> bool:
         """Report losses to congestion control; True on persistent congestion."""
@@ -484,10 +603,15 @@ class LossRecovery:
     def pto_duration(self, space: Space) -> float:
         """The probe timeout with backoff; ``max_ack_delay`` counts only for
         application data (RFC 9002 §6.2.1)."""
+        return self.pto_period(space) * (1 << self.pto_count)
+
+    def pto_period(self, space: Space) -> float:
+        """The current probe timeout, without backoff (RFC 9002 §6.2.1): what
+        RFC 9000 §10.2 means by "the current PTO" for the closing period."""
         duration = self.rtt.pto_base()
         if space is Space.APPLICATION:
             duration += self.peer_max_ack_delay
-        return duration * (1 << self.pto_count)
+        return duration
 
     def loss_detection_timer(self) -> float | None:
         """Absolute time the loss detection timer fires, or None (App. A.8)."""
@@ -520,7 +644,28 @@ class LossRecovery:
             # RFC 9002 §6.2.4: one or two ack-eliciting probes.
             probe_space, probes = self._pto_time_and_space()[1], 2
         self.pto_count += 1
-        return TimeoutResult([], probe_space, probes)
+        # RFC 9002 §6.2.4: probes also go in the other spaces with ack-eliciting
+        # data in flight. That includes 1-RTT data before the handshake is
+        # confirmed (only its timer waits, §6.2.1): a server that has discarded
+        # its Handshake keys acknowledges only those, and that acknowledgment
+        # confirms the handshake for a client whose HANDSHAKE_DONE was lost.
+        also = tuple(
+            space
+            for space, state in zip(Space, self._spaces, strict=True)
+            if space is not probe_space and state.ack_eliciting_in_flight
+        )
+        return TimeoutResult([], probe_space, probes, also)
+
+    def oldest_in_flight(self, space: Space, count: int) -> list[SentPacket]:
+        """Up to ``count`` of the oldest ack-eliciting packets in flight in
+        ``space``: what a probe resends when no new data waits (RFC 9002 §6.2.4)."""
+        out: list[SentPacket] = []
+        for packet in self._spaces[space].sent.values():
+            if len(out) >= count:
+                break
+            if packet.ack_eliciting and packet.in_flight:
+                out.append(packet)
+        return out
 
     def _earliest_loss_time(self) -> tuple[float | None, Space | None]:
         best: float | None = None
@@ -576,6 +721,21 @@ class LossRecovery:
 
 
 # -- ACK frame helpers -------------------------------------------------------------
+
+
+def _in_ranges(pn: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether descending inclusive ``ranges`` cover ``pn`` (binary search)."""
+    lo, hi = 0, len(ranges)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        smallest, largest = ranges[mid]
+        if pn > largest:
+            hi = mid
+        elif pn < smallest:
+            lo = mid + 1
+        else:
+            return True
+    return False
 
 
 def _violation(reason: str) -> QuicProtocolError:

@@ -21,6 +21,10 @@ on a congestion event (:meth:`CongestionController._reduce`).
   avoidance when it is within three datagrams of it.
   :meth:`CongestionController.on_app_limited` lets the sender say it ran out
   of data: the window then does not grow until sending fills it again.
+* Spurious congestion events (RFC 9438 §4.9): the state before a reduction is
+  kept; when every packet whose loss belongs to that recovery period turns out
+  to have arrived (:meth:`CongestionController.on_spurious_loss`), it is put
+  back.
 
 Packets that are not in flight (ACK-only) are ignored everywhere.
 """
@@ -61,6 +65,8 @@ class CongestionController(ABC):
         "_recovery_send",
         "_round_end",
         "_round_over",
+        "_undo",
+        "_undo_lost",
         "bytes_in_flight",
         "congestion_window",
         "recovery_start_time",
@@ -86,6 +92,10 @@ class CongestionController(ABC):
         self._next_sequence = 0
         # One packet may go out beyond the window on entering recovery.
         self._recovery_send = False
+        # State before the last reduction, and the packets declared lost in
+        # its recovery period not (yet) found to have arrived after all.
+        self._undo: tuple[object, ...] | None = None
+        self._undo_lost: set[SentPacket] = set()
 
     # -- configuration -------------------------------------------------------
 
@@ -192,6 +202,21 @@ class CongestionController(ABC):
         self.bytes_in_flight = max(self.bytes_in_flight, 0)
         if latest_sent is not None:
             self._congestion_event(latest_sent, now)
+            if self._undo is not None:
+                self._undo_lost.update(
+                    p for p in packets if p.in_flight and self.in_recovery(p.time_sent)
+                )
+
+    def on_spurious_loss(self, packets: Sequence[SentPacket], now: float) -> None:
+        """Packets declared lost were acknowledged after all. Once that holds
+        for every loss of the current recovery period, the reduction it made
+        was spurious and is undone (RFC 9438 §4.9)."""
+        if self._undo is None:
+            return
+        self._undo_lost.difference_update(packets)
+        if not self._undo_lost:
+            saved, self._undo = self._undo, None
+            self._restore_state(saved)
 
     def on_ecn_ce(self, now: float, sent_time: float | None = None) -> None:
         """The peer reported new ECN-CE marks (RFC 9002 §7.1); ``sent_time`` is
@@ -204,6 +229,8 @@ class CongestionController(ABC):
         # App. B.8: the next loss starts a new recovery period.
         self.recovery_start_time = None
         self._recovery_send = False
+        self._undo = None  # a collapse is never undone
+        self._undo_lost.clear()
         self._on_window_collapse()
 
     def discard(self, packets: Sequence[SentPacket]) -> None:
@@ -237,9 +264,26 @@ class CongestionController(ABC):
         # RFC 9002 §7.3.2: one reduction per recovery period.
         if self.in_recovery(sent_time):
             return
+        self._undo = self._save_state()
+        self._undo_lost.clear()
         self.recovery_start_time = now
         self._reduce(now)
         self._recovery_send = True  # RFC 9002 §7.3.2, see can_send()
+
+    def _save_state(self) -> tuple[object, ...]:
+        """What a spurious congestion event must restore (subclasses extend)."""
+        return (self.congestion_window, self.ssthresh, self.recovery_start_time)
+
+    def _restore_state(self, saved: tuple[object, ...]) -> None:
+        """RFC 9438 §4.9: the window goes back up (never down), the recovery
+        period that the spurious event began ends."""
+        cwnd, ssthresh, recovery_start = saved[:3]
+        assert isinstance(cwnd, int)
+        assert ssthresh is None or isinstance(ssthresh, int)
+        assert recovery_start is None or isinstance(recovery_start, float)
+        self.congestion_window = max(self.congestion_window, cwnd)
+        self.ssthresh = ssthresh
+        self.recovery_start_time = recovery_start
 
     @abstractmethod
     def _grow(

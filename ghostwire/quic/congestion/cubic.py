@@ -305,6 +305,23 @@ class Cubic(CongestionController):
         self.congestion_window = window
         self._restart_epoch()
 
+    def _save_state(self) -> tuple[object, ...]:
+        return (
+            *super()._save_state(),
+            (self._w_max, self._cwnd_prior, self._epoch_start, self._cwnd_epoch, self._k),
+            self._w_est,
+        )
+
+    def _restore_state(self, saved: tuple[object, ...]) -> None:
+        # RFC 9438 §4.9: W_max, K and the epoch of before the spurious event.
+        super()._restore_state(saved)
+        epoch, w_est = saved[3], saved[4]
+        assert isinstance(epoch, tuple) and isinstance(w_est, float)
+        self._w_max, self._cwnd_prior, self._epoch_start, self._cwnd_epoch, self._k = epoch
+        self._w_est = w_est
+        self._frac = 0.0
+        self._app_limited_since = None
+
     def _on_window_collapse(self) -> None:
         # RFC 9438 §4.8: after a timeout the next epoch uses K = 0 and
         # W_max = the window at its start.
