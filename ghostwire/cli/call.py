@@ -24,19 +24,15 @@ sent; 130 Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
-
-import trio
 
 from ..rpc import Client, RpcError, connect
 from ..rpc.client import parse_address
@@ -48,14 +44,13 @@ from .client import (
 )
 from .common import (
     EXIT_FAILURE,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
-    has_keyboard_interrupt,
     leaves,
     one_line,
     positive_seconds,
+    run_command,
 )
 
 NAME = "call"
@@ -331,29 +326,6 @@ async def report_failures(
             code = EXIT_FAILURE
         stderr.flush()
         return code
-
-
-def run_command(prog: str, main: Callable[[], Any]) -> int:
-    """``trio.run(main)``; Ctrl-C is ``prog: interrupted`` and exit 130 (as h3-get)."""
-    try:
-        code: int = trio.run(main)
-    except BaseException as exc:
-        if has_keyboard_interrupt(exc):
-            sys.stderr.write(f"{prog}: interrupted\n")
-            return EXIT_INTERRUPTED
-        raise
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    return code
-
-
-def _silence_stdout() -> None:
-    # The reader went away: don't let Python complain about stdout at exit.
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
 
 
 # -- the command ---------------------------------------------------------------------

@@ -13,7 +13,13 @@ Conventions (every command keeps them):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
+
+import trio
 
 from ..errors import GhostwireError
 from ..http3.errors import HttpConnectionError
@@ -104,3 +110,34 @@ def is_tty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+# A note a command adds to a KeyboardInterrupt it has already reported, so
+# run_command does not print "interrupted" a second time.
+INTERRUPTION_REPORTED = "ghostwire: the interruption was reported"
+
+
+def run_command(prog: str, main: Callable[[], Any]) -> int:
+    """``trio.run(main)`` for a command: its exit code; Ctrl-C is
+    ``PROG: interrupted`` and exit 130; a reader that went away
+    (``ghostwire ... | head``) is not an error."""
+    try:
+        code: int = trio.run(main)
+    except BaseException as exc:
+        if has_keyboard_interrupt(exc):
+            if INTERRUPTION_REPORTED not in getattr(exc, "__notes__", ()):
+                sys.stderr.write(f"{prog}: interrupted\n")
+            return EXIT_INTERRUPTED
+        raise
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    return code
+
+
+def _silence_stdout() -> None:
+    # The reader went away: don't let Python complain about stdout at exit.
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

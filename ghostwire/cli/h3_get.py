@@ -17,7 +17,6 @@ server, the network or Ctrl-C) says so, with the bytes that arrived.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import ipaddress
 import os
@@ -43,14 +42,14 @@ from .client import (
 )
 from .common import (
     EXIT_FAILURE,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    INTERRUPTION_REPORTED,
     CliError,
-    has_keyboard_interrupt,
     is_tty,
     leaves,
     one_line,
+    run_command,
 )
 from .progress import Progress
 
@@ -59,7 +58,6 @@ HELP = "fetch a URL over HTTP/3"
 DESCRIPTION = "Fetch a URL over HTTP/3; the body goes to stdout (or -o FILE)."
 
 OUTPUT_BUFFER = 256 << 10  # bytes gathered before a write to stdout / the file
-_REPORTED = "h3-get: the interruption was reported"  # a note on the exception
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,7 +318,7 @@ async def h3_get(
                 assert download is not None
                 stderr.write(f"h3-get: interrupted: {download.incomplete()}\n")
                 stderr.flush()
-                exc.add_note(_REPORTED)  # run() need not say "interrupted" again
+                exc.add_note(INTERRUPTION_REPORTED)  # run() need not say "interrupted" again
             raise
         message, code = reason
         if interrupted and message:
@@ -430,25 +428,8 @@ def _describe_get_failure(exc: BaseException, options: GetOptions) -> tuple[str,
 def run(args: argparse.Namespace) -> int:
     """``ghostwire h3-get``: the exit code."""
     options = GetOptions.from_namespace(args)
-    try:
-        code = trio.run(
-            functools.partial(h3_get, options, stdout=sys.stdout.buffer, stderr=sys.stderr)
-        )
-    except BaseException as exc:
-        if has_keyboard_interrupt(exc):
-            if _REPORTED not in getattr(exc, "__notes__", ()):
-                sys.stderr.write("h3-get: interrupted\n")
-            return EXIT_INTERRUPTED
-        raise
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    return code
+    return run_command(
+        "h3-get",
+        functools.partial(h3_get, options, stdout=sys.stdout.buffer, stderr=sys.stderr),
+    )
 
-
-def _silence_stdout() -> None:
-    # The reader went away (``h3-get URL | head``): don't complain at exit.
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())

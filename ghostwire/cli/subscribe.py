@@ -31,10 +31,9 @@ from .call import (
     json_or_string,
     prepare,
     report_failures,
-    run_command,
     write_line,
 )
-from .common import EXIT_OK, EXIT_USAGE, CliError, positive_seconds
+from .common import EXIT_OK, EXIT_USAGE, CliError, positive_seconds, run_command
 
 NAME = "subscribe"
 HELP = "print the events of an RPC channel as JSON lines"
