@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_h3_support import H3Pair, request_headers, response_headers
+from test_h3_support import H3Pair, data_frame, request_headers, response_headers
 
 from ghostwire.http3 import (
     ConnectionShutdown,
@@ -328,6 +328,34 @@ def test_server_stops_request_body_and_still_responds() -> None:
     assert h.body("client", sid) == b"too big"
     with pytest.raises(InvalidStreamState):
         h.client.send_data(sid, b"more")
+
+
+def test_a_stopped_request_body_cut_short_is_not_a_frame_error() -> None:
+    # The server stops reading (stop_receiving) while the client is still in
+    # the middle of a DATA frame; the client then ends the stream inside that
+    # frame. What arrives after STOP_SENDING is never parsed: no H3_FRAME_ERROR,
+    # the connection lives on and the response arrives whole.
+    h = H3Pair()
+    sid = h.client.open_request_stream()
+    h.client.send_headers(sid, request_headers(method="POST"))
+    h.run()
+    assert h.pair.client is not None
+    h.pair.client.send_stream_data(sid, data_frame(b"a" * 1000)[:500])
+    h.run()
+    h.server.stop_receiving(sid)
+    h.server.send_headers(sid, response_headers(413))
+    h.server.send_data(sid, b"too big", end_stream=True)
+    h.pair.client.send_stream_data(sid, b"a" * 100, end_stream=True)  # ends inside the frame
+    h.run()
+    assert h.terminated("server") is None and h.terminated("client") is None
+    assert h.body("client", sid) == b"too big"
+    assert h.server.open_stream_count == 0
+    sid2 = h.client.open_request_stream()  # the connection still serves requests
+    h.client.send_headers(sid2, request_headers(), end_stream=True)
+    h.run()
+    h.server.send_headers(sid2, response_headers(), end_stream=True)
+    h.run()
+    assert h.events("client", HeadersReceived, sid2)
 
 
 def test_send_side_misuse_raises_locally() -> None:

@@ -276,6 +276,19 @@ class H3Connection:
         self.abort_stream(stream, error_code, announce=False)
         self.flush_qpack()
 
+    def stop_receiving(self, stream_id: int, error_code: int = H3ErrorCode.H3_NO_ERROR) -> None:
+        """Server: stop reading a request body the response does not need
+        (STOP_SENDING, H3_NO_ERROR by default: RFC 9114 §4.1). Whatever still
+        arrives on the stream, the end of a frame cut short included, is
+        discarded and never parsed. A no-op once the request ended."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.receiving:
+            return
+        self._quic.stop_sending(stream_id, error_code)
+        self.decoder.cancel(stream_id)
+        stream.recv_phase = Phase.DONE
+        self.forget_if_finished(stream)
+
     def send_push_promise(self, stream_id: int, headers: Sequence[tuple[bytes, bytes]]) -> int:
         """Server: promise a push on request stream ``stream_id``; returns the push stream id.
 

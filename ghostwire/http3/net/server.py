@@ -91,7 +91,7 @@ class Request:
         session = channel.session
         if channel.ended or channel.error is not None or session.closed:
             return
-        session.conn.core.stop_sending(channel.stream_id, H3ErrorCode.H3_NO_ERROR)
+        session.h3.stop_receiving(channel.stream_id)
         session.flush()
 
     async def wait_aborted(self) -> int:
