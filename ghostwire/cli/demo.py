@@ -1,14 +1,15 @@
-"""``ghostwire demo``: a QUIC handshake and an echo over loopback (see :mod:`ghostwire.demo`)."""
+"""``ghostwire demo``: the contract VM over RPC on loopback (see :mod:`ghostwire.demo`)."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "demo"
-HELP = "run a QUIC handshake over loopback and report it"
+HELP = "run the contract VM example over loopback and report on it"
 DESCRIPTION = (
-    "Start a QUIC server and client over loopback with a throwaway certificate "
-    "authority, echo a message, and print what was negotiated."
+    "Serve a toy contract VM over ghostwire RPC on loopback with a throwaway "
+    "certificate authority; deploy and call a contract, follow its logs through "
+    "a server restart, and report handshake time, call latency and events/s."
 )
 
 

@@ -1,71 +1,197 @@
-"""``ghostwire demo``: a QUIC server and client talking over loopback.
+"""``ghostwire demo``: the contract VM example end to end over loopback.
 
-It makes a throwaway certificate authority, starts a server on an ephemeral
-port, connects a client that verifies the server's certificate against that
-CA, echoes a message over a stream, and prints what was negotiated and how
-long the handshake took.
+In one process: a throwaway certificate authority and server certificate, an
+RPC server of the contract VM (:mod:`ghostwire.demo.contract_vm`) on an
+ephemeral port, and a client that verifies the server's certificate against
+that CA. The client deploys a token, transfers tokens (uint256 amounts) and
+reads balances; follows the contract logs through a server restart (the
+server stops, blocks are mined while it is down, it starts again on the same
+port, and the client resubscribes ``after`` the last cursor it saw, checking
+that no log was lost or repeated); then measures call latency and event
+throughput and prints a short report.
+
+The resubscription is written out here (:func:`resume_logs`); it is what a
+resilient client does by itself.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from typing import Any
 
 import trio
 
-from .certs import CertificateAuthority
-from .quic import ClientConfig, Connection, ServerConfig, connect, serve
+from .. import quic, rpc
+from ..certs import CertificateAuthority
+from .contract_vm import ContractVM, contract_service
 
-ALPN = "ghostwire-demo"
+ALICE = b"\xa1" * 20
+BOB = b"\xb0" * 20
+TOKEN_SUPPLY = 10**27  # past 64 bits: travels as a msgpack bigint
+LATENCY_CALLS = 300
+THROUGHPUT_EVENTS = 2000
+LIVE_TRANSFERS = 5
 
 
-async def _echo(conn: Connection) -> None:
-    async for stream in conn:
-        async with stream:
-            while data := await stream.receive_some():
-                await stream.send_all(data)  # type: ignore[union-attr]
+@dataclass
+class Report:
+    handshake_ms: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, one per call
+    events: int = 0
+    events_seconds: float = 0.0
+    resumed_after: Any = None
+    cursors_seen: list[Any] = field(default_factory=list)
 
 
-async def _demo(host: str, workdir: Path) -> None:
-    ca = CertificateAuthority.create("ghostwire demo CA")
-    server_cert = ca.issue(["localhost", host])
-    server_cert.write_pem(workdir / "server.pem", workdir / "server.key")
-    ca.write_pem(workdir / "ca.pem")
+@dataclass
+class Node:
+    """The server side: the chain outlives the RPC server that serves it."""
 
-    server_config = ServerConfig(
-        alpn=[ALPN], certfile=workdir / "server.pem", keyfile=workdir / "server.key"
+    vm: ContractVM
+    config: quic.ServerConfig
+    host: str
+    port: int = 0
+    server: rpc.Server | None = None
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self.server = rpc.Server([contract_service(self.vm)], config=self.config)
+        listener = await nursery.start(partial(self.server.serve, self.port, host=self.host))
+        self.port = listener.port  # a restart binds the same port again
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        await self.server.shutdown(grace=1.0)  # subscriptions end with UNAVAILABLE
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _say(label: str, text: str) -> None:
+    print(f"{label:<12} : {text}", flush=True)
+
+
+async def contract_calls(client: rpc.Client) -> bytes:
+    """Deploy a token, move some of it, read balances; the token's address."""
+    vm = client.service("vm")
+    deployed = await vm.deploy(ALICE, "token", {"symbol": "GHO", "supply": TOKEN_SUPPLY})
+    token: bytes = deployed["address"]
+    _say("deploy", f"token GHO at 0x{token.hex()}, supply {TOKEN_SUPPLY}")
+    receipt = await vm.call(ALICE, token, "transfer", {"to": BOB, "amount": 25 * 10**24})
+    (log,) = receipt["logs"]
+    _say("transfer", f"block {receipt['block']}: {log['event']} {log['args']['amount']} to Bob")
+    alice = await vm.query(token, "balance_of", {"owner": ALICE})
+    bob = await vm.query(token, "balance_of", {"owner": BOB})
+    assert alice + bob == TOKEN_SUPPLY, (alice, bob)
+    _say("balances", f"Alice {alice}, Bob {bob} GHO; Alice {await vm.balance(ALICE)} native")
+    return token
+
+
+async def follow_until_restart(client: rpc.Client, node: Node, report: Report) -> None:
+    """Subscribe to the logs, see some live transfers, then restart the server
+    under the subscription: it ends with UNAVAILABLE."""
+    async with client.subscribe("vm.logs", follow=True) as events:
+        for _ in range(LIVE_TRANSFERS):
+            await client.call("vm.transfer", ALICE, BOB, 10**20)
+        while len(report.cursors_seen) < len(list(node.vm.logs_after((-1, -1)))):
+            report.cursors_seen.append((await events.receive()).cursor)
+        await node.stop()
+        try:
+            async for event in events:
+                report.cursors_seen.append(event.cursor)
+        except rpc.RpcError as exc:
+            if exc.status is not rpc.Status.UNAVAILABLE:
+                raise
+            _say("restart", f"server stopped ({exc.status.name}: {exc.message})")
+        report.resumed_after = events.last_cursor
+
+
+async def resume_logs(
+    connect: Callable[[], Any], node: Node, nursery: trio.Nursery, report: Report
+) -> None:
+    """Start the server again on its port, reconnect, resubscribe ``after``
+    the last cursor, and read up to the head plus one more live transfer."""
+    for _ in range(3):  # blocks mined while the server was down
+        node.vm.transfer(ALICE, BOB, 1)
+    await node.start(nursery)
+    async with connect() as client:
+        async with client.subscribe("vm.logs", after=report.resumed_after) as events:
+            await client.call("vm.transfer", BOB, ALICE, 7)
+            expected = len(list(node.vm.logs_after((-1, -1))))
+            while len(report.cursors_seen) < expected:
+                report.cursors_seen.append((await events.receive()).cursor)
+    everything = [[log["block"], log["index"]] for log in node.vm.logs_after((-1, -1))]
+    assert report.cursors_seen == everything, "a log was lost or repeated across the restart"
+    _say(
+        "resumed",
+        f"on port {node.port} after cursor {report.resumed_after}: "
+        f"{len(everything)} logs in all, none lost or repeated",
     )
-    client_config = ClientConfig(alpn=[ALPN], cafile=workdir / "ca.pem", server_name="localhost")
+
+
+async def measure(client: rpc.Client, node: Node, report: Report) -> None:
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        await client.call("vm.balance", ALICE)
+        report.latencies.append(time.perf_counter() - started)
+    counter = node.vm.deploy(ALICE, "counter", {})["address"]
+    start = node.vm.height
+    for _ in range(THROUGHPUT_EVENTS):
+        node.vm.call(ALICE, counter, "increment", {})
+    started = time.perf_counter()
+    async with client.subscribe("vm.logs", contract=counter, follow=False, after=start) as events:
+        report.events = sum([1 async for _ in events])
+    report.events_seconds = time.perf_counter() - started
+    assert report.events == THROUGHPUT_EVENTS, report.events
+
+
+def print_report(report: Report) -> None:
+    print("-- report", flush=True)
+    _say("handshake", f"{report.handshake_ms:.2f} ms")
+    p50 = _percentile(report.latencies, 0.50) * 1000
+    p99 = _percentile(report.latencies, 0.99) * 1000
+    _say("call latency", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms ({len(report.latencies)} calls)")
+    rate = report.events / report.events_seconds if report.events_seconds else 0.0
+    _say("events", f"{rate:.0f} events/s ({report.events} logs in {report.events_seconds:.3f} s)")
+
+
+async def _demo(host: str) -> Report:
+    ca = CertificateAuthority.create("ghostwire demo CA")
+    identity = ca.issue(["localhost", host])
+    server_config = quic.ServerConfig(
+        alpn=[rpc.ALPN], certificate_chain=identity.chain, private_key=identity.private_key
+    )
+    client_config = quic.ClientConfig(
+        alpn=[rpc.ALPN], cadata=ca.cert_pem(), server_name="localhost"
+    )
+    node = Node(ContractVM(genesis={ALICE: 10**30}), server_config, host)
+    report = Report()
+
+    def connect() -> Any:
+        return rpc.connect(f"{host}:{node.port}", config=client_config)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(serve, _echo, 0, server_config, host=host))
-        print(f"server listening on udp://{host}:{server.port}")
+        await node.start(nursery)
+        print(f"contract VM served over RPC on udp://{host}:{node.port}", flush=True)
         started = time.perf_counter()
-        async with connect(host, server.port, client_config) as conn:
-            handshake_ms = (time.perf_counter() - started) * 1000
-            print(f"QUIC version : 0x{conn.version:08x}")
-            print(f"cipher suite : {conn.cipher_suite}")
-            print(f"ALPN         : {conn.alpn}")
-            print(
-                f"handshake    : {handshake_ms:.2f} ms"
-                " (certificate verified against the demo CA)"
-            )
-            stream = await conn.open_stream()
-            message = b"hello over QUIC"
-            await stream.send_all(message)
-            await stream.send_eof()
-            echoed = b""
-            while chunk := await stream.receive_some():
-                echoed += chunk
-            print(f"echo         : {echoed.decode()!r}")
-            stats = conn.statistics()
-            print(f"smoothed RTT : {stats.smoothed_rtt * 1000:.3f} ms")
-        nursery.cancel_scope.cancel()
+        async with connect() as client:
+            report.handshake_ms = (time.perf_counter() - started) * 1000
+            conn = client.connection.connection
+            _say("connected", f"QUIC 0x{conn.version:08x}, {conn.cipher_suite}, ALPN {conn.alpn}")
+            await contract_calls(client)
+            await follow_until_restart(client, node, report)
+        await resume_logs(connect, node, nursery, report)
+        async with connect() as client:
+            await measure(client, node, report)
+        await node.stop()
+    return report
 
 
 def run_demo(host: str = "127.0.0.1") -> int:
-    with tempfile.TemporaryDirectory(prefix="ghostwire-demo-") as tmp:
-        trio.run(_demo, host, Path(tmp))
+    report = trio.run(_demo, host)
+    print_report(report)
     return 0
