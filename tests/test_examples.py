@@ -30,6 +30,9 @@ TIME_LIMIT = 30  # seconds per test; each takes a few
 COVERED = {
     "quic_echo_server.py": "test_echo_client_against_echo_server",
     "quic_echo_client.py": "test_echo_client_against_echo_server",
+    "contract_vm_server.py": "test_contract_vm_client_against_its_server",
+    "contract_vm_client.py": "test_contract_vm_client_against_its_server",
+    "node_wallet.py": "test_wallet_follows_the_node",
 }
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -89,8 +92,12 @@ async def running(argv: list[str], cwd: Path) -> AsyncIterator[Running]:
 
 
 async def run_client(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await run_example(cwd, "quic_echo_client.py", *args)
+
+
+async def run_example(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
-        [sys.executable, str(EXAMPLES / "quic_echo_client.py"), *args],
+        [sys.executable, str(EXAMPLES / script), *args],
         cwd=cwd,
         env=_env(),
         capture_stdout=True,
@@ -157,3 +164,92 @@ async def test_echo_client_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert code == 130
     assert "Traceback" not in err
     assert err.rstrip().endswith("interrupted")
+
+
+async def test_contract_vm_client_against_its_server(tmp_path: Path) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    argv = [str(EXAMPLES / "contract_vm_server.py"), "--port", "0"]
+    with trio.fail_after(TIME_LIMIT):
+        async with running(argv, workdir) as server:
+            ca_path = (await server.read_until(r"its CA is in (\S+)$"))[1]
+            port = (await server.read_until(r"contract VM on udp://127\.0\.0\.1:(\d+)$"))[1]
+            assert f"--port {port} --cafile {ca_path}" in (await server.read_until(r"try: .*"))[0]
+            options = ["--port", port, "--cafile", ca_path]
+            session = await run_example(workdir, "contract_vm_client.py", *options)
+            assert session.returncode == 0, session.stderr
+            out = session.stdout.decode()
+            assert re.search(r"^sender holds 970000000000000000000000000000 EXA$", out, re.M)
+            assert re.search(r"^recipient holds 30000000000000000000000000000 EXA$", out, re.M)
+            assert "overspending is refused: FAILED_PRECONDITION" in out
+            cursors = re.findall(r"^log (\[\d+, \d+\]): block", out, re.M)
+            assert cursors == ["[1, 0]", "[2, 0]"]  # the token's two Transfer logs
+            assert out.rstrip().endswith("last cursor: [2, 0] (resume with --follow --after ...)")
+
+            follow = [
+                str(EXAMPLES / "contract_vm_client.py"),
+                *options,
+                "--follow",
+                "--after",
+                "2,0",
+            ]
+            async with running(follow, workdir) as follower:
+                first = await follower.read_until(r"^log \[(\d+), 0\]: block \d+ #0: Transfer")
+                assert first[1] == "3"  # resumed right after [2, 0]
+                again = await run_example(workdir, "contract_vm_client.py", *options)
+                assert again.returncode == 0, again.stderr
+                await follower.read_until(r"^log \[6, 0\]: ")  # new blocks arrive live
+                code, out, err = await stop(server)
+                assert code == 0, err
+                assert "Traceback" not in err and out.rstrip().endswith("stopped")
+                assert follower.process.stderr is not None
+                said = b""
+                while b"server away" not in said:  # it noticed, and retries
+                    chunk = await follower.process.stderr.receive_some()
+                    assert chunk, said
+                    said += chunk
+                assert b"resuming after [6, 0]" in said, said
+                follower.process.send_signal(signal.SIGINT)
+                assert await follower.process.wait() == 130
+                rest = await follower.rest_of_stream(follower.process.stderr)
+                assert "Traceback" not in rest and rest.rstrip().endswith("interrupted")
+    assert list(workdir.iterdir()) == []  # nothing left in the working folder
+    assert not await trio.Path(ca_path).exists()  # the temporary folder is gone
+
+
+async def test_wallet_follows_the_node(tmp_path: Path) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    ca_path = tmp_path / "node-ca.pem"
+    argv = [str(EXAMPLES / "node_wallet.py"), "node", "--port", "0", "--block-time", "0.05"]
+    argv += ["--write-ca", str(ca_path), "--seed", "7"]
+    with trio.fail_after(TIME_LIMIT):
+        async with running(argv, workdir) as node:
+            port = (await node.read_until(r"node on udp://127\.0\.0\.1:(\d+)$"))[1]
+            await node.read_until(r"try: python examples/node_wallet\.py wallet")
+            wallet = await run_example(
+                workdir,
+                "node_wallet.py",
+                "wallet",
+                "--port",
+                port,
+                "--cafile",
+                str(ca_path),
+                "--blocks",
+                "5",
+            )
+            assert wallet.returncode == 0, wallet.stderr
+            out = wallet.stdout.decode()
+            assert re.search(r"^wallet 0x77777777\.\.\. holds \d+$", out, re.M)
+            heights = [int(h) for h in re.findall(r"^block (\d+) 0x[0-9a-f]{12}: ", out, re.M)]
+            assert len(heights) == 5 and heights == list(range(heights[0], heights[0] + 5))
+            balances = [int(b) for b in re.findall(r"mine [+-]\d+, balance (\d+)$", out, re.M)]
+            mine = [int(m) for m in re.findall(r"mine ([+-]\d+), ", out, re.M)]
+            assert all(
+                b2 - b1 == m
+                for b1, b2, m in zip(balances[:-1], balances[1:], mine[1:], strict=True)
+            )
+            code, out, err = await stop(node)
+    assert code == 0, err
+    assert "Traceback" not in err and out.rstrip().endswith("stopped")
+    assert list(workdir.iterdir()) == []
