@@ -39,7 +39,13 @@ async def test_ghostwire_demo_exits_0_and_prints_its_report(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr.decode()
     assert "Traceback" not in result.stderr.decode()
     assert re.search(r"^connected +: QUIC 0x00000001, TLS_\w+, ALPN ghostwire-rpc$", out, re.M)
-    assert re.search(r"^restart +: server stopped \(UNAVAILABLE", out, re.M)
+    lost = re.search(
+        r"^restart +: subscription lost \(UNAVAILABLE: .*after (\[\d+, \d+\])$", out, re.M
+    )
+    again = re.search(
+        r"^restart +: resubscribed after (\[\d+, \d+\]): next log \[\d+, 0\]$", out, re.M
+    )
+    assert lost and again and lost[1] == again[1], out  # where it stood when the server went
     resumed = re.search(
         r"^resumed +: on port (\d+) after cursor \[\d+, \d+\]: .*none lost", out, re.M
     )

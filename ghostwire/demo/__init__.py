@@ -4,20 +4,19 @@ In one process: a throwaway certificate authority and server certificate, an
 RPC server of the contract VM (:mod:`ghostwire.demo.contract_vm`) on an
 ephemeral port, and a client that verifies the server's certificate against
 that CA. The client deploys a token, transfers tokens (uint256 amounts) and
-reads balances; follows the contract logs through a server restart (the
+reads balances. A subscriber to the contract logs, in a task of its own
+(:mod:`ghostwire.demo.follow`), then lives through a server restart: the
 server stops, blocks are mined while it is down, it starts again on the same
-port, and the client resubscribes ``after`` the last cursor it saw, checking
-that no log was lost or repeated); then measures call latency and event
-throughput and prints a short report.
-
-The resubscription is written out here (:func:`resume_logs`); it is what a
-resilient client does by itself.
+port, and the subscriber reconnects and resubscribes ``after`` the last
+cursor it saw, by itself; the demo checks that no log was lost or repeated.
+Last, it measures call latency and event throughput and prints a short
+report.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,6 +26,7 @@ import trio
 from .. import quic, rpc
 from ..certs import CertificateAuthority
 from .contract_vm import ContractVM, contract_service
+from .follow import Connect, LogFollower
 
 ALICE = b"\xa1" * 20
 BOB = b"\xb0" * 20
@@ -56,14 +56,27 @@ class Node:
     port: int = 0
     server: rpc.Server | None = None
 
+    serving: trio.Event = field(default_factory=trio.Event)  # set once serve() returned
+
     async def start(self, nursery: trio.Nursery) -> None:
         self.server = rpc.Server([contract_service(self.vm)], config=self.config)
-        listener = await nursery.start(partial(self.server.serve, self.port, host=self.host))
+        self.serving = trio.Event()
+        listener = await nursery.start(self._serve, self.server)
         self.port = listener.port  # a restart binds the same port again
 
+    async def _serve(
+        self, server: rpc.Server, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await server.serve(self.port, host=self.host, task_status=task_status)
+        finally:
+            self.serving.set()
+
     async def stop(self) -> None:
+        """Shut the server down gracefully; return once its port is free again."""
         assert self.server is not None
         await self.server.shutdown(grace=1.0)  # subscriptions end with UNAVAILABLE
+        await self.serving.wait()
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -91,46 +104,47 @@ async def contract_calls(client: rpc.Client) -> bytes:
     return token
 
 
-async def follow_until_restart(client: rpc.Client, node: Node, report: Report) -> None:
-    """Subscribe to the logs, see some live transfers, then restart the server
-    under the subscription: it ends with UNAVAILABLE."""
-    async with client.subscribe("vm.logs", follow=True) as events:
+async def follow_through_restart(
+    connect: Connect, client: rpc.Client, node: Node, nursery: trio.Nursery, report: Report
+) -> None:
+    """Follow the logs in a task of its own while the server restarts under it.
+
+    The follower (:class:`~ghostwire.demo.follow.LogFollower`) sees live
+    transfers; the server stops (the subscription ends with UNAVAILABLE),
+    blocks are mined while it is down, and it starts again on the same port;
+    the follower reconnects and resubscribes ``after`` its last cursor by
+    itself. Every log must reach it once, in order.
+    """
+    follower = LogFollower(connect, partial(_say, "restart"))
+    async with trio.open_nursery() as following:
+        await following.start(follower.run)
         for _ in range(LIVE_TRANSFERS):
             await client.call("vm.transfer", ALICE, BOB, 10**20)
-        while len(report.cursors_seen) < len(list(node.vm.logs_after((-1, -1)))):
-            report.cursors_seen.append((await events.receive()).cursor)
+        await follower.wait_for(_log_count(node.vm))
+        report.resumed_after = follower.tracker.resume_after
         await node.stop()
-        try:
-            async for event in events:
-                report.cursors_seen.append(event.cursor)
-        except rpc.RpcError as exc:
-            if exc.status is not rpc.Status.UNAVAILABLE:
-                raise
-            _say("restart", f"server stopped ({exc.status.name}: {exc.message})")
-        report.resumed_after = events.last_cursor
-
-
-async def resume_logs(
-    connect: Callable[[], Any], node: Node, nursery: trio.Nursery, report: Report
-) -> None:
-    """Start the server again on its port, reconnect, resubscribe ``after``
-    the last cursor, and read up to the head plus one more live transfer."""
-    for _ in range(3):  # blocks mined while the server was down
-        node.vm.transfer(ALICE, BOB, 1)
-    await node.start(nursery)
-    async with connect() as client:
-        async with client.subscribe("vm.logs", after=report.resumed_after) as events:
-            await client.call("vm.transfer", BOB, ALICE, 7)
-            expected = len(list(node.vm.logs_after((-1, -1))))
-            while len(report.cursors_seen) < expected:
-                report.cursors_seen.append((await events.receive()).cursor)
+        for _ in range(3):  # blocks mined while the server is down
+            node.vm.transfer(ALICE, BOB, 1)
+        await node.start(nursery)
+        async with connect() as again:
+            await again.call("vm.transfer", BOB, ALICE, 7)
+        await follower.wait_for(_log_count(node.vm))
+        following.cancel_scope.cancel()
     everything = [[log["block"], log["index"]] for log in node.vm.logs_after((-1, -1))]
-    assert report.cursors_seen == everything, "a log was lost or repeated across the restart"
+    assert follower.cursors == everything, "a log was lost or repeated across the restart"
+    assert follower.attempts >= 2, "the subscription never saw the restart"
+    report.cursors_seen = follower.cursors
+    dropped = follower.duplicates_dropped
     _say(
         "resumed",
         f"on port {node.port} after cursor {report.resumed_after}: "
-        f"{len(everything)} logs in all, none lost or repeated",
+        f"{len(everything)} logs in all, none lost or repeated "
+        f"({follower.attempts} subscribe attempts, {dropped} duplicates dropped)",
     )
+
+
+def _log_count(vm: ContractVM) -> int:
+    return sum(1 for _ in vm.logs_after((-1, -1)))
 
 
 async def measure(client: rpc.Client, node: Node, report: Report) -> None:
@@ -171,7 +185,7 @@ async def _demo(host: str) -> Report:
     node = Node(ContractVM(genesis={ALICE: 10**30}), server_config, host)
     report = Report()
 
-    def connect() -> Any:
+    def connect() -> AbstractAsyncContextManager[rpc.Client]:
         return rpc.connect(f"{host}:{node.port}", config=client_config)
 
     async with trio.open_nursery() as nursery:
@@ -183,8 +197,7 @@ async def _demo(host: str) -> Report:
             conn = client.connection.connection
             _say("connected", f"QUIC 0x{conn.version:08x}, {conn.cipher_suite}, ALPN {conn.alpn}")
             await contract_calls(client)
-            await follow_until_restart(client, node, report)
-        await resume_logs(connect, node, nursery, report)
+            await follow_through_restart(connect, client, node, nursery, report)
         async with connect() as client:
             await measure(client, node, report)
         await node.stop()
