@@ -60,6 +60,23 @@ async def test_ghostwire_demo_exits_0_and_prints_its_report(tmp_path: Path) -> N
     assert list(await trio.Path(tmp_path).iterdir()) == []  # nothing written to the working folder
 
 
+async def test_ghostwire_demo_fails_in_one_line_when_it_cannot_serve(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with trio.fail_after(TIME_LIMIT):
+        result = await trio.run_process(  # 192.0.2.1 (TEST-NET-1) is no address of ours
+            [sys.executable, "-m", "ghostwire", "demo", "--host", "192.0.2.1"],
+            cwd=tmp_path,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert re.fullmatch(r"ghostwire demo: .+\n", err), err  # one line, no traceback
+
+
 def test_cursors_parse_or_fail_typed() -> None:
     assert parse_cursor(None) == (-1, -1)
     assert parse_cursor([3, 1]) == (3, 1)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from ..errors import GhostwireError
+from .common import EXIT_FAILURE, EXIT_INTERRUPTED, has_keyboard_interrupt, leaves, one_line
 
 NAME = "demo"
 HELP = "run the contract VM example over loopback and report on it"
@@ -20,4 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    return run_demo(args.host)
+    try:
+        return run_demo(args.host)
+    except BaseException as exc:
+        if has_keyboard_interrupt(exc):
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        found = leaves(exc)
+        if len(found) == 1 and isinstance(found[0], GhostwireError | OSError):
+            print(f"ghostwire demo: {one_line(str(found[0]))}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise

@@ -55,7 +55,6 @@ class Node:
     host: str
     port: int = 0
     server: rpc.Server | None = None
-
     serving: trio.Event = field(default_factory=trio.Event)  # set once serve() returned
 
     async def start(self, nursery: trio.Nursery) -> None:
