@@ -122,6 +122,9 @@ def announce(app: ghostwire.UnifiedServer, ca_path: Path | None) -> None:
     print(f"HTTP/3 on https://{host}:{app.http3_address[1]}/", flush=True)
     if ca_path is not None:
         print(f"its CA is in {ca_path}", flush=True)
+        h3_url = f"https://{host}:{app.http3_address[1]}/users/1"
+        print(f"try: curl http://{host}:{tcp_port}/users/1?fields=name", flush=True)
+        print(f"try: python -m ghostwire h3-get --cafile {ca_path} {h3_url}", flush=True)
 
 
 def throwaway_certificate(folder: Path) -> tuple[str, str, Path]:

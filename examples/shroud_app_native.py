@@ -169,6 +169,9 @@ async def main(args: argparse.Namespace, ca_path: Path) -> None:
             serve = partial(http3.serve, app, args.port, config, host=args.host)
             server = await nursery.start(serve)
             print(f"HTTP/3 on https://{args.host}:{server.port}/", flush=True)
+            if not args.certfile:
+                url = f"https://{args.host}:{server.port}/users/1?fields=name"
+                print(f"try: python -m ghostwire h3-get --cafile {ca_path} '{url}'", flush=True)
             async for _ in signals:  # Ctrl-C or SIGTERM: stop gracefully
                 break
             nursery.cancel_scope.cancel()  # serve() sends GOAWAY and drains first

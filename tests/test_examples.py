@@ -364,6 +364,10 @@ async def test_shroud_program_and_its_native_version_answer_alike(tmp_path: Path
             shim_ca = (await shim.read_until(r"its CA is in (\S+)$"))[1]
             twin_ca = (await twin.read_until(r"its CA is in (\S+)$"))[1]
             twin_udp = (await twin.read_until(r"^HTTP/3 on https://127\.0\.0\.1:(\d+)/$"))[1]
+            hint = (await shim.read_until(r"^try: python -m ghostwire h3-get (.*)$"))[1]
+            assert hint == f"--cafile {shim_ca} https://127.0.0.1:{udp}/users/1"
+            hint = (await twin.read_until(r"^try: python -m ghostwire h3-get (.*)$"))[1]
+            assert hint == f"--cafile {twin_ca} 'https://127.0.0.1:{twin_udp}/users/1?fields=name'"
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{tcp}") as h1:
                 answers["shim over HTTP/1.1"] = await _exchanges(h1)
                 alt_svc = (await h1.get("/")).headers["alt-svc"]
