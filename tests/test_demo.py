@@ -74,7 +74,7 @@ async def test_ghostwire_demo_fails_in_one_line_when_it_cannot_serve(tmp_path: P
         )
     err = result.stderr.decode()
     assert result.returncode == 1, err
-    assert re.fullmatch(r"ghostwire demo: .+\n", err), err  # one line, no traceback
+    assert re.fullmatch(r"demo: .+\n", err), err  # one line, no traceback
 
 
 def test_cursors_parse_or_fail_typed() -> None:

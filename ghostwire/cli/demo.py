@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from ..errors import GhostwireError
-from .common import EXIT_FAILURE, EXIT_INTERRUPTED, has_keyboard_interrupt, leaves, one_line
+from .common import EXIT_FAILURE, leaves, one_line, run_command
 
 NAME = "demo"
 HELP = "run the contract VM example over loopback and report on it"
@@ -22,16 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo import demo
 
     try:
-        return run_demo(args.host)
+        return run_command(NAME, functools.partial(demo, args.host))  # Ctrl-C: exit 130
     except BaseException as exc:
-        if has_keyboard_interrupt(exc):
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
         found = leaves(exc)
         if len(found) == 1 and isinstance(found[0], GhostwireError | OSError):
-            print(f"ghostwire demo: {one_line(str(found[0]))}", file=sys.stderr)
+            print(f"{NAME}: {one_line(str(found[0]))}", file=sys.stderr)
             return EXIT_FAILURE
         raise

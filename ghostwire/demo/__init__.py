@@ -203,7 +203,11 @@ async def _demo(host: str) -> Report:
     return report
 
 
-def run_demo(host: str = "127.0.0.1") -> int:
-    report = trio.run(_demo, host)
-    print_report(report)
+async def demo(host: str = "127.0.0.1") -> int:
+    """The whole demo, report included; its exit code."""
+    print_report(await _demo(host))
     return 0
+
+
+def run_demo(host: str = "127.0.0.1") -> int:
+    return trio.run(demo, host)
