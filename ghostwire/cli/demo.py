@@ -1,14 +1,20 @@
-"""``ghostwire demo``: a QUIC handshake and an echo over loopback (see :mod:`ghostwire.demo`)."""
+"""``ghostwire demo``: the contract VM over RPC on loopback (see :mod:`ghostwire.demo`)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+
+from ..errors import GhostwireError
+from .common import EXIT_FAILURE, leaves, one_line, run_command
 
 NAME = "demo"
-HELP = "run a QUIC handshake over loopback and report it"
+HELP = "run the contract VM example over loopback and report on it"
 DESCRIPTION = (
-    "Start a QUIC server and client over loopback with a throwaway certificate "
-    "authority, echo a message, and print what was negotiated."
+    "Serve a toy contract VM over ghostwire RPC on loopback with a throwaway "
+    "certificate authority; deploy and call a contract, follow its logs through "
+    "a server restart, and report handshake time, call latency and events/s."
 )
 
 
@@ -17,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo import demo
 
-    return run_demo(args.host)
+    try:
+        return run_command(NAME, functools.partial(demo, args.host))  # Ctrl-C: exit 130
+    except BaseException as exc:
+        found = leaves(exc)
+        if len(found) == 1 and isinstance(found[0], GhostwireError | OSError):
+            print(f"{NAME}: {one_line(str(found[0]))}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise

@@ -263,7 +263,9 @@ class UnifiedServer:
             raise ShroudError("start() blocks; under trio use nursery.start(server.serve)")
         try:
             trio.run(self.serve)
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            if not _is_keyboard_interrupt(exc):  # Ctrl-C comes inside the nursery's group
+                raise
             log.info("interrupted; server stopped")
 
     def stop(self) -> None:
@@ -368,6 +370,12 @@ class UnifiedServer:
     def _set_quic_server(self, server: QuicServer) -> None:
         self._quic_server = server
         self.http3_address = server.address
+
+
+def _is_keyboard_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_keyboard_interrupt(inner) for inner in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def _not_routed(allowed: list[str], req: UnifiedRequest, res: UnifiedResponse) -> None:

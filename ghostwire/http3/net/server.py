@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -49,7 +49,7 @@ log = logging.getLogger("ghostwire.http3")
 
 Scope = dict[str, Any]
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]  # any mapping, as apps send
 ASGIApp = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
 
 
