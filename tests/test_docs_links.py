@@ -19,9 +19,7 @@ from urllib.parse import unquote
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = sorted(
-    [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
-)
+DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 INLINE = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
 FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
@@ -136,7 +134,8 @@ def test_the_checker_finds_broken_links() -> None:
     """The checker itself: broken files and anchors are reported, code is skipped."""
     assert github_anchor("`quic.ClientConfig`") == "quicclientconfig"
     assert github_anchor("HTTP/3: the `h3.serve` call") == "http3-the-h3serve-call"
-    text = "# Top\n\n## Top\n\n[a](#top-1) `[b](nowhere.md)`\n```\n[c](gone.md)\n```\n[d](gone.md)\n"
+    text = "# Top\n\n## Top\n\n[a](#top-1) `[b](nowhere.md)`\n"
+    text += "```\n[c](gone.md)\n```\n[d](gone.md)\n"
     assert [target for _, target in links(text)] == ["#top-1", "gone.md"]
     doc = ROOT / "docs" / "security.md"
     assert check_link(doc, "configuration.md#quic") is None
