@@ -202,6 +202,8 @@ async def serve_workers(
 ) -> NoReturn:
     if not 1 <= workers <= MAX_WORKERS - 1:
         raise ValueError(f"workers must be between 1 and {MAX_WORKERS - 1}")
+    if not sys.platform.startswith("linux"):
+        raise OSError("serve(workers=N) needs Linux (SO_REUSEPORT groups that balance UDP)")
     _check_handler(handler)
     lb, plan, offset = worker_cid_plan(config, workers)
     base = dataclasses.replace(config, cid_generator=None)
