@@ -44,10 +44,13 @@ async def ask_pid(conn: quic.Connection) -> int:
 
 
 @asynccontextmanager
-async def workers_server(count: int = 2) -> AsyncIterator[QuicWorkers]:
+async def workers_server(
+    count: int = 2, config: quic.ServerConfig | None = None
+) -> AsyncIterator[QuicWorkers]:
+    config = config or server_config()
     async with trio.open_nursery() as nursery:
         info = await nursery.start(
-            partial(quic.serve, report_pid, 0, server_config(), host=HOST, workers=count)
+            partial(quic.serve, report_pid, 0, config, host=HOST, workers=count)
         )
         yield info
         nursery.cancel_scope.cancel()
@@ -106,6 +109,25 @@ async def test_connections_spread_over_two_workers() -> None:
             assert sorted(pid_of_worker.values()) == sorted(info.pids)
             # The CID's worker byte names the process that answered, every time.
             assert all(pid_of_worker[worker] == pid for worker, pid in seen)
+
+
+async def test_workers_behind_a_quic_lb_balancer_keep_its_server_id() -> None:
+    """With a plaintext QUIC-LB generator the server ID stays and the worker
+    byte is the first nonce byte; the kernel routes by it."""
+    lb = QuicLbConfig(config_id=2, server_id_length=2, nonce_length=8)
+    config = server_config(cid_generator=QuicLbCidGenerator(lb, b"\x0a\x0b"))
+    with trio.fail_after(60):
+        async with workers_server(2, config) as info:
+            assert info.cid_routing
+            pid_of_worker: dict[int, int] = {}
+            for _ in range(20):
+                async with quic.connect(HOST, info.port, client_config()) as conn:
+                    cid = conn.core.peer_cids.current.cid
+                    assert len(cid) == lb.cid_length and cid[1:3] == b"\x0a\x0b"
+                    pid = await ask_pid(conn)
+                    assert pid_of_worker.setdefault(cid[3], pid) == pid
+            assert set(pid_of_worker) <= {0, 1}
+            assert set(pid_of_worker.values()) <= set(info.pids)
 
 
 class Relay:
