@@ -32,7 +32,7 @@ SERVER_NAME = "localhost"
 ECHO_LIMIT = 100
 # Idle timeout of both stacks (seconds): long enough that the 1,000 idle
 # connections of the memory workload outlive their slowest handshake.
-IDLE_TIMEOUT = 120.0
+IDLE_TIMEOUT = float(os.environ.get("GW_BENCH_IDLE_TIMEOUT", "120"))  # bench/conns.py raises it
 # Bulk transfers write in chunks of this size.
 BULK_CHUNK = 64 << 10
 # aioquic's streams have no send back-pressure; the bench client parks while

@@ -49,9 +49,12 @@ class LocalConnectionIds:
         cid_length: int,
         random_bytes: Callable[[int], bytes],
         reset_token_for: Callable[[bytes], bytes],
+        *,
+        new_cid: Callable[[], bytes] | None = None,
     ) -> None:
         self._cid_length = cid_length
         self._random_bytes = random_bytes
+        self._new_cid = new_cid  # the config's cid_generator, else random IDs
         self._reset_token_for = reset_token_for
         first = LocalConnectionId(0, initial_cid, reset_token_for(initial_cid), announced=True)
         self.active: dict[int, LocalConnectionId] = {0: first}
@@ -69,7 +72,7 @@ class LocalConnectionIds:
         """Top up to ``limit`` active IDs (the peer's active_connection_id_limit)."""
         limit = min(limit, 8)  # no need to hand out more than a handful
         while len(self.active) < limit:
-            cid = self._random_bytes(self._cid_length)
+            cid = self._new_cid() if self._new_cid else self._random_bytes(self._cid_length)
             entry = LocalConnectionId(self._next_sequence, cid, self._reset_token_for(cid))
             self.active[entry.sequence_number] = entry
             self._next_sequence += 1

@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -40,6 +40,18 @@ DEFAULT_CIPHER_SUITES = (
     CipherSuite.CHACHA20_POLY1305_SHA256,
 )
 DEFAULT_GROUPS = (Group.X25519, Group.SECP256R1)
+
+
+class ConnectionIdGenerator(Protocol):
+    """Makes the connection IDs a server issues (e.g. ``ghostwire.quic.lb.QuicLbCidGenerator``).
+
+    Every call returns a new ID of ``cid_length`` bytes, unique among the
+    server's live IDs."""
+
+    @property
+    def cid_length(self) -> int: ...
+
+    def __call__(self) -> bytes: ...
 
 
 class InsecureConfigurationWarning(UserWarning):
@@ -255,6 +267,11 @@ class ServerConfig(_CommonConfig):
     require_client_cert: bool = False
     retry: bool = False
     max_connections: int = 10_000
+    cid_generator: ConnectionIdGenerator | None = field(default=None, repr=False)
+    """Makes every connection ID the server issues (handshake, NEW_CONNECTION_ID,
+    Retry), e.g. QUIC-LB IDs a load balancer routes by
+    (``ghostwire.quic.lb.QuicLbCidGenerator``); its ``cid_length`` replaces
+    ``connection_id_length``. ``None``: random IDs."""
     client_trust_store: TrustStore | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -269,6 +286,11 @@ class ServerConfig(_CommonConfig):
         if self.require_client_cert and self.client_trust_store is None:
             raise ValueError("require_client_cert needs client_cafile= to verify clients against")
         _positive("max_connections", self.max_connections)
+        if self.cid_generator is not None:
+            length = self.cid_generator.cid_length
+            if not 4 <= length <= 20:
+                raise ValueError("cid_generator.cid_length must be between 4 and 20")
+            self.connection_id_length = length
 
 
 def _positive(name: str, value: float) -> None:

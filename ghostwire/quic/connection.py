@@ -175,7 +175,8 @@ class QuicConnection:
         self.stats = ConnectionStats()
 
         cid_length = config.connection_id_length
-        our_cid = random_bytes(cid_length)
+        generator = config.cid_generator if isinstance(config, ServerConfig) else None
+        our_cid = generator() if generator is not None else random_bytes(cid_length)
         if self.is_client:
             self.original_dcid = random_bytes(max(8, cid_length))
             peer_cid = self.original_dcid
@@ -192,7 +193,8 @@ class QuicConnection:
         self.peer_initial_scid: bytes | None = None if self.is_client else client_scid
         self.initial_dcid_for_keys = self.original_dcid if retry_scid is None else retry_scid
         self.local_cids = LocalConnectionIds(
-            our_cid, cid_length, random_bytes, reset_token_for or (lambda cid: random_bytes(16))
+            our_cid, cid_length, random_bytes, reset_token_for or (lambda cid: random_bytes(16)),
+            new_cid=generator,
         )
         self.peer_cids = PeerConnectionIds(peer_cid, config.active_connection_id_limit)
         self._events.append(ConnectionIdIssued(our_cid))

@@ -264,7 +264,10 @@ class Demux:
     def _send_retry(
         self, version: int, dcid: bytes, scid: bytes, addr: Address, now: float
     ) -> Received:
-        new_scid = self._random(self.cid_length)
+        # A Retry's SCID becomes the DCID of the client's next Initial: it must
+        # route back here like any ID we issue (QUIC-LB, workers).
+        generator = self.config.cid_generator if self.config is not None else None
+        new_scid = generator() if generator is not None else self._random(self.cid_length)
         token = self._tokens.mint_retry_token(addr, dcid, new_scid, now)
         packet = encode_retry(
             version=version,

@@ -301,7 +301,8 @@ async def serve(
     config: ServerConfig,
     *legacy: Any,
     host: str | None = None,
-    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+    workers: int = 1,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve QUIC on ``port`` (on every interface, or ``host``), running
     ``handler(conn)`` per connection.
@@ -317,10 +318,35 @@ async def serve(
     closed gracefully. A handler that raises closes only its own connection,
     with the application error code ``Connection.handler_error_code``.
     Cancelling ``serve`` sends CONNECTION_CLOSE to every client at once.
+
+    ``workers=N`` (Linux) runs N worker processes on the port, each a ``serve``
+    of its own, and reports a :class:`~ghostwire.quic.net.workers.QuicWorkers`;
+    the handler must then be importable (a module-level function, or a
+    ``functools.partial`` of one). See docs/scaling.md.
     """
     port, config, host = legacy_serve_arguments(port, config, legacy, host, "serve")
     config.require_alpn()
-    sock = open_udp_socket(host, port, _server_family(host))
+    if workers != 1:
+        from .workers import serve_workers
+
+        await serve_workers(
+            handler, port, config, host=host, workers=workers, task_status=task_status
+        )
+        raise AssertionError("unreachable")  # pragma: no cover
+    await serve_on_socket(
+        handler, open_udp_socket(host, port, _server_family(host)), config, task_status=task_status
+    )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def serve_on_socket(
+    handler: Handler,
+    sock: socket.socket,
+    config: ServerConfig,
+    *,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """``serve`` on a bound UDP socket, which it closes when it ends."""
     files = _ConnectionFiles(config)
     try:
         async with _unwrapping_nursery() as nursery:
