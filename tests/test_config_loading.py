@@ -132,3 +132,22 @@ def test_missing_system_bundle_fails_the_handshake_not_the_config(
     assert config.trust_store is None
     with pytest.raises(CertificateVerificationError, match=r"cafile="):
         verify_server_certificate([server_identity().certificate], "localhost", None)
+
+
+def test_repr_of_a_server_config_shows_no_key_and_no_password(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    identity = server_identity()
+    secret = b"hunter2-key-password"
+    encrypted = identity.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret),
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(identity.cert_pem())
+    keyfile.write_bytes(encrypted)
+    config = quic.ServerConfig(certfile=certfile, keyfile=keyfile, password=secret)
+    assert config.private_key is not None  # the key was loaded with the password
+    text = repr(config)
+    assert "hunter2" not in text and "private_key=" not in text and "password=" not in text

@@ -260,9 +260,9 @@ class ServerConfig(_CommonConfig):
 
     certfile: PathLike | None = None
     keyfile: PathLike | None = None
-    password: bytes | None = None
+    password: bytes | None = field(default=None, repr=False)  # secrets stay out of logs
     certificate_chain: Sequence[x509.Certificate] = ()
-    private_key: Any = None
+    private_key: Any = field(default=None, repr=False)
     client_cafile: PathLike | None = None
     require_client_cert: bool = False
     retry: bool = False
