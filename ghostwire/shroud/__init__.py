@@ -18,8 +18,9 @@ Modules:
 * :mod:`.client`      ``HttpClient`` / ``BlockingHttpClient``
 * :mod:`.zvm_wire`    ZVM / ghostd wire codecs (pure)
 * :mod:`.zvm_serve`   answering ZVM-framed requests on a stream (QUIC or TCP)
-* ``grpc`` and ``zvm_client`` (``GrpcServer``, ``GrpcClient``, the ZVM client)
-  land here once ``ghostwire.rpc`` does; their factories below say so meanwhile.
+* :mod:`.grpc`        ``GrpcServer`` / ``GrpcClient`` over ``ghostwire.rpc`` (the
+  original's ``grpc`` namespace; :mod:`.grpc_types`, :mod:`.grpc_server`,
+  :mod:`.grpc_client`)
 
 The HTTP/1.1 and WebSocket side needs the ``shroud`` extra (h11, wsproto);
 the rest of ghostwire does not.
@@ -31,6 +32,7 @@ import importlib.util
 import socket
 from typing import Any
 
+from . import grpc
 from .async_server import (
     AsyncMiddlewares,
     AsyncProtocol,
@@ -66,6 +68,27 @@ from .errors import (
     TransportError,
     UnsupportedFeature,
 )
+from .grpc import (
+    CallOptions,
+    EchoService,
+    GrpcCall,
+    GrpcCallFailed,
+    GrpcClient,
+    GrpcConfig,
+    GrpcMessage,
+    GrpcMetadata,
+    GrpcRequest,
+    GrpcResponse,
+    GrpcServer,
+    GrpcService,
+    GrpcStatus,
+    NoResponseData,
+    RetryPolicy,
+    createGrpcClient,
+    createGrpcServer,
+)
+from .grpc import ClientConfig as GrpcClientConfig
+from .grpc import ServerStats as GrpcServerStats
 from .message import Cookie, Headers, Method, SameSite, UnifiedRequest, UnifiedResponse
 from .server import ServerAlreadyRunning, UnifiedServer, createUnifiedServer
 from .stats import Http3ServerStats, ServerStats
@@ -98,7 +121,7 @@ def capabilities() -> GhostwireCapabilities:
         http1_1=has_h11,
         http2=False,
         http3=True,
-        grpc=False,  # becomes True when the gRPC shim over ghostwire.rpc lands
+        grpc=True,  # gRPC-style calls over ghostwire.rpc (QUIC), not gRPC's HTTP/2 wire
         ipv6=socket.has_ipv6,
         websocket=has_h11 and has_wsproto,
         reverse_proxy=False,
@@ -117,8 +140,6 @@ def _not_yet(name: str, reason: str) -> Any:
     return factory
 
 
-_RPC = "maps onto ghostwire.rpc, which has not landed yet"
-createGrpcServer = _not_yet("createGrpcServer", _RPC)
 createWebSocketServer = _not_yet(
     "createWebSocketServer", "use UnifiedServer.websocket(path, handler) routes"
 )
@@ -140,6 +161,7 @@ __all__ = [
     "AsyncUnifiedServer",
     "AsyncUnifiedServerConfig",
     "BlockingHttpClient",
+    "CallOptions",
     "ClientConfig",
     "ClientError",
     "ClientRequest",
@@ -147,8 +169,22 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "Cookie",
+    "EchoService",
     "GhostwireCapabilities",
+    "GrpcCall",
+    "GrpcCallFailed",
+    "GrpcClient",
+    "GrpcClientConfig",
+    "GrpcConfig",
     "GrpcError",
+    "GrpcMessage",
+    "GrpcMetadata",
+    "GrpcRequest",
+    "GrpcResponse",
+    "GrpcServer",
+    "GrpcServerStats",
+    "GrpcService",
+    "GrpcStatus",
     "HandlerFn",
     "HandshakeFailed",
     "Headers",
@@ -163,7 +199,9 @@ __all__ = [
     "MiddlewareFn",
     "NetworkError",
     "NetworkProtocol",
+    "NoResponseData",
     "ProxyError",
+    "RetryPolicy",
     "SameSite",
     "ServerAlreadyRunning",
     "ServerProtocol",
@@ -179,11 +217,13 @@ __all__ = [
     "capabilities",
     "createAsyncServerBuilder",
     "createAsyncUnifiedServer",
+    "createGrpcClient",
     "createGrpcServer",
     "createIPv6Stack",
     "createReverseProxy",
     "createUnifiedServer",
     "createWebSocketClient",
     "createWebSocketServer",
+    "grpc",
     "version",
 ]
