@@ -176,7 +176,9 @@ class GrpcClient:
             raise _NotSent(rpc.Status.UNAVAILABLE, message) from exc
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[rpc.Client]:
+    async def connection(self) -> AsyncIterator[rpc.Client]:
+        """The shared connection inside ``async with client:``, else a new one for
+        the block. Connecting failures are ``RpcError(UNAVAILABLE)``."""
         shared = self._shared
         if shared is not None and not shared.connection.is_closed:
             yield shared
@@ -244,7 +246,7 @@ class GrpcClient:
         """Subscribe to the event channel ``service/method``: ``async for event in sub``
         (``event.data``, ``event.cursor``); ``after`` resumes after a cursor."""
         args = () if request is None else (encode_request(request),)
-        async with self._client() as client:
+        async with self.connection() as client:
             name = f"{service}.{method}"
             async with client.subscribe(name, *args, after=after, metadata=metadata) as sub:
                 yield sub
@@ -290,7 +292,7 @@ class GrpcClient:
     ) -> Any:
         args = () if data is None else (data,)
         with trio.move_on_after(seconds) as scope:
-            async with self._client() as client:
+            async with self.connection() as client:
                 return await client.call(name, *args, timeout=seconds, metadata=metadata)
         assert scope.cancelled_caught
         raise rpc.RpcError(rpc.Status.DEADLINE_EXCEEDED, "deadline exceeded")
