@@ -18,6 +18,9 @@ Modules:
 * :mod:`.client`      ``HttpClient`` / ``BlockingHttpClient``
 * :mod:`.zvm_wire`    ZVM / ghostd wire codecs (pure)
 * :mod:`.zvm_serve`   answering ZVM-framed requests on a stream (QUIC or TCP)
+* :mod:`.zvm_service` the ZVM-style RPC services (ghostd / walletd) and a toy chain
+* :mod:`.zvm_client`  ``ZvmClient`` (ZVM's ``QuicClient`` operations) over ``ghostwire.rpc``
+* :mod:`.ws_events`   WebSocket routes backed by RPC event channels
 * :mod:`.grpc`        ``GrpcServer`` / ``GrpcClient`` over ``ghostwire.rpc`` (the
   original's ``grpc`` namespace; :mod:`.grpc_types`, :mod:`.grpc_server`,
   :mod:`.grpc_client`)
@@ -92,6 +95,8 @@ from .grpc import ServerStats as GrpcServerStats
 from .message import Cookie, Headers, Method, SameSite, UnifiedRequest, UnifiedResponse
 from .server import ServerAlreadyRunning, UnifiedServer, createUnifiedServer
 from .stats import Http3ServerStats, ServerStats
+from .ws_events import eventSource, grpcEvents, rpcEvents
+from .zvm_client import ZvmClient, ZvmClientConfig, ZvmError
 
 AsyncHttpRequest = UnifiedRequest
 AsyncHttpResponse = UnifiedResponse
@@ -214,6 +219,9 @@ __all__ = [
     "UnifiedServer",
     "UnifiedServerConfig",
     "UnsupportedFeature",
+    "ZvmClient",
+    "ZvmClientConfig",
+    "ZvmError",
     "capabilities",
     "createAsyncServerBuilder",
     "createAsyncUnifiedServer",
@@ -224,6 +232,9 @@ __all__ = [
     "createUnifiedServer",
     "createWebSocketClient",
     "createWebSocketServer",
+    "eventSource",
     "grpc",
+    "grpcEvents",
+    "rpcEvents",
     "version",
 ]
