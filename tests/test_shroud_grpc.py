@@ -433,3 +433,67 @@ def test_configs_keep_the_original_defaults() -> None:
     assert ghostwire.grpc.parse_target("[::1]:50051") == ("::1", 50051)
     options = ghostwire.CallOptions()
     assert options.timeout_ms is None and options.retry_policy is None and options.compression
+
+
+# -- the same methods for native callers -----------------------------------------------------
+
+
+async def test_native_rpc_and_http3_callers_reach_grpc_methods(certs: Certs) -> None:
+    import ghostwire.quic as quic
+    from ghostwire.http3 import Client
+    from ghostwire.rpc.codec import decode, encode
+
+    with trio.fail_after(TIMEOUT):
+        async with serving(certs) as server:
+            address = f"{HOST}:{server.port}"
+            config = quic.ClientConfig(
+                alpn=[rpc.ALPN], cafile=certs.ca_file, server_name="localhost"
+            )
+            async with rpc.connect(address, config=config) as client:
+                assert await client.call("echo.EchoService.Echo", b"native") == b"native"
+                assert await client.call("health.check") == "SERVING"
+                with pytest.raises(rpc.RpcError) as failed:
+                    await client.call("bank.Bank.Nope")
+                assert failed.value.status is rpc.Status.UNIMPLEMENTED
+
+            h3_config = quic.ClientConfig(
+                alpn=["h3"], cafile=certs.ca_file, server_name="localhost"
+            )
+            async with Client(h3_config, timeout=20) as h3:
+                response = await h3.post(
+                    f"https://{HOST}:{server.port}/echo.EchoService/Echo",
+                    content=encode({"message": b"over h3"}),
+                    headers=[("content-type", "application/msgpack")],
+                )
+                assert response.status == 200
+                assert decode(await response.read()) == b"over h3"
+
+
+async def test_add_service_accepts_any_object_with_a_name(certs: Certs) -> None:
+    class Greeter:  # the documented addService(anytype)
+        name = "greet.Greeter"
+
+        def Hello(self, req: Any, res: Any) -> None:
+            res.setMessage(b"hello " + (req.message or b""))
+
+    with trio.fail_after(TIMEOUT):
+        async with serving(certs) as server:
+            server.addService(Greeter())  # takes effect at the next serve()
+            assert "greet.Greeter" in server.services
+            with pytest.raises(ghostwire.ConfigError):
+                server.addService(Greeter())
+    second = ghostwire.GrpcServer(
+        ghostwire.GrpcConfig(
+            address=HOST, port=0, cert_file=certs.cert_file, key_file=certs.key_file
+        )
+    )
+    second.addService(Greeter())
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(second.serve)
+            second.registerService("greeter", f"{HOST}:{second.port}")
+            connection = second.createConnection("greeter")
+            connection.config.ca_file = certs.ca_file
+            connection.config.server_name = "localhost"
+            assert await connection.call("greet.Greeter", "Hello", b"you") == b"hello you"
+            second.stop()
