@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 from .. import quic, rpc
+from ..rpc import client as rpc_client_module
 from ..rpc.resilience.retry import CallRetryState, RetryThrottle
 from ..rpc.resilience.runners import AttemptFailure, call_with_retries
 from .errors import ConfigError, UnsupportedFeature
@@ -112,7 +113,7 @@ class GrpcClient:
         self.config = config if config is not None else ClientConfig()
         self._quic_config = quic_config
         self._throttle = RetryThrottle()
-        self._shared: rpc.Client | None = None
+        self._shared: rpc.RpcConnection | None = None
         self._stack: AsyncExitStack | None = None
         self._next_call_id = 1
 
@@ -159,16 +160,15 @@ class GrpcClient:
     aclose = cleanup
 
     @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[rpc.Client]:
-        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    async def _connect(self) -> AsyncIterator[rpc.RpcConnection]:
+        # One QUIC connection, no pool and no retries below ours: the retry
+        # policy here is the only one, and a failed connect is known unsent.
         config = self.quic_client_config()
         entered = False
         try:
-            async with rpc.connect(
-                address, config, max_message_size=self.config.max_message_size
-            ) as client:
+            async with quic.connect(self.host, self.port, config) as conn:
                 entered = True
-                yield client
+                yield rpc.RpcConnection(conn, max_message_size=self.config.max_message_size)
         except (quic.QuicError, OSError) as exc:
             if entered:
                 raise
@@ -176,15 +176,15 @@ class GrpcClient:
             raise _NotSent(rpc.Status.UNAVAILABLE, message) from exc
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[rpc.Client]:
+    async def connection(self) -> AsyncIterator[rpc.RpcConnection]:
         """The shared connection inside ``async with client:``, else a new one for
         the block. Connecting failures are ``RpcError(UNAVAILABLE)``."""
         shared = self._shared
-        if shared is not None and not shared.connection.is_closed:
+        if shared is not None and not shared.is_closed:
             yield shared
             return
-        async with self._connect() as client:
-            yield client
+        async with self._connect() as conn:
+            yield conn
 
     # -- calls -------------------------------------------------------------------------
 
@@ -246,9 +246,9 @@ class GrpcClient:
         """Subscribe to the event channel ``service/method``: ``async for event in sub``
         (``event.data``, ``event.cursor``); ``after`` resumes after a cursor."""
         args = () if request is None else (encode_request(request),)
-        async with self.connection() as client:
+        async with self.connection() as conn:
             name = f"{service}.{method}"
-            async with client.subscribe(name, *args, after=after, metadata=metadata) as sub:
+            async with conn.subscribe(name, args, {}, after=after, metadata=metadata) as sub:
                 yield sub
 
     async def _call(
@@ -292,15 +292,20 @@ class GrpcClient:
     ) -> Any:
         args = () if data is None else (data,)
         with trio.move_on_after(seconds) as scope:
-            async with self.connection() as client:
-                return await client.call(name, *args, timeout=seconds, metadata=metadata)
+            async with self.connection() as conn:
+                return await conn.call(name, args, {}, timeout=seconds, metadata=metadata)
         assert scope.cancelled_caught
         raise rpc.RpcError(rpc.Status.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
+# A refusal by a draining server (where ghostwire.rpc has it): never started.
+_REFUSED: Any = getattr(rpc_client_module, "CallNotStarted", ())
+
+
 def _classify(exc: Exception) -> AttemptFailure | None:
     if isinstance(exc, rpc.RpcError):
-        return AttemptFailure(int(exc.status), getattr(exc, "server_started", True))
+        started = getattr(exc, "server_started", True) and not isinstance(exc, _REFUSED)
+        return AttemptFailure(int(exc.status), started)
     return None
 
 

@@ -228,11 +228,12 @@ class ContractEventStream:
             return self
         stack = AsyncExitStack()
         try:
-            client = await stack.enter_async_context(self._client.connection())
+            conn = await stack.enter_async_context(self._client.connection())
             self._subscription = await stack.enter_async_context(
-                client.subscribe(
+                conn.subscribe(
                     f"{GHOSTD_SERVICE}.contract_events",
-                    contract_address=self._contract,
+                    (),
+                    {"contract_address": self._contract},
                     after=self._after,
                 )
             )
@@ -339,10 +340,9 @@ class ZvmClient:
         service = WALLETD_SERVICE if method in _WALLET else GHOSTD_SERVICE
         name = f"{service}.{method}"
         try:
-            async with endpoint.connection() as client:
-                # RpcConnection.call: argument names never clash with the call's options
+            async with endpoint.connection() as conn:
                 seconds = self.config.timeout_ms / 1000
-                return await client.connection.call(name, (), args, timeout=seconds)
+                return await conn.call(name, (), args, timeout=seconds)
         except rpc.RpcError as exc:
             raise ZvmError(operation, exc.status, exc.message) from None
 
@@ -411,10 +411,9 @@ class ZvmClient:
         target = self.ghostd if which is ServiceEndpoint.ghostd else self.walletd
         service = GHOSTD_SERVICE if which is ServiceEndpoint.ghostd else WALLETD_SERVICE
         try:
-            async with target.connection() as client:
-                reply = await client.call(
-                    f"{service}.health_check", timeout=self.config.timeout_ms / 1000
-                )
+            async with target.connection() as conn:
+                seconds = self.config.timeout_ms / 1000
+                reply = await conn.call(f"{service}.health_check", timeout=seconds)
         except rpc.RpcError:
             return False
         return isinstance(reply, dict) and reply.get("status") == "healthy"
