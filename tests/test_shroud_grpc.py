@@ -350,6 +350,13 @@ def test_blocking_start_stopped_from_another_thread(certs: Certs) -> None:
             return result
 
     assert trio.run(check) == b"from a script"
+    blocking = ghostwire.BlockingGrpcClient.init(
+        None,
+        f"{HOST}:{server.port}",
+        ghostwire.GrpcClientConfig(ca_file=certs.ca_file, server_name="localhost"),
+    )
+    assert blocking.unaryCall("echo.EchoService", "Echo", b"blocking") == b"blocking"
+    assert blocking.checkHealth() == "SERVING"
     server.stop()
     thread.join(TIMEOUT)
     assert not thread.is_alive() and not server.isRunning()

@@ -72,6 +72,7 @@ from .errors import (
     UnsupportedFeature,
 )
 from .grpc import (
+    BlockingGrpcClient,
     CallOptions,
     EchoService,
     GrpcCall,
@@ -165,6 +166,7 @@ __all__ = [
     "AsyncServerBuilder",
     "AsyncUnifiedServer",
     "AsyncUnifiedServerConfig",
+    "BlockingGrpcClient",
     "BlockingHttpClient",
     "CallOptions",
     "ClientConfig",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import grpc_client, grpc_server
 from .grpc_client import (
     ALL_RETRIES_FAILED,
+    BlockingGrpcClient,
     GrpcClient,
     GrpcConnection,
     createGrpcClient,
@@ -57,6 +58,7 @@ __all__ = [
     "HEALTH_SERVICE",
     "METHOD_NOT_IMPLEMENTED",
     "SERVICE_NOT_FOUND",
+    "BlockingGrpcClient",
     "CallOptions",
     "ClientConfig",
     "EchoService",

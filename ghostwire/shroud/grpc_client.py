@@ -327,6 +327,38 @@ def _metadata(value: GrpcMetadata | Mapping[str, str | bytes] | None) -> dict[st
     return GrpcMetadata(value).to_dict()
 
 
+class BlockingGrpcClient:
+    """:class:`GrpcClient` for scripts without trio: the same calls, each blocking
+    (and each on its own connection)."""
+
+    Config = ClientConfig
+
+    def __init__(self, target: str, config: ClientConfig | None = None, **options: Any) -> None:
+        self._client = GrpcClient(target, config, **options)
+        self.config = self._client.config
+
+    @classmethod
+    def init(
+        cls, _allocator: Any, target: str, config: ClientConfig | None = None
+    ) -> BlockingGrpcClient:
+        return cls(target, config)
+
+    def call(self, service: str, method: str, data: Any = b"", options: Any = _DOCUMENTED) -> Any:
+        return trio.run(self._client.call, service, method, data, options)
+
+    def unaryCall(self, service: str, method: str, request: Any) -> bytes:
+        return trio.run(self._client.unaryCall, service, method, request)
+
+    def checkHealth(self, service: str = "") -> str:
+        return trio.run(self._client.checkHealth, service)
+
+    def cleanup(self) -> None:
+        pass
+
+    unary_call = unaryCall
+    check_health = checkHealth
+
+
 def createGrpcClient(*args: Any, **kwargs: Any) -> GrpcClient:
     """``createGrpcClient(target[, config])``; a leading allocator is accepted and ignored."""
     if args and not isinstance(args[0], str):
@@ -339,6 +371,7 @@ GrpcConnection = GrpcClient
 
 __all__ = [
     "ALL_RETRIES_FAILED",
+    "BlockingGrpcClient",
     "GrpcClient",
     "GrpcConnection",
     "createGrpcClient",
