@@ -219,3 +219,61 @@ async def test_framed_envelopes_reach_the_same_chain() -> None:
     assert not by_id[6].success and "CONSENSUS_MESSAGE" in (by_id[6].error_message or "")
     assert by_id[7].success and json.loads(by_id[7].payload)["wallet"]["id"] == "wallet-1"
     assert chain.balances[ALICE] == 50
+
+
+# -- ZVM's Shroud-era client: POST /api and ws://.../stream ----------------------------------
+
+
+async def test_shroud_era_api_and_stream_routes() -> None:
+    import httpx
+    from test_shroud_serve import WsClient
+    from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+
+    import ghostwire.shroud as ghostwire
+    from ghostwire.shroud.zvm_legacy import zvm_api_handler, zvm_stream_handler
+
+    chain = InMemoryChain(balances={ALICE: 30})
+    deployed = chain.deploy_contract(b"\x01", b"", 10**6, 0, ALICE)
+    contract = deployed["contract_address"]
+    server = ghostwire.UnifiedServer(address="127.0.0.1", port=0)
+    server.post("/api", zvm_api_handler(chain))
+    server.websocket("/stream", zvm_stream_handler(chain))
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            assert server.http1_address is not None
+            port = server.http1_address[1]
+            url = f"http://127.0.0.1:{port}/api"
+            envelope = QuicRequest(
+                MessageType.BALANCE_QUERY, 9, payload_string({"address": ALICE.hex()}), 0
+            )
+            async with httpx.AsyncClient() as http:
+                r = await http.post(url, content=envelope.encode())
+                assert r.status_code == 200 and r.headers["content-type"].startswith(
+                    "application/json"
+                )
+                reply = QuicResponse.decode(r.content)
+                assert reply.success and reply.request_id == 9
+                assert reply.payload_json() == {"balance": 30}
+                r = await http.post(url, content=b"{not json")
+                assert r.status_code == 400 and not QuicResponse.decode(r.content).success
+
+            client, accepted = await WsClient.connect(port, "/stream")
+            assert isinstance(accepted, AcceptConnection)
+            request = {"contract_address": contract, "stream_type": "events"}
+            await client.send(TextMessage(data=json.dumps(request)))
+            first = json.loads((await client.next_event()).data)
+            assert first["event_name"] == "Deployed"
+            chain.call_contract(bytes.fromhex(contract), b"\x42", 10**6, ALICE, 0)
+            live = json.loads((await client.next_event()).data)
+            assert (live["event_name"], live["data"]) == ("Call", "42")
+            await client.send(CloseConnection(code=1000))
+            assert isinstance(await client.next_event(), CloseConnection)
+            await client.stream.aclose()
+
+            client, _ = await WsClient.connect(port, "/stream")
+            await client.send(TextMessage(data='{"contract_address": "nope"}'))
+            closing = await client.next_event()
+            assert isinstance(closing, CloseConnection) and closing.code == 1008
+            await client.stream.aclose()
+            server.stop()
