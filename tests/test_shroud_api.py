@@ -15,6 +15,7 @@ from ghostwire.errors import GhostwireError
 from ghostwire.shroud import (
     ConfigError,
     Cookie,
+    GrpcConfig,
     HttpError,
     SameSite,
     ServerProtocol,
@@ -22,7 +23,6 @@ from ghostwire.shroud import (
     UnifiedResponse,
     UnifiedServer,
     UnifiedServerConfig,
-    UnsupportedFeature,
     capabilities,
     createGrpcServer,
     createUnifiedServer,
@@ -94,13 +94,12 @@ def test_version_capabilities_and_factories() -> None:
     assert version() == "1.0.0"
     caps = capabilities()
     assert caps.http3 and caps.http1_1 and caps.websocket
-    assert not caps.http2 and not caps.grpc and not caps.reverse_proxy
+    assert caps.grpc and not caps.http2 and not caps.reverse_proxy
     server = createUnifiedServer(object(), UnifiedServerConfig(port=0))  # allocator ignored
     assert server.config.port == 0
     assert createUnifiedServer(UnifiedServerConfig(port=1)).config.port == 1
     assert UnifiedServer.init(None, UnifiedServerConfig()).config.port == 8080
-    with pytest.raises(UnsupportedFeature, match=r"ghostwire\.rpc"):
-        createGrpcServer(None, {})
+    assert createGrpcServer(None, GrpcConfig(port=1)).config.port == 1  # allocator ignored
 
 
 # -- routing --------------------------------------------------------------------------------

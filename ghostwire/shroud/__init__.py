@@ -18,8 +18,12 @@ Modules:
 * :mod:`.client`      ``HttpClient`` / ``BlockingHttpClient``
 * :mod:`.zvm_wire`    ZVM / ghostd wire codecs (pure)
 * :mod:`.zvm_serve`   answering ZVM-framed requests on a stream (QUIC or TCP)
-* ``grpc`` and ``zvm_client`` (``GrpcServer``, ``GrpcClient``, the ZVM client)
-  land here once ``ghostwire.rpc`` does; their factories below say so meanwhile.
+* :mod:`.zvm_service` the ZVM-style RPC services (ghostd / walletd) and a toy chain
+* :mod:`.zvm_client`  ``ZvmClient`` (ZVM's ``QuicClient`` operations) over ``ghostwire.rpc``
+* :mod:`.ws_events`   WebSocket routes backed by RPC event channels
+* :mod:`.grpc`        ``GrpcServer`` / ``GrpcClient`` over ``ghostwire.rpc`` (the
+  original's ``grpc`` namespace; :mod:`.grpc_types`, :mod:`.grpc_server`,
+  :mod:`.grpc_client`)
 
 The HTTP/1.1 and WebSocket side needs the ``shroud`` extra (h11, wsproto);
 the rest of ghostwire does not.
@@ -31,6 +35,7 @@ import importlib.util
 import socket
 from typing import Any
 
+from . import grpc
 from .async_server import (
     AsyncMiddlewares,
     AsyncProtocol,
@@ -66,9 +71,33 @@ from .errors import (
     TransportError,
     UnsupportedFeature,
 )
+from .grpc import (
+    BlockingGrpcClient,
+    CallOptions,
+    EchoService,
+    GrpcCall,
+    GrpcCallFailed,
+    GrpcClient,
+    GrpcConfig,
+    GrpcMessage,
+    GrpcMetadata,
+    GrpcRequest,
+    GrpcResponse,
+    GrpcServer,
+    GrpcService,
+    GrpcStatus,
+    NoResponseData,
+    RetryPolicy,
+    createGrpcClient,
+    createGrpcServer,
+)
+from .grpc import ClientConfig as GrpcClientConfig
+from .grpc import ServerStats as GrpcServerStats
 from .message import Cookie, Headers, Method, SameSite, UnifiedRequest, UnifiedResponse
 from .server import ServerAlreadyRunning, UnifiedServer, createUnifiedServer
 from .stats import Http3ServerStats, ServerStats
+from .ws_events import eventSource, grpcEvents, rpcEvents
+from .zvm_client import ZvmClient, ZvmClientConfig, ZvmError
 
 AsyncHttpRequest = UnifiedRequest
 AsyncHttpResponse = UnifiedResponse
@@ -98,7 +127,7 @@ def capabilities() -> GhostwireCapabilities:
         http1_1=has_h11,
         http2=False,
         http3=True,
-        grpc=False,  # becomes True when the gRPC shim over ghostwire.rpc lands
+        grpc=True,  # gRPC-style calls over ghostwire.rpc (QUIC), not gRPC's HTTP/2 wire
         ipv6=socket.has_ipv6,
         websocket=has_h11 and has_wsproto,
         reverse_proxy=False,
@@ -117,8 +146,6 @@ def _not_yet(name: str, reason: str) -> Any:
     return factory
 
 
-_RPC = "maps onto ghostwire.rpc, which has not landed yet"
-createGrpcServer = _not_yet("createGrpcServer", _RPC)
 createWebSocketServer = _not_yet(
     "createWebSocketServer", "use UnifiedServer.websocket(path, handler) routes"
 )
@@ -139,7 +166,9 @@ __all__ = [
     "AsyncServerBuilder",
     "AsyncUnifiedServer",
     "AsyncUnifiedServerConfig",
+    "BlockingGrpcClient",
     "BlockingHttpClient",
+    "CallOptions",
     "ClientConfig",
     "ClientError",
     "ClientRequest",
@@ -147,8 +176,22 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "Cookie",
+    "EchoService",
     "GhostwireCapabilities",
+    "GrpcCall",
+    "GrpcCallFailed",
+    "GrpcClient",
+    "GrpcClientConfig",
+    "GrpcConfig",
     "GrpcError",
+    "GrpcMessage",
+    "GrpcMetadata",
+    "GrpcRequest",
+    "GrpcResponse",
+    "GrpcServer",
+    "GrpcServerStats",
+    "GrpcService",
+    "GrpcStatus",
     "HandlerFn",
     "HandshakeFailed",
     "Headers",
@@ -163,7 +206,9 @@ __all__ = [
     "MiddlewareFn",
     "NetworkError",
     "NetworkProtocol",
+    "NoResponseData",
     "ProxyError",
+    "RetryPolicy",
     "SameSite",
     "ServerAlreadyRunning",
     "ServerProtocol",
@@ -176,14 +221,22 @@ __all__ = [
     "UnifiedServer",
     "UnifiedServerConfig",
     "UnsupportedFeature",
+    "ZvmClient",
+    "ZvmClientConfig",
+    "ZvmError",
     "capabilities",
     "createAsyncServerBuilder",
     "createAsyncUnifiedServer",
+    "createGrpcClient",
     "createGrpcServer",
     "createIPv6Stack",
     "createReverseProxy",
     "createUnifiedServer",
     "createWebSocketClient",
     "createWebSocketServer",
+    "eventSource",
+    "grpc",
+    "grpcEvents",
+    "rpcEvents",
     "version",
 ]

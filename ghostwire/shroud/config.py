@@ -214,7 +214,7 @@ class GhostwireCapabilities:
     """What this shim really does (the original returned all ``True``).
 
     ``http2``: no HTTP/2 server (HTTP/1.1 and HTTP/3 are served instead).
-    ``grpc``: the gRPC-style shim lands with ``ghostwire.rpc``.
+    ``grpc``: gRPC-style calls over ``ghostwire.rpc`` (QUIC), not gRPC's HTTP/2 wire.
     ``reverse_proxy``, ``multicast_discovery``, ``zero_config_ipv6``: not ported.
     ``ipv6``: listeners bind IPv6 addresses when given one.
     """

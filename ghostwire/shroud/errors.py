@@ -74,7 +74,7 @@ class ClientError(TransportError):
 
 
 class GrpcError(TransportError):
-    """A gRPC-style call failed (the gRPC shim lands with ``ghostwire.rpc``)."""
+    """A gRPC-style call failed (see :mod:`.grpc`)."""
 
 
 class IPv6Error(TransportError):

@@ -8,7 +8,7 @@ handler forms:
   message, ``bytes`` as binary, anything else as JSON text. When it ends
   the socket is closed normally (1000). This is the shape of an event
   channel: a route can be backed by any async iterator of events (an RPC
-  event channel, once ``ghostwire.rpc`` lands, slots in here unchanged).
+  event channel slots in here: see :mod:`.ws_events`).
   While it runs, incoming frames are read (pings answered); the client
   closing the socket cancels the generator.
 * a **session**: ``async def h(ws)`` or ``async def h(req, ws)`` using
