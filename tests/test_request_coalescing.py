@@ -26,6 +26,8 @@ PAYLOAD = bytes(range(100))
 # 64 requests of ~110 bytes on the wire fit in 7 datagrams of 1,200 bytes;
 # one datagram per request would be 64.
 MAX_DATAGRAMS = 16
+# The replies of an ungated echo server, ACKs included.
+MAX_REPLY_DATAGRAMS = 12
 
 
 class GatedEchoServer:
@@ -124,9 +126,68 @@ async def test_requests_issued_in_one_pass_share_datagrams() -> None:
     assert 1 <= reply_datagrams <= MAX_DATAGRAMS, reply_datagrams
 
 
+class EchoServer:
+    """Answers every stream as soon as it is read to its end (no gate): the
+    acceptor takes one stream per scheduler pass, so the replies to one
+    datagram's requests are written over several passes."""
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+
+    async def handler(self, conn: Connection) -> None:
+        self.conn = conn
+        async with trio.open_nursery() as nursery:
+            async for stream in conn:
+                nursery.start_soon(self._serve, stream)
+
+    @staticmethod
+    async def _serve(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
+        assert isinstance(stream, quic.QuicStream)
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        await GatedEchoServer._reply(stream, data)
+
+
+async def test_replies_written_over_several_passes_share_datagrams() -> None:
+    """The flusher waits while accepted-to-be streams are queued and handlers
+    keep writing, so the replies to a burst of requests leave together rather
+    than a few per datagram."""
+    echo = EchoServer()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), echo.handler, 0, server_config()
+            )
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                assert await request(conn, b"warm-up") == b"warm-up"
+                await trio.testing.wait_all_tasks_blocked()
+                assert echo.conn is not None
+                before = echo.conn.statistics().packets_sent
+                go = trio.Event()
+                replies: list[bytes] = []
+
+                async def one_request() -> None:
+                    await go.wait()
+                    replies.append(await request(conn, PAYLOAD))
+
+                async with trio.open_nursery() as requests:
+                    for _ in range(REQUESTS):
+                        requests.start_soon(one_request)
+                    await trio.testing.wait_all_tasks_blocked()
+                    go.set()
+                server_sent = echo.conn.statistics().packets_sent - before
+            nursery.cancel_scope.cancel()
+    assert replies == [PAYLOAD] * REQUESTS
+    # 64 replies fit in 7 datagrams; a flush per pass of the acceptor would
+    # send about one datagram per reply.
+    print("SENT", server_sent)
+    assert 1 <= server_sent <= MAX_DATAGRAMS, server_sent
+
+
 async def test_a_lone_request_is_not_held_back() -> None:
-    """With nothing else runnable the flush goes out at once: a request on an
-    otherwise idle connection is answered, its data and FIN in one packet."""
+    """A request on an otherwise idle connection goes out on the flusher's
+    next turn (no timer has to fire) and is answered, data and FIN in one packet."""
     with trio.fail_after(20):
         async with gated_server(0) as (server, _):
             async with quic.connect("127.0.0.1", server.port, client_config()) as conn:

@@ -53,7 +53,7 @@ HANDLER_LINGER = 2.0
 
 Handler = Callable[["Connection"], Awaitable[object]]
 
-# A flush waits at most this many scheduler passes for runnable tasks to write.
+# A flush waits at most this many scheduler passes for the writes to stop.
 MAX_FLUSH_DEFERRALS = 8
 
 
@@ -422,21 +422,28 @@ class Connection(trio.abc.AsyncResource):
             self._handler_scope.cancel()
 
     async def _let_runnable_tasks_write(self) -> None:
-        """Put a requested flush off while other tasks are runnable (at most
-        ``MAX_FLUSH_DEFERRALS`` scheduler passes), so that what they are about
-        to write -- the next requests, the replies of a handler -- shares the
-        datagrams instead of each pass sending its own. With nothing else
-        runnable (a lone request) the flush goes out at once.
+        """Put a requested flush off while the connection's tasks keep writing,
+        so that what they are about to write -- the next requests, the replies
+        of a handler (several passes each: accept, read, read the end, write)
+        -- shares the datagrams instead of each pass sending its own.
 
-        (``current_statistics`` counts the run's registered file descriptors
-        too: cheap for a server's one socket.)
+        The flush goes once a full scheduler pass (from this task's turn to
+        its next: every runnable task ran once) brought no new write and no
+        peer stream waits in the accept queue (the acceptor takes one per
+        pass; each becomes a handler that replies), or after
+        ``MAX_FLUSH_DEFERRALS`` passes. An empty run queue is a hint only
+        (within a pass, trio may run this task before the rest of the batch,
+        which ``tasks_runnable`` does not count): it lets a lone request or
+        reply go at once.
         """
+        if not self._incoming and not trio.lowlevel.current_statistics().tasks_runnable:
+            # Nothing queued for the next pass. The rest of this pass may still
+            # run, but a lone request or reply goes out without waiting.
+            return
         for _ in range(MAX_FLUSH_DEFERRALS):
-            if not trio.lowlevel.current_statistics().tasks_runnable:
-                return
             seen = self._flush_requests
             await trio.lowlevel.cancel_shielded_checkpoint()
-            if self._flush_requests == seen:
+            if self._flush_requests == seen and not self._incoming:
                 return  # every task ran once since, and none wrote: go
 
     async def _wait_flush_request(self) -> None:
