@@ -505,6 +505,32 @@ class StreamManager:
             self._maybe_forget(stream_id)
         return data
 
+    def read_or_eof(self, stream_id: int, max_bytes: int | None = None) -> bytes | None:
+        """One call for a reader's step: in-order data if any; ``b""`` at the end
+        of the stream (the read that reaches it is "Data Read", RFC 9000 §3.2,
+        and a stream already forgotten is over); ``None`` when nothing is
+        readable yet (also after a reset: the caller checks for one first).
+
+        ``read`` then ``at_eof`` do the same in two lookups and a second read.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return b""  # both halves finished and forgotten
+        receiver = stream.receiver
+        if receiver is None:
+            return None
+        consumed = receiver.consumed
+        data = receiver.read(max_bytes)
+        if receiver.consumed != consumed:
+            self.recv_credit.on_consumed(receiver.consumed - consumed)
+        if receiver.wants_max_stream_data():
+            self._control[stream_id] = None
+        if receiver.is_finished:
+            self._maybe_forget(stream_id)
+        if data:
+            return data
+        return b"" if receiver.at_eof else None
+
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abandon the send side with RESET_STREAM (no-op if already finished)."""
         sender = self._live(stream_id).sender

@@ -200,6 +200,7 @@ class _ReceiveSide(_StreamBase):
     def _init_receive(self) -> None:
         self._receiving = False
         self._stop_sent = False
+        self._eof_read = False  # receive_some returned b"": nothing left to stop
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return some data; ``b""`` only at the end of the stream."""
@@ -214,6 +215,7 @@ class _ReceiveSide(_StreamBase):
             await trio.lowlevel.checkpoint_if_cancelled()
             size = max_bytes or DEFAULT_RECEIVE_SIZE
             core = self._core
+            streams = core.streams
             stream_id = self._stream_id
             while True:
                 self._check_open()
@@ -222,9 +224,9 @@ class _ReceiveSide(_StreamBase):
                     # the peer may never answer with RESET_STREAM (only a SHOULD): without
                     # this a reader would wait forever, or see the FIN as a clean EOF.
                     raise trio.ClosedResourceError("stop_sending() was called on this stream")
-                data = core.read_stream(stream_id, size)
+                data = streams.read_or_eof(stream_id, size)
                 if data:
-                    if core.streams.has_pending_control():
+                    if streams.has_pending_control():
                         self._conn._flush_soon()  # the read freed credit worth announcing
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
@@ -233,8 +235,9 @@ class _ReceiveSide(_StreamBase):
                     raise StreamReset(
                         f"peer reset stream {stream_id} with code {code}", error_code=code
                     )
-                if core.stream_at_eof(stream_id):
-                    if core.streams.has_pending_control():
+                if data is not None:  # the end of the stream
+                    self._eof_read = True
+                    if streams.has_pending_control():
                         self._conn._flush_soon()  # e.g. MAX_STREAMS for a finished stream
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return b""
@@ -253,7 +256,7 @@ class _ReceiveSide(_StreamBase):
         self._wake()  # a task parked in receive_some must learn of it
 
     def _close_receive_side(self) -> None:
-        if not self._stop_sent and not self._core.is_closed:
+        if not self._stop_sent and not self._eof_read and not self._core.is_closed:
             if not self._core.stream_at_eof(self._stream_id):
                 self._stop_sent = True
                 self._core.stop_sending(self._stream_id, 0)
