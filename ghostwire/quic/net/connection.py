@@ -304,9 +304,15 @@ class Connection(trio.abc.AsyncResource):
                 hook(event)
                 if kind in _STREAM_EVENTS:
                     continue
-            if kind is StreamReadable or kind is StreamWritable:
+            if kind is StreamReadable:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
                 if stream is not None:
+                    stream._wake()
+            elif kind is StreamWritable:
+                # Acknowledged data only matters to a writer waiting for room;
+                # waking a reader parked on the same lot would cost it a pass.
+                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None and stream._sending:
                     stream._wake()
             elif kind is StreamOpened:
                 self._on_stream_opened(event.stream_id)  # type: ignore[attr-defined]

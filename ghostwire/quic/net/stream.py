@@ -37,6 +37,8 @@ DEFAULT_RECEIVE_SIZE = 65536
 
 
 class _StreamBase:
+    _sending = False  # a send_all / wait_send_all_might_not_block is running
+
     def __init__(self, conn: Connection, stream_id: int) -> None:
         self._conn = conn
         self._core = conn._core
