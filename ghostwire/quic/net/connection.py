@@ -186,6 +186,7 @@ class Connection(trio.abc.AsyncResource):
     async def open_stream(self, bidirectional: bool = True) -> QuicStream | QuicSendStream:
         """Open a stream, waiting while the peer's stream limit is reached."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while True:
             self._raise_if_closed()
             try:
@@ -193,22 +194,27 @@ class Connection(trio.abc.AsyncResource):
             except StreamLimitReached:
                 self._flush()  # lets STREAMS_BLOCKED go out
                 await self._open_lot.park()
+                parked = True
                 continue
             stream: QuicStream | QuicSendStream = (
                 QuicStream(self, stream_id) if bidirectional else QuicSendStream(self, stream_id)
             )
             self._streams[stream_id] = stream
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not parked:  # parking was the schedule point
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return stream
 
     async def accept_stream(self) -> QuicStream | QuicReceiveStream:
         """Wait for the next stream the peer opens."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while not self._incoming:
             self._raise_if_closed()
             await self._accept_lot.park()
+            parked = True
         stream = self._incoming.popleft()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not parked:  # parking was the schedule point: a second costs a pass
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return stream  # type: ignore[return-value]
 
     def __aiter__(self) -> AsyncIterator[QuicStream | QuicReceiveStream]:

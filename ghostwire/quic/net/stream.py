@@ -153,11 +153,14 @@ class _SendSide(_StreamBase):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             self._check_send()
+            parked = False
             while self._send_room() <= 0:
                 self._conn._flush()
                 await self._lot.park()
+                parked = True
                 self._check_send()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not parked:  # parking was the schedule point
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
@@ -219,6 +222,7 @@ class _ReceiveSide(_StreamBase):
             core = self._core
             streams = core.streams
             stream_id = self._stream_id
+            parked = False  # parking is a schedule point: no second one after it
             while True:
                 self._check_open()
                 if self._stop_sent:
@@ -230,7 +234,8 @@ class _ReceiveSide(_StreamBase):
                 if data:
                     if streams.has_pending_control():
                         self._conn._flush_soon()  # the read freed credit worth announcing
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if not parked:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 code = self._reset_code
                 if code is not None:
@@ -241,10 +246,12 @@ class _ReceiveSide(_StreamBase):
                     self._eof_read = True
                     if streams.has_pending_control():
                         self._conn._flush_soon()  # e.g. MAX_STREAMS for a finished stream
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if not parked:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return b""
                 self._conn._raise_if_closed()
                 await self._lot.park()
+                parked = True
         finally:
             self._receiving = False
 
