@@ -309,6 +309,12 @@ class StreamManager:
         self._create(stream_id)
         return stream_id
 
+    def streams_available(self, bidirectional: bool) -> int:
+        """How many more streams of a type the peer's MAX_STREAMS lets us open now."""
+        uni = 0 if bidirectional else 1
+        index = self._next_index[self._local_bit | (uni << 1)]
+        return max(0, self._peer_max_streams[uni] - index)
+
     def get(self, stream_id: int) -> Stream | None:
         """The live stream with this id, or None (never opened, or closed and forgotten)."""
         return self._streams.get(stream_id)

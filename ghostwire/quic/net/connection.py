@@ -79,7 +79,8 @@ class Connection(trio.abc.AsyncResource):
         self._streams: dict[int, AnyStream] = {}
         self._incoming: deque[AnyStream] = deque()
         self._accept_lot = trio.lowlevel.ParkingLot()
-        self._open_lot = trio.lowlevel.ParkingLot()
+        self._open_lot = trio.lowlevel.ParkingLot()  # open_stream() waiting for credit
+        self._open_uni_lot = trio.lowlevel.ParkingLot()  # the same, unidirectional
         self._handler_scope: trio.CancelScope | None = None
         # Set (and dropped) when everything sent has been acknowledged; only
         # exists while someone waits in wait_delivered().
@@ -193,7 +194,7 @@ class Connection(trio.abc.AsyncResource):
                 stream_id = self._core.open_stream(bidirectional)
             except StreamLimitReached:
                 self._flush()  # lets STREAMS_BLOCKED go out
-                await self._open_lot.park()
+                await (self._open_lot if bidirectional else self._open_uni_lot).park()
                 parked = True
                 continue
             stream: QuicStream | QuicSendStream = (
@@ -333,7 +334,15 @@ class Connection(trio.abc.AsyncResource):
                     stream._stop_code = event.error_code  # type: ignore[attr-defined]
                     stream._wake()
             elif kind is StreamsAvailable:
-                self._open_lot.unpark_all()
+                # Wake only as many openers as there are new streams: with a
+                # thousand waiting, waking all for each MAX_STREAMS batch costs
+                # a thousand task steps to open a dozen streams. Nothing sits
+                # between an opener's wake-up and its open_stream, so none of
+                # the credit goes unused while others wait.
+                bidi = event.bidirectional  # type: ignore[attr-defined]
+                (self._open_lot if bidi else self._open_uni_lot).unpark(
+                    count=core.streams.streams_available(bidi)
+                )
             elif kind is ConnectionIdIssued:
                 self._endpoint.demux.add_route(event.connection_id, core)  # type: ignore[attr-defined]
             elif kind is ConnectionIdRetired:
@@ -391,6 +400,7 @@ class Connection(trio.abc.AsyncResource):
         self._handshake_event.set()
         self._accept_lot.unpark_all()
         self._open_lot.unpark_all()
+        self._open_uni_lot.unpark_all()
         for stream in list(self._streams.values()):
             stream._wake()
         # The handler is not cancelled yet: its pending calls raise
@@ -558,6 +568,7 @@ class Connection(trio.abc.AsyncResource):
         self._handshake_event.set()
         self._accept_lot.unpark_all()
         self._open_lot.unpark_all()
+        self._open_uni_lot.unpark_all()
         for stream in list(self._streams.values()):
             stream._wake()
         if self._nursery is not None:
