@@ -758,9 +758,6 @@ class QuicConnection:
             self._events.append(ConnectionIdRetired(cid))
         self.local_cids.retired.clear()
 
-    def push_event(self, event: Event) -> None:
-        self._events.append(event)
-
     # ------------------------------------------------------------------
     # Sending
     # ------------------------------------------------------------------
