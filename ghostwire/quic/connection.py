@@ -165,7 +165,10 @@ class QuicConnection:
         """
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
-        self.peer_address = peer_address
+        # Owns the peer's address and its validation (RFC 9000 §8, §9).
+        self.path = PathManager(
+            self, random_bytes, peer_address, validated=self.is_client or address_validated
+        )
         self._random = random_bytes
         self.qlog = qlog
         self.version = version if version is not None else first_flight_version(config)
@@ -180,13 +183,11 @@ class QuicConnection:
         if self.is_client:
             self.original_dcid = random_bytes(max(8, cid_length))
             peer_cid = self.original_dcid
-            self.address_validated = True
         else:
             if original_dcid is None or client_scid is None:
                 raise ValueError("a server connection needs the client's original_dcid and scid")
             self.original_dcid = original_dcid
             peer_cid = client_scid
-            self.address_validated = address_validated
         self.retry_scid = retry_scid
         # The SCID of the peer's first Initial, checked against its transport
         # parameters (RFC 9000 §7.3). The client learns it from the server.
@@ -223,10 +224,6 @@ class QuicConnection:
         self._received_first_packet = False
         self._retry_received = False
 
-        # Server-side anti-amplification accounting (RFC 9000 §8.1).
-        self.bytes_received_unvalidated = 0
-        self.bytes_sent_unvalidated = 0
-
         self.local_params = local_transport_parameters(self)
         self.tls = TlsHandshake(
             build_tls_settings(
@@ -252,7 +249,6 @@ class QuicConnection:
 
         self.receiver = FrameReceiver(self)
         self.writer = FrameWriter(self)
-        self.path = PathManager(self, random_bytes)
         if qlog is not None:
             qlog.bind(self, now)  # names the trace by original_dcid; opens nothing yet
 
@@ -430,9 +426,10 @@ class QuicConnection:
             # RFC 9000 §9: a client MUST discard packets from an unknown server address.
             return
         self.stats.bytes_received += len(data)
-        if not self.address_validated and same_address(addr, self.peer_address):
+        amplification = self.path.amplification
+        if not amplification.validated and same_address(addr, self.path.address):
             # Only what arrives from the address being validated counts (RFC 9000 §8.1).
-            self.bytes_received_unvalidated += len(data)
+            amplification.on_received(len(data))
         if state is ConnectionState.CLOSING:
             self._on_packet_while_closing()
             return
@@ -552,11 +549,11 @@ class QuicConnection:
         if not self.is_client and epoch is Epoch.HANDSHAKE:
             # RFC 9000 §8.1: a Handshake packet proves the client owns its address;
             # RFC 9001 §4.9.1: the server discards Initial keys now.
-            self.address_validated = True
+            self.path.amplification.validate()
             self.recovery.peer_completed_address_validation = True
             self._discard_space(Space.INITIAL)
-        if self.recovery.amplification_blocked and self._amplification_room() > 0:
-            self.recovery.amplification_blocked = False
+        if self.recovery.amplification_blocked and self.path.amplification.has_room():
+            self.recovery.set_amplification_blocked(False)
         # RFC 9000 §10.1: any processed packet restarts the idle timer. Packets
         # received together share ``now``: once per batch is enough (the
         # timeout is fixed once the handshake is confirmed, but for the PTO).
@@ -777,8 +774,9 @@ class QuicConnection:
     def on_packets_sent(self, packets: list[SentPacket], datagram_size: int, now: float) -> None:
         """Bookkeeping once the writer built a datagram."""
         self.stats.bytes_sent += datagram_size
-        if not self.address_validated:
-            self.bytes_sent_unvalidated += datagram_size
+        amplification = self.path.amplification
+        if not amplification.validated:
+            amplification.on_sent(datagram_size)
         ack_eliciting = False
         for packet in packets:
             self.stats.packets_sent += 1
@@ -796,13 +794,24 @@ class QuicConnection:
 
     def amplification_room(self) -> int | None:
         """Bytes a server may still send to an unvalidated address (None: no limit)."""
-        if self.address_validated:
-            return None
-        return self._amplification_room()
+        return self.path.amplification.room()
 
-    def _amplification_room(self) -> int:
-        # RFC 9000 §8.1: at most three times what was received.
-        return max(0, 3 * self.bytes_received_unvalidated - self.bytes_sent_unvalidated)
+    def on_close_datagram_sent(self, size: int, packets: int) -> None:
+        """Bookkeeping for a datagram carrying CONNECTION_CLOSE (not tracked
+        by loss recovery)."""
+        self.stats.bytes_sent += size
+        self.stats.packets_sent += packets
+        self.path.amplification.on_sent(size)
+
+    @property
+    def peer_address(self) -> Address:
+        """Where the peer is (the path manager follows a client that moves)."""
+        return self.path.address
+
+    @property
+    def address_validated(self) -> bool:
+        """The peer's address is validated (RFC 9000 §8): no amplification limit."""
+        return self.path.amplification.validated
 
     # ------------------------------------------------------------------
     # Acknowledgements and loss (called by the frame receiver)

@@ -590,6 +590,19 @@ class LossRecovery:
             duration += self.peer_max_ack_delay
         return duration
 
+    def set_amplification_blocked(self, blocked: bool) -> None:
+        """A server at its anti-amplification limit (RFC 9000 §8.1) arms no
+        timer: it could not send a probe anyway (App. A.8)."""
+        self.amplification_blocked = blocked
+
+    def start_new_path(self, congestion: CongestionController, initial_rtt: float) -> None:
+        """RFC 9000 §9.4: the peer moved to a new IP address: a fresh congestion
+        controller and RTT estimator. The bytes in flight stay accounted (they
+        leave when acknowledged or lost)."""
+        congestion.bytes_in_flight = self.congestion.bytes_in_flight
+        self.congestion = congestion
+        self.rtt = RttEstimator(initial_rtt)
+
     def loss_detection_timer(self) -> float | None:
         """Absolute time the loss detection timer fires, or None (App. A.8)."""
         loss_time, _ = self._earliest_loss_time()
