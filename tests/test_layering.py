@@ -177,3 +177,77 @@ def test_public_names_stay_importable() -> None:
 
     assert connect is shell_connect
     assert h3.ClientResponse.__name__ == "Response"
+
+
+# -- the layers above QUIC use its public API only ------------------------------
+
+QUIC = PACKAGE / "quic"
+UPPER_LAYERS = tuple(PACKAGE / name for name in ("http3", "rpc", "shroud", "cli"))
+OWN_RECEIVERS = {"self", "cls"}
+
+
+def _private_names_defined(paths: list[Path]) -> set[str]:
+    """``_names`` the modules define: methods, functions, classes and
+    attributes they assign (``self._x = ...``, ``__slots__`` entries)."""
+    names: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)  # __slots__ entries
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def _quic_privates_used(
+    path: Path, quic_privates: set[str], root: Path = PACKAGE.parent
+) -> list[str]:
+    """Where ``path`` reaches into QUIC: ``obj._name`` on something not its own
+    (``self``/``cls``) with a private name only QUIC defines, or a private
+    name imported from ``ghostwire.quic``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in quic_privates:
+            receiver = node.value
+            if isinstance(receiver, ast.Name) and receiver.id in OWN_RECEIVERS:
+                continue
+            found.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and "quic" in (node.module or "").split("."):
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            found.extend(f"{where} {a.name}" for a in node.names if a.name.startswith("_"))
+    return found
+
+
+def _upper_layer_offences() -> list[str]:
+    quic_modules = sorted(QUIC.rglob("*.py"))
+    upper_modules = sorted(path for root in UPPER_LAYERS for path in root.rglob("*.py"))
+    # A name the upper layers define themselves is theirs to use (``_lot`` of
+    # an HTTP/3 channel); what is left are QUIC's own internals.
+    quic_privates = _private_names_defined(quic_modules) - _private_names_defined(upper_modules)
+    assert {"_flush", "_flush_soon", "_after_input", "_reset_code", "_core"} <= quic_privates
+    return [hit for path in upper_modules for hit in _quic_privates_used(path, quic_privates)]
+
+
+def test_upper_layers_use_only_public_quic_api() -> None:
+    """HTTP/3, RPC, shroud and the CLI drive QUIC through its public API
+    (``Connection.flush``/``flush_soon``/``process_and_flush``/
+    ``raise_if_closed``, ``QuicStream.on_peer_abort``), never its privates."""
+    assert _upper_layer_offences() == []
+
+
+def test_the_private_access_check_catches_reaching_in(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from ghostwire.quic.net.connection import _STREAM_EVENTS\n"
+        "def f(conn, self):\n    conn._flush_soon()\n    self._flush_soon()\n"
+        "    stream._reset_code = 1\n"
+    )
+    quic_privates = _private_names_defined(sorted(QUIC.rglob("*.py")))
+    hits = [hit.split(":")[-1] for hit in _quic_privates_used(bad, quic_privates, tmp_path)]
+    assert sorted(hits) == ["1 _STREAM_EVENTS", "3 ._flush_soon", "5 ._reset_code"]

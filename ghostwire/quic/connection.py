@@ -25,9 +25,11 @@ The work is split over collaborators, each in its own module:
 ``FrameWriter``           what goes into the next packet (``frame_writer``)
 ========================  ==================================================
 
-This module owns the connection's lifecycle: handshake progress and key
-installation, packet decryption, the idle/handshake/closing timers, and the
-closing and draining periods of RFC 9000 §10.2.
+This module owns packet decryption, the application-side API and the
+sending bookkeeping; two mixins hold the rest of the connection's lifecycle:
+``handshake.HandshakeMixin`` (versions, Retry, TLS glue, key installation
+and discarding) and ``lifecycle.LifecycleMixin`` (the idle, handshake and
+keep-alive timers, and the closing and draining periods of RFC 9000 §10.2).
 """
 
 from __future__ import annotations
@@ -36,13 +38,12 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from .cid import LocalConnectionIds, PeerConnectionIds
 from .config import ClientConfig, ServerConfig
 from .congestion import create_congestion_controller
-from .crypto import DecryptionFailed, PacketKeys, derive_initial_secrets, remove_header_protection
+from .crypto import DecryptionFailed, remove_header_protection
 from .crypto_stream import CryptoStream
 from .errors import PacketDropped, QuicProtocolError, TransportErrorCode
 from .events import (
@@ -51,7 +52,6 @@ from .events import (
     ConnectionIdRetired,
     ConnectionTerminated,
     Event,
-    HandshakeCompleted,
     StopSendingReceived,
     StreamOpened,
     StreamReadable,
@@ -61,7 +61,10 @@ from .events import (
 )
 from .frame_receiver import FrameReceiver
 from .frame_writer import MAX_DATAGRAMS_PER_CALL, FrameWriter
+from .handshake import _SPACE_OF_EPOCH, HandshakeMixin
 from .key_update import KeyPhases
+from .lifecycle import ConnectionState as ConnectionState
+from .lifecycle import LifecycleMixin
 from .packet import PacketHeader, PacketType, decode_packet_number, parse_header
 from .packet_space import PacketNumberSpace
 from .path import PathManager, same_address
@@ -70,32 +73,12 @@ from .recovery import LossRecovery, SentPacket, Space
 from .stream_states import StreamStateError
 from .streams import StreamSet
 from .suites import CipherSuite, Epoch
-from .tls import CertificateVerificationError, TlsAlert, TlsHandshake
-from .transport_params import TransportParameters, decode_transport_parameters
-from .transport_setup import build_tls_settings, local_transport_parameters, validate_peer_cids
-from .versions import (
-    client_check_server_version,
-    compatible,
-    first_flight_version,
-    server_choose_version,
-    version_information,
-)
+from .tls import TlsHandshake
+from .transport_params import TransportParameters
+from .transport_setup import build_tls_settings, local_transport_parameters
+from .versions import first_flight_version
 
 Address = Any  # whatever the shell uses for peer addresses (a tuple for UDP)
-
-# RFC 9000 §10.2: closing and draining last three PTOs.
-CLOSE_PERIOD_PTOS = 3
-# Send at most one CONNECTION_CLOSE per this many packets received while closing.
-CLOSE_RESPONSE_EVERY = 4
-
-
-class ConnectionState(Enum):
-    HANDSHAKE = "handshake"
-    CONNECTED = "connected"
-    CLOSING = "closing"  # we sent CONNECTION_CLOSE (RFC 9000 §10.2.1)
-    DRAINING = "draining"  # the peer did (RFC 9000 §10.2.2)
-    TERMINATED = "terminated"
-
 
 # For per-packet checks. On CPython 3.11 reading a member off an enum class
 # (``ConnectionState.CLOSING``) costs ~0.1 µs: EnumType.__getattr__ sends every
@@ -127,15 +110,9 @@ _EPOCH_OF_TYPE = {
     PacketType.ZERO_RTT: Epoch.ZERO_RTT,
     PacketType.ONE_RTT: Epoch.ONE_RTT,
 }
-_SPACE_OF_EPOCH = {
-    Epoch.INITIAL: Space.INITIAL,
-    Epoch.HANDSHAKE: Space.HANDSHAKE,
-    Epoch.ZERO_RTT: Space.APPLICATION,
-    Epoch.ONE_RTT: Space.APPLICATION,
-}
 
 
-class QuicConnection:
+class QuicConnection(HandshakeMixin, LifecycleMixin):
     """One QUIC connection, client or server side."""
 
     def __init__(
@@ -165,7 +142,10 @@ class QuicConnection:
         """
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
-        self.peer_address = peer_address
+        # Owns the peer's address and its validation (RFC 9000 §8, §9).
+        self.path = PathManager(
+            self, random_bytes, peer_address, validated=self.is_client or address_validated
+        )
         self._random = random_bytes
         self.qlog = qlog
         self.version = version if version is not None else first_flight_version(config)
@@ -174,32 +154,9 @@ class QuicConnection:
         self._events: deque[Event] = deque()
         self.stats = ConnectionStats()
 
-        cid_length = config.connection_id_length
-        generator = config.cid_generator if isinstance(config, ServerConfig) else None
-        our_cid = generator() if generator is not None else random_bytes(cid_length)
-        if self.is_client:
-            self.original_dcid = random_bytes(max(8, cid_length))
-            peer_cid = self.original_dcid
-            self.address_validated = True
-        else:
-            if original_dcid is None or client_scid is None:
-                raise ValueError("a server connection needs the client's original_dcid and scid")
-            self.original_dcid = original_dcid
-            peer_cid = client_scid
-            self.address_validated = address_validated
-        self.retry_scid = retry_scid
-        # The SCID of the peer's first Initial, checked against its transport
-        # parameters (RFC 9000 §7.3). The client learns it from the server.
-        self.peer_initial_scid: bytes | None = None if self.is_client else client_scid
-        self.initial_dcid_for_keys = self.original_dcid if retry_scid is None else retry_scid
-        self.local_cids = LocalConnectionIds(
-            our_cid, cid_length, random_bytes, reset_token_for or (lambda cid: random_bytes(16)),
-            new_cid=generator,
+        self._init_connection_ids(
+            random_bytes, original_dcid, client_scid, retry_scid, reset_token_for
         )
-        self.peer_cids = PeerConnectionIds(peer_cid, config.active_connection_id_limit)
-        self._events.append(ConnectionIdIssued(our_cid))
-        self.token = b""  # client: address validation token to put in Initials
-        self.new_token = b""  # client: a NEW_TOKEN from the server, for next time
 
         self.spaces = {space: PacketNumberSpace(space) for space in Space}
         self.key_phases = KeyPhases(config.aead_confidentiality_limit, config.aead_integrity_limit)
@@ -223,10 +180,6 @@ class QuicConnection:
         self._received_first_packet = False
         self._retry_received = False
 
-        # Server-side anti-amplification accounting (RFC 9000 §8.1).
-        self.bytes_received_unvalidated = 0
-        self.bytes_sent_unvalidated = 0
-
         self.local_params = local_transport_parameters(self)
         self.tls = TlsHandshake(
             build_tls_settings(
@@ -235,26 +188,47 @@ class QuicConnection:
             self.local_params_bytes,
         )
 
-        # Timers (absolute times, None when off).
-        self._started_at = now
-        self.idle_timeout = config.idle_timeout
-        self.idle_deadline: float | None = now + config.idle_timeout
-        self.handshake_deadline: float | None = now + config.handshake_timeout
-        self.close_deadline: float | None = None
-        self.keep_alive_deadline: float | None = None
-        self._ack_eliciting_sent_since_receive = False
-        self._idle_restarted_at: float | None = None  # ``now`` of the last restart on receipt
-
-        # Closing.
-        self.close_frame: tuple[int, int | None, bytes, bool] | None = None
-        self._close_sent_pending = False
-        self._packets_since_close = 0
+        self._init_timers(now)
 
         self.receiver = FrameReceiver(self)
         self.writer = FrameWriter(self)
-        self.path = PathManager(self, random_bytes)
         if qlog is not None:
             qlog.bind(self, now)  # names the trace by original_dcid; opens nothing yet
+
+    def _init_connection_ids(
+        self,
+        random_bytes: Callable[[int], bytes],
+        original_dcid: bytes | None,
+        client_scid: bytes | None,
+        retry_scid: bytes | None,
+        reset_token_for: Callable[[bytes], bytes] | None,
+    ) -> None:
+        """Connection IDs both ways, and what the handshake checks about them."""
+        config = self.config
+        cid_length = config.connection_id_length
+        generator = config.cid_generator if isinstance(config, ServerConfig) else None
+        our_cid = generator() if generator is not None else random_bytes(cid_length)
+        if self.is_client:
+            self.original_dcid = random_bytes(max(8, cid_length))
+            peer_cid = self.original_dcid
+        else:
+            if original_dcid is None or client_scid is None:
+                raise ValueError("a server connection needs the client's original_dcid and scid")
+            self.original_dcid = original_dcid
+            peer_cid = client_scid
+        self.retry_scid = retry_scid
+        # The SCID of the peer's first Initial, checked against its transport
+        # parameters (RFC 9000 §7.3). The client learns it from the server.
+        self.peer_initial_scid: bytes | None = None if self.is_client else client_scid
+        self.initial_dcid_for_keys = self.original_dcid if retry_scid is None else retry_scid
+        self.local_cids = LocalConnectionIds(
+            our_cid, cid_length, random_bytes, reset_token_for or (lambda cid: random_bytes(16)),
+            new_cid=generator,
+        )
+        self.peer_cids = PeerConnectionIds(peer_cid, config.active_connection_id_limit)
+        self._events.append(ConnectionIdIssued(our_cid))
+        self.token = b""  # client: address validation token to put in Initials
+        self.new_token = b""  # client: a NEW_TOKEN from the server, for next time
 
     # ------------------------------------------------------------------
     # Public API
@@ -430,9 +404,10 @@ class QuicConnection:
             # RFC 9000 §9: a client MUST discard packets from an unknown server address.
             return
         self.stats.bytes_received += len(data)
-        if not self.address_validated and same_address(addr, self.peer_address):
+        amplification = self.path.amplification
+        if not amplification.validated and same_address(addr, self.path.address):
             # Only what arrives from the address being validated counts (RFC 9000 §8.1).
-            self.bytes_received_unvalidated += len(data)
+            amplification.on_received(len(data))
         if state is ConnectionState.CLOSING:
             self._on_packet_while_closing()
             return
@@ -466,17 +441,9 @@ class QuicConnection:
     ) -> bool:
         """Decrypt and process one packet; False if it was dropped."""
         ptype = header.packet_type
-        if header.is_long:  # (the checks 1-RTT packets need not pay for)
-            if ptype is PacketType.VERSION_NEGOTIATION:
-                self._on_version_negotiation(header, now)
-                return False
-            if ptype is PacketType.RETRY:
-                self._on_retry(header, data[start : header.end], now)
-                return False
-            if header.version != self.version and not self._follow_version(header):
-                return False
-            if ptype is PacketType.ZERO_RTT:
-                return False  # 0-RTT is not offered, so there are no keys for it
+        # (the checks 1-RTT packets need not pay for)
+        if header.is_long and not self._long_header_packet_wanted(header, data, start, now):
+            return False
         epoch = _EPOCH_OF_TYPE[ptype]
         one_rtt = epoch is Epoch.ONE_RTT
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
@@ -548,15 +515,32 @@ class QuicConnection:
                 )
         return True
 
+    def _long_header_packet_wanted(
+        self, header: PacketHeader, data: bytes, start: int, now: float
+    ) -> bool:
+        """Version Negotiation and Retry are handled here; a long-header packet
+        in a version we do not follow, or 0-RTT, is dropped (False)."""
+        ptype = header.packet_type
+        if ptype is PacketType.VERSION_NEGOTIATION:
+            self._on_version_negotiation(header, now)
+            return False
+        if ptype is PacketType.RETRY:
+            self._on_retry(header, data[start : header.end], now)
+            return False
+        if header.version != self.version and not self._follow_version(header):
+            return False
+        # 0-RTT is not offered, so there are no keys for it.
+        return ptype is not PacketType.ZERO_RTT
+
     def _on_packet_processed(self, epoch: Epoch, addr: Address, now: float) -> None:
         if not self.is_client and epoch is Epoch.HANDSHAKE:
             # RFC 9000 §8.1: a Handshake packet proves the client owns its address;
             # RFC 9001 §4.9.1: the server discards Initial keys now.
-            self.address_validated = True
+            self.path.amplification.validate()
             self.recovery.peer_completed_address_validation = True
             self._discard_space(Space.INITIAL)
-        if self.recovery.amplification_blocked and self._amplification_room() > 0:
-            self.recovery.amplification_blocked = False
+        if self.recovery.amplification_blocked and self.path.amplification.has_room():
+            self.recovery.set_amplification_blocked(False)
         # RFC 9000 §10.1: any processed packet restarts the idle timer. Packets
         # received together share ``now``: once per batch is enough (the
         # timeout is fixed once the handshake is confirmed, but for the PTO).
@@ -565,187 +549,6 @@ class QuicConnection:
             self.idle_deadline = now + self._effective_idle_timeout()
         self._ack_eliciting_sent_since_receive = False
         self._arm_keep_alive(now)
-
-    def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
-        # RFC 9000 §6.2: only before any other packet; ignore if it lists ours.
-        if not self.is_client or self._received_first_packet:
-            return
-        if self.version in header.supported_versions:
-            return
-        if header.dcid != self.host_cid or header.scid != self.original_dcid:
-            return
-        offered = ", ".join(f"0x{v:08x}" for v in header.supported_versions) or "none"
-        self._terminate(
-            ConnectionTerminated(
-                CloseReason.VERSION_NEGOTIATION,
-                error_code=TransportErrorCode.VERSION_NEGOTIATION_ERROR,
-                reason=f"server does not support QUIC version 0x{self.version:08x} "
-                f"(it offers {offered})",
-            ),
-            now,
-        )
-
-    def _on_retry(self, header: PacketHeader, packet: bytes, now: float) -> None:
-        from .crypto import verify_retry
-
-        # RFC 9000 §17.2.5.2: one Retry, before any other packet, valid tag,
-        # non-empty token, and a new connection ID.
-        if not self.is_client or self._retry_received or self._received_first_packet:
-            return
-        if not header.token or header.scid == self.peer_cids.current.cid:
-            return
-        if not verify_retry(bytes(packet), self.original_dcid, self.version):
-            return
-        self._retry_received = True
-        self.retry_scid = header.scid
-        self.token = header.token
-        self.peer_cids.replace_initial(header.scid)
-        self.initial_dcid_for_keys = header.scid
-        self._install_initial_keys()
-        # RFC 9002 §6.3: a Retry resets recovery for the Initial space; the
-        # ClientHello goes out again in a new Initial (packet numbers continue).
-        for sent in self.recovery.discard_space(Space.INITIAL):
-            self._run_handlers(sent, False)
-        self.crypto[Epoch.INITIAL].requeue_unacked()
-
-    # ------------------------------------------------------------------
-    # TLS glue
-    # ------------------------------------------------------------------
-
-    def on_crypto_data(self, epoch: Epoch, data: bytes, now: float) -> None:
-        """Called by the frame receiver with in-order CRYPTO bytes."""
-        try:
-            self.tls.receive(epoch, data)
-        finally:
-            # Even when TLS fails, what it produced (keys for an alert) applies.
-            self._drain_tls(now)
-
-    def _drain_tls(self, now: float) -> None:
-        for change in self.tls.pop_key_changes():
-            space = self.spaces[_SPACE_OF_EPOCH[change.epoch]]
-            keys = PacketKeys.from_secret(change.cipher_suite, change.secret, self.version)
-            if change.epoch is Epoch.HANDSHAKE:
-                self.recovery.has_handshake_keys = True
-            if change.is_write:
-                space.send_keys = keys
-            else:
-                space.recv_keys = keys
-            if change.epoch is Epoch.ONE_RTT:
-                self.key_phases.install(keys, change.is_write)
-        for epoch, data in self.tls.outgoing.items():
-            if data:
-                self.crypto[epoch].write(bytes(data))
-                data.clear()
-        if self.peer_params is None and self.tls.peer_transport_parameters is not None:
-            self._apply_peer_params(self.tls.peer_transport_parameters)
-        if self.tls.complete and not self.handshake_complete:
-            self._on_handshake_complete(now)
-
-    def _follow_version(self, header: PacketHeader) -> bool:
-        """Client: the server answered in another compatible version we offered
-        (RFC 9368 §2.3): switch to it, with its Initial keys."""
-        if not self.is_client or self._received_first_packet:
-            return False
-        if header.packet_type is not PacketType.INITIAL:
-            return False
-        if header.version not in self.config.versions:
-            return False
-        if not compatible(self.version, header.version):
-            return False
-        self.version = header.version
-        self._install_initial_keys()
-        return True
-
-    def _choose_version(self, client_params: bytes) -> bytes:
-        """Server: pick the version once the ClientHello is in (RFC 9368 §2.3);
-        our transport parameters, naming it, go in EncryptedExtensions."""
-        params = decode_transport_parameters(client_params, from_server=False)
-        version = server_choose_version(self.original_version, self.config.versions, params)
-        if version != self.version:
-            self.version = version
-            self._install_initial_keys()
-        self.local_params.version_information = version_information(
-            version, self.config.versions
-        )
-        return self.local_params_bytes
-
-    def _apply_peer_params(self, raw: bytes) -> None:
-        params = decode_transport_parameters(raw, from_server=self.is_client)
-        validate_peer_cids(self, params)
-        if self.is_client:
-            client_check_server_version(self.version, params)
-        self.peer_params = params
-        if params.stateless_reset_token is not None:
-            self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
-        self.recovery.peer_max_ack_delay = params.max_ack_delay / 1000.0
-        self.streams.apply_peer_limits(
-            initial_max_data=params.initial_max_data,
-            initial_max_streams_bidi=params.initial_max_streams_bidi,
-            initial_max_streams_uni=params.initial_max_streams_uni,
-            initial_max_stream_data_bidi_local=params.initial_max_stream_data_bidi_local,
-            initial_max_stream_data_bidi_remote=params.initial_max_stream_data_bidi_remote,
-            initial_max_stream_data_uni=params.initial_max_stream_data_uni,
-        )
-        if params.max_udp_payload_size < self.max_datagram_size:
-            self.max_datagram_size = params.max_udp_payload_size
-        self.writer.on_peer_params(params)
-
-    def _on_handshake_complete(self, now: float) -> None:
-        self.handshake_complete = True
-        self.handshake_deadline = None
-        self.state = ConnectionState.CONNECTED
-        if not self.is_client:
-            # RFC 9001 §4.1.2: the server's handshake is confirmed at completion.
-            self.writer.handshake_done_pending = True
-            self._confirm_handshake()
-        peer = self.peer_params
-        if peer is not None:
-            self.local_cids.issue_up_to(peer.active_connection_id_limit)
-            self._publish_cid_changes()
-        self._events.append(
-            HandshakeCompleted(
-                alpn=self.tls.alpn_protocol or "",
-                version=self.version,
-                cipher_suite=self.tls.cipher_suite.tls_name if self.tls.cipher_suite else "",
-            )
-        )
-
-    def on_handshake_done_received(self) -> None:
-        """Client: HANDSHAKE_DONE confirms the handshake (RFC 9001 §4.1.2)."""
-        if not self.handshake_confirmed:
-            self._confirm_handshake()
-
-    def _confirm_handshake(self) -> None:
-        self.handshake_confirmed = True
-        self.recovery.handshake_confirmed = True
-        self.recovery.peer_completed_address_validation = True
-        # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
-        self._discard_space(Space.INITIAL)
-        self._discard_space(Space.HANDSHAKE)
-
-    def on_handshake_packet_sent(self) -> None:
-        """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""
-        if self.is_client and not self.spaces[Space.INITIAL].discarded:
-            self._discard_space(Space.INITIAL)
-
-    def _discard_space(self, space_id: Space) -> None:
-        space = self.spaces[space_id]
-        if space.discarded:
-            return
-        space.discard()
-        self.recovery.discard_space(space_id)
-
-    def _install_initial_keys(self) -> None:
-        client_secret, server_secret = derive_initial_secrets(
-            self.initial_dcid_for_keys, self.version
-        )
-        suite = CipherSuite.AES_128_GCM_SHA256
-        ours, theirs = (
-            (client_secret, server_secret) if self.is_client else (server_secret, client_secret)
-        )
-        space = self.spaces[Space.INITIAL]
-        space.send_keys = PacketKeys.from_secret(suite, ours, self.version)
-        space.recv_keys = PacketKeys.from_secret(suite, theirs, self.version)
 
     def publish_cid_changes(self) -> None:
         self._publish_cid_changes()
@@ -757,9 +560,6 @@ class QuicConnection:
         for cid in self.local_cids.retired:
             self._events.append(ConnectionIdRetired(cid))
         self.local_cids.retired.clear()
-
-    def push_event(self, event: Event) -> None:
-        self._events.append(event)
 
     # ------------------------------------------------------------------
     # Sending
@@ -780,8 +580,9 @@ class QuicConnection:
     def on_packets_sent(self, packets: list[SentPacket], datagram_size: int, now: float) -> None:
         """Bookkeeping once the writer built a datagram."""
         self.stats.bytes_sent += datagram_size
-        if not self.address_validated:
-            self.bytes_sent_unvalidated += datagram_size
+        amplification = self.path.amplification
+        if not amplification.validated:
+            amplification.on_sent(datagram_size)
         ack_eliciting = False
         for packet in packets:
             self.stats.packets_sent += 1
@@ -799,13 +600,24 @@ class QuicConnection:
 
     def amplification_room(self) -> int | None:
         """Bytes a server may still send to an unvalidated address (None: no limit)."""
-        if self.address_validated:
-            return None
-        return self._amplification_room()
+        return self.path.amplification.room()
 
-    def _amplification_room(self) -> int:
-        # RFC 9000 §8.1: at most three times what was received.
-        return max(0, 3 * self.bytes_received_unvalidated - self.bytes_sent_unvalidated)
+    def on_close_datagram_sent(self, size: int, packets: int) -> None:
+        """Bookkeeping for a datagram carrying CONNECTION_CLOSE (not tracked
+        by loss recovery)."""
+        self.stats.bytes_sent += size
+        self.stats.packets_sent += packets
+        self.path.amplification.on_sent(size)
+
+    @property
+    def peer_address(self) -> Address:
+        """Where the peer is (the path manager follows a client that moves)."""
+        return self.path.address
+
+    @property
+    def address_validated(self) -> bool:
+        """The peer's address is validated (RFC 9000 §8): no amplification limit."""
+        return self.path.amplification.validated
 
     # ------------------------------------------------------------------
     # Acknowledgements and loss (called by the frame receiver)
@@ -859,178 +671,3 @@ class QuicConnection:
     def _run_handlers(packet: SentPacket, delivered: bool) -> None:
         for callback, args in packet.handlers:
             callback(delivered, *args)
-
-    # ------------------------------------------------------------------
-    # Timers
-    # ------------------------------------------------------------------
-
-    def get_timer(self) -> float | None:
-        """The next time ``handle_timer`` must run, or None."""
-        if self.state is ConnectionState.TERMINATED:
-            return None
-        if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
-            return self.close_deadline
-        candidates = [
-            self.idle_deadline,
-            self.handshake_deadline,
-            self.keep_alive_deadline,
-            self.recovery.loss_detection_timer(),
-            self.writer.next_timer(),
-            self.path.deadline,
-        ]
-        candidates.extend(space.ack_timer() for space in self.spaces.values())
-        return min((t for t in candidates if t is not None), default=None)
-
-    def handle_timer(self, now: float) -> None:
-        """Run whatever timers have expired at ``now``."""
-        if self.state is ConnectionState.TERMINATED:
-            return
-        if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
-            if self.close_deadline is not None and now >= self.close_deadline:
-                self.state = ConnectionState.TERMINATED
-                if self.qlog is not None:
-                    self.qlog.observe(now)
-            return
-        if self.idle_deadline is not None and now >= self.idle_deadline:
-            # RFC 9000 §10.1: an idle timeout closes silently.
-            self._terminate(
-                ConnectionTerminated(CloseReason.IDLE_TIMEOUT, reason="idle timeout"), now
-            )
-            return
-        if self.handshake_deadline is not None and now >= self.handshake_deadline:
-            self._enter_closing(
-                TransportErrorCode.NO_ERROR,
-                None,
-                "handshake timed out",
-                False,
-                now,
-                ConnectionTerminated(CloseReason.HANDSHAKE_TIMEOUT, reason="handshake timed out"),
-            )
-            return
-        timer = self.recovery.loss_detection_timer()
-        if timer is not None and now >= timer:
-            result = self.recovery.on_loss_detection_timeout(now)
-            self._on_lost(result.lost)
-            if self.qlog is not None:
-                self.qlog.packets_lost(result.lost, now)
-            if result.probe_space is not None:
-                self.writer.request_probe(result.probe_space, result.probes)
-                for space_id in result.also_probe:  # RFC 9002 §6.2.4
-                    self.writer.request_probe(space_id, result.probes)
-        if self.keep_alive_deadline is not None and now >= self.keep_alive_deadline:
-            self.keep_alive_deadline = None
-            self.writer.ping_pending = True
-        self.writer.on_timer(now)
-        self.path.on_timer(now)
-
-    def _effective_idle_timeout(self) -> float:
-        # RFC 9000 §10.1: the smaller of both sides' timeouts, but no less
-        # than three PTOs so a slow path isn't mistaken for a dead one.
-        timeout = self.idle_timeout
-        peer = self.peer_params
-        if peer is not None and peer.max_idle_timeout:
-            timeout = min(timeout, peer.max_idle_timeout / 1000.0)
-        return max(timeout, 3 * self.recovery.pto_duration(Space.APPLICATION))
-
-    def _arm_keep_alive(self, now: float) -> None:
-        interval = self.config.keep_alive_interval
-        if interval is not None and self.handshake_complete:
-            self.keep_alive_deadline = now + min(interval, self._effective_idle_timeout() / 2)
-
-    # ------------------------------------------------------------------
-    # Closing
-    # ------------------------------------------------------------------
-
-    def _close_on_error(self, exc: QuicProtocolError, now: float) -> None:
-        alert = exc.alert if isinstance(exc, TlsAlert) else None
-        self._enter_closing(
-            exc.error_code,
-            exc.frame_type if exc.frame_type is not None else 0,
-            exc.reason,
-            False,
-            now,
-            ConnectionTerminated(
-                CloseReason.LOCAL,
-                error_code=exc.error_code,
-                frame_type=exc.frame_type,
-                reason=exc.reason,
-                tls_alert=alert,
-                certificate_error=isinstance(exc, CertificateVerificationError),
-            ),
-        )
-
-    def _enter_closing(
-        self,
-        error_code: int,
-        frame_type: int | None,
-        reason: str,
-        is_application: bool,
-        now: float,
-        event: ConnectionTerminated,
-    ) -> None:
-        if self.is_closed:
-            return
-        self.close_frame = (error_code, frame_type, reason.encode()[:512], is_application)
-        self.state = ConnectionState.CLOSING
-        self._close_sent_pending = True
-        self.close_deadline = now + self._close_period()
-        self._events.append(event)
-        if self.qlog is not None:
-            self.qlog.connection_closed(now, owner="local", error_code=error_code, reason=reason)
-            self.qlog.observe(now)
-
-    def _close_period(self) -> float:
-        # RFC 9000 §10.2: closing and draining last three times the current
-        # PTO, not the backed-off one.
-        return CLOSE_PERIOD_PTOS * self.recovery.pto_period(Space.APPLICATION)
-
-    def on_peer_close(
-        self, error_code: int, frame_type: int | None, reason: str, is_application: bool, now: float
-    ) -> None:
-        """The peer sent CONNECTION_CLOSE: drain (RFC 9000 §10.2.2)."""
-        alert = None
-        if not is_application and 0x100 <= error_code <= 0x1FF:
-            alert = error_code - 0x100
-        self.state = ConnectionState.DRAINING
-        self.close_deadline = now + self._close_period()
-        if self.qlog is not None:
-            self.qlog.connection_closed(now, owner="remote", error_code=error_code, reason=reason)
-            self.qlog.observe(now)
-        if self.streams.has_events():
-            # What arrived before the close (a RESET_STREAM, the last data)
-            # is reported before it, not dropped after it.
-            self._collect_stream_events()
-        self._events.append(
-            ConnectionTerminated(
-                CloseReason.PEER,
-                error_code=error_code,
-                frame_type=frame_type,
-                reason=reason,
-                is_application=is_application,
-                tls_alert=alert,
-            )
-        )
-
-    def _terminate(self, event: ConnectionTerminated, now: float) -> None:
-        if self.state is ConnectionState.TERMINATED:
-            return
-        self.state = ConnectionState.TERMINATED
-        self.close_deadline = None
-        self._events.append(event)
-        if self.qlog is not None:
-            self.qlog.connection_closed(now, owner="local", error_code=None, reason=event.reason)
-            self.qlog.observe(now)
-
-    def _on_packet_while_closing(self) -> None:
-        # RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, but rate-limited.
-        self._packets_since_close += 1
-        if self._packets_since_close >= CLOSE_RESPONSE_EVERY:
-            self._packets_since_close = 0
-            self._close_sent_pending = True
-
-    def _close_datagrams(self, now: float) -> list[tuple[bytes, Address]]:
-        if not self._close_sent_pending:
-            return []
-        self._close_sent_pending = False
-        datagram = self.writer.build_close_datagram(now)
-        return [(datagram, self.peer_address)] if datagram else []

@@ -318,7 +318,7 @@ class FrameWriter:
             # handshake is over (a client that moved, RFC 9000 §9.3.1) smaller ones may go.
             floor = _MIN_PATH_DATAGRAM if conn.handshake_complete else MIN_INITIAL_DATAGRAM
             if room < floor:
-                conn.recovery.amplification_blocked = True
+                conn.recovery.set_amplification_blocked(True)
                 return None
             max_size = min(max_size, room)
         builder = PacketBuilder(
@@ -665,10 +665,7 @@ class FrameWriter:
         if room is not None:
             pad_to = min(pad_to, max_size)
         datagram, sent = builder.finish(pad_to, now)
-        conn.stats.bytes_sent += len(datagram)
-        conn.stats.packets_sent += len(sent)
-        if not conn.address_validated:
-            conn.bytes_sent_unvalidated += len(datagram)
+        conn.on_close_datagram_sent(len(datagram), len(sent))
         return datagram
 
 

@@ -600,6 +600,15 @@ def encode_frame(frame: Frame) -> bytes:
         case StreamsBlockedFrame(limit=limit):
             push(frame.frame_type)
             push(limit)
+        case _:
+            _encode_path_and_close_frame(w, frame)
+    return w.getvalue()
+
+
+def _encode_path_and_close_frame(w: Writer, frame: Frame) -> None:
+    """The rest of :func:`encode_frame`: connection IDs, paths, closing, DATAGRAM."""
+    push = w.push_varint
+    match frame:
         case NewConnectionIdFrame(
             sequence_number=seq, retire_prior_to=rpt, connection_id=cid, stateless_reset_token=tok
         ):
@@ -628,4 +637,3 @@ def encode_frame(frame: Frame) -> bytes:
                 w.push_bytes(data)
         case _:
             raise TypeError(f"not a frame: {frame!r}")
-    return w.getvalue()

@@ -69,11 +69,6 @@ class PacketNumberSpace:
         self.ack_immediately = False
         self.ack_deadline: float | None = None
 
-    def allocate_pn(self) -> int:
-        pn = self.next_pn
-        self.next_pn = pn + 1
-        return pn
-
     def is_duplicate(self, pn: int) -> bool:
         return pn <= self.duplicate_floor or pn in self.received
 

@@ -29,11 +29,15 @@ a new address. The rules, all from RFC 9000:
   purpose: we switch to an unused connection ID of its own too, so the new
   path cannot be linked to the old one (§9.5). A NAT rebinding keeps the ID.
 
-The connection calls :meth:`PathManager.on_packet` for every 1-RTT packet
-from an address other than ``peer_address``; the frame writer asks
-:meth:`challenge_to_send`; the frame receiver hands PATH_RESPONSE data to
-:meth:`on_path_response`. Packets a client receives from an unknown server
-address are dropped by the connection before decryption (§9).
+The path manager owns the peer's address (:attr:`PathManager.address`,
+which the connection shows as ``peer_address``) and its validation and
+anti-amplification counters (:class:`AntiAmplification`); nobody else assigns
+them. The connection calls :meth:`PathManager.on_packet` for every 1-RTT
+packet from an address other than ``address``; the frame writer asks
+:meth:`challenge_to_send` and ``amplification.room()``; the frame receiver
+hands PATH_RESPONSE data to :meth:`on_path_response`. Packets a client
+receives from an unknown server address are dropped by the connection before
+decryption (§9).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .congestion import create_congestion_controller
-from .recovery import RttEstimator, Space
+from .recovery import Space
 
 if TYPE_CHECKING:
     from .connection import QuicConnection
@@ -57,8 +61,48 @@ def same_address(a: Any, b: Any) -> bool:
     return a is b or tuple(a[:2]) == tuple(b[:2])
 
 
+class AntiAmplification:
+    """RFC 9000 §8.1: until the peer's address is validated, a server sends at
+    most three times the bytes it received from that address."""
+
+    __slots__ = ("_received", "_sent", "validated")
+
+    def __init__(self, validated: bool) -> None:
+        self.validated = validated
+        self._received = 0  # bytes from the address being validated
+        self._sent = 0  # bytes sent to it
+
+    def on_received(self, size: int) -> None:
+        if not self.validated:
+            self._received += size
+
+    def on_sent(self, size: int) -> None:
+        if not self.validated:
+            self._sent += size
+
+    def room(self) -> int | None:
+        """Bytes we may still send (None: the address is validated, no limit)."""
+        if self.validated:
+            return None
+        return max(0, 3 * self._received - self._sent)
+
+    def has_room(self) -> bool:
+        """The counters allow sending more (whether or not validation ended)."""
+        return 3 * self._received > self._sent
+
+    def validate(self) -> None:
+        self.validated = True
+
+    def restart(self, received: int) -> None:
+        """A new, unvalidated address from which ``received`` bytes came (§9.3.1)."""
+        self.validated = False
+        self._received = received
+        self._sent = 0
+
+
 class PathManager:
-    """The server's view of where the client is (see the module docstring)."""
+    """Where the peer is, and whether its address is validated; for a server,
+    following the client (see the module docstring)."""
 
     __slots__ = (
         "_challenges",
@@ -66,14 +110,25 @@ class PathManager:
         "_dcid",
         "_previous",
         "_random",
+        "address",
+        "amplification",
         "challenge_pending",
         "deadline",
         "migrations",
     )
 
-    def __init__(self, conn: QuicConnection, random_bytes: Callable[[int], bytes]) -> None:
+    def __init__(
+        self,
+        conn: QuicConnection,
+        random_bytes: Callable[[int], bytes],
+        address: Any,
+        *,
+        validated: bool,
+    ) -> None:
         self._conn = conn
         self._random = random_bytes
+        self.address: Any = address  # where we send
+        self.amplification = AntiAmplification(validated)
         self._challenges: list[bytes] = []  # outstanding PATH_CHALLENGE data
         self._previous: Any = None  # last validated address while validating another
         self._dcid: bytes | None = None  # our connection ID the client used last
@@ -101,16 +156,14 @@ class PathManager:
         if previous is not None and same_address(addr, previous):
             # Back to the last validated address (the other was spurious, §9.3.2).
             self._finish()
-            conn.peer_address = previous
-            conn.address_validated = True
+            self.address = previous
+            self.amplification.validate()
             return
         if not self.validating:
-            self._previous = conn.peer_address
-        conn.peer_address = addr
-        conn.address_validated = False
-        conn.bytes_received_unvalidated = size
-        conn.bytes_sent_unvalidated = 0
-        conn.recovery.amplification_blocked = False
+            self._previous = self.address
+        self.address = addr
+        self.amplification.restart(received=size)
+        conn.recovery.set_amplification_blocked(False)
         self._challenges = []
         self._new_challenge()
         self.deadline = now + max(
@@ -145,22 +198,19 @@ class PathManager:
         conn = self._conn
         previous = self._previous
         self._finish()
-        conn.address_validated = True
-        conn.recovery.amplification_blocked = False
-        if previous is not None and previous[0] != conn.peer_address[0]:
+        self.amplification.validate()
+        conn.recovery.set_amplification_blocked(False)
+        if previous is not None and previous[0] != self.address[0]:
             self._reset_congestion()
 
     def _reset_congestion(self) -> None:
         """RFC 9000 §9.4: a new IP address means a new path: start afresh."""
-        conn = self._conn
-        recovery = conn.recovery
-        old = recovery.congestion
+        config = self._conn.config
+        recovery = self._conn.recovery
         fresh = create_congestion_controller(
-            conn.config.congestion_control, max_datagram_size=old.max_datagram_size
+            config.congestion_control, max_datagram_size=recovery.congestion.max_datagram_size
         )
-        fresh.bytes_in_flight = old.bytes_in_flight  # still accounted when acked or lost
-        recovery.congestion = fresh
-        recovery.rtt = RttEstimator(conn.config.initial_rtt)
+        recovery.start_new_path(fresh, config.initial_rtt)
 
     def on_timer(self, now: float) -> None:
         """Validation timed out: return to the last validated address (§9.3.2)."""
@@ -169,8 +219,8 @@ class PathManager:
         previous = self._previous
         self._finish()
         if previous is not None:
-            self._conn.peer_address = previous
-            self._conn.address_validated = True
+            self.address = previous
+            self.amplification.validate()
 
     def _finish(self) -> None:
         self._challenges = []

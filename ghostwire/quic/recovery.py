@@ -61,8 +61,6 @@ MAX_TIME_THRESHOLD = 2.0
 MAX_LOST_REMEMBERED = 512
 LOST_MEMORY_PTOS = 3
 DEFAULT_INITIAL_RTT = 0.333  # RFC 9002 §6.2.2
-# Skipped packet numbers remembered per space (optimistic-ACK defence).
-MAX_SKIPPED_REMEMBERED = 8
 
 
 class Space(IntEnum):
@@ -236,7 +234,6 @@ class _SpaceState:
         "run_end",
         "run_start",
         "sent",
-        "skipped",
     )
 
     def __init__(self) -> None:
@@ -246,7 +243,6 @@ class _SpaceState:
         self.loss_time: float | None = None
         self.last_ack_eliciting_time: float | None = None
         self.ack_eliciting_in_flight = 0
-        self.skipped: list[int] = []
         # Current run of consecutively lost packets (persistent congestion):
         # packet number of its last packet, send time of its first eligible one.
         self.run_end: int | None = None
@@ -272,17 +268,10 @@ class _SpaceState:
                 self.ack_eliciting_in_flight -= 1
 
     def follows_run(self, packet_number: int) -> bool:
-        """No packet between the current run and ``packet_number`` was sent
-        (only skipped numbers lie between): none of them can have been acked."""
+        """``packet_number`` comes right after the current run: no packet
+        between them can have been acked."""
         end = self.run_end
-        if end is None:
-            return False
-        gap = packet_number - end - 1
-        if gap == 0:
-            return True
-        if gap < 0 or gap > len(self.skipped):
-            return False
-        return all(pn in self.skipped for pn in range(end + 1, packet_number))
+        return end is not None and packet_number == end + 1
 
 
 @dataclass(slots=True)
@@ -373,18 +362,6 @@ class LossRecovery:
         """Largest packet number the peer acknowledged in ``space``."""
         largest = self._spaces[space].largest_acked
         return None if largest < 0 else largest
-
-    def skip_packet_number(self, space: Space, packet_number: int) -> None:
-        """Record that ``packet_number`` is deliberately never sent; an ACK
-        covering it is an optimistic ACK (RFC 9000 §21.4) and a violation."""
-        state = self._spaces[space]
-        if packet_number <= state.largest_sent:
-            raise ValueError("can only skip a packet number above those sent")
-        state.largest_sent = packet_number
-        skipped = state.skipped
-        skipped.append(packet_number)
-        if len(skipped) > MAX_SKIPPED_REMEMBERED:
-            del skipped[0]
 
     # -- sending ---------------------------------------------------------------
 
@@ -613,6 +590,19 @@ class LossRecovery:
             duration += self.peer_max_ack_delay
         return duration
 
+    def set_amplification_blocked(self, blocked: bool) -> None:
+        """A server at its anti-amplification limit (RFC 9000 §8.1) arms no
+        timer: it could not send a probe anyway (App. A.8)."""
+        self.amplification_blocked = blocked
+
+    def start_new_path(self, congestion: CongestionController, initial_rtt: float) -> None:
+        """RFC 9000 §9.4: the peer moved to a new IP address: a fresh congestion
+        controller and RTT estimator. The bytes in flight stay accounted (they
+        leave when acknowledged or lost)."""
+        congestion.bytes_in_flight = self.congestion.bytes_in_flight
+        self.congestion = congestion
+        self.rtt = RttEstimator(initial_rtt)
+
     def loss_detection_timer(self) -> float | None:
         """Absolute time the loss detection timer fires, or None (App. A.8)."""
         loss_time, _ = self._earliest_loss_time()
@@ -752,10 +742,6 @@ def _check_ranges(state: _SpaceState, ranges: Sequence[tuple[int, int]]) -> None
         if smallest < 0 or smallest > largest or largest >= previous_smallest:
             raise _violation("malformed ACK ranges")
         previous_smallest = smallest
-    for pn in state.skipped:
-        for smallest, largest in ranges:
-            if smallest <= pn <= largest:
-                raise _violation(f"ACK of skipped packet number {pn}")
 
 
 def _newly_acked(

@@ -37,7 +37,6 @@ the configured limit (see ``_return_stream_credit``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from .buffer import varint_size
 from .errors import QuicProtocolError, TransportErrorCode
@@ -58,6 +57,14 @@ from .stream_events import (
 from .stream_recv import StreamReceiver
 from .stream_send import StreamSender
 from .stream_states import RecvState, StreamStateError
+from .stream_types import (
+    Stream,
+    StreamConfig,
+    StreamLimitReached,
+    stream_is_bidirectional,
+    stream_is_client_initiated,
+    stream_is_unidirectional,
+)
 
 __all__ = [
     "ControlFrame",
@@ -79,86 +86,12 @@ __all__ = [
 ]
 
 
-def stream_is_client_initiated(stream_id: int) -> bool:
-    """RFC 9000 §2.1: the least significant bit is 0 for client-initiated streams."""
-    return not stream_id & 1
-
-
-def stream_is_bidirectional(stream_id: int) -> bool:
-    """RFC 9000 §2.1: the second least significant bit is 0 for bidirectional streams."""
-    return not stream_id & 2
-
-
-def stream_is_unidirectional(stream_id: int) -> bool:
-    return bool(stream_id & 2)
-
-
-class StreamLimitReached(Exception):
-    """The peer's MAX_STREAMS does not allow another stream yet (a local condition).
-
-    The trio layer waits for ``bidi/uni_streams_available`` in the events.
-    """
-
-
 _STREAM_TYPES = frozenset(range(0x08, 0x10))
 _STREAM = FrameType.STREAM  # a global: enum member lookups are slow on CPython 3.11
 # RFC 9000 §19.8, §19.4, §19.13: frames only the sender of a stream sends.
 _FROM_SENDER = frozenset({FrameType.STREAM, FrameType.RESET_STREAM, FrameType.STREAM_DATA_BLOCKED})
 # RFC 9000 §19.10, §19.5: frames only the receiver of a stream sends.
 _FROM_RECEIVER = frozenset({FrameType.MAX_STREAM_DATA, FrameType.STOP_SENDING})
-
-
-class StreamConfig(Protocol):
-    """The configuration fields :meth:`StreamManager.from_config` reads."""
-
-    @property
-    def initial_max_data(self) -> int: ...
-    @property
-    def initial_max_stream_data(self) -> int: ...
-    @property
-    def max_connection_window(self) -> int: ...
-    @property
-    def max_stream_window(self) -> int: ...
-    @property
-    def max_streams_bidi(self) -> int: ...
-    @property
-    def max_streams_uni(self) -> int: ...
-
-
-class Stream:
-    """One stream: its sending half and/or receiving half."""
-
-    __slots__ = ("receiver", "sender", "stream_id")
-
-    def __init__(
-        self, stream_id: int, sender: StreamSender | None, receiver: StreamReceiver | None
-    ) -> None:
-        self.stream_id = stream_id
-        self.sender = sender
-        self.receiver = receiver
-
-    @property
-    def is_finished(self) -> bool:
-        """Both halves reached a terminal state."""
-        s, r = self.sender, self.receiver
-        return (s is None or s.is_finished) and (r is None or r.is_finished)
-
-    @property
-    def statistics(self) -> StreamStatistics:
-        s, r = self.sender, self.receiver
-        return StreamStatistics(
-            bytes_written=s.bytes_written if s else 0,
-            bytes_sent=s.highest_sent if s else 0,
-            bytes_acked=s.acked_offset if s else 0,
-            bytes_buffered=s.buffered_bytes if s else 0,
-            bytes_received=r.highest_received if r else 0,
-            bytes_read=r.read_offset if r else 0,
-        )
-
-    def __repr__(self) -> str:
-        s = self.sender.state.value if self.sender else "-"
-        r = self.receiver.state.value if self.receiver else "-"
-        return f"<Stream {self.stream_id} send={s} recv={r}>"
 
 
 class StreamManager:

@@ -50,31 +50,7 @@ def on_peer_abort(stream: Any, callback: Callable[[int | None], object]) -> None
     to stop sending on it (``code`` is its error code), or the connection
     closes (``code`` None); at once if that already happened. At most once.
 
-    The QUIC trio API has no public "tell me when the peer aborts" yet. A
-    task per call waiting for it costs ~70 µs (a nursery, a spawn, a cancel),
-    so this hooks the stream's wake-up instead: the connection calls
-    ``stream._wake()`` right after recording a peer's RESET_STREAM
-    (``_reset_code``) or STOP_SENDING (``_stop_code``), and on close. No task,
-    and nothing runs for other streams.
+    The QUIC stream's public ``on_peer_abort`` does it without a task (a task
+    per call waiting for the abort would cost ~70 µs).
     """
-    conn = stream.connection
-    wake = stream._wake
-    fired = False
-
-    def check() -> None:
-        nonlocal fired
-        if fired:
-            return
-        code: int | None = stream._reset_code
-        if code is None:
-            code = stream._stop_code
-        if code is not None or conn.is_closed:
-            fired = True
-            callback(code)
-
-    def wake_and_check() -> None:
-        wake()
-        check()
-
-    stream._wake = wake_and_check
-    check()
+    stream.on_peer_abort(callback)

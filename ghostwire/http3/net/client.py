@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import trio
 
 from ...quic.config import ClientConfig
-from ...quic.net.api import _leaves, connect
+from ...quic.net.api import connect, exception_leaves
 from ...quic.net.exceptions import ConnectionClosed, QuicError
 from ..config import H3Config
 from ..errors import (
@@ -170,7 +170,7 @@ class Client:
         except BaseExceptionGroup as group:
             # One exception (say, the caller's own) comes out as itself, as
             # from any trio resource; a group only when there really are several.
-            leaves = _leaves(group)
+            leaves = exception_leaves(group)
             if len(leaves) == 1:
                 raise leaves[0] from leaves[0].__cause__  # its own cause, not the group
             raise

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import trio
 
 from ...quic.config import ServerConfig
-from ...quic.net.api import QuicServer, _unwrapping_nursery, legacy_serve_arguments
+from ...quic.net.api import QuicServer, legacy_serve_arguments, unwrapping_nursery
 from ...quic.net.api import serve as quic_serve
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed
@@ -183,7 +183,7 @@ async def serve(
         with quic_scope:
             await quic_serve(handle_connection, port, config, host=host, task_status=task_status)
 
-    async with _unwrapping_nursery() as nursery:
+    async with unwrapping_nursery() as nursery:
         server: QuicServer = await nursery.start(run_quic)
         task_status.started(server)
         try:

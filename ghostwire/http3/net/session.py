@@ -167,7 +167,7 @@ class MessageChannel:
             self._check_send()
             room = session.send_buffer - session.h3.stream_send_buffered(self.stream_id)
             if room <= 0:
-                session.conn._flush()
+                session.conn.flush()
                 await self._lot.park()
                 continue
             chunk, view = view[:room], view[room:]
@@ -391,16 +391,16 @@ class H3Session:
         return self.conn.is_closed
 
     def raise_if_closed(self) -> None:
-        self.conn._raise_if_closed()
+        self.conn.raise_if_closed()
 
     def flush(self, *, now: bool = False) -> None:
         """Send what is queued: right away when a stream just ended (nothing
         more will join it), else once the task yields, so headers, data and
         FIN written back to back share packets."""
         if now:
-            self.conn._flush()
+            self.conn.flush()
         else:
-            self.conn._flush_soon()
+            self.conn.flush_soon()
 
     def consumed(self, stream_id: int, nbytes: int) -> None:
         for h3_event in self.h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):
@@ -441,7 +441,7 @@ class H3Session:
     async def aclose(self, error_code: int = H3ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
         if not self.conn.is_closed:
             self.h3.close(trio.current_time(), error_code=error_code, reason=reason)
-            self.conn._after_input()
+            self.conn.process_and_flush()
         await trio.lowlevel.checkpoint()
 
     def response_finished(self, stream_id: int) -> None:

@@ -63,6 +63,12 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
+# For the layers above QUIC (HTTP/3), which keep the same "no ExceptionGroup
+# escapes a public call" rule.
+unwrapping_nursery = _unwrapping_nursery
+exception_leaves = _leaves
+
+
 class _SecretsLog:
     """Appends NSS key log lines to a file (only when the user asked for it)."""
 

@@ -247,6 +247,35 @@ class Connection(trio.abc.AsyncResource):
         if self._core.is_closed:
             raise ConnectionClosed("connection is closed")
 
+    # -- protocol driver API -------------------------------------------------
+    #
+    # For protocols layered on QUIC that act on the sans-IO core themselves
+    # (HTTP/3's session, after divert_events): they queue frames on ``core``
+    # and tell the connection when to send. Thin wrappers, so the internals
+    # below stay free to change.
+
+    def raise_if_closed(self) -> None:
+        """Raise the connection's error (:class:`ConnectionClosed` or the
+        handshake error) if it is closed; do nothing while it is open."""
+        self._raise_if_closed()
+
+    def flush(self) -> None:
+        """Send what the core has queued now (e.g. before parking on a full
+        send buffer, or when a stream just ended and nothing will join it)."""
+        self._flush()
+
+    def flush_soon(self) -> None:
+        """Send what the core has queued in the scheduler's next pass, so
+        writes made back to back, or by tasks running in this pass, share
+        packets. The usual way to send after a write."""
+        self._flush_soon()
+
+    def process_and_flush(self) -> None:
+        """After acting on the core outside a write (closing it, feeding it):
+        dispatch the core's events (the ``divert_events`` hook sees them),
+        then send at once."""
+        self._after_input()
+
     # -- driving the core ----------------------------------------------------
 
     def _flush_soon(self) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..config import ServerConfig
 from ..demux import Demux
 from .gso import GSO_AVAILABLE, GsoUnsupported, enable_gro, receive, run_length, send_segments
 from .icmp import enable_icmp_errors, is_refusal, read_errors, same_address
@@ -63,7 +61,6 @@ class Endpoint:
         self._dirty: list[Connection] = []
         self.connections: dict[Any, Connection] = {}  # core connection -> wrapper
         self.on_new_connection: Callable[[Any, Any], None] | None = None
-        self.closed = False
         self.datagrams_dropped_on_send = 0
         self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
         self._gro = enable_gro(sock)
@@ -113,8 +110,6 @@ class Endpoint:
     def send_now(self, datagrams: list[tuple[bytes, Any]]) -> None:
         """Send without queueing (e.g. CONNECTION_CLOSE while shutting down):
         what the kernel won't take at once is dropped."""
-        if self.closed:
-            return
         for data, addr in datagrams:
             try:
                 self.socket.sendto(data, addr)
@@ -243,11 +238,6 @@ class Endpoint:
         self.nursery.start_soon(self._receive_loop)
         self.nursery.start_soon(self._flush_loop)
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.socket.close()
-
 
 def open_udp_socket(host: str | None, port: int, family: int = socket.AF_INET) -> socket.socket:
     """A non-blocking UDP socket bound to (host, port), with large buffers."""
@@ -267,7 +257,3 @@ def open_udp_socket(host: str | None, port: int, family: int = socket.AF_INET) -
         sock.close()
         raise
     return sock
-
-
-def server_demux(config: ServerConfig) -> Demux:
-    return Demux(config, static_key=os.urandom(32))

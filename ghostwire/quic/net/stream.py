@@ -23,6 +23,7 @@ escapes (the core's internal state errors are translated).
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -58,6 +59,42 @@ class _StreamBase:
 
     def _wake(self) -> None:
         self._lot.unpark_all()
+
+    def on_peer_abort(self, callback: Callable[[int | None], object]) -> None:
+        """Call ``callback(code)`` as soon as the peer resets this stream
+        (RESET_STREAM) or asks us to stop sending on it (STOP_SENDING), with
+        its error code, or the connection closes (``code`` None); at once if
+        that already happened. At most once per registration.
+
+        For protocols that must notice an abort without a task waiting on the
+        stream (an RPC server cancelling a call whose caller went away). No
+        task is spawned: the callback runs synchronously when the connection
+        records the abort, so it must not block.
+        """
+        conn = self._conn
+        wake = self._wake
+        fired = False
+
+        def check() -> None:
+            nonlocal fired
+            if fired:
+                return
+            code = self._reset_code
+            if code is None:
+                code = self._stop_code
+            if code is not None or conn.is_closed:
+                fired = True
+                callback(code)
+
+        def wake_and_check() -> None:
+            wake()
+            check()
+
+        # The connection wakes the stream right after recording a peer's
+        # RESET_STREAM or STOP_SENDING, and on close: hooking the wake-up
+        # costs nothing for streams nobody watches.
+        self._wake = wake_and_check  # type: ignore[method-assign]
+        check()
 
     def _mark_closed(self) -> bool:
         """Mark the stream closed; True if it already was (aclose is idempotent)."""

@@ -1,0 +1,275 @@
+"""The connection's handshake (sans-IO): versions, Retry, TLS glue, keys.
+
+A mixin of :class:`~ghostwire.quic.connection.QuicConnection`: Version
+Negotiation and Retry packets (RFC 9000 §6, §17.2.5), compatible version
+negotiation (RFC 9368), feeding CRYPTO data to TLS and installing the keys
+it produces (RFC 9001 §4), the peer's transport parameters, handshake
+completion and confirmation, and discarding Initial and Handshake keys. The
+state it works on is the connection's; the names it uses from the
+connection are declared below for the type checker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from .crypto import PacketKeys, derive_initial_secrets
+from .errors import TransportErrorCode
+from .events import CloseReason, ConnectionTerminated, Event, HandshakeCompleted
+from .lifecycle import ConnectionState
+from .packet import PacketHeader, PacketType
+from .recovery import SentPacket, Space
+from .suites import CipherSuite, Epoch
+from .transport_params import decode_transport_parameters
+from .transport_setup import validate_peer_cids
+from .versions import (
+    client_check_server_version,
+    compatible,
+    server_choose_version,
+    version_information,
+)
+
+if TYPE_CHECKING:
+    from .cid import LocalConnectionIds, PeerConnectionIds
+    from .config import ClientConfig, ServerConfig
+    from .connection import QuicConnection
+    from .crypto_stream import CryptoStream
+    from .frame_writer import FrameWriter
+    from .key_update import KeyPhases
+    from .packet_space import PacketNumberSpace
+    from .recovery import LossRecovery
+    from .streams import StreamSet
+    from .tls import TlsHandshake
+    from .transport_params import TransportParameters
+
+# Also the connection's, for decryption.
+_SPACE_OF_EPOCH = {
+    Epoch.INITIAL: Space.INITIAL,
+    Epoch.HANDSHAKE: Space.HANDSHAKE,
+    Epoch.ZERO_RTT: Space.APPLICATION,
+    Epoch.ONE_RTT: Space.APPLICATION,
+}
+
+
+class HandshakeMixin:
+    """The handshake, for :class:`~ghostwire.quic.connection.QuicConnection`."""
+
+    if TYPE_CHECKING:
+        config: ClientConfig | ServerConfig
+        is_client: bool
+        state: ConnectionState
+        version: int
+        original_version: int
+        original_dcid: bytes
+        initial_dcid_for_keys: bytes
+        retry_scid: bytes | None
+        token: bytes
+        local_cids: LocalConnectionIds
+        peer_cids: PeerConnectionIds
+        spaces: dict[Space, PacketNumberSpace]
+        crypto: dict[Epoch, CryptoStream]
+        key_phases: KeyPhases
+        recovery: LossRecovery
+        streams: StreamSet
+        writer: FrameWriter
+        tls: TlsHandshake
+        local_params: TransportParameters
+        peer_params: TransportParameters | None
+        max_datagram_size: int
+        handshake_complete: bool
+        handshake_confirmed: bool
+        handshake_deadline: float | None
+        _received_first_packet: bool
+        _retry_received: bool
+        _events: deque[Event]
+
+        @property
+        def host_cid(self) -> bytes: ...
+        @property
+        def local_params_bytes(self) -> bytes: ...
+        def _publish_cid_changes(self) -> None: ...
+        def _terminate(self, event: ConnectionTerminated, now: float) -> None: ...
+        @staticmethod
+        def _run_handlers(packet: SentPacket, delivered: bool) -> None: ...
+
+    def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
+        # RFC 9000 §6.2: only before any other packet; ignore if it lists ours.
+        if not self.is_client or self._received_first_packet:
+            return
+        if self.version in header.supported_versions:
+            return
+        if header.dcid != self.host_cid or header.scid != self.original_dcid:
+            return
+        offered = ", ".join(f"0x{v:08x}" for v in header.supported_versions) or "none"
+        self._terminate(
+            ConnectionTerminated(
+                CloseReason.VERSION_NEGOTIATION,
+                error_code=TransportErrorCode.VERSION_NEGOTIATION_ERROR,
+                reason=f"server does not support QUIC version 0x{self.version:08x} "
+                f"(it offers {offered})",
+            ),
+            now,
+        )
+
+    def _on_retry(self, header: PacketHeader, packet: bytes, now: float) -> None:
+        from .crypto import verify_retry
+
+        # RFC 9000 §17.2.5.2: one Retry, before any other packet, valid tag,
+        # non-empty token, and a new connection ID.
+        if not self.is_client or self._retry_received or self._received_first_packet:
+            return
+        if not header.token or header.scid == self.peer_cids.current.cid:
+            return
+        if not verify_retry(bytes(packet), self.original_dcid, self.version):
+            return
+        self._retry_received = True
+        self.retry_scid = header.scid
+        self.token = header.token
+        self.peer_cids.replace_initial(header.scid)
+        self.initial_dcid_for_keys = header.scid
+        self._install_initial_keys()
+        # RFC 9002 §6.3: a Retry resets recovery for the Initial space; the
+        # ClientHello goes out again in a new Initial (packet numbers continue).
+        for sent in self.recovery.discard_space(Space.INITIAL):
+            self._run_handlers(sent, False)
+        self.crypto[Epoch.INITIAL].requeue_unacked()
+
+    # ------------------------------------------------------------------
+    # TLS glue
+    # ------------------------------------------------------------------
+
+    def on_crypto_data(self, epoch: Epoch, data: bytes, now: float) -> None:
+        """Called by the frame receiver with in-order CRYPTO bytes."""
+        try:
+            self.tls.receive(epoch, data)
+        finally:
+            # Even when TLS fails, what it produced (keys for an alert) applies.
+            self._drain_tls(now)
+
+    def _drain_tls(self, now: float) -> None:
+        for change in self.tls.pop_key_changes():
+            space = self.spaces[_SPACE_OF_EPOCH[change.epoch]]
+            keys = PacketKeys.from_secret(change.cipher_suite, change.secret, self.version)
+            if change.epoch is Epoch.HANDSHAKE:
+                self.recovery.has_handshake_keys = True
+            if change.is_write:
+                space.send_keys = keys
+            else:
+                space.recv_keys = keys
+            if change.epoch is Epoch.ONE_RTT:
+                self.key_phases.install(keys, change.is_write)
+        for epoch, data in self.tls.outgoing.items():
+            if data:
+                self.crypto[epoch].write(bytes(data))
+                data.clear()
+        if self.peer_params is None and self.tls.peer_transport_parameters is not None:
+            self._apply_peer_params(self.tls.peer_transport_parameters)
+        if self.tls.complete and not self.handshake_complete:
+            self._on_handshake_complete(now)
+
+    def _follow_version(self, header: PacketHeader) -> bool:
+        """Client: the server answered in another compatible version we offered
+        (RFC 9368 §2.3): switch to it, with its Initial keys."""
+        if not self.is_client or self._received_first_packet:
+            return False
+        if header.packet_type is not PacketType.INITIAL:
+            return False
+        if header.version not in self.config.versions:
+            return False
+        if not compatible(self.version, header.version):
+            return False
+        self.version = header.version
+        self._install_initial_keys()
+        return True
+
+    def _choose_version(self, client_params: bytes) -> bytes:
+        """Server: pick the version once the ClientHello is in (RFC 9368 §2.3);
+        our transport parameters, naming it, go in EncryptedExtensions."""
+        params = decode_transport_parameters(client_params, from_server=False)
+        version = server_choose_version(self.original_version, self.config.versions, params)
+        if version != self.version:
+            self.version = version
+            self._install_initial_keys()
+        self.local_params.version_information = version_information(
+            version, self.config.versions
+        )
+        return self.local_params_bytes
+
+    def _apply_peer_params(self, raw: bytes) -> None:
+        params = decode_transport_parameters(raw, from_server=self.is_client)
+        validate_peer_cids(cast("QuicConnection", self), params)  # the mixin is one
+        if self.is_client:
+            client_check_server_version(self.version, params)
+        self.peer_params = params
+        if params.stateless_reset_token is not None:
+            self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
+        self.recovery.peer_max_ack_delay = params.max_ack_delay / 1000.0
+        self.streams.apply_peer_limits(
+            initial_max_data=params.initial_max_data,
+            initial_max_streams_bidi=params.initial_max_streams_bidi,
+            initial_max_streams_uni=params.initial_max_streams_uni,
+            initial_max_stream_data_bidi_local=params.initial_max_stream_data_bidi_local,
+            initial_max_stream_data_bidi_remote=params.initial_max_stream_data_bidi_remote,
+            initial_max_stream_data_uni=params.initial_max_stream_data_uni,
+        )
+        if params.max_udp_payload_size < self.max_datagram_size:
+            self.max_datagram_size = params.max_udp_payload_size
+        self.writer.on_peer_params(params)
+
+    def _on_handshake_complete(self, now: float) -> None:
+        self.handshake_complete = True
+        self.handshake_deadline = None
+        self.state = ConnectionState.CONNECTED
+        if not self.is_client:
+            # RFC 9001 §4.1.2: the server's handshake is confirmed at completion.
+            self.writer.handshake_done_pending = True
+            self._confirm_handshake()
+        peer = self.peer_params
+        if peer is not None:
+            self.local_cids.issue_up_to(peer.active_connection_id_limit)
+            self._publish_cid_changes()
+        self._events.append(
+            HandshakeCompleted(
+                alpn=self.tls.alpn_protocol or "",
+                version=self.version,
+                cipher_suite=self.tls.cipher_suite.tls_name if self.tls.cipher_suite else "",
+            )
+        )
+
+    def on_handshake_done_received(self) -> None:
+        """Client: HANDSHAKE_DONE confirms the handshake (RFC 9001 §4.1.2)."""
+        if not self.handshake_confirmed:
+            self._confirm_handshake()
+
+    def _confirm_handshake(self) -> None:
+        self.handshake_confirmed = True
+        self.recovery.handshake_confirmed = True
+        self.recovery.peer_completed_address_validation = True
+        # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
+        self._discard_space(Space.INITIAL)
+        self._discard_space(Space.HANDSHAKE)
+
+    def on_handshake_packet_sent(self) -> None:
+        """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""
+        if self.is_client and not self.spaces[Space.INITIAL].discarded:
+            self._discard_space(Space.INITIAL)
+
+    def _discard_space(self, space_id: Space) -> None:
+        space = self.spaces[space_id]
+        if space.discarded:
+            return
+        space.discard()
+        self.recovery.discard_space(space_id)
+
+    def _install_initial_keys(self) -> None:
+        client_secret, server_secret = derive_initial_secrets(
+            self.initial_dcid_for_keys, self.version
+        )
+        suite = CipherSuite.AES_128_GCM_SHA256
+        ours, theirs = (
+            (client_secret, server_secret) if self.is_client else (server_secret, client_secret)
+        )
+        space = self.spaces[Space.INITIAL]
+        space.send_keys = PacketKeys.from_secret(suite, ours, self.version)
+        space.recv_keys = PacketKeys.from_secret(suite, theirs, self.version)
