@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import quic
-from ..quic.net.exceptions import QuicError, StreamStopped
+from ..quic.net.exceptions import ConnectionClosed, QuicError, StreamStopped
 from .bidi import BidiStream
 from .codec import decode
 from .events import Event
@@ -46,6 +46,7 @@ from .wire import (
     ALPN,
     CANCELLED_CODE,
     DEADLINE_CODE,
+    GOAWAY_CLOSE_CODE,
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
@@ -88,9 +89,23 @@ def _abort(stream: quic.QuicStream, deadline: float = math.inf) -> None:
 
 
 def _unavailable(exc: BaseException) -> RpcError:
-    error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
+    error: RpcError
+    if _is_goaway_close(exc):
+        # A drained server answered every call it started before closing.
+        error = CallNotStarted(f"the server shut down before taking the call: {exc}", goaway=True)
+    else:
+        error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _is_goaway_close(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, ConnectionClosed)
+        and exc.by_peer
+        and exc.is_application
+        and exc.error_code == GOAWAY_CLOSE_CODE
+    )
 
 
 class CallNotStarted(RpcError):

@@ -49,6 +49,7 @@ from .transport import FrameReader, on_peer_abort
 from .wire import (
     ALPN,
     DEADLINE_CODE,
+    GOAWAY_CLOSE_CODE,
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
@@ -248,7 +249,10 @@ class Server:
         with trio.move_on_after(ACK_WAIT):
             await _wait_acknowledged(list(self._connections))
         for conn in list(self._connections):
-            await conn.aclose(0, SHUTDOWN_MESSAGE)
+            # On RPC connections a code that tells clients the calls left
+            # unanswered never started (none is admitted while draining).
+            code = GOAWAY_CLOSE_CODE if conn.alpn == ALPN else 0
+            await conn.aclose(code, SHUTDOWN_MESSAGE)
         for scope in self._scopes:
             scope.cancel()
 
