@@ -28,6 +28,9 @@ async def test_calls_spread_over_two_endpoints() -> None:
             await b.start()
             addresses = [a.address, b.address]
             async with rpc.connect(addresses, config=rpc_client_config()) as client:
+                # connect returns once one endpoint is READY; wait for both
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
                 assert client.states() == {a.address: READY, b.address: READY}
                 for n in range(20):
                     assert await client.call("chain.get", n) == n
@@ -57,6 +60,8 @@ async def test_round_robin_alternates_and_skips_a_dead_endpoint() -> None:
             async with rpc.connect(
                 addresses, config=rpc_client_config(), options=options
             ) as client:
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
                 for n in range(9):
                     await client.call("chain.put", n)
                 assert [s.chain.calls["put"] for s in (a, b, c)] == [3, 3, 3]
