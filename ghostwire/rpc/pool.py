@@ -294,7 +294,7 @@ class Pool:
         except CallNotStarted as exc:
             lease.release()  # never reached the handler: says nothing of the endpoint
             if exc.goaway:
-                supervisor.goaway()
+                supervisor.goaway(rpc)
             else:
                 supervisor.connection_failed(rpc)
             raise

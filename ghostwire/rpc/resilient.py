@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .client import CallNotStarted, Subscription
+from .client import CallNotStarted, RpcConnection, Subscription
 from .events import Event
 from .resilience import Backoff, Reconnected, ResumeTracker
 from .status import RpcError, Status
@@ -65,6 +65,7 @@ class ResilientSubscription:
         self._inner: Subscription | None = None
         self._stack: AsyncExitStack | None = None
         self._supervisor: EndpointSupervisor | None = None
+        self._rpc: RpcConnection | None = None
         self._backoff = Backoff(pool.options.retry.backoff)
         self._marker: Reconnected | None = None
 
@@ -111,12 +112,14 @@ class ResilientSubscription:
                 raise
             self._stack = stack
             self._supervisor = supervisor
+            self._rpc = rpc
             self.endpoint = supervisor.address
             return
 
     async def aclose(self) -> None:
         stack, self._stack, self._inner = self._stack, None, None
         self._supervisor = None
+        self._rpc = None
         if stack is not None:
             await stack.aclose()
 
@@ -152,12 +155,12 @@ class ResilientSubscription:
                 if exc.status is not Status.UNAVAILABLE or not self.resume:
                     self.finished = True
                     raise
-                supervisor = self._supervisor
-                if supervisor is not None and supervisor.rpc is not None:
+                supervisor, rpc = self._supervisor, self._rpc
+                if supervisor is not None and rpc is not None:
                     if isinstance(exc, CallNotStarted) and exc.goaway:
-                        supervisor.goaway()
+                        supervisor.goaway(rpc)
                     else:
-                        supervisor.connection_failed(supervisor.rpc)
+                        supervisor.connection_failed(rpc)
                 await self._broken()
                 continue
             if self._tracker.is_duplicate(event.cursor):

@@ -154,10 +154,10 @@ class EndpointSupervisor:
         self._active -= 1
         self._activity.unpark_all()
 
-    def goaway(self) -> None:
-        """The server said it is shutting down: no new calls here; reconnect
-        once the calls in flight are done."""
-        if self.rpc is not None and not self._goaway:
+    def goaway(self, rpc: RpcConnection) -> None:
+        """The server of ``rpc`` said it is shutting down: no new calls
+        here; reconnect once the calls in flight are done."""
+        if rpc is self.rpc and not self._goaway:
             log.info("endpoint %s is draining (GOAWAY); moving new calls elsewhere", self.address)
             self._goaway = True
             self.handle.serving = ServingStatus.NOT_SERVING
@@ -225,7 +225,8 @@ class EndpointSupervisor:
     def _on_failure(self, attempt: ConnectAttempt, error: Exception) -> None:
         self.last_error = error
         log.debug("connecting to %s failed: %s", self.address, error)
-        self.handle.state.set(ConnectivityState.TRANSIENT_FAILURE)
+        if self.state is not ConnectivityState.IDLE:  # IDLE: a GOAWAY already said why
+            self.handle.state.set(ConnectivityState.TRANSIENT_FAILURE)
 
     async def _serve(self, conn: quic.Connection) -> None:
         rpc = self._rpc_factory(conn)
@@ -250,8 +251,10 @@ class EndpointSupervisor:
                     while self._active and not conn.is_closed:
                         await self._activity.park()
             nursery.cancel_scope.cancel()
-        if not self._goaway:
-            self.handle.state.set(ConnectivityState.TRANSIENT_FAILURE)
+        # (A GOAWAY may also arrive while the nursery winds down.)
+        if self.state is ConnectivityState.READY:
+            lost = ConnectivityState.IDLE if self._goaway else ConnectivityState.TRANSIENT_FAILURE
+            self.handle.state.set(lost)
 
     def _forget(self, conn: quic.Connection) -> None:
         self.rpc = None
