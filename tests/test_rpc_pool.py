@@ -15,7 +15,7 @@ from test_rpc_support import rpc_client_config
 
 import ghostwire.quic as quic
 import ghostwire.rpc as rpc
-from ghostwire.rpc.resilience import DEFAULT_CONNECT_BACKOFF, Backoff
+from ghostwire.rpc.resilience import DEFAULT_CONNECT_BACKOFF, Backoff, EndpointHandle
 
 READY = rpc.ConnectivityState.READY
 
@@ -167,3 +167,36 @@ async def test_reconnect_backoff_schedule(autojump_clock: trio.testing.MockClock
         rpc.ConnectivityState.TRANSIENT_FAILURE,
     ]
     assert holder.state is rpc.ConnectivityState.SHUTDOWN
+
+
+async def _until_serving(
+    client: rpc.Client, handle: EndpointHandle, status: rpc.ServingStatus
+) -> None:
+    """Wait until health.watch told the client ``status``."""
+    while handle.serving is not status:
+        await client.pool.wait_for_change()
+
+
+async def test_an_endpoint_saying_not_serving_gets_no_new_calls() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b = ServerSlot(nursery), ServerSlot(nursery)
+            await a.start()
+            await b.start()
+            addresses = [a.address, b.address]
+            async with rpc.connect(addresses, config=rpc_client_config()) as client:
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
+                handle = client.pool.supervisors[a.address].handle
+                assert a.server is not None
+                a.server.health.set("", rpc.ServingStatus.NOT_SERVING)
+                await _until_serving(client, handle, rpc.ServingStatus.NOT_SERVING)
+                for n in range(10):
+                    await client.call("chain.get", n)
+                assert a.chain.calls["get"] == 0 and b.chain.calls["get"] == 10
+                a.server.health.set("", rpc.ServingStatus.SERVING)
+                await _until_serving(client, handle, rpc.ServingStatus.SERVING)
+                for n in range(10):
+                    await client.call("chain.get", n)
+                assert a.chain.calls["get"] == 5
+            nursery.cancel_scope.cancel()

@@ -103,11 +103,19 @@ class Pool:
                 connector,
                 rpc_factory,
                 on_learned=self.idempotent_methods.update,
+                on_serving=self._serving_changed,
                 rng=rng,
             )
         self.balancer = make_balancer(
             self.options.balancing, [s.handle for s in self.supervisors.values()]
         )
+
+    def _serving_changed(self) -> None:
+        self._changed.unpark_all()
+
+    async def wait_for_change(self) -> None:
+        """Return at the next change of any endpoint's state or health."""
+        await self._changed.park()
 
     def _on_state(self, record: Any, old: ConnectivityState, new: ConnectivityState) -> None:
         record.state = new.name

@@ -67,6 +67,8 @@ RpcFactory = Callable[[quic.Connection], RpcConnection]
 #: The built-in method a client asks right after connecting.
 DESCRIBE_METHOD = "rpc.describe"
 DESCRIBE_TIMEOUT = 5.0
+#: The built-in event channel a client follows for the server's health.
+HEALTH_WATCH_METHOD = "health.watch"
 #: The longest a connection being replaced may take to close.
 CLOSE_WAIT = 2.0
 
@@ -94,6 +96,8 @@ class PoolOptions:
     #: Whether ``connect`` raises the first endpoint's error when no endpoint
     #: could be reached on the first try (False: start anyway, keep trying).
     connect_required: bool = True
+    #: Whether to follow each server's ``health.watch`` (skip NOT_SERVING).
+    health_watch: bool = True
 
 
 class EndpointSupervisor:
@@ -108,6 +112,7 @@ class EndpointSupervisor:
         rpc_factory: RpcFactory,
         *,
         on_learned: Callable[[Collection[str]], None] = lambda names: None,
+        on_serving: Callable[[], None] = lambda: None,
         rng: RandomSource | None = None,
     ) -> None:
         self.handle = handle
@@ -120,6 +125,7 @@ class EndpointSupervisor:
         self._connector = connector
         self._rpc_factory = rpc_factory
         self._on_learned = on_learned
+        self._on_serving = on_serving
         self._active = 0  # calls and subscriptions on the current connection
         self._activity = trio.lowlevel.ParkingLot()
         self._ended = trio.Event()
@@ -243,6 +249,8 @@ class EndpointSupervisor:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_closed, conn)
             nursery.start_soon(self._ping_while_busy, conn)
+            if self.options.health_watch:
+                nursery.start_soon(self._watch_health, rpc)
             await self._ended.wait()
             if self._goaway:
                 # Calls in flight finish on this connection; new ones go elsewhere.
@@ -277,6 +285,19 @@ class EndpointSupervisor:
                     self.handle.serving = parse_status(reply.get("health"))
         except RpcError as exc:  # an older server, or an interceptor said no
             log.debug("%s did not describe itself: %s", self.address, exc)
+
+    async def _watch_health(self, rpc: RpcConnection) -> None:
+        """Follow ``health.watch``: an endpoint saying NOT_SERVING gets no new
+        calls (a draining server says so before it starts refusing)."""
+        try:
+            async with rpc.subscribe(HEALTH_WATCH_METHOD) as events:
+                async for event in events:
+                    self.handle.serving = parse_status(event.data)
+                    self._on_serving()
+        except (RpcError, quic.QuicError, trio.BrokenResourceError, trio.ClosedResourceError):
+            # An older server without it, or the connection ending: the
+            # serving status stays as rpc.describe left it.
+            pass
 
     async def _watch_closed(self, conn: quic.Connection) -> None:
         await conn.wait_closed()
