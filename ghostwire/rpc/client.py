@@ -111,7 +111,7 @@ def _is_goaway_close(exc: BaseException) -> bool:
 class CallNotStarted(RpcError):
     """UNAVAILABLE for a call the server provably never started: no stream
     could be opened for it, or the server refused it unprocessed (a draining
-    server's refusal, docs/protocol.md "Refusals and draining"). Such a call
+    server's refusal, docs/rpc-client.md "Server restarts and draining"). Such a call
     is safe to send again, whatever its method. ``goaway`` is True when the
     server said it is shutting down."""
 

@@ -70,7 +70,8 @@ SHUTDOWN_MESSAGE = "the server is shutting down"
 ACK_WAIT = 1.0  # at shutdown, the longest we wait for the last replies to be acknowledged
 _GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
 _CALLER_GONE = (Status.CANCELLED, Status.DEADLINE_EXCEEDED)  # ctx.cancel statuses
-#: The trailer key that marks a call refused unprocessed (docs/protocol.md).
+#: The trailer key that marks a call refused unprocessed
+#: (docs/rpc-client.md, "Server restarts and draining").
 REFUSED_KEY = "refused"
 
 
@@ -495,7 +496,7 @@ def _encode_result(ctx: Context, result: Any) -> bytes:
 
 def _refusal_trailer(error: RpcError) -> bytes:
     """The trailer of a call that never started; a draining server's refusal
-    carries ``"refused": true`` (docs/protocol.md, "Refusals and draining")."""
+    carries ``"refused": true`` (docs/rpc-client.md, "Server restarts and draining")."""
     if not isinstance(error, _Refused):
         return encode_trailer(error)
     trailer = {"status": int(error.status), "message": error.message, REFUSED_KEY: True}

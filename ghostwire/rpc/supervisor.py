@@ -15,7 +15,7 @@ the client is open. It loops::
   CONNECTING, each failure to TRANSIENT_FAILURE.
 * **Describe**: once connected, one ``rpc.describe`` call tells which methods
   the server marks idempotent and whether it is serving (see
-  docs/protocol.md, "Built-in services"). A server without it is served as
+  docs/rpc-client.md, "Built-in services"). A server without it is served as
   usual, with nothing known.
 * **The end** of a connection is any of: the connection closed (by the
   peer, or a transport error); a ping unanswered for ``ping_timeout`` while
