@@ -307,17 +307,18 @@ class Server:
 
     @contextmanager
     def track_call(
-        self, state: ConnectionState, ctx: Context, *, subscription: bool
+        self, state: ConnectionState, ctx: Context, *, subscription: bool, counted: bool = True
     ) -> Iterator[None]:
         """Count the call on its connection and let :meth:`shutdown` find it
-        (to wait for it, or end it with UNAVAILABLE via ``ctx.cancel``)."""
+        (to wait for it, or end it with UNAVAILABLE via ``ctx.cancel``).
+        ``counted=False`` (built-in services): not against the call limit."""
         registry = self._subscriptions if subscription else self._calls
         registry.add(ctx)
-        state.calls += 1
+        state.calls += counted
         try:
             yield
         finally:
-            state.calls -= 1
+            state.calls -= counted
             registry.discard(ctx)
             self._changed.unpark_all()
 
@@ -377,7 +378,8 @@ class Server:
             )
             builtin = self._builtin.methods.get(method.name) is method
             dispatcher = self._builtin if builtin else self.dispatcher
-            with self.track_call(state, ctx, subscription=header.kind == KIND_EVENTS):
+            subscription = header.kind == KIND_EVENTS
+            with self.track_call(state, ctx, subscription=subscription, counted=not builtin):
                 if not builtin:
                     self._metrics.call_started(method.name)
                 started = trio.current_time()
