@@ -64,7 +64,9 @@ async def follow(args: argparse.Namespace, config: quic.ClientConfig) -> None:
         try:
             async with rpc.connect(f"{args.host}:{args.port}", config=config) as client:
                 print(f"following logs after {after}", file=sys.stderr, flush=True)
-                async with client.subscribe("vm.logs", after=after, follow=True) as events:
+                # resume=False: this loop resumes by itself, to show how
+                subscription = client.subscribe("vm.logs", after=after, resume=False, follow=True)
+                async with subscription as events:
                     async for event in events:
                         print(f"log {event.cursor}: {describe(event.data)}", flush=True)
                         after = event.cursor

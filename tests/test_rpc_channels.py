@@ -245,7 +245,8 @@ async def test_graceful_shutdown_with_calls_in_flight() -> None:
                     results.append(await client.call("work.job", n))
 
                 async def subscriber() -> None:
-                    async with client.subscribe("work.ticks") as events:
+                    # resume=False: this test checks how the server ends it
+                    async with client.subscribe("work.ticks", resume=False) as events:
                         try:
                             async for event in events:
                                 results.append(("tick", event.data))  # noqa: PERF401

@@ -85,7 +85,8 @@ class LogFollower:
         task_status: trio.TaskStatus[None],
     ) -> None:
         after = self.tracker.resume_after
-        async with client.subscribe("vm.logs", after=after, follow=True) as events:
+        # resume=False: this follower resumes by itself (it shows how)
+        async with client.subscribe("vm.logs", after=after, resume=False, follow=True) as events:
             attempt_scope.deadline = math.inf  # the attempt's deadline covers connecting only
             self.attempts += 1
             task_status.started()

@@ -21,6 +21,7 @@ The wire protocol is specified in docs/protocol.md.
 from .bidi import BidiStream
 from .client import (
     CallInfo,
+    CallNotStarted,
     Client,
     ClientInterceptor,
     MethodStub,
@@ -35,9 +36,13 @@ from .dispatch import Dispatcher, DispatchStats, Interceptor
 from .events import Event, EventBuffer, Policy
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, FramingError, MessageTooLarge
 from .limits import Limits
+from .pool import NoEndpointAvailable, Pool
+from .resilience import CircuitState, ConnectivityState, Reconnected, ServingStatus
+from .resilient import ResilientSubscription
 from .server import ConnectionState, RpcListener, Server, serve
 from .service import Method, MethodKind, MethodOptions, Service
 from .status import RpcError, Status
+from .supervisor import PoolOptions
 from .wire import ALPN
 
 __all__ = [
@@ -46,10 +51,13 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BidiStream",
     "CallInfo",
+    "CallNotStarted",
+    "CircuitState",
     "Client",
     "ClientInterceptor",
     "CodecError",
     "ConnectionState",
+    "ConnectivityState",
     "Context",
     "DispatchStats",
     "Dispatcher",
@@ -63,14 +71,20 @@ __all__ = [
     "MethodKind",
     "MethodOptions",
     "MethodStub",
+    "NoEndpointAvailable",
     "Peer",
     "Policy",
+    "Pool",
+    "PoolOptions",
+    "Reconnected",
+    "ResilientSubscription",
     "RpcConnection",
     "RpcError",
     "RpcListener",
     "Server",
     "Service",
     "ServiceStub",
+    "ServingStatus",
     "Status",
     "Subscription",
     "connect",

@@ -30,12 +30,12 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .. import quic
-from ..quic.net.exceptions import QuicError, StreamStopped
+from ..quic.net.exceptions import ConnectionClosed, QuicError, StreamStopped
 from .bidi import BidiStream
 from .codec import decode
 from .events import Event
@@ -46,6 +46,7 @@ from .wire import (
     ALPN,
     CANCELLED_CODE,
     DEADLINE_CODE,
+    GOAWAY_CLOSE_CODE,
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
@@ -53,6 +54,15 @@ from .wire import (
     encode_request,
     parse_trailer,
 )
+
+#: The longest leaving ``connect`` waits for the connections to close.
+CLOSE_TIMEOUT = 5.0
+
+if TYPE_CHECKING:
+    from .pool import Pool
+    from .resilience import ClientSnapshot, ConnectivityState
+    from .resilient import ResilientSubscription
+    from .supervisor import Connector, PoolOptions
 
 _GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -79,8 +89,51 @@ def _abort(stream: quic.QuicStream, deadline: float = math.inf) -> None:
 
 
 def _unavailable(exc: BaseException) -> RpcError:
-    error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
+    error: RpcError
+    if _is_goaway_close(exc):
+        # A drained server answered every call it started before closing.
+        error = CallNotStarted(f"the server shut down before taking the call: {exc}", goaway=True)
+    else:
+        error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
     error.__cause__ = exc
+    return error
+
+
+def _is_goaway_close(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, ConnectionClosed)
+        and exc.by_peer
+        and exc.is_application
+        and exc.error_code == GOAWAY_CLOSE_CODE
+    )
+
+
+class CallNotStarted(RpcError):
+    """UNAVAILABLE for a call the server provably never started: no stream
+    could be opened for it, or the server refused it unprocessed (a draining
+    server's refusal, docs/rpc-client.md "Server restarts and draining"). Such a call
+    is safe to send again, whatever its method. ``goaway`` is True when the
+    server said it is shutting down."""
+
+    def __init__(self, message: str, *, goaway: bool = False) -> None:
+        super().__init__(Status.UNAVAILABLE, message)
+        self.goaway = goaway
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message,), {"goaway": self.goaway})
+
+
+#: The trailer key a server sets on a call it refused without processing it.
+REFUSED_KEY = "refused"
+
+
+def _trailer_error(payload: bytes) -> RpcError | None:
+    """:func:`parse_trailer`, but a refusal becomes :class:`CallNotStarted`."""
+    error = parse_trailer(payload)
+    if error is not None and error.status is Status.UNAVAILABLE:
+        trailer = decode(payload)
+        if isinstance(trailer, dict) and trailer.get(REFUSED_KEY) is True:
+            return CallNotStarted(error.message, goaway=True)
     return error
 
 
@@ -118,7 +171,7 @@ class Subscription:
             return event
         self.finished = True
         if frame_type == TRAILERS:
-            error = parse_trailer(payload)
+            error = _trailer_error(payload)
             if error is not None:
                 raise error
             raise trio.EndOfChannel
@@ -241,7 +294,7 @@ class RpcConnection:
                 frame = await reader.receive_frame()
             if frame is None or frame[0] != TRAILERS:
                 raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
-            error = parse_trailer(frame[1])
+            error = _trailer_error(frame[1])
             if await reader.receive_frame() is not None:
                 raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
         except _GONE as exc:
@@ -344,7 +397,9 @@ class RpcConnection:
         try:
             return await self.connection.open_stream()
         except _GONE as exc:
-            raise _unavailable(exc) from None
+            # No stream, so nothing was sent: the server never saw the call.
+            error = CallNotStarted(f"connection to the server failed: {exc}")
+            raise error from exc
 
     @asynccontextmanager
     async def _intercepted(self, info: CallInfo) -> AsyncIterator[None]:
@@ -375,7 +430,9 @@ class MethodStub:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return await self._client.call(self.name, *args, **kwargs)
 
-    def subscribe(self, *args: Any, **kwargs: Any) -> AbstractAsyncContextManager[Subscription]:
+    def subscribe(
+        self, *args: Any, **kwargs: Any
+    ) -> AbstractAsyncContextManager[ResilientSubscription]:
         return self._client.subscribe(self.name, *args, **kwargs)
 
     def open_stream(self, *args: Any, **kwargs: Any) -> AbstractAsyncContextManager[BidiStream]:
@@ -396,15 +453,24 @@ class ServiceStub:
 
 
 class Client:
-    """What :func:`connect` yields: calls by name over one :class:`RpcConnection`.
+    """What :func:`connect` yields: calls by name over a pool of connections,
+    one per endpoint (see :mod:`ghostwire.rpc.pool`).
 
     Arguments after the method name are the method's, positional or keyword;
-    ``timeout`` and ``metadata`` (and ``after`` for subscriptions) are the
-    call's own options.
+    ``timeout``, ``metadata`` and ``idempotent`` (and ``after`` and
+    ``markers`` for subscriptions) are the call's own options.
     """
 
-    def __init__(self, connection: RpcConnection) -> None:
-        self.connection = connection
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    @property
+    def connection(self) -> RpcConnection:
+        """The connection of the first endpoint that has one (UNAVAILABLE if none)."""
+        for supervisor in self.pool.supervisors.values():
+            if supervisor.rpc is not None:
+                return supervisor.rpc
+        raise RpcError(Status.UNAVAILABLE, "not connected to any endpoint")
 
     async def call(
         self,
@@ -412,25 +478,54 @@ class Client:
         *args: Any,
         timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
         metadata: Mapping[str, str | bytes] | None = None,
+        idempotent: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        return await self.connection.call(name, args, kwargs, timeout=timeout, metadata=metadata)
+        """Call ``name``; ``idempotent=True`` allows retries of a method the
+        server did not mark idempotent itself."""
+        return await self.pool.call(
+            name, args, kwargs, timeout=timeout, metadata=metadata, idempotent=idempotent
+        )
 
     def service(self, name: str) -> ServiceStub:
         return ServiceStub(self, name)
 
-    def subscribe(
+    @asynccontextmanager
+    async def subscribe(
         self,
         name: str,
         *args: Any,
         after: Any = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (the first subscription's deadline)
         metadata: Mapping[str, str | bytes] | None = None,
+        markers: bool = False,
+        resume: bool = True,
         **kwargs: Any,
-    ) -> AbstractAsyncContextManager[Subscription]:
-        return self.connection.subscribe(
-            name, args, kwargs, after=after, timeout=timeout, metadata=metadata
+    ) -> AsyncIterator[ResilientSubscription]:
+        """Subscribe; the subscription resumes by itself across reconnects
+        (see :mod:`ghostwire.rpc.resilient`); ``resume=False``: the first
+        UNAVAILABLE ends it instead."""
+        from .resilient import ResilientSubscription
+
+        subscription = ResilientSubscription(
+            self.pool,
+            name,
+            args,
+            kwargs,
+            after=after,
+            metadata=metadata,
+            markers=markers,
+            resume=resume,
         )
+        try:
+            if timeout is None:
+                await subscription.open()
+            else:
+                with trio.fail_after(timeout):
+                    await subscription.open()
+            yield subscription
+        finally:
+            await subscription.aclose()
 
     def open_stream(
         self,
@@ -440,10 +535,25 @@ class Client:
         metadata: Mapping[str, str | bytes] | None = None,
         **kwargs: Any,
     ) -> AbstractAsyncContextManager[BidiStream]:
-        return self.connection.open_stream(name, args, kwargs, timeout=timeout, metadata=metadata)
+        return self.pool.open_stream(name, args, kwargs, timeout=timeout, metadata=metadata)
+
+    # -- the pool --------------------------------------------------------------
+
+    def states(self) -> dict[str, ConnectivityState]:
+        """Each endpoint's connectivity state."""
+        return self.pool.states()
+
+    async def wait_for_state(self, address: str, *states: ConnectivityState) -> ConnectivityState:
+        """Return once endpoint ``address`` is in one of ``states``."""
+        return await self.pool.supervisors[address].handle.state.wait_for(*states)
+
+    def metrics(self) -> ClientSnapshot:
+        """Per method and per endpoint figures (plain data)."""
+        return self.pool.snapshot()
 
     async def aclose(self) -> None:
-        await self.connection.aclose()
+        """Close every connection now; calls then fail with UNAVAILABLE."""
+        await self.pool.aclose()
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -467,22 +577,66 @@ def rpc_client_config(config: quic.ClientConfig | None) -> quic.ClientConfig:
 
 @asynccontextmanager
 async def connect(
-    address: str,
+    address: str | Sequence[str],
     config: quic.ClientConfig | None = None,
     *,
+    options: PoolOptions | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     interceptors: Sequence[ClientInterceptor] = (),
+    connector: Connector | None = None,
 ) -> AsyncIterator[Client]:
-    """Connect to an RPC server at ``"host:port"``; the connection closes on exit."""
-    host, port = parse_address(address)
-    async with quic.connect(host, port, rpc_client_config(config)) as conn:
-        yield Client(
-            RpcConnection(conn, max_message_size=max_message_size, interceptors=interceptors)
-        )
+    """A client of the RPC servers at ``address`` (``"host:port"``, or a list
+    of them): one connection per endpoint, kept up by a supervisor task each,
+    all closed on exit.
+
+    Returns once an endpoint is READY or every endpoint tried once; calls
+    made while none is up fail with UNAVAILABLE (or wait while one is still
+    connecting). ``options`` tunes balancing, backoff, retries, circuits and
+    pings (:class:`~ghostwire.rpc.supervisor.PoolOptions`).
+    """
+    from .pool import Pool
+
+    addresses = [address] if isinstance(address, str) else list(address)
+    for each in addresses:
+        parse_address(each)
+    quic_config = rpc_client_config(config)
+
+    def open_connection(endpoint: str) -> AbstractAsyncContextManager[quic.Connection]:
+        host, port = parse_address(endpoint)
+        return quic.connect(host, port, quic_config)
+
+    def make_rpc(conn: quic.Connection) -> RpcConnection:
+        return RpcConnection(conn, max_message_size=max_message_size, interceptors=interceptors)
+
+    pool = Pool(addresses, connector or open_connection, make_rpc, options)
+    client = Client(pool)
+    async with _unwrapping_nursery() as nursery:
+        nursery.start_soon(pool.run, name="rpc client pool")
+        try:
+            await pool.wait_settled()
+            pool.raise_if_unreachable()
+            yield client
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await pool.aclose()
+
+
+@asynccontextmanager
+async def _unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that re-raises a lone exception as itself: what the caller's
+    block raised comes out of ``connect`` unchanged."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise
 
 
 __all__ = [
     "CallInfo",
+    "CallNotStarted",
     "Client",
     "ClientInterceptor",
     "MethodStub",

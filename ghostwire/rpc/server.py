@@ -35,17 +35,21 @@ import trio
 from .. import quic
 from ..quic.net.exceptions import QuicError
 from .bidi import BidiStream
+from .codec import encode
 from .context import Context, Peer
 from .dispatch import Dispatcher, DispatchStats, Interceptor
 from .events import Event
-from .framing import HEADERS, MESSAGE, FramingError
+from .framing import HEADERS, MESSAGE, TRAILERS, FramingError, encode_frame
 from .limits import Limits, RateLimiter
-from .service import Method, Service
+from .resilience import ServerMetrics, ServerSnapshot
+from .resilience.health import HealthStatus, health_service
+from .service import Method, MethodKind, Service
 from .status import RpcError, Status
 from .transport import FrameReader, on_peer_abort
 from .wire import (
     ALPN,
     DEADLINE_CODE,
+    GOAWAY_CLOSE_CODE,
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
@@ -66,6 +70,25 @@ SHUTDOWN_MESSAGE = "the server is shutting down"
 ACK_WAIT = 1.0  # at shutdown, the longest we wait for the last replies to be acknowledged
 _GONE = (QuicError, trio.BrokenResourceError, trio.ClosedResourceError)
 _CALLER_GONE = (Status.CANCELLED, Status.DEADLINE_EXCEEDED)  # ctx.cancel statuses
+#: The trailer key that marks a call refused unprocessed
+#: (docs/rpc-client.md, "Server restarts and draining").
+REFUSED_KEY = "refused"
+
+
+class _Refused(RpcError):
+    """A call refused before it started (the server is draining): its
+    trailer says so, so the client may send it elsewhere whatever the method."""
+
+
+def _describe_service(server: Server) -> Service:
+    """``rpc.describe()``: what a client learns right after connecting."""
+    builtin = Service("rpc")
+
+    @builtin.call(idempotent=True)
+    async def describe(ctx: Context) -> dict[str, Any]:
+        return server.describe()
+
+    return builtin
 
 
 class RpcListener:
@@ -114,7 +137,16 @@ class Server:
         interceptors: Sequence[Interceptor] = (),
         http3: bool = True,
     ) -> None:
+        services = list(services)
         self.dispatcher = Dispatcher(services, interceptors=interceptors)
+        #: The health registry ``health.check`` / ``health.watch`` answer from.
+        self.health = HealthStatus(service.name for service in services)
+        taken = {service.name for service in services}
+        builtins = [health_service(self.health), _describe_service(self)]
+        # Built-in services (health, rpc) skip the interceptors and limits; an
+        # application service of the same name replaces them.
+        self._builtin = Dispatcher([b for b in builtins if b.name not in taken])
+        self._metrics = ServerMetrics()
         self.limits = limits if limits is not None else Limits()
         self.config = config
         self._protocols: dict[str, ConnectionHandler] = {ALPN: self._serve_rpc_connection}
@@ -150,6 +182,18 @@ class Server:
     def draining(self) -> bool:
         """True once :meth:`shutdown` began: new calls get UNAVAILABLE."""
         return self._draining
+
+    def metrics(self) -> ServerSnapshot:
+        """Connections, calls in flight and per-method figures (plain data)."""
+        return self._metrics.snapshot()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``rpc.describe`` answers: the idempotent methods and the health."""
+        methods = [*self.dispatcher.methods.values(), *self._builtin.methods.values()]
+        idempotent = sorted(
+            m.name for m in methods if m.kind is MethodKind.UNARY and m.options.idempotent
+        )
+        return {"idempotent": idempotent, "health": self.health.get().name}
 
     def statistics(self) -> dict[str, int]:
         stats: DispatchStats = self.dispatcher.statistics()
@@ -188,11 +232,13 @@ class Server:
                 self._scopes.remove(nursery.cancel_scope)
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Stop gracefully: new calls get UNAVAILABLE; calls in flight have
+        """Stop gracefully: new calls get UNAVAILABLE (a refusal clients send
+        elsewhere; the health service says NOT_SERVING); calls in flight have
         ``grace`` seconds to finish (then end with UNAVAILABLE); subscriptions
         end with UNAVAILABLE and a clean trailer; then connections close and
         :meth:`serve` returns."""
         self._draining = True
+        self.health.drain()
         with trio.move_on_after(grace):
             while self._calls:
                 await self._changed.park()
@@ -204,7 +250,10 @@ class Server:
         with trio.move_on_after(ACK_WAIT):
             await _wait_acknowledged(list(self._connections))
         for conn in list(self._connections):
-            await conn.aclose(0, SHUTDOWN_MESSAGE)
+            # On RPC connections a code that tells clients the calls left
+            # unanswered never started (none is admitted while draining).
+            code = GOAWAY_CLOSE_CODE if conn.alpn == ALPN else 0
+            await conn.aclose(code, SHUTDOWN_MESSAGE)
         for scope in self._scopes:
             scope.cancel()
 
@@ -216,10 +265,12 @@ class Server:
             await conn.aclose(0x1, f"no handler for ALPN {conn.alpn!r}")
             return
         self._connections.add(conn)
+        self._metrics.connection_opened()
         try:
             await handler(conn)
         finally:
             self._connections.discard(conn)
+            self._metrics.connection_closed()
 
     async def _serve_rpc_connection(self, conn: quic.Connection) -> None:
         with self.connection_state(conn) as state:
@@ -256,17 +307,18 @@ class Server:
 
     @contextmanager
     def track_call(
-        self, state: ConnectionState, ctx: Context, *, subscription: bool
+        self, state: ConnectionState, ctx: Context, *, subscription: bool, counted: bool = True
     ) -> Iterator[None]:
         """Count the call on its connection and let :meth:`shutdown` find it
-        (to wait for it, or end it with UNAVAILABLE via ``ctx.cancel``)."""
+        (to wait for it, or end it with UNAVAILABLE via ``ctx.cancel``).
+        ``counted=False`` (built-in services): not against the call limit."""
         registry = self._subscriptions if subscription else self._calls
         registry.add(ctx)
-        state.calls += 1
+        state.calls += counted
         try:
             yield
         finally:
-            state.calls -= 1
+            state.calls -= counted
             registry.discard(ctx)
             self._changed.unpark_all()
 
@@ -274,7 +326,7 @@ class Server:
 
     def _admit(self, state: ConnectionState) -> None:
         if self._draining:
-            raise RpcError(Status.UNAVAILABLE, SHUTDOWN_MESSAGE)
+            raise _Refused(Status.UNAVAILABLE, SHUTDOWN_MESSAGE)
         limit = self.limits.max_concurrent_calls
         if limit is not None and state.calls >= limit:
             raise RpcError(
@@ -294,8 +346,10 @@ class Server:
         if frame is None or frame[0] != HEADERS:
             raise FramingError("a request starts with a HEADERS frame")
         header = parse_header(frame[1])
-        self.admit(state)
-        method = self.dispatcher.resolve(header.method)
+        method = self._builtin.methods.get(header.method)
+        if method is None:
+            self.admit(state)
+            method = self.dispatcher.resolve(header.method)
         frame = await reader.receive_frame()
         if frame is None or frame[0] != MESSAGE:
             raise FramingError("the request headers must be followed by the arguments")
@@ -313,7 +367,7 @@ class Server:
             except RpcError as exc:
                 if not reader.at_eof:
                     stream.stop_sending(REFUSED_CODE)
-                await _send_reply(stream, encode_trailer(exc))
+                await _send_reply(stream, _refusal_trailer(exc))
                 return
             ctx = Context.from_timeout(
                 method.name,
@@ -322,8 +376,22 @@ class Server:
                 peer=state.peer,
                 resume_after=header.after,
             )
-            with self.track_call(state, ctx, subscription=header.kind == KIND_EVENTS):
-                reply = await self._run(ctx, header.kind, method, args, kwargs, reader)
+            builtin = self._builtin.methods.get(method.name) is method
+            dispatcher = self._builtin if builtin else self.dispatcher
+            subscription = header.kind == KIND_EVENTS
+            with self.track_call(state, ctx, subscription=subscription, counted=not builtin):
+                if not builtin:
+                    self._metrics.call_started(method.name)
+                started = trio.current_time()
+                status: int = Status.CANCELLED
+                try:
+                    reply, status = await self._run(
+                        ctx, header.kind, method, args, kwargs, reader, dispatcher
+                    )
+                finally:
+                    if not builtin:
+                        duration = trio.current_time() - started
+                        self._metrics.call_finished(method.name, status, duration)
             if reply is not None:
                 await _send_reply(stream, reply)
         except _GONE as exc:
@@ -341,27 +409,31 @@ class Server:
         args: list[Any],
         kwargs: dict[str, Any],
         reader: FrameReader,
-    ) -> bytes | None:
-        """Run the call; its reply (None: the caller went away, nothing to send)."""
+        dispatcher: Dispatcher,
+    ) -> tuple[bytes | None, int]:
+        """Run the call: its reply (None: the caller went away, nothing to
+        send) and its status."""
         stream: quic.QuicStream = reader.stream
         on_peer_abort(stream, functools.partial(_caller_aborted, ctx))
         try:
             if kind == KIND_CALL:
-                result = await self.dispatcher.unary(ctx, method, args, kwargs)
+                result = await dispatcher.unary(ctx, method, args, kwargs)
                 reply = _encode_result(ctx, result)
             elif kind == KIND_EVENTS:
                 send = functools.partial(_send_event, stream, ctx)
-                await self.dispatcher.events(ctx, method, args, kwargs, send)
+                await dispatcher.events(ctx, method, args, kwargs, send)
                 reply = OK_TRAILER
             else:
                 bidi = _ServerBidiStream(reader, ctx)
-                await self.dispatcher.stream(ctx, method, args, kwargs, bidi)
+                await dispatcher.stream(ctx, method, args, kwargs, bidi)
                 reply = OK_TRAILER
+            status: int = Status.OK
         except RpcError as exc:
             reply = encode_trailer(exc)
+            status = exc.status
         if ctx._cancel_status in _CALLER_GONE:
-            return None  # the caller reset the stream: nobody to answer
-        return reply
+            return None, ctx._cancel_status  # the caller reset the stream: nobody to answer
+        return reply, status
 
 
 class _ServerBidiStream(BidiStream):
@@ -422,6 +494,15 @@ def _encode_result(ctx: Context, result: Any) -> bytes:
         return encode_trailer(
             RpcError(Status.INTERNAL, "internal error (details are in the server's log)")
         )
+
+
+def _refusal_trailer(error: RpcError) -> bytes:
+    """The trailer of a call that never started; a draining server's refusal
+    carries ``"refused": true`` (docs/rpc-client.md, "Server restarts and draining")."""
+    if not isinstance(error, _Refused):
+        return encode_trailer(error)
+    trailer = {"status": int(error.status), "message": error.message, REFUSED_KEY: True}
+    return encode_frame(TRAILERS, encode(trailer))
 
 
 async def _send_reply(stream: quic.QuicStream, reply: bytes) -> None:

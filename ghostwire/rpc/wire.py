@@ -24,6 +24,9 @@ ALPN: Final = "ghostwire-rpc"
 CANCELLED_CODE: Final = 0x1  # the caller gave up (cancelled, deadline passed)
 REFUSED_CODE: Final = 0x2  # the server will not read the rest of this request
 DEADLINE_CODE: Final = 0x3  # the caller gave up because the call's deadline passed
+# Application error code on CONNECTION_CLOSE: the server shut down (drained),
+# and every call on the connection it did not answer was never started.
+GOAWAY_CLOSE_CODE: Final = 0x4
 
 KIND_CALL: Final = "call"
 KIND_EVENTS: Final = "events"
@@ -179,6 +182,7 @@ __all__ = [
     "ALPN",
     "CANCELLED_CODE",
     "DEADLINE_CODE",
+    "GOAWAY_CLOSE_CODE",
     "REFUSED_CODE",
     "RequestHeader",
     "decode_event",

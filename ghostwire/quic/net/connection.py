@@ -85,6 +85,8 @@ class Connection(trio.abc.AsyncResource):
         # Set (and dropped) when everything sent has been acknowledged; only
         # exists while someone waits in wait_delivered().
         self._delivered_event: trio.Event | None = None
+        # Set (and dropped) when a packet arrives; only exists while a ping() waits.
+        self._heard_event: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._confirmed_reported = False
         self._event_hook: Callable[[Event], None] | None = None
@@ -175,6 +177,27 @@ class Connection(trio.abc.AsyncResource):
                 hook(StreamResetReceived(stream_id, stream._reset_code))
             else:
                 hook(StreamReadable(stream_id))
+
+    async def ping(self) -> None:
+        """Send a PING (RFC 9000 §19.2) and return once the peer is heard from.
+
+        PING is ack-eliciting, so a live peer answers within its max_ack_delay
+        (RFC 9000 §13.2.1); any packet received after the PING proves it is
+        alive. Bound the wait with a cancel scope: a peer that vanished without
+        a word never answers. Raises :class:`ConnectionClosed` (or the close's
+        error) if the connection is or becomes closed.
+        """
+        self._raise_if_closed()
+        core = self._core
+        received = core.stats.packets_received
+        core.writer.ping_pending = True
+        self._flush()
+        while core.stats.packets_received == received:
+            self._raise_if_closed()
+            if self._heard_event is None:
+                self._heard_event = trio.Event()
+            await self._heard_event.wait()
+        await trio.lowlevel.checkpoint()
 
     # -- streams -------------------------------------------------------------
 
@@ -306,6 +329,13 @@ class Connection(trio.abc.AsyncResource):
     def _after_input(self) -> None:
         self._process_events()
         self._flush()
+        self._wake_ping()
+
+    def _wake_ping(self) -> None:
+        heard = self._heard_event
+        if heard is not None:
+            self._heard_event = None
+            heard.set()
 
     def _after_datagrams(self) -> None:
         """The endpoint fed us a batch of datagrams: wake the tasks they concern.
@@ -316,6 +346,7 @@ class Connection(trio.abc.AsyncResource):
         Finished already sent.
         """
         self._process_events()
+        self._wake_ping()
         if self._core.handshake_confirmed:
             self._flush_soon()
         else:
@@ -427,6 +458,8 @@ class Connection(trio.abc.AsyncResource):
         )
         self._closed_event.set()
         self._handshake_event.set()
+        if self._heard_event is not None:
+            self._heard_event.set()
         self._accept_lot.unpark_all()
         self._open_lot.unpark_all()
         self._open_uni_lot.unpark_all()

@@ -1,0 +1,357 @@
+"""A pool of connections to several endpoints: what a multi-address client runs on.
+
+Theory of operation
+-------------------
+One :class:`~.supervisor.EndpointSupervisor` per endpoint keeps a QUIC
+connection up (states, backoff, pings, GOAWAY). For each call the pool
+
+1. leases an endpoint that is up from the balancer (``least_outstanding`` by
+   default): READY, circuit admitting, not NOT_SERVING. If none is up while
+   some endpoint is still connecting, the call waits for a state change (up
+   to ``connect_wait`` and its own deadline); otherwise it fails at once with
+   UNAVAILABLE (:class:`NoEndpointAvailable`), which is never retried: an
+   open circuit means "not now";
+2. runs the call on that endpoint's :class:`~.client.RpcConnection` and
+   reports the outcome on the lease (the circuit counts UNAVAILABLE);
+3. retries under :class:`~.resilience.CallRetryState`: only an idempotent
+   method (learned from the servers, or ``idempotent=True`` on the call)
+   failing with a retryable status, or a call the server provably never
+   started (:class:`~.client.CallNotStarted`: no stream, or refused by a
+   draining server), with the client's retry budget and the caller's deadline
+   as bounds. A retry prefers endpoints the call has not tried yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .bidi import BidiStream
+from .client import CallNotStarted, RpcConnection
+from .resilience import (
+    AttemptFailure,
+    CallRetryState,
+    CircuitBreaker,
+    ClientMetrics,
+    ClientSnapshot,
+    ConnectivityState,
+    EndpointHandle,
+    Lease,
+    RetryThrottle,
+    StateHolder,
+    call_with_retries,
+    make_balancer,
+)
+from .resilience.backoff import RandomSource
+from .status import RpcError, Status
+from .supervisor import Connector, EndpointSupervisor, PoolOptions, RpcFactory, remaining
+
+_WAITING_STATES = (ConnectivityState.IDLE, ConnectivityState.CONNECTING)
+
+
+class NoEndpointAvailable(RpcError):
+    """UNAVAILABLE at once: no endpoint can take the call now (all down, or
+    their circuits open) and none is connecting. Not retried."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Status.UNAVAILABLE, message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message,))
+
+
+class Pool:
+    """Endpoints, their supervisors and the balancer; see the module docstring."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        connector: Connector,
+        rpc_factory: RpcFactory,
+        options: PoolOptions | None = None,
+        *,
+        rng: RandomSource | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("a client needs at least one address")
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"duplicate addresses in {list(addresses)}")
+        self.options = options if options is not None else PoolOptions()
+        self.metrics_record = ClientMetrics(addresses)
+        self.throttle = RetryThrottle(self.options.retry_tokens, self.options.retry_token_ratio)
+        self.idempotent_methods: set[str] = set()
+        self._changed = trio.lowlevel.ParkingLot()  # any endpoint changed state
+        self._closed = False
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        self._rng = rng
+        self.supervisors: dict[str, EndpointSupervisor] = {}
+        for address in addresses:
+            record = self.metrics_record.endpoint(address)
+            holder = StateHolder(on_change=functools.partial(self._on_state, record))
+            breaker = CircuitBreaker(self.options.circuit, endpoint=address)
+            handle = EndpointHandle(address, state=holder, breaker=breaker)
+            self.supervisors[address] = EndpointSupervisor(
+                handle,
+                record,
+                self.options,
+                connector,
+                rpc_factory,
+                on_learned=self.idempotent_methods.update,
+                on_serving=self._serving_changed,
+                rng=rng,
+            )
+        self.balancer = make_balancer(
+            self.options.balancing, [s.handle for s in self.supervisors.values()]
+        )
+
+    def _serving_changed(self) -> None:
+        self._changed.unpark_all()
+
+    async def wait_for_change(self) -> None:
+        """Return at the next change of any endpoint's state or health."""
+        await self._changed.park()
+
+    def _on_state(self, record: Any, old: ConnectivityState, new: ConnectivityState) -> None:
+        record.state = new.name
+        self._changed.unpark_all()
+
+    # -- life ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the supervisors until :meth:`aclose` (or the caller's cancellation)."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    for supervisor in self.supervisors.values():
+                        nursery.start_soon(
+                            supervisor.run, name=f"rpc supervisor {supervisor.address}"
+                        )
+        finally:
+            self._closed = True
+            self._stopped.set()
+            self._changed.unpark_all()
+
+    async def aclose(self) -> None:
+        """No new calls; close every connection and wait until they are closed."""
+        self._closed = True
+        self._changed.unpark_all()
+        self._scope.cancel()
+        await self._stopped.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def wait_settled(self) -> None:
+        """Return once an endpoint is READY or every endpoint has tried once."""
+        while not self._closed:
+            supervisors = self.supervisors.values()
+            if any(s.state is ConnectivityState.READY for s in supervisors):
+                return
+            if all(s.attempts and s.state not in _WAITING_STATES for s in supervisors):
+                return
+            await self._changed.park()
+
+    def raise_if_unreachable(self) -> None:
+        """After :meth:`wait_settled`: with ``connect_required``, raise the
+        first endpoint's error when none is READY (the caller sees why, as
+        with one connection: a refused connection, a bad certificate)."""
+        if not self.options.connect_required:
+            return
+        supervisors = list(self.supervisors.values())
+        if any(s.state is ConnectivityState.READY for s in supervisors):
+            return
+        for supervisor in supervisors:
+            if supervisor.last_error is not None:
+                raise supervisor.last_error
+        raise self._no_endpoint()
+
+    # -- states and metrics ------------------------------------------------------
+
+    def states(self) -> dict[str, ConnectivityState]:
+        return {a: s.state for a, s in self.supervisors.items()}
+
+    def snapshot(self) -> ClientSnapshot:
+        now = trio.current_time()
+        for supervisor in self.supervisors.values():
+            record = supervisor.metrics
+            handle = supervisor.handle
+            record.state = handle.state.state.name
+            record.circuit_state = handle.breaker.state(now).name
+            record.circuit_opened = handle.breaker.times_opened
+            record.outstanding = handle.outstanding
+            rpc = supervisor.rpc
+            if rpc is not None:
+                try:
+                    record.observe_transport(rpc.connection.statistics())
+                except Exception:  # pragma: no cover - a core being torn down
+                    pass
+        return self.metrics_record.snapshot()
+
+    # -- leasing ---------------------------------------------------------------------
+
+    async def lease(
+        self, deadline: float, *, avoid: Collection[str] = (), wait: bool = False
+    ) -> tuple[Lease, EndpointSupervisor, RpcConnection]:
+        """An endpoint for one call (see the module docstring, step 1).
+
+        ``wait=True`` (resumable subscriptions) waits for an endpoint however
+        long it takes; the caller's cancel scope bounds it.
+        """
+        wait_until = min(deadline, trio.current_time() + self.options.connect_wait)
+        while True:
+            if self._closed:
+                raise NoEndpointAvailable("the client is closed")
+            lease = self.balancer.pick(trio.current_time(), avoid=avoid)
+            if lease is not None:
+                supervisor = self.supervisors[lease.endpoint.address]
+                rpc = supervisor.rpc
+                if rpc is not None:
+                    return lease, supervisor, rpc
+                lease.release()  # pragma: no cover - READY implies a connection
+            connecting = any(s.coming for s in self.supervisors.values())
+            if not wait and (not connecting or trio.current_time() >= wait_until):
+                raise self._no_endpoint()
+            with trio.move_on_at(deadline if wait else wait_until):
+                await self._changed.park()
+
+    def _no_endpoint(self) -> NoEndpointAvailable:
+        now = trio.current_time()
+        parts = []
+        cause: BaseException | None = None
+        for supervisor in self.supervisors.values():
+            handle = supervisor.handle
+            text = f"{supervisor.address} {handle.state.state.name}"
+            circuit = handle.breaker.state(now)
+            if circuit.name != "CLOSED":
+                text += f" (circuit {circuit.name})"
+            if handle.serving.name == "NOT_SERVING":
+                text += " (not serving)"
+            parts.append(text)
+            cause = cause or supervisor.last_error
+        error = NoEndpointAvailable("no endpoint available: " + ", ".join(parts))
+        error.__cause__ = cause
+        return error
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Call ``method`` on an endpoint that is up, retrying where safe."""
+        deadline = trio.current_effective_deadline()
+        if timeout is not None:
+            deadline = min(deadline, trio.current_time() + timeout)
+        if idempotent is None:
+            idempotent = method in self.idempotent_methods
+        state = CallRetryState(
+            self.options.retry,
+            self.throttle,
+            idempotent=idempotent,
+            deadline=deadline if math.isfinite(deadline) else None,
+            rng=self._rng,
+        )
+        tried: list[str] = []
+        record = self.metrics_record.method(method)
+        record.started()
+        started = trio.current_time()
+        status: int = Status.CANCELLED
+        try:
+            attempt = functools.partial(
+                self._attempt, method, args, kwargs or {}, deadline, metadata, tried
+            )
+            result = await call_with_retries(attempt, state, _classify)
+            status = Status.OK
+            return result
+        except RpcError as exc:
+            status = exc.status
+            raise
+        finally:
+            record.finished(status, trio.current_time() - started)
+
+    async def _attempt(
+        self,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        deadline: float,
+        metadata: Mapping[str, str | bytes] | None,
+        tried: list[str],
+        number: int,
+    ) -> Any:
+        lease, supervisor, rpc = await self.lease(deadline, avoid=tried)
+        tried.append(supervisor.address)
+        supervisor.enter()
+        try:
+            result = await rpc.call(
+                method, args, kwargs, timeout=remaining(deadline), metadata=metadata
+            )
+        except CallNotStarted as exc:
+            lease.release()  # never reached the handler: says nothing of the endpoint
+            if exc.goaway:
+                supervisor.goaway(rpc)
+            else:
+                supervisor.connection_failed(rpc)
+            raise
+        except RpcError as exc:
+            lease.record_status(exc.status, now=trio.current_time())
+            if exc.status is Status.UNAVAILABLE:
+                supervisor.connection_failed(rpc)
+            raise
+        except BaseException:
+            lease.release()
+            raise
+        finally:
+            supervisor.leave()
+        lease.record(success=True, now=trio.current_time())
+        return result
+
+    # -- streams -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open_stream(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
+        metadata: Mapping[str, str | bytes] | None = None,
+    ) -> AsyncIterator[BidiStream]:
+        """A bidirectional stream on one endpoint (not retried: it may have run)."""
+        deadline = trio.current_effective_deadline()
+        if timeout is not None:
+            deadline = min(deadline, trio.current_time() + timeout)
+        lease, supervisor, rpc = await self.lease(deadline)
+        supervisor.enter()
+        try:
+            with lease:
+                async with rpc.open_stream(
+                    method, args, kwargs, timeout=remaining(deadline), metadata=metadata
+                ) as stream:
+                    yield stream
+        finally:
+            supervisor.leave()
+
+
+def _classify(exc: Exception) -> AttemptFailure | None:
+    """How the retry logic sees a failed attempt (None: not retried, propagates)."""
+    if isinstance(exc, NoEndpointAvailable) or not isinstance(exc, RpcError):
+        return None
+    return AttemptFailure(exc.status, server_started=not isinstance(exc, CallNotStarted))
+
+
+__all__ = ["NoEndpointAvailable", "Pool", "PoolOptions"]

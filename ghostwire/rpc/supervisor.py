@@ -1,0 +1,336 @@
+"""One endpoint of a client pool: its connection, kept alive by a supervisor task.
+
+Theory of operation
+-------------------
+:class:`EndpointSupervisor.run` runs in the client's nursery for as long as
+the client is open. It loops::
+
+    connect (with backoff) -> describe -> READY -> wait for the end -> close
+
+* **Connecting** follows :class:`~.resilience.Backoff` (the loop of
+  :func:`~.resilience.connect_with_backoff`, written out here because a QUIC
+  connection is a context manager that holds a nursery): capped exponential
+  backoff with full jitter between attempts, each attempt's handshake
+  bounded by its connect deadline. Each attempt moves the endpoint to
+  CONNECTING, each failure to TRANSIENT_FAILURE.
+* **Describe**: once connected, one ``rpc.describe`` call tells which methods
+  the server marks idempotent and whether it is serving (see
+  docs/rpc-client.md, "Built-in services"). A server without it is served as
+  usual, with nothing known.
+* **The end** of a connection is any of: the connection closed (by the
+  peer, or a transport error); a ping unanswered for ``ping_timeout`` while
+  calls or subscriptions are open on it (a peer that vanished without a
+  word); or a GOAWAY (the server refused a call because it is draining),
+  after which the endpoint takes no new calls, lets the calls in flight
+  finish, closes and reconnects after a backoff wait (READY -> IDLE).
+
+Nothing here outlives the client: the loop and its helper tasks run in the
+client's nursery and closing the client cancels them, mid-attempt or mid-wait,
+closing the socket with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .. import quic
+from .client import RpcConnection
+from .resilience import (
+    DEFAULT_CONNECT_BACKOFF,
+    Backoff,
+    BackoffPolicy,
+    CircuitPolicy,
+    ConnectAttempt,
+    ConnectivityState,
+    EndpointHandle,
+    EndpointMetrics,
+    RetryPolicy,
+    ServingStatus,
+)
+from .resilience.backoff import RandomSource
+from .resilience.health import parse_status
+from .resilience.runners import ConnectTimeout, is_transient_connect_error
+from .status import RpcError
+
+log = logging.getLogger("ghostwire.rpc")
+
+Connector = Callable[[str], AbstractAsyncContextManager[quic.Connection]]
+RpcFactory = Callable[[quic.Connection], RpcConnection]
+
+#: The built-in method a client asks right after connecting.
+DESCRIBE_METHOD = "rpc.describe"
+DESCRIBE_TIMEOUT = 5.0
+#: The built-in event channel a client follows for the server's health.
+HEALTH_WATCH_METHOD = "health.watch"
+#: The longest a connection being replaced may take to close.
+CLOSE_WAIT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """How a client pool behaves; every default is in docs/rpc-client.md's table."""
+
+    balancing: str = "least_outstanding"
+    backoff: BackoffPolicy = DEFAULT_CONNECT_BACKOFF
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_tokens: float = 100.0
+    retry_token_ratio: float = 0.1
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
+    #: A busy connection (calls or subscriptions open) is pinged this often...
+    ping_interval: float = 0.5
+    #: ...and is broken if a ping is unanswered this long (noticed within ~2 s).
+    ping_timeout: float = 1.5
+    #: How long a call waits for a first connection while an endpoint is
+    #: still connecting (its own deadline is the outer bound).
+    connect_wait: float = 20.0
+    #: How long, after a GOAWAY, calls in flight may take before the
+    #: connection is closed anyway.
+    drain_grace: float = 30.0
+    #: Whether ``connect`` raises the first endpoint's error when no endpoint
+    #: could be reached on the first try (False: start anyway, keep trying).
+    connect_required: bool = True
+    #: Whether to follow each server's ``health.watch`` (skip NOT_SERVING).
+    health_watch: bool = True
+
+
+class EndpointSupervisor:
+    """Keeps one endpoint's connection up; see the module docstring."""
+
+    def __init__(
+        self,
+        handle: EndpointHandle,
+        metrics: EndpointMetrics,
+        options: PoolOptions,
+        connector: Connector,
+        rpc_factory: RpcFactory,
+        *,
+        on_learned: Callable[[Collection[str]], None] = lambda names: None,
+        on_serving: Callable[[], None] = lambda: None,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self.handle = handle
+        self.metrics = metrics
+        self.options = options
+        self.backoff = Backoff(options.backoff, rng)
+        self.rpc: RpcConnection | None = None
+        self.last_error: BaseException | None = None
+        self.attempts = 0  # connection attempts made (for tests and metrics)
+        self._connector = connector
+        self._rpc_factory = rpc_factory
+        self._on_learned = on_learned
+        self._on_serving = on_serving
+        self._active = 0  # calls and subscriptions on the current connection
+        self._activity = trio.lowlevel.ParkingLot()
+        self._ended = trio.Event()
+        self._goaway = False
+        self._connected_before = False
+
+    @property
+    def address(self) -> str:
+        return self.handle.address
+
+    @property
+    def state(self) -> ConnectivityState:
+        return self.handle.state.state
+
+    @property
+    def coming(self) -> bool:
+        """Whether the endpoint may be READY soon: connecting, or not tried
+        yet (IDLE after a GOAWAY is not: that server is going away)."""
+        state = self.state
+        return state is ConnectivityState.CONNECTING or (
+            state is ConnectivityState.IDLE and not self.attempts
+        )
+
+    # -- what the pool tells the supervisor ------------------------------------
+
+    def enter(self) -> None:
+        """A call or subscription started on the current connection."""
+        self._active += 1
+        self._activity.unpark_all()
+
+    def leave(self) -> None:
+        self._active -= 1
+        self._activity.unpark_all()
+
+    def goaway(self, rpc: RpcConnection) -> None:
+        """The server of ``rpc`` said it is shutting down: no new calls
+        here; reconnect once the calls in flight are done."""
+        if rpc is self.rpc and not self._goaway:
+            log.info("endpoint %s is draining (GOAWAY); moving new calls elsewhere", self.address)
+            self._goaway = True
+            self.handle.serving = ServingStatus.NOT_SERVING
+            self._ended.set()
+
+    def connection_failed(self, rpc: RpcConnection) -> None:
+        """A call saw ``rpc`` fail at the transport level: check it now."""
+        if rpc is self.rpc and rpc.is_closed:
+            self._ended.set()
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect, until cancelled (the client closing)."""
+        try:
+            while True:
+                attempt = self.backoff.plan(trio.current_time())
+                self._on_attempt(attempt)
+                try:
+                    connected = await self._connect_and_serve(attempt)
+                except Exception as exc:
+                    if not is_transient_connect_error(exc):
+                        raise
+                    connected, error = False, exc
+                else:
+                    error = ConnectTimeout(
+                        f"connection attempt timed out after "
+                        f"{attempt.connect_deadline - attempt.start:.3g} s"
+                    )
+                if not connected:
+                    self._on_failure(attempt, error)
+                    await trio.sleep_until(attempt.retry_at)
+                elif self._goaway:
+                    self._goaway = False
+                    # The server is going down: let it, rather than reconnect at once.
+                    await trio.sleep(self.backoff.next_wait())
+        finally:
+            self.rpc = None
+            self.handle.state.shutdown()
+
+    async def _connect_and_serve(self, attempt: ConnectAttempt) -> bool:
+        """One attempt: connect under its deadline, then serve the connection
+        until it ends. Returns whether it connected (False: the deadline)."""
+        # The deadline bounds the handshake only: it is lifted once connected.
+        # (The connector is a context manager holding a nursery, so the
+        # attempt and the connection's life share one scope.)
+        with trio.CancelScope(deadline=attempt.connect_deadline) as scope:
+            async with self._connector(self.address) as conn:
+                scope.deadline = math.inf
+                self.backoff.reset()
+                try:
+                    await self._serve(conn)
+                finally:
+                    self._forget(conn)
+                    with trio.move_on_after(CLOSE_WAIT) as closing:
+                        closing.shield = True
+                        await conn.aclose()
+                return True
+        return False
+
+    def _on_attempt(self, attempt: ConnectAttempt) -> None:
+        self.attempts += 1
+        self.handle.state.set(ConnectivityState.CONNECTING)
+
+    def _on_failure(self, attempt: ConnectAttempt, error: Exception) -> None:
+        self.last_error = error
+        log.debug("connecting to %s failed: %s", self.address, error)
+        if self.state is not ConnectivityState.IDLE:  # IDLE: a GOAWAY already said why
+            self.handle.state.set(ConnectivityState.TRANSIENT_FAILURE)
+
+    async def _serve(self, conn: quic.Connection) -> None:
+        rpc = self._rpc_factory(conn)
+        self._ended = trio.Event()
+        self._goaway = False
+        self._active = 0
+        await self._describe(rpc)
+        self.handle.breaker.reset()  # a new connection starts with a closed circuit
+        if self._connected_before:
+            self.metrics.reconnected()
+        self._connected_before = True
+        self.rpc = rpc
+        self.handle.state.set(ConnectivityState.READY)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_closed, conn)
+            nursery.start_soon(self._ping_while_busy, conn)
+            if self.options.health_watch:
+                nursery.start_soon(self._watch_health, rpc)
+            await self._ended.wait()
+            if self._goaway:
+                # Calls in flight finish on this connection; new ones go elsewhere.
+                self.handle.state.set(ConnectivityState.IDLE)
+                with trio.move_on_after(self.options.drain_grace):
+                    while self._active and not conn.is_closed:
+                        await self._activity.park()
+            nursery.cancel_scope.cancel()
+        # (A GOAWAY may also arrive while the nursery winds down.)
+        if self.state is ConnectivityState.READY:
+            lost = ConnectivityState.IDLE if self._goaway else ConnectivityState.TRANSIENT_FAILURE
+            self.handle.state.set(lost)
+
+    def _forget(self, conn: quic.Connection) -> None:
+        self.rpc = None
+        try:
+            self.metrics.observe_transport(conn.statistics())
+        except Exception:  # statistics of a torn-down core: keep what we had
+            log.debug("no statistics from the old connection to %s", self.address)
+        self.metrics.connection_replaced()
+
+    async def _describe(self, rpc: RpcConnection) -> None:
+        """Learn the idempotent methods and the serving status (best effort)."""
+        self.handle.serving = ServingStatus.UNKNOWN
+        try:
+            with trio.move_on_after(DESCRIBE_TIMEOUT):
+                reply: Any = await rpc.call(DESCRIBE_METHOD, timeout=DESCRIBE_TIMEOUT)
+                if isinstance(reply, dict):
+                    names = reply.get("idempotent")
+                    if isinstance(names, list):
+                        self._on_learned([n for n in names if isinstance(n, str)])
+                    self.handle.serving = parse_status(reply.get("health"))
+        except RpcError as exc:  # an older server, or an interceptor said no
+            log.debug("%s did not describe itself: %s", self.address, exc)
+
+    async def _watch_health(self, rpc: RpcConnection) -> None:
+        """Follow ``health.watch``: an endpoint saying NOT_SERVING gets no new
+        calls (a draining server says so before it starts refusing)."""
+        try:
+            async with rpc.subscribe(HEALTH_WATCH_METHOD) as events:
+                async for event in events:
+                    self.handle.serving = parse_status(event.data)
+                    self._on_serving()
+        except (RpcError, quic.QuicError, trio.BrokenResourceError, trio.ClosedResourceError):
+            # An older server without it, or the connection ending: the
+            # serving status stays as rpc.describe left it.
+            pass
+
+    async def _watch_closed(self, conn: quic.Connection) -> None:
+        await conn.wait_closed()
+        self._ended.set()
+
+    async def _ping_while_busy(self, conn: quic.Connection) -> None:
+        """Ping while calls or subscriptions are open; an unanswered ping ends
+        the connection (a peer that vanished sends no CONNECTION_CLOSE)."""
+        options = self.options
+        while True:
+            while not self._active:
+                await self._activity.park()
+            await trio.sleep(options.ping_interval)
+            if not self._active:
+                continue
+            answered = False
+            with trio.move_on_after(options.ping_timeout):
+                try:
+                    await conn.ping()
+                    answered = True
+                except quic.QuicError:
+                    pass  # closed: _watch_closed ends the connection
+            if not answered:
+                log.info(
+                    "%s did not answer a ping within %g s; reconnecting",
+                    self.address,
+                    options.ping_timeout,
+                )
+                self.last_error = TimeoutError("ping unanswered")
+                self._ended.set()
+                return
+
+
+def remaining(deadline: float) -> float | None:
+    """Seconds left before ``deadline`` (None for no deadline)."""
+    return None if deadline == math.inf else max(0.0, deadline - trio.current_time())
