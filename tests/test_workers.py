@@ -148,11 +148,15 @@ class Relay:
 
     async def rebind(self) -> None:
         assert self.nursery is not None
-        if self.back is not None:
-            self.back.close()
-        self.back = trio.socket.socket(type=socket.SOCK_DGRAM)
-        await self.back.bind((HOST, 0))
-        self.nursery.start_soon(self._from_server, self.back)
+        # The new socket is bound before _from_client may use it (a send would
+        # bind it, and the explicit bind fail), and the old one is closed only
+        # once it is out of use.
+        back = trio.socket.socket(type=socket.SOCK_DGRAM)
+        await back.bind((HOST, 0))
+        old, self.back = self.back, back
+        if old is not None:
+            old.close()
+        self.nursery.start_soon(self._from_server, back)
 
     async def _from_client(self) -> None:
         while True:
