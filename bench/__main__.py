@@ -573,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(WORKLOADS)}",
     )
     parser.add_argument(
-        "--stacks", default=",".join(DEFAULT_STACKS),
+        "--stacks",
+        default=",".join(DEFAULT_STACKS),
         help="comma-separated subset of ghostwire,aioquic,qh3 (default ghostwire,aioquic)",
     )
     parser.add_argument(

@@ -108,9 +108,10 @@ async def test_a_fault_closes_one_connection_and_spares_the_others(
     config = client_config(idle_timeout=IDLE)
     with trio.fail_after(30):
         async with echo_server(servers_side) as server:
-            async with quic.connect(HOST, server.port, config) as victim, quic.connect(
-                HOST, server.port, config
-            ) as bystander:
+            async with (
+                quic.connect(HOST, server.port, config) as victim,
+                quic.connect(HOST, server.port, config) as bystander,
+            ):
                 doomed = await _open(victim, b"v")
                 healthy = await _open(bystander, b"b")
                 _plant(servers_side[b"v"].core, where)

@@ -280,7 +280,6 @@ async def test_stopping_the_server_lets_requests_in_progress_finish() -> None:
             with trio.fail_after(5):
                 await started.wait()
 
-
             async def release_once_stopping() -> None:
                 await trio.testing.wait_all_tasks_blocked()  # the stop is under way
                 release.set()

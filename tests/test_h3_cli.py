@@ -176,10 +176,12 @@ async def test_progress_bar_on_a_terminal(tree: Tree, tmp_path: Path) -> None:
     terminal = FakeTTY()
     async with serving(tree.root) as served:
         url = served.url + "large.bin"
-        result = await get("--cafile", served.cafile, "-o", str(tmp_path / "x"), url,
-                           stderr=terminal)
-        quiet = await get("--cafile", served.cafile, "-s", "-o", str(tmp_path / "y"), url,
-                          stderr=FakeTTY())
+        result = await get(
+            "--cafile", served.cafile, "-o", str(tmp_path / "x"), url, stderr=terminal
+        )
+        quiet = await get(
+            "--cafile", served.cafile, "-s", "-o", str(tmp_path / "y"), url, stderr=FakeTTY()
+        )
     assert result.code == 0
     assert result.stderr.startswith("\r")
     assert result.stderr.endswith("\n")
@@ -191,8 +193,14 @@ async def test_progress_bar_on_a_terminal(tree: Tree, tmp_path: Path) -> None:
 
 async def test_no_progress_bar_for_small_files_on_a_terminal(tree: Tree, tmp_path: Path) -> None:
     async with serving(tree.root) as served:
-        result = await get("--cafile", served.cafile, "-o", str(tmp_path / "s"),
-                           served.url + "small.txt", stderr=FakeTTY())
+        result = await get(
+            "--cafile",
+            served.cafile,
+            "-o",
+            str(tmp_path / "s"),
+            served.url + "small.txt",
+            stderr=FakeTTY(),
+        )
     assert result.code == 0 and result.stderr == ""
 
 
@@ -455,8 +463,9 @@ async def test_headers_method_and_data_reach_the_server(tmp_path: Path) -> None:
         cafile = str(tmp_path / "cert.pem")
         first = await get("--cafile", cafile, "-H", "X-Test: one two", "-H", "accept:*/*", url)
         posted = await get("--cafile", cafile, "-d", "@" + str(tmp_path / "up.bin"), url)
-        put = await get("--cafile", cafile, "-X", "put", "--data-binary", "@-", url,
-                        stdin=b"from stdin")
+        put = await get(
+            "--cafile", cafile, "-X", "put", "--data-binary", "@-", url, stdin=b"from stdin"
+        )
     assert first.code == posted.code == put.code == 0
     assert [r.method for r in seen] == ["GET", "POST", "PUT"]
     assert seen[0].path == "/echo?q=1"
@@ -741,7 +750,9 @@ async def test_an_interrupted_download_says_it_is_incomplete(tmp_path: Path) -> 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
                         functools.partial(
-                            h3_get, GetOptions.from_namespace(args), stdout=io.BytesIO(),
+                            h3_get,
+                            GetOptions.from_namespace(args),
+                            stdout=io.BytesIO(),
                             stderr=terminal,
                         )
                     )
@@ -762,9 +773,17 @@ async def test_ctrl_c_during_a_download_says_what_arrived(tmp_path: Path) -> Non
         async with half_body_server(size, sent) as (url, pem, _server):
             (tmp_path / "cert.pem").write_text(pem)
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "ghostwire", "h3-get", "--cafile",
-                 str(tmp_path / "cert.pem"), url],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                [
+                    sys.executable,
+                    "-m",
+                    "ghostwire",
+                    "h3-get",
+                    "--cafile",
+                    str(tmp_path / "cert.pem"),
+                    url,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
             try:
                 assert process.stdout is not None and process.stderr is not None
@@ -897,11 +916,15 @@ async def test_subprocess_h3_get(tree: Tree, tmp_path: Path) -> None:
         with trio.fail_after(TIME_LIMIT):
             ok = await trio.run_process(
                 [*command, "-o", str(target), served.url + "large.bin"],
-                capture_stdout=True, capture_stderr=True, check=False,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
             )
             missing = await trio.run_process(
                 [*command, served.url + "missing"],
-                capture_stdout=True, capture_stderr=True, check=False,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
             )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == b"" and ok.stderr == b""
@@ -917,9 +940,18 @@ async def test_subprocess_h3_get(tree: Tree, tmp_path: Path) -> None:
 async def test_subprocess_h3_serve_stops_cleanly_on_ctrl_c(tree: Tree) -> None:
     with trio.fail_after(TIME_LIMIT):
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "ghostwire", "h3-serve", "--root", str(tree.root),
-             "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "ghostwire",
+                "h3-serve",
+                "--root",
+                str(tree.root),
+                "--port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             assert process.stdout is not None and process.stderr is not None

@@ -442,9 +442,7 @@ async def test_cipher_suite_gw_server(peer: PeerLoop, certs: Certs, suite: str) 
 
 
 @pytest.mark.parametrize("suite", SUITE_NAMES)
-async def test_cipher_suite_offered_by_gw_client(
-    peer: PeerLoop, certs: Certs, suite: str
-) -> None:
+async def test_cipher_suite_offered_by_gw_client(peer: PeerLoop, certs: Certs, suite: str) -> None:
     """Our client offers only ``suite`` to aioquic's server (which allows all three)."""
     config = gw_client_config(certs, cipher_suites=[CipherSuite[suite.removeprefix("TLS_")]])
     with trio.fail_after(20):
@@ -455,9 +453,7 @@ async def test_cipher_suite_offered_by_gw_client(
 
 
 @pytest.mark.parametrize("suite", SUITE_NAMES)
-async def test_cipher_suite_chosen_by_gw_server(
-    peer: PeerLoop, certs: Certs, suite: str
-) -> None:
+async def test_cipher_suite_chosen_by_gw_server(peer: PeerLoop, certs: Certs, suite: str) -> None:
     """Our server allows only ``suite``; aioquic's client offers all three."""
     config = gw_server_config(certs, cipher_suites=[CipherSuite[suite.removeprefix("TLS_")]])
     with trio.fail_after(20):
@@ -531,8 +527,19 @@ def _report(what: str, size: int, seconds: float) -> None:
 @asynccontextmanager
 async def aq_server_process(certs: Certs) -> AsyncIterator[int]:
     """An aioquic server in a subprocess; yields its port."""
-    command = [sys.executable, PEER_SCRIPT, "serve", "--alpn", ALPN,
-               "--certfile", certs.aq_cert, "--keyfile", certs.aq_key, "--timeout", "600"]
+    command = [
+        sys.executable,
+        PEER_SCRIPT,
+        "serve",
+        "--alpn",
+        ALPN,
+        "--certfile",
+        certs.aq_cert,
+        "--keyfile",
+        certs.aq_key,
+        "--timeout",
+        "600",
+    ]
     async with peer_server_process(command) as port:
         yield port
 
@@ -564,13 +571,26 @@ async def _gw_client_transfer(certs: Certs, size: int, direction: str) -> None:
 async def _gw_server_transfer(certs: Certs, size: int, direction: str) -> None:
     expected = hashlib.sha256(pattern(size)).hexdigest()
     async with gw_server(gw_server_config(certs)) as server:
-        command = [sys.executable, PEER_SCRIPT, direction, "--alpn", ALPN,
-                   "--port", str(server.port), "--cafile", certs.ca_file, "--size", str(size)]
+        command = [
+            sys.executable,
+            PEER_SCRIPT,
+            direction,
+            "--alpn",
+            ALPN,
+            "--port",
+            str(server.port),
+            "--cafile",
+            certs.ca_file,
+            "--size",
+            str(size),
+        ]
         result = await trio.run_process(command, capture_stdout=True, capture_stderr=True)
     digest, length, seconds = result.stdout.decode().split()
     assert (digest, int(length)) == (expected, size)
-    what = "aioquic client -> ghostwire server" if direction == "upload" else (
-        "ghostwire server -> aioquic client"
+    what = (
+        "aioquic client -> ghostwire server"
+        if direction == "upload"
+        else ("ghostwire server -> aioquic client")
     )
     _report(what, size, float(seconds))
 
@@ -710,9 +730,7 @@ async def test_gw_server_stop_sending_seen_by_aioquic(peer: PeerLoop, certs: Cer
     assert result == (STOP_CODE, b"stopped\n")
 
 
-async def test_aioquic_server_stop_sending_seen_by_gw_client(
-    peer: PeerLoop, certs: Certs
-) -> None:
+async def test_aioquic_server_stop_sending_seen_by_gw_client(peer: PeerLoop, certs: Certs) -> None:
     with trio.fail_after(20):
         async with aq_server(peer, aq_server_config(certs)) as server:
             async with connect(HOST, server.port, gw_client_config(certs)) as conn:
@@ -733,9 +751,7 @@ async def _stop_download(protocol: PeerProtocol, code: int) -> int:
     return stream.stream_id
 
 
-async def test_aioquic_client_stop_sending_seen_by_gw_server(
-    peer: PeerLoop, certs: Certs
-) -> None:
+async def test_aioquic_client_stop_sending_seen_by_gw_server(peer: PeerLoop, certs: Certs) -> None:
     with trio.fail_after(20):
         async with gw_server(gw_server_config(certs)) as server:
             async with aq_client(peer, server.port, aq_client_config(certs)) as client:
@@ -985,9 +1001,7 @@ async def test_client_certificate_aioquic_client_gw_server(peer: PeerLoop, certs
     config = aq_client_config(certs)
     config.certificate = identity.certificate
     config.private_key = identity.private_key
-    server_config = gw_server_config(
-        certs, client_cafile=certs.ca_file, require_client_cert=True
-    )
+    server_config = gw_server_config(certs, client_cafile=certs.ca_file, require_client_cert=True)
     with trio.fail_after(20):
         async with gw_server(server_config) as server:
             async with aq_client(peer, server.port, config) as client:
@@ -1074,9 +1088,11 @@ async def test_unidirectional_streams(peer: PeerLoop, certs: Certs) -> None:
                 [protocol] = server.connections
                 await peer.run(
                     protocol.log.wait_for(
-                        lambda e: isinstance(e, aq_events.StreamDataReceived)
-                        and e.stream_id == stream.stream_id
-                        and e.end_stream
+                        lambda e: (
+                            isinstance(e, aq_events.StreamDataReceived)
+                            and e.stream_id == stream.stream_id
+                            and e.end_stream
+                        )
                     )
                 )
                 received = await peer.run(_stream_bytes(protocol, stream.stream_id))

@@ -104,9 +104,11 @@ def test_path_response_is_padded() -> None:
     for datagram, _ in _server_datagrams(pair):
         client.receive_datagram(datagram, SERVER_ADDR, pair.now)
     replies = client.datagrams_to_send(pair.now)
-    carrying = [d for d, _ in replies if any(
-        f.frame_type == FrameType.PATH_RESPONSE for f in _frames(server, d)
-    )]
+    carrying = [
+        d
+        for d, _ in replies
+        if any(f.frame_type == FrameType.PATH_RESPONSE for f in _frames(server, d))
+    ]
     assert carrying and all(len(d) >= 1200 for d in carrying)  # RFC 9000 §8.2.2
 
 

@@ -341,7 +341,6 @@ async def test_a_silent_address_gives_way_to_the_next(
     silent.close()
 
 
-
 async def test_alpn_may_be_left_to_a_protocol_layer_but_plain_quic_needs_one() -> None:
     # Configs without ALPN are valid (ghostwire.rpc and ghostwire.http3 fill in
     # their own); plain QUIC refuses them at once, before any packet is sent.

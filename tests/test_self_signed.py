@@ -204,9 +204,7 @@ def test_chains_to_a_ca_keep_the_strict_checks() -> None:
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                authority.private_key.public_key()
-            ),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.private_key.public_key()),
             False,
         )
         .sign(authority.private_key, hashes.SHA256())

@@ -129,8 +129,12 @@ async def test_a_connection_lost_mid_body_is_an_http_error() -> None:
     async def run(*, task_status: trio.TaskStatus[quic.QuicServer]) -> None:
         with scope:
             await h3.serve(
-                handler, 0, server_config(alpn=["h3"]), host=HOST,
-                shutdown_timeout=0.0, task_status=task_status,
+                handler,
+                0,
+                server_config(alpn=["h3"]),
+                host=HOST,
+                shutdown_timeout=0.0,
+                task_status=task_status,
             )
 
     async with trio.open_nursery() as nursery, _client() as client:

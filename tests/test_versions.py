@@ -56,7 +56,6 @@ from test_interop_aioquic import (
 __all__ = ["certs", "peer"]  # fixtures, used by name
 
 
-
 def _recorder(into: list[bytes]) -> Callable[[bytes], bool]:
     """A drop filter that records every datagram and drops none."""
 

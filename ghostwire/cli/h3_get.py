@@ -432,4 +432,3 @@ def run(args: argparse.Namespace) -> int:
         "h3-get",
         functools.partial(h3_get, options, stdout=sys.stdout.buffer, stderr=sys.stderr),
     )
-

@@ -94,6 +94,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SHELL_NAMES))
 
+
 __all__ = [
     "MAX_REQUEST_STREAM_ID",
     "Client",

@@ -222,7 +222,10 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self.peer_initial_scid: bytes | None = None if self.is_client else client_scid
         self.initial_dcid_for_keys = self.original_dcid if retry_scid is None else retry_scid
         self.local_cids = LocalConnectionIds(
-            our_cid, cid_length, random_bytes, reset_token_for or (lambda cid: random_bytes(16)),
+            our_cid,
+            cid_length,
+            random_bytes,
+            reset_token_for or (lambda cid: random_bytes(16)),
             new_cid=generator,
         )
         self.peer_cids = PeerConnectionIds(peer_cid, config.active_connection_id_limit)

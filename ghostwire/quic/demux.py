@@ -211,8 +211,12 @@ class Demux:
             validated = self._tokens.validate_retry_token(header.token, addr, now)
             if validated is None:
                 return self._refuse(
-                    header.version, header.dcid, header.scid, addr,
-                    TransportErrorCode.INVALID_TOKEN, "invalid address validation token",
+                    header.version,
+                    header.dcid,
+                    header.scid,
+                    addr,
+                    TransportErrorCode.INVALID_TOKEN,
+                    "invalid address validation token",
                 )
             original_dcid, retry_scid = validated
             if retry_scid != header.dcid:
@@ -221,8 +225,12 @@ class Demux:
         if self.connection_count >= config.max_connections:
             self.stats.connections_refused += 1
             return self._refuse(
-                header.version, header.dcid, header.scid, addr,
-                TransportErrorCode.CONNECTION_REFUSED, "server is at its connection limit",
+                header.version,
+                header.dcid,
+                header.scid,
+                addr,
+                TransportErrorCode.CONNECTION_REFUSED,
+                "server is at its connection limit",
             )
         conn = self._factory(
             config,

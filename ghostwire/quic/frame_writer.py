@@ -639,9 +639,7 @@ class FrameWriter:
             space = conn.spaces[space_id]
             if space.send_keys is not None and not space.discarded:
                 candidates.append((space, packet_type, space.send_keys))
-        if conn.key_phases.send is not None and (
-            conn.handshake_complete or not candidates
-        ):
+        if conn.key_phases.send is not None and (conn.handshake_complete or not candidates):
             candidates.append(
                 (conn.spaces[Space.APPLICATION], PacketType.ONE_RTT, conn.key_phases.send)
             )
@@ -659,9 +657,11 @@ class FrameWriter:
             builder.end_packet()
         if builder.is_empty:
             return None
-        pad_to = MIN_INITIAL_DATAGRAM if conn.is_client and builder.has_packet_type(
-            PacketType.INITIAL
-        ) else 0
+        pad_to = (
+            MIN_INITIAL_DATAGRAM
+            if conn.is_client and builder.has_packet_type(PacketType.INITIAL)
+            else 0
+        )
         if room is not None:
             pad_to = min(pad_to, max_size)
         datagram, sent = builder.finish(pad_to, now)
@@ -733,4 +733,3 @@ def _on_stream_delivered(
 def _on_ack_delivered(delivered: bool, space: PacketNumberSpace, largest: int) -> None:
     if delivered:
         space.on_ack_acknowledged(largest)
-

@@ -191,9 +191,7 @@ class HandshakeMixin:
         if version != self.version:
             self.version = version
             self._install_initial_keys()
-        self.local_params.version_information = version_information(
-            version, self.config.versions
-        )
+        self.local_params.version_information = version_information(version, self.config.versions)
         return self.local_params_bytes
 
     def _apply_peer_params(self, raw: bytes) -> None:

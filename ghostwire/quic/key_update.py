@@ -56,9 +56,7 @@ class KeyPhases:
         "updates",
     )
 
-    def __init__(
-        self, confidentiality: int | None = None, integrity: int | None = None
-    ) -> None:
+    def __init__(self, confidentiality: int | None = None, integrity: int | None = None) -> None:
         self._confidentiality_override = confidentiality
         self._integrity_override = integrity
         self.confidentiality_limit = confidentiality if confidentiality is not None else 1 << 23
@@ -159,9 +157,7 @@ class KeyPhases:
 
     def can_initiate(self) -> bool:
         return (
-            self.send is not None
-            and self._send_phase_acked
-            and self.send_phase == self.recv_phase
+            self.send is not None and self._send_phase_acked and self.send_phase == self.recv_phase
         )
 
     def initiate(self, next_send_pn: int) -> None:

@@ -243,9 +243,7 @@ class Client:
                     channel.cancel()
                     raise
         except trio.TooSlowError as exc:
-            raise RequestTimeout(
-                f"{method} {url}: no response within {self.timeout:g} s"
-            ) from exc
+            raise RequestTimeout(f"{method} {url}: no response within {self.timeout:g} s") from exc
         return Response(channel, headers_in, method.upper())
 
     async def _open_request(self, origin: _Origin) -> MessageChannel:

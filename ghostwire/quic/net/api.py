@@ -383,8 +383,13 @@ def _server_conn_kwargs(files: _ConnectionFiles) -> dict[str, Any]:
 class QuicListener(trio.abc.Listener[Connection]):
     """Accepts established connections: ``conn = await listener.accept()``."""
 
-    def __init__(self, server: QuicServer, send: trio.MemorySendChannel[Connection],
-                 receive: trio.MemoryReceiveChannel[Connection], cancel: trio.CancelScope) -> None:
+    def __init__(
+        self,
+        server: QuicServer,
+        send: trio.MemorySendChannel[Connection],
+        receive: trio.MemoryReceiveChannel[Connection],
+        cancel: trio.CancelScope,
+    ) -> None:
         self.server = server
         self._send = send
         self._receive = receive
@@ -440,4 +445,3 @@ async def open_listener(
             yield listener
         finally:
             server_scope.cancel()
-

@@ -599,11 +599,13 @@ class Connection(trio.abc.AsyncResource):
             return
         self._failed = True
         log.error(
-            "internal error in the QUIC connection with %r; closing it", self.peer_address,
+            "internal error in the QUIC connection with %r; closing it",
+            self.peer_address,
             exc_info=exc,
         )
         self._error_override = ConnectionClosed(
-            f"connection closed after an internal error: {exc!r}", is_application=False,
+            f"connection closed after an internal error: {exc!r}",
+            is_application=False,
             error_code=TransportErrorCode.INTERNAL_ERROR,
         )
         try:
@@ -611,7 +613,9 @@ class Connection(trio.abc.AsyncResource):
             now = trio.current_time()
             if not core.is_closed:
                 core.close(
-                    TransportErrorCode.INTERNAL_ERROR, "internal error", is_application=False,
+                    TransportErrorCode.INTERNAL_ERROR,
+                    "internal error",
+                    is_application=False,
                     now=now,
                 )
             # The close goes out first: event processing may be what is broken.
@@ -656,7 +660,8 @@ class Connection(trio.abc.AsyncResource):
                 if not self._core.is_closed:
                     # An application error code: the application failed, not QUIC.
                     self._core.close(
-                        self.handler_error_code, f"handler failed: {type(exc).__name__}",
+                        self.handler_error_code,
+                        f"handler failed: {type(exc).__name__}",
                         now=trio.current_time(),
                     )
                     self._after_input()

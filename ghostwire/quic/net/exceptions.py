@@ -151,9 +151,7 @@ def error_from_termination(event: ConnectionTerminated, *, during_handshake: boo
             is_application=False,
         )
     who = "by the peer" if event.by_peer else "locally"
-    kind = (
-        f"application error {event.error_code}" if event.is_application else code
-    )
+    kind = f"application error {event.error_code}" if event.is_application else code
     return ConnectionClosed(
         f"connection closed {who} with {kind}{detail}",
         error_code=event.error_code,
