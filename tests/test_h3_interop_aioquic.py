@@ -102,20 +102,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(ca, str(path / "ca.pem"), gw, str(path / "aq.pem"), str(path / "aq.key"))
 
 
-@pytest.fixture
-def peer() -> Any:
-    # Both stacks share the GIL; a shorter switch interval makes the hand-over
-    # after each sendto/recvfrom quicker (as in test_interop_aioquic).
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    loop = PeerLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-        sys.setswitchinterval(interval)
-
-
 # -- observing QPACK on our side -----------------------------------------------------------
 
 

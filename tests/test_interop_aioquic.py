@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -122,21 +122,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         gw_leaf=gw.certificate,
         aq_leaf=aq.certificate,
     )
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerLoop]:
-    # Both stacks share the GIL; a shorter switch interval makes the hand-over
-    # after each sendto/recvfrom quicker (5 ms by default), which roughly
-    # halves the run time of the chattier tests.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    loop = PeerLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-        sys.setswitchinterval(interval)
 
 
 def _debug_options() -> dict[str, Any]:

@@ -41,11 +41,10 @@ from test_interop_aioquic import (
     gw_client_config,
     gw_server,
     gw_server_config,
-    peer,
     read_all,
 )
 
-__all__ = ["certs", "peer"]  # fixtures, used by name
+__all__ = ["certs"]  # a fixture, used by name (peer is in conftest.py)
 
 TRANSFER = 20 << 20
 LIMIT = 3000  # packets per key: a 20 MB transfer (~17,000 packets) needs several updates

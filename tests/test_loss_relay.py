@@ -35,7 +35,6 @@ from test_interop_aioquic import (  # noqa: F401 - the fixtures are used by name
     gw_client_config,
     gw_server,
     gw_server_config,
-    peer,
     read_all,
 )
 
@@ -87,7 +86,7 @@ def _report(who: str, times: list[float], relay: LossyRelay) -> None:
 
 
 async def test_gw_client_to_aioquic_server_through_lossy_relay(
-    peer: PeerLoop,  # noqa: F811
+    peer: PeerLoop,
     certs: Certs,  # noqa: F811
 ) -> None:
     config = gw_client_config(certs, handshake_timeout=PER_CONNECTION_TIMEOUT)
@@ -108,7 +107,7 @@ async def test_gw_client_to_aioquic_server_through_lossy_relay(
 
 
 async def test_aioquic_client_to_gw_server_through_lossy_relay(
-    peer: PeerLoop,  # noqa: F811
+    peer: PeerLoop,
     certs: Certs,  # noqa: F811
 ) -> None:
     times: list[float] = []

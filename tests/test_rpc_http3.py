@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,21 +204,6 @@ def ca_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("rpc-h3") / "ca.pem"
     test_ca().write_pem(path)
     return str(path)
-
-
-@pytest.fixture
-def peer() -> Iterator[Any]:
-    pytest.importorskip("aioquic")
-    from aioquic_peer import PeerLoop
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    loop = PeerLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-        sys.setswitchinterval(interval)
 
 
 def gw_client() -> Client:

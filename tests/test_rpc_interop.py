@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import functools
 import struct
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -94,18 +93,6 @@ def service(cancelled: trio.Event) -> rpc.Service:
             yield rpc.Event({"height": height}, cursor=height)
 
     return zvm
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerLoop]:
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    loop = PeerLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-        sys.setswitchinterval(interval)
 
 
 @asynccontextmanager

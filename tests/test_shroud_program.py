@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -138,21 +137,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     ca.write_pem(path / "ca.pem")
     ca.issue(["localhost", HOST]).write_pem(path / "cert.pem", path / "key.pem")
     return Certs(str(path / "ca.pem"), str(path / "cert.pem"), str(path / "key.pem"))
-
-
-@pytest.fixture
-def peer() -> Any:
-    pytest.importorskip("aioquic")
-    from aioquic_peer import PeerLoop
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    loop = PeerLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-        sys.setswitchinterval(interval)
 
 
 async def check_over_httpx(client: httpx.AsyncClient, url: Any, protocol: str) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -250,21 +249,6 @@ async def _read_all(stream: trio.abc.Stream) -> bytes:
 
 
 # -- HTTP/3 with aioquic --------------------------------------------------------------------
-
-
-@pytest.fixture
-def peer() -> Any:
-    pytest.importorskip("aioquic")
-    from aioquic_peer import PeerLoop
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
-    loop = PeerLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-        sys.setswitchinterval(interval)
 
 
 @pytest.mark.interop

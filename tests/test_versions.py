@@ -50,10 +50,9 @@ from test_interop_aioquic import (
     gw_client_config,
     gw_server,
     gw_server_config,
-    peer,
 )
 
-__all__ = ["certs", "peer"]  # fixtures, used by name
+__all__ = ["certs"]  # a fixture, used by name (peer is in conftest.py)
 
 
 def _recorder(into: list[bytes]) -> Callable[[bytes], bool]:
