@@ -350,9 +350,14 @@ async def serve_on_socket(
     sock: socket.socket,
     config: ServerConfig,
     *,
+    prepare: Callable[[Endpoint], None] | None = None,
     task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """``serve`` on a bound UDP socket, which it closes when it ends."""
+    """``serve`` on a bound UDP socket, which it closes when it ends.
+
+    ``prepare(endpoint)`` runs before the endpoint reads its first datagram
+    (``serve(workers=N)`` installs its forwarding there).
+    """
     files = _ConnectionFiles(config)
     try:
         async with _unwrapping_nursery() as nursery:
@@ -365,6 +370,8 @@ async def serve_on_socket(
 
             endpoint.on_new_connection = on_new_connection
             endpoint._connection_kwargs = lambda: _server_conn_kwargs(files)  # type: ignore[method-assign]
+            if prepare is not None:
+                prepare(endpoint)
             endpoint.start()
             task_status.started(QuicServer(endpoint, demux))
             await trio.sleep_forever()
