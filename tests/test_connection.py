@@ -267,3 +267,22 @@ def test_stateless_reset_is_detected() -> None:
     [terminated] = [e for e in events if isinstance(e, ConnectionTerminated)]
     assert terminated.reason_kind is CloseReason.STATELESS_RESET  # RFC 9000 §10.3.1
     assert client.is_terminated
+
+
+def test_stream_at_eof_of_a_stream_never_opened_raises() -> None:
+    """Like reading it: a stream nobody opened is not "at EOF". One that was
+    read to its FIN and forgotten still is."""
+    from quic_pair import handshake
+
+    from ghostwire.quic.stream_states import StreamStateError
+
+    pair = handshake(make_pair())
+    server = pair.server
+    assert server is not None
+    assert _transfer(pair, b"done") == b"done"  # client stream 0, read to EOF
+    assert server.stream_at_eof(0)  # finished (and forgotten): still at EOF
+    for never in (4, 8, 1, 3, 2, 400):  # later client streams; server and uni streams
+        with pytest.raises(StreamStateError, match="not open"):
+            server.stream_at_eof(never)
+        with pytest.raises(StreamStateError, match="not open"):
+            pair.client.stream_at_eof(never)

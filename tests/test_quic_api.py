@@ -355,3 +355,45 @@ async def test_alpn_may_be_left_to_a_protocol_layer_but_plain_quic_needs_one() -
 
 async def _never_called(conn: quic.Connection) -> None:  # pragma: no cover
     raise AssertionError("no connection expected")
+
+
+async def test_serve_on_socket_closes_the_socket_when_it_cannot_start(tmp_path: Path) -> None:
+    """A key log it cannot create fails serve_on_socket, and the socket it was
+    given (which it owns) is closed, not leaked."""
+    import socket
+
+    from ghostwire.quic.net.api import serve_on_socket
+
+    async def handler(conn: quic.Connection) -> None:
+        raise AssertionError("no connection expected")  # pragma: no cover
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    config = server_config(keylog_file=blocker / "keys.log")  # below a file: cannot open
+    with trio.fail_after(10), pytest.raises(NotADirectoryError):
+        await serve_on_socket(handler, sock, config)
+    assert sock.fileno() == -1
+
+
+async def test_connect_closes_its_socket_when_the_key_log_cannot_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ghostwire.quic.net.api as api
+
+    opened: list[Any] = []
+    real_open = api.open_udp_socket  # type: ignore[attr-defined]
+
+    def open_udp_socket(*args: Any) -> Any:
+        opened.append(real_open(*args))
+        return opened[-1]
+
+    monkeypatch.setattr(api, "open_udp_socket", open_udp_socket)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = client_config(keylog_file=blocker / "keys.log")
+    with trio.fail_after(10), pytest.raises(NotADirectoryError):
+        async with quic.connect("127.0.0.1", 9, config):
+            raise AssertionError("no handshake expected")  # pragma: no cover
+    assert len(opened) == 1 and opened[0].fileno() == -1

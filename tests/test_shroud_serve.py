@@ -20,6 +20,7 @@ bounded by ``trio.fail_after`` (or thread joins with timeouts).
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator
@@ -383,6 +384,40 @@ async def test_websocket_bad_handshake_gets_the_original_400(certs: Certs) -> No
             reply = await _read_all(stream)
             assert reply.startswith(b"HTTP/1.1 400 ")
             assert reply.endswith(b"Invalid WebSocket version or key")
+
+
+async def test_http3_twin_port_taken_on_udp_opens_the_pair_again(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLS listener's ephemeral port is taken on UDP: HTTP/3 cannot have its
+    number, so the pair moves to another port instead of failing to start."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind((HOST, 0))
+    busy_port = taken.getsockname()[1]
+    real_open = trio.open_tcp_listeners
+    ports: list[int] = []
+
+    async def open_tcp(port: int, **kwargs: Any) -> list[trio.SocketListener]:
+        # The first port the "system" picks is the one taken on UDP.
+        opened = await real_open(busy_port if port == 0 and not ports else port, **kwargs)
+        ports.append(opened[0].socket.getsockname()[1])
+        return opened
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", open_tcp)  # what listeners.py calls
+    server = shroud_program(full_config(certs, enable_http1=False))
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with running(server):
+                assert server.tls_address is not None and server.http3_address is not None
+                assert ports[0] == busy_port and len(ports) == 2
+                assert server.tls_address[1] == server.http3_address[1] == ports[1] != busy_port
+                client = ghostwire.HttpClient(
+                    preferred_protocol=ghostwire.HttpVersion.http3, ca_file=certs.ca_file
+                )
+                reply = await client.get(f"https://localhost:{server.http3_address[1]}/users/3")
+                assert reply.parseJson()["protocol"] == "http3"  # HTTP/3 on the twin port
+    finally:
+        taken.close()
 
 
 # -- a script that never heard of trio ------------------------------------------------------

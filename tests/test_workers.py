@@ -16,8 +16,9 @@ from quic_pair import client_config, server_config
 
 import ghostwire.quic as quic
 from ghostwire.quic.lb import QuicLbCidGenerator, QuicLbConfig
+from ghostwire.quic.net.forwarding import Forwarder, decode, encode, open_inboxes
 from ghostwire.quic.net.reuseport import attach_worker_program, open_reuseport_sockets
-from ghostwire.quic.net.workers import QuicWorkers, worker_cid_plan
+from ghostwire.quic.net.workers import ROUTING_ENV, QuicWorkers, worker_cid_plan
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT groups: Linux")
 HOST = "127.0.0.1"
@@ -172,9 +173,16 @@ class Relay:
             await self.front.sendto(data, self.client)
 
 
-async def test_rebinding_client_keeps_its_worker_and_connection() -> None:
+@pytest.mark.parametrize("routing", ["auto", "forward"])
+async def test_rebinding_client_keeps_its_worker_and_connection(
+    routing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By the kernel's BPF program, or without it by forwarding between workers."""
+    monkeypatch.setenv(ROUTING_ENV, routing)
     with trio.fail_after(60):
         async with workers_server(2) as info, trio.open_nursery() as nursery:
+            assert info.cid_routing == (routing == "auto")
+            assert info.forwarding == (routing == "forward")
             relay = Relay((HOST, info.port))
             await relay.start(nursery)
             async with quic.connect(HOST, relay.front.getsockname()[1], client_config()) as conn:
@@ -221,3 +229,80 @@ def test_worker_ids_keep_a_load_balancer_server_id() -> None:
     keyed = QuicLbConfig(config_id=1, server_id_length=2, nonce_length=6, key=bytes(16))
     with pytest.raises(ValueError, match="plaintext"):
         worker_cid_plan(server_config(cid_generator=QuicLbCidGenerator(keyed, b"ab")), 2)
+
+
+# -- forwarding between workers, where the kernel does not route by CID ---------------
+
+
+def test_forwarded_message_keeps_the_source_address() -> None:
+    for addr in [("127.0.0.1", 4433), ("fe80::1%lo", 443, 7, 1), ("::1", 65535, 0, 0)]:
+        assert decode(encode(b"\x40payload", addr)) == (b"\x40payload", addr)
+    for bad in [b"", b"\x03\x00" + bytes(10), encode(b"x", ("a", 1))[:12]]:
+        with pytest.raises(ValueError):
+            decode(bad)
+
+
+def test_forwarder_sends_only_other_workers_short_headers() -> None:
+    pairs = open_inboxes(3)
+    try:
+        forwarder = Forwarder(0, 1, pairs[0][0], [sender for _, sender in pairs])
+        client = ("127.0.0.1", 5000)
+        for worker in (1, 2):
+            packet = bytes([0x40, 0x00, worker]) + b"s" * 30
+            assert forwarder.misrouted(packet, client)
+            assert decode(pairs[worker][0].recv(2048)) == (packet, client)
+        kept = [
+            bytes([0x40, 0x00, 0]) + b"s" * 30,  # its own: a connection it forgot
+            bytes([0x40, 0x00, 3]) + b"s" * 30,  # no such worker
+            bytes([0xC0, 0, 0, 0, 1, 8, 0x00, 1]) + b"l" * 30,  # long header
+            b"\x40\x00",  # too short for a worker byte
+        ]
+        assert not any(forwarder.misrouted(packet, client) for packet in kept)
+        assert forwarder.forwarded == 2 and forwarder.dropped == 0
+        for inbox, _ in pairs:
+            with pytest.raises(BlockingIOError):
+                inbox.recv(2048)
+    finally:
+        for inbox, sender in pairs:
+            inbox.close()
+            sender.close()
+
+
+async def _rebinding_connection(port: int, seen: list[tuple[int, int, int]]) -> None:
+    """Connect through a NAT, ask, rebind, ask again: (worker byte, pid, pid)."""
+    async with trio.open_nursery() as nursery:
+        relay = Relay((HOST, port))
+        await relay.start(nursery)
+        async with quic.connect(HOST, relay.front.getsockname()[1], client_config()) as conn:
+            first = await ask_pid(conn)
+            await relay.rebind()
+            seen.append((worker_of(conn), first, await ask_pid(conn)))
+        nursery.cancel_scope.cancel()
+
+
+async def test_forwarding_workers_serve_100_rebinding_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No BPF program: the 4-tuple hash picks the worker, and after a rebinding
+    about half the clients reach the other one, which must forward (a stateless
+    reset would end the connection)."""
+    monkeypatch.setenv(ROUTING_ENV, "forward")
+    with trio.fail_after(180):
+        async with workers_server(2) as info:
+            assert not info.cid_routing and info.forwarding
+            seen: list[tuple[int, int, int]] = []
+            limit = trio.CapacityLimiter(8)
+
+            async def bounded() -> None:
+                async with limit:
+                    await _rebinding_connection(info.port, seen)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(bounded)
+            assert len(seen) == 100
+            assert all(before == after for _, before, after in seen)
+            pid_of_worker = {worker: pid for worker, pid, _ in seen}
+            assert set(pid_of_worker) == {0, 1}  # the hash spread them over both
+            assert sorted(pid_of_worker.values()) == sorted(info.pids)
+            assert all(pid_of_worker[worker] == pid for worker, pid, _ in seen)

@@ -296,9 +296,14 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         return self.streams.read(stream_id, max_bytes)
 
     def stream_at_eof(self, stream_id: int) -> bool:
-        """Whether all of a stream's data up to its FIN has been read."""
+        """Whether all of a stream's data up to its FIN has been read.
+
+        Raises :class:`StreamStateError` for a stream never opened, as reading it would.
+        """
         stream = self.streams.get(stream_id)
         if stream is None:
+            if not self.streams.was_opened(stream_id):
+                raise StreamStateError(f"stream {stream_id} is not open")
             return True  # finished and forgotten
         receiver = stream.receiver
         if receiver is None or not receiver.at_eof:

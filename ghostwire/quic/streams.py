@@ -252,6 +252,10 @@ class StreamManager:
         """The live stream with this id, or None (never opened, or closed and forgotten)."""
         return self._streams.get(stream_id)
 
+    def was_opened(self, stream_id: int) -> bool:
+        """Whether this stream was ever opened, by us or the peer (it may be forgotten since)."""
+        return stream_id >= 0 and stream_id >> 2 < self._next_index[stream_id & 3]
+
     def __len__(self) -> int:
         return len(self._streams)
 

@@ -3,10 +3,13 @@
 The TCP listeners are opened first so that, with ``http3_port`` unset,
 HTTP/3 takes the very port number the TLS listener got (port 0 included):
 ``https://host:port`` then has its HTTP/3 twin on the same number, over UDP.
+A port the system picked for TCP may be taken on UDP: then the pair is
+opened again on another one, a few times.
 """
 
 from __future__ import annotations
 
+import errno
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from .server import UnifiedServer
 
 Handler = Callable[[Any], Awaitable[None]]
+PORT_PAIR_ATTEMPTS = 8  # TCP ports the system picks before giving up on a free UDP twin
 
 
 def _tcp_host(server: UnifiedServer) -> str | None:
@@ -62,33 +66,56 @@ async def start_listeners(
         server.http1_address = _address(listeners[0])
         handler = partial(serve_connection, server, options=options("http"))
         groups.append((handler, listeners))
-    if cfg.enable_tls:
-        raw = await trio.open_tcp_listeners(cfg.tls_port, host=_tcp_host(server))
-        server.tls_address = _address(raw[0])
+    # TLS and HTTP/3 open as a pair: HTTP/3 may need the TLS port's number.
+    for attempt in range(PORT_PAIR_ATTEMPTS):
+        raw: list[trio.SocketListener] = []
+        if cfg.enable_tls:
+            raw = await trio.open_tcp_listeners(cfg.tls_port, host=_tcp_host(server))
+            server.tls_address = _address(raw[0])
+        try:
+            if cfg.enable_http3:
+                assert quic_config is not None
+                await _start_http3(server, nursery, quic_config)
+        except OSError as exc:
+            # The system chose the TLS port for TCP alone; it may be taken on UDP.
+            picked = cfg.enable_tls and cfg.tls_port == 0 and cfg.http3_port is None
+            for listener in raw:
+                await listener.aclose()
+            server.tls_address = None
+            if exc.errno != errno.EADDRINUSE or not picked or attempt == PORT_PAIR_ATTEMPTS - 1:
+                raise
+            continue
+        break
+    if raw:
         assert tls_context is not None
         context = tls_context
         tls = [trio.SSLListener(listener, context, https_compatible=True) for listener in raw]
         handler = partial(serve_connection, server, options=options("https"))
         groups.append((handler, tls))
-    if cfg.enable_http3:
-        assert quic_config is not None
-        port = cfg.http3_port
-        if port is None:
-            port = server.tls_address[1] if server.tls_address else cfg.tls_port
-        quic = await nursery.start(
-            partial(
-                h3_serve,
-                native_handler(server),
-                port,
-                quic_config,
-                host=cfg.address,
-                shutdown_timeout=2.0,
-            )
-        )
-        server._set_quic_server(quic)
     # Accepting starts last: nothing else may fail while HTTP/3 is starting up.
     if groups:
         nursery.start_soon(_accept, accepting, groups, nursery)
+
+
+async def _start_http3(
+    server: UnifiedServer, nursery: trio.Nursery, quic_config: ServerConfig
+) -> None:
+    """HTTP/3 on ``http3_port``, by default the TLS listener's port number."""
+    cfg = server.config
+    port = cfg.http3_port
+    if port is None:
+        port = server.tls_address[1] if server.tls_address else cfg.tls_port
+    quic = await nursery.start(
+        partial(
+            h3_serve,
+            native_handler(server),
+            port,
+            quic_config,
+            host=cfg.address,
+            shutdown_timeout=2.0,
+        )
+    )
+    server._set_quic_server(quic)
 
 
 async def _accept(

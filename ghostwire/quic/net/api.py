@@ -23,6 +23,7 @@ import socket
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import IO, Any, NoReturn
 
 import trio
@@ -208,8 +209,9 @@ async def _connect_to(
     handshake_timeout: float,
 ) -> AsyncIterator[Connection]:
     sock = open_udp_socket(None, local_port, family)
-    files = _ConnectionFiles(config)
+    files: _ConnectionFiles | None = None
     try:
+        files = _ConnectionFiles(config)  # may fail (a key log in a missing directory)
         async with _unwrapping_nursery() as nursery:
             endpoint = Endpoint(sock, Demux(None, cid_length=config.connection_id_length), nursery)
             endpoint.enable_icmp_errors()
@@ -237,7 +239,8 @@ async def _connect_to(
                 nursery.cancel_scope.cancel()
     finally:
         sock.close()
-        files.close()
+        if files is not None:
+            files.close()
 
 
 class QuicServer:
@@ -350,11 +353,17 @@ async def serve_on_socket(
     sock: socket.socket,
     config: ServerConfig,
     *,
+    prepare: Callable[[Endpoint], None] | None = None,
     task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """``serve`` on a bound UDP socket, which it closes when it ends."""
-    files = _ConnectionFiles(config)
+    """``serve`` on a bound UDP socket, which it closes when it ends.
+
+    ``prepare(endpoint)`` runs before the endpoint reads its first datagram
+    (``serve(workers=N)`` installs its forwarding there).
+    """
+    files: _ConnectionFiles | None = None
     try:
+        files = _ConnectionFiles(config)  # may fail (a key log in a missing directory)
         async with _unwrapping_nursery() as nursery:
             demux = Demux(config)
             endpoint = Endpoint(sock, demux, nursery)
@@ -364,13 +373,16 @@ async def serve_on_socket(
                 nursery.start_soon(conn._run, handler)
 
             endpoint.on_new_connection = on_new_connection
-            endpoint._connection_kwargs = lambda: _server_conn_kwargs(files)  # type: ignore[method-assign]
+            endpoint._connection_kwargs = partial(_server_conn_kwargs, files)  # type: ignore[method-assign]
+            if prepare is not None:
+                prepare(endpoint)
             endpoint.start()
             task_status.started(QuicServer(endpoint, demux))
             await trio.sleep_forever()
     finally:
         sock.close()
-        files.close()
+        if files is not None:
+            files.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
 

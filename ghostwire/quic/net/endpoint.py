@@ -65,6 +65,9 @@ class Endpoint:
         self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
         self._gro = enable_gro(sock)
         self._icmp_errors = False  # see enable_icmp_errors()
+        # serve(workers=N) without kernel routing: takes a datagram no local
+        # connection owns and returns True if it sent it to its worker (.forwarding).
+        self.misrouted: Callable[[bytes, Any], bool] | None = None
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -169,19 +172,32 @@ class Endpoint:
                     self._dispatch(bytes(view[:size]), addr, now)
             if check_errors and self._icmp_errors:
                 self._read_icmp_errors()
-            dirty = self._dirty
-            self._dirty = []
-            for conn in dirty:
-                conn._dirty = False
-                try:
-                    conn._after_datagrams()
-                except Exception as exc:
-                    conn._fail(exc)  # that connection alone closes
+            self._after_drain()
             await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _after_drain(self) -> None:
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn._dirty = False
+            try:
+                conn._after_datagrams()
+            except Exception as exc:
+                conn._fail(exc)  # that connection alone closes
+
+    def deliver(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Datagrams another socket received for this endpoint (a worker's
+        forwarded ones), processed as if read from this socket."""
+        now = trio.current_time()
+        for data, addr in datagrams:
+            self._dispatch(data, addr, now)
+        self._after_drain()
 
     def _dispatch(self, data: bytes, addr: Any, now: float) -> None:
         core = self.demux.existing_connection(data)
         if core is None:
+            if self.misrouted is not None and self.misrouted(data, addr):
+                return
             try:
                 received = self.demux.receive(data, addr, now, **self._connection_kwargs())
             except Exception:

@@ -15,10 +15,11 @@ stdin reaches EOF, which happens when the parent closes it (``serve``
 cancelled) or dies. A worker that exits on its own is restarted on the same
 socket, so the group order, and with it the routing, never changes.
 
-Where the BPF program cannot be attached (not Linux, a kernel before 4.5),
-the kernel's 4-tuple hash spreads the datagrams: connections work, but a
-client whose address changes may reach another worker, which answers with a
-stateless reset. That limitation is logged and documented in docs/scaling.md.
+Where the BPF program cannot be attached (a kernel before 4.5, a sandbox
+that filters the option), or when ``GHOSTWIRE_WORKER_ROUTING=forward`` turns
+it off, the kernel's 4-tuple hash spreads the datagrams and the workers
+forward what reaches the wrong one (:mod:`.forwarding`), so a client whose
+address changes still reaches its connection, one hop later.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ..config import ServerConfig
 from ..lb import QuicLbCidGenerator, QuicLbConfig
-from .endpoint import SOCKET_BUFFER_BYTES
+from .endpoint import SOCKET_BUFFER_BYTES, Endpoint
+from .forwarding import Forwarder, open_inboxes
 from .reuseport import attach_worker_program, open_reuseport_sockets
 
 log = logging.getLogger("ghostwire.quic")
@@ -54,6 +56,9 @@ log = logging.getLogger("ghostwire.quic")
 MAX_WORKERS = 255  # the worker byte; 255 itself never names a socket
 STOP_GRACE = 5.0  # seconds a worker gets to close its connections before it is killed
 RESTART_DELAY = 1.0
+ROUTING_ENV = "GHOSTWIRE_WORKER_ROUTING"
+"""``auto`` (the default): the kernel routes by CID, or the workers forward where it
+cannot. ``forward``: no BPF program, the workers always forward."""
 
 
 class WorkerError(RuntimeError):
@@ -69,6 +74,8 @@ class QuicWorkers:
     cid_routing: bool
     """True when the kernel routes by connection ID (the BPF program is attached)."""
     pids: list[int] = dataclasses.field(default_factory=list)
+    forwarding: bool = False
+    """True when workers forward datagrams that reach the wrong one (no BPF program)."""
 
     @property
     def port(self) -> int:
@@ -87,6 +94,13 @@ class _WorkerSpec:
     nonce_prefix: bytes
     socket_fd: int
     status_fd: int
+    cid_offset: int = 1
+    inbox_fd: int = -1  # forwarding: this worker's inbox, and every worker's sending end
+    sender_fds: tuple[int, ...] = ()
+
+    def passed_fds(self) -> tuple[int, ...]:
+        inbox = (self.inbox_fd,) if self.inbox_fd >= 0 else ()
+        return (self.socket_fd, self.status_fd, *inbox, *self.sender_fds)
 
     def worker_config(self) -> ServerConfig:
         generator = QuicLbCidGenerator(
@@ -208,21 +222,36 @@ async def serve_workers(
     lb, plan, offset = worker_cid_plan(config, workers)
     base = dataclasses.replace(config, cid_generator=None)
     family = socket.AF_INET6 if host is not None and ":" in host else socket.AF_INET
+    routing = _routing_mode()
     sockets = open_reuseport_sockets(host, port, family, workers, SOCKET_BUFFER_BYTES)
+    inboxes: list[tuple[socket.socket, socket.socket]] = []
     try:
-        routed = attach_worker_program(sockets[0], offset)
+        routed = routing == "auto" and attach_worker_program(sockets[0], offset)
         if not routed:
-            log.warning(
-                "SO_ATTACH_REUSEPORT_CBPF unavailable: workers are chosen by 4-tuple hash, "
-                "so a client whose address changes may lose its connection"
-            )
+            if routing == "auto":
+                log.warning(
+                    "SO_ATTACH_REUSEPORT_CBPF unavailable: workers are chosen by 4-tuple "
+                    "hash and forward the datagrams of other workers' connections"
+                )
+            inboxes = open_inboxes(workers)
+        senders = tuple(sender.fileno() for _, sender in inboxes)
         host_, bound_port = sockets[0].getsockname()[:2]
-        info = QuicWorkers((host_, bound_port), workers, routed, [0] * workers)
+        info = QuicWorkers((host_, bound_port), workers, routed, [0] * workers, not routed)
         prep = _preparation_data()
         async with trio.open_nursery() as nursery:
             for index, (server_id, prefix) in enumerate(plan):
                 spec = _WorkerSpec(
-                    handler, base, index, lb, server_id, prefix, sockets[index].fileno(), -1
+                    handler,
+                    base,
+                    index,
+                    lb,
+                    server_id,
+                    prefix,
+                    sockets[index].fileno(),
+                    -1,
+                    cid_offset=offset,
+                    inbox_fd=inboxes[index][0].fileno() if inboxes else -1,
+                    sender_fds=senders,
                 )
                 await nursery.start(_supervise, spec, prep, info)
             task_status.started(info)
@@ -230,7 +259,17 @@ async def serve_workers(
     finally:
         for sock in sockets:
             sock.close()
+        for inbox, sender in inboxes:
+            inbox.close()
+            sender.close()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _routing_mode() -> str:
+    mode = os.environ.get(ROUTING_ENV, "auto") or "auto"
+    if mode not in ("auto", "forward"):
+        raise ValueError(f"{ROUTING_ENV} must be 'auto' or 'forward', not {mode!r}")
+    return mode
 
 
 async def _supervise(
@@ -266,7 +305,7 @@ async def _start_worker(spec: _WorkerSpec, prep: bytes) -> trio.Process:
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "ghostwire.quic.net.workers"],
             stdin=subprocess.PIPE,
-            pass_fds=(spec.socket_fd, status_write),
+            pass_fds=spec.passed_fds(),
             start_new_session=True,  # a terminal's Ctrl-C reaches the parent only
         )
     finally:
@@ -317,8 +356,9 @@ async def _worker_main(spec: _WorkerSpec) -> None:
 
     sock = socket.socket(fileno=spec.socket_fd)
     config = spec.worker_config()
+    prepare = _forwarding(spec) if spec.inbox_fd >= 0 else None
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve_on_socket, spec.handler, sock, config))
+        await nursery.start(partial(serve_on_socket, spec.handler, sock, config, prepare=prepare))
         os.write(spec.status_fd, b"R")
         os.close(spec.status_fd)
         stdin = trio.lowlevel.FdStream(os.dup(0))
@@ -326,6 +366,19 @@ async def _worker_main(spec: _WorkerSpec) -> None:
             while await stdin.receive_some():
                 pass  # EOF: the parent stopped serving, or is gone
         nursery.cancel_scope.cancel()
+
+
+def _forwarding(spec: _WorkerSpec) -> Callable[[Endpoint], None]:
+    """The endpoint set-up of a worker that forwards (no kernel routing)."""
+    inbox = socket.socket(fileno=spec.inbox_fd)
+    senders = [socket.socket(fileno=fd) for fd in spec.sender_fds]
+    forwarder = Forwarder(spec.index, spec.cid_offset, inbox, senders)
+
+    def prepare(endpoint: Endpoint) -> None:
+        endpoint.misrouted = forwarder.misrouted
+        endpoint.nursery.start_soon(forwarder.run, endpoint.deliver)
+
+    return prepare
 
 
 def main() -> None:
