@@ -3,12 +3,14 @@ saw is retried on another endpoint; one that may have started is not."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_rpc_faults_support import Chain, ServerSlot, fast_options
 from test_rpc_support import rpc_client_config
 
@@ -125,3 +127,55 @@ async def test_stream_retries_are_bounded_by_max_attempts() -> None:
         await _two_endpoints(failures, opened, body=body)
     assert len(failures) == 10 - rpc.PoolOptions().retry.max_attempts  # 3 attempts, then up
     assert opened == []
+
+
+async def test_a_stream_a_draining_server_refused_says_it_never_started() -> None:
+    opened: list[str] = []
+    refused: list[rpc.CallNotStarted] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b = _Slot(nursery, "a", opened), _Slot(nursery, "b", opened)
+            await a.start()
+            await b.start()
+            a.chain.release = trio.Event()  # a call held on a keeps its drain going
+            options = fast_options(balancing="round_robin", health_watch=False)
+            addresses = [a.address, b.address]
+            async with rpc.connect(
+                addresses, config=rpc_client_config(), options=options
+            ) as client:
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
+                direct = client.pool.supervisors[a.address].rpc
+                assert direct is not None
+
+                async def hold() -> None:
+                    # (not the pool's call: a's connection closes under it)
+                    with contextlib.suppress(rpc.RpcError):
+                        await direct.call("chain.get", [1])
+
+                nursery.start_soon(hold)
+                while a.chain.calls["get"] < 1:
+                    await a.chain.arrived.park()
+                assert a.server is not None
+                nursery.start_soon(a.server.shutdown, 10.0)
+                await trio.testing.wait_all_tasks_blocked()
+                # Round robin over two endpoints: one of two streams goes to a.
+                for _ in range(2):
+                    try:
+                        async with client.open_stream("relay.echo") as stream:
+                            await stream.send("x")
+                            assert await stream.receive() == "x"
+                            await stream.send_eof()
+                    except rpc.CallNotStarted as exc:
+                        refused.append(exc)
+                        break
+                assert len(refused) == 1 and refused[0].goaway
+                # The pool takes a out of balancing: the caller's next try works.
+                await client.wait_for_state(a.address, rpc.ConnectivityState.IDLE)
+                async with client.open_stream("relay.echo") as stream:
+                    await stream.send("y")
+                    assert await stream.receive() == "y"
+                    await stream.send_eof()
+                a.chain.release.set()
+            nursery.cancel_scope.cancel()
+    assert opened.count("a") == 0 and opened.count("b") >= 1

@@ -189,6 +189,8 @@ class Subscription:
 
 
 class _ClientBidiStream(BidiStream):
+    _parse_trailer = staticmethod(_trailer_error)  # a refusal is CallNotStarted
+
     async def send(self, message: Any) -> None:
         try:
             await super().send(message)
