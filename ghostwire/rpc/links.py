@@ -61,13 +61,16 @@ class Link:
     def usable(self) -> bool:
         return not self.ended.is_set() and not self.conn.is_closed
 
+    # (Each call enters and leaves: wake only when somebody waits.)
     def enter(self) -> None:
         self.active += 1
-        self.changed.unpark_all()
+        if self.changed:
+            self.changed.unpark_all()
 
     def leave(self) -> None:
         self.active -= 1
-        self.changed.unpark_all()
+        if self.changed:
+            self.changed.unpark_all()
 
     def end(self) -> None:
         self.ended.set()
@@ -124,7 +127,7 @@ class Links:
         """The least loaded connection that is not saturated (None: all are)."""
         best: Link | None = None
         for link in self.all:
-            if link.usable and not link.saturated and (best is None or link.active < best.active):
+            if (best is None or link.active < best.active) and link.usable and not link.saturated:
                 best = link
         return best
 
@@ -148,7 +151,8 @@ class Links:
 
     def left(self, link: Link) -> None:
         link.leave()
-        self.capacity_changed.unpark_all()
+        if self.capacity_changed:
+            self.capacity_changed.unpark_all()
 
 
 __all__ = ["Link", "Links"]

@@ -181,14 +181,16 @@ class EndpointSupervisor:
                 if link is None:  # pragma: no cover - accepting implies a primary
                     return None
             link.enter()
-            self._activity.unpark_all()
+            if self._activity:
+                self._activity.unpark_all()
             return link
         return None
 
     def release(self, link: Link) -> None:
         """The call :meth:`acquire` counted on ``link`` ended."""
         self.links.left(link)
-        self._activity.unpark_all()
+        if self._activity:
+            self._activity.unpark_all()
 
     def goaway(self, rpc: RpcConnection) -> None:
         """The server of ``rpc`` said it is shutting down: no new calls
