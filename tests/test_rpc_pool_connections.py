@@ -14,6 +14,7 @@ import trio.testing
 from test_rpc_faults_support import HOST, Chain, fast_options
 from test_rpc_support import rpc_client_config, rpc_server_config
 
+import ghostwire.quic as quic
 import ghostwire.rpc as rpc
 
 
@@ -122,3 +123,22 @@ async def test_endpoint_transport_metrics_of_a_live_client() -> None:
     )
     assert new[("ghostwire_rpc_endpoint_lost_packets_total", label)] == after.packets_lost
     assert new[("ghostwire_rpc_endpoint_connections", label)] == 1
+
+
+class _RefusedInAGroup:
+    """A connection attempt whose refusal comes wrapped in an exception group
+    (as when the attempt's deadline cancels the handshake at that moment)."""
+
+    async def __aenter__(self) -> quic.Connection:
+        raise ExceptionGroup("connect", [ConnectionRefusedError("nothing listens")])
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None  # pragma: no cover
+
+
+async def test_a_refusal_in_a_group_is_a_failed_attempt_not_a_crash() -> None:
+    with trio.fail_after(30), pytest.raises(ConnectionRefusedError, match="nothing listens"):
+        async with rpc.connect(
+            f"{HOST}:9", connector=lambda address: _RefusedInAGroup(), options=fast_options()
+        ):
+            pass  # pragma: no cover

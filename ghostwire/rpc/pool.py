@@ -11,14 +11,20 @@ connection up (states, backoff, pings, GOAWAY). For each call the pool
    to ``connect_wait`` and its own deadline); otherwise it fails at once with
    UNAVAILABLE (:class:`NoEndpointAvailable`), which is never retried: an
    open circuit means "not now";
-2. runs the call on that endpoint's :class:`~.client.RpcConnection` and
-   reports the outcome on the lease (the circuit counts UNAVAILABLE);
+2. takes a connection of that endpoint from its supervisor (the least
+   loaded with stream credit; one more, up to ``max_connections_per_endpoint``,
+   when all are saturated: :mod:`.links`), runs the call on its
+   :class:`~.client.RpcConnection`, and reports the outcome on the lease
+   (the circuit counts UNAVAILABLE);
 3. retries under :class:`~.resilience.CallRetryState`: only an idempotent
    method (learned from the servers, or ``idempotent=True`` on the call)
    failing with a retryable status, or a call the server provably never
    started (:class:`~.client.CallNotStarted`: no stream, or refused by a
    draining server), with the client's retry budget and the caller's deadline
    as bounds. A retry prefers endpoints the call has not tried yet.
+
+Bidirectional streams follow the same steps; only their opening is retried
+(the server never saw it), never a stream the caller already holds.
 """
 
 from __future__ import annotations

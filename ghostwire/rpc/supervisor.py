@@ -24,6 +24,12 @@ the client is open. It loops::
   after which the endpoint takes no new calls, lets the calls in flight
   finish, closes and reconnects after a backoff wait (READY -> IDLE).
 
+* **Extra connections**: while every connection to the endpoint has used
+  up its stream credit, :meth:`EndpointSupervisor.acquire` opens one more
+  (up to ``max_connections_per_endpoint``), served by a task in the
+  primary connection's nursery until it is idle for
+  ``extra_connection_idle``, breaks, or the primary ends (see links.py).
+
 Nothing here outlives the client: the loop and its helper tasks run in the
 client's nursery and closing the client cancels them, mid-attempt or mid-wait,
 closing the socket with them.
@@ -57,7 +63,7 @@ from .resilience import (
 )
 from .resilience.backoff import RandomSource
 from .resilience.health import parse_status
-from .resilience.runners import ConnectTimeout, is_transient_connect_error
+from .resilience.runners import ConnectTimeout, is_transient_connect_error, single_error
 from .status import RpcError
 
 log = logging.getLogger("ghostwire.rpc")
@@ -225,7 +231,7 @@ class EndpointSupervisor:
                 except Exception as exc:
                     if not is_transient_connect_error(exc):
                         raise
-                    connected, error = False, exc
+                    connected, error = False, single_error(exc)
                 else:
                     error = ConnectTimeout(
                         f"connection attempt timed out after "
