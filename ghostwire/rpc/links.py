@@ -57,10 +57,6 @@ class Link:
         """No stream credit left: a new call here would wait for a stream."""
         return self.conn.core.streams.streams_available(True) == 0
 
-    @property
-    def usable(self) -> bool:
-        return not self.ended.is_set() and not self.conn.is_closed
-
     # (Each call enters and leaves: wake only when somebody waits.)
     def enter(self) -> None:
         self.active += 1
@@ -123,20 +119,24 @@ class Links:
         self.accepting = False
         self.capacity_changed.unpark_all()
 
-    def pick(self) -> Link | None:
-        """The least loaded connection that is not saturated (None: all are)."""
+    def pick(self) -> tuple[Link | None, bool]:
+        """The connection for a new call and whether it has stream credit:
+        the least loaded one with credit; else (all saturated) the least
+        loaded one, where the call would wait for a stream. One pass, since
+        every call comes here: (None, False) when there is no connection."""
         best: Link | None = None
+        best_free: Link | None = None
         for link in self.all:
-            if (best is None or link.active < best.active) and link.usable and not link.saturated:
+            if link.ended.is_set():
+                continue
+            active = link.active
+            if best is None or active < best.active:
                 best = link
-        return best
-
-    def least_loaded(self) -> Link | None:
-        best: Link | None = None
-        for link in self.all:
-            if link.usable and (best is None or link.active < best.active):
-                best = link
-        return best
+            if (best_free is None or active < best_free.active) and not link.saturated:
+                best_free = link
+        if best_free is not None:
+            return best_free, True
+        return best, False
 
     def may_grow(self, now: float) -> bool:
         """Whether to open an extra connection now: every connection is

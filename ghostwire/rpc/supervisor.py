@@ -175,17 +175,17 @@ class EndpointSupervisor:
         new calls (not READY, or draining); the call never started."""
         links = self.links
         while links.accepting:
-            link = links.pick()
-            if link is None:
+            link, free = links.pick()
+            if not free:
                 if links.may_grow(trio.current_time()) and self._nursery is not None:
                     links.opening += 1
                     self._nursery.start_soon(self._run_extra, name=f"rpc extra {self.address}")
                 if links.opening:
                     await links.capacity_changed.park()
                     continue
-                link = links.least_loaded()  # at the bound: wait there for a stream
-                if link is None:  # pragma: no cover - accepting implies a primary
-                    return None
+                # At the bound: the call waits on the least loaded one for a stream.
+            if link is None:  # pragma: no cover - accepting implies a primary
+                return None
             link.enter()
             if self._activity:
                 self._activity.unpark_all()
