@@ -152,7 +152,8 @@ class Links:
     def left(self, link: Link) -> None:
         link.leave()
         if self.capacity_changed:
-            self.capacity_changed.unpark_all()
+            # One stream is (about to be) free: one waiter looks, not a herd.
+            self.capacity_changed.unpark(count=1)
 
 
 __all__ = ["Link", "Links"]
