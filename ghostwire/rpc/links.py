@@ -14,12 +14,12 @@ the stream limit binds:
   would wait for a stream. A call takes its stream as soon as it is given a
   connection (no schedule point in between, without client interceptors),
   so the credit seen by the next call is exact.
-* :meth:`~.supervisor.EndpointSupervisor.acquire` gives a call the least loaded connection that is
-  not saturated (the primary wins ties, so extras empty first). When every
-  connection is saturated it opens an extra one (one at a time, up to the
-  bound) and waits for it, or for a call to end; at the bound it queues the
-  call on the least loaded connection, where QUIC's MAX_STREAMS makes it
-  wait for a stream.
+* :meth:`~.supervisor.EndpointSupervisor.acquire` gives a call the least
+  loaded connection that is not saturated (the primary wins ties, so
+  extras empty first). When every connection is saturated it opens an
+  extra one (one at a time, up to the bound) and waits for it, or for a
+  call to end; at the bound it queues the call on the least loaded
+  connection, where QUIC's MAX_STREAMS makes it wait for a stream.
 * An extra connection is closed once it has had no call for
   ``extra_connection_idle`` seconds, or when it breaks (it is not
   reconnected: it is opened again when needed), or when the primary ends
