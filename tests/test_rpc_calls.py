@@ -417,7 +417,8 @@ async def test_interceptors_reject_on_the_server_and_add_metadata_on_the_client(
 
 
 async def test_ten_thousand_calls_in_flight_on_one_connection() -> None:
-    async with setup(interceptors=[]) as (_, _, client):
+    one_connection = rpc.PoolOptions(max_connections_per_endpoint=1)
+    async with setup(interceptors=[], options=one_connection) as (_, _, client):
         results: dict[int, int] = {}
 
         async def one(i: int) -> None:

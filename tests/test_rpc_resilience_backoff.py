@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 
@@ -16,7 +17,11 @@ from ghostwire.rpc.resilience.backoff import (
     BackoffPolicy,
     ConnectAttempt,
 )
-from ghostwire.rpc.resilience.runners import ConnectTimeout, connect_with_backoff
+from ghostwire.rpc.resilience.runners import (
+    ConnectTimeout,
+    connect_with_backoff,
+    is_transient_connect_error,
+)
 
 
 def test_defaults_are_grpcs() -> None:
@@ -190,3 +195,38 @@ async def test_cancelling_the_loop_mid_wait_leaves_nothing_behind(
     seen = attempts
     await trio.sleep(600.0)
     assert attempts == seen  # the loop ended with its nursery
+
+
+async def test_a_refusal_inside_a_group_is_transient_and_unwrapped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A connect deadline that cancels a handshake just as its refusal arrives
+    # leaves the refusal in a group once the deadline's scope took its
+    # Cancelled out: still an outage, not a bug.
+    seen: list[Exception] = []
+    attempts = 0
+
+    async def refused_then_up() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ExceptionGroup("connect", [ExceptionGroup("inner", [ConnectionRefusedError()])])
+        return "connected"
+
+    backoff = Backoff(rng=random.Random(3))
+    result = await connect_with_backoff(
+        refused_then_up, backoff, on_failure=lambda attempt, exc: seen.append(exc)
+    )
+    assert result == "connected" and attempts == 3
+    assert [type(exc) for exc in seen] == [ConnectionRefusedError, ConnectionRefusedError]
+    assert is_transient_connect_error(ExceptionGroup("x", [OSError(), ConnectTimeout()]))
+    assert not is_transient_connect_error(ExceptionGroup("x", [OSError(), TypeError()]))
+    with pytest.raises(ExceptionGroup):
+        await connect_with_backoff(
+            functools.partial(_raise, ExceptionGroup("bug", [TypeError("a bug")])),
+            Backoff(rng=random.Random(0)),
+        )
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc

@@ -56,9 +56,13 @@ async def running(
 
 @asynccontextmanager
 async def connected(
-    services: Sequence[rpc.Service], **server_options: Any
+    services: Sequence[rpc.Service],
+    *,
+    options: rpc.PoolOptions | None = None,
+    **server_options: Any,
 ) -> AsyncIterator[tuple[rpc.Server, rpc.Client]]:
-    """A running server and a client connected to it."""
+    """A running server and a client connected to it (``options``: the client's)."""
     async with running(services, **server_options) as (server, listener):
-        async with rpc.connect(f"127.0.0.1:{listener.port}", config=rpc_client_config()) as client:
+        address = f"127.0.0.1:{listener.port}"
+        async with rpc.connect(address, config=rpc_client_config(), options=options) as client:
             yield server, client

@@ -10,7 +10,8 @@ ID we issued to its connection and decides, for a datagram matching none:
 * with ``retry=True``, an Initial without a valid token → a Retry carrying a
   token that binds the client's address (RFC 9000 §8.1.2); with an invalid
   Retry token → close with INVALID_TOKEN (RFC 9000 §8.1.3);
-* past ``max_connections`` → close with CONNECTION_REFUSED, statelessly;
+* past ``max_connections``, or once ``refusing`` is set (a server shutting
+  down) → close with CONNECTION_REFUSED, statelessly (RFC 9000 §20.1);
 * otherwise a new server connection;
 * a short-header packet for an unknown ID → a Stateless Reset
   (RFC 9000 §10.3), smaller than what triggered it so two endpoints can never
@@ -96,6 +97,8 @@ class Demux:
         self._original_dcids: dict[QuicConnection, bytes] = {}
         self.connection_count = 0
         self.stats = DemuxStats()
+        #: When set, new connections are refused with this reason (shutting down).
+        self.refusing: str | None = None
 
     def reset_token_for(self, cid: bytes) -> bytes:
         return stateless_reset_token(self._static_key, cid)
@@ -222,7 +225,7 @@ class Demux:
             if retry_scid != header.dcid:
                 self.stats.datagrams_dropped += 1
                 return Received()
-        if self.connection_count >= config.max_connections:
+        if self.refusing is not None or self.connection_count >= config.max_connections:
             self.stats.connections_refused += 1
             return self._refuse(
                 header.version,
@@ -230,7 +233,7 @@ class Demux:
                 header.scid,
                 addr,
                 TransportErrorCode.CONNECTION_REFUSED,
-                "server is at its connection limit",
+                self.refusing or "server is at its connection limit",
             )
         conn = self._factory(
             config,

@@ -24,6 +24,9 @@ class BidiStream:
     A sender and a receiver may run in different tasks at once.
     """
 
+    #: How the caller's side reads the server's trailer (the client refines it).
+    _parse_trailer = staticmethod(parse_trailer)
+
     def __init__(self, reader: FrameReader, *, is_client: bool) -> None:
         self._reader = reader
         self._stream = reader.stream
@@ -54,7 +57,7 @@ class BidiStream:
             return decode(payload)
         if frame_type == TRAILERS and self._is_client:
             self.finished = True
-            error = parse_trailer(payload)
+            error = self._parse_trailer(payload)
             if error is not None:
                 raise error
             raise trio.EndOfChannel

@@ -189,6 +189,8 @@ class Subscription:
 
 
 class _ClientBidiStream(BidiStream):
+    _parse_trailer = staticmethod(_trailer_error)  # a refusal is CallNotStarted
+
     async def send(self, message: Any) -> None:
         try:
             await super().send(message)
@@ -454,7 +456,7 @@ class ServiceStub:
 
 class Client:
     """What :func:`connect` yields: calls by name over a pool of connections,
-    one per endpoint (see :mod:`ghostwire.rpc.pool`).
+    one per endpoint, more while its stream limit binds (see :mod:`ghostwire.rpc.pool`).
 
     Arguments after the method name are the method's, positional or keyword;
     ``timeout``, ``metadata`` and ``idempotent`` (and ``after`` and
@@ -586,7 +588,8 @@ async def connect(
     connector: Connector | None = None,
 ) -> AsyncIterator[Client]:
     """A client of the RPC servers at ``address`` (``"host:port"``, or a list
-    of them): one connection per endpoint, kept up by a supervisor task each,
+    of them): a connection per endpoint (more while one's stream limit binds),
+    kept up by a supervisor task each,
     all closed on exit.
 
     Returns once an endpoint is READY or every endpoint tried once; calls

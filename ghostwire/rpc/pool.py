@@ -11,14 +11,20 @@ connection up (states, backoff, pings, GOAWAY). For each call the pool
    to ``connect_wait`` and its own deadline); otherwise it fails at once with
    UNAVAILABLE (:class:`NoEndpointAvailable`), which is never retried: an
    open circuit means "not now";
-2. runs the call on that endpoint's :class:`~.client.RpcConnection` and
-   reports the outcome on the lease (the circuit counts UNAVAILABLE);
+2. takes a connection of that endpoint from its supervisor (the least
+   loaded with stream credit; one more, up to ``max_connections_per_endpoint``,
+   when all are saturated: :mod:`.links`), runs the call on its
+   :class:`~.client.RpcConnection`, and reports the outcome on the lease
+   (the circuit counts UNAVAILABLE);
 3. retries under :class:`~.resilience.CallRetryState`: only an idempotent
    method (learned from the servers, or ``idempotent=True`` on the call)
    failing with a retryable status, or a call the server provably never
    started (:class:`~.client.CallNotStarted`: no stream, or refused by a
    draining server), with the client's retry budget and the caller's deadline
    as bounds. A retry prefers endpoints the call has not tried yet.
+
+Bidirectional streams follow the same steps; only their opening is retried
+(the server never saw it), never a stream the caller already holds.
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
 
 from .bidi import BidiStream
 from .client import CallNotStarted, RpcConnection
+from .links import Link
 from .resilience import (
     AttemptFailure,
     CallRetryState,
@@ -103,7 +110,7 @@ class Pool:
                 connector,
                 rpc_factory,
                 on_learned=self.idempotent_methods.update,
-                on_serving=self._serving_changed,
+                on_change=self._serving_changed,
                 rng=rng,
             )
         self.balancer = make_balancer(
@@ -186,10 +193,10 @@ class Pool:
             record.circuit_state = handle.breaker.state(now).name
             record.circuit_opened = handle.breaker.times_opened
             record.outstanding = handle.outstanding
-            rpc = supervisor.rpc
-            if rpc is not None:
+            record.connections = len(supervisor.links.all)
+            for link in supervisor.links.all:
                 try:
-                    record.observe_transport(rpc.connection.statistics())
+                    record.observe_transport(link.conn.statistics(), key=link.key)
                 except Exception:  # pragma: no cover - a core being torn down
                     pass
         return self.metrics_record.snapshot()
@@ -198,7 +205,7 @@ class Pool:
 
     async def lease(
         self, deadline: float, *, avoid: Collection[str] = (), wait: bool = False
-    ) -> tuple[Lease, EndpointSupervisor, RpcConnection]:
+    ) -> tuple[Lease, EndpointSupervisor]:
         """An endpoint for one call (see the module docstring, step 1).
 
         ``wait=True`` (resumable subscriptions) waits for an endpoint however
@@ -211,9 +218,8 @@ class Pool:
             lease = self.balancer.pick(trio.current_time(), avoid=avoid)
             if lease is not None:
                 supervisor = self.supervisors[lease.endpoint.address]
-                rpc = supervisor.rpc
-                if rpc is not None:
-                    return lease, supervisor, rpc
+                if supervisor.rpc is not None:
+                    return lease, supervisor
                 lease.release()  # pragma: no cover - READY implies a connection
             connecting = any(s.coming for s in self.supervisors.values())
             if not wait and (not connecting or trio.current_time() >= wait_until):
@@ -292,9 +298,10 @@ class Pool:
         tried: list[str],
         number: int,
     ) -> Any:
-        lease, supervisor, rpc = await self.lease(deadline, avoid=tried)
+        lease, supervisor = await self.lease(deadline, avoid=tried)
         tried.append(supervisor.address)
-        supervisor.enter()
+        link = await _acquire(lease, supervisor)
+        rpc = link.rpc
         try:
             result = await rpc.call(
                 method, args, kwargs, timeout=remaining(deadline), metadata=metadata
@@ -315,7 +322,7 @@ class Pool:
             lease.release()
             raise
         finally:
-            supervisor.leave()
+            supervisor.release(link)
         lease.record(success=True, now=trio.current_time())
         return result
 
@@ -331,20 +338,92 @@ class Pool:
         timeout: float | None = None,  # noqa: ASYNC109  (the call deadline travels on the wire)
         metadata: Mapping[str, str | bytes] | None = None,
     ) -> AsyncIterator[BidiStream]:
-        """A bidirectional stream on one endpoint (not retried: it may have run)."""
+        """A bidirectional stream on one endpoint. Opening it is retried
+        elsewhere when the server provably never saw it (no stream could be
+        opened, or the connection was closed with GOAWAY first), within the
+        attempts, the retry budget and the deadline; once the stream is the
+        caller's it is not retried (docs/rpc-client.md, "Streams")."""
         deadline = trio.current_effective_deadline()
         if timeout is not None:
             deadline = min(deadline, trio.current_time() + timeout)
-        lease, supervisor, rpc = await self.lease(deadline)
-        supervisor.enter()
+        state = CallRetryState(
+            self.options.retry,
+            self.throttle,
+            idempotent=False,
+            deadline=deadline if math.isfinite(deadline) else None,
+            rng=self._rng,
+        )
+        async with AsyncExitStack() as stack:
+            attempt = functools.partial(
+                self._open_stream_attempt,
+                stack,
+                method,
+                args,
+                kwargs or {},
+                deadline,
+                metadata,
+                [],
+            )
+            stream, supervisor, rpc = await call_with_retries(attempt, state, _classify)
+            try:
+                yield stream
+            except RpcError as exc:
+                if isinstance(exc, CallNotStarted) and exc.goaway:
+                    supervisor.goaway(rpc)  # refused by a draining server
+                elif exc.status is Status.UNAVAILABLE:
+                    supervisor.connection_failed(rpc)
+                raise
+
+    async def _open_stream_attempt(
+        self,
+        stack: AsyncExitStack,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        deadline: float,
+        metadata: Mapping[str, str | bytes] | None,
+        tried: list[str],
+        number: int,
+    ) -> tuple[BidiStream, EndpointSupervisor, RpcConnection]:
+        lease, supervisor = await self.lease(deadline, avoid=tried)
+        tried.append(supervisor.address)
+        link = await _acquire(lease, supervisor)
+        rpc = link.rpc
+        inner = AsyncExitStack()
+        inner.callback(supervisor.release, link)
+        inner.enter_context(lease)  # a stream's outcome is not the circuit's
         try:
-            with lease:
-                async with rpc.open_stream(
+            stream = await inner.enter_async_context(
+                rpc.open_stream(
                     method, args, kwargs, timeout=remaining(deadline), metadata=metadata
-                ) as stream:
-                    yield stream
-        finally:
-            supervisor.leave()
+                )
+            )
+        except CallNotStarted as exc:
+            await inner.aclose()
+            if exc.goaway:
+                supervisor.goaway(rpc)
+            else:
+                supervisor.connection_failed(rpc)
+            raise
+        except BaseException:
+            await inner.aclose()
+            raise
+        stack.push_async_exit(inner)
+        return stream, supervisor, rpc
+
+
+async def _acquire(lease: Lease, supervisor: EndpointSupervisor) -> Link:
+    """A connection of the leased endpoint for one call (the lease is
+    released if there is none: the endpoint stopped taking calls)."""
+    try:
+        link = await supervisor.acquire()
+    except BaseException:
+        lease.release()
+        raise
+    if link is None:
+        lease.release()
+        raise CallNotStarted(f"{supervisor.address} takes no new calls (it is going away)")
+    return link
 
 
 def _classify(exc: Exception) -> AttemptFailure | None:

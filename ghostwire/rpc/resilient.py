@@ -85,11 +85,16 @@ class ResilientSubscription:
         """Subscribe on an endpoint that is up (waits for one)."""
         pool = self._pool
         while True:
-            lease, supervisor, rpc = await pool.lease(trio.current_effective_deadline(), wait=True)
-            lease.release()  # a subscription holds no circuit permit
+            lease, supervisor = await pool.lease(trio.current_effective_deadline(), wait=True)
+            try:
+                link = await supervisor.acquire()  # a subscription holds a stream...
+            finally:
+                lease.release()  # ...but no circuit permit
+            if link is None:  # the endpoint stopped taking calls: another one
+                continue
+            rpc = link.rpc
             stack = AsyncExitStack()
-            supervisor.enter()
-            stack.callback(supervisor.leave)
+            stack.callback(supervisor.release, link)
             try:
                 self._inner = await stack.enter_async_context(
                     rpc.subscribe(

@@ -159,6 +159,7 @@ class Server:
         self._changed = trio.lowlevel.ParkingLot()  # woken when a call ends
         self._connections: set[quic.Connection] = set()
         self._scopes: list[trio.CancelScope] = []
+        self._listeners: list[quic.QuicServer] = []  # refuse new connections at shutdown
         self.rejected = 0
         if http3:  # the same services over HTTP/3 on the same port (docs/protocol.md §11)
             from .http3 import enable_http3
@@ -226,8 +227,14 @@ class Server:
                     quic.serve, handler=self._on_connection, host=host, port=port, config=config
                 )
                 quic_server = await nursery.start(start)
-                task_status.started(RpcListener(self, quic_server))
-                await trio.sleep_forever()
+                self._listeners.append(quic_server)
+                try:
+                    if self._draining:
+                        quic_server.refuse_new_connections()
+                    task_status.started(RpcListener(self, quic_server))
+                    await trio.sleep_forever()
+                finally:
+                    self._listeners.remove(quic_server)
             finally:
                 self._scopes.remove(nursery.cancel_scope)
 
@@ -236,8 +243,12 @@ class Server:
         elsewhere; the health service says NOT_SERVING); calls in flight have
         ``grace`` seconds to finish (then end with UNAVAILABLE); subscriptions
         end with UNAVAILABLE and a clean trailer; then connections close and
-        :meth:`serve` returns."""
+        :meth:`serve` returns. New connections are refused from the start
+        (CONNECTION_REFUSED, RFC 9000 §20.1), as gRPC closes its listeners:
+        clients connect elsewhere instead of to a server that is leaving."""
         self._draining = True
+        for listener in self._listeners:
+            listener.refuse_new_connections()
         self.health.drain()
         with trio.move_on_after(grace):
             while self._calls:

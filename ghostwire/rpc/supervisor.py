@@ -24,6 +24,12 @@ the client is open. It loops::
   after which the endpoint takes no new calls, lets the calls in flight
   finish, closes and reconnects after a backoff wait (READY -> IDLE).
 
+* **Extra connections**: while every connection to the endpoint has used
+  up its stream credit, :meth:`EndpointSupervisor.acquire` opens one more
+  (up to ``max_connections_per_endpoint``), served by a task in the
+  primary connection's nursery until it is idle for
+  ``extra_connection_idle``, breaks, or the primary ends (see links.py).
+
 Nothing here outlives the client: the loop and its helper tasks run in the
 client's nursery and closing the client cancels them, mid-attempt or mid-wait,
 closing the socket with them.
@@ -42,6 +48,7 @@ import trio
 
 from .. import quic
 from .client import RpcConnection
+from .links import Link, Links
 from .resilience import (
     DEFAULT_CONNECT_BACKOFF,
     Backoff,
@@ -56,7 +63,7 @@ from .resilience import (
 )
 from .resilience.backoff import RandomSource
 from .resilience.health import parse_status
-from .resilience.runners import ConnectTimeout, is_transient_connect_error
+from .resilience.runners import ConnectTimeout, is_transient_connect_error, single_error
 from .status import RpcError
 
 log = logging.getLogger("ghostwire.rpc")
@@ -98,6 +105,15 @@ class PoolOptions:
     connect_required: bool = True
     #: Whether to follow each server's ``health.watch`` (skip NOT_SERVING).
     health_watch: bool = True
+    #: At most this many connections to one endpoint: more than one only
+    #: while every connection's stream limit is used up (see links.py).
+    max_connections_per_endpoint: int = 4
+    #: An extra connection with no call for this long is closed.
+    extra_connection_idle: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections_per_endpoint < 1:
+            raise ValueError("max_connections_per_endpoint must be at least 1")
 
 
 class EndpointSupervisor:
@@ -112,7 +128,7 @@ class EndpointSupervisor:
         rpc_factory: RpcFactory,
         *,
         on_learned: Callable[[Collection[str]], None] = lambda names: None,
-        on_serving: Callable[[], None] = lambda: None,
+        on_change: Callable[[], None] = lambda: None,
         rng: RandomSource | None = None,
     ) -> None:
         self.handle = handle
@@ -125,9 +141,10 @@ class EndpointSupervisor:
         self._connector = connector
         self._rpc_factory = rpc_factory
         self._on_learned = on_learned
-        self._on_serving = on_serving
-        self._active = 0  # calls and subscriptions on the current connection
-        self._activity = trio.lowlevel.ParkingLot()
+        self._on_change = on_change  # health or connections changed
+        self.links = Links(options.max_connections_per_endpoint)
+        self._activity = trio.lowlevel.ParkingLot()  # a call entered or left
+        self._nursery: trio.Nursery | None = None  # the primary's: extra connections run here
         self._ended = trio.Event()
         self._goaway = False
         self._connected_before = False
@@ -151,28 +168,55 @@ class EndpointSupervisor:
 
     # -- what the pool tells the supervisor ------------------------------------
 
-    def enter(self) -> None:
-        """A call or subscription started on the current connection."""
-        self._active += 1
-        self._activity.unpark_all()
+    async def acquire(self) -> Link | None:
+        """A connection for one call, counted on it until :meth:`release`
+        (links.py: the least loaded one with a free stream; an extra
+        connection when all are saturated). None: the endpoint takes no
+        new calls (not READY, or draining); the call never started."""
+        links = self.links
+        while links.accepting:
+            link, free = links.pick()
+            if not free:
+                if links.may_grow(trio.current_time()) and self._nursery is not None:
+                    links.opening += 1
+                    self._nursery.start_soon(self._run_extra, name=f"rpc extra {self.address}")
+                if links.opening:
+                    await links.capacity_changed.park()
+                    continue
+                # At the bound: the call waits on the least loaded one for a stream.
+            if link is None:  # pragma: no cover - accepting implies a primary
+                return None
+            link.enter()
+            if self._activity:
+                self._activity.unpark_all()
+            return link
+        return None
 
-    def leave(self) -> None:
-        self._active -= 1
-        self._activity.unpark_all()
+    def release(self, link: Link) -> None:
+        """The call :meth:`acquire` counted on ``link`` ended."""
+        self.links.left(link)
+        if self._activity:
+            self._activity.unpark_all()
 
     def goaway(self, rpc: RpcConnection) -> None:
         """The server of ``rpc`` said it is shutting down: no new calls
         here; reconnect once the calls in flight are done."""
-        if rpc is self.rpc and not self._goaway:
+        if self.links.find(rpc) is not None and not self._goaway:
             log.info("endpoint %s is draining (GOAWAY); moving new calls elsewhere", self.address)
             self._goaway = True
+            self.links.accepting = False
             self.handle.serving = ServingStatus.NOT_SERVING
             self._ended.set()
 
     def connection_failed(self, rpc: RpcConnection) -> None:
         """A call saw ``rpc`` fail at the transport level: check it now."""
-        if rpc is self.rpc and rpc.is_closed:
+        link = self.links.find(rpc)
+        if link is None or not rpc.is_closed:
+            return
+        if rpc is self.rpc:
             self._ended.set()
+        else:  # an extra connection: only it ends
+            self.links.remove(link)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -187,7 +231,7 @@ class EndpointSupervisor:
                 except Exception as exc:
                     if not is_transient_connect_error(exc):
                         raise
-                    connected, error = False, exc
+                    connected, error = False, single_error(exc)
                 else:
                     error = ConnectTimeout(
                         f"connection attempt timed out after "
@@ -217,7 +261,6 @@ class EndpointSupervisor:
                 try:
                     await self._serve(conn)
                 finally:
-                    self._forget(conn)
                     with trio.move_on_after(CLOSE_WAIT) as closing:
                         closing.shield = True
                         await conn.aclose()
@@ -238,39 +281,113 @@ class EndpointSupervisor:
         rpc = self._rpc_factory(conn)
         self._ended = trio.Event()
         self._goaway = False
-        self._active = 0
         await self._describe(rpc)
         self.handle.breaker.reset()  # a new connection starts with a closed circuit
         if self._connected_before:
             self.metrics.reconnected()
         self._connected_before = True
-        self.rpc = rpc
-        self.handle.state.set(ConnectivityState.READY)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_closed, conn)
-            nursery.start_soon(self._ping_while_busy, conn)
-            if self.options.health_watch:
-                nursery.start_soon(self._watch_health, rpc)
-            await self._ended.wait()
-            if self._goaway:
-                # Calls in flight finish on this connection; new ones go elsewhere.
-                self.handle.state.set(ConnectivityState.IDLE)
-                with trio.move_on_after(self.options.drain_grace):
-                    while self._active and not conn.is_closed:
-                        await self._activity.park()
-            nursery.cancel_scope.cancel()
+        primary = Link(conn, rpc, self.links.new_key())
+        links = self.links
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.rpc = rpc
+                links.add(primary)
+                links.accepting = True
+                self.handle.state.set(ConnectivityState.READY)
+                nursery.start_soon(self._watch_closed, conn)
+                nursery.start_soon(self._ping_while_busy, primary, self._silent)
+                if self.options.health_watch:
+                    nursery.start_soon(self._watch_health, rpc)
+                await self._ended.wait()
+                links.accepting = False
+                if self._goaway:
+                    # Calls in flight finish (on every connection); new ones go elsewhere.
+                    self.handle.state.set(ConnectivityState.IDLE)
+                    with trio.move_on_after(self.options.drain_grace):
+                        while links.active and not conn.is_closed:
+                            await self._activity.park()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self.rpc = None
+            links.clear()
+            self._closed(primary)
         # (A GOAWAY may also arrive while the nursery winds down.)
         if self.state is ConnectivityState.READY:
             lost = ConnectivityState.IDLE if self._goaway else ConnectivityState.TRANSIENT_FAILURE
             self.handle.state.set(lost)
 
-    def _forget(self, conn: quic.Connection) -> None:
-        self.rpc = None
+    def _silent(self) -> None:
+        """The primary connection's peer did not answer a ping."""
+        self.last_error = TimeoutError("ping unanswered")
+        self._ended.set()
+
+    def _closed(self, link: Link) -> None:
+        """Keep the figures of a connection that ends (metrics never go back)."""
         try:
-            self.metrics.observe_transport(conn.statistics())
+            self.metrics.observe_transport(link.conn.statistics(), key=link.key)
         except Exception:  # statistics of a torn-down core: keep what we had
             log.debug("no statistics from the old connection to %s", self.address)
-        self.metrics.connection_replaced()
+        self.metrics.connection_replaced(key=link.key)
+        self._on_change()
+
+    # -- extra connections (links.py) ------------------------------------------
+
+    async def _run_extra(self) -> None:
+        """Open one more connection to the endpoint and serve calls on it
+        until it has been idle ``extra_connection_idle`` s, breaks, or the
+        primary ends (this task runs in the primary's nursery)."""
+        links = self.links
+        link: Link | None = None
+        try:
+            with trio.move_on_after(self.options.backoff.min_connect_timeout) as scope:
+                async with self._connector(self.address) as conn:
+                    scope.deadline = math.inf
+                    link = Link(conn, self._rpc_factory(conn), links.new_key())
+                    links.opening -= 1
+                    if not links.accepting:
+                        return  # the primary ended meanwhile
+                    links.add(link)
+                    self._on_change()
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._watch_link, link)
+                            nursery.start_soon(self._ping_while_busy, link, link.end)
+                            await self._until_idle(link)
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        links.remove(link)
+                        self._closed(link)
+                        with trio.move_on_after(CLOSE_WAIT) as closing:
+                            closing.shield = True
+                            await conn.aclose()
+        except Exception as exc:
+            if not is_transient_connect_error(exc):
+                raise
+            log.debug("an extra connection to %s failed: %s", self.address, exc)
+        finally:
+            if link is None:  # not connected: no other try for a while
+                links.opening -= 1
+                links.grow_after = trio.current_time() + self.options.backoff.initial
+                links.capacity_changed.unpark_all()
+
+    async def _until_idle(self, link: Link) -> None:
+        """Return once ``link`` ended, or had no call for ``extra_connection_idle``
+        s (then it is taken out of the pool at once, so no call picks it)."""
+        while not link.ended.is_set():
+            if link.active:
+                await link.changed.park()
+                continue
+            with trio.move_on_after(self.options.extra_connection_idle) as idle:
+                await link.changed.park()
+            if idle.cancelled_caught and not link.active:
+                self.links.remove(link)
+                return
+
+    async def _watch_link(self, link: Link) -> None:
+        await link.conn.wait_closed()
+        self.links.remove(link)
 
     async def _describe(self, rpc: RpcConnection) -> None:
         """Learn the idempotent methods and the serving status (best effort)."""
@@ -293,7 +410,7 @@ class EndpointSupervisor:
             async with rpc.subscribe(HEALTH_WATCH_METHOD) as events:
                 async for event in events:
                     self.handle.serving = parse_status(event.data)
-                    self._on_serving()
+                    self._on_change()
         except (RpcError, quic.QuicError, trio.BrokenResourceError, trio.ClosedResourceError):
             # An older server without it, or the connection ending: the
             # serving status stays as rpc.describe left it.
@@ -303,31 +420,31 @@ class EndpointSupervisor:
         await conn.wait_closed()
         self._ended.set()
 
-    async def _ping_while_busy(self, conn: quic.Connection) -> None:
-        """Ping while calls or subscriptions are open; an unanswered ping ends
-        the connection (a peer that vanished sends no CONNECTION_CLOSE)."""
+    async def _ping_while_busy(self, link: Link, on_silent: Callable[[], None]) -> None:
+        """Ping while calls or subscriptions are open on ``link``; an
+        unanswered ping calls ``on_silent`` (a peer that vanished sends no
+        CONNECTION_CLOSE)."""
         options = self.options
         while True:
-            while not self._active:
-                await self._activity.park()
+            while not link.active:
+                await link.changed.park()
             await trio.sleep(options.ping_interval)
-            if not self._active:
+            if not link.active:
                 continue
             answered = False
             with trio.move_on_after(options.ping_timeout):
                 try:
-                    await conn.ping()
+                    await link.conn.ping()
                     answered = True
                 except quic.QuicError:
-                    pass  # closed: _watch_closed ends the connection
+                    pass  # closed: the connection's watcher ends it
             if not answered:
                 log.info(
                     "%s did not answer a ping within %g s; reconnecting",
                     self.address,
                     options.ping_timeout,
                 )
-                self.last_error = TimeoutError("ping unanswered")
-                self._ended.set()
+                on_silent()
                 return
 
 

@@ -262,6 +262,11 @@ class QuicServer:
     def connection_count(self) -> int:
         return len(self._endpoint.connections)
 
+    def refuse_new_connections(self, reason: str = "server is shutting down") -> None:
+        """From now on answer every new connection attempt with CONNECTION_REFUSED
+        (RFC 9000 §20.1), statelessly; connections already open are unaffected."""
+        self._demux.refusing = reason
+
     def statistics(self) -> dict[str, int]:
         stats = self._demux.stats
         return {

@@ -17,9 +17,11 @@ thing the Prometheus exporter (``prometheus.py``) reads.
   per-bucket counts plus the sum.
 * Per endpoint of a client (:class:`EndpointMetrics`): connectivity state,
   reconnects, circuit state and times opened, smoothed RTT, bytes each way
-  and packets lost. Transport counters are those of the current QUIC
-  connection (``connection.statistics()``) added to the totals of the
-  connections before it, so they never go backwards across a reconnect.
+  and packets lost, and connections open. Transport counters are those of
+  the endpoint's open QUIC connections (``connection.statistics()``, one
+  entry per connection key: an endpoint may have several) added to the
+  totals of the connections before them, so they never go backwards across
+  a reconnect.
 * Per server (:class:`ServerMetrics`): connections open and accepted in
   total, calls in flight, and per-method records.
 """
@@ -104,6 +106,7 @@ class EndpointSnapshot:
     bytes_sent: int
     bytes_received: int
     packets_lost: int
+    connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,31 +203,38 @@ class EndpointMetrics:
         self.outstanding = 0
         self.reconnects = 0
         self.rtt: float | None = None
+        self.connections = 0  # open now (the pool keeps it current)
         self._previous = _Counters()
-        self._current = _Counters()
+        self._current: dict[int, _Counters] = {}  # per open connection
 
-    def observe_transport(self, stats: TransportStats) -> None:
-        """Record the current connection's figures (call as often as you like)."""
+    def observe_transport(self, stats: TransportStats, key: int = 0) -> None:
+        """Record the figures of the connection named ``key`` (call as often as you like)."""
         if stats.smoothed_rtt > 0:
             self.rtt = stats.smoothed_rtt
-        self._current = _Counters(stats.bytes_sent, stats.bytes_received, stats.packets_lost)
+        self._current[key] = _Counters(stats.bytes_sent, stats.bytes_received, stats.packets_lost)
 
-    def connection_replaced(self) -> None:
-        """The connection ended; a new one's counters start at zero."""
-        previous, current = self._previous, self._current
-        self._previous = _Counters(
-            previous.bytes_sent + current.bytes_sent,
-            previous.bytes_received + current.bytes_received,
-            previous.packets_lost + current.packets_lost,
-        )
-        self._current = _Counters()
+    def connection_replaced(self, key: int = 0) -> None:
+        """The connection named ``key`` ended: its figures join the totals."""
+        current = self._current.pop(key, None)
+        if current is not None:
+            previous = self._previous
+            self._previous = _Counters(
+                previous.bytes_sent + current.bytes_sent,
+                previous.bytes_received + current.bytes_received,
+                previous.packets_lost + current.packets_lost,
+            )
 
     def reconnected(self) -> None:
         """A connection was established again after one was lost."""
         self.reconnects += 1
 
     def snapshot(self) -> EndpointSnapshot:
-        previous, current = self._previous, self._current
+        total = self._previous
+        sent, received, lost = total.bytes_sent, total.bytes_received, total.packets_lost
+        for current in self._current.values():
+            sent += current.bytes_sent
+            received += current.bytes_received
+            lost += current.packets_lost
         return EndpointSnapshot(
             address=self.address,
             state=self.state,
@@ -233,9 +243,10 @@ class EndpointMetrics:
             circuit_opened=self.circuit_opened,
             outstanding=self.outstanding,
             rtt=self.rtt,
-            bytes_sent=previous.bytes_sent + current.bytes_sent,
-            bytes_received=previous.bytes_received + current.bytes_received,
-            packets_lost=previous.packets_lost + current.packets_lost,
+            bytes_sent=sent,
+            bytes_received=received,
+            packets_lost=lost,
+            connections=self.connections,
         )
 
 

@@ -22,6 +22,7 @@ name                                      type       labels
 ``endpoint_circuit_state``                gauge      endpoint, state (1 = current)
 ``endpoint_circuit_opened_total``         counter    endpoint
 ``endpoint_outstanding_calls``            gauge      endpoint
+``endpoint_connections``                  gauge      endpoint
 ``endpoint_rtt_seconds``                  gauge      endpoint (once measured)
 ``endpoint_sent_bytes_total``             counter    endpoint
 ``endpoint_received_bytes_total``         counter    endpoint
@@ -145,11 +146,16 @@ def _endpoint_families(endpoints: Mapping[str, EndpointSnapshot]) -> Iterator[Me
     rtt = GaugeMetricFamily(
         f"{prefix}rtt_seconds", "Smoothed round-trip time to the endpoint.", labels=["endpoint"]
     )
+    connections = GaugeMetricFamily(
+        f"{prefix}connections", "QUIC connections open to the endpoint.", labels=["endpoint"]
+    )
     for endpoint in values:
         outstanding.add_metric([endpoint.address], endpoint.outstanding)
+        connections.add_metric([endpoint.address], endpoint.connections)
         if endpoint.rtt is not None:
             rtt.add_metric([endpoint.address], endpoint.rtt)
     yield outstanding
+    yield connections
     yield rtt
 
 

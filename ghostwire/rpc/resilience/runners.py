@@ -35,6 +35,7 @@ __all__ = [
     "call_with_retries",
     "connect_with_backoff",
     "is_transient_connect_error",
+    "single_error",
 ]
 
 T = TypeVar("T")
@@ -47,8 +48,22 @@ class ConnectTimeout(GhostwireError, TimeoutError):
 def is_transient_connect_error(exc: BaseException) -> bool:
     """The default test for "try again later": network errors, ghostwire's own
     errors (handshake failures, closed connections), broken trio resources and
-    timeouts. Anything else (a bug, a bad configuration) propagates."""
+    timeouts. Anything else (a bug, a bad configuration) propagates.
+
+    A group counts when every exception in it does: a connect deadline that
+    cancels a handshake as its refusal arrives leaves the refusal in a group
+    once the deadline's scope has taken its Cancelled out."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_transient_connect_error(e) for e in exc.exceptions)
     return isinstance(exc, OSError | GhostwireError | trio.BrokenResourceError | trio.TooSlowError)
+
+
+def single_error(exc: Exception) -> Exception:
+    """The one exception inside nested single-exception groups (else ``exc``),
+    so a caller sees the refusal, not a group around it."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 AttemptHook = Callable[[ConnectAttempt], None]
@@ -81,7 +96,7 @@ async def connect_with_backoff(
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                error = exc
+                error = single_error(exc)
             else:
                 backoff.reset()
                 return result
