@@ -334,3 +334,16 @@ async def test_loopback_finds_large_datagrams_and_reports_them() -> None:
             assert stats.pmtu_probes_sent >= 1
             assert 16384 - SEARCH_PRECISION <= seen[0].statistics().max_datagram_size <= 16384
         nursery.cancel_scope.cancel()
+
+
+def test_a_new_path_starts_again_at_the_base_size() -> None:
+    """RFC 9000 §14.2.1 / §9.3: the peer moved; only 1200 bytes are known to work."""
+    applied: list[int] = []
+    pmtud = PathMtuDiscovery(1200, enabled=True, apply=applied.append)
+    pmtud.start(1200, 1452)
+    pmtud.on_probe_delivered(True, 1452, pmtud.on_probe_sent())
+    pmtud.probe_size(10.0)  # the search is over: the raise timer is armed
+    assert pmtud.probe_at == 10.0 + PMTU_RAISE_TIMER
+    pmtud.on_new_path()
+    assert pmtud.current == BASE_PLPMTU and applied == [1452, BASE_PLPMTU]
+    assert pmtud.probe_size(11.0) == 1452  # searching again at once
