@@ -582,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
         help="max_datagram_size of both stacks (default 1200, both stacks' default)",
     )  # fmt: skip
     parser.add_argument(
+        "--pmtu-max", type=int, default=1452,
+        help="ghostwire's pmtu_max_datagram_size: the largest datagram its path MTU "
+        "discovery probes for, from --datagram-size up (default 1452; aioquic has none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--repeat", type=int, default=None,
         help="runs per workload and stack; the best is reported (default 3, --quick 1)",
     )  # fmt: skip
@@ -628,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         timeouts = dict.fromkeys(timeouts, args.timeout)
 
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as directory:
-        settings = Settings(CertFiles.create(Path(directory)), args.datagram_size)
+        settings = Settings(CertFiles.create(Path(directory)), args.datagram_size, args.pmtu_max)
         if args.profile is not None:
             return profile_workload(
                 args.profile, settings, sizes, timeouts, args.top, args.profile_dir
@@ -650,6 +655,7 @@ def _run_all(
     for key, value in info.items():
         print(f"{key}: {value}")
     print(f"max_datagram_size: {settings.max_datagram_size} (both stacks)")
+    print(f"ghostwire path MTU discovery up to: {settings.pmtu_max_datagram_size}")
     print(f"sizes: {asdict(sizes)}, repeat: {args.repeat}\n")
 
     started = time.perf_counter()
@@ -699,6 +705,7 @@ def _run_all(
             "command": command,
             "machine": info,
             "max_datagram_size": settings.max_datagram_size,
+            "pmtu_max_datagram_size": settings.pmtu_max_datagram_size,
             "sizes": asdict(sizes),
             "runs": {
                 w: {s: [asdict(o) for o in outcomes] for s, outcomes in by_stack.items()}
@@ -726,6 +733,7 @@ def _markdown(
         "",
         *(f"- {key}: {value}" for key, value in info.items()),
         f"- max_datagram_size: {settings.max_datagram_size} bytes, both stacks",
+        f"- ghostwire path MTU discovery up to {settings.pmtu_max_datagram_size} bytes",
         "",
         markdown_table(rows),
         "",

@@ -86,6 +86,9 @@ class Settings:
 
     certs: CertFiles
     max_datagram_size: int
+    # ghostwire's path MTU discovery: the largest size it probes for
+    # (aioquic has no discovery and stays at max_datagram_size).
+    pmtu_max_datagram_size: int = 1452
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -93,7 +96,11 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> Settings:
         raw = json.loads(text)
-        return cls(certs=CertFiles(**raw["certs"]), max_datagram_size=raw["max_datagram_size"])
+        return cls(
+            certs=CertFiles(**raw["certs"]),
+            max_datagram_size=raw["max_datagram_size"],
+            pmtu_max_datagram_size=raw.get("pmtu_max_datagram_size", 1452),
+        )
 
 
 @dataclass

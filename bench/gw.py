@@ -42,6 +42,7 @@ def server_config(settings: Settings, alpn: str = ALPN) -> quic.ServerConfig:
         certfile=settings.certs.certfile,
         keyfile=settings.certs.keyfile,
         max_datagram_size=settings.max_datagram_size,
+        pmtu_max_datagram_size=settings.pmtu_max_datagram_size,
         idle_timeout=IDLE_TIMEOUT,
         cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
     )
@@ -53,6 +54,7 @@ def client_config(settings: Settings, alpn: str = ALPN) -> quic.ClientConfig:
         cafile=settings.certs.cafile,
         server_name=SERVER_NAME,
         max_datagram_size=settings.max_datagram_size,
+        pmtu_max_datagram_size=settings.pmtu_max_datagram_size,
         idle_timeout=IDLE_TIMEOUT,
         cipher_suites=[CipherSuite.AES_128_GCM_SHA256],
     )

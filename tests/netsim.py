@@ -6,8 +6,9 @@ A :class:`Simulation` owns a client :class:`QuicConnection`, the server one
 (created from the client's first datagram, as an endpoint would), a fake
 clock and a heap of ``(time, seq, action)`` entries. Each direction has a
 :class:`Link` with one-way delay, random jitter (which reorders), random
-loss, duplication and an optional bottleneck (serialisation at
-``bandwidth`` bytes/s behind a byte-bounded queue that drops the tail).
+loss, duplication, an optional path MTU (bigger datagrams are dropped) and
+an optional bottleneck (serialisation at ``bandwidth`` bytes/s behind a
+byte-bounded queue that drops the tail).
 Every random choice comes from ``random.Random`` instances seeded from the
 simulation's seed, and the cores draw their connection IDs from seeded
 generators too, so a run is reproducible. (TLS randoms and key shares
@@ -106,6 +107,10 @@ class LinkConfig:
     datagrams on average; everything sent in it is lost)."""
     burst_length: float = 3.0
     """Mean length of a loss burst, in datagrams (at least 1)."""
+    mtu: int | None = None
+    """Path MTU as the largest UDP payload carried: bigger datagrams are
+    dropped (a router that does not fragment; no ICMP comes back). May be
+    changed mid-run (``sim.uplink.config.mtu = 1250``) to make a black hole."""
 
 
 @dataclass
@@ -115,6 +120,8 @@ class LinkStats:
     lost: int = 0
     queue_drops: int = 0
     blackholed: int = 0
+    too_big: int = 0  # dropped for exceeding the path MTU
+    largest: int = 0  # largest datagram delivered
     duplicated: int = 0
     reordered: int = 0  # copies arriving before one sent earlier
     small: int = 0  # datagrams of at most 100 bytes: ACK-only, mostly
@@ -124,7 +131,7 @@ class LinkStats:
         return (
             f"{self.datagrams} dgrams/{self.bytes} B, lost {self.lost}, "
             f"tail-dropped {self.queue_drops}, blackholed {self.blackholed}, "
-            f"duplicated {self.duplicated}, reordered {self.reordered}, "
+            f"too big {self.too_big}, duplicated {self.duplicated}, reordered {self.reordered}, "
             f"max queue {self.max_queue} B"
         )
 
@@ -171,6 +178,9 @@ class Link:
         if cfg.drop is not None and cfg.drop(index, datagram):
             stats.lost += 1
             return []
+        if cfg.mtu is not None and size > cfg.mtu:
+            stats.too_big += 1
+            return []
         departure = now
         if cfg.bandwidth is not None:
             start = self._busy_until if self._busy_until > now else now
@@ -191,6 +201,8 @@ class Link:
         if cfg.burst_loss and self._burst_drop():
             stats.lost += 1
             return []
+        if size > stats.largest:
+            stats.largest = size
         copies = 1
         if cfg.duplicate and rng.random() < cfg.duplicate:
             stats.duplicated += 1

@@ -258,7 +258,7 @@ def test_stateless_reset_is_detected() -> None:
     assert client.handshake_confirmed
     demux.forget(servers[0])  # the server lost its state (a restart, say)
     stream_id = client.open_stream()
-    client.send_stream_data(stream_id, b"anyone there?")
+    client.send_stream_data(stream_id, b"anyone there? " * 4)  # big enough to trigger a reset
     _demux_exchange(client, demux, now=1.0)
     assert demux.stats.stateless_resets_sent >= 1
     events = []

@@ -7,7 +7,15 @@ import socket
 import sys
 
 import pytest
-from quic_pair import CLIENT_ADDR, SERVER_ADDR, handshake, make_pair
+from quic_pair import (
+    CLIENT_ADDR,
+    SERVER_ADDR,
+    Pair,
+    client_config,
+    handshake,
+    make_pair,
+    server_config,
+)
 
 from ghostwire.quic.buffer import Reader
 from ghostwire.quic.demux import Demux
@@ -27,6 +35,11 @@ from ghostwire.quic.recovery import Space
 # -- STREAM bursts ---------------------------------------------------------------
 
 
+def _pair_without_pmtud() -> Pair:
+    """A pair whose datagrams stay at 1200 bytes and carry no PMTU probes."""
+    return make_pair(client_config(pmtu_discovery=False), server_config(pmtu_discovery=False))
+
+
 def _transfer(payload: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], int, bytes]:
     """Send ``payload`` client -> server: (datagram sizes, datagrams from bursts,
     what the server read)."""
@@ -40,7 +53,7 @@ def _transfer(payload: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int
         burst_datagrams += len(out) - before
 
     monkeypatch.setattr(FrameWriter, "_stream_burst", counting)
-    pair = handshake(make_pair())
+    pair = handshake(_pair_without_pmtud())
     client, server = pair.client, pair.server
     assert server is not None
     stream_id = client.open_stream()
@@ -75,7 +88,7 @@ def test_bulk_data_goes_out_in_bursts_of_full_datagrams(monkeypatch: pytest.Monk
 
 
 def test_burst_not_used_while_other_frames_are_due() -> None:
-    pair = handshake(make_pair())
+    pair = handshake(_pair_without_pmtud())
     client = pair.client
     stream_id = client.open_stream()
     client.send_stream_data(stream_id, b"x" * 50_000)

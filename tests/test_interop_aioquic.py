@@ -1134,6 +1134,27 @@ async def test_larger_datagrams(peer: PeerLoop, certs: Certs) -> None:
                 await _gw_echo(conn, pattern(size))
 
 
+async def test_path_mtu_discovery_with_aioquic_at_its_default_size(
+    peer: PeerLoop, certs: Certs
+) -> None:
+    """aioquic sends 1200-byte datagrams and no max_udp_payload_size (65527,
+    RFC 9000 §18.2): our PING+PADDING probes are acknowledged, we send it
+    1452-byte datagrams, and data arrives intact both ways."""
+    size = 1 << 20
+    with trio.fail_after(30):
+        async with aq_server(peer, aq_server_config(certs)) as server:
+            async with connect(HOST, server.port, gw_client_config(certs)) as conn:
+                stream = await conn.open_stream()
+                await stream.send_all(f"source {size}\n".encode())
+                await stream.send_eof()
+                assert await read_all(stream) == pattern(size)
+                await _gw_echo(conn, pattern(size))
+                stats = conn.statistics()
+                assert stats.max_datagram_size == 1452
+                assert stats.pmtu_probes_sent >= 1 and stats.pmtu_probes_lost == 0
+                assert stats.pmtu_black_holes == 0
+
+
 # -- through a UDP relay: NAT rebinding and loss ---------------------------------------------
 
 

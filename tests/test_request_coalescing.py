@@ -231,8 +231,11 @@ async def test_concurrent_writers_on_one_stream_each_get_their_data_out() -> Non
 
 def test_a_short_datagram_ends_the_flush_but_each_probe_gets_its_own() -> None:
     """build_datagrams stops after a datagram with room to spare (nothing
-    more to send), except while PTO probes are due: each is a packet."""
-    pair = handshake(make_pair())
+    more to send), except while PTO probes are due: each is a packet. (No PMTU
+    probes here: they would add datagrams.)"""
+    pair = handshake(
+        make_pair(client_config(pmtu_discovery=False), server_config(pmtu_discovery=False))
+    )
     client = pair.client
     assert client.handshake_confirmed
     stream_id = client.open_stream()

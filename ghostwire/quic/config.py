@@ -101,7 +101,19 @@ class _CommonConfig:
     about 800 Mbit/s); memory is only used by streams that have data queued."""
 
     max_datagram_size: int = 1200
-    """Largest UDP payload sent (1200 is always safe; larger needs a path that carries it)."""
+    """UDP payload size sent from the start (1200 is always safe; larger needs a
+    path that carries it). Path MTU discovery may raise it."""
+
+    pmtu_discovery: bool = True
+    """Probe for larger datagrams once the handshake is confirmed (DPLPMTUD,
+    RFC 8899 and RFC 9000 §14.3), up to ``pmtu_max_datagram_size``. Probes
+    that are lost cost nothing but their bytes; a path that stops carrying
+    the larger size is detected and the size drops back to 1200."""
+
+    pmtu_max_datagram_size: int = 1452
+    """Largest UDP payload path MTU discovery probes for (also capped by the
+    peer's max_udp_payload_size). 1452 fits Ethernet with IPv6 (1500 minus
+    48 bytes of headers); on loopback or jumbo-frame networks raise it."""
 
     congestion_control: str = "cubic"
     """``"cubic"`` (default) or ``"newreno"``."""
@@ -180,6 +192,8 @@ class _CommonConfig:
                 raise ValueError(f"{name} must be between 0 and 2**60")
         if not 1200 <= self.max_datagram_size <= 65527:
             raise ValueError("max_datagram_size must be between 1200 and 65527 (RFC 9000 §14)")
+        if not 1200 <= self.pmtu_max_datagram_size <= 65527:
+            raise ValueError("pmtu_max_datagram_size must be between 1200 and 65527")
         if self.congestion_control not in ("cubic", "newreno"):
             raise ValueError("congestion_control must be 'cubic' or 'newreno'")
         if not 4 <= self.connection_id_length <= 20:

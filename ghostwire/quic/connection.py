@@ -68,6 +68,7 @@ from .lifecycle import LifecycleMixin
 from .packet import PacketHeader, PacketType, decode_packet_number, parse_header
 from .packet_space import PacketNumberSpace
 from .path import PathManager, same_address
+from .pmtud import PathMtuDiscovery
 from .qlog import QlogSink
 from .recovery import LossRecovery, SentPacket, Space
 from .stream_states import StreamStateError
@@ -102,6 +103,10 @@ class ConnectionStats:
     congestion_window: int = 0
     bytes_in_flight: int = 0
     pto_count: int = 0
+    max_datagram_size: int = 0  # the current UDP payload size (path MTU discovery)
+    pmtu_probes_sent: int = 0
+    pmtu_probes_lost: int = 0
+    pmtu_black_holes: int = 0  # times the path stopped carrying the size (RFC 8899 §4.3)
 
 
 _EPOCH_OF_TYPE = {
@@ -172,7 +177,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             initial_rtt=config.initial_rtt,
             is_client=self.is_client,
         )
-        self.max_datagram_size = config.max_datagram_size
+        self._init_datagram_size(config)
         self.streams = StreamSet.from_config(config, is_client=self.is_client)
         self.peer_params: TransportParameters | None = None
         self.handshake_complete = False
@@ -194,6 +199,15 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self.writer = FrameWriter(self)
         if qlog is not None:
             qlog.bind(self, now)  # names the trace by original_dcid; opens nothing yet
+
+    def _init_datagram_size(self, config: ClientConfig | ServerConfig) -> None:
+        """The datagram size, and the search for a larger one (RFC 8899, RFC 9000 §14.3)."""
+        self.max_datagram_size = config.max_datagram_size
+        self.pmtud = PathMtuDiscovery(
+            config.max_datagram_size, enabled=config.pmtu_discovery, apply=self._set_datagram_size
+        )
+        if config.pmtu_discovery:
+            self.recovery.pmtud = self.pmtud  # told of losses and timeouts: black holes
 
     def _init_connection_ids(
         self,
@@ -397,6 +411,11 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         stats.congestion_window = cc.congestion_window
         stats.bytes_in_flight = cc.bytes_in_flight
         stats.pto_count = self.recovery.pto_count
+        pmtud = self.pmtud
+        stats.max_datagram_size = self.max_datagram_size
+        stats.pmtu_probes_sent = pmtud.probes_sent
+        stats.pmtu_probes_lost = pmtud.probes_lost
+        stats.pmtu_black_holes = pmtud.black_holes
         return ConnectionStats(**{k: getattr(stats, k) for k in stats.__slots__})
 
     # ------------------------------------------------------------------
@@ -605,6 +624,20 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             self._ack_eliciting_sent_since_receive = True
             self.idle_deadline = now + self._effective_idle_timeout()
         self._arm_keep_alive(now)
+
+    def start_pmtu_discovery(self) -> None:
+        """The handshake is confirmed: search up to the configured size and the
+        peer's max_udp_payload_size (RFC 9000 §18.2), whichever is smaller."""
+        cap = self.config.pmtu_max_datagram_size
+        if self.peer_params is not None:
+            cap = min(cap, self.peer_params.max_udp_payload_size)
+        self.pmtud.start(self.max_datagram_size, cap)
+
+    def _set_datagram_size(self, size: int) -> None:
+        """Path MTU discovery confirmed a size, or fell back to the base."""
+        self.max_datagram_size = size
+        self.recovery.congestion.max_datagram_size = size
+        self.writer.on_datagram_size(size)
 
     def amplification_room(self) -> int | None:
         """Bytes a server may still send to an unvalidated address (None: no limit)."""

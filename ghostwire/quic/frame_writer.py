@@ -39,7 +39,13 @@ from .frames import (
     encode_frame,
 )
 from .packet import PacketType, encode_packet_number, encode_short_header
-from .packet_builder import AEAD_TAG_SIZE, MIN_PN_AND_PAYLOAD, Handler, PacketBuilder
+from .packet_builder import (
+    AEAD_TAG_SIZE,
+    MIN_PN_AND_PAYLOAD,
+    Handler,
+    PacketBuilder,
+    build_pmtu_probe,
+)
 from .packet_space import PacketNumberSpace
 from .recovery import SentPacket, Space
 from .stream_events import ControlFrame
@@ -127,6 +133,10 @@ class FrameWriter:
     def on_peer_params(self, params: TransportParameters) -> None:
         """Peer transport parameters arrived (nothing to do here yet)."""
 
+    def on_datagram_size(self, size: int) -> None:
+        """Path MTU discovery changed the datagram size."""
+        self._pacer.max_datagram_size = size
+
     def request_probe(self, space: Space, count: int) -> None:
         """A PTO fired: send ``count`` ack-eliciting probe packets (RFC 9002 §6.2.4).
 
@@ -198,6 +208,8 @@ class FrameWriter:
         to :meth:`build_datagram`.
         """
         out: list[bytes] = []
+        if now >= self.conn.pmtud.probe_at:
+            self._send_pmtu_probe(now, out)
         while len(out) < limit:
             datagram = self.build_datagram(now)
             if datagram is None:
@@ -208,6 +220,37 @@ class FrameWriter:
             if len(out) < limit and self._burst_allowed():
                 self._stream_burst(now, limit, out)
         return out
+
+    def _send_pmtu_probe(self, now: float, out: list[bytes]) -> None:
+        """A PMTU probe (:mod:`.pmtud`) when one is due, within the congestion
+        window; only once the handshake is confirmed (RFC 9000 §14.3)."""
+        conn = self.conn
+        pmtud = conn.pmtud
+        keys = conn.key_phases.send
+        if not conn.handshake_confirmed or keys is None or conn.amplification_room() is not None:
+            return
+        if not pmtud.started:
+            conn.start_pmtu_discovery()
+        size = pmtud.probe_size(now)
+        if size is None or not conn.recovery.congestion.can_send():
+            return
+        builder = PacketBuilder(
+            max_size=size,
+            version=conn.version,
+            dcid=conn.peer_cids.current.cid,
+            scid=conn.host_cid,
+            key_phase=conn.key_phases.send_phase,
+        )
+        space = conn.spaces[Space.APPLICATION]
+        number = pmtud.probes_sent + 1
+        built = build_pmtu_probe(builder, space, keys, now, pmtud.on_probe_delivered, number)
+        if built is None:
+            return
+        datagram, packet = built
+        pmtud.on_probe_sent()
+        conn.on_packets_sent([packet], len(datagram), now)
+        self._pacer.on_packet_sent(len(datagram), now)
+        out.append(datagram)
 
     def _short_datagram_was_last(self, size: int) -> bool:
         """A datagram with room to spare after the handshake means that every

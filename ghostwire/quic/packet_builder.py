@@ -273,3 +273,28 @@ def space_of(packet_type: PacketType) -> Space:
     if packet_type is PacketType.HANDSHAKE:
         return Space.HANDSHAKE
     return Space.APPLICATION
+
+
+def build_pmtu_probe(
+    builder: PacketBuilder,
+    space: PacketNumberSpace,
+    keys: PacketKeys,
+    now: float,
+    on_delivered: Callable[..., None],
+    number: int,
+) -> tuple[bytes, SentPacket] | None:
+    """A PMTU probe of exactly ``builder.max_size`` bytes: one 1-RTT packet of
+    PING and PADDING (RFC 9000 §14.4). Nothing else rides on it, so its loss
+    loses nothing that needs resending. ``on_delivered(delivered, size,
+    number)`` is its delivery handler."""
+    size = builder.max_size
+    if not builder.start_packet(space, PacketType.ONE_RTT, keys):
+        return None
+    builder.payload.append(0x01)  # PING
+    builder.mark_ack_eliciting()
+    builder.add_handler(on_delivered, size, number)
+    builder.end_packet()
+    datagram, sent = builder.finish(size, now)
+    packet = sent[0]
+    packet.pmtu_probe = True
+    return datagram, packet

@@ -162,6 +162,7 @@ class PathManager:
         if not self.validating:
             self._previous = self.address
         self.address = addr
+        conn.pmtud.on_new_path()  # RFC 9000 §14.2.1: only the base size is known there
         self.amplification.restart(received=size)
         conn.recovery.set_amplification_blocked(False)
         self._challenges = []

@@ -44,9 +44,11 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from .errors import QuicProtocolError, TransportErrorCode
+from .pmtud import BASE_PLPMTU
 
 if TYPE_CHECKING:
     from .congestion.base import CongestionController
+    from .pmtud import PathMtuDiscovery
 
 K_PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
 K_TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2
@@ -77,7 +79,8 @@ class SentPacket:
 
     ``handlers`` are ``(callback, args)`` pairs; the connection calls
     ``callback(delivered, *args)`` once the packet is acknowledged (``True``)
-    or declared lost (``False``). ``sequence`` is a send counter across all
+    or declared lost (``False``). A lost ``pmtu_probe`` leaves the bytes in
+    flight without a congestion response. ``sequence`` is a send counter across all
     spaces stamped by the congestion controller (for HyStart++ rounds).
     """
 
@@ -89,6 +92,8 @@ class SentPacket:
     in_flight: bool
     handlers: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
     sequence: int = 0
+    # A PMTU probe (RFC 9000 §14.4): its loss is no congestion signal.
+    pmtu_probe: bool = False
 
 
 @dataclass(slots=True)
@@ -306,6 +311,7 @@ class LossRecovery:
         "is_client",
         "packet_threshold",
         "peer_max_ack_delay",
+        "pmtud",
         "pto_count",
         "rtt",
         "spurious_losses",
@@ -340,6 +346,8 @@ class LossRecovery:
         self.packet_threshold = K_PACKET_THRESHOLD
         self.time_threshold = K_TIME_THRESHOLD
         self.spurious_losses = 0
+        # Told of losses, timeouts and big packets acknowledged (black holes).
+        self.pmtud: PathMtuDiscovery | None = None
 
     # -- state the connection sets ---------------------------------------------
 
@@ -411,6 +419,9 @@ class LossRecovery:
         state.forget(acked)
         rtt_sample = False
         newest = acked[-1]
+        pmtud = self.pmtud
+        if pmtud is not None and newest.size > BASE_PLPMTU:
+            pmtud.on_big_packet_acked()
         # RFC 9002 §5.1: sample only when the largest acknowledged is new and
         # something ack-eliciting was newly acknowledged.
         if newest.packet_number == largest and ack_eliciting:
@@ -541,6 +552,15 @@ class LossRecovery:
 
     def _on_lost(self, state: _SpaceState, lost: list[SentPacket], now: float) -> bool:
         """Report losses to congestion control; True on persistent congestion."""
+        if any(packet.pmtu_probe for packet in lost):
+            # RFC 9000 §14.4, RFC 8899 §4.1: a lost PMTU probe says the path is
+            # too narrow for it, not that it is congested.
+            self.congestion.discard([p for p in lost if p.pmtu_probe])
+            lost = [p for p in lost if not p.pmtu_probe]
+            if not lost:
+                return False
+        if self.pmtud is not None:
+            self.pmtud.on_packets_lost(lost)
         persistent = self._persistent_congestion(state, lost)
         self.congestion.on_packets_lost(lost, now)
         if persistent:
@@ -634,6 +654,9 @@ class LossRecovery:
             # RFC 9002 §6.2.4: one or two ack-eliciting probes.
             probe_space, probes = self._pto_time_and_space()[1], 2
         self.pto_count += 1
+        if self.pmtud is not None:
+            # Before the probes are built: they go at the base size in a black hole.
+            self.pmtud.on_pto(self.pto_count)
         # RFC 9002 §6.2.4: probes also go in the other spaces with ack-eliciting
         # data in flight. That includes 1-RTT data before the handshake is
         # confirmed (only its timer waits, §6.2.1): a server that has discarded

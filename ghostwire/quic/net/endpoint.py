@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -267,9 +268,40 @@ def open_udp_socket(host: str | None, port: int, family: int = socket.AF_INET) -
                 pass
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        set_dont_fragment(sock)
         bind_host = host if host is not None else ("::" if family == socket.AF_INET6 else "0.0.0.0")
         sock.bind((bind_host, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+# <linux/in.h>, <linux/in6.h>: the stdlib has no names for these.
+_IP_MTU_DISCOVER = 10
+_IP_PMTUDISC_PROBE = 3
+_IPV6_MTU_DISCOVER = 23
+_IPV6_PMTUDISC_PROBE = 3
+
+
+def set_dont_fragment(sock: socket.socket) -> bool:
+    """Send with the don't-fragment bit, ignoring the kernel's cached path MTU
+    (Linux ``IP_PMTUDISC_PROBE``): path MTU discovery (RFC 9000 §14.3) needs a
+    too-big datagram dropped rather than fragmented, and needs its probes sent
+    even above what the kernel believes the path carries. A datagram above
+    the interface MTU fails with EMSGSIZE, which counts as a loss. True if set;
+    elsewhere datagrams go as the OS sends them (probes still find the size,
+    unless a router fragments them)."""
+    if sys.platform != "linux":
+        return False
+    options = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE)]
+    if sock.family == socket.AF_INET6:  # and IPv4-mapped addresses on the same socket
+        options.insert(0, (socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_PROBE))
+    done = False
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+            done = True
+        except OSError:
+            pass
+    return done

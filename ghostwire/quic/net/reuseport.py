@@ -23,6 +23,8 @@ import ctypes
 import socket
 import struct
 
+from .endpoint import set_dont_fragment
+
 # <linux/socket.h>: not exported by Python's socket module.
 SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
 REUSEPORT_AVAILABLE = hasattr(socket, "SO_REUSEPORT")
@@ -88,6 +90,7 @@ def open_reuseport_sockets(
                     pass
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            set_dont_fragment(sock)  # path MTU discovery (RFC 9000 §14.3)
             sock.bind((bind_host, port))
             port = sock.getsockname()[1]  # port 0: the others join the first one's port
     except BaseException:
