@@ -342,15 +342,23 @@ class Connection(trio.abc.AsyncResource):
 
         Once the handshake is confirmed, what the datagrams make us send (ACKs,
         credit) leaves with the next flush, together with what the woken tasks
-        write. Handshake flights go at once: ``connect`` returns with our
-        Finished already sent.
+        write; when they make us send nothing yet, no flush is asked for.
+        Handshake flights go at once: ``connect`` returns with our Finished
+        already sent.
         """
         self._process_events()
         self._wake_ping()
-        if self._core.handshake_confirmed:
+        core = self._core
+        if not core.handshake_confirmed:
+            self._flush()
+        elif self._flush_pending or not core.has_nothing_to_send(trio.current_time()):
             self._flush_soon()
         else:
-            self._flush()
+            # Nothing to send yet (typically: an ACK not due before its timer,
+            # RFC 9000 §13.2.1): no flush, no wake-up of the timer task; the
+            # timer is re-armed for what the datagrams changed (ACK, loss,
+            # idle deadlines).
+            self._update_timer()
 
     def _update_timer(self) -> None:
         scope = self._timer_scope
