@@ -527,6 +527,7 @@ class FrameWriter:
         probe = self._probes[Space.APPLICATION] > 0
         if probe and not self._probes_have_data():
             self._requeue_oldest(1)  # RFC 9002 §6.2.4: resend rather than PING
+        streams = conn.streams
         wants_data = self._application_wants_data()
         ack_due = space.ack_due(now)
         if not (ack_due or probe or wants_data):
@@ -547,6 +548,10 @@ class FrameWriter:
             if probe or self._may_send_data(now):
                 self._write_crypto(builder, conn.crypto[Epoch.ONE_RTT])
                 self._write_stream_frames(builder)
+                if streams.has_max_streams_pending():
+                    # A FIN just written returned stream credit: it rides
+                    # along with the replies rather than waiting for a flush.
+                    self._write_stream_control_frames(builder, now)
         if (probe or self.ping_pending) and not builder.has_current_ack_eliciting:
             if builder.remaining >= 1:
                 builder.payload.append(FrameType.PING)
