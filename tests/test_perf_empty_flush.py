@@ -133,3 +133,47 @@ async def _request(conn: Connection, payload: bytes) -> bytes:
         reply += chunk
     await stream.aclose()
     return reply
+
+
+async def test_a_lone_streams_fin_leaves_at_once_and_concurrent_ones_wait() -> None:
+    """``send_eof`` on the connection's only stream sends at once (nothing can
+    join the packet, and the flusher's turn is a scheduler pass later); with
+    other streams open the flusher gathers the writes as before."""
+    conns: list[Connection] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), partial(_echo, conns), 0, server_config()
+            )
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                await _request(conn, b"warm-up")
+                await trio.testing.wait_all_tasks_blocked()
+                flushed_by: list[trio.lowlevel.Task] = []
+                flush = conn._flush
+
+                def recording() -> None:
+                    flushed_by.append(trio.lowlevel.current_task())
+                    flush()
+
+                conn._flush = recording  # type: ignore[method-assign]
+                me = trio.lowlevel.current_task()
+
+                stream = await conn.open_stream()
+                await stream.send_all(b"lone")
+                await stream.send_eof()
+                assert flushed_by == [me]  # sent from send_eof itself
+                assert await stream.receive_some() == b"lone"
+                await stream.aclose()
+
+                await trio.testing.wait_all_tasks_blocked()
+                other = await conn.open_stream()  # a second stream is open
+                flushed_by.clear()
+                stream = await conn.open_stream()
+                await stream.send_all(b"pair")
+                await stream.send_eof()
+                assert me not in flushed_by  # the flusher's job
+                assert await stream.receive_some() == b"pair"
+                assert flushed_by and me not in flushed_by
+                await stream.aclose()
+                await other.aclose()
+            nursery.cancel_scope.cancel()

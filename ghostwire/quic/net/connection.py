@@ -316,6 +316,23 @@ class Connection(trio.abc.AsyncResource):
                 self._flusher = None
                 trio.lowlevel.reschedule(task)
 
+    def _flush_last_write(self) -> None:
+        """After a stream's last write (its FIN): on a connection with just
+        this stream and nothing else about to run, nothing can join the
+        packet, so it goes now, a scheduler pass earlier than the flusher's
+        turn (a sequential request, or its reply). Otherwise the flusher
+        gathers the writes as usual: with several streams, the first task of
+        a pass cannot tell whether the rest of the pass will write too."""
+        if (
+            len(self._streams) == 1
+            and not self._incoming
+            # the flusher itself, woken by this stream's data, may be queued
+            and trio.lowlevel.current_statistics().tasks_runnable <= self._flush_pending
+        ):
+            self._flush()
+        else:
+            self._flush_soon()
+
     def _flush(self) -> None:
         """Send whatever the core wants to send now and re-arm the timer."""
         self._flush_pending = False

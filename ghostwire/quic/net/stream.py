@@ -225,8 +225,9 @@ class _SendSide(_StreamBase):
         self._eof_sent = True
         # The FIN joins the data the last send_all queued (it yielded before
         # its work, so nothing went out yet); it leaves with the next pass's
-        # flush, together with what other tasks write in this pass.
-        self._conn._flush_soon()
+        # flush, together with what other tasks write in this pass, or now
+        # when this is the connection's only stream.
+        self._conn._flush_last_write()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
