@@ -517,7 +517,8 @@ class Connection(trio.abc.AsyncResource):
                     if self._flush_pending:
                         await self._let_runnable_tasks_write()
                         try:
-                            self._flush()
+                            if self._flush_pending:  # not flushed by a lone send_eof meanwhile
+                                self._flush()
                         except Exception as exc:
                             self._fail(exc)
                     await self._wait_flush_request()
