@@ -548,9 +548,7 @@ class FrameWriter:
             if probe or self._may_send_data(now):
                 self._write_crypto(builder, conn.crypto[Epoch.ONE_RTT])
                 self._write_stream_frames(builder)
-                if streams.has_max_streams_pending():
-                    # A FIN just written returned stream credit: it rides
-                    # along with the replies rather than waiting for a flush.
+                if streams.has_max_streams_pending():  # a FIN sent returned credit
                     self._write_stream_control_frames(builder, now)
         if (probe or self.ping_pending) and not builder.has_current_ack_eliciting:
             if builder.remaining >= 1:
@@ -579,21 +577,17 @@ class FrameWriter:
 
     def has_nothing_due(self, now: float) -> bool:
         """True when :meth:`build_datagram` is sure to find nothing to send now:
-        the handshake is confirmed (Initial and Handshake spaces discarded), no
-        probe is asked for, no 1-RTT frame is pending and no ACK is due yet (an
-        ACK that is merely needed waits for its timer or the next ack-eliciting
-        packet, RFC 9000 §13.2.1). False means "maybe": the caller builds.
-
-        Lets the shell skip the flush a received datagram would ask for, e.g.
-        the reply to a request, whose ACK waits up to max_ack_delay to ride on
-        the next request.
-        """
+        handshake confirmed (only the 1-RTT space left), no probe, no frame
+        pending, no ACK due yet (one merely needed waits for its timer or the
+        next ack-eliciting packet, RFC 9000 §13.2.1). False means "maybe"."""
         conn = self.conn
-        if not conn.handshake_confirmed or conn.amplification_room() is not None:
-            return False
-        if any(self._probes.values()) or self._application_wants_data():
-            return False
-        return not conn.spaces[Space.APPLICATION].ack_due(now)
+        return not (
+            not conn.handshake_confirmed
+            or conn.amplification_room() is not None
+            or any(self._probes.values())
+            or self._application_wants_data()
+            or conn.spaces[Space.APPLICATION].ack_due(now)
+        )
 
     def _write_control_frames(self, builder: PacketBuilder) -> None:
         payload = builder.payload
