@@ -857,13 +857,15 @@ def test_stream_credit_returns_as_peer_streams_close() -> None:
     with pytest.raises(StreamLimitReached):
         client.open_stream(True)
     close_one(ids[1])
-    assert server.pending_max_streams(True) is None  # FIN not acked yet
+    assert server.pending_max_streams(True) is None  # FIN not sent yet
     frames = server.pending_control_frames(0.0, 0.1)
     assert frames == []
     f = server.next_stream_frame(1200)
-    assert f is not None
-    server.on_stream_frame_delivered(f.stream_id, f.offset, len(f.data), f.fin, True)
+    assert f is not None and f.fin
+    # Read to the end and all sent: the credit comes back before the ACK.
     assert server.pending_max_streams(True) == 6
+    server.on_stream_frame_delivered(f.stream_id, f.offset, len(f.data), f.fin, True)
+    assert server.pending_max_streams(True) == 6  # counted once
     (frame,) = server.pending_control_frames(0.0, 0.1)
     assert frame == ControlFrame(FrameType.MAX_STREAMS_BIDI, None, 6)
     server.on_control_sent(frame)
@@ -875,6 +877,68 @@ def test_stream_credit_returns_as_peer_streams_close() -> None:
     server.on_stream_frame(20, 0, b"", False)  # 6 streams now allowed
     with pytest.raises(QuicProtocolError):
         server.on_stream_frame(24, 0, b"", False)
+
+
+def _request_replied_unacked(client: StreamManager, server: StreamManager) -> list[int]:
+    """The client's streams carry a request + FIN; the server reads each to
+    its end and sends a reply + FIN that the client never acknowledges."""
+    ids = []
+    while True:
+        try:
+            ids.append(client.open_stream(True))
+        except StreamLimitReached:
+            break
+    for sid in ids:
+        client.write(sid, b"q", end_stream=True)
+    while (f := client.next_stream_frame(1200)) is not None:
+        server.on_stream_frame(f.stream_id, f.offset, f.data, f.fin)
+    for sid in ids:
+        assert server.read_or_eof(sid) == b"q"
+        assert server.read_or_eof(sid) == b""
+        server.write(sid, b"r", end_stream=True)
+    while (f := server.next_stream_frame(1200)) is not None:
+        client.on_stream_frame(f.stream_id, f.offset, f.data, f.fin)
+    for c in server.pending_control_frames(0.0, 0.1):
+        server.on_control_sent(c)
+        deliver_control(client, c)
+    return ids
+
+
+def test_stream_credit_returns_once_read_and_all_sent_before_the_ack() -> None:
+    """RFC 9000 §4.6: a peer stream read to its end whose reply and FIN were
+    all sent returns its credit then, not a round trip later when the peer
+    acknowledged the reply; the MAX_STREAMS reaches the client while the
+    server still keeps the streams (the reply may need retransmitting)."""
+    client, server = pair()  # server allows 4 bidi
+    ids = _request_replied_unacked(client, server)
+    assert len(ids) == 4
+    assert len(server) == 4  # nothing acknowledged: every stream is kept
+    assert client.streams_available(True) == 4  # MAX_STREAMS 8 arrived
+    # The ACKs retire the streams without returning their credit twice.
+    for sid in ids:
+        server.on_stream_frame_delivered(sid, 0, 1, True, True)
+    assert len(server) == 0
+    assert server.pending_max_streams(True) is None
+    assert server.pending_control_frames(0.0, 0.1) == []
+
+
+def test_early_stream_credit_is_bounded_by_the_limit() -> None:
+    """A peer that never acknowledges the replies gets at most the limit in
+    early credit: the server never keeps more than twice its limit of peer
+    streams. Once the early-credited streams are acknowledged, the others
+    return their credit as they are forgotten."""
+    client, server = pair()  # server allows 4 bidi
+    first = _request_replied_unacked(client, server)
+    second = _request_replied_unacked(client, server)
+    assert len(first) == len(second) == 4
+    assert len(server) == 8
+    assert client.streams_available(True) == 0  # no third round
+    assert _request_replied_unacked(client, server) == []
+    for sid in first + second:
+        server.on_stream_frame_delivered(sid, 0, 1, True, True)
+    assert len(server) == 0
+    (frame,) = server.pending_control_frames(0.0, 0.1)
+    assert frame == ControlFrame(FrameType.MAX_STREAMS_BIDI, None, 12)
 
 
 def test_many_streams_do_not_accumulate() -> None:

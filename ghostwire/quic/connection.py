@@ -604,6 +604,13 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             for datagram in self.writer.build_datagrams(now, MAX_DATAGRAMS_PER_CALL)
         ]
 
+    def has_nothing_to_send(self, now: float) -> bool:
+        """True when :meth:`datagrams_to_send` is sure to return nothing now
+        (an open connection past its handshake with no frame pending and no
+        ACK due); False means "maybe". For a caller deciding whether a flush
+        is worth its cost."""
+        return self.state is ConnectionState.CONNECTED and self.writer.has_nothing_due(now)
+
     def on_packets_sent(self, packets: list[SentPacket], datagram_size: int, now: float) -> None:
         """Bookkeeping once the writer built a datagram."""
         self.stats.bytes_sent += datagram_size

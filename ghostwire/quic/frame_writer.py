@@ -525,19 +525,10 @@ class FrameWriter:
         if keys is None:
             return
         probe = self._probes[Space.APPLICATION] > 0
-        streams = conn.streams
         if probe and not self._probes_have_data():
             self._requeue_oldest(1)  # RFC 9002 §6.2.4: resend rather than PING
-        wants_data = (
-            self.handshake_done_pending
-            or self._path_responses
-            or conn.path.challenge_pending
-            or self.ping_pending
-            or conn.crypto[Epoch.ONE_RTT].has_pending()
-            or streams.has_pending_frames()
-            or conn.local_cids.has_pending_announcements()
-            or conn.peer_cids.has_pending_retirements()
-        )
+        streams = conn.streams
+        wants_data = self._application_wants_data()
         ack_due = space.ack_due(now)
         if not (ack_due or probe or wants_data):
             return
@@ -557,6 +548,8 @@ class FrameWriter:
             if probe or self._may_send_data(now):
                 self._write_crypto(builder, conn.crypto[Epoch.ONE_RTT])
                 self._write_stream_frames(builder)
+                if streams.has_max_streams_pending():  # a FIN sent returned credit
+                    self._write_stream_control_frames(builder, now)
         if (probe or self.ping_pending) and not builder.has_current_ack_eliciting:
             if builder.remaining >= 1:
                 builder.payload.append(FrameType.PING)
@@ -567,6 +560,34 @@ class FrameWriter:
             self.ping_pending = False
         self._settle_ack(builder, space, ack, ack_due)
         builder.end_packet()
+
+    def _application_wants_data(self) -> bool:
+        """Cheap check: may a 1-RTT packet have an ack-eliciting frame to carry?"""
+        conn = self.conn
+        return bool(
+            self.handshake_done_pending
+            or self._path_responses
+            or conn.path.challenge_pending
+            or self.ping_pending
+            or conn.crypto[Epoch.ONE_RTT].has_pending()
+            or conn.streams.has_pending_frames()
+            or conn.local_cids.has_pending_announcements()
+            or conn.peer_cids.has_pending_retirements()
+        )
+
+    def has_nothing_due(self, now: float) -> bool:
+        """True when :meth:`build_datagram` is sure to find nothing to send now:
+        handshake confirmed (only the 1-RTT space left), no probe, no frame
+        pending, no ACK due yet (one merely needed waits for its timer or the
+        next ack-eliciting packet, RFC 9000 §13.2.1). False means "maybe"."""
+        conn = self.conn
+        return not (
+            not conn.handshake_confirmed
+            or conn.amplification_room() is not None
+            or any(self._probes.values())
+            or self._application_wants_data()
+            or conn.spaces[Space.APPLICATION].ack_due(now)
+        )
 
     def _write_control_frames(self, builder: PacketBuilder) -> None:
         payload = builder.payload

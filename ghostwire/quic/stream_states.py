@@ -53,6 +53,8 @@ class SendState(Enum):
 class SendEvent(Enum):
     """Labels of the arrows in RFC 9000 Figure 2."""
 
+    __hash__ = object.__hash__  # a transition's lookup key: see SendState
+
     SEND_STREAM = "Send STREAM"
     SEND_STREAM_DATA_BLOCKED = "Send STREAM_DATA_BLOCKED"
     SEND_FIN = "Send STREAM + FIN"
@@ -78,6 +80,8 @@ class RecvState(Enum):
 
 class RecvEvent(Enum):
     """Labels of the arrows in RFC 9000 Figure 3."""
+
+    __hash__ = object.__hash__  # a transition's lookup key: see SendState
 
     RECV_FIN = "Recv STREAM + FIN"
     RECV_ALL_DATA = "Recv All Data"

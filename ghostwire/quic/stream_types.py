@@ -56,7 +56,7 @@ class StreamConfig(Protocol):
 class Stream:
     """One stream: its sending half and/or receiving half."""
 
-    __slots__ = ("receiver", "sender", "stream_id")
+    __slots__ = ("credited", "receiver", "sender", "stream_id")
 
     def __init__(
         self, stream_id: int, sender: StreamSender | None, receiver: StreamReceiver | None
@@ -64,6 +64,9 @@ class Stream:
         self.stream_id = stream_id
         self.sender = sender
         self.receiver = receiver
+        # A peer stream whose stream credit was returned before it was
+        # forgotten (see StreamManager._maybe_credit_early).
+        self.credited = False
 
     @property
     def is_finished(self) -> bool:

@@ -29,9 +29,9 @@ was closed and forgotten; frames for it are ignored.
 Closing and stream credit: a stream is forgotten (its memory freed) once
 both halves are terminal (send: Data Recvd / Reset Recvd; receive: Data
 Read / Reset Read, i.e. the application read everything or was told of the
-reset). Each forgotten peer-initiated stream returns one unit of stream
-credit; MAX_STREAMS is sent when the credit to return reaches an eighth of
-the configured limit (see ``_return_stream_credit``).
+reset). Each peer-initiated stream returns one unit of stream credit then,
+or a bidirectional one as soon as it is read and all sent (only the peer's
+ACK missing); MAX_STREAMS goes in batches (:mod:`.stream_credit`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from .flow import (
     SendCredit,
 )
 from .frames import FrameType
+from .stream_credit import StreamCreditReturn
 from .stream_events import (
     ControlFrame,
     OutgoingStreamFrame,
@@ -120,10 +121,8 @@ class StreamManager:
         # per stream type (id & 3): next local index / number of peer streams opened
         self._next_index = [0, 0, 0, 0]
         # per direction [bidi, uni]
-        self._initial_max_streams = [max_streams_bidi, max_streams_uni]
-        self._local_max_streams = [max_streams_bidi, max_streams_uni]  # we advertised
-        self._max_streams_pending = [False, False]
-        self._peer_closed = [0, 0]
+        # our MAX_STREAMS, per direction
+        self._credit = (StreamCreditReturn(max_streams_bidi), StreamCreditReturn(max_streams_uni))
         self._peer_max_streams = [0, 0]  # the peer allows us
         self._streams_blocked = [BlockedSignal(), BlockedSignal()]
         # initial receive windows (ours) and send limits (the peer's), RFC 9000 §18.2
@@ -299,7 +298,7 @@ class StreamManager:
             return None  # closed and forgotten
         if index < opened:
             return None  # closed and forgotten
-        if index >= self._local_max_streams[stream_type >> 1]:
+        if index >= self._credit[stream_type >> 1].limit:
             raise QuicProtocolError(
                 TransportErrorCode.STREAM_LIMIT_ERROR,
                 f"stream {stream_id} beyond the stream limit we advertised",
@@ -483,6 +482,7 @@ class StreamManager:
             self._control[stream_id] = None
             self._send_queue.pop(stream_id, None)
             self._conn_blocked.pop(stream_id, None)
+            self._maybe_forget(stream_id)  # may return the stream's credit early
 
     def stop_sending(self, stream_id: int, error_code: int) -> None:
         """Ask the peer to stop sending (STOP_SENDING); incoming data is discarded."""
@@ -513,10 +513,15 @@ class StreamManager:
             self._control
             or self.recv_credit.window.wants_update()
             or self.send_credit.pending_data_blocked() is not None
-            or True in self._max_streams_pending
+            or self._credit[0].pending
+            or self._credit[1].pending
             or self._streams_blocked[0].pending() is not None
             or self._streams_blocked[1].pending() is not None
         )
+
+    def has_max_streams_pending(self) -> bool:
+        """Cheap check: is a MAX_STREAMS frame waiting to be sent?"""
+        return self._credit[0].pending or self._credit[1].pending
 
     def has_stream_data(self) -> bool:
         """Cheap check: may :meth:`next_stream_frame` return a frame?"""
@@ -558,6 +563,8 @@ class StreamManager:
                 queue[stream_id] = None  # to the back: round-robin
             else:
                 self._park(stream_id, sender)
+            if frame[2] and stream is not None and stream_id & 1 != self._local_bit:
+                self._credit[0].credit_if_done(stream)  # the FIN went: all sent once
             return OutgoingStreamFrame(stream_id, frame[0], frame[1], frame[2])
         return None
 
@@ -608,9 +615,9 @@ class StreamManager:
         if limit is not None:
             out.append(ControlFrame(FrameType.DATA_BLOCKED, None, limit))
         for uni in (0, 1):
-            if self._max_streams_pending[uni]:
+            if self._credit[uni].pending:
                 frame_type = FrameType.MAX_STREAMS_UNI if uni else FrameType.MAX_STREAMS_BIDI
-                out.append(ControlFrame(frame_type, None, self._local_max_streams[uni]))
+                out.append(ControlFrame(frame_type, None, self._credit[uni].limit))
             limit = self._streams_blocked[uni].pending()
             if limit is not None:
                 kind = FrameType.STREAMS_BLOCKED_UNI if uni else FrameType.STREAMS_BLOCKED_BIDI
@@ -647,7 +654,8 @@ class StreamManager:
     def pending_max_streams(self, bidirectional: bool) -> int | None:
         """A MAX_STREAMS limit to advertise for one direction, or None."""
         uni = 0 if bidirectional else 1
-        return self._local_max_streams[uni] if self._max_streams_pending[uni] else None
+        credit = self._credit[uni]
+        return credit.limit if credit.pending else None
 
     def on_control_sent(self, frame: ControlFrame) -> None:
         """``frame`` (from :meth:`pending_control_frames`) was put in a packet."""
@@ -657,9 +665,7 @@ class StreamManager:
         elif kind == FrameType.DATA_BLOCKED:
             self.send_credit.on_data_blocked_sent()
         elif kind in (FrameType.MAX_STREAMS_BIDI, FrameType.MAX_STREAMS_UNI):
-            uni = kind - FrameType.MAX_STREAMS_BIDI
-            if value == self._local_max_streams[uni]:
-                self._max_streams_pending[uni] = False
+            self._credit[kind - FrameType.MAX_STREAMS_BIDI].on_sent(value)
         elif kind in (FrameType.STREAMS_BLOCKED_BIDI, FrameType.STREAMS_BLOCKED_UNI):
             self._streams_blocked[kind - FrameType.STREAMS_BLOCKED_BIDI].on_sent()
         else:
@@ -687,9 +693,7 @@ class StreamManager:
         elif kind == FrameType.DATA_BLOCKED:
             self.send_credit.on_data_blocked_delivered(value, delivered)
         elif kind in (FrameType.MAX_STREAMS_BIDI, FrameType.MAX_STREAMS_UNI):
-            uni = kind - FrameType.MAX_STREAMS_BIDI
-            if not delivered and value == self._local_max_streams[uni]:
-                self._max_streams_pending[uni] = True
+            self._credit[kind - FrameType.MAX_STREAMS_BIDI].on_delivered(value, delivered)
         elif kind in (FrameType.STREAMS_BLOCKED_BIDI, FrameType.STREAMS_BLOCKED_UNI):
             uni = kind - FrameType.STREAMS_BLOCKED_BIDI
             limit = self._peer_max_streams[uni]
@@ -764,33 +768,20 @@ class StreamManager:
     def _maybe_forget(self, stream_id: int) -> None:
         """Drop a stream whose both halves are terminal; return peer stream credit."""
         stream = self._streams.get(stream_id)
-        if stream is None or not stream.is_finished:
+        if stream is None:
+            return
+        if not stream.is_finished:
+            if stream_id & 1 != self._local_bit:  # a peer stream
+                self._credit[(stream_id >> 1) & 1].credit_if_done(stream)
             return
         del self._streams[stream_id]
         self._send_queue.pop(stream_id, None)
         self._conn_blocked.pop(stream_id, None)
         self._control.pop(stream_id, None)
         if not self._is_local(stream_id):
-            uni = (stream_id >> 1) & 1
-            self._peer_closed[uni] += 1
-            self._return_stream_credit(uni)
+            self._credit[(stream_id >> 1) & 1].on_forgotten(stream.credited)
         if self.on_retired is not None:
             self.on_retired(stream_id)
-
-    def _return_stream_credit(self, uni: int) -> None:
-        """Batch MAX_STREAMS: send when an eighth of the configured limit can be
-        returned (at least 2 streams, at most half the limit, at least 1).
-
-        Batching by half the limit stalled a peer that keeps more than half of
-        it in flight (64 requests against the default 100: the peer had 36
-        streams of slack and waited for 50 to be returned).
-        """
-        initial = self._initial_max_streams[uni]
-        target = self._peer_closed[uni] + initial
-        batch = max(1, min(initial // 2, max(2, initial // 8)))
-        if target - self._local_max_streams[uni] >= batch:
-            self._local_max_streams[uni] = target
-            self._max_streams_pending[uni] = True
 
 
 StreamSet = StreamManager

@@ -316,6 +316,23 @@ class Connection(trio.abc.AsyncResource):
                 self._flusher = None
                 trio.lowlevel.reschedule(task)
 
+    def _flush_last_write(self) -> None:
+        """After a stream's last write (its FIN): on a connection with just
+        this stream and nothing else about to run, nothing can join the
+        packet, so it goes now, a scheduler pass earlier than the flusher's
+        turn (a sequential request, or its reply). Otherwise the flusher
+        gathers the writes as usual: with several streams, the first task of
+        a pass cannot tell whether the rest of the pass will write too."""
+        if (
+            len(self._streams) == 1
+            and not self._incoming
+            # the flusher itself, woken by this stream's data, may be queued
+            and trio.lowlevel.current_statistics().tasks_runnable <= self._flush_pending
+        ):
+            self._flush()
+        else:
+            self._flush_soon()
+
     def _flush(self) -> None:
         """Send whatever the core wants to send now and re-arm the timer."""
         self._flush_pending = False
@@ -342,15 +359,23 @@ class Connection(trio.abc.AsyncResource):
 
         Once the handshake is confirmed, what the datagrams make us send (ACKs,
         credit) leaves with the next flush, together with what the woken tasks
-        write. Handshake flights go at once: ``connect`` returns with our
-        Finished already sent.
+        write; when they make us send nothing yet, no flush is asked for.
+        Handshake flights go at once: ``connect`` returns with our Finished
+        already sent.
         """
         self._process_events()
         self._wake_ping()
-        if self._core.handshake_confirmed:
+        core = self._core
+        if not core.handshake_confirmed:
+            self._flush()
+        elif self._flush_pending or not core.has_nothing_to_send(trio.current_time()):
             self._flush_soon()
         else:
-            self._flush()
+            # Nothing to send yet (typically: an ACK not due before its timer,
+            # RFC 9000 §13.2.1): no flush, no wake-up of the timer task; the
+            # timer is re-armed for what the datagrams changed (ACK, loss,
+            # idle deadlines).
+            self._update_timer()
 
     def _update_timer(self) -> None:
         scope = self._timer_scope
@@ -492,7 +517,8 @@ class Connection(trio.abc.AsyncResource):
                     if self._flush_pending:
                         await self._let_runnable_tasks_write()
                         try:
-                            self._flush()
+                            if self._flush_pending:  # not flushed by a lone send_eof meanwhile
+                                self._flush()
                         except Exception as exc:
                             self._fail(exc)
                     await self._wait_flush_request()

@@ -47,7 +47,9 @@ class _StreamBase:
         self._closed = False
         self._reset_code: int | None = None  # the peer's RESET_STREAM
         self._stop_code: int | None = None  # the peer's STOP_SENDING
-        self._lot = trio.lowlevel.ParkingLot()  # woken on any news for this stream
+        # Woken on any news for this stream; made by the first task to park
+        # (a stream whose data is there when it is read never needs one).
+        self._lot: trio.lowlevel.ParkingLot | None = None
 
     @property
     def stream_id(self) -> int:
@@ -58,7 +60,15 @@ class _StreamBase:
         return self._conn
 
     def _wake(self) -> None:
-        self._lot.unpark_all()
+        lot = self._lot
+        if lot is not None:
+            lot.unpark_all()
+
+    async def _park(self) -> None:
+        lot = self._lot
+        if lot is None:
+            lot = self._lot = trio.lowlevel.ParkingLot()
+        await lot.park()
 
     def on_peer_abort(self, callback: Callable[[int | None], object]) -> None:
         """Call ``callback(code)`` as soon as the peer resets this stream
@@ -173,7 +183,7 @@ class _SendSide(_StreamBase):
                 room = self._send_room()
                 if room <= 0:
                     self._conn._flush()  # what is buffered must go out to be acknowledged
-                    await self._lot.park()
+                    await self._park()
                     self._check_send()
                     continue
                 chunk = view[:room]
@@ -193,7 +203,7 @@ class _SendSide(_StreamBase):
             parked = False
             while self._send_room() <= 0:
                 self._conn._flush()
-                await self._lot.park()
+                await self._park()
                 parked = True
                 self._check_send()
             if not parked:  # parking was the schedule point
@@ -215,8 +225,9 @@ class _SendSide(_StreamBase):
         self._eof_sent = True
         # The FIN joins the data the last send_all queued (it yielded before
         # its work, so nothing went out yet); it leaves with the next pass's
-        # flush, together with what other tasks write in this pass.
-        self._conn._flush_soon()
+        # flush, together with what other tasks write in this pass, or now
+        # when this is the connection's only stream.
+        self._conn._flush_last_write()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
@@ -287,7 +298,7 @@ class _ReceiveSide(_StreamBase):
                         await trio.lowlevel.cancel_shielded_checkpoint()
                     return b""
                 self._conn._raise_if_closed()
-                await self._lot.park()
+                await self._park()
                 parked = True
         finally:
             self._receiving = False
