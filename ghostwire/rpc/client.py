@@ -41,7 +41,7 @@ from .codec import decode
 from .events import Event
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
 from .status import RpcError, Status
-from .transport import FrameReader
+from .transport import FrameReader, send_final
 from .wire import (
     ALPN,
     CANCELLED_CODE,
@@ -287,17 +287,20 @@ class RpcConnection:
     async def _unary(self, request: bytes, deadline: float) -> Any:
         stream = await self._open()
         try:
-            await _send_request(stream, request)
+            # Request and FIN in one core write; the reply read without a
+            # schedule point once it is here (see .transport).
+            if not send_final(stream, request):
+                await _send_request(stream, request)
             reader = FrameReader(stream, self.max_message_size)
-            frame = await reader.receive_frame()
+            frame = await reader.receive_frame_eager()
             result = None
             if frame is not None and frame[0] == MESSAGE:
                 result = decode(frame[1])
-                frame = await reader.receive_frame()
+                frame = await reader.receive_frame_eager()
             if frame is None or frame[0] != TRAILERS:
                 raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
             error = _trailer_error(frame[1])
-            if await reader.receive_frame() is not None:
+            if await reader.receive_frame_eager() is not None:
                 raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
         except _GONE as exc:
             _abort(stream)
