@@ -41,7 +41,7 @@ from .codec import decode
 from .events import Event
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
 from .status import RpcError, Status
-from .transport import FrameReader, send_final
+from .transport import FrameReader, send_nowait
 from .wire import (
     ALPN,
     CANCELLED_CODE,
@@ -289,7 +289,7 @@ class RpcConnection:
         try:
             # Request and FIN in one core write; the reply read without a
             # schedule point once it is here (see .transport).
-            if not send_final(stream, request):
+            if not send_nowait(stream, request, end_stream=True):
                 await _send_request(stream, request)
             reader = FrameReader(stream, self.max_message_size)
             frame = await reader.receive_frame_eager()

@@ -45,7 +45,7 @@ from .resilience import ServerMetrics, ServerSnapshot
 from .resilience.health import HealthStatus, health_service
 from .service import Method, MethodKind, Service
 from .status import RpcError, Status
-from .transport import FrameReader, on_peer_abort, send_final
+from .transport import FrameReader, on_peer_abort, send_nowait
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -515,6 +515,10 @@ async def _send_event(stream: quic.QuicStream, ctx: Context, event: Event) -> No
         raise RpcError(
             Status.INTERNAL, "internal error (details are in the server's log)"
         ) from None
+    if send_nowait(stream, data):
+        # No schedule point: the producer's put has one, and the sending loop
+        # parks when the buffer is empty or the send buffer full.
+        return
     try:
         await stream.send_all(data)
     except _GONE:
@@ -543,7 +547,7 @@ def _refusal_trailer(error: RpcError) -> bytes:
 async def _send_reply(stream: quic.QuicStream, reply: bytes) -> None:
     """The reply and FIN: one core write without a schedule point when the
     send buffer has room, else ``send_all`` and ``send_eof``."""
-    if not send_final(stream, reply):
+    if not send_nowait(stream, reply, end_stream=True):
         await stream.send_all(reply)
         await stream.send_eof()
 

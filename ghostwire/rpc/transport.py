@@ -5,7 +5,7 @@ A unary call is small and bounded: its request (HEADERS, arguments, FIN) and
 its reply (result, trailer, FIN) usually arrive in one packet each. Reading
 and writing them through the stream's awaitable API costs a schedule point
 (a task switch, ~5 µs) per ``receive_some``, ``send_all`` and ``send_eof``.
-So :meth:`FrameReader.receive_frame_eager` and :func:`send_final` take what
+So :meth:`FrameReader.receive_frame_eager` and :func:`send_nowait` take what
 the QUIC core already holds, or queue what it has room for, in one core call
 without yielding, through the connection's protocol-driver API
 (``Connection.core`` and ``flush_soon``, as the HTTP/3 layer drives it), and
@@ -95,12 +95,13 @@ def _receive_nowait(stream: Any) -> bytes | None:
     return data
 
 
-def send_final(stream: Any, data: bytes) -> bool:
-    """Queue ``data`` and the FIN on ``stream`` in one core call, without a
-    schedule point; they leave in the scheduler's next pass, in the packets
-    of what other tasks write in this one. False (nothing written) when that
-    cannot be done at once: the caller then uses ``send_all`` and
-    ``send_eof``, which wait for room or raise the stream's errors."""
+def send_nowait(stream: Any, data: bytes, *, end_stream: bool = False) -> bool:
+    """Queue ``data`` (and the FIN if ``end_stream``) on ``stream`` in one core
+    call, without a schedule point; it leaves in the scheduler's next pass,
+    in the packets of what other tasks write in this one. False (nothing
+    written) when that cannot be done at once: the caller then uses
+    ``send_all`` (and ``send_eof``), which wait for room under the stream's
+    back-pressure or raise its errors."""
     try:
         conn = stream.connection
         core = conn.core
@@ -110,7 +111,7 @@ def send_final(stream: Any, data: bytes) -> bool:
     if len(data) > core.config.stream_send_buffer - core.stream_send_buffered(stream_id):
         return False
     try:
-        core.send_stream_data(stream_id, data, end_stream=True)
+        core.send_stream_data(stream_id, data, end_stream)
     except StreamStateError:  # stopped, reset, finished or closed: send_all says which
         return False
     conn.flush_soon()
