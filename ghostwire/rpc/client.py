@@ -218,9 +218,9 @@ class RpcConnection:
     """Calls over one established QUIC connection (ALPN ``ghostwire-rpc``).
 
     Holds no tasks and no queues: each call opens a stream, writes the request
-    with one ``send_all`` and FIN, and reads the reply to FIN in the caller's
-    task. Safe to share between tasks; QUIC's stream limit makes callers wait
-    for a free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
+    and FIN in one write, and reads the reply to FIN in the caller's task.
+    Safe to share between tasks; QUIC's stream limit makes callers wait for a
+    free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
     """
 
     def __init__(

@@ -17,8 +17,11 @@ Per call (one bidirectional stream), a task reads the request to its FIN,
 admits it (not draining, within the connection's concurrency and the client's
 rate), and hands it to the :class:`~.dispatch.Dispatcher`; a hook on the stream
 cancels the handler at once if the caller resets the stream (no extra task). The
-reply is written with one ``send_all`` and a FIN. Nothing is queued here: QUIC's
-MAX_STREAMS bounds the calls in flight and flow control pushes back.
+reply (result, trailer and FIN) is one write. A request that arrived whole is
+read, and its reply queued, without a schedule point (see :mod:`.transport`):
+a call whose handler does not wait costs its task one step and the
+``aclose``. Nothing is queued here: QUIC's MAX_STREAMS bounds the calls in
+flight and flow control pushes back.
 """
 
 from __future__ import annotations
