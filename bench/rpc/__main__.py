@@ -5,9 +5,11 @@
     python -m bench.rpc --stacks ghostwire,grpcio-aio --workloads c64
     python -m bench.rpc --repeat 3      # 3 runs per workload and stack, the best shown
 
-Every stack serves the same unary echo (100-byte request and reply) and event
-stream over TLS on loopback, server and client in separate processes (see
-``bench/rpc/common.py``). The table shows, per metric, each stack and the
+The stacks' servers run side by side; each workload is run for every stack
+in turn (``--repeat`` times), so the ratios compare runs minutes apart at
+most. Every stack serves the same unary echo (100-byte request and reply)
+and event stream over TLS on loopback, server and client in separate
+processes (see ``bench/rpc/common.py``). The table shows, per metric, each stack and the
 ratio of ghostwire to the best gRPC stack for that metric.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -115,6 +118,11 @@ def _summary(workload: str, r: Result) -> str:
     )
 
 
+def _load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def _higher_is_better(metric: str) -> bool:
     return metric.startswith(("calls/s", "events/s"))
 
@@ -150,17 +158,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     workloads = args.workloads.split(",")
-    by_stack: dict[str, dict[str, float]] = {}
-    notes: list[str] = []
+    stacks = args.stacks.split(",")
+    runs: dict[str, dict[str, list[Result]]] = {stack: {} for stack in stacks}
+    load_before = _load_average()
     with tempfile.TemporaryDirectory() as tmp:
         certs = CertFiles.create(Path(tmp))
-        for stack in args.stacks.split(","):
-            server, port = _start_server(stack, certs)
-            try:
-                results = {}
-                for workload in workloads:
-                    runs = []
-                    for run in range(args.repeat):
+        servers: dict[str, tuple[subprocess.Popen[str], int]] = {}
+        try:
+            for stack in stacks:
+                servers[stack] = _start_server(stack, certs)
+            # Workload by workload, the stacks in turn within each run: a
+            # change of the machine's load hits every stack alike.
+            for workload in workloads:
+                for run in range(args.repeat):
+                    for stack in stacks:
+                        server, port = servers[stack]
                         print(
                             f"# {stack} {workload} run {run + 1} ...", file=sys.stderr, flush=True
                         )
@@ -168,15 +180,21 @@ def main(argv: list[str] | None = None) -> None:
                             stack, workload, port, certs, server.pid, sizes[workload], args.timeout
                         )
                         print(f"#   {_summary(workload, result)}", file=sys.stderr, flush=True)
-                        runs.append(result)
-                    results[workload] = _best(workload, runs)
-            finally:
+                        runs[stack].setdefault(workload, []).append(result)
+        finally:
+            for server, _ in servers.values():
                 server.kill()
                 server.wait()
-            by_stack[stack] = _metrics(results)
-            for workload, result in results.items():
-                if result.failures:
-                    notes.append(f"{stack} {workload}: failed calls {result.failures}")
+    by_stack: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for stack in stacks:
+        results = {w: _best(w, each) for w, each in runs[stack].items()}
+        by_stack[stack] = _metrics(results)
+        for workload, each in runs[stack].items():
+            failures = [r.failures for r in each if r.failures]
+            if failures:
+                notes.append(f"{stack} {workload}: failed calls {failures}")
+    notes.append(f"load average (1, 5, 15 min): before {load_before}, after {_load_average()}")
     table = _table(by_stack)
     if notes:
         table += "\n\n" + "\n".join(f"- {note}" for note in notes)
