@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ghostwire.rpc as rpc
@@ -139,6 +140,35 @@ def test_frames_split_at_every_byte_boundary() -> None:
             frames.append(frame)
     decoder.check_eof()
     assert frames == [(HEADERS, b"head"), (MESSAGE, b""), (TRAILERS, b"x" * 300)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payloads=st.lists(
+        st.tuples(st.sampled_from([HEADERS, MESSAGE, TRAILERS]), st.binary(max_size=70)), max_size=6
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=8),
+    kinds=st.lists(st.sampled_from([bytes, bytearray, memoryview]), min_size=9, max_size=9),
+    eager=st.booleans(),
+)
+def test_frames_survive_any_chunking(
+    payloads: list[tuple[int, bytes]], cuts: list[int], kinds: list[type], eager: bool
+) -> None:
+    """Chunks of any size and buffer type, with frames taken between feeds or
+    only at the end: the decoder gives back exactly the frames sent."""
+    stream = b"".join(encode_frame(t, p) for t, p in payloads)
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    decoder = FrameDecoder()
+    frames = []
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        decoder.feed(kinds[i % len(kinds)](stream[a:b]))
+        while eager and (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    decoder.check_eof()
+    assert frames == payloads
+    assert all(type(payload) is bytes for _, payload in frames)
 
 
 def test_unknown_frame_type_is_malformed() -> None:

@@ -3,10 +3,13 @@
     python -m bench.rpc                 # full sizes
     python -m bench.rpc --quick         # small sizes, about a minute
     python -m bench.rpc --stacks ghostwire,grpcio-aio --workloads c64
+    python -m bench.rpc --repeat 3      # 3 runs per workload and stack, the best shown
 
-Every stack serves the same unary echo (100-byte request and reply) and event
-stream over TLS on loopback, server and client in separate processes (see
-``bench/rpc/common.py``). The table shows, per metric, each stack and the
+The stacks' servers run side by side; each workload is run for every stack
+in turn (``--repeat`` times), so the ratios compare runs minutes apart at
+most. Every stack serves the same unary echo (100-byte request and reply)
+and event stream over TLS on loopback, server and client in separate
+processes (see ``bench/rpc/common.py``). The table shows, per metric, each stack and the
 ratio of ghostwire to the best gRPC stack for that metric.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -96,6 +100,29 @@ def _metrics(results: dict[str, Result]) -> dict[str, float]:
     return out
 
 
+def _best(workload: str, runs: list[Result]) -> Result:
+    """The best of several runs: the lowest median latency for ``latency``,
+    else the most operations per second (its CPU figures come with it)."""
+    if workload == "latency":
+        return min(runs, key=lambda r: _percentile(r.latencies, 0.5))
+    return max(runs, key=lambda r: r.operations / r.seconds if r.seconds else 0.0)
+
+
+def _summary(workload: str, r: Result) -> str:
+    if workload == "latency":
+        return f"p50 {_percentile(r.latencies, 0.5) * 1e3:.3f} ms"
+    per = max(1, r.operations)
+    return (
+        f"{r.operations / r.seconds:,.0f}/s, server {r.server_cpu / per * 1e6:.0f} us, "
+        f"client {r.client_cpu / per * 1e6:.0f} us per operation"
+    )
+
+
+def _load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def _higher_is_better(metric: str) -> bool:
     return metric.startswith(("calls/s", "events/s"))
 
@@ -124,30 +151,50 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stacks", default=",".join(STACKS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per workload and stack; the best is shown"
+    )
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     workloads = args.workloads.split(",")
-    by_stack: dict[str, dict[str, float]] = {}
-    notes: list[str] = []
+    stacks = args.stacks.split(",")
+    runs: dict[str, dict[str, list[Result]]] = {stack: {} for stack in stacks}
+    load_before = _load_average()
     with tempfile.TemporaryDirectory() as tmp:
         certs = CertFiles.create(Path(tmp))
-        for stack in args.stacks.split(","):
-            server, port = _start_server(stack, certs)
-            try:
-                results = {}
-                for workload in workloads:
-                    print(f"# {stack} {workload} ...", file=sys.stderr, flush=True)
-                    results[workload] = _run_client(
-                        stack, workload, port, certs, server.pid, sizes[workload], args.timeout
-                    )
-            finally:
+        servers: dict[str, tuple[subprocess.Popen[str], int]] = {}
+        try:
+            for stack in stacks:
+                servers[stack] = _start_server(stack, certs)
+            # Workload by workload, the stacks in turn within each run: a
+            # change of the machine's load hits every stack alike.
+            for workload in workloads:
+                for run in range(args.repeat):
+                    for stack in stacks:
+                        server, port = servers[stack]
+                        print(
+                            f"# {stack} {workload} run {run + 1} ...", file=sys.stderr, flush=True
+                        )
+                        result = _run_client(
+                            stack, workload, port, certs, server.pid, sizes[workload], args.timeout
+                        )
+                        print(f"#   {_summary(workload, result)}", file=sys.stderr, flush=True)
+                        runs[stack].setdefault(workload, []).append(result)
+        finally:
+            for server, _ in servers.values():
                 server.kill()
                 server.wait()
-            by_stack[stack] = _metrics(results)
-            for workload, result in results.items():
-                if result.failures:
-                    notes.append(f"{stack} {workload}: failed calls {result.failures}")
+    by_stack: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for stack in stacks:
+        results = {w: _best(w, each) for w, each in runs[stack].items()}
+        by_stack[stack] = _metrics(results)
+        for workload, each in runs[stack].items():
+            failures = [r.failures for r in each if r.failures]
+            if failures:
+                notes.append(f"{stack} {workload}: failed calls {failures}")
+    notes.append(f"load average (1, 5, 15 min): before {load_before}, after {_load_average()}")
     table = _table(by_stack)
     if notes:
         table += "\n\n" + "\n".join(f"- {note}" for note in notes)

@@ -41,7 +41,7 @@ from .codec import decode
 from .events import Event
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
 from .status import RpcError, Status
-from .transport import FrameReader
+from .transport import FrameReader, send_nowait
 from .wire import (
     ALPN,
     CANCELLED_CODE,
@@ -218,9 +218,9 @@ class RpcConnection:
     """Calls over one established QUIC connection (ALPN ``ghostwire-rpc``).
 
     Holds no tasks and no queues: each call opens a stream, writes the request
-    with one ``send_all`` and FIN, and reads the reply to FIN in the caller's
-    task. Safe to share between tasks; QUIC's stream limit makes callers wait
-    for a free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
+    and FIN in one write, and reads the reply to FIN in the caller's task.
+    Safe to share between tasks; QUIC's stream limit makes callers wait for a
+    free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
     """
 
     def __init__(
@@ -287,17 +287,20 @@ class RpcConnection:
     async def _unary(self, request: bytes, deadline: float) -> Any:
         stream = await self._open()
         try:
-            await _send_request(stream, request)
+            # Request and FIN in one core write; the reply read without a
+            # schedule point once it is here (see .transport).
+            if not send_nowait(stream, request, end_stream=True):
+                await _send_request(stream, request)
             reader = FrameReader(stream, self.max_message_size)
-            frame = await reader.receive_frame()
+            frame = await reader.receive_frame_eager()
             result = None
             if frame is not None and frame[0] == MESSAGE:
                 result = decode(frame[1])
-                frame = await reader.receive_frame()
+                frame = await reader.receive_frame_eager()
             if frame is None or frame[0] != TRAILERS:
                 raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
             error = _trailer_error(frame[1])
-            if await reader.receive_frame() is not None:
+            if await reader.receive_frame_eager() is not None:
                 raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
         except _GONE as exc:
             _abort(stream)

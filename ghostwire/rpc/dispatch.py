@@ -112,15 +112,9 @@ class Dispatcher:
         self, ctx: Context, method: Method, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Any:
         """Run a call; returns the handler's result."""
-        _expect(method, MethodKind.UNARY)
-
-        async def body() -> Any:
-            values = method.binder.bind(args, kwargs)
-            if method.options.authorize is not None:
-                await _authorize(ctx, method)
-            return await method.handler(ctx, **values)
-
-        return await self._invoke(ctx, method, body)
+        if method.kind is not MethodKind.UNARY:
+            _expect(method, MethodKind.UNARY)
+        return await self._invoke(ctx, method, _unary_body, ctx, method, args, kwargs)
 
     async def events(
         self,
@@ -177,15 +171,17 @@ class Dispatcher:
 
     # -- shared machinery -----------------------------------------------------
 
-    async def _invoke(self, ctx: Context, method: Method, body: Callable[[], Awaitable[T]]) -> T:
+    async def _invoke(
+        self, ctx: Context, method: Method, body: Callable[..., Awaitable[T]], *body_args: Any
+    ) -> T:
         self._in_flight += 1
         try:
             if self.interceptors:
                 async with AsyncExitStack() as stack:
                     for interceptor in self.interceptors:
                         await stack.enter_async_context(interceptor(ctx))
-                    return await _within_deadline(ctx, method, body)
-            return await _within_deadline(ctx, method, body)
+                    return await _within_deadline(ctx, method, body, *body_args)
+            return await _within_deadline(ctx, method, body, *body_args)
         except RpcError:
             raise
         except BaseExceptionGroup as group:
@@ -197,7 +193,18 @@ class Dispatcher:
             self._in_flight -= 1
 
 
-async def _within_deadline(ctx: Context, method: Method, body: Callable[[], Awaitable[T]]) -> T:
+async def _unary_body(
+    ctx: Context, method: Method, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    values = method.binder.bind(args, kwargs)
+    if method.options.authorize is not None:
+        await _authorize(ctx, method)
+    return await method.handler(ctx, **values)
+
+
+async def _within_deadline(
+    ctx: Context, method: Method, body: Callable[..., Awaitable[T]], *body_args: Any
+) -> T:
     deadline = ctx.deadline
     cap = method.options.timeout
     if cap is not None:
@@ -209,7 +216,7 @@ async def _within_deadline(ctx: Context, method: Method, body: Callable[[], Awai
     if ctx._cancel_status is not None:
         scope.cancel()
     with scope:
-        return await body()
+        return await body(*body_args)
     ctx._scope = None
     status = ctx._cancel_status
     expired = deadline is not None and trio.current_time() >= deadline

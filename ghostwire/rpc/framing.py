@@ -72,43 +72,68 @@ class FrameDecoder:
     Raises :class:`FramingError` for an unknown frame type or bytes left over
     at the end of the stream, and :class:`MessageTooLarge` for a payload over
     ``max_message_size``. After either the decoder must not be used again.
+
+    A chunk fed while nothing is buffered is kept as it is and read in place
+    (a small request or reply arrives whole: each payload is then one slice,
+    and no bytes are copied into a buffer); only a frame split across chunks
+    is gathered in a ``bytearray``.
     """
 
-    __slots__ = ("_buffer", "_max")
+    __slots__ = ("_buffer", "_max", "_pos")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""
+        self._pos = 0  # where the unread bytes of _buffer start
         self._max = max_message_size
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buffer += data
+        buffer = self._buffer
+        if self._pos >= len(buffer):
+            self._buffer = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+            return
+        if type(buffer) is bytes:
+            buffer = self._buffer = bytearray(memoryview(buffer)[self._pos :])
+            self._pos = 0
+        buffer += data  # a bytearray here
 
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next complete frame, or None until more bytes arrive."""
         buffer = self._buffer
-        if len(buffer) < PREFIX_SIZE:
+        pos = self._pos
+        size = len(buffer)
+        if size - pos < PREFIX_SIZE:
             return None
-        frame_type, length = PREFIX.unpack_from(buffer)
+        frame_type, length = PREFIX.unpack_from(buffer, pos)
         if frame_type not in FRAME_TYPES:
             raise FramingError(f"unknown frame type 0x{frame_type:02x}")
         if length > self._max:
             raise MessageTooLarge(length, self._max)
-        end = PREFIX_SIZE + length
-        if len(buffer) < end:
+        start = pos + PREFIX_SIZE
+        end = start + length
+        if size < end:
             return None
-        payload = bytes(buffer[PREFIX_SIZE:end])
-        del buffer[:end]
+        payload = bytes(buffer[start:end])  # one copy (none for a bytes slice of all)
+        if end == size:
+            self._buffer = b""
+            self._pos = 0
+        elif type(buffer) is bytearray:
+            del buffer[:end]  # cheap at the front of a bytearray
+            self._pos = 0
+        else:
+            self._pos = end
         return frame_type, payload
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buffer)
+        return len(self._buffer) - self._pos
 
     def check_eof(self) -> None:
         """The stream ended: raise :class:`FramingError` if a frame was cut short."""
-        if self._buffer:
-            raise FramingError(f"stream ended inside a frame ({len(self._buffer)} bytes left)")
+        left = self.buffered
+        if left:
+            raise FramingError(f"stream ended inside a frame ({left} bytes left)")
 
 
 __all__ = [

@@ -17,8 +17,11 @@ Per call (one bidirectional stream), a task reads the request to its FIN,
 admits it (not draining, within the connection's concurrency and the client's
 rate), and hands it to the :class:`~.dispatch.Dispatcher`; a hook on the stream
 cancels the handler at once if the caller resets the stream (no extra task). The
-reply is written with one ``send_all`` and a FIN. Nothing is queued here: QUIC's
-MAX_STREAMS bounds the calls in flight and flow control pushes back.
+reply (result, trailer and FIN) is one write. A request that arrived whole is
+read, and its reply queued, without a schedule point (see :mod:`.transport`):
+a call whose handler does not wait costs its task one step and the
+``aclose``. Nothing is queued here: QUIC's MAX_STREAMS bounds the calls in
+flight and flow control pushes back.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from .resilience import ServerMetrics, ServerSnapshot
 from .resilience.health import HealthStatus, health_service
 from .service import Method, MethodKind, Service
 from .status import RpcError, Status
-from .transport import FrameReader, on_peer_abort
+from .transport import FrameReader, on_peer_abort, send_nowait
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -331,7 +334,8 @@ class Server:
         finally:
             state.calls -= counted
             registry.discard(ctx)
-            self._changed.unpark_all()
+            if self._changed:  # only shutdown() parks there
+                self._changed.unpark_all()
 
     # -- calls ---------------------------------------------------------------
 
@@ -353,7 +357,8 @@ class Server:
     async def _read_request(
         self, state: ConnectionState, reader: FrameReader
     ) -> tuple[RequestHeader, Method, list[Any], dict[str, Any]]:
-        frame = await reader.receive_frame()
+        # Eager reads: a request that arrived whole is read without a schedule point.
+        frame = await reader.receive_frame_eager()
         if frame is None or frame[0] != HEADERS:
             raise FramingError("a request starts with a HEADERS frame")
         header = parse_header(frame[1])
@@ -361,11 +366,11 @@ class Server:
         if method is None:
             self.admit(state)
             method = self.dispatcher.resolve(header.method)
-        frame = await reader.receive_frame()
+        frame = await reader.receive_frame_eager()
         if frame is None or frame[0] != MESSAGE:
             raise FramingError("the request headers must be followed by the arguments")
         args, kwargs = parse_arguments(frame[1])
-        if header.kind != KIND_STREAM and await reader.receive_frame() is not None:
+        if header.kind != KIND_STREAM and await reader.receive_frame_eager() is not None:
             raise FramingError("unexpected frame after the arguments of a call")
         return header, method, args, kwargs
 
@@ -380,37 +385,59 @@ class Server:
                     stream.stop_sending(REFUSED_CODE)
                 await _send_reply(stream, _refusal_trailer(exc))
                 return
-            ctx = Context.from_timeout(
+            timeout = header.timeout
+            ctx = Context(
                 method.name,
-                header.timeout,
+                deadline=None if timeout is None else trio.current_time() + timeout,
                 metadata=header.metadata,
                 peer=state.peer,
                 resume_after=header.after,
             )
             builtin = self._builtin.methods.get(method.name) is method
-            dispatcher = self._builtin if builtin else self.dispatcher
-            subscription = header.kind == KIND_EVENTS
-            with self.track_call(state, ctx, subscription=subscription, counted=not builtin):
-                if not builtin:
-                    self._metrics.call_started(method.name)
-                started = trio.current_time()
-                status: int = Status.CANCELLED
-                try:
-                    reply, status = await self._run(
-                        ctx, header.kind, method, args, kwargs, reader, dispatcher
-                    )
-                finally:
-                    if not builtin:
-                        duration = trio.current_time() - started
-                        self._metrics.call_finished(method.name, status, duration)
+            reply = await self._tracked(
+                state, ctx, header.kind, method, args, kwargs, reader, builtin
+            )
             if reply is not None:
                 await _send_reply(stream, reply)
         except _GONE as exc:
             log.debug("call on %r ended early: %s", state.conn, exc)
         finally:
             self._call_tasks -= 1
-            self._changed.unpark_all()
+            if self._changed:  # only shutdown() parks there
+                self._changed.unpark_all()
             await stream.aclose()
+
+    async def _tracked(
+        self,
+        state: ConnectionState,
+        ctx: Context,
+        kind: str,
+        method: Method,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        reader: FrameReader,
+        builtin: bool,
+    ) -> bytes | None:
+        """:meth:`_run` under :meth:`track_call` and the metrics (inlined: per call)."""
+        registry = self._subscriptions if kind == KIND_EVENTS else self._calls
+        registry.add(ctx)
+        counted = not builtin
+        state.calls += counted
+        status: int = Status.CANCELLED
+        started = trio.current_time()
+        if counted:
+            self._metrics.call_started(method.name)
+        try:
+            dispatcher = self._builtin if builtin else self.dispatcher
+            reply, status = await self._run(ctx, kind, method, args, kwargs, reader, dispatcher)
+            return reply
+        finally:
+            if counted:
+                self._metrics.call_finished(method.name, status, trio.current_time() - started)
+            state.calls -= counted
+            registry.discard(ctx)
+            if self._changed:
+                self._changed.unpark_all()
 
     async def _run(
         self,
@@ -491,6 +518,10 @@ async def _send_event(stream: quic.QuicStream, ctx: Context, event: Event) -> No
         raise RpcError(
             Status.INTERNAL, "internal error (details are in the server's log)"
         ) from None
+    if send_nowait(stream, data):
+        # No schedule point: the producer's put has one, and the sending loop
+        # parks when the buffer is empty or the send buffer full.
+        return
     try:
         await stream.send_all(data)
     except _GONE:
@@ -517,8 +548,11 @@ def _refusal_trailer(error: RpcError) -> bytes:
 
 
 async def _send_reply(stream: quic.QuicStream, reply: bytes) -> None:
-    await stream.send_all(reply)
-    await stream.send_eof()
+    """The reply and FIN: one core write without a schedule point when the
+    send buffer has room, else ``send_all`` and ``send_eof``."""
+    if not send_nowait(stream, reply, end_stream=True):
+        await stream.send_all(reply)
+        await stream.send_eof()
 
 
 async def _wait_acknowledged(connections: list[quic.Connection]) -> None:

@@ -1,10 +1,25 @@
-"""Frames over a QUIC stream: the reading half shared by server and client."""
+"""Frames over a QUIC stream: the reading half shared by server and client,
+and the one-shot writes of a whole request or reply.
+
+A unary call is small and bounded: its request (HEADERS, arguments, FIN) and
+its reply (result, trailer, FIN) usually arrive in one packet each. Reading
+and writing them through the stream's awaitable API costs a schedule point
+(a task switch, ~5 µs) per ``receive_some``, ``send_all`` and ``send_eof``.
+So :meth:`FrameReader.receive_frame_eager` and :func:`send_nowait` take what
+the QUIC core already holds, or queue what it has room for, in one core call
+without yielding, through the connection's protocol-driver API
+(``Connection.core`` and ``flush_soon``, as the HTTP/3 layer drives it), and
+fall back to the awaitable API whenever that cannot finish the job at once
+(nothing received yet, a reset, a full send buffer, a stopped stream): the
+stream's own methods then wait, or raise the documented errors.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from ..quic.stream_states import StreamStateError
 from .framing import FrameDecoder
 
 RECEIVE_SIZE = 65536
@@ -38,11 +53,69 @@ class FrameReader:
             if self._eof:
                 decoder.check_eof()
                 return None
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            if data:
-                decoder.feed(data)
-            else:
-                self._eof = True
+            self._feed(await self.stream.receive_some(RECEIVE_SIZE))
+
+    async def receive_frame_eager(self) -> tuple[int, bytes] | None:
+        """:meth:`receive_frame`, without a schedule point while the bytes are
+        already received. For the bounded reads of one request or reply only:
+        a loop over an endless stream must use :meth:`receive_frame`."""
+        decoder = self._decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+            if self._eof:
+                decoder.check_eof()
+                return None
+            data = _receive_nowait(self.stream)
+            if data is None:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        if data:
+            self._decoder.feed(data)
+        else:
+            self._eof = True
+
+
+def _receive_nowait(stream: Any) -> bytes | None:
+    """What ``stream.receive_some`` would return at once (``b""`` at the end
+    of the stream), in one core call; None when it would have to wait, after
+    a reset (``receive_some`` raises it), or for a stream that is not QUIC's."""
+    try:
+        conn = stream.connection
+        streams = conn.core.streams
+        stream_id = stream.stream_id
+    except AttributeError:
+        return None
+    data: bytes | None = streams.read_or_eof(stream_id, RECEIVE_SIZE)
+    if data is not None and streams.has_pending_control():
+        conn.flush_soon()  # the read freed credit worth announcing (MAX_STREAM_DATA, MAX_STREAMS)
+    return data
+
+
+def send_nowait(stream: Any, data: bytes, *, end_stream: bool = False) -> bool:
+    """Queue ``data`` (and the FIN if ``end_stream``) on ``stream`` in one core
+    call, without a schedule point; it leaves in the scheduler's next pass,
+    in the packets of what other tasks write in this one. False (nothing
+    written) when that cannot be done at once: the caller then uses
+    ``send_all`` (and ``send_eof``), which wait for room under the stream's
+    back-pressure or raise its errors."""
+    try:
+        conn = stream.connection
+        core = conn.core
+        stream_id = stream.stream_id
+    except AttributeError:
+        return False
+    if len(data) > core.config.stream_send_buffer - core.stream_send_buffered(stream_id):
+        return False
+    try:
+        core.send_stream_data(stream_id, data, end_stream)
+    except StreamStateError:  # stopped, reset, finished or closed: send_all says which
+        return False
+    conn.flush_soon()
+    return True
 
 
 def on_peer_abort(stream: Any, callback: Callable[[int | None], object]) -> None:

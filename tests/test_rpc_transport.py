@@ -1,0 +1,74 @@
+"""The RPC transport's one-shot reads and writes (ghostwire/rpc/transport.py):
+a whole request is read, and its reply queued, without a schedule point, and
+every case the core cannot finish at once falls back to the stream's API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+from test_rpc_support import connected, rpc_server_config
+
+import ghostwire.rpc as rpc
+from ghostwire.rpc.framing import HEADERS, MESSAGE, encode_frame
+from ghostwire.rpc.transport import FrameReader, send_nowait
+
+svc = rpc.Service("t")
+
+
+@svc.call
+async def echo(ctx: rpc.Context, body: bytes) -> bytes:
+    return body
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps (resumptions) of the server's per-call tasks."""
+
+    def __init__(self) -> None:
+        self.steps: dict[Any, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("_serve_call"):
+            self.steps[task] = self.steps.get(task, 0) + 1
+
+
+async def test_a_whole_request_costs_its_task_two_steps() -> None:
+    """Spawned, it reads the request, runs the handler and queues the reply
+    and FIN in its first step; ``aclose`` is the second (it was six: two
+    reads, send_all, send_eof, aclose)."""
+    steps = _Steps()
+    async with connected([svc]) as (_, client):
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for _ in range(5):
+                assert await client.call("t.echo", b"x" * 100) == b"x" * 100
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    assert len(steps.steps) >= 5  # (and the client's rpc.describe, if still in flight)
+    assert set(steps.steps.values()) == {2}
+
+
+async def test_a_reply_larger_than_the_send_buffer_goes_through_send_all() -> None:
+    """send_nowait refuses what the stream's send buffer has no room for; the
+    reply then waits for acknowledgements under flow control as before."""
+    big = bytes(range(256)) * 1200  # 300 KiB, over a 64 KiB send buffer
+    config = rpc_server_config(stream_send_buffer=64 << 10)
+    async with connected([svc], config=config) as (_, client):
+        assert await client.call("t.echo", big) == big
+        assert await client.call("t.echo", b"small") == b"small"
+
+
+async def test_frames_from_a_stream_that_is_not_quic() -> None:
+    """The eager read falls back to receive_some on any trio stream, and
+    send_nowait declines (the caller uses send_all)."""
+    left, right = trio.testing.memory_stream_pair()
+    reader = FrameReader(right, 1 << 20)
+    data = encode_frame(HEADERS, b"h") + encode_frame(MESSAGE, b"m")
+    assert not send_nowait(left, data)
+    await left.send_all(data)
+    await left.send_eof()
+    assert await reader.receive_frame_eager() == (HEADERS, b"h")
+    assert await reader.receive_frame_eager() == (MESSAGE, b"m")
+    assert await reader.receive_frame_eager() is None
+    assert reader.at_eof
