@@ -247,6 +247,8 @@ class HandshakeMixin:
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
         self._discard_space(Space.INITIAL)
         self._discard_space(Space.HANDSHAKE)
+        # ... and with them what only the handshake needed (a server's TLS state).
+        self.tls.discard_handshake_state()
 
     def on_handshake_packet_sent(self) -> None:
         """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""
