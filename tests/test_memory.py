@@ -9,11 +9,13 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 import trio
 from quic_pair import CLIENT_ADDR, client_config, handshake, make_pair
 from test_quic_api import running_server
 
 from ghostwire import quic
+from ghostwire.quic.crypto_stream import RELEASED_CRYPTO_STREAM
 from ghostwire.quic.events import ConnectionTerminated
 from ghostwire.quic.suites import Epoch
 from ghostwire.quic.tls.alerts import AlertDescription
@@ -99,3 +101,23 @@ async def test_an_idle_server_connection_runs_one_task_and_its_handler() -> None
             connection_task = handler_task.parent_nursery.parent_task
             # The connection's task runs its timers itself; its nursery holds the handler.
             assert _task_count(connection_task) == 2
+
+
+def test_discarded_levels_share_one_released_crypto_stream() -> None:
+    pair = handshake(make_pair())
+    assert pair.server is not None
+    for core in (pair.client, pair.server):
+        assert core.crypto[Epoch.INITIAL] is RELEASED_CRYPTO_STREAM
+        assert core.crypto[Epoch.HANDSHAKE] is RELEASED_CRYPTO_STREAM
+        assert core.crypto[Epoch.ONE_RTT] is not RELEASED_CRYPTO_STREAM
+    # It holds nothing and takes nothing: a late frame at that level is a repeat.
+    assert RELEASED_CRYPTO_STREAM.receive(0, b"late") == b""
+    assert not RELEASED_CRYPTO_STREAM.has_pending()
+    assert not RELEASED_CRYPTO_STREAM.has_unacked()
+    with pytest.raises(RuntimeError):
+        RELEASED_CRYPTO_STREAM.write(b"x")
+    # Both sides go on: a stream round trip after the release.
+    stream_id = pair.client.open_stream()
+    pair.client.send_stream_data(stream_id, b"ping", end_stream=True)
+    pair.exchange()
+    assert pair.server.handshake_confirmed and not pair.server.is_closed

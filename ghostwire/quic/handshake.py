@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from .crypto import PacketKeys, derive_initial_secrets
+from .crypto_stream import RELEASED_CRYPTO_STREAM
 from .errors import TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event, HandshakeCompleted
 from .lifecycle import ConnectionState
@@ -261,6 +262,8 @@ class HandshakeMixin:
             return
         space.discard()
         self.recovery.discard_space(space_id)
+        epoch = Epoch.INITIAL if space_id is Space.INITIAL else Epoch.HANDSHAKE
+        self.crypto[epoch] = RELEASED_CRYPTO_STREAM
 
     def _install_initial_keys(self) -> None:
         client_secret, server_secret = derive_initial_secrets(
