@@ -156,6 +156,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         "peer_cids",
         "peer_initial_scid",
         "peer_params",
+        "pmtud",
         "qlog",
         "receiver",
         "recovery",
