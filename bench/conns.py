@@ -9,7 +9,8 @@ time) by one client process and left idle, RSS read again; the figure is
 (RSS after - RSS before) / N. The client holds one UDP socket per connection,
 so the soft ``RLIMIT_NOFILE`` is raised to the hard limit first (children
 inherit it), and the idle timeout is raised so the first connections outlive
-the setup of the last. qh3 is not measured: the bench has no qh3 peer.
+the setup of the last. ``--stacks ghostwire,aioquic,qh3`` adds qh3 (the
+aioquic workload on qh3, bench/qh.py).
 """
 
 from __future__ import annotations

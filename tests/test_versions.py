@@ -22,6 +22,7 @@ from ghostwire.quic import QUIC_V1, QUIC_V2
 from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.errors import QuicProtocolError, TransportErrorCode
 from ghostwire.quic.events import ConnectionTerminated
+from ghostwire.quic.tls.client import ClientHandshake
 from ghostwire.quic.transport_params import (
     TransportParameters,
     VersionInformation,
@@ -142,7 +143,9 @@ def test_server_refuses_a_client_whose_version_information_lies() -> None:
     )
     forged = liar.local_params
     forged.version_information = VersionInformation(QUIC_V2, (QUIC_V2, QUIC_V1))
-    liar.tls._engine.transport_parameters = encode_transport_parameters(forged)
+    engine = liar.tls._engine
+    assert isinstance(engine, ClientHandshake)
+    engine.transport_parameters = encode_transport_parameters(forged)
     liar.connect(0.0)
     pair.client = liar
     pair.exchange()

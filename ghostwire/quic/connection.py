@@ -120,6 +120,57 @@ _EPOCH_OF_TYPE = {
 class QuicConnection(HandshakeMixin, LifecycleMixin):
     """One QUIC connection, client or server side."""
 
+    # Over 30 attributes, CPython 3.11 gives each instance a full dict (~1.6 KB);
+    # slots hold them in ~0.4 KB. The mixins keep a __dict__ for anything not
+    # listed (tests patch methods on instances); test_memory checks it stays empty.
+    __slots__ = (
+        "_ack_eliciting_sent_since_receive",
+        "_close_sent_pending",
+        "_events",
+        "_idle_restarted_at",
+        "_packets_since_close",
+        "_random",
+        "_received_first_packet",
+        "_retry_received",
+        "_started_at",
+        "close_deadline",
+        "close_frame",
+        "config",
+        "crypto",
+        "handshake_complete",
+        "handshake_confirmed",
+        "handshake_deadline",
+        "idle_deadline",
+        "idle_timeout",
+        "initial_dcid_for_keys",
+        "is_client",
+        "keep_alive_deadline",
+        "key_phases",
+        "local_cids",
+        "local_params",
+        "max_datagram_size",
+        "new_token",
+        "original_dcid",
+        "original_version",
+        "path",
+        "peer_cids",
+        "peer_initial_scid",
+        "peer_params",
+        "pmtud",
+        "qlog",
+        "receiver",
+        "recovery",
+        "retry_scid",
+        "spaces",
+        "state",
+        "stats",
+        "streams",
+        "tls",
+        "token",
+        "version",
+        "writer",
+    )
+
     def __init__(
         self,
         config: ClientConfig | ServerConfig,

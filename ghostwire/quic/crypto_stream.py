@@ -148,3 +148,33 @@ class CryptoStream:
                 del self._send_buffer[:drop]
                 self._send_base = a_stop
             break
+
+
+class _ReleasedCryptoStream(CryptoStream):
+    """The CRYPTO stream of a discarded level (RFC 9001 §4.9): nothing more is
+    sent there, and a CRYPTO frame still read at that level (later in the
+    packet whose processing discarded it) counts as already received. One
+    instance stands in for every connection's, so nothing may change it."""
+
+    __slots__ = ()
+
+    @property
+    def received_offset(self) -> int:
+        return 1 << 62  # above any CRYPTO offset (RFC 9000 §19.6)
+
+    def receive(self, offset: int, data: bytes) -> bytes:
+        return b""
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("CRYPTO data written at a discarded encryption level")
+
+    def on_delivered(self, delivered: bool, offset: int, length: int) -> None:
+        return None
+
+    def requeue_unacked(self) -> None:
+        return None
+
+
+# What an idle connection keeps of its Initial and Handshake CRYPTO streams:
+# nothing of its own (two streams with their range sets are ~1.3 KB).
+RELEASED_CRYPTO_STREAM: CryptoStream = _ReleasedCryptoStream()

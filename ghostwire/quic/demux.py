@@ -93,7 +93,8 @@ class Demux:
         self._factory = connection_factory or QuicConnection
         self.routes: dict[bytes, QuicConnection] = {}
         # Each tracked connection's routes, so forgetting it is O(its CIDs).
-        self._routes_of: dict[QuicConnection, set[bytes]] = {}
+        # A list: a handful of CIDs each, and a set of five is 0.7 KB.
+        self._routes_of: dict[QuicConnection, list[bytes]] = {}
         self._original_dcids: dict[QuicConnection, bytes] = {}
         self.connection_count = 0
         self.stats = DemuxStats()
@@ -108,21 +109,26 @@ class Demux:
     def add_route(self, cid: bytes, conn: QuicConnection) -> None:
         previous = self.routes.get(cid)
         if previous is not None and previous is not conn:
-            self._routes_of.get(previous, set()).discard(cid)
+            self._unlist(previous, cid)
         self.routes[cid] = conn
         cids = self._routes_of.get(conn)
-        if cids is not None:
-            cids.add(cid)
+        if cids is not None and cid not in cids:
+            cids.append(cid)
 
     def remove_route(self, cid: bytes) -> None:
         conn = self.routes.pop(cid, None)
         if conn is not None:
-            self._routes_of.get(conn, set()).discard(cid)
+            self._unlist(conn, cid)
+
+    def _unlist(self, conn: QuicConnection, cid: bytes) -> None:
+        cids = self._routes_of.get(conn)
+        if cids is not None and cid in cids:
+            cids.remove(cid)
 
     def add_connection(self, conn: QuicConnection) -> None:
         """Track a connection (client connections register themselves here)."""
         self.connection_count += 1
-        self._routes_of[conn] = set()
+        self._routes_of[conn] = []
         for cid in conn.local_cids.all_cids():
             self.add_route(cid, conn)
 

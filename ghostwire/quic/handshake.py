@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from .crypto import PacketKeys, derive_initial_secrets
+from .crypto_stream import RELEASED_CRYPTO_STREAM
 from .errors import TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event, HandshakeCompleted
 from .lifecycle import ConnectionState
@@ -247,6 +248,8 @@ class HandshakeMixin:
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
         self._discard_space(Space.INITIAL)
         self._discard_space(Space.HANDSHAKE)
+        # ... and with them what only the handshake needed (a server's TLS state).
+        self.tls.discard_handshake_state()
 
     def on_handshake_packet_sent(self) -> None:
         """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""
@@ -259,6 +262,8 @@ class HandshakeMixin:
             return
         space.discard()
         self.recovery.discard_space(space_id)
+        epoch = Epoch.INITIAL if space_id is Space.INITIAL else Epoch.HANDSHAKE
+        self.crypto[epoch] = RELEASED_CRYPTO_STREAM
 
     def _install_initial_keys(self) -> None:
         client_secret, server_secret = derive_initial_secrets(

@@ -227,9 +227,11 @@ async def _connect_to(
             endpoint.demux.add_connection(core)
             conn = Connection(core, endpoint)
             endpoint.start()
-            await nursery.start(conn._run)
+            # The first flight goes before the connection's task reads its
+            # first timer (which runs in that task from its first step).
             core.connect(trio.current_time())
             conn._flush()
+            await nursery.start(conn._run)
             try:
                 await conn._wait_handshake()
                 yield conn

@@ -4,8 +4,9 @@
 
 * the endpoint's receive loop, which feeds datagrams to the core and then
   calls :meth:`Connection._after_input` once per drained batch;
-* one timer task per connection, sleeping in a cancel scope whose deadline
-  is moved in place whenever the core's timer changes (no task per timer);
+* the connection's own task, which runs its timers sleeping in a cancel
+  scope whose deadline is moved in place whenever the core's timer changes
+  (no task per timer);
 * application calls (``open_stream``, ``send_all``, ...), which act on the
   core and flush synchronously.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -77,11 +77,15 @@ class Connection(trio.abc.AsyncResource):
         self._closed_event = trio.Event()
         self._error: QuicError | None = None
         self._streams: dict[int, AnyStream] = {}
-        self._incoming: deque[AnyStream] = deque()
+        self._incoming: list[AnyStream] = []  # short: a deque costs 0.7 KB when empty
         self._accept_lot = trio.lowlevel.ParkingLot()
-        self._open_lot = trio.lowlevel.ParkingLot()  # open_stream() waiting for credit
-        self._open_uni_lot = trio.lowlevel.ParkingLot()  # the same, unidirectional
-        self._handler_scope: trio.CancelScope | None = None
+        # open_stream() waiting for credit, bidirectional and unidirectional;
+        # made by _opener_lot() on first use: most connections never wait.
+        self._open_lot: trio.lowlevel.ParkingLot | None = None
+        self._open_uni_lot: trio.lowlevel.ParkingLot | None = None
+        # While the handler runs, the end of the connection cancels it (through
+        # the connection's nursery: a cancel scope of its own is 0.7 KB).
+        self._handler_running = False
         # Set (and dropped) when everything sent has been acknowledged; only
         # exists while someone waits in wait_delivered().
         self._delivered_event: trio.Event | None = None
@@ -217,7 +221,7 @@ class Connection(trio.abc.AsyncResource):
                 stream_id = self._core.open_stream(bidirectional)
             except StreamLimitReached:
                 self._flush()  # lets STREAMS_BLOCKED go out
-                await (self._open_lot if bidirectional else self._open_uni_lot).park()
+                await self._opener_lot(bidirectional).park()
                 parked = True
                 continue
             stream: QuicStream | QuicSendStream = (
@@ -228,6 +232,21 @@ class Connection(trio.abc.AsyncResource):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return stream
 
+    def _opener_lot(self, bidirectional: bool) -> trio.lowlevel.ParkingLot:
+        lot = self._open_lot if bidirectional else self._open_uni_lot
+        if lot is None:
+            lot = trio.lowlevel.ParkingLot()
+            if bidirectional:
+                self._open_lot = lot
+            else:
+                self._open_uni_lot = lot
+        return lot
+
+    def _unpark_openers(self) -> None:
+        for lot in (self._open_lot, self._open_uni_lot):
+            if lot is not None:
+                lot.unpark_all()
+
     async def accept_stream(self) -> QuicStream | QuicReceiveStream:
         """Wait for the next stream the peer opens."""
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -236,7 +255,7 @@ class Connection(trio.abc.AsyncResource):
             self._raise_if_closed()
             await self._accept_lot.park()
             parked = True
-        stream = self._incoming.popleft()
+        stream = self._incoming.pop(0)
         if not parked:  # parking was the schedule point: a second costs a pass
             await trio.lowlevel.cancel_shielded_checkpoint()
         return stream  # type: ignore[return-value]
@@ -425,9 +444,9 @@ class Connection(trio.abc.AsyncResource):
                 # between an opener's wake-up and its open_stream, so none of
                 # the credit goes unused while others wait.
                 bidi = event.bidirectional  # type: ignore[attr-defined]
-                (self._open_lot if bidi else self._open_uni_lot).unpark(
-                    count=core.streams.streams_available(bidi)
-                )
+                lot = self._open_lot if bidi else self._open_uni_lot
+                if lot is not None:
+                    lot.unpark(count=core.streams.streams_available(bidi))
             elif kind is ConnectionIdIssued:
                 self._endpoint.demux.add_route(event.connection_id, core)  # type: ignore[attr-defined]
             elif kind is ConnectionIdRetired:
@@ -486,8 +505,7 @@ class Connection(trio.abc.AsyncResource):
         if self._heard_event is not None:
             self._heard_event.set()
         self._accept_lot.unpark_all()
-        self._open_lot.unpark_all()
-        self._open_uni_lot.unpark_all()
+        self._unpark_openers()
         for stream in list(self._streams.values()):
             stream._wake()
         # The handler is not cancelled yet: its pending calls raise
@@ -528,8 +546,8 @@ class Connection(trio.abc.AsyncResource):
                 self._after_input()
             except Exception as exc:
                 self._fail(exc)
-        if self._handler_scope is not None:
-            self._handler_scope.cancel()
+        if self._handler_running and self._nursery is not None:
+            self._nursery.cancel_scope.cancel()  # the nursery holds only the handler
 
     async def _let_runnable_tasks_write(self) -> None:
         """Put a requested flush off while the connection's tasks keep writing,
@@ -572,14 +590,17 @@ class Connection(trio.abc.AsyncResource):
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The connection's task: runs until the core is terminated."""
+        """The connection's task: runs the timers until the core is terminated."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._timer_loop)
                 task_status.started()
                 if handler is not None:
                     nursery.start_soon(self._run_handler, handler)
+                # In this task rather than a child of its own: a task (its
+                # coroutine frames, context and cancel status) per idle
+                # connection is ~1 KB.
+                await self._timer_loop()
         finally:
             # However the task ends (the server or the connect() block
             # cancelled, a listener closed), the peer hears of it now rather
@@ -659,8 +680,7 @@ class Connection(trio.abc.AsyncResource):
         self._closed_event.set()
         self._handshake_event.set()
         self._accept_lot.unpark_all()
-        self._open_lot.unpark_all()
-        self._open_uni_lot.unpark_all()
+        self._unpark_openers()
         for stream in list(self._streams.values()):
             stream._wake()
         if self._nursery is not None:
@@ -673,25 +693,26 @@ class Connection(trio.abc.AsyncResource):
             return
         # A connection closed right after its handshake still reaches the
         # handler, whose calls then raise ConnectionClosed with the reason.
-        with trio.CancelScope() as scope:
-            self._handler_scope = scope
-            if self._core.is_terminated:
-                return
-            try:
-                await handler(self)
-            except QuicError as exc:
-                log.debug("connection handler ended: %s", exc)
-            except Exception as exc:
-                log.exception("unhandled error in QUIC connection handler")
-                if not self._core.is_closed:
-                    # An application error code: the application failed, not QUIC.
-                    self._core.close(
-                        self.handler_error_code,
-                        f"handler failed: {type(exc).__name__}",
-                        now=trio.current_time(),
-                    )
-                    self._after_input()
-                return
+        if self._core.is_terminated:
+            return
+        self._handler_running = True
+        try:
+            await handler(self)
+        except QuicError as exc:
+            log.debug("connection handler ended: %s", exc)
+        except Exception as exc:
+            log.exception("unhandled error in QUIC connection handler")
+            if not self._core.is_closed:
+                # An application error code: the application failed, not QUIC.
+                self._core.close(
+                    self.handler_error_code,
+                    f"handler failed: {type(exc).__name__}",
+                    now=trio.current_time(),
+                )
+                self._after_input()
+            return
+        finally:
+            self._handler_running = False
         if not self._core.is_closed:
             # A handler that returned is done: let what it sent arrive, then
             # close (RFC 9000 §10.2: CONNECTION_CLOSE discards unacknowledged

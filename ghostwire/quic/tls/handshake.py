@@ -18,6 +18,8 @@ After a failure the handshake is dead and raises the same error again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography import x509
 
 from ..errors import BufferReadError, QuicProtocolError
@@ -26,7 +28,7 @@ from .alerts import decode_error, illegal_parameter, unexpected_message
 from .client import ClientHandshake
 from .engine import KeyChange
 from .key_exchange import Group
-from .messages import HEADER_SIZE, NewSessionTicket, message_name
+from .messages import HEADER_SIZE, HandshakeType, NewSessionTicket, message_name
 from .server import ServerHandshake
 from .settings import TlsSettings
 from .signatures import SignatureScheme
@@ -42,8 +44,11 @@ class TlsHandshake:
     """
 
     def __init__(self, settings: TlsSettings, transport_parameters: bytes) -> None:
-        self.settings = settings
-        self._engine: ClientHandshake | ServerHandshake = (
+        # None once discard_handshake_state() dropped it (with the engine).
+        self.settings: TlsSettings | None = settings
+        self._is_client = settings.is_client
+        self._max_message_size = settings.max_message_size
+        self._engine: ClientHandshake | ServerHandshake | _Concluded = (
             ClientHandshake(settings, transport_parameters)
             if settings.is_client
             else ServerHandshake(settings, transport_parameters)
@@ -79,7 +84,7 @@ class TlsHandshake:
             raise unexpected_message(f"new handshake data at the old {epoch.name} level")
         buffer += data
         engine = self._engine
-        limit = self.settings.max_message_size
+        limit = self._max_message_size
         pos = 0
         while len(buffer) - pos >= HEADER_SIZE:
             # Judge the header first: an unexpected type fails before its body arrives.
@@ -101,6 +106,28 @@ class TlsHandshake:
                 raise unexpected_message(f"data after a key change at the {epoch.name} level")
         del buffer[:pos]
 
+    def discard_handshake_state(self) -> None:
+        """Server, handshake complete: keep the results, drop the handshake.
+
+        RFC 9001 §4.9: what only the handshake needs goes once it is over. This
+        drops the state machine (transcript, key schedule and handshake
+        secrets, key share, the ClientHello selection), the Initial and
+        Handshake reassembly buffers and the settings (callbacks, lists).
+        The negotiated results stay readable, and any later handshake message
+        is still an unexpected_message. A client keeps everything: the server
+        may send NewSessionTicket at any time after the handshake.
+        """
+        engine = self._engine
+        if self._is_client or isinstance(engine, _Concluded) or not engine.complete:
+            return
+        self._engine = _Concluded(engine)
+        self._buffers = {Epoch.ONE_RTT: self._buffers[Epoch.ONE_RTT]}
+        self.settings = None
+
+    @property
+    def handshake_state_discarded(self) -> bool:
+        return isinstance(self._engine, _Concluded)
+
     def pop_key_changes(self) -> list[KeyChange]:
         """Key changes since the last call, in the order they happened."""
         changes = self._engine.key_changes
@@ -116,7 +143,7 @@ class TlsHandshake:
 
     @property
     def is_client(self) -> bool:
-        return self.settings.is_client
+        return self._is_client
 
     @property
     def complete(self) -> bool:
@@ -153,7 +180,7 @@ class TlsHandshake:
     @property
     def server_name(self) -> str | None:
         """Server: the SNI the client sent. Client: the name we verify."""
-        if self.settings.is_client:
+        if self.settings is not None and self.settings.is_client:
             return self.settings.server_name
         return self._engine.server_name
 
@@ -171,5 +198,55 @@ class TlsHandshake:
         return list(self._engine.session_tickets)
 
     def __repr__(self) -> str:
-        role = "client" if self.settings.is_client else "server"
+        role = "client" if self._is_client else "server"
         return f"<TlsHandshake {role} {self._engine.state.name}>"
+
+
+class _Concluded:
+    """What a finished server handshake leaves behind: its results, and the
+    rejection of any further handshake message (the engine's CONNECTED state
+    accepts none)."""
+
+    __slots__ = (
+        "alpn_protocol",
+        "cipher_suite",
+        "group",
+        "hello_retry_request_received",
+        "hello_retry_request_sent",
+        "key_changes",
+        "outgoing",
+        "peer_certificates",
+        "peer_transport_parameters",
+        "server_name",
+        "session_tickets",
+        "signature_scheme",
+        "state",
+    )
+    complete = True
+    expected_epoch = Epoch.ONE_RTT
+
+    def __init__(self, engine: ClientHandshake | ServerHandshake) -> None:
+        self.state = engine.state
+        self.key_changes = engine.key_changes
+        self.outgoing: dict[Epoch, bytearray] = {}
+        self.alpn_protocol = engine.alpn_protocol
+        self.peer_transport_parameters = engine.peer_transport_parameters
+        self.cipher_suite = engine.cipher_suite
+        self.group = engine.group
+        self.signature_scheme = engine.signature_scheme
+        self.peer_certificates = engine.peer_certificates
+        self.server_name = engine.server_name
+        self.hello_retry_request_sent = engine.hello_retry_request_sent
+        self.hello_retry_request_received = engine.hello_retry_request_received
+        self.session_tickets = engine.session_tickets
+
+    def start(self) -> None:
+        raise RuntimeError("the handshake is over")
+
+    def expect(self, epoch: Epoch, msg_type: int) -> Callable[[bytes], None]:
+        if msg_type == HandshakeType.KEY_UPDATE:
+            # RFC 9001 §6: QUIC has its own key update; the TLS one is forbidden.
+            raise unexpected_message("TLS KeyUpdate is not allowed in QUIC")
+        raise unexpected_message(
+            f"{message_name(msg_type)} not expected in state {self.state.name}"
+        )
