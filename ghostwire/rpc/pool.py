@@ -215,17 +215,42 @@ class Pool:
         while True:
             if self._closed:
                 raise NoEndpointAvailable("the client is closed")
-            lease = self.balancer.pick(trio.current_time(), avoid=avoid)
-            if lease is not None:
-                supervisor = self.supervisors[lease.endpoint.address]
-                if supervisor.rpc is not None:
-                    return lease, supervisor
-                lease.release()  # pragma: no cover - READY implies a connection
+            picked = self._pick(avoid)
+            if picked is not None:
+                return picked
             connecting = any(s.coming for s in self.supervisors.values())
             if not wait and (not connecting or trio.current_time() >= wait_until):
                 raise self._no_endpoint()
             with trio.move_on_at(deadline if wait else wait_until):
                 await self._changed.park()
+
+    def _pick(self, avoid: Collection[str]) -> tuple[Lease, EndpointSupervisor] | None:
+        """The balancer's pick among the endpoints taking calls (None: none).
+
+        A READY endpoint whose connection ended takes no call until it is
+        closed (``taking_calls``); the balancer does not know that, so such a
+        pick is put back and the others are tried (still preferring those
+        not in ``avoid``). Handing it out would fail the call without a
+        schedule point, and a caller that loops on that would freeze the run.
+        """
+        now = trio.current_time()
+        lease = self.balancer.pick(now, avoid=avoid)
+        if lease is None:
+            return None
+        supervisor = self.supervisors[lease.endpoint.address]
+        if supervisor.taking_calls:
+            return lease, supervisor
+        lease.release()
+        closing = {a for a, s in self.supervisors.items() if not s.taking_calls}
+        for skip in (closing.union(avoid), closing):  # ``avoid`` only prefers
+            lease = self.balancer.pick(now, avoid=skip)
+            if lease is None:  # pragma: no cover - the first pick found one up
+                return None
+            supervisor = self.supervisors[lease.endpoint.address]
+            if supervisor.taking_calls:
+                return lease, supervisor
+            lease.release()
+        return None
 
     def _no_endpoint(self) -> NoEndpointAvailable:
         now = trio.current_time()

@@ -158,12 +158,22 @@ class EndpointSupervisor:
         return self.handle.state.state
 
     @property
+    def taking_calls(self) -> bool:
+        """Whether a call may go here now. Not while the connection winds
+        down: from the moment it ended (closed, a ping unanswered, GOAWAY)
+        until its nursery closed, the endpoint is still READY but takes none."""
+        return self.rpc is not None and self.links.accepting
+
+    @property
     def coming(self) -> bool:
-        """Whether the endpoint may be READY soon: connecting, or not tried
-        yet (IDLE after a GOAWAY is not: that server is going away)."""
+        """Whether the endpoint may take calls soon: connecting, not tried
+        yet, or READY while its ended connection closes (a reconnect
+        follows). IDLE after a GOAWAY is not: that server is going away."""
         state = self.state
-        return state is ConnectivityState.CONNECTING or (
-            state is ConnectivityState.IDLE and not self.attempts
+        return (
+            state is ConnectivityState.CONNECTING
+            or (state is ConnectivityState.IDLE and not self.attempts)
+            or (state is ConnectivityState.READY and not self.taking_calls)
         )
 
     # -- what the pool tells the supervisor ------------------------------------
