@@ -4,17 +4,21 @@ spins on it; a GOAWAY releases the calls waiting for an extra connection."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 import trio.testing
-from test_rpc_faults_support import ServerSlot
-from test_rpc_support import rpc_client_config
+from test_rpc_faults_support import ServerSlot, fast_options
+from test_rpc_support import rpc_client_config, rpc_server_config
 
 import ghostwire.rpc as rpc
+from ghostwire.rpc.resilience import BackoffPolicy
 from ghostwire.rpc.supervisor import EndpointSupervisor
 
 READY = rpc.ConnectivityState.READY
+SERVING = rpc.ServingStatus.SERVING
 
 
 def _count_acquires(supervisor: EndpointSupervisor, limit: int = 50) -> list[int]:
@@ -88,3 +92,81 @@ async def test_calls_skip_an_endpoint_that_winds_down() -> None:
             nursery.cancel_scope.cancel()
     assert acquires[0] == 0
     assert a.chain.calls["put"] == 0 and b.chain.calls["put"] == 6
+
+
+class _FewStreams(ServerSlot):
+    """A server slot whose server allows 4 bidirectional streams."""
+
+    async def start(self) -> None:
+        server = rpc.Server([self.chain.service()], config=rpc_server_config(max_streams_bidi=4))
+        self.server = server
+        self.stopped = trio.Event()
+        listener = await self._nursery.start(self._run, server)
+        self.port = listener.port
+
+
+async def test_a_goaway_releases_the_calls_waiting_for_an_extra_connection() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b = _FewStreams(nursery), ServerSlot(nursery)
+            a.chain.release = trio.Event()  # calls on a wait in its server
+            await a.start()
+            await b.start()
+            addresses = [a.address, b.address]
+            # (No health.watch: the serving status the test sets stays. An
+            # extra connection's attempt may take 20 s, the drain 30 s.)
+            backoff = BackoffPolicy(initial=0.05, max_backoff=0.5, min_connect_timeout=20.0)
+            options = fast_options(backoff=backoff, drain_grace=30.0, health_watch=False)
+            async with rpc.connect(
+                addresses, config=rpc_client_config(), options=options
+            ) as client:
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
+                on_b = client.pool.supervisors[b.address].handle
+                on_b.serving = rpc.ServingStatus.NOT_SERVING  # every call goes to a
+                supervisor = client.pool.supervisors[a.address]
+                # An extra connection to a is opened only once the test says so.
+                gate = trio.Event()
+                connect = supervisor._connector
+
+                @asynccontextmanager
+                async def held(address: str) -> AsyncIterator[Any]:
+                    await gate.wait()
+                    async with connect(address) as conn:  # pragma: no cover
+                        yield conn
+
+                supervisor._connector = held
+                results: dict[int, int] = {}
+                last_done = trio.Event()
+                last = 0
+
+                async def call(n: int) -> None:
+                    results[n] = await client.call("chain.get", n)
+                    if n == last:
+                        last_done.set()
+
+                async with trio.open_nursery() as calls:
+                    # Calls until the first connection to a has no stream left.
+                    running = 0
+                    while not supervisor.links.all[0].saturated:
+                        running += 1
+                        calls.start_soon(call, running)
+                        while a.chain.calls["get"] < running:
+                            await a.chain.arrived.park()
+                    last = running + 1
+                    calls.start_soon(call, last)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert supervisor.links.opening == 1  # the last waits for an extra
+                    on_b.serving = SERVING
+                    assert supervisor.rpc is not None
+                    assert len(supervisor.links.capacity_changed) == 1
+                    supervisor.goaway(supervisor.rpc)
+                    # Released at once (not when the extra's attempt or the
+                    # drain ends), and retried on b while a's calls run.
+                    assert len(supervisor.links.capacity_changed) == 0
+                    await last_done.wait()
+                    assert results == {last: last} and b.chain.calls["get"] == 1
+                    assert a.chain.calls["get"] == running and running >= 1
+                    a.chain.release.set()
+                assert results == {n: n for n in range(1, last + 1)}
+            nursery.cancel_scope.cancel()

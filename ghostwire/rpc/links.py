@@ -112,12 +112,17 @@ class Links:
         link.end()
         self.capacity_changed.unpark_all()
 
+    def stop(self) -> None:
+        """No new calls: the calls waiting for capacity (an extra connection)
+        get none at once, so they fail as not started and go elsewhere."""
+        self.accepting = False
+        self.capacity_changed.unpark_all()
+
     def clear(self) -> None:
         for link in self.all:
             link.end()
         self.all.clear()
-        self.accepting = False
-        self.capacity_changed.unpark_all()
+        self.stop()
 
     def pick(self) -> tuple[Link | None, bool]:
         """The connection for a new call and whether it has stream credit:

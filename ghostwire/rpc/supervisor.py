@@ -214,7 +214,7 @@ class EndpointSupervisor:
         if self.links.find(rpc) is not None and not self._goaway:
             log.info("endpoint %s is draining (GOAWAY); moving new calls elsewhere", self.address)
             self._goaway = True
-            self.links.accepting = False
+            self.links.stop()
             self.handle.serving = ServingStatus.NOT_SERVING
             self._ended.set()
 
@@ -310,7 +310,7 @@ class EndpointSupervisor:
                 if self.options.health_watch:
                     nursery.start_soon(self._watch_health, rpc)
                 await self._ended.wait()
-                links.accepting = False
+                links.stop()
                 if self._goaway:
                     # Calls in flight finish (on every connection); new ones go elsewhere.
                     self.handle.state.set(ConnectivityState.IDLE)
@@ -356,8 +356,9 @@ class EndpointSupervisor:
                     scope.deadline = math.inf
                     link = Link(conn, self._rpc_factory(conn), links.new_key())
                     links.opening -= 1
-                    if not links.accepting:
-                        return  # the primary ended meanwhile
+                    if not links.accepting:  # the primary ended meanwhile
+                        links.capacity_changed.unpark_all()
+                        return
                     links.add(link)
                     self._on_change()
                     try:
