@@ -170,3 +170,52 @@ async def test_a_goaway_releases_the_calls_waiting_for_an_extra_connection() -> 
                     a.chain.release.set()
                 assert results == {n: n for n in range(1, last + 1)}
             nursery.cancel_scope.cancel()
+
+
+class _Streams:
+    """A connection's stream credit, as the test sets it."""
+
+    def __init__(self) -> None:
+        self.free = 0
+
+    def streams_available(self, bidi: bool) -> int:
+        return self.free
+
+
+async def test_a_call_ending_wakes_every_call_waiting_for_capacity() -> None:
+    from types import SimpleNamespace
+
+    from ghostwire.rpc.links import Link
+    from ghostwire.rpc.resilience import ClientMetrics, EndpointHandle
+
+    def unused(*args: Any) -> Any:
+        raise AssertionError("no connection is made")  # pragma: no cover
+
+    supervisor = EndpointSupervisor(
+        EndpointHandle("x"), ClientMetrics(["x"]).endpoint("x"), rpc.PoolOptions(), unused, unused
+    )
+    streams = _Streams()
+    conn: Any = SimpleNamespace(core=SimpleNamespace(streams=streams))
+    no_rpc: Any = None
+    link = Link(conn, no_rpc, key=1)
+    links = supervisor.links
+    links.add(link)
+    links.accepting = True
+    link.active = 1  # a call runs; its connection is saturated
+    links.opening = 1  # an extra connection is being opened
+    got: list[Link | None] = []
+
+    async def wait() -> None:
+        got.append(await supervisor.acquire())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [] and len(links.capacity_changed) == 2
+            streams.free = 2  # the peer's credit came back: nobody is told
+            supervisor.release(link)  # the call ends: both waiters look
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [link, link] and link.active == 2
+            nursery.cancel_scope.cancel()

@@ -157,8 +157,11 @@ class Links:
     def left(self, link: Link) -> None:
         link.leave()
         if self.capacity_changed:
-            # One stream is (about to be) free: one waiter looks, not a herd.
-            self.capacity_changed.unpark(count=1)
+            # A stream is (about to be) free. Every waiter looks (each one
+            # checks the credit again): waking only one loses the wakeup
+            # when that one is cancelled or the peer's credit (RFC 9000
+            # §19.11, which wakes nobody) freed more streams than one.
+            self.capacity_changed.unpark_all()
 
 
 __all__ = ["Link", "Links"]
