@@ -252,6 +252,24 @@ class Pool:
             lease.release()
         return None
 
+    async def _lease_link(
+        self, deadline: float, tried: list[str]
+    ) -> tuple[Lease, EndpointSupervisor, Link]:
+        """Steps 1 and 2 for one attempt: an endpoint (preferring those not in
+        ``tried``, which it joins) and a connection of it. Without one, the
+        lease is released and :class:`CallNotStarted` raised (retried)."""
+        lease, supervisor = await self.lease(deadline, avoid=tried)
+        tried.append(supervisor.address)
+        try:
+            link = await supervisor.acquire()
+        except BaseException:
+            lease.release()
+            raise
+        if link is None:
+            lease.release()
+            raise CallNotStarted(f"{supervisor.address} takes no new calls (it is going away)")
+        return lease, supervisor, link
+
     def _no_endpoint(self) -> NoEndpointAvailable:
         now = trio.current_time()
         parts = []
@@ -323,9 +341,7 @@ class Pool:
         tried: list[str],
         number: int,
     ) -> Any:
-        lease, supervisor = await self.lease(deadline, avoid=tried)
-        tried.append(supervisor.address)
-        link = await _acquire(lease, supervisor)
+        lease, supervisor, link = await self._lease_link(deadline, tried)
         rpc = link.rpc
         try:
             result = await rpc.call(
@@ -410,9 +426,7 @@ class Pool:
         tried: list[str],
         number: int,
     ) -> tuple[BidiStream, EndpointSupervisor, RpcConnection]:
-        lease, supervisor = await self.lease(deadline, avoid=tried)
-        tried.append(supervisor.address)
-        link = await _acquire(lease, supervisor)
+        lease, supervisor, link = await self._lease_link(deadline, tried)
         rpc = link.rpc
         inner = AsyncExitStack()
         inner.callback(supervisor.release, link)
@@ -435,20 +449,6 @@ class Pool:
             raise
         stack.push_async_exit(inner)
         return stream, supervisor, rpc
-
-
-async def _acquire(lease: Lease, supervisor: EndpointSupervisor) -> Link:
-    """A connection of the leased endpoint for one call (the lease is
-    released if there is none: the endpoint stopped taking calls)."""
-    try:
-        link = await supervisor.acquire()
-    except BaseException:
-        lease.release()
-        raise
-    if link is None:
-        lease.release()
-        raise CallNotStarted(f"{supervisor.address} takes no new calls (it is going away)")
-    return link
 
 
 def _classify(exc: Exception) -> AttemptFailure | None:
