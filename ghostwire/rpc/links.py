@@ -112,12 +112,17 @@ class Links:
         link.end()
         self.capacity_changed.unpark_all()
 
+    def stop(self) -> None:
+        """No new calls: the calls waiting for capacity (an extra connection)
+        get none at once, so they fail as not started and go elsewhere."""
+        self.accepting = False
+        self.capacity_changed.unpark_all()
+
     def clear(self) -> None:
         for link in self.all:
             link.end()
         self.all.clear()
-        self.accepting = False
-        self.capacity_changed.unpark_all()
+        self.stop()
 
     def pick(self) -> tuple[Link | None, bool]:
         """The connection for a new call and whether it has stream credit:
@@ -152,8 +157,11 @@ class Links:
     def left(self, link: Link) -> None:
         link.leave()
         if self.capacity_changed:
-            # One stream is (about to be) free: one waiter looks, not a herd.
-            self.capacity_changed.unpark(count=1)
+            # A stream is (about to be) free. Every waiter looks (each one
+            # checks the credit again): waking only one loses the wakeup
+            # when that one is cancelled or the peer's credit (RFC 9000
+            # §19.11, which wakes nobody) freed more streams than one.
+            self.capacity_changed.unpark_all()
 
 
 __all__ = ["Link", "Links"]

@@ -215,17 +215,60 @@ class Pool:
         while True:
             if self._closed:
                 raise NoEndpointAvailable("the client is closed")
-            lease = self.balancer.pick(trio.current_time(), avoid=avoid)
-            if lease is not None:
-                supervisor = self.supervisors[lease.endpoint.address]
-                if supervisor.rpc is not None:
-                    return lease, supervisor
-                lease.release()  # pragma: no cover - READY implies a connection
+            picked = self._pick(avoid)
+            if picked is not None:
+                return picked
             connecting = any(s.coming for s in self.supervisors.values())
             if not wait and (not connecting or trio.current_time() >= wait_until):
                 raise self._no_endpoint()
             with trio.move_on_at(deadline if wait else wait_until):
                 await self._changed.park()
+
+    def _pick(self, avoid: Collection[str]) -> tuple[Lease, EndpointSupervisor] | None:
+        """The balancer's pick among the endpoints taking calls (None: none).
+
+        A READY endpoint whose connection ended takes no call until it is
+        closed (``taking_calls``); the balancer does not know that, so such a
+        pick is put back and the others are tried (still preferring those
+        not in ``avoid``). Handing it out would fail the call without a
+        schedule point, and a caller that loops on that would freeze the run.
+        """
+        now = trio.current_time()
+        lease = self.balancer.pick(now, avoid=avoid)
+        if lease is None:
+            return None
+        supervisor = self.supervisors[lease.endpoint.address]
+        if supervisor.taking_calls:
+            return lease, supervisor
+        lease.release()
+        closing = {a for a, s in self.supervisors.items() if not s.taking_calls}
+        for skip in (closing.union(avoid), closing):  # ``avoid`` only prefers
+            lease = self.balancer.pick(now, avoid=skip)
+            if lease is None:  # pragma: no cover - the first pick found one up
+                return None
+            supervisor = self.supervisors[lease.endpoint.address]
+            if supervisor.taking_calls:
+                return lease, supervisor
+            lease.release()
+        return None
+
+    async def _lease_link(
+        self, deadline: float, tried: list[str]
+    ) -> tuple[Lease, EndpointSupervisor, Link]:
+        """Steps 1 and 2 for one attempt: an endpoint (preferring those not in
+        ``tried``, which it joins) and a connection of it. Without one, the
+        lease is released and :class:`CallNotStarted` raised (retried)."""
+        lease, supervisor = await self.lease(deadline, avoid=tried)
+        tried.append(supervisor.address)
+        try:
+            link = await supervisor.acquire()
+        except BaseException:
+            lease.release()
+            raise
+        if link is None:
+            lease.release()
+            raise CallNotStarted(f"{supervisor.address} takes no new calls (it is going away)")
+        return lease, supervisor, link
 
     def _no_endpoint(self) -> NoEndpointAvailable:
         now = trio.current_time()
@@ -298,9 +341,7 @@ class Pool:
         tried: list[str],
         number: int,
     ) -> Any:
-        lease, supervisor = await self.lease(deadline, avoid=tried)
-        tried.append(supervisor.address)
-        link = await _acquire(lease, supervisor)
+        lease, supervisor, link = await self._lease_link(deadline, tried)
         rpc = link.rpc
         try:
             result = await rpc.call(
@@ -385,9 +426,7 @@ class Pool:
         tried: list[str],
         number: int,
     ) -> tuple[BidiStream, EndpointSupervisor, RpcConnection]:
-        lease, supervisor = await self.lease(deadline, avoid=tried)
-        tried.append(supervisor.address)
-        link = await _acquire(lease, supervisor)
+        lease, supervisor, link = await self._lease_link(deadline, tried)
         rpc = link.rpc
         inner = AsyncExitStack()
         inner.callback(supervisor.release, link)
@@ -410,20 +449,6 @@ class Pool:
             raise
         stack.push_async_exit(inner)
         return stream, supervisor, rpc
-
-
-async def _acquire(lease: Lease, supervisor: EndpointSupervisor) -> Link:
-    """A connection of the leased endpoint for one call (the lease is
-    released if there is none: the endpoint stopped taking calls)."""
-    try:
-        link = await supervisor.acquire()
-    except BaseException:
-        lease.release()
-        raise
-    if link is None:
-        lease.release()
-        raise CallNotStarted(f"{supervisor.address} takes no new calls (it is going away)")
-    return link
 
 
 def _classify(exc: Exception) -> AttemptFailure | None:

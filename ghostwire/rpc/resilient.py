@@ -91,6 +91,7 @@ class ResilientSubscription:
             finally:
                 lease.release()  # ...but no circuit permit
             if link is None:  # the endpoint stopped taking calls: another one
+                await trio.lowlevel.checkpoint()  # (never a loop without one)
                 continue
             rpc = link.rpc
             stack = AsyncExitStack()

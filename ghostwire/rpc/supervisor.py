@@ -158,12 +158,22 @@ class EndpointSupervisor:
         return self.handle.state.state
 
     @property
+    def taking_calls(self) -> bool:
+        """Whether a call may go here now. Not while the connection winds
+        down: from the moment it ended (closed, a ping unanswered, GOAWAY)
+        until its nursery closed, the endpoint is still READY but takes none."""
+        return self.rpc is not None and self.links.accepting
+
+    @property
     def coming(self) -> bool:
-        """Whether the endpoint may be READY soon: connecting, or not tried
-        yet (IDLE after a GOAWAY is not: that server is going away)."""
+        """Whether the endpoint may take calls soon: connecting, not tried
+        yet, or READY while its ended connection closes (a reconnect
+        follows). IDLE after a GOAWAY is not: that server is going away."""
         state = self.state
-        return state is ConnectivityState.CONNECTING or (
-            state is ConnectivityState.IDLE and not self.attempts
+        return (
+            state is ConnectivityState.CONNECTING
+            or (state is ConnectivityState.IDLE and not self.attempts)
+            or (state is ConnectivityState.READY and not self.taking_calls)
         )
 
     # -- what the pool tells the supervisor ------------------------------------
@@ -204,7 +214,7 @@ class EndpointSupervisor:
         if self.links.find(rpc) is not None and not self._goaway:
             log.info("endpoint %s is draining (GOAWAY); moving new calls elsewhere", self.address)
             self._goaway = True
-            self.links.accepting = False
+            self.links.stop()
             self.handle.serving = ServingStatus.NOT_SERVING
             self._ended.set()
 
@@ -300,7 +310,7 @@ class EndpointSupervisor:
                 if self.options.health_watch:
                     nursery.start_soon(self._watch_health, rpc)
                 await self._ended.wait()
-                links.accepting = False
+                links.stop()
                 if self._goaway:
                     # Calls in flight finish (on every connection); new ones go elsewhere.
                     self.handle.state.set(ConnectivityState.IDLE)
@@ -346,8 +356,9 @@ class EndpointSupervisor:
                     scope.deadline = math.inf
                     link = Link(conn, self._rpc_factory(conn), links.new_key())
                     links.opening -= 1
-                    if not links.accepting:
-                        return  # the primary ended meanwhile
+                    if not links.accepting:  # the primary ended meanwhile
+                        links.capacity_changed.unpark_all()
+                        return
                     links.add(link)
                     self._on_change()
                     try:

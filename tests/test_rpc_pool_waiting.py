@@ -1,0 +1,221 @@
+"""Calls waiting for an endpoint or a connection: an endpoint whose
+connection ended (still READY while it closes) gets no call and nothing
+spins on it; a GOAWAY releases the calls waiting for an extra connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+from test_rpc_faults_support import ServerSlot, fast_options
+from test_rpc_support import rpc_client_config, rpc_server_config
+
+import ghostwire.rpc as rpc
+from ghostwire.rpc.resilience import BackoffPolicy
+from ghostwire.rpc.supervisor import EndpointSupervisor
+
+READY = rpc.ConnectivityState.READY
+SERVING = rpc.ServingStatus.SERVING
+
+
+def _count_acquires(supervisor: EndpointSupervisor, limit: int = 50) -> list[int]:
+    """Count ``supervisor.acquire`` calls; fail loudly past ``limit`` (a
+    loop without a schedule point would otherwise freeze the test)."""
+    count = [0]
+    inner = supervisor.acquire
+
+    async def acquire() -> Any:
+        count[0] += 1
+        if count[0] > limit:
+            raise AssertionError("acquire called in a loop")
+        return await inner()
+
+    supervisor.acquire = acquire  # type: ignore[method-assign]
+    return count
+
+
+async def test_a_subscription_waits_while_the_only_endpoint_winds_down() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            slot = ServerSlot(nursery)
+            await slot.start()
+            async with rpc.connect(slot.address, config=rpc_client_config()) as client:
+                supervisor = client.pool.supervisors[slot.address]
+                acquires = _count_acquires(supervisor)
+                # the connection ended: READY until its nursery has closed
+                supervisor.links.accepting = False
+                outcome: list[str] = []
+
+                async def subscribe() -> None:
+                    async with client.subscribe("chain.heads"):
+                        outcome.append("subscribed")  # pragma: no cover
+
+                async def call() -> None:
+                    try:
+                        await client.call("chain.get", 1)
+                    except rpc.RpcError as exc:  # pragma: no cover
+                        outcome.append(f"failed {exc.status.name}")
+
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(subscribe)
+                    waiters.start_soon(call)
+                    # Both park (a reconnect is coming); nothing loops.
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert outcome == [] and acquires[0] == 0
+                    assert client.states()[slot.address] is READY
+                    waiters.cancel_scope.cancel()
+                supervisor.links.accepting = True
+                assert await client.call("chain.get", 2) == 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_calls_skip_an_endpoint_that_winds_down() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b = ServerSlot(nursery), ServerSlot(nursery)
+            await a.start()
+            await b.start()
+            addresses = [a.address, b.address]
+            async with rpc.connect(addresses, config=rpc_client_config()) as client:
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
+                winding_down = client.pool.supervisors[a.address]
+                acquires = _count_acquires(winding_down)
+                winding_down.links.accepting = False
+                for n in range(6):
+                    assert await client.call("chain.put", n) == n  # not retried if it failed
+                async with client.subscribe("chain.heads") as events:
+                    assert events.endpoint == b.address
+            nursery.cancel_scope.cancel()
+    assert acquires[0] == 0
+    assert a.chain.calls["put"] == 0 and b.chain.calls["put"] == 6
+
+
+class _FewStreams(ServerSlot):
+    """A server slot whose server allows 4 bidirectional streams."""
+
+    async def start(self) -> None:
+        server = rpc.Server([self.chain.service()], config=rpc_server_config(max_streams_bidi=4))
+        self.server = server
+        self.stopped = trio.Event()
+        listener = await self._nursery.start(self._run, server)
+        self.port = listener.port
+
+
+async def test_a_goaway_releases_the_calls_waiting_for_an_extra_connection() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b = _FewStreams(nursery), ServerSlot(nursery)
+            a.chain.release = trio.Event()  # calls on a wait in its server
+            await a.start()
+            await b.start()
+            addresses = [a.address, b.address]
+            # (No health.watch: the serving status the test sets stays. An
+            # extra connection's attempt may take 20 s, the drain 30 s.)
+            backoff = BackoffPolicy(initial=0.05, max_backoff=0.5, min_connect_timeout=20.0)
+            options = fast_options(backoff=backoff, drain_grace=30.0, health_watch=False)
+            async with rpc.connect(
+                addresses, config=rpc_client_config(), options=options
+            ) as client:
+                for address in addresses:
+                    await client.wait_for_state(address, READY)
+                on_b = client.pool.supervisors[b.address].handle
+                on_b.serving = rpc.ServingStatus.NOT_SERVING  # every call goes to a
+                supervisor = client.pool.supervisors[a.address]
+                # An extra connection to a is opened only once the test says so.
+                gate = trio.Event()
+                connect = supervisor._connector
+
+                @asynccontextmanager
+                async def held(address: str) -> AsyncIterator[Any]:
+                    await gate.wait()
+                    async with connect(address) as conn:  # pragma: no cover
+                        yield conn
+
+                supervisor._connector = held
+                results: dict[int, int] = {}
+                last_done = trio.Event()
+                last = 0
+
+                async def call(n: int) -> None:
+                    results[n] = await client.call("chain.get", n)
+                    if n == last:
+                        last_done.set()
+
+                async with trio.open_nursery() as calls:
+                    # Calls until the first connection to a has no stream left.
+                    running = 0
+                    while not supervisor.links.all[0].saturated:
+                        running += 1
+                        calls.start_soon(call, running)
+                        while a.chain.calls["get"] < running:
+                            await a.chain.arrived.park()
+                    last = running + 1
+                    calls.start_soon(call, last)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert supervisor.links.opening == 1  # the last waits for an extra
+                    on_b.serving = SERVING
+                    assert supervisor.rpc is not None
+                    assert len(supervisor.links.capacity_changed) == 1
+                    supervisor.goaway(supervisor.rpc)
+                    # Released at once (not when the extra's attempt or the
+                    # drain ends), and retried on b while a's calls run.
+                    assert len(supervisor.links.capacity_changed) == 0
+                    await last_done.wait()
+                    assert results == {last: last} and b.chain.calls["get"] == 1
+                    assert a.chain.calls["get"] == running and running >= 1
+                    a.chain.release.set()
+                assert results == {n: n for n in range(1, last + 1)}
+            nursery.cancel_scope.cancel()
+
+
+class _Streams:
+    """A connection's stream credit, as the test sets it."""
+
+    def __init__(self) -> None:
+        self.free = 0
+
+    def streams_available(self, bidi: bool) -> int:
+        return self.free
+
+
+async def test_a_call_ending_wakes_every_call_waiting_for_capacity() -> None:
+    from types import SimpleNamespace
+
+    from ghostwire.rpc.links import Link
+    from ghostwire.rpc.resilience import ClientMetrics, EndpointHandle
+
+    def unused(*args: Any) -> Any:
+        raise AssertionError("no connection is made")  # pragma: no cover
+
+    supervisor = EndpointSupervisor(
+        EndpointHandle("x"), ClientMetrics(["x"]).endpoint("x"), rpc.PoolOptions(), unused, unused
+    )
+    streams = _Streams()
+    conn: Any = SimpleNamespace(core=SimpleNamespace(streams=streams))
+    no_rpc: Any = None
+    link = Link(conn, no_rpc, key=1)
+    links = supervisor.links
+    links.add(link)
+    links.accepting = True
+    link.active = 1  # a call runs; its connection is saturated
+    links.opening = 1  # an extra connection is being opened
+    got: list[Link | None] = []
+
+    async def wait() -> None:
+        got.append(await supervisor.acquire())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [] and len(links.capacity_changed) == 2
+            streams.free = 2  # the peer's credit came back: nobody is told
+            supervisor.release(link)  # the call ends: both waiters look
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [link, link] and link.active == 2
+            nursery.cancel_scope.cancel()
