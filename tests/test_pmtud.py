@@ -414,3 +414,22 @@ def test_a_run_failing_with_emsgsize_is_resent_one_datagram_at_a_time() -> None:
     assert sock.sent == [data, data]  # only the probe was lost
     endpoint.send_datagrams([(data, SERVER_ADDR)] * 3)
     assert sock.sent == [data] * 5 and endpoint._gso  # GSO still on for the next runs
+
+
+def test_a_new_path_at_the_base_size_forgets_the_old_paths_probe() -> None:
+    """RFC 9000 §14.2.1: a late ACK of a probe sent on the old path is no
+    evidence for the new one, even when the size was still the base size."""
+    applied: list[int] = []
+    pmtud = PathMtuDiscovery(1200, enabled=True, apply=applied.append)
+    pmtud.start(1200, 1452)
+    assert pmtud.probe_size(1.0) == 1452
+    old_probe = pmtud.on_probe_sent()
+    pmtud.on_new_path()
+    assert applied == []  # still 1200: nothing to apply
+    assert pmtud.probe_size(2.0) == 1452  # the search starts again, not blocked
+    pmtud.on_probe_delivered(True, 1452, old_probe)  # the late ACK
+    assert pmtud.current == BASE_PLPMTU and applied == []
+    new_probe = pmtud.on_probe_sent()
+    pmtud.on_probe_delivered(False, 1452, new_probe)  # the new path does not carry it
+    assert pmtud.current == BASE_PLPMTU
+    assert pmtud.probe_size(3.0) == (1200 + 1452) // 2  # searching below the failed cap
