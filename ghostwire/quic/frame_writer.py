@@ -578,9 +578,9 @@ class FrameWriter:
 
     def has_nothing_due(self, now: float) -> bool:
         """True when :meth:`build_datagram` is sure to find nothing to send now:
-        handshake confirmed (only the 1-RTT space left), no probe, no frame
-        pending, no ACK due yet (one merely needed waits for its timer or the
-        next ack-eliciting packet, RFC 9000 §13.2.1). False means "maybe"."""
+        handshake confirmed, no PTO probe or frame pending, no ACK due (one merely
+        needed waits, RFC 9000 §13.2.1). A due PMTU probe does not count: probes
+        ride on other sending (ACKs too), so an idle connection never probes."""
         conn = self.conn
         return not (
             not conn.handshake_confirmed
