@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 from quic_pair import client_config, handshake, make_pair, server_config
+from test_perf_stream_credit import bidi_call
 
 import ghostwire.quic as quic
 from ghostwire.quic.net.connection import Connection
@@ -113,26 +114,15 @@ async def test_sequential_requests_cost_one_flush_each(side: str) -> None:
             )
             async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
                 for _ in range(3):  # the handshake's stragglers settle
-                    await _request(conn, b"warm-up")
+                    await bidi_call(conn, b"warm-up")
                 await trio.testing.wait_all_tasks_blocked()
                 _count_flushes(conn if side == "client" else conns[0], flushes)
                 for i in range(REQUESTS):
                     payload = i.to_bytes(2, "big") * 50
-                    assert await _request(conn, payload) == payload
+                    assert await bidi_call(conn, payload) == payload
             nursery.cancel_scope.cancel()
     # One per request, and a few for ACKs whose timer fired on a slow machine.
     assert REQUESTS <= flushes[0] <= REQUESTS + 4, flushes[0]
-
-
-async def _request(conn: Connection, payload: bytes) -> bytes:
-    stream = await conn.open_stream()
-    await stream.send_all(payload)
-    await stream.send_eof()
-    reply = b""
-    while chunk := await stream.receive_some():
-        reply += chunk
-    await stream.aclose()
-    return reply
 
 
 async def test_a_lone_streams_fin_leaves_at_once_and_concurrent_ones_wait() -> None:
@@ -146,7 +136,7 @@ async def test_a_lone_streams_fin_leaves_at_once_and_concurrent_ones_wait() -> N
                 partial(quic.serve, host="127.0.0.1"), partial(_echo, conns), 0, server_config()
             )
             async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
-                await _request(conn, b"warm-up")
+                await bidi_call(conn, b"warm-up")
                 await trio.testing.wait_all_tasks_blocked()
                 flushed_by: list[trio.lowlevel.Task] = []
                 flush = conn._flush

@@ -8,7 +8,9 @@ peer whose max_udp_payload_size is below the configured maximum.
 
 from __future__ import annotations
 
+import errno
 import socket
+import struct
 import sys
 from functools import partial
 from typing import Any
@@ -16,13 +18,15 @@ from typing import Any
 import pytest
 import trio
 from netsim import BulkApp, LinkConfig, Simulation, make_payload, sha256
-from quic_pair import client_config, server_config
+from quic_pair import SERVER_ADDR, client_config, handshake, make_pair, server_config
 
 import ghostwire.quic as quic
 from ghostwire.quic import transport_setup
 from ghostwire.quic.congestion import create_congestion_controller
 from ghostwire.quic.connection import ConnectionState, QuicConnection
-from ghostwire.quic.net.endpoint import open_udp_socket
+from ghostwire.quic.demux import Demux
+from ghostwire.quic.net import gso
+from ghostwire.quic.net.endpoint import Endpoint, open_udp_socket
 from ghostwire.quic.pmtud import (
     BASE_PLPMTU,
     BLACK_HOLE_BURSTS,
@@ -353,3 +357,79 @@ def test_a_new_path_starts_again_at_the_base_size() -> None:
     pmtud.on_new_path()
     assert pmtud.current == BASE_PLPMTU and applied == [1452, BASE_PLPMTU]
     assert pmtud.probe_size(11.0) == 1452  # searching again at once
+
+
+# -- a probe too big for the path loses nothing else ----------------------------------
+
+
+def test_a_probe_goes_out_after_the_data_it_was_built_with() -> None:
+    """Last in its batch, a probe (larger than the rest) never leads a GSO run."""
+    pair = handshake(make_pair(client_config(pmtu_max_datagram_size=1452)))
+    client = pair.client
+    pair.advance(1.0)
+    assert client.pmtud.current == 1452  # the search is over
+    client.pmtud.on_new_path()  # back to 1200 bytes, a probe due at once
+    client.send_stream_data(client.open_stream(), bytes(5000))
+    datagrams = [data for data, _ in client.datagrams_to_send(pair.now)]
+    assert len(datagrams) >= 2 and client.pmtud.probes_sent == 2
+    assert len(datagrams[-1]) == 1452  # the probe
+    assert all(len(data) <= BASE_PLPMTU for data in datagrams[:-1])
+    assert gso.run_length([(d, SERVER_ADDR) for d in datagrams], len(datagrams) - 1) == 1
+
+
+class _SmallPathSocket:
+    """A socket with DF set on a path that carries ``mtu`` bytes: bigger datagrams,
+    alone or as GSO segments, fail with EMSGSIZE and nothing of the call is sent."""
+
+    def __init__(self, mtu: int) -> None:
+        self.mtu = mtu
+        self.sent: list[bytes] = []
+
+    def setsockopt(self, *args: object) -> None:
+        raise OSError(errno.ENOPROTOOPT, "no GRO")
+
+    def sendmsg(self, buffers: list[bytes], control: Any, flags: int, addr: object) -> int:
+        [(_level, _kind, segment)] = control
+        size = struct.unpack("=H", segment)[0]
+        if size > self.mtu:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        data = b"".join(buffers)
+        self.sent += [data[i : i + size] for i in range(0, len(data), size)]
+        return len(data)
+
+    def sendto(self, data: bytes, addr: object) -> int:
+        if len(data) > self.mtu:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        self.sent.append(data)
+        return len(data)
+
+
+def test_a_run_failing_with_emsgsize_is_resent_one_datagram_at_a_time() -> None:
+    sock = _SmallPathSocket(1300)
+    endpoint = Endpoint(sock, Demux(None, cid_length=8), None)  # type: ignore[arg-type]
+    endpoint._gso = True  # as on Linux, whatever this machine is
+    probe, data = b"p" * 1400, b"d" * 1200
+    assert gso.run_length([(probe, SERVER_ADDR), (data, SERVER_ADDR)], 0) == 2
+    endpoint.send_datagrams([(probe, SERVER_ADDR), (data, SERVER_ADDR), (data, SERVER_ADDR)])
+    assert sock.sent == [data, data]  # only the probe was lost
+    endpoint.send_datagrams([(data, SERVER_ADDR)] * 3)
+    assert sock.sent == [data] * 5 and endpoint._gso  # GSO still on for the next runs
+
+
+def test_a_new_path_at_the_base_size_forgets_the_old_paths_probe() -> None:
+    """RFC 9000 §14.2.1: a late ACK of a probe sent on the old path is no
+    evidence for the new one, even when the size was still the base size."""
+    applied: list[int] = []
+    pmtud = PathMtuDiscovery(1200, enabled=True, apply=applied.append)
+    pmtud.start(1200, 1452)
+    assert pmtud.probe_size(1.0) == 1452
+    old_probe = pmtud.on_probe_sent()
+    pmtud.on_new_path()
+    assert applied == []  # still 1200: nothing to apply
+    assert pmtud.probe_size(2.0) == 1452  # the search starts again, not blocked
+    pmtud.on_probe_delivered(True, 1452, old_probe)  # the late ACK
+    assert pmtud.current == BASE_PLPMTU and applied == []
+    new_probe = pmtud.on_probe_sent()
+    pmtud.on_probe_delivered(False, 1452, new_probe)  # the new path does not carry it
+    assert pmtud.current == BASE_PLPMTU
+    assert pmtud.probe_size(3.0) == (1200 + 1452) // 2  # searching below the failed cap

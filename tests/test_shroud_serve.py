@@ -44,6 +44,7 @@ from wsproto.events import (
 
 import ghostwire.shroud as ghostwire  # the one line a ported program changes
 from ghostwire.certs import CertificateAuthority
+from ghostwire.shroud import listeners
 
 HOST = "127.0.0.1"
 TIMEOUT = 30
@@ -499,3 +500,38 @@ async def test_http_client_call_forms_redirects_and_errors(certs: Certs, tmp_pat
                 await ghostwire.HttpClient().get(https_url(server, "/users/1"))
     with pytest.raises(ghostwire.ConnectionFailed):
         await ghostwire.HttpClient(timeout_ms=5000).get(http_url(server, "/users/1"))
+
+
+@pytest.mark.parametrize("failure", ["error", "cancelled"])
+async def test_tls_listeners_close_when_http3_fails_to_start(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Not only an OSError: any failure or a cancellation while HTTP/3 starts
+    closes the TLS listeners opened for it (and only EADDRINUSE retries)."""
+    real_open = trio.open_tcp_listeners
+    opened: list[trio.SocketListener] = []
+
+    async def open_tcp(port: int, **kwargs: Any) -> list[trio.SocketListener]:
+        listeners = await real_open(port, **kwargs)
+        opened.extend(listeners)
+        return listeners
+
+    async def start_http3(*args: object) -> None:
+        if failure == "error":
+            raise RuntimeError("injected")
+        scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", open_tcp)
+    monkeypatch.setattr(listeners, "_start_http3", start_http3)
+    server = shroud_program(full_config(certs, enable_http1=False))
+    with trio.CancelScope() as scope:
+        if failure == "error":
+            with pytest.RaisesGroup(RuntimeError, flatten_subgroups=True, allow_unwrapped=True):
+                async with running(server):
+                    pass
+        else:
+            async with running(server):
+                pass
+    assert opened and all(listener.socket.fileno() == -1 for listener in opened)
+    assert server.tls_address is None

@@ -256,6 +256,9 @@ def test_forwarder_sends_only_other_workers_short_headers() -> None:
             bytes([0x40, 0x00, 3]) + b"s" * 30,  # no such worker
             bytes([0xC0, 0, 0, 0, 1, 8, 0x00, 1]) + b"l" * 30,  # long header
             b"\x40\x00",  # too short for a worker byte
+            bytes([0x00, 0x00, 1]) + b"s" * 30,  # fixed bit clear: not QUIC (RFC 9000 §17.3.1)
+            bytes([0x3F, 0x00, 2]) + b"s" * 30,  # the same, with every other bit set
+            bytes([0x40, 0x00, 1]) + b"s" * 19,  # too short to hold a header protection sample
         ]
         assert not any(forwarder.misrouted(packet, client) for packet in kept)
         assert forwarder.forwarded == 2 and forwarder.dropped == 0

@@ -49,6 +49,7 @@ Address = Any
 # RFC 9000 §10.3: a stateless reset looks like a short-header packet of at
 # least 21 bytes; we never answer anything smaller than this.
 MIN_RESET_TRIGGER = 43
+MAX_REFUSE_REASON = 256  # bytes of a refusal's CONNECTION_CLOSE reason phrase
 MIN_CLIENT_DCID = 8  # RFC 9000 §7.2
 
 
@@ -322,7 +323,11 @@ class Demux:
         from .buffer import encode_varint
 
         frame += encode_varint(error_code) + encode_varint(0)
-        frame += encode_varint(len(reason)) + reason.encode()
+        # RFC 9000 §19.19: the length counts the UTF-8 bytes; capped so that
+        # any reason fits the packet, cut where a character starts.
+        encoded = reason.encode()[:MAX_REFUSE_REASON]
+        encoded = encoded.decode(errors="ignore").encode()
+        frame += encode_varint(len(encoded)) + encoded
         builder.payload.extend(frame)
         builder.end_packet()
         datagram, _ = builder.finish(0, 0.0)

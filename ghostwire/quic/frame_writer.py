@@ -198,7 +198,7 @@ class FrameWriter:
     # -- datagrams -------------------------------------------------------
 
     def build_datagrams(self, now: float, limit: int) -> list[bytes]:
-        """Up to ``limit`` datagrams that should be sent now.
+        """Up to ``limit`` datagrams that should be sent now, and a PMTU probe.
 
         Every datagram can come from :meth:`build_datagram`, which considers
         every space and frame kind. That costs too much per packet during a
@@ -208,8 +208,6 @@ class FrameWriter:
         to :meth:`build_datagram`.
         """
         out: list[bytes] = []
-        if now >= self.conn.pmtud.probe_at:
-            self._send_pmtu_probe(now, out)
         while len(out) < limit:
             datagram = self.build_datagram(now)
             if datagram is None:
@@ -219,21 +217,24 @@ class FrameWriter:
                 break  # saves a build_datagram call that would find nothing
             if len(out) < limit and self._burst_allowed():
                 self._stream_burst(now, limit, out)
+        if now >= self.conn.pmtud.probe_at and (probe := self._pmtu_probe(now)) is not None:
+            out.append(probe)
         return out
 
-    def _send_pmtu_probe(self, now: float, out: list[bytes]) -> None:
+    def _pmtu_probe(self, now: float) -> bytes | None:
         """A PMTU probe (:mod:`.pmtud`) when one is due, within the congestion
-        window; only once the handshake is confirmed (RFC 9000 §14.3)."""
+        window, once the handshake is confirmed (RFC 9000 §14.3). Built last, so
+        it never leads a GSO run its being too big would fail (RFC 9000 §14.4)."""
         conn = self.conn
         pmtud = conn.pmtud
         keys = conn.key_phases.send
         if not conn.handshake_confirmed or keys is None or conn.amplification_room() is not None:
-            return
+            return None
         if not pmtud.started:
             conn.start_pmtu_discovery()
         size = pmtud.probe_size(now)
         if size is None or not conn.recovery.congestion.can_send():
-            return
+            return None
         builder = PacketBuilder(
             max_size=size,
             version=conn.version,
@@ -245,12 +246,12 @@ class FrameWriter:
         number = pmtud.probes_sent + 1
         built = build_pmtu_probe(builder, space, keys, now, pmtud.on_probe_delivered, number)
         if built is None:
-            return
+            return None
         datagram, packet = built
         pmtud.on_probe_sent()
         conn.on_packets_sent([packet], len(datagram), now)
         self._pacer.on_packet_sent(len(datagram), now)
-        out.append(datagram)
+        return datagram
 
     def _short_datagram_was_last(self, size: int) -> bool:
         """A datagram with room to spare after the handshake means that every
@@ -577,9 +578,9 @@ class FrameWriter:
 
     def has_nothing_due(self, now: float) -> bool:
         """True when :meth:`build_datagram` is sure to find nothing to send now:
-        handshake confirmed (only the 1-RTT space left), no probe, no frame
-        pending, no ACK due yet (one merely needed waits for its timer or the
-        next ack-eliciting packet, RFC 9000 §13.2.1). False means "maybe"."""
+        handshake confirmed, no PTO probe or frame pending, no ACK due (one merely
+        needed waits, RFC 9000 §13.2.1). A due PMTU probe does not count: probes
+        ride on other sending (ACKs too), so an idle connection never probes."""
         conn = self.conn
         return not (
             not conn.handshake_confirmed

@@ -63,6 +63,7 @@ class PathMtuDiscovery:
         "_bursts",
         "_cap",
         "_failures",
+        "_first_on_path",
         "_high",
         "_in_flight",
         "_low",
@@ -84,6 +85,7 @@ class PathMtuDiscovery:
         self._high = current + 1  # smallest size that failed (cap + 1: none yet)
         self._failures = 0  # losses of the size probed now
         self._in_flight: int | None = None  # number of the probe in flight
+        self._first_on_path = 1  # number of the first probe sent on this path
         self._bursts = 0  # suspicious loss bursts since a big packet was acknowledged
         # When the next probe may go (INF: none). 0 until start() settles it:
         # the first datagram built after the handshake is confirmed starts.
@@ -131,6 +133,8 @@ class PathMtuDiscovery:
     def on_probe_delivered(self, delivered: bool, size: int, number: int) -> None:
         """Delivery handler of a probe packet (acknowledged or lost). A PTO may
         report a probe lost before an ACK shows it arrived: the ACK wins."""
+        if number < self._first_on_path:
+            return  # sent on an earlier path: no evidence about this one
         if delivered:
             if number == self._in_flight:
                 self._in_flight = None
@@ -186,15 +190,17 @@ class PathMtuDiscovery:
 
     def on_new_path(self) -> None:
         """The peer moved (RFC 9000 §9.3): nothing is known about the new path
-        but that it carries the base size (RFC 9000 §14.2.1)."""
-        if self.current <= BASE_PLPMTU:
-            return
+        but that it carries the base size (RFC 9000 §14.2.1). Even at the base
+        size the search restarts: a late ACK of a probe sent on the old path
+        must not raise the size on this one."""
         self._low = BASE_PLPMTU
         self._high = self._cap + 1
         self._failures = 0
         self._in_flight = None
+        self._first_on_path = self.probes_sent + 1
         self._bursts = 0
-        self._set(BASE_PLPMTU)
+        if self.current > BASE_PLPMTU:
+            self._set(BASE_PLPMTU)
         if self.enabled:
             self.probe_at = 0.0
 

@@ -76,15 +76,18 @@ async def start_listeners(
             if cfg.enable_http3:
                 assert quic_config is not None
                 await _start_http3(server, nursery, quic_config)
-        except OSError as exc:
+        except BaseException as exc:
+            # Whatever stopped HTTP/3 (a cancellation too), the TLS listeners
+            # close: synchronously, as a cancelled aclose() could stop halfway.
+            for listener in raw:
+                listener.socket.close()
+            server.tls_address = None
             # The system chose the TLS port for TCP alone; it may be taken on UDP.
             picked = cfg.enable_tls and cfg.tls_port == 0 and cfg.http3_port is None
-            for listener in raw:
-                await listener.aclose()
-            server.tls_address = None
-            if exc.errno != errno.EADDRINUSE or not picked or attempt == PORT_PAIR_ATTEMPTS - 1:
-                raise
-            continue
+            in_use = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            if in_use and picked and attempt < PORT_PAIR_ATTEMPTS - 1:
+                continue
+            raise
         break
     if raw:
         assert tls_context is not None

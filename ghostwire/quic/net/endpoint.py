@@ -87,9 +87,11 @@ class Endpoint:
             return
         index = 0
         total = len(datagrams)
+        one_by_one_until = 0  # after a run failed with EMSGSIZE: its datagrams singly
         while index < total:
             # Runs of same-size datagrams to one peer go out in one GSO send.
-            count = run_length(datagrams, index) if self._gso and index + 1 < total else 1
+            gso = self._gso and index + 1 < total and index >= one_by_one_until
+            count = run_length(datagrams, index) if gso else 1
             try:
                 if count > 1:
                     send_segments(sock, datagrams, index, count)
@@ -105,6 +107,11 @@ class Endpoint:
                 self._send_wakeup.set()
                 return
             except OSError as exc:
+                if count > 1 and exc.errno == errno.EMSGSIZE:
+                    # One datagram of the run is too big for the path (DF is
+                    # set: a PMTU probe): the others must not be lost with it.
+                    one_by_one_until = index + count
+                    continue
                 # ICMP errors surface here (e.g. ECONNREFUSED on Linux): the
                 # connection learns of it through its timers, like any loss.
                 if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):

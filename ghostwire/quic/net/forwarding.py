@@ -21,8 +21,11 @@ socket buffer would: QUIC's loss recovery resends.
 
 Only short headers are forwarded: long-header packets of a handshake carry
 a DCID the client chose (Initial, 0-RTT), and a client does not migrate
-before the handshake is confirmed (RFC 9000 §9). A forwarded datagram is
-never forwarded again: its worker byte names the worker that receives it.
+before the handshake is confirmed (RFC 9000 §9). And only those that could
+be real packets (the fixed bit set, long enough to decrypt), so that junk
+with random CIDs does not make every worker feed one worker's inbox. A
+forwarded datagram is never forwarded again: its worker byte names the
+worker that receives it.
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ class Forwarder:
     ) -> None:
         self.index = index
         self._byte_at = 1 + cid_offset  # a short header's DCID starts at offset 1
+        # The shortest packet the owner could accept: the DCID through the worker
+        # byte, then header protection's sample, which starts 4 bytes after the
+        # packet number and is 16 long (RFC 9001 §5.4.2).
+        self._min_size = self._byte_at + 1 + 4 + 16
         self._inbox = inbox
         self._senders = senders
         inbox.setblocking(False)
@@ -116,7 +123,11 @@ class Forwarder:
         Called by the endpoint for datagrams no local connection owns.
         """
         at = self._byte_at
-        if len(data) <= at or data[0] & 0x80:  # too short, or a long header
+        # Only what could be one of the owner's packets, so that random junk
+        # cannot make every worker feed one inbox: a short header with the
+        # fixed bit set (RFC 9000 §17.3.1; we never send grease_quic_bit,
+        # RFC 9287, so peers must set it) and long enough to be decrypted.
+        if len(data) < self._min_size or data[0] & 0xC0 != 0x40:
             return False
         owner = data[at]
         if owner == self.index or owner >= len(self._senders):
