@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from test_tls_support import (
     assert_keys_match,
-    client_settings,
     drive,
     make_pair,
     server_settings,
@@ -26,6 +25,12 @@ from ghostwire.quic.tls import (
 from ghostwire.quic.tls.extensions import ExtensionType
 from ghostwire.quic.tls.messages import ClientHello, HandshakeType
 from ghostwire.quic.tls.psk import QUIC_MAX_EARLY_DATA
+
+
+def client_settings(**overrides: Any) -> Any:
+    from test_tls_support import client_settings as base
+
+    return base(**{"request_tickets": True, **overrides})
 
 
 class Clock:
@@ -92,6 +97,17 @@ def test_ticket_issued_and_resumed() -> None:
     # No certificate in a PSK handshake; and a fresh ticket for next time.
     assert pair.client.peer_certificates == []
     assert len(pair.client.pop_new_tickets()) == 1
+
+
+def test_no_tickets_unless_asked() -> None:
+    clock = Clock()
+    pair = drive(
+        make_pair(
+            client_settings(request_tickets=False),
+            server_settings(ticket_issuer=TicketIssuer(clock=clock)),
+        )
+    )
+    assert pair.client.complete and pair.client.pop_new_tickets() == []
 
 
 def test_resumed_flight_has_no_certificate() -> None:

@@ -43,7 +43,7 @@ from typing import Any
 from .cid import LocalConnectionIds, PeerConnectionIds
 from .config import ClientConfig, ServerConfig
 from .congestion import create_congestion_controller
-from .crypto import DecryptionFailed, remove_header_protection
+from .crypto import DecryptionFailed, PacketKeys, remove_header_protection
 from .crypto_stream import CryptoStream
 from .errors import PacketDropped, QuicProtocolError, TransportErrorCode
 from .events import (
@@ -237,9 +237,16 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self._retry_received = False
 
         self.local_params = local_transport_parameters(self)
+        # 0-RTT keys (RFC 9001 §4.6): the client's to send, the server's to read.
+        self.zero_rtt_send_keys: PacketKeys | None = None
+        self.zero_rtt_recv_keys: PacketKeys | None = None
         self.tls = TlsHandshake(
             build_tls_settings(
-                config, server_name, keylog, None if self.is_client else self._choose_version
+                config,
+                server_name,
+                keylog,
+                None if self.is_client else self._choose_version,
+                None if self.is_client else self._early_data_params_ok,
             ),
             self.local_params_bytes,
         )
@@ -525,7 +532,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         epoch = _EPOCH_OF_TYPE[ptype]
         one_rtt = epoch is Epoch.ONE_RTT
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
-        keys = space.recv_keys
+        keys = space.recv_keys if ptype is not PacketType.ZERO_RTT else self.zero_rtt_recv_keys
         if keys is None:
             if self.is_client and not self.recovery.has_handshake_keys:
                 # RFC 9002 §6.2.3: Handshake or 1-RTT packets but no Handshake
@@ -597,7 +604,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self, header: PacketHeader, data: bytes, start: int, now: float
     ) -> bool:
         """Version Negotiation and Retry are handled here; a long-header packet
-        in a version we do not follow, or 0-RTT, is dropped (False)."""
+        in a version we do not follow, or 0-RTT sent to a client, is dropped (False)."""
         ptype = header.packet_type
         if ptype is PacketType.VERSION_NEGOTIATION:
             self._on_version_negotiation(header, now)
@@ -607,8 +614,8 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             return False
         if header.version != self.version and not self._follow_version(header):
             return False
-        # 0-RTT is not offered, so there are no keys for it.
-        return ptype is not PacketType.ZERO_RTT
+        # RFC 9000 §17.2.3: only clients send 0-RTT.
+        return ptype is not PacketType.ZERO_RTT or not self.is_client
 
     def _on_packet_processed(self, epoch: Epoch, addr: Address, now: float) -> None:
         if not self.is_client and epoch is Epoch.HANDSHAKE:

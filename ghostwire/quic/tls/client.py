@@ -170,9 +170,10 @@ class ClientHandshake(HandshakeEngine):
         if cookie is not None:
             extensions[E.COOKIE] = encode_cookie(cookie)
         extensions[E.QUIC_TRANSPORT_PARAMETERS] = self.transport_parameters
-        # Asking for tickets: servers issue them only for a mode we can use.
-        extensions[E.PSK_KEY_EXCHANGE_MODES] = encode_psk_modes([PSK_DHE_KE])
         ticket = self._ticket_to_offer()
+        if settings.request_tickets or ticket is not None:
+            # Servers issue tickets only for a mode we listed (RFC 8446 §4.2.9).
+            extensions[E.PSK_KEY_EXCHANGE_MODES] = encode_psk_modes([PSK_DHE_KE])
         if ticket is not None and self.early_data_offered:
             extensions[E.EARLY_DATA] = b""
         if ticket is not None:

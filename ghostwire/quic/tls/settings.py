@@ -58,6 +58,8 @@ class TlsSettings:
       real clock at verification (the only clock read of the TLS core).
     * ``max_message_size`` -- the largest handshake message accepted.
     * ``session_ticket`` -- client: a ticket to resume with (RFC 8446 §2.2).
+    * ``request_tickets`` -- client: ask for session tickets (we send
+      psk_key_exchange_modes; servers issue tickets only then).
     * ``early_data`` -- client: offer 0-RTT with ``session_ticket`` when it
       allows it; server: accept 0-RTT (and say so in the tickets we issue).
     * ``ticket_issuer`` -- server: seals the tickets we send and opens the
@@ -85,6 +87,7 @@ class TlsSettings:
     transport_parameters_for: Callable[[bytes], bytes] | None = field(default=None, repr=False)
     now: datetime | None = None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    request_tickets: bool = False
     session_ticket: SessionTicket | None = field(default=None, repr=False)
     early_data: bool = False
     ticket_issuer: TicketIssuer | None = field(default=None, repr=False)

@@ -145,6 +145,11 @@ class TicketIssuer:
         self._claimed: OrderedDict[bytes, float] = OrderedDict()  # ticket id -> expiry
         self._lock = threading.Lock()  # servers of one process may share an issuer
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # For a server config pickled to worker processes: the same keys there.
+        args = (self.lifetime, self.rotation, self._secret, self.age_tolerance)
+        return (_rebuild_issuer, (*args, self._replay_table_size))
+
     def __repr__(self) -> str:
         return f"<TicketIssuer lifetime={self.lifetime}s rotation={self.rotation}s>"
 
@@ -231,6 +236,18 @@ class TicketIssuer:
                 return False
             claimed[state.ticket_id] = state.issued_at + state.lifetime + self.age_tolerance
             return True
+
+
+def _rebuild_issuer(
+    lifetime: int, rotation: float, secret: bytes, age_tolerance: float, table: int
+) -> TicketIssuer:
+    return TicketIssuer(
+        lifetime=lifetime,
+        rotation=rotation,
+        secret=secret,
+        age_tolerance=age_tolerance,
+        replay_table_size=table,
+    )
 
 
 # -- the client side ----------------------------------------------------------

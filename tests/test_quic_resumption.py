@@ -1,0 +1,210 @@
+"""Session resumption and 0-RTT between two sans-IO connections (RFC 9001 §4.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from quic_pair import Pair, client_config, make_pair, server_config
+
+from ghostwire.quic.config import ClientConfig, ServerConfig
+from ghostwire.quic.events import HandshakeCompleted, StreamOpened
+from ghostwire.quic.packet import PacketType, parse_header
+from ghostwire.quic.tls import MemoryTicketStore, SessionTicket
+
+
+def connect(client: ClientConfig, server: ServerConfig) -> Pair:
+    pair = make_pair(client, server)
+    pair.exchange()
+    assert pair.events_of("client", HandshakeCompleted)
+    pair.advance(0.1)  # the NewSessionTicket, HANDSHAKE_DONE and their ACKs
+    return pair
+
+
+def packet_types(datagram: bytes) -> list[PacketType]:
+    types, offset = [], 0
+    while offset < len(datagram):
+        header = parse_header(datagram, offset, 8)
+        types.append(header.packet_type)
+        offset = header.end
+        if not header.is_long:
+            break
+    return types
+
+
+class Recorder:
+    """Records the packet types of the datagrams a filter sees (drops none)."""
+
+    def __init__(self) -> None:
+        self.types: list[PacketType] = []
+
+    def __call__(self, datagram: bytes) -> bool:
+        self.types += packet_types(datagram)
+        return False
+
+
+def configs(
+    *, early_client: bool = False, early_server: bool = False, **server: Any
+) -> tuple[ClientConfig, ServerConfig, MemoryTicketStore]:
+    store = MemoryTicketStore()
+    return (
+        client_config(session_tickets=store, early_data=early_client),
+        server_config(early_data=early_server, **server),
+        store,
+    )
+
+
+def test_ticket_then_resumed_connection() -> None:
+    client, server, store = configs()
+    first = connect(client, server)
+    assert not first.client.resumed and not first.server.resumed  # type: ignore[union-attr]
+    assert len(store) == 1
+    second = connect(client, server)
+    assert second.client.resumed and second.server.resumed  # type: ignore[union-attr]
+    assert not second.client.early_data_accepted
+    assert second.client.tls.peer_certificates == []
+    assert len(store) == 1  # the used ticket is gone, a new one came
+
+
+def test_no_store_no_ticket_no_resumption() -> None:
+    server = server_config()
+    first = connect(client_config(), server)
+    assert first.client.tls.session_tickets == []
+    assert not connect(client_config(), server).client.resumed
+
+
+def test_server_without_tickets() -> None:
+    client, _, store = configs()
+    connect(client, server_config(session_tickets=False))
+    assert len(store) == 0
+
+
+def test_persisted_ticket_resumes() -> None:
+    client, server, store = configs()
+    connect(client, server)
+    saved = store.take("localhost", ["test"])
+    assert saved is not None
+    restored = MemoryTicketStore()
+    restored.put(SessionTicket.from_bytes(saved.to_bytes()))
+    assert connect(client_config(session_tickets=restored), server).client.resumed
+
+
+def test_ticket_from_another_server_is_a_full_handshake() -> None:
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    pair = connect(client, server_config(early_data=True))  # other ticket keys
+    assert not pair.client.resumed and not pair.client.early_data_accepted
+    assert pair.client.tls.peer_certificates
+
+
+def send_early(pair: Pair, data: bytes) -> int:
+    stream_id = pair.client.open_stream()
+    pair.client.send_stream_data(stream_id, data, end_stream=True)
+    return stream_id
+
+
+def early_pair(client: ClientConfig, server: ServerConfig) -> tuple[Pair, int, Recorder]:
+    pair = make_pair(client, server)
+    assert pair.client.zero_rtt_send_keys is not None
+    stream_id = send_early(pair, b"early request")
+    recorder = Recorder()
+    pair.drop_to_server = recorder
+    pair.exchange()
+    pair.advance(0.1)
+    return pair, stream_id, recorder
+
+
+def server_received(pair: Pair, stream_id: int) -> bytes:
+    assert pair.server is not None
+    assert [e.stream_id for e in pair.events_of("server", StreamOpened)] == [stream_id]
+    data = pair.server.read_stream(stream_id)
+    assert pair.server.stream_at_eof(stream_id)
+    return data
+
+
+def test_zero_rtt_accepted() -> None:
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    pair, stream_id, recorder = early_pair(client, server)
+    assert PacketType.ZERO_RTT in recorder.types[:3]  # in the first flight
+    assert pair.client.early_data_accepted and pair.server.early_data_accepted  # type: ignore[union-attr]
+    assert server_received(pair, stream_id) == b"early request"
+    # What 0-RTT carried was acknowledged: nothing left to resend.
+    assert pair.client.stream_send_buffered(stream_id) == 0
+
+
+@pytest.mark.parametrize("why", ["server_off", "replayed_ticket"])
+def test_zero_rtt_rejected_data_arrives_once_in_1rtt(why: str) -> None:
+    client, server, store = configs(early_client=True, early_server=True)
+    connect(client, server)
+    if why == "server_off":
+        server = server_config(early_data=False, ticket_secret=server.ticket_secret)
+    else:
+        ticket = store.take("localhost", ["test"])
+        assert ticket is not None
+        store.put(ticket)
+        first, _, _ = early_pair(client, server)
+        assert first.server.early_data_accepted  # type: ignore[union-attr]
+        store.put(ticket)  # the same ticket again: a replay
+    pair, stream_id, recorder = early_pair(client, server)
+    assert PacketType.ZERO_RTT in recorder.types
+    assert pair.client.resumed and not pair.client.early_data_accepted
+    assert not pair.server.early_data_accepted  # type: ignore[union-attr]
+    assert server_received(pair, stream_id) == b"early request"
+    assert pair.client.stream_send_buffered(stream_id) == 0
+
+
+def test_zero_rtt_frames_forbidden_there_are_a_protocol_violation() -> None:
+    from ghostwire.quic.errors import TransportErrorCode
+    from ghostwire.quic.events import ConnectionTerminated
+    from ghostwire.quic.frames import FrameType
+
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    pair = make_pair(client, server)
+    # A 0-RTT packet carrying HANDSHAKE_DONE (RFC 9000 §12.5, §19.20).
+
+    def write_bad(builder: Any, now: float) -> None:
+        keys = pair.client.zero_rtt_send_keys
+        from ghostwire.quic.recovery import Space
+
+        builder.start_packet(pair.client.spaces[Space.APPLICATION], PacketType.ZERO_RTT, keys)
+        builder.payload.append(FrameType.HANDSHAKE_DONE)
+        builder.mark_ack_eliciting()
+        builder.end_packet()
+        del pair.client.write_zero_rtt  # back to the method
+
+    pair.client.write_zero_rtt = write_bad  # type: ignore[method-assign]
+    send_early(pair, b"x")
+    pair.exchange()
+    closed = pair.events_of("server", ConnectionTerminated)
+    assert closed and closed[0].error_code == TransportErrorCode.PROTOCOL_VIOLATION
+
+
+def test_client_early_data_needs_a_store() -> None:
+    with pytest.raises(ValueError, match="session_tickets"):
+        client_config(early_data=True)
+
+
+def test_server_limits_lowered_refuse_zero_rtt() -> None:
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    lower = server_config(early_data=True, ticket_secret=server.ticket_secret, max_streams_bidi=5)
+    pair, stream_id, _ = early_pair(client, lower)
+    assert pair.client.resumed and not pair.client.early_data_accepted
+    assert server_received(pair, stream_id) == b"early request"
+
+
+def test_config_secrets_stay_out_of_repr_and_reach_workers() -> None:
+    import pickle
+
+    from ghostwire.quic.net.workers import _dumps
+
+    server = server_config(ticket_secret=b"k" * 32)
+    assert "kkkk" not in repr(server) and "kkkk" not in repr(server.ticket_issuer)
+    copy = pickle.loads(_dumps(server))  # how serve(..., workers=N) ships the config
+    assert copy.ticket_secret == server.ticket_secret
+    # The worker's issuer opens the parent's tickets: resumption works there.
+    client, _, _ = configs()
+    connect(client, server)
+    assert connect(client, copy).client.resumed
