@@ -170,7 +170,9 @@ MAX_ADDRESSES = 4
 async def connect(
     host: str, port: int, config: ClientConfig, *, local_port: int = 0
 ) -> AsyncIterator[Connection]:
-    """Connect to a QUIC server; yields the connection once the handshake is done.
+    """Connect to a QUIC server; yields the connection once the handshake is done
+    (or at once when ``config.early_data`` and a stored ticket allow 0-RTT:
+    streams opened then send 0-RTT data; ``await conn.wait_handshake()`` waits).
 
     Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`,
     :class:`HandshakeTimeout` and :class:`ConnectionRefused`) when the
@@ -233,7 +235,10 @@ async def _connect_to(
             conn._flush()
             await nursery.start(conn._run)
             try:
-                await conn._wait_handshake()
+                if core.zero_rtt_send_keys is None:
+                    await conn._wait_handshake()
+                # else: 0-RTT (config.early_data and a ticket that allows it):
+                # what the caller writes now goes out before the handshake ends.
                 yield conn
             finally:
                 with trio.CancelScope(shield=True):

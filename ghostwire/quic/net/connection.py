@@ -134,6 +134,26 @@ class Connection(trio.abc.AsyncResource):
         return list(self._core.tls.peer_certificates)
 
     @property
+    def resumed(self) -> bool:
+        """The handshake resumed a session from a ticket (see ``ClientConfig.session_tickets``)."""
+        return self._core.resumed
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted 0-RTT data. Until the handshake completes (a
+        0-RTT ``connect`` returns before), False; see :meth:`wait_handshake`."""
+        return self._core.early_data_accepted
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._core.handshake_complete
+
+    async def wait_handshake(self) -> None:
+        """Wait until the handshake completes (at once unless ``connect`` returned
+        early for 0-RTT); raises what a failed handshake raises."""
+        await self._wait_handshake()
+
+    @property
     def is_closed(self) -> bool:
         return self._core.is_closed
 
