@@ -240,3 +240,27 @@ async def test_trio_connect_resumes_and_sends_0rtt() -> None:
             assert await round_trip() == (b"zero rtt", False, False, False)
             assert len(store) == 1
             assert await round_trip() == (b"zero rtt", True, True, True)
+
+
+def test_client_refuses_accepted_0rtt_with_lowered_limits() -> None:
+    """RFC 9000 §7.4.1: a server that accepts 0-RTT may not lower a remembered limit."""
+    from ghostwire.quic.errors import TransportErrorCode
+    from ghostwire.quic.events import ConnectionTerminated
+
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    lower = server_config(early_data=True, ticket_secret=server.ticket_secret, max_streams_bidi=5)
+    # A server that does not check (our own refuses 0-RTT here, see above).
+    from quic_pair import CLIENT_ADDR
+
+    lower_pair = make_pair(client, lower)
+    send_early(lower_pair, b"x")
+    first = [d for d, _ in lower_pair.client.datagrams_to_send(0.0)]
+    server_conn = lower_pair._server_for(first[0])
+    server_conn.tls.settings.early_data_check = None
+    for datagram in first:
+        server_conn.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    lower_pair.exchange()
+    assert server_conn.early_data_accepted
+    closed = lower_pair.events_of("client", ConnectionTerminated)
+    assert closed and closed[0].error_code == TransportErrorCode.PROTOCOL_VIOLATION

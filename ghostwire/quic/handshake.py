@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 
 from .crypto import PacketKeys, derive_initial_secrets
 from .crypto_stream import RELEASED_CRYPTO_STREAM
-from .errors import TransportErrorCode
+from .errors import QuicProtocolError, TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event, HandshakeCompleted
 from .lifecycle import ConnectionState
 from .packet import PacketHeader, PacketType
@@ -234,6 +234,20 @@ class HandshakeMixin:
             initial_max_stream_data_uni=params.initial_max_stream_data_uni,
         )
 
+    def _check_limits_kept(self, params: TransportParameters) -> None:
+        """RFC 9000 §7.4.1: a server that accepted 0-RTT may not lower the
+        limits our 0-RTT data relied on."""
+        ticket = self.tls.settings.session_ticket
+        if ticket is None:
+            return
+        remembered = decode_transport_parameters(ticket.transport_parameters, from_server=True)
+        lowered = [n for n in _REMEMBERED_LIMITS if getattr(params, n) < getattr(remembered, n)]
+        if lowered:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                f"server accepted 0-RTT but lowered {', '.join(lowered)} (RFC 9000 §7.4.1)",
+            )
+
     def _early_data_params_ok(self, raw: bytes) -> bool:
         """Server: RFC 9000 §7.4.1: accept 0-RTT only if none of the limits the
         ticket's connection granted has gone down since."""
@@ -299,6 +313,8 @@ class HandshakeMixin:
 
     def _apply_peer_params(self, raw: bytes) -> None:
         params = decode_transport_parameters(raw, from_server=self.is_client)
+        if self.is_client and self.tls.early_data_accepted:
+            self._check_limits_kept(params)
         validate_peer_cids(cast("QuicConnection", self), params)  # the mixin is one
         if self.is_client:
             client_check_server_version(self.version, params)
