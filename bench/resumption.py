@@ -150,9 +150,12 @@ def _gw_client(port: int, settings: Settings, connects: int, server_pid: int) ->
             config = dataclasses.replace(
                 gw.client_config(settings), session_tickets=store, early_data=mode == "0rtt"
             )
-            out[mode] = await _measure(
-                partial(_gw_connect_once, config, port), connects, server_pid
-            )
+            try:
+                out[mode] = await _measure(
+                    partial(_gw_connect_once, config, port), connects, server_pid
+                )
+            except Exception as exc:
+                raise RuntimeError(f"ghostwire, mode {mode}") from exc
         return out
 
     return trio.run(main)

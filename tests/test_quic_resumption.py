@@ -264,3 +264,32 @@ def test_client_refuses_accepted_0rtt_with_lowered_limits() -> None:
     assert server_conn.early_data_accepted
     closed = lower_pair.events_of("client", ConnectionTerminated)
     assert closed and closed[0].error_code == TransportErrorCode.PROTOCOL_VIOLATION
+
+
+def test_ack_of_0rtt_in_the_server_flight_does_not_confirm_the_handshake() -> None:
+    """RFC 9001 §4.1.2: only an acknowledged 1-RTT packet confirms the handshake.
+    The server's first flight may carry (in 1-RTT) an ACK of the 0-RTT packets,
+    processed right after the client completes: that must not drop the
+    Handshake keys before the client's Finished goes out."""
+    from quic_pair import CLIENT_ADDR, SERVER_ADDR
+
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    pair = make_pair(client, server)
+    stream_id = send_early(pair, b"early request")
+    first = [d for d, _ in pair.client.datagrams_to_send(0.0)]
+    server_conn = pair._server_for(first[0])
+    for datagram in first:
+        server_conn.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    pair.now = 0.05  # past the ACK delay: the flight carries the 1-RTT ACK
+    server_conn.handle_timer(pair.now)
+    flight = [d for d, _ in server_conn.datagrams_to_send(pair.now)]
+    assert any(PacketType.ONE_RTT in packet_types(d) for d in flight)
+    for datagram in flight:
+        pair.client.receive_datagram(datagram, SERVER_ADDR, pair.now)
+    confirmed_too_early = pair.client.handshake_confirmed
+    assert pair.client.handshake_complete and not confirmed_too_early
+    pair.exchange()
+    pair.advance(0.1)
+    assert server_conn.handshake_complete and pair.client.handshake_confirmed
+    assert server_received(pair, stream_id) == b"early request"

@@ -240,6 +240,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         # 0-RTT keys (RFC 9001 §4.6): the client's to send, the server's to read.
         self.zero_rtt_send_keys: PacketKeys | None = None
         self.zero_rtt_recv_keys: PacketKeys | None = None
+        self.first_one_rtt_pn = 0  # client: packet numbers below it were 0-RTT
         self.tls = TlsHandshake(
             build_tls_settings(
                 config,
@@ -751,8 +752,13 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             if self.handshake_confirmed:
                 self._check_key_limits(now)
         if result.acked and space_id is Space.APPLICATION and self.is_client:
-            # RFC 9001 §4.1.2: an acknowledged 1-RTT packet confirms the handshake.
-            if not self.handshake_confirmed and self.handshake_complete:
+            # RFC 9001 §4.1.2: an acknowledged 1-RTT packet (not a 0-RTT one)
+            # confirms the handshake.
+            if (
+                not self.handshake_confirmed
+                and self.handshake_complete
+                and largest >= self.first_one_rtt_pn
+            ):
                 self._confirm_handshake()
 
     def _check_key_limits(self, now: float) -> None:

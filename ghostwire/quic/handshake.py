@@ -100,6 +100,7 @@ class HandshakeMixin:
         _retry_received: bool
         zero_rtt_send_keys: PacketKeys | None
         zero_rtt_recv_keys: PacketKeys | None
+        first_one_rtt_pn: int
         _events: deque[Event]
 
         @property
@@ -280,6 +281,7 @@ class HandshakeMixin:
         server rejected 0-RTT, everything it carried is resent in 1-RTT
         (RFC 9001 §4.6.2), as if those packets were lost."""
         self.zero_rtt_send_keys = None
+        self.first_one_rtt_pn = self.spaces[Space.APPLICATION].next_pn
         if self.tls.early_data_offered and not self.tls.early_data_accepted:
             # Only 0-RTT packets are in flight in the application space yet.
             for sent in self.recovery.discard_space(Space.APPLICATION):
