@@ -43,7 +43,7 @@ from typing import Any
 from .cid import LocalConnectionIds, PeerConnectionIds
 from .config import ClientConfig, ServerConfig
 from .congestion import create_congestion_controller
-from .crypto import DecryptionFailed, PacketKeys, remove_header_protection
+from .crypto import DecryptionFailed, remove_header_protection
 from .crypto_stream import CryptoStream
 from .errors import PacketDropped, QuicProtocolError, TransportErrorCode
 from .events import (
@@ -237,19 +237,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self._retry_received = False
 
         self.local_params = local_transport_parameters(self)
-        # 0-RTT keys (RFC 9001 §4.6): the client's to send, the server's to read.
-        self.zero_rtt_send_keys: PacketKeys | None = None
-        self.zero_rtt_recv_keys: PacketKeys | None = None
-        self.first_one_rtt_pn = 0  # client: packet numbers below it were 0-RTT
+        hooks = (None, None) if self.is_client else (self._choose_version, self._early_data_ok)
         self.tls = TlsHandshake(
-            build_tls_settings(
-                config,
-                server_name,
-                keylog,
-                None if self.is_client else self._choose_version,
-                None if self.is_client else self._early_data_params_ok,
-            ),
-            self.local_params_bytes,
+            build_tls_settings(config, server_name, keylog, *hooks), self.local_params_bytes
         )
 
         self._init_timers(now)
@@ -748,7 +738,8 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             self.qlog.packets_lost(result.lost, now)
             self.qlog.observe(now)
         if space_id is Space.APPLICATION and result.acked:
-            self.key_phases.on_ack(largest)
+            if largest >= self.first_one_rtt_pn:  # 0-RTT is no 1-RTT key phase (RFC 9001 §6.1)
+                self.key_phases.on_ack(largest)
             if self.handshake_confirmed:
                 self._check_key_limits(now)
         if result.acked and space_id is Space.APPLICATION and self.is_client:

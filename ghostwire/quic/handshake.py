@@ -71,6 +71,12 @@ _REMEMBERED_LIMITS = (
 class HandshakeMixin:
     """The handshake, for :class:`~ghostwire.quic.connection.QuicConnection`."""
 
+    # 0-RTT keys (RFC 9001 §4.6): the client's to send, the server's to read
+    # (class defaults: set per connection once TLS produces them).
+    zero_rtt_send_keys: PacketKeys | None = None
+    zero_rtt_recv_keys: PacketKeys | None = None
+    first_one_rtt_pn = 0  # client: the packet numbers below it were 0-RTT
+
     if TYPE_CHECKING:
         config: ClientConfig | ServerConfig
         is_client: bool
@@ -98,9 +104,6 @@ class HandshakeMixin:
         handshake_deadline: float | None
         _received_first_packet: bool
         _retry_received: bool
-        zero_rtt_send_keys: PacketKeys | None
-        zero_rtt_recv_keys: PacketKeys | None
-        first_one_rtt_pn: int
         _events: deque[Event]
 
         @property
@@ -249,7 +252,7 @@ class HandshakeMixin:
                 f"server accepted 0-RTT but lowered {', '.join(lowered)} (RFC 9000 §7.4.1)",
             )
 
-    def _early_data_params_ok(self, raw: bytes) -> bool:
+    def _early_data_ok(self, raw: bytes) -> bool:
         """Server: RFC 9000 §7.4.1: accept 0-RTT only if none of the limits the
         ticket's connection granted has gone down since."""
         try:

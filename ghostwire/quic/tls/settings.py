@@ -9,7 +9,6 @@ connection, so validation is kept cheap.
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from ..suites import CipherSuite
 from .key_exchange import DEFAULT_GROUPS, Group
 from .signatures import DEFAULT_SIGNATURE_SCHEMES, PrivateKey, SignatureScheme, check_private_key
-from .tickets import SessionTicket, TicketIssuer
+from .tickets import SessionTicket, TicketIssuer, wall_clock
 from .verify import TrustStore
 
 DEFAULT_CIPHER_SUITES = (
@@ -92,7 +91,7 @@ class TlsSettings:
     early_data: bool = False
     ticket_issuer: TicketIssuer | None = field(default=None, repr=False)
     early_data_check: Callable[[bytes], bool] | None = field(default=None, repr=False)
-    clock: Callable[[], float] = field(default=time.time, repr=False)
+    clock: Callable[[], float] = field(default=wall_clock, repr=False)
 
     def __post_init__(self) -> None:
         self._check_lists()

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -51,6 +50,13 @@ _KEY_ID = struct.Struct("!Q")
 _NONCE_LENGTH = 12
 # Bounds of what we accept from outside (a ticket file, a ticket identity).
 _MAX_TICKET = 4096
+
+
+def wall_clock() -> float:
+    """Seconds since the epoch: ticket ages are wall-clock times, since tickets
+    outlive processes (the TLS core's only other clock read is certificate
+    validity, RFC 5280)."""
+    return datetime.now(UTC).timestamp()
 
 
 class TicketError(ValueError):
@@ -127,7 +133,7 @@ class TicketIssuer:
         secret: bytes | None = None,
         age_tolerance: float = 10.0,
         replay_table_size: int = 100_000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_clock,
     ) -> None:
         if not 0 < lifetime <= 604800:
             raise ValueError("ticket lifetime must be between 1 s and 7 days (RFC 8446 §4.6.1)")
@@ -142,8 +148,8 @@ class TicketIssuer:
         self._secret = secret if secret is not None else os.urandom(32)
         self._keys: dict[int, AESGCM] = {}
         self._replay_table_size = replay_table_size
-        self._claimed: OrderedDict[bytes, float] = OrderedDict()  # ticket id -> expiry
-        self._lock = threading.Lock()  # servers of one process may share an issuer
+        # ticket id -> expiry. Not locked: one issuer serves one event loop's thread.
+        self._claimed: OrderedDict[bytes, float] = OrderedDict()
 
     def __reduce__(self) -> tuple[object, ...]:
         # For a server config pickled to worker processes: the same keys there.
@@ -225,17 +231,16 @@ class TicketIssuer:
     def claim_early_data(self, state: TicketState) -> bool:
         """Single-use 0-RTT: True the first time a ticket is claimed, then False."""
         now = self.clock()
-        with self._lock:
-            claimed = self._claimed
-            while claimed:
-                oldest, expiry = next(iter(claimed.items()))
-                if expiry > now:
-                    break
-                del claimed[oldest]
-            if state.ticket_id in claimed or len(claimed) >= self._replay_table_size:
-                return False
-            claimed[state.ticket_id] = state.issued_at + state.lifetime + self.age_tolerance
-            return True
+        claimed = self._claimed
+        while claimed:
+            oldest, expiry = next(iter(claimed.items()))
+            if expiry > now:
+                break
+            del claimed[oldest]
+        if state.ticket_id in claimed or len(claimed) >= self._replay_table_size:
+            return False
+        claimed[state.ticket_id] = state.issued_at + state.lifetime + self.age_tolerance
+        return True
 
 
 def _rebuild_issuer(
@@ -338,13 +343,12 @@ class MemoryTicketStore:
         *,
         per_key: int = 4,
         max_keys: int = 1024,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_clock,
     ) -> None:
         self._tickets: OrderedDict[tuple[str, str], list[SessionTicket]] = OrderedDict()
         self._per_key = per_key
         self._max_keys = max_keys
         self._clock = clock
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<MemoryTicketStore {len(self)} tickets>"
@@ -354,21 +358,19 @@ class MemoryTicketStore:
 
     def put(self, ticket: SessionTicket) -> None:
         key = (ticket.server_name, ticket.alpn)
-        with self._lock:
-            tickets = self._tickets.setdefault(key, [])
-            self._tickets.move_to_end(key)
-            tickets.append(ticket)
-            del tickets[: -self._per_key]
-            while len(self._tickets) > self._max_keys:
-                self._tickets.popitem(last=False)
+        tickets = self._tickets.setdefault(key, [])
+        self._tickets.move_to_end(key)
+        tickets.append(ticket)
+        del tickets[: -self._per_key]
+        while len(self._tickets) > self._max_keys:
+            self._tickets.popitem(last=False)
 
     def take(self, server_name: str, alpn: list[str]) -> SessionTicket | None:
         now = self._clock()
-        with self._lock:
-            for protocol in alpn:
-                tickets = self._tickets.get((server_name, protocol))
-                while tickets:
-                    ticket = tickets.pop()  # the newest
-                    if not ticket.expired(now):
-                        return ticket
+        for protocol in alpn:
+            tickets = self._tickets.get((server_name, protocol))
+            while tickets:
+                ticket = tickets.pop()  # the newest
+                if not ticket.expired(now):
+                    return ticket
         return None
