@@ -149,8 +149,10 @@ class Connection(trio.abc.AsyncResource):
         return self._core.handshake_complete
 
     async def wait_handshake(self) -> None:
-        """Wait until the handshake completes (at once unless ``connect`` returned
-        early for 0-RTT); raises what a failed handshake raises."""
+        """Client: wait until the handshake completes (at once unless ``connect``
+        returned early for 0-RTT); raises what a failed handshake raises. (A
+        server's handler starts on 0-RTT streams, before its handshake completes,
+        when it accepted 0-RTT; ``handshake_complete`` tells.)"""
         await self._wait_handshake()
 
     @property
@@ -446,6 +448,8 @@ class Connection(trio.abc.AsyncResource):
                 if stream is not None and stream._sending:
                     stream._wake()
             elif kind is StreamOpened:
+                if not core.handshake_complete:
+                    self._on_early_stream()
                 self._on_stream_opened(event.stream_id)  # type: ignore[attr-defined]
             elif kind is StreamResetReceived:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
@@ -706,9 +710,16 @@ class Connection(trio.abc.AsyncResource):
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
+    def _on_early_stream(self) -> None:
+        """A server that accepted 0-RTT starts its handler on the 0-RTT streams
+        now, not a round trip later (its replies go out as 0.5-RTT data)."""
+        core = self._core
+        if not core.is_client and core.early_data_accepted:
+            self._handshake_event.set()
+
     async def _run_handler(self, handler: Handler) -> None:
         await self._handshake_event.wait()
-        if not self._core.handshake_complete:
+        if not self._core.handshake_complete and not self._core.early_data_accepted:
             log.debug("handshake with %r failed: %s", self.peer_address, self._error)
             return
         # A connection closed right after its handshake still reaches the
