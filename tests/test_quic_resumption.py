@@ -293,3 +293,24 @@ def test_ack_of_0rtt_in_the_server_flight_does_not_confirm_the_handshake() -> No
     pair.advance(0.1)
     assert server_conn.handshake_complete and pair.client.handshake_confirmed
     assert server_received(pair, stream_id) == b"early request"
+
+
+def test_lost_0rtt_packet_is_resent_in_1rtt_once() -> None:
+    from quic_pair import CLIENT_ADDR
+
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    pair = make_pair(client, server)
+    stream_id = send_early(pair, b"early request")
+    [first] = [d for d, _ in pair.client.datagrams_to_send(0.0)]
+    assert packet_types(first) == [PacketType.INITIAL, PacketType.ZERO_RTT]
+    # The 0-RTT packet is lost: the server gets the Initial alone (zeros pad
+    # the datagram to 1,200 bytes; they are no packet and are ignored).
+    initial = first[: parse_header(first, 0, 8).end]
+    lossy = initial + bytes(len(first) - len(initial))
+    pair._server_for(lossy).receive_datagram(lossy, CLIENT_ADDR, 0.0)
+    pair.exchange()
+    pair.advance(1.0)  # loss detection resends the data, now in 1-RTT
+    assert pair.client.early_data_accepted
+    assert server_received(pair, stream_id) == b"early request"
+    assert pair.client.stream_send_buffered(stream_id) == 0
