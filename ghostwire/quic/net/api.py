@@ -232,13 +232,19 @@ async def _connect_to(
             # The first flight goes before the connection's task reads its
             # first timer (which runs in that task from its first step).
             core.connect(trio.current_time())
-            conn._flush()
+            early = core.zero_rtt_send_keys is not None
+            if early:
+                # 0-RTT (config.early_data and a ticket that allows it): the
+                # ClientHello waits (a few scheduler passes at most) for the
+                # caller's first writes, which share its datagram.
+                conn._early_flight = True
+                conn._flush_soon()
+            else:
+                conn._flush()
             await nursery.start(conn._run)
             try:
-                if core.zero_rtt_send_keys is None:
+                if not early:
                     await conn._wait_handshake()
-                # else: 0-RTT (config.early_data and a ticket that allows it):
-                # what the caller writes now goes out before the handshake ends.
                 yield conn
             finally:
                 with trio.CancelScope(shield=True):

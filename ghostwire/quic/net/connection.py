@@ -64,6 +64,8 @@ class Connection(trio.abc.AsyncResource):
     # its handler raises (the peer sees ConnectionClosed with this code).
     handler_error_code = 0x1
 
+    _early_flight = False  # a 0-RTT connect's ClientHello waits for the first write
+
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
         self._endpoint = endpoint
@@ -386,7 +388,10 @@ class Connection(trio.abc.AsyncResource):
 
     def _after_input(self) -> None:
         self._process_events()
-        self._flush()
+        if self._early_flight:
+            self._flush_soon()  # a 0-RTT ClientHello still waits for the first write
+        else:
+            self._flush()
         self._wake_ping()
 
     def _wake_ping(self) -> None:
@@ -588,6 +593,14 @@ class Connection(trio.abc.AsyncResource):
         which ``tasks_runnable`` does not count): it lets a lone request or
         reply go at once.
         """
+        if self._early_flight:
+            # A 0-RTT connect: hold the ClientHello until the caller's first write.
+            self._early_flight = False
+            for _ in range(MAX_FLUSH_DEFERRALS):
+                seen = self._flush_requests
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._flush_requests != seen:
+                    break
         if not self._incoming and not trio.lowlevel.current_statistics().tasks_runnable:
             # Nothing queued for the next pass. The rest of this pass may still
             # run, but a lone request or reply goes out without waiting.
