@@ -257,6 +257,7 @@ def test_client_refuses_accepted_0rtt_with_lowered_limits() -> None:
     send_early(lower_pair, b"x")
     first = [d for d, _ in lower_pair.client.datagrams_to_send(0.0)]
     server_conn = lower_pair._server_for(first[0])
+    assert server_conn.tls.settings is not None
     server_conn.tls.settings.early_data_check = None
     for datagram in first:
         server_conn.receive_datagram(datagram, CLIENT_ADDR, 0.0)

@@ -219,7 +219,8 @@ class HandshakeMixin:
         if is_write:
             # Client: 0-RTT may go out now, within what the ticket remembers.
             self.zero_rtt_send_keys = keys
-            ticket = self.tls.settings.session_ticket
+            settings = self.tls.settings
+            ticket = None if settings is None else settings.session_ticket
             if ticket is not None:
                 self._apply_remembered_params(ticket.transport_parameters)
         else:
@@ -241,7 +242,8 @@ class HandshakeMixin:
     def _check_limits_kept(self, params: TransportParameters) -> None:
         """RFC 9000 §7.4.1: a server that accepted 0-RTT may not lower the
         limits our 0-RTT data relied on."""
-        ticket = self.tls.settings.session_ticket
+        settings = self.tls.settings
+        ticket = None if settings is None else settings.session_ticket
         if ticket is None:
             return
         remembered = decode_transport_parameters(ticket.transport_parameters, from_server=True)
@@ -283,9 +285,11 @@ class HandshakeMixin:
         """Client at handshake completion: 0-RTT keys go (RFC 9001 §4.9.3); if the
         server rejected 0-RTT, everything it carried is resent in 1-RTT
         (RFC 9001 §4.6.2), as if those packets were lost."""
+        if not self.tls.early_data_offered:
+            return  # (nothing set: the attributes keep their class defaults)
         self.zero_rtt_send_keys = None
         self.first_one_rtt_pn = self.spaces[Space.APPLICATION].next_pn
-        if self.tls.early_data_offered and not self.tls.early_data_accepted:
+        if not self.tls.early_data_accepted:
             # Only 0-RTT packets are in flight in the application space yet.
             for sent in self.recovery.discard_space(Space.APPLICATION):
                 self._run_handlers(sent, False)
@@ -368,7 +372,8 @@ class HandshakeMixin:
 
     def _confirm_handshake(self) -> None:
         self.handshake_confirmed = True
-        self.zero_rtt_recv_keys = None  # RFC 9001 §4.9.3
+        if self.zero_rtt_recv_keys is not None:
+            self.zero_rtt_recv_keys = None  # RFC 9001 §4.9.3
         self.recovery.handshake_confirmed = True
         self.recovery.peer_completed_address_validation = True
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.

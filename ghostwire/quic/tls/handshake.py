@@ -232,13 +232,17 @@ class _Concluded:
     __slots__ = (
         "alpn_protocol",
         "cipher_suite",
+        "early_data_accepted",
+        "early_data_offered",
         "group",
         "hello_retry_request_received",
         "hello_retry_request_sent",
         "key_changes",
+        "new_tickets",
         "outgoing",
         "peer_certificates",
         "peer_transport_parameters",
+        "resumed",
         "server_name",
         "session_tickets",
         "signature_scheme",
@@ -261,6 +265,10 @@ class _Concluded:
         self.hello_retry_request_sent = engine.hello_retry_request_sent
         self.hello_retry_request_received = engine.hello_retry_request_received
         self.session_tickets = engine.session_tickets
+        self.resumed = engine.resumed
+        self.early_data_offered = engine.early_data_offered
+        self.early_data_accepted = engine.early_data_accepted
+        self.new_tickets: list[SessionTicket] = []
 
     def start(self) -> None:
         raise RuntimeError("the handshake is over")
