@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import ClientConfig, InsecureConfigurationWarning, ServerConfig
 from .packet import QUIC_V1, QUIC_V2
+from .tls.tickets import MemoryTicketStore, SessionTicket, TicketError, TicketStore
 
 if TYPE_CHECKING:
     from .net.api import QuicListener, QuicServer, connect, open_listener, serve
@@ -83,6 +84,7 @@ __all__ = [
     "HandshakeTimeout",
     "IdleTimeout",
     "InsecureConfigurationWarning",
+    "MemoryTicketStore",
     "QuicError",
     "QuicListener",
     "QuicReceiveStream",
@@ -90,9 +92,12 @@ __all__ = [
     "QuicServer",
     "QuicStream",
     "ServerConfig",
+    "SessionTicket",
     "StreamLimitError",
     "StreamReset",
     "StreamStopped",
+    "TicketError",
+    "TicketStore",
     "connect",
     "open_listener",
     "serve",

@@ -25,6 +25,8 @@ from .suites import CipherSuite
 from .tls import (
     Group,
     SignatureScheme,
+    TicketIssuer,
+    TicketStore,
     TrustStore,
     TrustStoreError,
     load_certificate_chain,
@@ -235,9 +237,20 @@ class ClientConfig(_CommonConfig):
     certificate_chain: Sequence[x509.Certificate] = ()
     private_key: Any = None
     trust_store: TrustStore | None = field(default=None, repr=False)
+    session_tickets: TicketStore | None = field(default=None, repr=False)
+    """Where tickets for session resumption are kept and taken from, e.g.
+    ``MemoryTicketStore()`` (share one between configs to share tickets).
+    A resumed connect skips the server's certificate and signature.
+    ``None``: no tickets, full handshakes."""
+    early_data: bool = False
+    """Send 0-RTT data (before the handshake completes) when a stored ticket
+    allows it. 0-RTT can be replayed by an attacker: send only idempotent
+    requests in it (see docs/security.md). Needs ``session_tickets``."""
 
     def __post_init__(self) -> None:
         self._validate_common()
+        if self.early_data and self.session_tickets is None:
+            raise ValueError("early_data needs session_tickets= (0-RTT resumes a session)")
         if self.original_version is not None and self.original_version not in self.versions:
             raise ValueError("original_version must be one of versions")
         if not self.verify:
@@ -287,9 +300,36 @@ class ServerConfig(_CommonConfig):
     (``ghostwire.quic.lb.QuicLbCidGenerator``); its ``cid_length`` replaces
     ``connection_id_length``. ``None``: random IDs."""
     client_trust_store: TrustStore | None = field(default=None, repr=False)
+    session_tickets: bool = True
+    """Send session tickets after each handshake and accept them for resumption
+    (RFC 8446 §4.6.1; never with ``client_cafile``: clients authenticate anew)."""
+    ticket_lifetime: int = 86400
+    """Seconds a session ticket may be used (at most 7 days)."""
+    ticket_key_rotation: float = 3600.0
+    """Seconds a ticket key is current; tickets of the previous key are still accepted."""
+    ticket_secret: bytes | None = field(default=None, repr=False)
+    """32+ secret bytes ticket keys derive from; servers sharing it accept each
+    other's tickets. ``None``: a random one (kept by workers of ``serve``)."""
+    early_data: bool = False
+    """Accept 0-RTT data from resuming clients. Off by default: 0-RTT can be
+    replayed (single-use tickets bound it per server process, see docs/security.md)."""
+    _ticket_issuer: TicketIssuer | None = field(init=False, default=None, repr=False, compare=False)
+
+    @property
+    def ticket_issuer(self) -> TicketIssuer | None:
+        """The issuer of this server's tickets (None with ``session_tickets=False``)."""
+        return self._ticket_issuer
 
     def __post_init__(self) -> None:
         self._validate_common()
+        if self.session_tickets:
+            if self.ticket_secret is None:
+                self.ticket_secret = os.urandom(32)
+            self._ticket_issuer = TicketIssuer(
+                lifetime=self.ticket_lifetime,
+                rotation=self.ticket_key_rotation,
+                secret=self.ticket_secret,
+            )
         self.certificate_chain, self.private_key = _load_identity(
             self.certfile, self.keyfile, self.certificate_chain, self.private_key, self.password
         )

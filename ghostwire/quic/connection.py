@@ -237,11 +237,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self._retry_received = False
 
         self.local_params = local_transport_parameters(self)
+        hooks = (None, None) if self.is_client else (self._choose_version, self._early_data_ok)
         self.tls = TlsHandshake(
-            build_tls_settings(
-                config, server_name, keylog, None if self.is_client else self._choose_version
-            ),
-            self.local_params_bytes,
+            build_tls_settings(config, server_name, keylog, *hooks), self.local_params_bytes
         )
 
         self._init_timers(now)
@@ -525,7 +523,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         epoch = _EPOCH_OF_TYPE[ptype]
         one_rtt = epoch is Epoch.ONE_RTT
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
-        keys = space.recv_keys
+        keys = space.recv_keys if ptype is not PacketType.ZERO_RTT else self.zero_rtt_recv_keys
         if keys is None:
             if self.is_client and not self.recovery.has_handshake_keys:
                 # RFC 9002 §6.2.3: Handshake or 1-RTT packets but no Handshake
@@ -597,7 +595,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self, header: PacketHeader, data: bytes, start: int, now: float
     ) -> bool:
         """Version Negotiation and Retry are handled here; a long-header packet
-        in a version we do not follow, or 0-RTT, is dropped (False)."""
+        in a version we do not follow, or 0-RTT sent to a client, is dropped (False)."""
         ptype = header.packet_type
         if ptype is PacketType.VERSION_NEGOTIATION:
             self._on_version_negotiation(header, now)
@@ -607,8 +605,8 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             return False
         if header.version != self.version and not self._follow_version(header):
             return False
-        # 0-RTT is not offered, so there are no keys for it.
-        return ptype is not PacketType.ZERO_RTT
+        # RFC 9000 §17.2.3: only clients send 0-RTT.
+        return ptype is not PacketType.ZERO_RTT or not self.is_client
 
     def _on_packet_processed(self, epoch: Epoch, addr: Address, now: float) -> None:
         if not self.is_client and epoch is Epoch.HANDSHAKE:
@@ -740,12 +738,18 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             self.qlog.packets_lost(result.lost, now)
             self.qlog.observe(now)
         if space_id is Space.APPLICATION and result.acked:
-            self.key_phases.on_ack(largest)
+            if largest >= self.first_one_rtt_pn:  # 0-RTT is no 1-RTT key phase (RFC 9001 §6.1)
+                self.key_phases.on_ack(largest)
             if self.handshake_confirmed:
                 self._check_key_limits(now)
         if result.acked and space_id is Space.APPLICATION and self.is_client:
-            # RFC 9001 §4.1.2: an acknowledged 1-RTT packet confirms the handshake.
-            if not self.handshake_confirmed and self.handshake_complete:
+            # RFC 9001 §4.1.2: an acknowledged 1-RTT packet (not a 0-RTT one)
+            # confirms the handshake.
+            if (
+                not self.handshake_confirmed
+                and self.handshake_complete
+                and largest >= self.first_one_rtt_pn
+            ):
                 self._confirm_handshake()
 
     def _check_key_limits(self, now: float) -> None:

@@ -524,7 +524,7 @@ class FrameWriter:
         space = conn.spaces[Space.APPLICATION]
         keys = conn.key_phases.send
         if keys is None:
-            return
+            return conn.write_zero_rtt(builder, now)  # a client's 0-RTT, if any
         probe = self._probes[Space.APPLICATION] > 0
         if probe and not self._probes_have_data():
             self._requeue_oldest(1)  # RFC 9002 §6.2.4: resend rather than PING

@@ -4,9 +4,12 @@ A mixin of :class:`~ghostwire.quic.connection.QuicConnection`: Version
 Negotiation and Retry packets (RFC 9000 §6, §17.2.5), compatible version
 negotiation (RFC 9368), feeding CRYPTO data to TLS and installing the keys
 it produces (RFC 9001 §4), the peer's transport parameters, handshake
-completion and confirmation, and discarding Initial and Handshake keys. The
-state it works on is the connection's; the names it uses from the
-connection are declared below for the type checker.
+completion and confirmation, and discarding Initial and Handshake keys;
+session resumption and 0-RTT (RFC 9001 §4.6): storing the tickets TLS hands
+us, the 0-RTT keys, the transport parameters a ticket remembers (RFC 9000
+§7.4.1), and resending what a rejected 0-RTT carried. The state it works on
+is the connection's; the names it uses from the connection are declared
+below for the type checker.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from typing import TYPE_CHECKING, cast
 
 from .crypto import PacketKeys, derive_initial_secrets
 from .crypto_stream import RELEASED_CRYPTO_STREAM
-from .errors import TransportErrorCode
+from .errors import QuicProtocolError, TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event, HandshakeCompleted
 from .lifecycle import ConnectionState
 from .packet import PacketHeader, PacketType
 from .recovery import SentPacket, Space
 from .suites import CipherSuite, Epoch
-from .transport_params import decode_transport_parameters
+from .transport_params import TransportParameters, decode_transport_parameters
 from .transport_setup import validate_peer_cids
 from .versions import (
     client_check_server_version,
@@ -38,11 +41,11 @@ if TYPE_CHECKING:
     from .crypto_stream import CryptoStream
     from .frame_writer import FrameWriter
     from .key_update import KeyPhases
+    from .packet_builder import PacketBuilder
     from .packet_space import PacketNumberSpace
     from .recovery import LossRecovery
     from .streams import StreamSet
     from .tls import TlsHandshake
-    from .transport_params import TransportParameters
 
 # Also the connection's, for decryption.
 _SPACE_OF_EPOCH = {
@@ -53,8 +56,26 @@ _SPACE_OF_EPOCH = {
 }
 
 
+# RFC 9000 §7.4.1: what a client remembers for 0-RTT and a server may not reduce.
+_REMEMBERED_LIMITS = (
+    "active_connection_id_limit",
+    "initial_max_data",
+    "initial_max_stream_data_bidi_local",
+    "initial_max_stream_data_bidi_remote",
+    "initial_max_stream_data_uni",
+    "initial_max_streams_bidi",
+    "initial_max_streams_uni",
+)
+
+
 class HandshakeMixin:
     """The handshake, for :class:`~ghostwire.quic.connection.QuicConnection`."""
+
+    # 0-RTT keys (RFC 9001 §4.6): the client's to send, the server's to read
+    # (class defaults: set per connection once TLS produces them).
+    zero_rtt_send_keys: PacketKeys | None = None
+    zero_rtt_recv_keys: PacketKeys | None = None
+    first_one_rtt_pn = 0  # client: the packet numbers below it were 0-RTT
 
     if TYPE_CHECKING:
         config: ClientConfig | ServerConfig
@@ -152,6 +173,9 @@ class HandshakeMixin:
         for change in self.tls.pop_key_changes():
             space = self.spaces[_SPACE_OF_EPOCH[change.epoch]]
             keys = PacketKeys.from_secret(change.cipher_suite, change.secret, self.version)
+            if change.epoch is Epoch.ZERO_RTT:
+                self._install_zero_rtt_keys(keys, change.is_write)
+                continue
             if change.epoch is Epoch.HANDSHAKE:
                 self.recovery.has_handshake_keys = True
             if change.is_write:
@@ -168,6 +192,107 @@ class HandshakeMixin:
             self._apply_peer_params(self.tls.peer_transport_parameters)
         if self.tls.complete and not self.handshake_complete:
             self._on_handshake_complete(now)
+        if self.is_client and self.handshake_complete:
+            self._store_tickets()
+
+    # ------------------------------------------------------------------
+    # Resumption and 0-RTT
+    # ------------------------------------------------------------------
+
+    @property
+    def resumed(self) -> bool:
+        """The handshake resumed a session from a ticket (no certificate was sent)."""
+        return self.tls.resumed
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted our 0-RTT (client), or we accepted the client's (server)."""
+        return self.tls.early_data_accepted
+
+    def _store_tickets(self) -> None:
+        store = getattr(self.config, "session_tickets", None)
+        for ticket in self.tls.pop_new_tickets():
+            if store is not None:
+                store.put(ticket)
+
+    def _install_zero_rtt_keys(self, keys: PacketKeys, is_write: bool) -> None:
+        if is_write:
+            # Client: 0-RTT may go out now, within what the ticket remembers.
+            self.zero_rtt_send_keys = keys
+            settings = self.tls.settings
+            ticket = None if settings is None else settings.session_ticket
+            if ticket is not None:
+                self._apply_remembered_params(ticket.transport_parameters)
+        else:
+            self.zero_rtt_recv_keys = keys
+
+    def _apply_remembered_params(self, raw: bytes) -> None:
+        """RFC 9000 §7.4.1: the limits a client uses for 0-RTT are the server's
+        from the connection the ticket came from (limits only grow later)."""
+        params = decode_transport_parameters(raw, from_server=True)
+        self.streams.apply_peer_limits(
+            initial_max_data=params.initial_max_data,
+            initial_max_streams_bidi=params.initial_max_streams_bidi,
+            initial_max_streams_uni=params.initial_max_streams_uni,
+            initial_max_stream_data_bidi_local=params.initial_max_stream_data_bidi_local,
+            initial_max_stream_data_bidi_remote=params.initial_max_stream_data_bidi_remote,
+            initial_max_stream_data_uni=params.initial_max_stream_data_uni,
+        )
+
+    def _check_limits_kept(self, params: TransportParameters) -> None:
+        """RFC 9000 §7.4.1: a server that accepted 0-RTT may not lower the
+        limits our 0-RTT data relied on."""
+        settings = self.tls.settings
+        ticket = None if settings is None else settings.session_ticket
+        if ticket is None:
+            return
+        remembered = decode_transport_parameters(ticket.transport_parameters, from_server=True)
+        lowered = [n for n in _REMEMBERED_LIMITS if getattr(params, n) < getattr(remembered, n)]
+        if lowered:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                f"server accepted 0-RTT but lowered {', '.join(lowered)} (RFC 9000 §7.4.1)",
+            )
+
+    def _early_data_ok(self, raw: bytes) -> bool:
+        """Server: RFC 9000 §7.4.1: accept 0-RTT only if none of the limits the
+        ticket's connection granted has gone down since."""
+        try:
+            remembered = decode_transport_parameters(raw, from_server=True)
+        except Exception:  # a ticket from an older release, say: no 0-RTT
+            return False
+        ours = self.local_params
+        return all(
+            getattr(ours, name) >= getattr(remembered, name) for name in _REMEMBERED_LIMITS
+        ) and (remembered.max_datagram_frame_size or 0) <= (ours.max_datagram_frame_size or 0)
+
+    def write_zero_rtt(self, builder: PacketBuilder, now: float) -> None:
+        """Client, before 1-RTT keys: stream frames in a 0-RTT packet (RFC 9001
+        §4.6.1); never ACK or CRYPTO there (RFC 9000 §12.5, §17.2.3). The
+        frame writer calls this when it has no 1-RTT keys."""
+        keys = self.zero_rtt_send_keys
+        if keys is None or not self.streams.has_pending_frames():
+            return
+        if not builder.start_packet(self.spaces[Space.APPLICATION], PacketType.ZERO_RTT, keys):
+            return
+        writer = self.writer
+        writer._write_stream_control_frames(builder, now)
+        if writer._may_send_data(now):
+            writer._write_stream_frames(builder)
+        builder.end_packet()
+
+    def _on_zero_rtt_settled(self) -> None:
+        """Client at handshake completion: 0-RTT keys go (RFC 9001 §4.9.3); if the
+        server rejected 0-RTT, everything it carried is resent in 1-RTT
+        (RFC 9001 §4.6.2), as if those packets were lost."""
+        if not self.tls.early_data_offered:
+            return  # (nothing set: the attributes keep their class defaults)
+        self.zero_rtt_send_keys = None
+        self.first_one_rtt_pn = self.spaces[Space.APPLICATION].next_pn
+        if not self.tls.early_data_accepted:
+            # Only 0-RTT packets are in flight in the application space yet.
+            for sent in self.recovery.discard_space(Space.APPLICATION):
+                self._run_handlers(sent, False)
 
     def _follow_version(self, header: PacketHeader) -> bool:
         """Client: the server answered in another compatible version we offered
@@ -197,6 +322,8 @@ class HandshakeMixin:
 
     def _apply_peer_params(self, raw: bytes) -> None:
         params = decode_transport_parameters(raw, from_server=self.is_client)
+        if self.is_client and self.tls.early_data_accepted:
+            self._check_limits_kept(params)
         validate_peer_cids(cast("QuicConnection", self), params)  # the mixin is one
         if self.is_client:
             client_check_server_version(self.version, params)
@@ -220,7 +347,9 @@ class HandshakeMixin:
         self.handshake_complete = True
         self.handshake_deadline = None
         self.state = ConnectionState.CONNECTED
-        if not self.is_client:
+        if self.is_client:
+            self._on_zero_rtt_settled()
+        else:
             # RFC 9001 §4.1.2: the server's handshake is confirmed at completion.
             self.writer.handshake_done_pending = True
             self._confirm_handshake()
@@ -243,6 +372,8 @@ class HandshakeMixin:
 
     def _confirm_handshake(self) -> None:
         self.handshake_confirmed = True
+        if self.zero_rtt_recv_keys is not None:
+            self.zero_rtt_recv_keys = None  # RFC 9001 §4.9.3
         self.recovery.handshake_confirmed = True
         self.recovery.peer_completed_address_validation = True
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.

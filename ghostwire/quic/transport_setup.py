@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from .config import ClientConfig, ServerConfig
 from .errors import QuicProtocolError, TransportErrorCode
-from .tls import TlsSettings
+from .tls import SessionTicket, TicketStore, TlsSettings
+from .tls.settings import normalize_server_name
 from .transport_params import TransportParameters, VersionInformation
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def build_tls_settings(
     server_name: str | None,
     keylog: Callable[[str], None] | None,
     transport_parameters_for: Callable[[bytes], bytes] | None = None,
+    early_data_check: Callable[[bytes], bool] | None = None,
 ) -> TlsSettings:
     common = {
         "alpn_protocols": list(config.alpn),
@@ -47,22 +49,39 @@ def build_tls_settings(
     if config.signature_schemes is not None:
         common["signature_schemes"] = list(config.signature_schemes)
     if isinstance(config, ClientConfig):
+        name = config.server_name or server_name
+        store = config.session_tickets
         return TlsSettings(
             is_client=True,
-            server_name=config.server_name or server_name,
+            server_name=name,
             verify_peer=config.verify,
             trust_store=config.trust_store,
+            request_tickets=store is not None,
+            session_ticket=_ticket_for(store, name, common["alpn_protocols"]),
+            early_data=config.early_data,
             **common,
         )
     return TlsSettings(
         is_client=False,
         transport_parameters_for=transport_parameters_for,
+        ticket_issuer=config.ticket_issuer,
+        early_data=config.early_data,
+        early_data_check=early_data_check,
         verify_peer=config.client_trust_store is not None,
         trust_store=config.client_trust_store,
         request_client_certificate=config.client_trust_store is not None,
         require_client_certificate=config.require_client_cert,
         **common,
     )
+
+
+def _ticket_for(
+    store: TicketStore | None, name: str | None, alpn: list[str]
+) -> SessionTicket | None:
+    """A stored ticket to resume with (taken out: tickets are used once)."""
+    if store is None or not name:
+        return None
+    return store.take(normalize_server_name(name), alpn)
 
 
 def is_ip_address(name: str) -> bool:

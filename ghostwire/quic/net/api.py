@@ -170,7 +170,9 @@ MAX_ADDRESSES = 4
 async def connect(
     host: str, port: int, config: ClientConfig, *, local_port: int = 0
 ) -> AsyncIterator[Connection]:
-    """Connect to a QUIC server; yields the connection once the handshake is done.
+    """Connect to a QUIC server; yields the connection once the handshake is done
+    (or at once when ``config.early_data`` and a stored ticket allow 0-RTT:
+    streams opened then send 0-RTT data; ``await conn.wait_handshake()`` waits).
 
     Raises :class:`HandshakeError` (or its subclasses :class:`CertificateError`,
     :class:`HandshakeTimeout` and :class:`ConnectionRefused`) when the
@@ -230,10 +232,19 @@ async def _connect_to(
             # The first flight goes before the connection's task reads its
             # first timer (which runs in that task from its first step).
             core.connect(trio.current_time())
-            conn._flush()
+            early = core.zero_rtt_send_keys is not None
+            if early:
+                # 0-RTT (config.early_data and a ticket that allows it): the
+                # ClientHello waits (a few scheduler passes at most) for the
+                # caller's first writes, which share its datagram.
+                conn._early_flight = True
+                conn._flush_soon()
+            else:
+                conn._flush()
             await nursery.start(conn._run)
             try:
-                await conn._wait_handshake()
+                if not early:
+                    await conn._wait_handshake()
                 yield conn
             finally:
                 with trio.CancelScope(shield=True):

@@ -64,6 +64,8 @@ class Connection(trio.abc.AsyncResource):
     # its handler raises (the peer sees ConnectionClosed with this code).
     handler_error_code = 0x1
 
+    _early_flight = False  # a 0-RTT connect's ClientHello waits for the first write
+
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
         self._endpoint = endpoint
@@ -132,6 +134,28 @@ class Connection(trio.abc.AsyncResource):
     def peer_certificates(self) -> list[Any]:
         """The peer's certificate chain (leaf first), as cryptography x509 objects."""
         return list(self._core.tls.peer_certificates)
+
+    @property
+    def resumed(self) -> bool:
+        """The handshake resumed a session from a ticket (see ``ClientConfig.session_tickets``)."""
+        return self._core.resumed
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted 0-RTT data. Until the handshake completes (a
+        0-RTT ``connect`` returns before), False; see :meth:`wait_handshake`."""
+        return self._core.early_data_accepted
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._core.handshake_complete
+
+    async def wait_handshake(self) -> None:
+        """Client: wait until the handshake completes (at once unless ``connect``
+        returned early for 0-RTT); raises what a failed handshake raises. (A
+        server's handler starts on 0-RTT streams, before its handshake completes,
+        when it accepted 0-RTT; ``handshake_complete`` tells.)"""
+        await self._wait_handshake()
 
     @property
     def is_closed(self) -> bool:
@@ -364,7 +388,10 @@ class Connection(trio.abc.AsyncResource):
 
     def _after_input(self) -> None:
         self._process_events()
-        self._flush()
+        if self._early_flight:
+            self._flush_soon()  # a 0-RTT ClientHello still waits for the first write
+        else:
+            self._flush()
         self._wake_ping()
 
     def _wake_ping(self) -> None:
@@ -426,6 +453,8 @@ class Connection(trio.abc.AsyncResource):
                 if stream is not None and stream._sending:
                     stream._wake()
             elif kind is StreamOpened:
+                if not core.handshake_complete:
+                    self._on_early_stream()
                 self._on_stream_opened(event.stream_id)  # type: ignore[attr-defined]
             elif kind is StreamResetReceived:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
@@ -564,6 +593,14 @@ class Connection(trio.abc.AsyncResource):
         which ``tasks_runnable`` does not count): it lets a lone request or
         reply go at once.
         """
+        if self._early_flight:
+            # A 0-RTT connect: hold the ClientHello until the caller's first write.
+            self._early_flight = False
+            for _ in range(MAX_FLUSH_DEFERRALS):
+                seen = self._flush_requests
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._flush_requests != seen:
+                    break
         if not self._incoming and not trio.lowlevel.current_statistics().tasks_runnable:
             # Nothing queued for the next pass. The rest of this pass may still
             # run, but a lone request or reply goes out without waiting.
@@ -686,9 +723,16 @@ class Connection(trio.abc.AsyncResource):
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
+    def _on_early_stream(self) -> None:
+        """A server that accepted 0-RTT starts its handler on the 0-RTT streams
+        now, not a round trip later (its replies go out as 0.5-RTT data)."""
+        core = self._core
+        if not core.is_client and core.early_data_accepted:
+            self._handshake_event.set()
+
     async def _run_handler(self, handler: Handler) -> None:
         await self._handshake_event.wait()
-        if not self._core.handshake_complete:
+        if not self._core.handshake_complete and not self._core.early_data_accepted:
             log.debug("handshake with %r failed: %s", self.peer_address, self._error)
             return
         # A connection closed right after its handshake still reaches the

@@ -17,6 +17,9 @@ The connection drives a :class:`TlsHandshake` configured by
 ``client``         the client state machine
 ``server``         the server state machine
 ``handshake``      :class:`TlsHandshake`, the façade the connection uses
+``psk``            pre_shared_key and related extensions, PSK binders
+``tickets``        :class:`TicketIssuer` (server), :class:`SessionTicket`
+                   and :class:`TicketStore` (client)
 ``alerts``         alert codes and exceptions
 ``keylog``         NSS key log lines
 =================  ==========================================================
@@ -36,6 +39,13 @@ from .key_exchange import DEFAULT_GROUPS, Group
 from .messages import NewSessionTicket
 from .settings import DEFAULT_CIPHER_SUITES, TlsSettings
 from .signatures import DEFAULT_SIGNATURE_SCHEMES, PrivateKey, SignatureScheme
+from .tickets import (
+    MemoryTicketStore,
+    SessionTicket,
+    TicketError,
+    TicketIssuer,
+    TicketStore,
+)
 from .verify import TrustStore, verify_client_certificate, verify_server_certificate
 
 __all__ = [
@@ -46,9 +56,14 @@ __all__ = [
     "CertificateVerificationError",
     "Group",
     "KeyChange",
+    "MemoryTicketStore",
     "NewSessionTicket",
     "PrivateKey",
+    "SessionTicket",
     "SignatureScheme",
+    "TicketError",
+    "TicketIssuer",
+    "TicketStore",
     "TlsAlert",
     "TlsHandshake",
     "TlsSettings",

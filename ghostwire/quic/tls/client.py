@@ -10,6 +10,12 @@ Theory of operation::
     WAIT_CERTIFICATE_VERIFY --> WAIT_FINISHED --Finished--> CONNECTED  [1-RTT keys]
     CONNECTED accepts NewSessionTicket only.
 
+Resumption (RFC 8446 §2.2): with ``settings.session_ticket`` the
+ClientHello offers its PSK (psk_dhe_ke only) and, when asked and allowed,
+0-RTT, whose write key is installed right after the ClientHello. A server
+that accepts the PSK skips its certificate: WAIT_ENCRYPTED_EXTENSIONS goes
+straight to WAIT_FINISHED. There is no EndOfEarlyData in QUIC (RFC 9001 §8.3).
+
 The table :data:`_TRANSITIONS` is the machine: per state, the epoch messages
 must arrive at and the handler of each accepted message type. Everything the
 server says is checked against what we offered; a HelloRetryRequest restarts
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from enum import Enum, auto
 from functools import partial
 
+from ..errors import QuicProtocolError, TransportErrorCode
 from ..suites import CipherSuite, Epoch
 from .alerts import (
     AlertDescription,
@@ -51,7 +58,14 @@ from .extensions import (
     encode_supported_groups,
 )
 from .key_exchange import Group, KeyShare
-from .keylog import CLIENT_HANDSHAKE, CLIENT_TRAFFIC_0, SERVER_HANDSHAKE, SERVER_TRAFFIC_0
+from .key_schedule import KeySchedule
+from .keylog import (
+    CLIENT_EARLY,
+    CLIENT_HANDSHAKE,
+    CLIENT_TRAFFIC_0,
+    SERVER_HANDSHAKE,
+    SERVER_TRAFFIC_0,
+)
 from .messages import (
     TLS13,
     Certificate,
@@ -63,8 +77,22 @@ from .messages import (
     NewSessionTicket,
     ServerHello,
 )
+from .psk import (
+    PSK_DHE_KE,
+    QUIC_MAX_EARLY_DATA,
+    PskIdentity,
+    binders_block,
+    compute_binder,
+    decode_max_early_data,
+    decode_selected_identity,
+    encode_offered_psks,
+    encode_psk_modes,
+    resumption_psk,
+    truncated_length,
+)
 from .settings import TlsSettings
 from .signatures import CERTIFICATE_ONLY, choose_scheme
+from .tickets import SessionTicket
 from .verify import verify_server_certificate
 
 T = HandshakeType
@@ -113,7 +141,16 @@ class ClientHandshake(HandshakeEngine):
             raise RuntimeError("start() was already called")
         self.client_random = os.urandom(32)
         self._key_share = KeyShare(self.settings.groups[0])
+        ticket = self._ticket_to_offer()
+        # RFC 9001 §4.6.1: a QUIC ticket allows 0-RTT with 0xffffffff, or not at all.
+        self.early_data_offered = bool(
+            ticket is not None
+            and self.settings.early_data
+            and ticket.max_early_data == QUIC_MAX_EARLY_DATA
+        )
         self._send_client_hello(cookie=None)
+        if ticket is not None and self.early_data_offered:
+            self._start_early_data(ticket)
         self.state = ClientState.WAIT_SERVER_HELLO
 
     def _send_client_hello(self, cookie: bytes | None) -> None:
@@ -133,10 +170,54 @@ class ClientHandshake(HandshakeEngine):
         if cookie is not None:
             extensions[E.COOKIE] = encode_cookie(cookie)
         extensions[E.QUIC_TRANSPORT_PARAMETERS] = self.transport_parameters
+        ticket = self._ticket_to_offer()
+        if settings.request_tickets or ticket is not None:
+            # Servers issue tickets only for a mode we listed (RFC 8446 §4.2.9).
+            extensions[E.PSK_KEY_EXCHANGE_MODES] = encode_psk_modes([PSK_DHE_KE])
+        if ticket is not None and self.early_data_offered:
+            extensions[E.EARLY_DATA] = b""
+        if ticket is not None:
+            # RFC 8446 §4.2.11: pre_shared_key is the last extension.
+            identity = PskIdentity(ticket.ticket, ticket.obfuscated_age(settings.clock()))
+            zero = bytes(ticket.cipher_suite.hash_length)
+            extensions[E.PRE_SHARED_KEY] = encode_offered_psks([identity], [zero])
         self._offered_extensions = frozenset(extensions)
         # RFC 9001 §8.4: no middlebox compatibility mode, so no legacy_session_id.
-        hello = ClientHello(self.client_random, list(settings.cipher_suites), extensions)
-        self.send(Epoch.INITIAL, hello.encode())
+        hello = ClientHello(self.client_random, list(settings.cipher_suites), extensions).encode()
+        if ticket is not None:
+            hello = self._bind(hello, ticket)
+        self.send(Epoch.INITIAL, hello)
+
+    def _ticket_to_offer(self) -> SessionTicket | None:
+        """The ticket this ClientHello can offer (None: a full handshake)."""
+        ticket = self.settings.session_ticket
+        if ticket is None or ticket.cipher_suite not in self.settings.cipher_suites:
+            return None
+        if (
+            self._hrr_suite is not None
+            and self._hrr_suite.hash_name != ticket.cipher_suite.hash_name
+        ):
+            return None  # RFC 8446 §4.1.4: the PSK must fit the suite the HRR chose
+        if ticket.expired(self.settings.clock()):
+            return None
+        return ticket
+
+    def _bind(self, hello: bytes, ticket: SessionTicket) -> bytes:
+        """Patch the real binder into ``hello`` (RFC 8446 §4.2.11.2)."""
+        hash_name = ticket.cipher_suite.hash_name
+        zero = bytes(ticket.cipher_suite.hash_length)
+        cut = truncated_length(hello, [zero])
+        binder = compute_binder(
+            hash_name, ticket.psk, self.transcript.digest_with(hash_name, hello[:cut])
+        )
+        return hello[:cut] + binders_block([binder])
+
+    def _start_early_data(self, ticket: SessionTicket) -> None:
+        """Install the 0-RTT write key (RFC 8446 §7.1 ``c e traffic``) after ClientHello1."""
+        suite = ticket.cipher_suite
+        digest = self.transcript.digest_with(suite.hash_name, b"")
+        secret = KeySchedule(suite, ticket.psk).client_early_traffic_secret(digest)
+        self.install(Epoch.ZERO_RTT, True, secret, CLIENT_EARLY, suite)
 
     # -- ServerHello / HelloRetryRequest ------------------------------------
 
@@ -159,7 +240,7 @@ class ClientHandshake(HandshakeEngine):
             raise illegal_parameter(f"server key_share is for group {group}, not the one offered")
         shared_secret = share.exchange(peer_key)
         self._key_share = None
-        schedule = self.negotiated(suite)
+        schedule = self.negotiated(suite, self._accepted_psk(hello, suite))
         self.group = share.group
         self.transcript.update(message)
         client_hs, server_hs = schedule.handshake_traffic_secrets(
@@ -169,6 +250,18 @@ class ClientHandshake(HandshakeEngine):
         self.install(Epoch.HANDSHAKE, False, server_hs, SERVER_HANDSHAKE)
         self.install(Epoch.HANDSHAKE, True, client_hs, CLIENT_HANDSHAKE)
         self.state = ClientState.WAIT_ENCRYPTED_EXTENSIONS
+
+    def _accepted_psk(self, hello: ServerHello, suite: CipherSuite) -> bytes | None:
+        """The PSK the server selected, or None for a full handshake (§4.2.11)."""
+        if E.PRE_SHARED_KEY not in hello.extensions:
+            return None
+        ticket = self.settings.session_ticket
+        if decode_selected_identity(hello.extensions[E.PRE_SHARED_KEY]) != 0 or ticket is None:
+            raise illegal_parameter("server selected a PSK we did not offer")
+        if suite.hash_name != ticket.cipher_suite.hash_name:
+            raise illegal_parameter("server selected a suite whose hash does not fit the PSK")
+        self.resumed = True
+        return ticket.psk
 
     def _check_hello_common(self, hello: ServerHello) -> None:
         """Checks a ServerHello and a HelloRetryRequest share (RFC 8446 §4.1.3)."""
@@ -218,6 +311,7 @@ class ClientHandshake(HandshakeEngine):
             raise illegal_parameter("HelloRetryRequest would not change the ClientHello")
         suite = CipherSuite(hello.cipher_suite)
         self.hello_retry_request_received = True
+        self.early_data_offered = False  # RFC 8446 §4.2.10: no 0-RTT after an HRR
         self._hrr_suite = suite
         self.negotiated(suite)
         self.transcript.replace_with_message_hash()
@@ -247,7 +341,16 @@ class ClientHandshake(HandshakeEngine):
         self.transcript.update(message)
         self.alpn_protocol = offered[names[0]]
         self.peer_transport_parameters = extensions[E.QUIC_TRANSPORT_PARAMETERS]
-        self.state = ClientState.WAIT_CERTIFICATE_OR_REQUEST
+        if E.EARLY_DATA in extensions:
+            ticket = self.settings.session_ticket
+            if not self.resumed or ticket is None or ticket.alpn != self.alpn_protocol:
+                # RFC 8446 §4.2.10: 0-RTT goes with the first PSK and its ALPN.
+                raise illegal_parameter("server accepted 0-RTT it cannot have accepted")
+            self.early_data_accepted = True
+        # RFC 8446 §2.2: a PSK handshake has no certificate.
+        self.state = (
+            ClientState.WAIT_FINISHED if self.resumed else ClientState.WAIT_CERTIFICATE_OR_REQUEST
+        )
 
     # -- CertificateRequest / Certificate / CertificateVerify --------------
 
@@ -286,6 +389,7 @@ class ClientHandshake(HandshakeEngine):
         if self._certificate_request is not None:
             self._send_client_certificate(self._certificate_request)
         self.send_finished(Epoch.HANDSHAKE, self._client_hs_secret)
+        self._resumption_master_secret = schedule.resumption_master_secret(self.transcript.digest())
         self.install(Epoch.ONE_RTT, True, client_ap, CLIENT_TRAFFIC_0)
         self.install(Epoch.ONE_RTT, False, server_ap, SERVER_TRAFFIC_0)
         self._client_hs_secret = self._server_hs_secret = b""
@@ -311,10 +415,37 @@ class ClientHandshake(HandshakeEngine):
     # -- after the handshake -----------------------------------------------
 
     def _on_new_session_ticket(self, message: bytes) -> None:
-        # Kept for future resumption work; not used for anything yet.
         ticket = NewSessionTicket.parse(message)
-        if len(self.session_tickets) < 8:
-            self.session_tickets.append(ticket)
+        max_early = 0
+        if E.EARLY_DATA in ticket.extensions:
+            max_early = decode_max_early_data(ticket.extensions[E.EARLY_DATA])
+            if max_early != QUIC_MAX_EARLY_DATA:
+                # RFC 9001 §4.6.1.
+                raise QuicProtocolError(
+                    TransportErrorCode.PROTOCOL_VIOLATION,
+                    "NewSessionTicket early_data is not 0xffffffff (RFC 9001 §4.6.1)",
+                )
+        if len(self.session_tickets) >= 8:
+            return  # a server sending ticket after ticket gets no more memory
+        self.session_tickets.append(ticket)
+        suite = self.cipher_suite
+        name = self.settings.server_name
+        if ticket.lifetime == 0 or suite is None or name is None or self.alpn_protocol is None:
+            return
+        self.new_tickets.append(
+            SessionTicket(
+                server_name=name,
+                alpn=self.alpn_protocol,
+                cipher_suite=suite,
+                ticket=ticket.ticket,
+                psk=resumption_psk(suite.hash_name, self._resumption_master_secret, ticket.nonce),
+                age_add=ticket.age_add,
+                lifetime=min(ticket.lifetime, 604800),  # RFC 8446 §4.6.1: at most 7 days
+                received_at=self.settings.clock(),
+                max_early_data=max_early,
+                transport_parameters=self.peer_transport_parameters or b"",
+            )
+        )
 
 
 def _empty_certificate(context: bytes) -> bytes:

@@ -44,6 +44,7 @@ from .signatures import (
     signed_content,
     verify,
 )
+from .tickets import SessionTicket
 
 Handler = Callable[[bytes], None]
 
@@ -87,6 +88,12 @@ class HandshakeEngine:
         self.hello_retry_request_sent = False
         self.hello_retry_request_received = False
         self.session_tickets: list[NewSessionTicket] = []
+        # Resumption (RFC 8446 §2.2) and 0-RTT (§2.3).
+        self.resumed = False
+        self.early_data_offered = False
+        self.early_data_accepted = False
+        self.new_tickets: list[SessionTicket] = []  # client: received, not yet stored
+        self._resumption_master_secret = b""
         # Handshake traffic secrets, kept for the Finished messages.
         self._client_hs_secret = b""
         self._server_hs_secret = b""
@@ -138,19 +145,26 @@ class HandshakeEngine:
         self.outgoing[epoch] += message
         self.transcript.update(message)
 
-    def install(self, epoch: Epoch, is_write: bool, secret: bytes, keylog_label: str) -> None:
+    def install(
+        self,
+        epoch: Epoch,
+        is_write: bool,
+        secret: bytes,
+        keylog_label: str,
+        suite: CipherSuite | None = None,
+    ) -> None:
         """Record a key change (the connection installs packet keys from it)."""
-        suite = self.cipher_suite
+        suite = suite or self.cipher_suite
         if suite is None:
             raise RuntimeError("no cipher suite yet")
         self.key_changes.append(KeyChange(epoch, is_write, suite, secret))
         log_secret(self.settings.keylog, keylog_label, self.client_random, secret)
 
-    def negotiated(self, suite: CipherSuite) -> KeySchedule:
-        """Fix the cipher suite: transcript hash and key schedule."""
+    def negotiated(self, suite: CipherSuite, psk: bytes | None = None) -> KeySchedule:
+        """Fix the cipher suite: transcript hash and key schedule (with a resumption PSK)."""
         self.cipher_suite = suite
         self.transcript.choose_hash(suite.hash_name)
-        self.key_schedule = KeySchedule(suite)
+        self.key_schedule = KeySchedule(suite, psk)
         return self.key_schedule
 
     @property

@@ -32,6 +32,7 @@ from .messages import HEADER_SIZE, HandshakeType, NewSessionTicket, message_name
 from .server import ServerHandshake
 from .settings import TlsSettings
 from .signatures import SignatureScheme
+from .tickets import SessionTicket
 
 _CRYPTO_EPOCHS = (Epoch.INITIAL, Epoch.HANDSHAKE, Epoch.ONE_RTT)
 
@@ -197,6 +198,27 @@ class TlsHandshake:
         """NewSessionTicket messages received (client; kept for future resumption)."""
         return list(self._engine.session_tickets)
 
+    @property
+    def resumed(self) -> bool:
+        """The handshake was a resumption with a session ticket (RFC 8446 §2.2)."""
+        return self._engine.resumed
+
+    @property
+    def early_data_offered(self) -> bool:
+        """Client: the ClientHello offered 0-RTT (a ZERO_RTT write key was installed)."""
+        return self._engine.early_data_offered
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted 0-RTT (known to the client from EncryptedExtensions)."""
+        return self._engine.early_data_accepted
+
+    def pop_new_tickets(self) -> list[SessionTicket]:
+        """Client: tickets received since the last call, ready to store."""
+        tickets = self._engine.new_tickets
+        self._engine.new_tickets = []
+        return tickets
+
     def __repr__(self) -> str:
         role = "client" if self._is_client else "server"
         return f"<TlsHandshake {role} {self._engine.state.name}>"
@@ -210,13 +232,17 @@ class _Concluded:
     __slots__ = (
         "alpn_protocol",
         "cipher_suite",
+        "early_data_accepted",
+        "early_data_offered",
         "group",
         "hello_retry_request_received",
         "hello_retry_request_sent",
         "key_changes",
+        "new_tickets",
         "outgoing",
         "peer_certificates",
         "peer_transport_parameters",
+        "resumed",
         "server_name",
         "session_tickets",
         "signature_scheme",
@@ -239,6 +265,10 @@ class _Concluded:
         self.hello_retry_request_sent = engine.hello_retry_request_sent
         self.hello_retry_request_received = engine.hello_retry_request_received
         self.session_tickets = engine.session_tickets
+        self.resumed = engine.resumed
+        self.early_data_offered = engine.early_data_offered
+        self.early_data_accepted = engine.early_data_accepted
+        self.new_tickets: list[SessionTicket] = []
 
     def start(self) -> None:
         raise RuntimeError("the handshake is over")

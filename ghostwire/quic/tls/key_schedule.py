@@ -14,8 +14,9 @@ handshake without a PSK::
     master = Extract(Derive-Secret(handshake, "derived", ""), 0)
 
 with the traffic secrets derived from the transcript hash at the points the
-RFC names. A PSK (resumption, 0-RTT) would only change ``early``; the class
-keeps that door open but does not implement it.
+RFC names. A resumption PSK changes only ``early = Extract(0, PSK)``, from
+which the 0-RTT secret (``c e traffic``) also comes; the (EC)DHE input
+stays (psk_dhe_ke, RFC 8446 §4.2.9).
 """
 
 from __future__ import annotations
@@ -57,6 +58,20 @@ class Transcript:
         else:
             self._hash.update(message)
 
+    def digest_with(self, hash_name: str, extra: bytes) -> bytes:
+        """Hash of everything so far plus ``extra``, in ``hash_name`` (for PSK
+        binders, which may be computed before the suite is chosen)."""
+        if self._hash is not None:
+            if self._hash.name != hash_name:
+                raise RuntimeError("transcript hash differs from the PSK's")
+            h = self._hash.copy()
+        else:
+            h = hashlib.new(hash_name)
+            for message in self._pending:
+                h.update(message)
+        h.update(extra)
+        return bytes(h.digest())
+
     def digest(self) -> bytes:
         """Hash of everything so far (the hash must have been chosen)."""
         if self._hash is None:
@@ -94,24 +109,43 @@ def _derive_secret(hash_name: str, secret: bytes, label: bytes, transcript_hash:
 class KeySchedule:
     """The secrets of one handshake; call the methods in protocol order."""
 
-    __slots__ = ("_handshake_secret", "_hash_length", "_hash_name", "_master_secret")
+    __slots__ = (
+        "_early_secret",
+        "_handshake_secret",
+        "_hash_length",
+        "_hash_name",
+        "_master_secret",
+    )
 
-    def __init__(self, cipher_suite: CipherSuite) -> None:
+    def __init__(self, cipher_suite: CipherSuite, psk: bytes | None = None) -> None:
         self._hash_name = cipher_suite.hash_name
         self._hash_length = cipher_suite.hash_length
+        self._early_secret = b"" if psk is None else hkdf_extract(self._hash_name, b"", psk)
         self._handshake_secret = b""
         self._master_secret = b""
+
+    def client_early_traffic_secret(self, client_hello_hash: bytes) -> bytes:
+        """The 0-RTT secret (RFC 8446 §7.1 ``c e traffic``); hash of the ClientHello."""
+        if not self._early_secret:
+            raise RuntimeError("0-RTT needs a PSK")
+        return _derive_secret(
+            self._hash_name, self._early_secret, b"c e traffic", client_hello_hash
+        )
 
     def handshake_traffic_secrets(
         self, shared_secret: bytes, transcript_hash: bytes
     ) -> tuple[bytes, bytes]:
         """``(client, server)`` handshake traffic secrets; hash of ClientHello..ServerHello."""
         name = self._hash_name
-        self._handshake_secret = hkdf_extract(name, _derived_from_early(name), shared_secret)
+        if self._early_secret:
+            derived = _derive_secret(name, self._early_secret, b"derived", _empty_hash(name))
+        else:
+            derived = _derived_from_early(name)
+        self._handshake_secret = hkdf_extract(name, derived, shared_secret)
         client = _derive_secret(name, self._handshake_secret, b"c hs traffic", transcript_hash)
         server = _derive_secret(name, self._handshake_secret, b"s hs traffic", transcript_hash)
-        derived = _derive_secret(name, self._handshake_secret, b"derived", _empty_hash(name))
-        self._master_secret = hkdf_extract(name, derived, bytes(self._hash_length))
+        master_salt = _derive_secret(name, self._handshake_secret, b"derived", _empty_hash(name))
+        self._master_secret = hkdf_extract(name, master_salt, bytes(self._hash_length))
         return client, server
 
     def application_traffic_secrets(self, transcript_hash: bytes) -> tuple[bytes, bytes]:

@@ -11,6 +11,13 @@ Theory of operation::
                             (--empty Certificate--> WAIT_FINISHED)
     WAIT_CLIENT_CERTIFICATE_VERIFY --> WAIT_FINISHED --Finished--> CONNECTED  [1-RTT read key]
 
+Resumption (RFC 8446 §2.2): a ClientHello offering a ticket that our
+:class:`~.tickets.TicketIssuer` opens, with psk_dhe_ke and a valid binder,
+skips CertificateRequest, Certificate and CertificateVerify; 0-RTT is
+accepted only when enabled and every check of :meth:`_accept_early_data`
+passes. After the client's Finished, one NewSessionTicket goes out at the
+1-RTT level (RFC 9001 §4.6.1).
+
 The whole first flight is produced by one ClientHello. :meth:`_select` makes
 every negotiation decision (version, ALPN, suite, signature scheme, group)
 before anything is written, so a failure leaves nothing half-sent. The
@@ -20,6 +27,7 @@ sending 1-RTT data then); it reads 1-RTT only after the client's Finished.
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +60,13 @@ from .extensions import (
     encode_signature_algorithms,
 )
 from .key_exchange import Group, KeyShare
-from .keylog import CLIENT_HANDSHAKE, CLIENT_TRAFFIC_0, SERVER_HANDSHAKE, SERVER_TRAFFIC_0
+from .keylog import (
+    CLIENT_EARLY,
+    CLIENT_HANDSHAKE,
+    CLIENT_TRAFFIC_0,
+    SERVER_HANDSHAKE,
+    SERVER_TRAFFIC_0,
+)
 from .messages import (
     HRR_RANDOM,
     TLS13,
@@ -61,10 +75,23 @@ from .messages import (
     EncryptedExtensions,
     Extensions,
     HandshakeType,
+    NewSessionTicket,
     ServerHello,
+)
+from .psk import (
+    PSK_DHE_KE,
+    QUIC_MAX_EARLY_DATA,
+    compute_binder,
+    decode_offered_psks,
+    decode_psk_modes,
+    encode_max_early_data,
+    encode_selected_identity,
+    resumption_psk,
+    truncated_length,
 )
 from .settings import TlsSettings
 from .signatures import CERTIFICATE_ONLY, SignatureScheme, choose_scheme
+from .tickets import TicketState
 from .verify import verify_client_certificate
 
 T = HandshakeType
@@ -91,6 +118,20 @@ class _Selection:
     peer_share: bytes | None  # None: a HelloRetryRequest is needed
     server_name: str | None
     transport_parameters: bytes
+    psk_modes: list[int]
+    psk: _OfferedPsk | None = None
+
+
+@dataclass(slots=True)
+class _OfferedPsk:
+    """A ticket of the ClientHello that we can open."""
+
+    index: int
+    state: TicketState
+    obfuscated_age: int
+    binder: bytes
+    binders: list[bytes]
+    early_data: bool  # the client asks for 0-RTT
 
 
 class ServerHandshake(HandshakeEngine):
@@ -103,6 +144,7 @@ class ServerHandshake(HandshakeEngine):
         self.state = ServerState.WAIT_CLIENT_HELLO
         self._hrr_selection: _Selection | None = None
         self._client_ap_secret = b""
+        self._psk_modes: list[int] = []
 
     @property
     def expected_epoch(self) -> Epoch:
@@ -166,9 +208,53 @@ class ServerHandshake(HandshakeEngine):
             raise handshake_failure("no signature scheme in common for our certificate")
         group, peer_share = self._select_group(ext)
         server_name = decode_server_name(ext[E.SERVER_NAME]) if E.SERVER_NAME in ext else None
-        return _Selection(
-            suite, scheme, alpn, group, peer_share, server_name, ext[E.QUIC_TRANSPORT_PARAMETERS]
+        modes = (
+            decode_psk_modes(ext[E.PSK_KEY_EXCHANGE_MODES])
+            if E.PSK_KEY_EXCHANGE_MODES in ext
+            else []
         )
+        psk = self._select_psk(ext, modes, hello.cipher_suites)
+        if psk is not None:
+            suite = psk.state.cipher_suite  # RFC 8446 §4.2.11: the PSK's hash
+        return _Selection(
+            suite,
+            scheme,
+            alpn,
+            group,
+            peer_share,
+            server_name,
+            ext[E.QUIC_TRANSPORT_PARAMETERS],
+            modes,
+            psk,
+        )
+
+    def _select_psk(
+        self, ext: Extensions, modes: list[int], client_suites: list[int]
+    ) -> _OfferedPsk | None:
+        """The first offered ticket we can resume (RFC 8446 §4.2.11), or None."""
+        if E.PRE_SHARED_KEY not in ext:
+            return None
+        if E.PSK_KEY_EXCHANGE_MODES not in ext:
+            raise missing_extension("pre_shared_key without psk_key_exchange_modes")  # §4.2.9
+        issuer = self.settings.ticket_issuer
+        identities, binders = decode_offered_psks(ext[E.PRE_SHARED_KEY])
+        if issuer is None or PSK_DHE_KE not in modes or self.settings.request_client_certificate:
+            return None  # only psk_dhe_ke; a server asking for certificates authenticates anew
+        for index, identity in enumerate(identities[:4]):
+            state = issuer.open(identity.identity)
+            if state is None or state.cipher_suite not in self.settings.cipher_suites:
+                continue
+            if state.cipher_suite not in client_suites:
+                continue
+            return _OfferedPsk(
+                index,
+                state,
+                identity.obfuscated_ticket_age,
+                binders[index],
+                binders,
+                E.EARLY_DATA in ext,
+            )
+        return None
 
     def _select_alpn(self, ext: Extensions) -> str:
         """RFC 9001 §8.1: no protocol in common is no_application_protocol."""
@@ -233,16 +319,25 @@ class ServerHandshake(HandshakeEngine):
         self.signature_scheme = selection.signature_scheme
         self.alpn_protocol = selection.alpn
         self.server_name = selection.server_name
-        schedule = self.negotiated(selection.cipher_suite)
+        self._psk_modes = selection.psk_modes
+        psk = self._check_binder(selection, message)
+        schedule = self.negotiated(selection.cipher_suite, psk)
         self.transcript.update(message)
+        if selection.psk is not None and self._accept_early_data(selection, selection.psk):
+            secret = schedule.client_early_traffic_secret(self.transcript.digest())
+            self.install(Epoch.ZERO_RTT, False, secret, CLIENT_EARLY)
+            self.early_data_accepted = True
 
+        hello_extensions: Extensions = {
+            E.SUPPORTED_VERSIONS: encode_selected_version(TLS13),
+            E.KEY_SHARE: encode_server_key_share(share.group, share.public_bytes),
+        }
+        if selection.psk is not None:
+            hello_extensions[E.PRE_SHARED_KEY] = encode_selected_identity(selection.psk.index)
         server_hello = ServerHello(
             os.urandom(32),
             selection.cipher_suite,
-            {
-                E.SUPPORTED_VERSIONS: encode_selected_version(TLS13),
-                E.KEY_SHARE: encode_server_key_share(share.group, share.public_bytes),
-            },
+            hello_extensions,
             legacy_session_id_echo=hello.legacy_session_id,
         )
         self.send(Epoch.INITIAL, server_hello.encode())
@@ -262,10 +357,45 @@ class ServerHandshake(HandshakeEngine):
         self._client_ap_secret = client_ap
         self.install(Epoch.ONE_RTT, True, server_ap, SERVER_TRAFFIC_0)
         self.peer_transport_parameters = selection.transport_parameters
-        if self.settings.request_client_certificate:
+        if self.settings.request_client_certificate and not self.resumed:
             self.state = ServerState.WAIT_CLIENT_CERTIFICATE
         else:
             self.state = ServerState.WAIT_FINISHED
+
+    def _check_binder(self, selection: _Selection, message: bytes) -> bytes | None:
+        """The PSK of an offered ticket once its binder checks out (RFC 8446 §4.2.11.2)."""
+        offered = selection.psk
+        if offered is None:
+            return None
+        hash_name = offered.state.cipher_suite.hash_name
+        cut = truncated_length(message, offered.binders)
+        expected = compute_binder(
+            hash_name, offered.state.psk, self.transcript.digest_with(hash_name, message[:cut])
+        )
+        if not hmac.compare_digest(expected, offered.binder):
+            # §4.2.11: a binder that does not validate aborts the handshake.
+            raise TlsAlert(AlertDescription.DECRYPT_ERROR, "PSK binder does not validate")
+        self.resumed = True
+        return offered.state.psk
+
+    def _accept_early_data(self, selection: _Selection, offered: _OfferedPsk) -> bool:
+        """Whether to accept the client's 0-RTT (RFC 8446 §4.2.10, §8; RFC 9001 §4.6)."""
+        settings = self.settings
+        state = offered.state
+        issuer = settings.ticket_issuer
+        check = settings.early_data_check
+        if not (offered.early_data and settings.early_data and issuer is not None):
+            return False
+        if offered.index != 0 or self.hello_retry_request_sent:
+            return False  # only with the first PSK, and never after an HRR
+        if state.max_early_data != QUIC_MAX_EARLY_DATA:
+            return False  # the ticket was issued while 0-RTT was off
+        if state.alpn != selection.alpn or state.server_name != selection.server_name:
+            return False
+        if check is not None and not check(state.transport_parameters):
+            return False  # RFC 9000 §7.4.1: our limits went down since the ticket
+        # RFC 8446 §8: fresh (§8.3), then single use (§8.1) -- claimed last.
+        return issuer.age_is_fresh(state, offered.obfuscated_age) and issuer.claim_early_data(state)
 
     def _send_handshake_messages(self, selection: _Selection, server_hs: bytes) -> None:
         settings = self.settings
@@ -276,7 +406,13 @@ class ServerHandshake(HandshakeEngine):
             E.ALPN: encode_alpn([selection.alpn.encode()]),
             E.QUIC_TRANSPORT_PARAMETERS: self.transport_parameters,
         }
+        if self.early_data_accepted:
+            extensions[E.EARLY_DATA] = b""
         self.send(Epoch.HANDSHAKE, EncryptedExtensions(extensions).encode())
+        if self.resumed:
+            # RFC 8446 §2.2, §4.3.2: no certificates in a PSK handshake.
+            self.send_finished(Epoch.HANDSHAKE, server_hs)
+            return
         if settings.request_client_certificate:
             schemes = encode_signature_algorithms(settings.signature_schemes)
             request = CertificateRequest(b"", {E.SIGNATURE_ALGORITHMS: schemes})
@@ -312,6 +448,34 @@ class ServerHandshake(HandshakeEngine):
         self._client_hs_secret = self._client_ap_secret = b""
         self.complete = True
         self.state = ServerState.CONNECTED
+        if self.settings.ticket_issuer is not None and PSK_DHE_KE in self._psk_modes:
+            self._send_new_session_ticket()
+
+    def _send_new_session_ticket(self) -> None:
+        """One ticket after the handshake (RFC 8446 §4.6.1), at the 1-RTT level."""
+        issuer = self.settings.ticket_issuer
+        suite = self.cipher_suite
+        if issuer is None or suite is None or self.alpn_protocol is None:
+            return
+        master = self.schedule.resumption_master_secret(self.transcript.digest())
+        nonce = os.urandom(8)
+        max_early = QUIC_MAX_EARLY_DATA if self.settings.early_data else 0
+        age_add = int.from_bytes(os.urandom(4), "big")
+        ticket = issuer.seal(
+            cipher_suite=suite,
+            psk=resumption_psk(suite.hash_name, master, nonce),
+            alpn=self.alpn_protocol,
+            server_name=self.server_name,
+            age_add=age_add,
+            max_early_data=max_early,
+            transport_parameters=self.transport_parameters,
+        )
+        extensions: Extensions = {}
+        if max_early:
+            extensions[E.EARLY_DATA] = encode_max_early_data(max_early)
+        message = NewSessionTicket(issuer.lifetime, age_add, nonce, ticket, extensions)
+        # Post-handshake: not part of the transcript.
+        self.outgoing[Epoch.ONE_RTT] += message.encode()
 
 
 def _check_second_hello(retry: _Selection, selection: _Selection) -> None:

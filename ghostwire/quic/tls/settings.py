@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from ..suites import CipherSuite
 from .key_exchange import DEFAULT_GROUPS, Group
 from .signatures import DEFAULT_SIGNATURE_SCHEMES, PrivateKey, SignatureScheme, check_private_key
+from .tickets import SessionTicket, TicketIssuer, wall_clock
 from .verify import TrustStore
 
 DEFAULT_CIPHER_SUITES = (
@@ -55,6 +56,16 @@ class TlsSettings:
     * ``now`` -- the time certificates are checked at; ``None`` reads the
       real clock at verification (the only clock read of the TLS core).
     * ``max_message_size`` -- the largest handshake message accepted.
+    * ``session_ticket`` -- client: a ticket to resume with (RFC 8446 §2.2).
+    * ``request_tickets`` -- client: ask for session tickets (we send
+      psk_key_exchange_modes; servers issue tickets only then).
+    * ``early_data`` -- client: offer 0-RTT with ``session_ticket`` when it
+      allows it; server: accept 0-RTT (and say so in the tickets we issue).
+    * ``ticket_issuer`` -- server: seals the tickets we send and opens the
+      ones clients offer; ``None``: no tickets, no resumption.
+    * ``early_data_check`` -- server: called with the transport parameters
+      a ticket remembers; False refuses 0-RTT (RFC 9000 §7.4.1).
+    * ``clock`` -- the wall clock ticket ages are measured with.
     """
 
     is_client: bool
@@ -75,6 +86,12 @@ class TlsSettings:
     transport_parameters_for: Callable[[bytes], bytes] | None = field(default=None, repr=False)
     now: datetime | None = None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    request_tickets: bool = False
+    session_ticket: SessionTicket | None = field(default=None, repr=False)
+    early_data: bool = False
+    ticket_issuer: TicketIssuer | None = field(default=None, repr=False)
+    early_data_check: Callable[[bytes], bool] | None = field(default=None, repr=False)
+    clock: Callable[[], float] = field(default=wall_clock, repr=False)
 
     def __post_init__(self) -> None:
         self._check_lists()

@@ -1,0 +1,209 @@
+"""Session resumption and 0-RTT against aioquic, in both roles (RFC 8446 §2.2, RFC 9001 §4.6).
+
+aioquic's server issues tickets allowing 0-RTT and accepts 0-RTT whenever a
+ticket it stored is offered; its client offers 0-RTT whenever its ticket
+allows it. Each test asserts from aioquic's own state that it resumed
+(``HandshakeCompleted.session_resumed``) and whether 0-RTT was accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from aioquic_peer import PeerLoop, PeerProtocol, PeerServer
+from test_interop_aioquic import (
+    HOST,
+    Certs,
+    aq_client_config,
+    aq_server_config,
+    certs,
+    gw_client_config,
+    gw_server,
+    gw_server_config,
+    read_all,
+)
+
+from ghostwire.quic import connect
+from ghostwire.quic.tls import MemoryTicketStore
+
+pytestmark = pytest.mark.interop
+__all__ = ["certs"]  # the fixture, imported for pytest
+
+PAYLOAD = b"resumed hello " * 50
+
+
+# -- aioquic with ticket callbacks --------------------------------------------------
+
+
+class AqTickets:
+    """aioquic's ticket callbacks: a server's store, or the client's last ticket."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[bytes, Any] = {}
+        self.last: Any = None
+
+    def add(self, ticket: Any) -> None:
+        self.by_id[ticket.ticket] = ticket
+        self.last = ticket
+
+    def fetch(self, ticket_id: bytes) -> Any:
+        return self.by_id.get(ticket_id)
+
+
+async def _aq_serve(configuration: Any, tickets: AqTickets) -> PeerServer:
+    from aioquic.asyncio.server import serve as aioquic_serve
+    from aioquic_peer import EventLog
+
+    log = EventLog()
+    connections: list[PeerProtocol] = []
+
+    def create_protocol(*args: Any, **kwargs: Any) -> PeerProtocol:
+        protocol = PeerProtocol(*args, log=log, **kwargs)
+        connections.append(protocol)
+        return protocol
+
+    server = await aioquic_serve(
+        HOST,
+        0,
+        configuration=configuration,
+        create_protocol=create_protocol,
+        session_ticket_fetcher=tickets.fetch,
+        session_ticket_handler=tickets.add,
+    )
+    return PeerServer(server, log, connections)
+
+
+@asynccontextmanager
+async def aq_server(peer: PeerLoop, certs: Certs, tickets: AqTickets) -> AsyncIterator[PeerServer]:
+    server = await peer.run(_aq_serve(aq_server_config(certs), tickets))
+    try:
+        yield server
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await peer.run(server.stop())
+
+
+async def _aq_echo(port: int, configuration: Any, tickets: AqTickets) -> dict[str, Any]:
+    """One aioquic client connection: ``echo`` on a stream opened before the
+    handshake completes (0-RTT when the ticket allows it); what it saw."""
+    from aioquic.asyncio.client import connect as aq_connect
+
+    async with aq_connect(
+        HOST,
+        port,
+        configuration=configuration,
+        create_protocol=PeerProtocol,
+        session_ticket_handler=tickets.add,
+        wait_connected=False,
+    ) as protocol:
+        assert isinstance(protocol, PeerProtocol)
+        stream = protocol.open_stream()
+        stream.write(b"echo\n" + PAYLOAD, end_stream=True)
+        protocol.transmit()
+        echoed = await stream.read_all()
+        # (not wait_connected(): after wait_connected=False it only sees a
+        # handshake that completes while it waits)
+        while protocol.handshake is None:
+            await protocol.wait_progress()
+        handshake = protocol.handshake
+        assert handshake is not None
+        # Let the ticket (sent after the handshake) arrive.
+        for _ in range(50):
+            if tickets.last is not None and tickets.last is not configuration.session_ticket:
+                break
+            await protocol.wait_progress()
+        return {
+            "echoed": echoed,
+            "resumed": handshake.session_resumed,
+            "early_data_accepted": handshake.early_data_accepted,
+        }
+
+
+# -- our client, aioquic's server ---------------------------------------------------
+
+
+async def _gw_echo(port: int, config: Any) -> tuple[bytes, bool, bool]:
+    async with connect(HOST, port, config) as conn:
+        stream = await conn.open_stream()
+        await stream.send_all(b"echo\n" + PAYLOAD)
+        await stream.send_eof()
+        echoed = await read_all(stream)
+        await conn.wait_handshake()
+        # The ticket goes out with the server's handshake completion: before
+        # the acknowledgement of a PING sent after ours.
+        await conn.ping()
+        return echoed, conn.resumed, conn.early_data_accepted
+
+
+@pytest.mark.parametrize("early_data", [False, True], ids=["1rtt", "0rtt"])
+async def test_gw_client_resumes_with_aioquic_server(
+    peer: PeerLoop, certs: Certs, early_data: bool
+) -> None:
+    tickets = AqTickets()
+    store = MemoryTicketStore()
+    config = gw_client_config(certs, session_tickets=store, early_data=early_data)
+    with trio.fail_after(30):
+        async with aq_server(peer, certs, tickets) as server:
+            echoed, resumed, _ = await _gw_echo(server.port, config)
+            assert echoed == PAYLOAD and not resumed
+            assert len(store) == 1 and tickets.by_id  # aioquic issued, we kept it
+            echoed, resumed, early = await _gw_echo(server.port, config)
+            assert echoed == PAYLOAD and resumed
+            assert early is early_data
+            handshakes = [c.handshake for c in server.connections]
+            assert [h.session_resumed for h in handshakes if h] == [False, True]
+            assert [h.early_data_accepted for h in handshakes if h] == [False, early_data]
+
+
+# -- aioquic's client, our server ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case", ["1rtt", "0rtt", "0rtt-rejected"], ids=["1rtt", "0rtt", "0rtt-rejected"]
+)
+async def test_aioquic_client_resumes_with_gw_server(
+    peer: PeerLoop, certs: Certs, case: str
+) -> None:
+    secret = bytes(range(32))
+    issuing = gw_server_config(certs, ticket_secret=secret, early_data=case != "1rtt")
+    # The resumed connection goes to a server sharing the ticket keys, with
+    # 0-RTT off in the rejected case: aioquic offers 0-RTT, we refuse it.
+    resuming = gw_server_config(certs, ticket_secret=secret, early_data=case == "0rtt")
+    tickets = AqTickets()
+    with trio.fail_after(30):
+        async with gw_server(issuing) as server:
+            first = await peer.run(_aq_echo(server.port, aq_client_config(certs), tickets))
+        assert first["echoed"] == PAYLOAD and not first["resumed"]
+        ticket = tickets.last
+        assert ticket is not None
+        assert (ticket.max_early_data_size is not None) is (case != "1rtt")
+        async with gw_server(resuming) as server:
+            configuration = aq_client_config(certs, session_ticket=ticket)
+            second = await peer.run(_aq_echo(server.port, configuration, tickets))
+            _, conn = await server.next("connection")
+        # The echo came back exactly once: rejected 0-RTT was resent by aioquic.
+        assert second["echoed"] == PAYLOAD
+        assert second["resumed"] and conn.resumed
+        assert second["early_data_accepted"] is (case == "0rtt")
+        assert conn.early_data_accepted is (case == "0rtt")
+
+
+async def test_aioquic_client_replayed_ticket_gets_no_second_0rtt(
+    peer: PeerLoop, certs: Certs
+) -> None:
+    tickets = AqTickets()
+    with trio.fail_after(30):
+        async with gw_server(gw_server_config(certs, early_data=True)) as server:
+            await peer.run(_aq_echo(server.port, aq_client_config(certs), tickets))
+            ticket = tickets.last
+            results = []
+            for _ in range(2):  # the same ticket twice: the second is a replay
+                configuration = aq_client_config(certs, session_ticket=ticket)
+                results.append(await peer.run(_aq_echo(server.port, configuration, tickets)))
+        assert [r["echoed"] == PAYLOAD for r in results] == [True, True]
+        assert [r["resumed"] for r in results] == [True, True]
+        assert [r["early_data_accepted"] for r in results] == [True, False]
