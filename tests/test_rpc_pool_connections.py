@@ -142,3 +142,38 @@ async def test_a_refusal_in_a_group_is_a_failed_attempt_not_a_crash() -> None:
             f"{HOST}:9", connector=lambda address: _RefusedInAGroup(), options=fast_options()
         ):
             pass  # pragma: no cover
+
+
+class _RefusedAsTheClientCloses:
+    """An attempt still handshaking when the client closes, whose refusal
+    arrives at that moment: it raises a group of its Cancelled and the refusal."""
+
+    def __init__(self, started: trio.Event) -> None:
+        self.started = started
+
+    async def __aenter__(self) -> quic.Connection:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled as cancelled:
+            refused = ConnectionRefusedError("nothing listens")
+            raise BaseExceptionGroup("connect", [cancelled, refused]) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None  # pragma: no cover
+
+
+async def test_a_refusal_as_the_client_closes_is_not_raised_to_the_caller() -> None:
+    started = trio.Event()
+    with trio.fail_after(30):
+        pool = rpc.Pool([f"{HOST}:9"], lambda address: _RefusedAsTheClientCloses(started), _no_rpc)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.run)
+            await started.wait()
+            nursery.cancel_scope.cancel()  # the client closes: no ConnectionRefusedError
+    assert started.is_set()
+
+
+def _no_rpc(conn: quic.Connection) -> rpc.RpcConnection:
+    raise AssertionError("never connected")  # pragma: no cover

@@ -21,6 +21,7 @@ from ghostwire.rpc.resilience.runners import (
     ConnectTimeout,
     connect_with_backoff,
     is_transient_connect_error,
+    without_transient_errors,
 )
 
 
@@ -230,3 +231,12 @@ async def test_a_refusal_inside_a_group_is_transient_and_unwrapped(
 
 async def _raise(exc: BaseException) -> None:
     raise exc
+
+
+def test_without_transient_errors_keeps_what_is_not_a_failed_attempt() -> None:
+    refused, interrupt = ConnectionRefusedError("nothing listens"), KeyboardInterrupt()
+    assert without_transient_errors(refused) is None
+    assert without_transient_errors(interrupt) is interrupt
+    assert without_transient_errors(ExceptionGroup("connect", [refused])) is None
+    rest = without_transient_errors(BaseExceptionGroup("connect", [interrupt, refused]))
+    assert isinstance(rest, BaseExceptionGroup) and rest.exceptions == (interrupt,)

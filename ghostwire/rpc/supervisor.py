@@ -63,7 +63,7 @@ from .resilience import (
 )
 from .resilience.backoff import RandomSource
 from .resilience.health import parse_status
-from .resilience.runners import ConnectTimeout, is_transient_connect_error, single_error
+from .resilience.runners import ConnectTimeout, single_error, without_transient_errors
 from .status import RpcError
 
 log = logging.getLogger("ghostwire.rpc")
@@ -238,9 +238,13 @@ class EndpointSupervisor:
                 self._on_attempt(attempt)
                 try:
                     connected = await self._connect_and_serve(attempt)
-                except Exception as exc:
-                    if not is_transient_connect_error(exc):
+                except BaseException as exc:
+                    rest = without_transient_errors(exc)
+                    if rest is exc:
                         raise
+                    if rest is not None:
+                        raise rest from None  # the Cancelled of a client closing
+                    assert isinstance(exc, Exception)  # only transient errors were in it
                     connected, error = False, single_error(exc)
                 else:
                     error = ConnectTimeout(
@@ -373,9 +377,12 @@ class EndpointSupervisor:
                         with trio.move_on_after(CLOSE_WAIT) as closing:
                             closing.shield = True
                             await conn.aclose()
-        except Exception as exc:
-            if not is_transient_connect_error(exc):
+        except BaseException as exc:
+            rest = without_transient_errors(exc)
+            if rest is exc:
                 raise
+            if rest is not None:
+                raise rest from None  # the Cancelled of a client closing
             log.debug("an extra connection to %s failed: %s", self.address, exc)
         finally:
             if link is None:  # not connected: no other try for a while

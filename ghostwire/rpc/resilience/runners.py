@@ -36,6 +36,7 @@ __all__ = [
     "connect_with_backoff",
     "is_transient_connect_error",
     "single_error",
+    "without_transient_errors",
 ]
 
 T = TypeVar("T")
@@ -56,6 +57,19 @@ def is_transient_connect_error(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(is_transient_connect_error(e) for e in exc.exceptions)
     return isinstance(exc, OSError | GhostwireError | trio.BrokenResourceError | trio.TooSlowError)
+
+
+def without_transient_errors(
+    exc: BaseException,
+    is_transient: Callable[[BaseException], bool] = is_transient_connect_error,
+) -> BaseException | None:
+    """``exc`` less its transient connect errors, or None when nothing else is
+    left. A connect that fails as its caller is cancelled (the client closing,
+    or an attempt's deadline) raises a group of the Cancelled and the failure:
+    the Cancelled must go on to its scope, the failure is only a failed attempt."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(is_transient)[1]
+    return None if is_transient(exc) else exc
 
 
 def single_error(exc: Exception) -> Exception:
@@ -93,9 +107,13 @@ async def connect_with_backoff(
         with trio.move_on_at(attempt.connect_deadline) as scope:
             try:
                 result = await connect()
-            except Exception as exc:
-                if not is_transient(exc):
+            except BaseException as exc:
+                rest = without_transient_errors(exc, is_transient)
+                if rest is exc:
                     raise
+                if rest is not None:
+                    raise rest from None
+                assert isinstance(exc, Exception)  # only transient errors were in it
                 error = single_error(exc)
             else:
                 backoff.reset()
