@@ -32,7 +32,8 @@ task of its own for unary calls and no queue: an event channel's bounded
 buffer (see :mod:`.events`) is the only buffering, and ``send`` is awaited
 so the transport's flow control pushes back into it.
 
-For an event channel, ``send(event)`` is awaited for each event in order;
+For an event channel, ``send(event)`` is awaited for each event in order
+(or, with ``send_now``, the events buffered at once are written together);
 when the generator ends, ``events`` returns and the transport ends the
 reply with OK. ``dispatcher.statistics()`` reports calls in flight and what
 the event buffers hold (to show memory stays bounded).
@@ -60,6 +61,8 @@ Interceptor = Callable[[Context], AbstractAsyncContextManager[object]]
 """Server middleware: ``interceptor(ctx)`` is an async context manager around
 the whole call (raise ``RpcError`` on entry to reject it)."""
 SendEvent = Callable[[Event], Awaitable[None]]
+SendEventsNow = Callable[[Sequence[Event]], int]
+"""Queue the oldest events at once without waiting; how many (0: none)."""
 
 INTERNAL_MESSAGE = "internal error (details are in the server's log)"
 
@@ -123,8 +126,13 @@ class Dispatcher:
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         send: SendEvent,
+        send_now: SendEventsNow | None = None,
     ) -> None:
-        """Run a subscription, awaiting ``send(event)`` per event until the channel ends."""
+        """Run a subscription, awaiting ``send(event)`` per event until the
+        channel ends. With ``send_now``, the events buffered at once are first
+        offered to it together (one write for a burst); ``send`` takes the
+        next event when it sends none. The events stay in the buffer until
+        sent, so the buffer's bound and policy see them."""
         _expect(method, MethodKind.EVENTS)
 
         async def body() -> None:
@@ -138,10 +146,14 @@ class Dispatcher:
                     nursery.start_soon(_produce, ctx, method, values, buffer)
                     while True:
                         try:
-                            event = await buffer.get()
+                            ready = await buffer.wait_ready()
                         except trio.EndOfChannel:
                             break
-                        await send(event)
+                        sent = 0 if send_now is None else send_now(ready)
+                        if sent:
+                            buffer.take(sent)
+                        else:
+                            await send(buffer.take_one())
             finally:
                 buffer.close()
                 self._buffers.discard(buffer)
@@ -291,4 +303,11 @@ def _from_group(ctx: Context, group: BaseExceptionGroup[BaseException]) -> BaseE
     return RpcError(Status.INTERNAL, INTERNAL_MESSAGE)
 
 
-__all__ = ["INTERNAL_MESSAGE", "DispatchStats", "Dispatcher", "Interceptor", "SendEvent"]
+__all__ = [
+    "INTERNAL_MESSAGE",
+    "DispatchStats",
+    "Dispatcher",
+    "Interceptor",
+    "SendEvent",
+    "SendEventsNow",
+]

@@ -48,7 +48,7 @@ from .resilience import ServerMetrics, ServerSnapshot
 from .resilience.health import HealthStatus, health_service
 from .service import Method, MethodKind, Service
 from .status import RpcError, Status
-from .transport import FrameReader, on_peer_abort, send_nowait
+from .transport import FrameReader, on_peer_abort, send_nowait, send_room
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -459,7 +459,8 @@ class Server:
                 reply = _encode_result(ctx, result)
             elif kind == KIND_EVENTS:
                 send = functools.partial(_send_event, stream, ctx)
-                await dispatcher.events(ctx, method, args, kwargs, send)
+                send_now = functools.partial(_send_events_now, stream)
+                await dispatcher.events(ctx, method, args, kwargs, send, send_now)
                 reply = OK_TRAILER
             else:
                 bidi = _ServerBidiStream(reader, ctx)
@@ -526,6 +527,28 @@ async def _send_event(stream: quic.QuicStream, ctx: Context, event: Event) -> No
         await stream.send_all(data)
     except _GONE:
         await _caller_gone(ctx)
+
+
+def _send_events_now(stream: quic.QuicStream, events: Sequence[Event]) -> int:
+    """Queue the oldest of a burst of events in one write (they share
+    packets), as many as the send buffer has room for, without a schedule
+    point; how many. It stops before an event the codec cannot carry:
+    :func:`_send_event` then reports it (and sends, waiting for room, an
+    event that does not fit now)."""
+    room = send_room(stream)
+    chunks: list[bytes] = []
+    for event in events:
+        try:
+            data = encode_event(event)
+        except RpcError:
+            break
+        room -= len(data)
+        if room < 0:
+            break
+        chunks.append(data)
+    if not chunks or not send_nowait(stream, b"".join(chunks)):
+        return 0
+    return len(chunks)
 
 
 def _encode_result(ctx: Context, result: Any) -> bytes:

@@ -118,6 +118,17 @@ def send_nowait(stream: Any, data: bytes, *, end_stream: bool = False) -> bool:
     return True
 
 
+def send_room(stream: Any) -> int:
+    """The bytes :func:`send_nowait` accepts on ``stream`` now (0 for a stream
+    that is not QUIC's)."""
+    try:
+        core = stream.connection.core
+        stream_id = stream.stream_id
+    except AttributeError:
+        return 0
+    return core.config.stream_send_buffer - core.stream_send_buffered(stream_id)  # type: ignore[no-any-return]
+
+
 def on_peer_abort(stream: Any, callback: Callable[[int | None], object]) -> None:
     """Call ``callback(code)`` as soon as the peer resets ``stream`` or asks us
     to stop sending on it (``code`` is its error code), or the connection
