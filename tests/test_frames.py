@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ghostwire.quic.buffer import Reader, encode_varint
@@ -416,3 +418,36 @@ def test_is_ack_eliciting(frame_type: int) -> None:
     # RFC 9002 §2: all frames but ACK, PADDING and CONNECTION_CLOSE elicit an ACK.
     expected = frame_type not in (0x00, 0x02, 0x03, 0x1C, 0x1D)
     assert is_ack_eliciting(frame_type) is expected
+
+
+def _padding_reference(data: bytes, pos: int, end: int) -> int:
+    """The byte-by-byte definition: the run ends at the first non-zero byte."""
+    stop = pos
+    while stop < end and data[stop] == 0:
+        stop += 1
+    return stop
+
+
+@pytest.mark.parametrize("run", [1, 2, 7, 63, 64, 65, 1000, 1452])
+@pytest.mark.parametrize("after", ["end", "ping", "stream", "limit"])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_padding_runs_parse_like_the_byte_loop(run: int, after: str, kind: Any) -> None:
+    """RFC 9000 §19.1: a run of any length, at the payload's end, before another
+    frame, or cut by the reader's end, is one PADDING frame of the run's length."""
+    tail = {"end": b"", "ping": h("01"), "stream": h("08 04") + b"tail", "limit": bytes(9)}[after]
+    data = h("01") + bytes(run) + tail
+    end = 1 + run if after == "limit" else len(data)
+    reader = Reader(kind(data), 1, end)
+    assert (
+        parse_frame(reader)
+        == PaddingFrame(_padding_reference(data, 1, end) - 1)
+        == PaddingFrame(run)
+    )
+    assert reader.pos == 1 + run
+    rest = list(parse_frames(kind(data)[reader.pos : end]))
+    assert (
+        rest
+        == {"end": [], "ping": [PingFrame()], "stream": [StreamFrame(4, 0, b"tail")], "limit": []}[
+            after
+        ]
+    )

@@ -12,6 +12,7 @@ for tests, tools and hand-built misbehaving peers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -311,13 +312,17 @@ def _fail(frame_type: int, reason: str) -> FrameEncodingError:
     return FrameEncodingError(reason, frame_type)
 
 
+# The first non-zero byte: a PADDING run (RFC 9000 §19.1) is skipped with one
+# scan in C rather than a Python loop per byte (~1000 per padded Initial).
+_NON_ZERO: Final = re.compile(b"[^\x00]")
+
+
 def _parse_padding(reader: Reader, frame_type: int) -> Frame:
-    data, pos, end = reader.data, reader.pos, reader.end
-    start = pos - 1
-    while pos < end and data[pos] == 0:
-        pos += 1
-    reader.pos = pos
-    return PaddingFrame(pos - start)
+    pos, end = reader.pos, reader.end
+    found = _NON_ZERO.search(reader.data, pos, end)
+    stop = end if found is None else found.start()
+    reader.pos = stop
+    return PaddingFrame(stop - pos + 1)  # the type byte was the run's first zero
 
 
 def _parse_ping(reader: Reader, frame_type: int) -> Frame:

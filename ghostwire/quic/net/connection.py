@@ -64,7 +64,9 @@ class Connection(trio.abc.AsyncResource):
     # its handler raises (the peer sees ConnectionClosed with this code).
     handler_error_code = 0x1
 
-    _early_flight = False  # a 0-RTT connect's ClientHello waits for the first write
+    # A 0-RTT connect's ClientHello, a server's flight answering 0-RTT
+    # streams: the flush waits (a few scheduler passes) for the first write.
+    _early_flight = False
 
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
@@ -413,7 +415,14 @@ class Connection(trio.abc.AsyncResource):
         self._wake_ping()
         core = self._core
         if not core.handshake_confirmed:
-            self._flush()
+            if self._incoming and not core.handshake_complete and not core.is_client:
+                # 0-RTT streams (accepted): the handler's reply joins the
+                # server's first flight (0.5-RTT data, RFC 9001 §4.1.1), so the
+                # client has it after one datagram instead of two.
+                self._early_flight = True
+                self._flush_soon()
+            else:
+                self._flush()
         elif self._flush_pending or not core.has_nothing_to_send(trio.current_time()):
             self._flush_soon()
         else:
@@ -594,7 +603,8 @@ class Connection(trio.abc.AsyncResource):
         reply go at once.
         """
         if self._early_flight:
-            # A 0-RTT connect: hold the ClientHello until the caller's first write.
+            # 0-RTT: hold the ClientHello (the server's flight) until the
+            # caller's first write (the handler's reply).
             self._early_flight = False
             for _ in range(MAX_FLUSH_DEFERRALS):
                 seen = self._flush_requests
