@@ -230,6 +230,10 @@ class HandshakeMixin:
         """RFC 9000 §7.4.1: the limits a client uses for 0-RTT are the server's
         from the connection the ticket came from (limits only grow later)."""
         params = decode_transport_parameters(raw, from_server=True)
+        self._apply_peer_stream_limits(params)
+
+    def _apply_peer_stream_limits(self, params: TransportParameters) -> None:
+        """The peer's flow-control and stream limits, from its transport parameters."""
         self.streams.apply_peer_limits(
             initial_max_data=params.initial_max_data,
             initial_max_streams_bidi=params.initial_max_streams_bidi,
@@ -331,14 +335,7 @@ class HandshakeMixin:
         if params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
         self.recovery.peer_max_ack_delay = params.max_ack_delay / 1000.0
-        self.streams.apply_peer_limits(
-            initial_max_data=params.initial_max_data,
-            initial_max_streams_bidi=params.initial_max_streams_bidi,
-            initial_max_streams_uni=params.initial_max_streams_uni,
-            initial_max_stream_data_bidi_local=params.initial_max_stream_data_bidi_local,
-            initial_max_stream_data_bidi_remote=params.initial_max_stream_data_bidi_remote,
-            initial_max_stream_data_uni=params.initial_max_stream_data_uni,
-        )
+        self._apply_peer_stream_limits(params)
         if params.max_udp_payload_size < self.max_datagram_size:
             self.max_datagram_size = params.max_udp_payload_size
         self.writer.on_peer_params(params)
