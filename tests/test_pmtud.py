@@ -416,6 +416,59 @@ def test_a_run_failing_with_emsgsize_is_resent_one_datagram_at_a_time() -> None:
     assert sock.sent == [data] * 5 and endpoint._gso  # GSO still on for the next runs
 
 
+class _EinvalPathSocket(_SmallPathSocket):
+    """Linux's other answer to a GSO segment above the path MTU: EINVAL.
+    With ``gso=False`` every GSO send fails with EINVAL (no support at all)."""
+
+    def __init__(self, mtu: int, gso: bool = True) -> None:
+        super().__init__(mtu)
+        self.gso = gso
+
+    def sendmsg(self, buffers: list[bytes], control: Any, flags: int, addr: object) -> int:
+        [(_level, _kind, segment)] = control
+        if not self.gso or struct.unpack("=H", segment)[0] > self.mtu:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return super().sendmsg(buffers, control, flags, addr)
+
+
+def _gso_endpoint(sock: _SmallPathSocket) -> Endpoint:
+    endpoint = Endpoint(sock, Demux(None, cid_length=8), None)  # type: ignore[arg-type]
+    endpoint._gso = True  # as on Linux, whatever this machine is
+    return endpoint
+
+
+def test_einval_for_segments_above_the_path_mtu_keeps_gso_on() -> None:
+    """A path that shrank under the PMTUD size: the run is resent singly (the
+    datagrams that fit get through) and GSO stays on for the endpoint."""
+    sock = _EinvalPathSocket(1300)
+    endpoint = _gso_endpoint(sock)
+    big, small = b"b" * 1400, b"s" * 1200
+    endpoint.send_datagrams([(big, SERVER_ADDR)] * 2 + [(small, SERVER_ADDR)])
+    assert sock.sent == [small] and endpoint._gso  # above 1200 bytes: not "no GSO"
+    endpoint.send_datagrams([(small, SERVER_ADDR)] * 3)
+    assert sock.sent == [small] * 4 and endpoint._gso and endpoint._gso_worked
+
+
+def test_einval_after_gso_worked_keeps_gso_on_even_at_the_base_size() -> None:
+    sock = _EinvalPathSocket(1300)
+    endpoint = _gso_endpoint(sock)
+    data = b"d" * 1200
+    endpoint.send_datagrams([(data, SERVER_ADDR)] * 2)
+    assert endpoint._gso_worked
+    sock.mtu = 1100  # below the QUIC minimum: no datagram fits
+    endpoint.send_datagrams([(data, SERVER_ADDR)] * 2)
+    assert sock.sent == [data] * 2 and endpoint._gso
+
+
+def test_einval_on_a_socket_where_gso_never_worked_turns_gso_off() -> None:
+    sock = _EinvalPathSocket(1500, gso=False)
+    endpoint = _gso_endpoint(sock)
+    data = b"d" * 1200
+    endpoint.send_datagrams([(data, SERVER_ADDR)] * 3)
+    assert sock.sent == [data] * 3  # all went out with sendto
+    assert not endpoint._gso and not endpoint._gso_worked
+
+
 def test_a_new_path_at_the_base_size_forgets_the_old_paths_probe() -> None:
     """RFC 9000 §14.2.1: a late ACK of a probe sent on the old path is no
     evidence for the new one, even when the size was still the base size."""

@@ -22,6 +22,7 @@ import ghostwire.quic as quic
 from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.packet import PacketType
 from ghostwire.quic.qlog import QlogSink, trace_name
+from ghostwire.quic.tls import MemoryTicketStore
 
 CONNECTIONS = 3
 
@@ -218,3 +219,37 @@ def test_received_frames_are_decoded() -> None:
         {"frame_type": "ping"},
         {"frame_type": "padding", "length": 2, "payload_length": 2},
     ]
+
+
+def test_a_clients_0rtt_packets_are_logged_as_0rtt() -> None:
+    store = MemoryTicketStore()
+    client, server = (
+        client_config(session_tickets=store, early_data=True),
+        server_config(early_data=True),
+    )
+    first = make_pair(client, server)
+    first.exchange()
+    first.advance(0.1)  # the session ticket
+    assert len(store) == 1
+    traces: dict[str, _MemoryTrace] = {}
+    conn = QuicConnection(
+        client, peer_address=("127.0.0.1", 4433), now=0.0, server_name="localhost",
+        qlog=_sink(traces, "client"),
+    )  # fmt: skip
+    conn.connect(0.0)
+    assert conn.zero_rtt_send_keys is not None
+    stream_id = conn.open_stream()
+    conn.send_stream_data(stream_id, b"early request", end_stream=True)
+    pair = make_pair(client, server)
+    pair.client = conn
+    pair.exchange()
+    pair.advance(0.1)
+    assert conn.early_data_accepted
+    [trace] = traces.values()
+    records = [json.loads(r) for r in trace.getvalue().split("\x1e") if r.strip()]
+    sent = [r["data"] for r in records if r.get("name") == "transport:packet_sent"]
+    early = [d for d in sent if d["header"]["packet_type"] == "0RTT"]
+    assert early and all(
+        any(f["frame_type"] == "stream" for f in d["frames"]) for d in early
+    )  # the early request went out in 0-RTT
+    assert any(d["header"]["packet_type"] == "1RTT" for d in sent)  # and 1-RTT after

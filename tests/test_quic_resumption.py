@@ -60,8 +60,13 @@ def test_ticket_then_resumed_connection() -> None:
     first = connect(client, server)
     assert not first.client.resumed and not first.server.resumed  # type: ignore[union-attr]
     assert len(store) == 1
+    assert [e.session_resumed for e in first.events_of("client", HandshakeCompleted)] == [False]
+    assert [e.session_resumed for e in first.events_of("server", HandshakeCompleted)] == [False]
     second = connect(client, server)
     assert second.client.resumed and second.server.resumed  # type: ignore[union-attr]
+    # Both sides' events say so (the server's too: it accepted the PSK).
+    assert [e.session_resumed for e in second.events_of("client", HandshakeCompleted)] == [True]
+    assert [e.session_resumed for e in second.events_of("server", HandshakeCompleted)] == [True]
     assert not second.client.early_data_accepted
     assert second.client.tls.peer_certificates == []
     assert len(store) == 1  # the used ticket is gone, a new one came
@@ -128,6 +133,7 @@ def test_zero_rtt_accepted() -> None:
     connect(client, server)
     pair, stream_id, recorder = early_pair(client, server)
     assert PacketType.ZERO_RTT in recorder.types[:3]  # in the first flight
+    assert [e.session_resumed for e in pair.events_of("server", HandshakeCompleted)] == [True]
     assert pair.client.early_data_accepted and pair.server.early_data_accepted  # type: ignore[union-attr]
     assert server_received(pair, stream_id) == b"early request"
     # What 0-RTT carried was acknowledged: nothing left to resend.

@@ -359,6 +359,7 @@ class HandshakeMixin:
                 alpn=self.tls.alpn_protocol or "",
                 version=self.version,
                 cipher_suite=self.tls.cipher_suite.tls_name if self.tls.cipher_suite else "",
+                session_resumed=self.tls.resumed,
             )
         )
 

@@ -238,6 +238,7 @@ class PacketBuilder:
                     ack_eliciting=packet.ack_eliciting,
                     in_flight=packet.in_flight,
                     handlers=packet.handlers,
+                    zero_rtt=packet.packet_type is PacketType.ZERO_RTT,
                 )
             )
         return b"".join(parts), sent

@@ -44,6 +44,13 @@ _PACKET_TYPE_NAMES = {
     PacketType.VERSION_NEGOTIATION: "version_negotiation",
 }
 _SPACE_PACKET_TYPES = ("initial", "handshake", "1RTT")
+
+
+def _sent_packet_type(packet: SentPacket) -> str:
+    # A client's 0-RTT packets share the application space with 1-RTT ones.
+    return "0RTT" if packet.zero_rtt else _SPACE_PACKET_TYPES[packet.space]
+
+
 _FRAME_NAMES: dict[int, str] = {
     FrameType.ACK_ECN: "ack",
     FrameType.CONNECTION_CLOSE_APP: "connection_close",
@@ -197,7 +204,7 @@ class QlogSink:
             "transport:packet_sent",
             {
                 "header": {
-                    "packet_type": _SPACE_PACKET_TYPES[packet.space],
+                    "packet_type": _sent_packet_type(packet),
                     "packet_number": packet.packet_number,
                 },
                 "raw": {"length": packet.size},
@@ -233,7 +240,7 @@ class QlogSink:
                 "recovery:packet_lost",
                 {
                     "header": {
-                        "packet_type": _SPACE_PACKET_TYPES[packet.space],
+                        "packet_type": _sent_packet_type(packet),
                         "packet_number": packet.packet_number,
                     },
                     "trigger": "reordering_threshold_or_pto",

@@ -94,6 +94,7 @@ class SentPacket:
     sequence: int = 0
     # A PMTU probe (RFC 9000 §14.4): its loss is no congestion signal.
     pmtu_probe: bool = False
+    zero_rtt: bool = False  # a client's 0-RTT packet (application space): for qlog
 
 
 @dataclass(slots=True)

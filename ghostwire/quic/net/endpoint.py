@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..demux import Demux
+from ..pmtud import BASE_PLPMTU
 from .gso import GSO_AVAILABLE, GsoUnsupported, enable_gro, receive, run_length, send_segments
 from .icmp import enable_icmp_errors, is_refusal, read_errors, same_address
 
@@ -64,6 +65,7 @@ class Endpoint:
         self.on_new_connection: Callable[[Any, Any], None] | None = None
         self.datagrams_dropped_on_send = 0
         self._gso = GSO_AVAILABLE  # turned off by the first send that shows no support
+        self._gso_worked = False  # a GSO send succeeded on this socket
         self._gro = enable_gro(sock)
         self._icmp_errors = False  # see enable_icmp_errors()
         # serve(workers=N) without kernel routing: takes a datagram no local
@@ -87,7 +89,7 @@ class Endpoint:
             return
         index = 0
         total = len(datagrams)
-        one_by_one_until = 0  # after a run failed with EMSGSIZE: its datagrams singly
+        one_by_one_until = 0  # after a run failed for its size: its datagrams singly
         while index < total:
             # Runs of same-size datagrams to one peer go out in one GSO send.
             gso = self._gso and index + 1 < total and index >= one_by_one_until
@@ -95,9 +97,18 @@ class Endpoint:
             try:
                 if count > 1:
                     send_segments(sock, datagrams, index, count)
+                    self._gso_worked = True
                 else:
                     sock.sendto(*datagrams[index])
             except GsoUnsupported as exc:
+                if exc.errno == errno.EINVAL and (
+                    self._gso_worked or len(datagrams[index][0]) > BASE_PLPMTU
+                ):
+                    # Linux also says EINVAL for a segment above the path MTU
+                    # (DF set; a path that shrank under PMTUD's size): this run
+                    # goes out singly, GSO stays on for the others.
+                    one_by_one_until = index + count
+                    continue
                 log.debug("UDP GSO unavailable, sending datagrams one by one: %s", exc)
                 self._gso = False
                 continue  # the same run again, with sendto

@@ -9,7 +9,10 @@ network stack work are paid once per run (DESIGN.md "Hot paths").
 The stdlib has no names for the constants (``linux/udp.h``). Support is
 detected by trying: an error that means "not here" (old kernel, a device
 without checksum offload, another OS) turns GSO off for that socket and the
-run goes out with ``sendto`` as before.
+run goes out with ``sendto`` as before. EINVAL is ambiguous: Linux also returns
+it when a segment is larger than the path MTU (DF set), so the endpoint takes it
+as "not here" only on a socket where GSO never worked and for segments no larger
+than the QUIC minimum.
 
 Receiving (GRO): with the ``UDP_GRO`` socket option the kernel may hand over
 several datagrams of one flow glued together (on loopback: a GSO send as it
@@ -41,7 +44,14 @@ GSO_AVAILABLE = sys.platform == "linux" and hasattr(socket.socket, "sendmsg")
 
 
 class GsoUnsupported(Exception):
-    """GSO failed in a way that means it will keep failing: use ``sendto``."""
+    """GSO failed in a way that means it will keep failing: use ``sendto``.
+
+    ``errno`` is the kernel's error; for EINVAL the caller decides (see above).
+    """
+
+    def __init__(self, error: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = error
 
 
 def run_length(datagrams: Sequence[tuple[bytes, Any]], start: int) -> int:
@@ -84,7 +94,7 @@ def send_segments(
         raise
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
-            raise GsoUnsupported(str(exc)) from exc
+            raise GsoUnsupported(exc.errno, str(exc)) from exc
         raise
 
 
