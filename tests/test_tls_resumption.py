@@ -87,7 +87,7 @@ def test_ticket_issued_and_resumed() -> None:
     ticket = full_handshake(issuer, clock)
     assert ticket.server_name == "localhost" and ticket.alpn == "h3"
     assert ticket.max_early_data == 0  # 0-RTT is off on the server by default
-    assert ticket.lifetime == issuer.lifetime
+    assert ticket.lifetime == issuer.usable_lifetime == 3600  # one rotation period
     clock.now += 5
     pair = resume(ticket, issuer, clock)
     assert pair.client.complete and pair.server.complete
@@ -184,9 +184,10 @@ def test_client_does_not_offer_an_expired_ticket() -> None:
 def test_key_rotation_accepts_previous_key_only() -> None:
     clock = Clock(0.0)
     issuer = TicketIssuer(clock=clock, rotation=100, lifetime=86400)
+    clock.now = 50  # both sealed under period 0's key, each good for 100 s
     first = full_handshake(issuer, clock)
     second = full_handshake(issuer, clock)
-    clock.now = 150  # one rotation later: the previous key still opens
+    clock.now = 140  # period 1: the previous key still opens
     assert resume(first, issuer, clock).server.resumed
     clock.now = 250  # two rotations later: retired
     pair = resume(second, issuer, clock)
@@ -325,3 +326,16 @@ def test_suite_mismatch_is_not_resumed() -> None:
     ticket = full_handshake(issuer, clock, cipher_suites=[CipherSuite.AES_256_GCM_SHA384])
     pair = resume(ticket, issuer, clock, server={"cipher_suites": [CipherSuite.AES_128_GCM_SHA256]})
     assert pair.client.complete and not pair.client.resumed
+
+
+def test_a_ticket_is_usable_for_the_whole_lifetime_it_announces() -> None:
+    """Keys retire after two rotation periods, so a ticket never promises more
+    than one: wherever in a period it is issued, it opens until it expires."""
+    clock = Clock(0.0)
+    issuer = TicketIssuer(clock=clock, rotation=3600, lifetime=86400)
+    for issued_at in (0.0, 1800.0, 3599.0):
+        clock.now = issued_at
+        ticket = full_handshake(issuer, clock)
+        assert 0 < ticket.lifetime <= 3600
+        clock.now = issued_at + ticket.lifetime - 1
+        assert resume(ticket, issuer, clock).server.resumed

@@ -304,7 +304,8 @@ class ServerConfig(_CommonConfig):
     """Send session tickets after each handshake and accept them for resumption
     (RFC 8446 §4.6.1; never with ``client_cafile``: clients authenticate anew)."""
     ticket_lifetime: int = 86400
-    """Seconds a session ticket may be used (at most 7 days)."""
+    """Seconds a session ticket may be used (at most 7 days); tickets are issued
+    for at most ``ticket_key_rotation`` seconds, the time their key surely opens."""
     ticket_key_rotation: float = 3600.0
     """Seconds a ticket key is current; tickets of the previous key are still accepted."""
     ticket_secret: bytes | None = field(default=None, repr=False)

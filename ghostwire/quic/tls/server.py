@@ -473,7 +473,7 @@ class ServerHandshake(HandshakeEngine):
         extensions: Extensions = {}
         if max_early:
             extensions[E.EARLY_DATA] = encode_max_early_data(max_early)
-        message = NewSessionTicket(issuer.lifetime, age_add, nonce, ticket, extensions)
+        message = NewSessionTicket(issuer.usable_lifetime, age_add, nonce, ticket, extensions)
         # Post-handshake: not part of the transcript.
         self.outgoing[Epoch.ONE_RTT] += message.encode()
 

@@ -159,6 +159,14 @@ class TicketIssuer:
     def __repr__(self) -> str:
         return f"<TicketIssuer lifetime={self.lifetime}s rotation={self.rotation}s>"
 
+    @property
+    def usable_lifetime(self) -> int:
+        """The lifetime a ticket is issued with: ``lifetime``, but at most one
+        rotation period, since a ticket opens only while its key is the current
+        or the previous one. A longer promise would have clients offer tickets
+        (and 0-RTT) that can only be refused (RFC 8446 §4.6.1)."""
+        return min(self.lifetime, int(self.rotation))
+
     def _key(self, period: int) -> AESGCM:
         key = self._keys.get(period)
         if key is None:
@@ -195,7 +203,7 @@ class TicketIssuer:
             server_name,
             age_add,
             now,
-            self.lifetime,
+            self.usable_lifetime,
             max_early_data,
             transport_parameters,
             nonce,
