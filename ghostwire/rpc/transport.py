@@ -45,20 +45,15 @@ class FrameReader:
 
     async def receive_frame(self) -> tuple[int, bytes] | None:
         """The next frame, or None at the end of the stream."""
-        decoder = self._decoder
-        while True:
-            frame = decoder.next_frame()
-            if frame is not None:
-                return frame
-            if self._eof:
-                decoder.check_eof()
-                return None
-            self._feed(await self.stream.receive_some(RECEIVE_SIZE))
+        return await self._receive_frame(eager=False)
 
     async def receive_frame_eager(self) -> tuple[int, bytes] | None:
         """:meth:`receive_frame`, without a schedule point while the bytes are
         already received. For the bounded reads of one request or reply only:
         a loop over an endless stream must use :meth:`receive_frame`."""
+        return await self._receive_frame(eager=True)
+
+    async def _receive_frame(self, *, eager: bool) -> tuple[int, bytes] | None:
         decoder = self._decoder
         while True:
             frame = decoder.next_frame()
@@ -67,7 +62,7 @@ class FrameReader:
             if self._eof:
                 decoder.check_eof()
                 return None
-            data = _receive_nowait(self.stream)
+            data = _receive_nowait(self.stream) if eager else None
             if data is None:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             self._feed(data)
