@@ -444,8 +444,15 @@ class PeerServer:
 
     @classmethod
     async def start(
-        cls, configuration: QuicConfiguration, host: str = "127.0.0.1", *, retry: bool = False
+        cls,
+        configuration: QuicConfiguration,
+        host: str = "127.0.0.1",
+        *,
+        retry: bool = False,
+        **serve_options: Any,
     ) -> PeerServer:
+        """An aioquic server; ``serve_options`` go to aioquic's ``serve`` (e.g.
+        its session ticket fetcher and handler)."""
         log = EventLog()
         connections: list[PeerProtocol] = []
 
@@ -455,7 +462,12 @@ class PeerServer:
             return protocol
 
         server = await aioquic_serve(
-            host, 0, configuration=configuration, create_protocol=create_protocol, retry=retry
+            host,
+            0,
+            configuration=configuration,
+            create_protocol=create_protocol,
+            retry=retry,
+            **serve_options,
         )
         return cls(server, log, connections)
 

@@ -54,32 +54,16 @@ class AqTickets:
         return self.by_id.get(ticket_id)
 
 
-async def _aq_serve(configuration: Any, tickets: AqTickets) -> PeerServer:
-    from aioquic.asyncio.server import serve as aioquic_serve
-    from aioquic_peer import EventLog
-
-    log = EventLog()
-    connections: list[PeerProtocol] = []
-
-    def create_protocol(*args: Any, **kwargs: Any) -> PeerProtocol:
-        protocol = PeerProtocol(*args, log=log, **kwargs)
-        connections.append(protocol)
-        return protocol
-
-    server = await aioquic_serve(
-        HOST,
-        0,
-        configuration=configuration,
-        create_protocol=create_protocol,
-        session_ticket_fetcher=tickets.fetch,
-        session_ticket_handler=tickets.add,
-    )
-    return PeerServer(server, log, connections)
-
-
 @asynccontextmanager
 async def aq_server(peer: PeerLoop, certs: Certs, tickets: AqTickets) -> AsyncIterator[PeerServer]:
-    server = await peer.run(_aq_serve(aq_server_config(certs), tickets))
+    server = await peer.run(
+        PeerServer.start(
+            aq_server_config(certs),
+            HOST,
+            session_ticket_fetcher=tickets.fetch,
+            session_ticket_handler=tickets.add,
+        )
+    )
     try:
         yield server
     finally:
