@@ -41,6 +41,7 @@ from ..events import (
 )
 from ..streams import StreamLimitReached, stream_is_bidirectional, stream_is_client_initiated
 from .exceptions import ConnectionClosed, ConnectionRefused, QuicError, error_from_termination
+from .scheduling import FlushScheduler
 from .stream import AnyStream, QuicReceiveStream, QuicSendStream, QuicStream
 
 if TYPE_CHECKING:
@@ -53,20 +54,13 @@ HANDLER_LINGER = 2.0
 
 Handler = Callable[["Connection"], Awaitable[object]]
 
-# A flush waits at most this many scheduler passes for the writes to stop.
-MAX_FLUSH_DEFERRALS = 8
 
-
-class Connection(trio.abc.AsyncResource):
+class Connection(FlushScheduler, trio.abc.AsyncResource):
     """An established (or establishing) QUIC connection."""
 
     # The application error code a server's connection is closed with when
     # its handler raises (the peer sees ConnectionClosed with this code).
     handler_error_code = 0x1
-
-    # A 0-RTT connect's ClientHello, a server's flight answering 0-RTT
-    # streams: the flush waits (a few scheduler passes) for the first write.
-    _early_flight = False
 
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
@@ -346,38 +340,6 @@ class Connection(trio.abc.AsyncResource):
 
     # -- driving the core ----------------------------------------------------
 
-    def _flush_soon(self) -> None:
-        """Flush in the scheduler's next pass, so that writes made back to
-        back (data, then FIN; a read's credit, then the reply) and the writes
-        of every task that runs in this pass (concurrent requests) share
-        packets and datagrams."""
-        self._flush_requests += 1
-        if not self._flush_pending:
-            self._flush_pending = True
-            task = self._flusher
-            if task is not None:
-                # A plain wake-up of the parked timer task: no cancellation,
-                # no deadline change, no timer processing.
-                self._flusher = None
-                trio.lowlevel.reschedule(task)
-
-    def _flush_last_write(self) -> None:
-        """After a stream's last write (its FIN): on a connection with just
-        this stream and nothing else about to run, nothing can join the
-        packet, so it goes now, a scheduler pass earlier than the flusher's
-        turn (a sequential request, or its reply). Otherwise the flusher
-        gathers the writes as usual: with several streams, the first task of
-        a pass cannot tell whether the rest of the pass will write too."""
-        if (
-            len(self._streams) == 1
-            and not self._incoming
-            # the flusher itself, woken by this stream's data, may be queued
-            and trio.lowlevel.current_statistics().tasks_runnable <= self._flush_pending
-        ):
-            self._flush()
-        else:
-            self._flush_soon()
-
     def _flush(self) -> None:
         """Send whatever the core wants to send now and re-arm the timer."""
         self._flush_pending = False
@@ -556,80 +518,6 @@ class Connection(trio.abc.AsyncResource):
             raise self._error
 
     # -- tasks ---------------------------------------------------------------
-
-    async def _timer_loop(self) -> None:
-        """Run the core's timers, and the flushes asked for with ``_flush_soon``.
-
-        The task sleeps in a cancel scope whose deadline is the core's next
-        timer (moved in place by ``_update_timer``); a flush request wakes it
-        without touching the scope.
-        """
-        core = self._core
-        while not core.is_terminated:
-            timer = core.get_timer()
-            with trio.CancelScope(deadline=math.inf if timer is None else timer) as scope:
-                self._timer_scope = scope
-                while True:
-                    if self._flush_pending:
-                        await self._let_runnable_tasks_write()
-                        try:
-                            if self._flush_pending:  # not flushed by a lone send_eof meanwhile
-                                self._flush()
-                        except Exception as exc:
-                            self._fail(exc)
-                    await self._wait_flush_request()
-            self._timer_scope = None
-            try:
-                core.handle_timer(trio.current_time())
-                self._after_input()
-            except Exception as exc:
-                self._fail(exc)
-        if self._handler_running and self._nursery is not None:
-            self._nursery.cancel_scope.cancel()  # the nursery holds only the handler
-
-    async def _let_runnable_tasks_write(self) -> None:
-        """Put a requested flush off while the connection's tasks keep writing,
-        so that what they are about to write -- the next requests, the replies
-        of a handler (several passes each: accept, read, read the end, write)
-        -- shares the datagrams instead of each pass sending its own.
-
-        The flush goes once a full scheduler pass (from this task's turn to
-        its next: every runnable task ran once) brought no new write and no
-        peer stream waits in the accept queue (the acceptor takes one per
-        pass; each becomes a handler that replies), or after
-        ``MAX_FLUSH_DEFERRALS`` passes. An empty run queue is a hint only
-        (within a pass, trio may run this task before the rest of the batch,
-        which ``tasks_runnable`` does not count): it lets a lone request or
-        reply go at once.
-        """
-        if self._early_flight:
-            # 0-RTT: hold the ClientHello (the server's flight) until the
-            # caller's first write (the handler's reply).
-            self._early_flight = False
-            for _ in range(MAX_FLUSH_DEFERRALS):
-                seen = self._flush_requests
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                if self._flush_requests != seen:
-                    break
-        if not self._incoming and not trio.lowlevel.current_statistics().tasks_runnable:
-            # Nothing queued for the next pass. The rest of this pass may still
-            # run, but a lone request or reply goes out without waiting.
-            return
-        for _ in range(MAX_FLUSH_DEFERRALS):
-            seen = self._flush_requests
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            if self._flush_requests == seen and not self._incoming:
-                return  # every task ran once since, and none wrote: go
-
-    async def _wait_flush_request(self) -> None:
-        """Park until ``_flush_soon`` (or the timer scope's deadline) wakes us."""
-        self._flusher = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._flusher = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _run(
         self,

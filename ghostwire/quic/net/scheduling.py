@@ -1,0 +1,150 @@
+"""When a connection sends: the flush and timer scheduling of :class:`Connection`.
+
+Writes ask for a flush "soon" (``_flush_soon``); the connection's task, which
+sleeps until the core's next timer, is woken with a plain reschedule and
+sends once the tasks writing in neighbouring scheduler passes are done, so
+their requests and replies share datagrams. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from ..connection import QuicConnection
+    from .stream import AnyStream
+
+# A flush waits at most this many scheduler passes for the writes to stop.
+MAX_FLUSH_DEFERRALS = 8
+
+
+class FlushScheduler:
+    """The part of :class:`~.connection.Connection` that decides when to send."""
+
+    _core: QuicConnection
+    _streams: dict[int, AnyStream]
+    _incoming: list[AnyStream]
+    _timer_scope: trio.CancelScope | None
+    _flush_pending: bool
+    _flusher: trio.lowlevel.Task | None  # the timer task, while parked
+    _flush_requests: int  # _flush_soon calls: tells the flusher writes go on
+    _handler_running: bool
+    _nursery: trio.Nursery | None
+    # A 0-RTT connect's ClientHello, a server's flight answering 0-RTT
+    # streams: the flush waits (a few scheduler passes) for the first write.
+    _early_flight = False
+
+    if TYPE_CHECKING:
+
+        def _flush(self) -> None: ...
+        def _after_input(self) -> None: ...
+        def _fail(self, exc: BaseException) -> None: ...
+
+    def _flush_soon(self) -> None:
+        """Flush in the scheduler's next pass, so that writes made back to
+        back (data, then FIN; a read's credit, then the reply) and the writes
+        of every task that runs in this pass (concurrent requests) share
+        packets and datagrams."""
+        self._flush_requests += 1
+        if not self._flush_pending:
+            self._flush_pending = True
+            task = self._flusher
+            if task is not None:
+                # A plain wake-up of the parked timer task: no cancellation,
+                # no deadline change, no timer processing.
+                self._flusher = None
+                trio.lowlevel.reschedule(task)
+
+    def _flush_last_write(self) -> None:
+        """After a stream's last write (its FIN): on a connection with just
+        this stream and nothing else about to run, nothing can join the
+        packet, so it goes now, a scheduler pass earlier than the flusher's
+        turn (a sequential request, or its reply). Otherwise the flusher
+        gathers the writes as usual: with several streams, the first task of
+        a pass cannot tell whether the rest of the pass will write too."""
+        if (
+            len(self._streams) == 1
+            and not self._incoming
+            # the flusher itself, woken by this stream's data, may be queued
+            and trio.lowlevel.current_statistics().tasks_runnable <= self._flush_pending
+        ):
+            self._flush()
+        else:
+            self._flush_soon()
+
+    async def _timer_loop(self) -> None:
+        """Run the core's timers, and the flushes asked for with ``_flush_soon``.
+
+        The task sleeps in a cancel scope whose deadline is the core's next
+        timer (moved in place by ``_update_timer``); a flush request wakes it
+        without touching the scope.
+        """
+        core = self._core
+        while not core.is_terminated:
+            timer = core.get_timer()
+            with trio.CancelScope(deadline=math.inf if timer is None else timer) as scope:
+                self._timer_scope = scope
+                while True:
+                    if self._flush_pending:
+                        await self._let_runnable_tasks_write()
+                        try:
+                            if self._flush_pending:  # not flushed by a lone send_eof meanwhile
+                                self._flush()
+                        except Exception as exc:
+                            self._fail(exc)
+                    await self._wait_flush_request()
+            self._timer_scope = None
+            try:
+                core.handle_timer(trio.current_time())
+                self._after_input()
+            except Exception as exc:
+                self._fail(exc)
+        if self._handler_running and self._nursery is not None:
+            self._nursery.cancel_scope.cancel()  # the nursery holds only the handler
+
+    async def _let_runnable_tasks_write(self) -> None:
+        """Put a requested flush off while the connection's tasks keep writing,
+        so that what they are about to write -- the next requests, the replies
+        of a handler (several passes each: accept, read, read the end, write)
+        -- shares the datagrams instead of each pass sending its own.
+
+        The flush goes once a full scheduler pass (from this task's turn to
+        its next: every runnable task ran once) brought no new write and no
+        peer stream waits in the accept queue (the acceptor takes one per
+        pass; each becomes a handler that replies), or after
+        ``MAX_FLUSH_DEFERRALS`` passes. An empty run queue is a hint only
+        (within a pass, trio may run this task before the rest of the batch,
+        which ``tasks_runnable`` does not count): it lets a lone request or
+        reply go at once.
+        """
+        if self._early_flight:
+            # 0-RTT: hold the ClientHello (the server's flight) until the
+            # caller's first write (the handler's reply).
+            self._early_flight = False
+            for _ in range(MAX_FLUSH_DEFERRALS):
+                seen = self._flush_requests
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._flush_requests != seen:
+                    break
+        if not self._incoming and not trio.lowlevel.current_statistics().tasks_runnable:
+            # Nothing queued for the next pass. The rest of this pass may still
+            # run, but a lone request or reply goes out without waiting.
+            return
+        for _ in range(MAX_FLUSH_DEFERRALS):
+            seen = self._flush_requests
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            if self._flush_requests == seen and not self._incoming:
+                return  # every task ran once since, and none wrote: go
+
+    async def _wait_flush_request(self) -> None:
+        """Park until ``_flush_soon`` (or the timer scope's deadline) wakes us."""
+        self._flusher = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._flusher = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
