@@ -12,6 +12,7 @@ import trio
 
 import ghostwire.http3 as http3
 import ghostwire.quic as quic
+from ghostwire.quic.net.exceptions import StreamTooLarge
 from ghostwire.quic.suites import CipherSuite
 
 from .common import (
@@ -65,18 +66,21 @@ def client_config(settings: Settings, alpn: str = ALPN) -> quic.ClientConfig:
 
 async def _serve_stream(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
     try:
-        received = 0
-        head = b""
-        while True:
-            data = await stream.receive_some()
-            if not data:
-                break
-            if received < ECHO_LIMIT:
-                head += data[: ECHO_LIMIT - received]
-            received += len(data)
+        try:
+            # A request: read to its FIN and answer with data and FIN at once
+            # (one schedule point each, see docs/streams.md).
+            head = await stream.receive_all(ECHO_LIMIT)
+            received = len(head)
+        except StreamTooLarge:
+            # A bulk upload: count it in chunks (what receive_all read stays
+            # on the stream).
+            head, received = b"", 0
+            while data := await stream.receive_some():
+                if received < ECHO_LIMIT:
+                    head += data[: ECHO_LIMIT - received]
+                received += len(data)
         if isinstance(stream, quic.QuicStream):
-            await stream.send_all(reply_for(received, head))
-            await stream.send_eof()
+            await stream.send_all(reply_for(received, head), end_stream=True)
     except (quic.QuicError, trio.ClosedResourceError):
         pass
     finally:
@@ -131,15 +135,8 @@ def run_server(settings: Settings, protocol: str = "raw") -> None:
 async def _request(conn: quic.Connection, payload: bytes) -> bytes:
     stream = await conn.open_stream()
     try:
-        await stream.send_all(payload)
-        await stream.send_eof()
-        parts = []
-        while True:
-            data = await stream.receive_some()
-            if not data:
-                break
-            parts.append(data)
-        return b"".join(parts)
+        await stream.send_all(payload, end_stream=True)
+        return await stream.receive_all(ECHO_LIMIT)  # the echo, or bulk's 8-byte count
     finally:
         await stream.aclose()
 

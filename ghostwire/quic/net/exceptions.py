@@ -105,6 +105,18 @@ class StreamStopped(StreamReset):
     """The peer asked us to stop sending (STOP_SENDING) with ``error_code``."""
 
 
+class StreamTooLarge(QuicError, ValueError):
+    """``receive_all(max_bytes)``: the stream carries more than ``limit`` bytes.
+
+    Nothing is lost: what was read stays on the stream for ``receive_some``;
+    ``aclose`` (or ``stop_sending``) tells the peer to stop.
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class StreamLimitError(QuicError):
     """Opening a stream failed: the peer allows no more (and waiting was not wanted)."""
 

@@ -5,13 +5,19 @@ A bidirectional stream is a :class:`trio.abc.HalfCloseableStream`
 :class:`trio.abc.SendStream` or :class:`trio.abc.ReceiveStream`. Both add
 ``reset(code)`` (RESET_STREAM) and ``stop_sending(code)`` (STOP_SENDING).
 
+For a request or a reply whose size is bounded and known at the end,
+``send_all(data, end_stream=True)`` writes the data and the FIN, and
+``receive_all(max_bytes)`` reads to the peer's FIN, each with one schedule
+point: a request/reply exchange costs a task four steps (``open_stream`` or
+its spawn, the write, the read, ``aclose``) instead of six.
+
 Back-pressure: ``send_all`` hands the core at most ``stream_send_buffer``
 bytes beyond what the peer has acknowledged, then parks until
 acknowledgements make room. Receive credit (MAX_STREAM_DATA) is returned to
 the peer only as ``receive_some`` consumes data, so a slow reader slows the
 sender instead of growing a buffer.
 
-Errors: a peer reset makes ``receive_some`` raise :class:`StreamReset`
+Errors: a peer reset makes ``receive_some`` (and ``receive_all``) raise :class:`StreamReset`
 (every time); a peer STOP_SENDING makes ``send_all`` and ``send_eof`` raise
 :class:`StreamStopped` (a ``StreamReset``); a closed connection raises
 :class:`ConnectionClosed`; using a stream after ``aclose``, sending after
@@ -29,7 +35,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..stream_states import StreamStateError
-from .exceptions import StreamReset, StreamStopped
+from .exceptions import StreamReset, StreamStopped, StreamTooLarge
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -112,9 +118,13 @@ class _StreamBase:
         self._closed = True
         return was_closed
 
-    async def _finish_close(self) -> None:
-        if self._core.streams.has_pending_frames():  # a FIN, STOP_SENDING, credit
-            self._conn._flush_soon()
+    async def _finish_close(self, wrote: bool = False) -> None:
+        """``wrote``: closing queued a frame (FIN, STOP_SENDING). A stream
+        both sides finished costs no flush request (one would keep the
+        flusher waiting another scheduler pass for writes)."""
+        conn = self._conn
+        if wrote or (not conn._flush_pending and self._core.streams.has_pending_frames()):
+            conn._flush_soon()
         self._wake()
         self._conn._forget_stream(self._stream_id)
         await trio.lowlevel.checkpoint()
@@ -165,8 +175,15 @@ class _SendSide(_StreamBase):
                 f"stream {self._stream_id} can no longer send (finished or reset)"
             ) from None
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, *, end_stream: bool = False
+    ) -> None:
         """Send all of ``data``; blocks while the send buffer is full.
+
+        With ``end_stream=True`` the FIN goes with the last of the data: one
+        call and one schedule point for ``send_all`` then ``send_eof`` (a
+        request or a reply whose end is known). Later sends raise
+        :class:`trio.ClosedResourceError`, as after ``send_eof``.
 
         The call's schedule point comes first and the data goes out when the
         task next yields, so a ``send_eof`` (or another write) made right
@@ -178,20 +195,36 @@ class _SendSide(_StreamBase):
         try:
             await trio.lowlevel.checkpoint()
             self._check_send()
-            view = memoryview(data).cast("B")
-            while len(view):
-                room = self._send_room()
-                if room <= 0:
-                    self._conn._flush()  # what is buffered must go out to be acknowledged
-                    await self._park()
-                    self._check_send()
-                    continue
-                chunk = view[:room]
-                view = view[room:]
-                self._write(bytes(chunk))
+            if type(data) is bytes and len(data) <= self._send_room():
+                last = data  # the usual case: no copy, no memoryview
+            else:
+                last = await self._send_until_the_rest_fits(memoryview(data).cast("B"))
+            if end_stream:
+                self._write(last, end_stream=True)
+                self._eof_sent = True
+                # As send_eof: alone on the connection, nothing can join the
+                # packet, so it goes now.
+                self._conn._flush_last_write()
+            elif last:
+                self._write(last)
                 self._conn._flush_soon()
         finally:
             self._sending = False
+
+    async def _send_until_the_rest_fits(self, view: memoryview) -> bytes:
+        """Write ``view`` as the send buffer makes room, parking while it is
+        full, until what is left fits; return that (a copy: the caller may
+        reuse its buffer once ``send_all`` returns)."""
+        while len(view) > (room := self._send_room()):
+            if room <= 0:
+                self._conn._flush()  # what is buffered must go out to be acknowledged
+                await self._park()
+                self._check_send()
+                continue
+            self._write(bytes(view[:room]))
+            view = view[room:]
+            self._conn._flush_soon()
+        return bytes(view)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
@@ -239,17 +272,23 @@ class _SendSide(_StreamBase):
         self._conn._flush_soon()
         self._wake()
 
-    async def _close_send_side(self) -> None:
+    def _close_send_side(self) -> bool:
+        """FIN unless finished or reset; True if it queued one."""
         if self._eof_sent or self._reset_sent or self._core.is_closed:
-            return
+            return False
         self._eof_sent = True
         try:
             self._core.send_stream_data(self._stream_id, b"", end_stream=True)
         except StreamStateError:
-            pass  # the peer's STOP_SENDING already reset this side: nothing to finish
+            return False  # the peer's STOP_SENDING already reset this side: nothing to finish
+        return True
 
 
 class _ReceiveSide(_StreamBase):
+    # Bytes a receive_all read but did not return (cancelled, or over its
+    # limit): the next read returns them first.
+    _unread = b""
+
     def _init_receive(self) -> None:
         self._receiving = False
         self._stop_sent = False
@@ -278,7 +317,12 @@ class _ReceiveSide(_StreamBase):
                     # the peer may never answer with RESET_STREAM (only a SHOULD): without
                     # this a reader would wait forever, or see the FIN as a clean EOF.
                     raise trio.ClosedResourceError("stop_sending() was called on this stream")
-                data = streams.read_or_eof(stream_id, size)
+                data: bytes | None
+                if self._unread:
+                    data = self._unread[:size]
+                    self._unread = self._unread[size:]
+                else:
+                    data = streams.read_or_eof(stream_id, size)
                 if data:
                     if streams.has_pending_control():
                         self._conn._flush_soon()  # the read freed credit worth announcing
@@ -303,6 +347,71 @@ class _ReceiveSide(_StreamBase):
         finally:
             self._receiving = False
 
+    async def receive_all(self, max_bytes: int) -> bytes:
+        """Receive the rest of the stream, to its end (the peer's FIN), and return it.
+
+        For a request or a reply of bounded size: one call and one schedule
+        point where a ``receive_some`` loop takes two (the data, then ``b""``).
+        Raises :class:`StreamTooLarge` (a ``ValueError``) when the stream
+        carries more than ``max_bytes``, and what ``receive_some`` raises
+        (:class:`StreamReset`, ...). If it raises or is cancelled, nothing
+        read is lost: ``receive_some`` and ``receive_all`` return it first.
+        """
+        max_bytes = operator.index(max_bytes)
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        parts: list[bytes] = []
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._unread:
+                parts.append(self._unread)
+                self._unread = b""
+            size = len(parts[0]) if parts else 0
+            streams = self._core.streams
+            stream_id = self._stream_id
+            parked = False  # parking is a schedule point: no second one after it
+            while True:
+                self._check_open()
+                if self._stop_sent:  # see receive_some
+                    raise trio.ClosedResourceError("stop_sending() was called on this stream")
+                # One byte more than allowed tells an oversized stream apart.
+                data = streams.read_or_eof(stream_id, max_bytes - size + 1)
+                if data:
+                    parts.append(data)
+                    size += len(data)
+                    if streams.has_pending_control():
+                        self._conn._flush_soon()  # the read freed credit worth announcing
+                    if size > max_bytes:
+                        raise StreamTooLarge(
+                            f"stream {stream_id} carries more than {max_bytes} bytes",
+                            limit=max_bytes,
+                        )
+                    continue
+                code = self._reset_code
+                if code is not None:
+                    raise StreamReset(
+                        f"peer reset stream {stream_id} with code {code}", error_code=code
+                    )
+                if data is not None:  # the end of the stream
+                    self._eof_read = True
+                    if streams.has_pending_control():
+                        self._conn._flush_soon()  # e.g. MAX_STREAMS for a finished stream
+                    result = parts[0] if len(parts) == 1 else b"".join(parts)
+                    parts = []
+                    if not parked:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    return result
+                self._conn._raise_if_closed()
+                await self._park()
+                parked = True
+        finally:
+            if parts:  # raised or cancelled: the next read returns them
+                self._unread = b"".join(parts)
+            self._receiving = False
+
     def stop_sending(self, error_code: int = 0) -> None:
         """Ask the peer to stop sending (STOP_SENDING, RFC 9000 §19.5)."""
         if self._stop_sent or self._conn._core.is_closed:
@@ -312,11 +421,14 @@ class _ReceiveSide(_StreamBase):
         self._conn._flush_soon()
         self._wake()  # a task parked in receive_some must learn of it
 
-    def _close_receive_side(self) -> None:
+    def _close_receive_side(self) -> bool:
+        """STOP_SENDING unless all of the stream was read; True if it queued one."""
         if not self._stop_sent and not self._eof_read and not self._core.is_closed:
             if not self._core.stream_at_eof(self._stream_id):
                 self._stop_sent = True
                 self._core.stop_sending(self._stream_id, 0)
+                return True
+        return False
 
 
 class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
@@ -328,11 +440,15 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
         self._init_receive()
 
     async def aclose(self) -> None:
-        """Close both directions: FIN our side, STOP_SENDING theirs if unfinished."""
+        """Close both directions: FIN our side, STOP_SENDING theirs if unfinished.
+
+        After ``send_all(..., end_stream=True)`` and a read to the end (or
+        ``receive_all``), there is nothing left to send: it only checkpoints."""
+        wrote = False
         if not self._mark_closed():
-            await self._close_send_side()
-            self._close_receive_side()
-        await self._finish_close()
+            wrote = self._close_send_side()
+            wrote = self._close_receive_side() or wrote
+        await self._finish_close(wrote)
 
     def __repr__(self) -> str:
         return f"<QuicStream {self._stream_id}>"
@@ -347,9 +463,8 @@ class QuicSendStream(_SendSide, trio.abc.SendStream):
 
     async def aclose(self) -> None:
         """Close the stream: FIN unless it was finished or reset."""
-        if not self._mark_closed():
-            await self._close_send_side()
-        await self._finish_close()
+        wrote = not self._mark_closed() and self._close_send_side()
+        await self._finish_close(wrote)
 
 
 class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
@@ -361,9 +476,8 @@ class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
 
     async def aclose(self) -> None:
         """Close the stream: STOP_SENDING unless all of it was read."""
-        if not self._mark_closed():
-            self._close_receive_side()
-        await self._finish_close()
+        wrote = not self._mark_closed() and self._close_receive_side()
+        await self._finish_close(wrote)
 
 
 AnyStream = QuicStream | QuicSendStream | QuicReceiveStream
