@@ -88,9 +88,7 @@ async def _serve_stream(stream: quic.QuicStream | quic.QuicReceiveStream) -> Non
 
 
 async def _handler(conn: quic.Connection) -> None:
-    async with trio.open_nursery() as nursery:
-        async for stream in conn:
-            nursery.start_soon(_serve_stream, stream)
+    await conn.serve_streams(_serve_stream)
 
 
 _H3_BODY = request_payload(H3_BODY_SIZE)

@@ -53,6 +53,7 @@ log = logging.getLogger("ghostwire.quic")
 HANDLER_LINGER = 2.0
 
 Handler = Callable[["Connection"], Awaitable[object]]
+StreamHandler = Callable[[QuicStream | QuicReceiveStream], Awaitable[object]]
 
 
 class Connection(FlushScheduler, trio.abc.AsyncResource):
@@ -77,6 +78,9 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
         self._streams: dict[int, AnyStream] = {}
         self._incoming: list[AnyStream] = []  # short: a deque costs 0.7 KB when empty
         self._accept_lot = trio.lowlevel.ParkingLot()
+        # serve_streams(): starts a handler task for each new peer stream.
+        self._stream_sink: Callable[[QuicStream | QuicReceiveStream], object] | None = None
+        self._early_streams = False  # 0-RTT streams arrived in this batch of datagrams
         # open_stream() waiting for credit, bidirectional and unidirectional;
         # made by _opener_lot() on first use: most connections never wait.
         self._open_lot: trio.lowlevel.ParkingLot | None = None
@@ -280,6 +284,35 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return stream  # type: ignore[return-value]
 
+    async def serve_streams(self, handler: StreamHandler) -> None:
+        """Run ``handler(stream)`` in a task of its own for every stream the
+        peer opens, until the connection closes and every handler returned.
+
+        The cheaper form of ``async for stream in conn: nursery.start_soon(
+        handler, stream)``: each stream's task is started as its STREAM frame
+        is processed, with no acceptor task to wake (a task switch per
+        stream), and the streams of one datagram start in the same scheduler
+        pass, so their replies share packets. The tasks run in a nursery of
+        this call; a handler's exception cancels the others and is raised
+        here. While it runs, ``accept_stream`` gets no streams.
+        """
+        from .api import unwrapping_nursery  # api imports this module
+
+        if self._stream_sink is not None:
+            raise trio.BusyResourceError("serve_streams is already running on this connection")
+        async with unwrapping_nursery() as nursery:
+
+            def start(stream: QuicStream | QuicReceiveStream) -> None:
+                nursery.start_soon(handler, stream)
+
+            self._stream_sink = start
+            try:
+                while self._incoming:  # arrived before this call
+                    self._stream_sink(self._incoming.pop(0))  # type: ignore[arg-type]
+                await self._closed_event.wait()
+            finally:
+                self._stream_sink = None
+
     def __aiter__(self) -> AsyncIterator[QuicStream | QuicReceiveStream]:
         return self._iterate_streams()
 
@@ -377,7 +410,8 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
         self._wake_ping()
         core = self._core
         if not core.handshake_confirmed:
-            if self._incoming and not core.handshake_complete and not core.is_client:
+            early, self._early_streams = self._early_streams, False
+            if early and not core.handshake_complete and not core.is_client:
                 # 0-RTT streams (accepted): the handler's reply joins the
                 # server's first flight (0.5-RTT data, RFC 9001 §4.1.1), so the
                 # client has it after one datagram instead of two.
@@ -486,10 +520,13 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
 
     def _on_stream_opened(self, stream_id: int) -> None:
         if stream_is_bidirectional(stream_id):
-            stream: AnyStream = QuicStream(self, stream_id)
+            stream: QuicStream | QuicReceiveStream = QuicStream(self, stream_id)
         else:
             stream = QuicReceiveStream(self, stream_id)
         self._streams[stream_id] = stream
+        if self._stream_sink is not None:
+            self._stream_sink(stream)  # serve_streams: its task starts in the next pass
+            return
         self._incoming.append(stream)
         self._accept_lot.unpark_all()
 
@@ -626,6 +663,7 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
         now, not a round trip later (its replies go out as 0.5-RTT data)."""
         core = self._core
         if not core.is_client and core.early_data_accepted:
+            self._early_streams = True
             self._handshake_event.set()
 
     async def _run_handler(self, handler: Handler) -> None:

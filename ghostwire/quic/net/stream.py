@@ -182,49 +182,60 @@ class _SendSide(_StreamBase):
 
         With ``end_stream=True`` the FIN goes with the last of the data: one
         call and one schedule point for ``send_all`` then ``send_eof`` (a
-        request or a reply whose end is known). Later sends raise
-        :class:`trio.ClosedResourceError`, as after ``send_eof``.
+        request or a reply whose end is known), and the write is done before
+        the schedule point, so a lone request or reply leaves a scheduler
+        pass earlier. Later sends raise :class:`trio.ClosedResourceError`, as
+        after ``send_eof``.
 
-        The call's schedule point comes first and the data goes out when the
-        task next yields, so a ``send_eof`` (or another write) made right
-        after shares the packet instead of following in its own.
+        Otherwise the call's schedule point comes first and the data goes out
+        when the task next yields, so a ``send_eof`` (or another write) made
+        right after shares the packet instead of following in its own.
         """
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._sending = True
         try:
-            await trio.lowlevel.checkpoint()
+            if end_stream:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:
+                await trio.lowlevel.checkpoint()
             self._check_send()
+            parked = False
             if type(data) is bytes and len(data) <= self._send_room():
                 last = data  # the usual case: no copy, no memoryview
             else:
-                last = await self._send_until_the_rest_fits(memoryview(data).cast("B"))
-            if end_stream:
-                self._write(last, end_stream=True)
-                self._eof_sent = True
-                # As send_eof: alone on the connection, nothing can join the
-                # packet, so it goes now.
-                self._conn._flush_last_write()
-            elif last:
-                self._write(last)
-                self._conn._flush_soon()
+                last, parked = await self._send_until_the_rest_fits(memoryview(data).cast("B"))
+            if not end_stream:
+                if last:
+                    self._write(last)
+                    self._conn._flush_soon()
+                return
+            self._write(last, end_stream=True)
+            self._eof_sent = True
+            # As send_eof: alone on the connection, nothing can join the
+            # packet, so it goes now.
+            self._conn._flush_last_write()
+            if not parked:  # parking was the schedule point
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
-    async def _send_until_the_rest_fits(self, view: memoryview) -> bytes:
+    async def _send_until_the_rest_fits(self, view: memoryview) -> tuple[bytes, bool]:
         """Write ``view`` as the send buffer makes room, parking while it is
         full, until what is left fits; return that (a copy: the caller may
-        reuse its buffer once ``send_all`` returns)."""
+        reuse its buffer once ``send_all`` returns), and whether it parked."""
+        parked = False
         while len(view) > (room := self._send_room()):
             if room <= 0:
                 self._conn._flush()  # what is buffered must go out to be acknowledged
                 await self._park()
+                parked = True
                 self._check_send()
                 continue
             self._write(bytes(view[:room]))
             view = view[room:]
             self._conn._flush_soon()
-        return bytes(view)
+        return bytes(view), parked
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
