@@ -1,0 +1,209 @@
+"""The one-call forms for a request and its reply: ``send_all(data,
+end_stream=True)``, ``receive_all(max_bytes)`` and ``Connection.serve_streams``,
+and the trio contract they keep (a schedule point each, cancellation, errors)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from quic_pair import client_config, server_config
+from test_perf_task_steps import HOST, PAYLOAD, connected, request, serve_request
+
+import ghostwire.quic as quic
+from ghostwire.quic.net.connection import Connection
+from ghostwire.quic.net.exceptions import StreamTooLarge
+
+
+class Held:
+    """A server whose stream handler, once ``holding``, hands each stream to
+    the test (before, it answers the warm-up requests)."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[Any](10)
+        self.holding = False
+
+    async def handler(self, stream: Any) -> None:
+        if not self.holding:
+            await serve_request(stream)
+            return
+        await self.send.send(stream)
+        await trio.sleep_forever()
+
+
+async def test_receive_all_refuses_a_longer_stream_and_loses_nothing() -> None:
+    held = Held()
+    async with connected(held.handler) as conn:
+        held.holding = True
+        stream = await conn.open_stream()
+        await stream.send_all(b"x" * 300, end_stream=True)
+        server_stream = await held.receive.receive()
+        with pytest.raises(StreamTooLarge) as info:
+            await server_stream.receive_all(100)
+        assert info.value.limit == 100
+        assert isinstance(info.value, ValueError)
+        # What it read stays on the stream.
+        data = b""
+        while chunk := await server_stream.receive_some(64):
+            data += chunk
+        assert data == b"x" * 300
+        await stream.aclose()
+
+
+async def test_a_cancelled_receive_all_keeps_what_it_read() -> None:
+    held = Held()
+    async with connected(held.handler) as conn:
+        held.holding = True
+        stream = await conn.open_stream()
+        await stream.send_all(b"first ")
+        server_stream = await held.receive.receive()
+        # "first " came with the frame that opened the stream: receive_all
+        # takes it in its first step, then waits for the FIN.
+        scope = trio.CancelScope()
+
+        async def read() -> None:
+            with scope:
+                await server_stream.receive_all(100)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+        assert scope.cancelled_caught
+        assert server_stream._unread == b"first "
+        await stream.send_all(b"second", end_stream=True)
+        assert await server_stream.receive_all(100) == b"first second"
+        assert await server_stream.receive_some() == b""
+
+
+async def test_receive_all_is_a_checkpoint_and_raises_a_reset() -> None:
+    held = Held()
+    async with connected(held.handler) as conn:
+        held.holding = True
+        stream = await conn.open_stream()
+        await stream.send_all(b"abc")
+        server_stream = await held.receive.receive()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await server_stream.receive_all(100)
+        stream.reset(7)
+        with pytest.raises(quic.StreamReset) as info:
+            await server_stream.receive_all(100)
+        assert info.value.error_code == 7
+        with pytest.raises(ValueError):
+            await server_stream.receive_all(-1)
+
+
+async def test_send_all_with_end_stream_finishes_the_side() -> None:
+    async with connected() as conn:
+        stream = await conn.open_stream()
+        await stream.send_all(PAYLOAD, end_stream=True)
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"more")
+        await stream.send_eof()  # idempotent, as after send_eof
+        assert await stream.receive_all(1000) == PAYLOAD
+        await stream.aclose()
+
+
+async def test_a_cancelled_send_all_with_end_stream_sends_nothing() -> None:
+    async with connected() as conn:
+        stream = await conn.open_stream()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await stream.send_all(b"never", end_stream=True)
+        # Nothing was written: the stream can still send its request.
+        await stream.send_all(PAYLOAD, end_stream=True)
+        assert await stream.receive_all(1000) == PAYLOAD
+
+
+async def test_send_all_with_end_stream_waits_for_room_then_ends() -> None:
+    """More than the send buffer: written as acknowledgements make room, the
+    FIN with the last piece (a bytearray: copied, not kept)."""
+    big = bytearray(range(256)) * 1000  # 256 KB over a 64 KiB send buffer
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(quic.serve, host=HOST),
+            partial(_serve, _echo),
+            0,
+            server_config(stream_send_buffer=64 << 10),
+        )
+        config = client_config(stream_send_buffer=64 << 10)
+        async with quic.connect(HOST, server.port, config) as conn:
+            stream = await conn.open_stream()
+            async with trio.open_nursery() as inner:
+                inner.start_soon(partial(stream.send_all, big, end_stream=True))
+                reply = await stream.receive_all(len(big))
+            assert reply == bytes(big)
+        nursery.cancel_scope.cancel()
+
+
+async def _serve(handler: Any, conn: Connection) -> None:
+    await conn.serve_streams(handler)
+
+
+async def _echo(stream: Any) -> None:
+    async with stream:
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        await stream.send_all(data, end_stream=True)
+
+
+async def test_serve_streams_raises_a_handlers_error_as_itself() -> None:
+    seen: list[BaseException] = []
+
+    async def failing(stream: Any) -> None:
+        await stream.receive_all(1000)
+        raise KeyError("boom")
+
+    async def conn_handler(conn: Connection) -> None:
+        try:
+            await conn.serve_streams(failing)
+        except BaseException as exc:
+            seen.append(exc)
+            raise
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                with pytest.raises(quic.ConnectionClosed) as info:
+                    await request(conn)
+                assert info.value.error_code == Connection.handler_error_code
+            nursery.cancel_scope.cancel()
+    assert len(seen) == 1 and isinstance(seen[0], KeyError)
+
+
+async def test_serve_streams_is_one_at_a_time_and_ends_with_the_connection() -> None:
+    results: list[str] = []
+    ended = trio.Event()
+
+    async def probe(stream: Any) -> None:
+        with pytest.raises(trio.BusyResourceError):
+            await stream.connection.serve_streams(_echo)
+        results.append("busy")
+        await _echo(stream)
+
+    async def conn_handler(conn: Connection) -> None:
+        await conn.serve_streams(probe)
+        results.append("ended")  # returned when the connection closed
+        ended.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                assert await request(conn) == PAYLOAD
+                await conn.aclose()
+            await ended.wait()
+            nursery.cancel_scope.cancel()
+    assert results == ["busy", "ended"]
