@@ -53,9 +53,12 @@ class _StreamBase:
         self._closed = False
         self._reset_code: int | None = None  # the peer's RESET_STREAM
         self._stop_code: int | None = None  # the peer's STOP_SENDING
-        # Woken on any news for this stream; made by the first task to park
-        # (a stream whose data is there when it is read never needs one).
-        self._lot: trio.lowlevel.ParkingLot | None = None
+        # The tasks parked on this stream (a reader, a writer: at most one of
+        # each), woken on any news for it. A list and plain reschedules, not
+        # a ParkingLot: made by the first task to park (a stream whose data
+        # is there when it is read never needs one), and waking nobody costs
+        # an attribute check.
+        self._waiters: list[trio.lowlevel.Task] | None = None
 
     @property
     def stream_id(self) -> int:
@@ -66,15 +69,27 @@ class _StreamBase:
         return self._conn
 
     def _wake(self) -> None:
-        lot = self._lot
-        if lot is not None:
-            lot.unpark_all()
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for task in waiters:
+                trio.lowlevel.reschedule(task)
 
     async def _park(self) -> None:
-        lot = self._lot
-        if lot is None:
-            lot = self._lot = trio.lowlevel.ParkingLot()
-        await lot.park()
+        """Wait for ``_wake`` (a schedule point; cancellable)."""
+        task = trio.lowlevel.current_task()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiting = self._waiters
+            if waiting is not None and task in waiting:
+                waiting.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def on_peer_abort(self, callback: Callable[[int | None], object]) -> None:
         """Call ``callback(code)`` as soon as the peer resets this stream
