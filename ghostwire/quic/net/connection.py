@@ -528,7 +528,8 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
             self._stream_sink(stream)  # serve_streams: its task starts in the next pass
             return
         self._incoming.append(stream)
-        self._accept_lot.unpark_all()
+        if self._accept_lot:  # an acceptor waits (the lot's unpark_all costs a generator)
+            self._accept_lot.unpark_all()
 
     def _forget_stream(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)

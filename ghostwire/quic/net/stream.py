@@ -44,21 +44,23 @@ DEFAULT_RECEIVE_SIZE = 65536
 
 
 class _StreamBase:
+    # State starts as these class attributes: a stream is made per request,
+    # and its instance holds only what changed.
     _sending = False  # a send_all / wait_send_all_might_not_block is running
+    _closed = False
+    _reset_code: int | None = None  # the peer's RESET_STREAM
+    _stop_code: int | None = None  # the peer's STOP_SENDING
+    # The tasks parked on this stream (a reader, a writer: at most one of
+    # each), woken on any news for it. A list and plain reschedules, not a
+    # ParkingLot: made by the first task to park (a stream whose data is
+    # there when it is read never needs one), and waking nobody costs an
+    # attribute check.
+    _waiters: list[trio.lowlevel.Task] | None = None
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
         self._conn = conn
         self._core = conn._core
         self._stream_id = stream_id
-        self._closed = False
-        self._reset_code: int | None = None  # the peer's RESET_STREAM
-        self._stop_code: int | None = None  # the peer's STOP_SENDING
-        # The tasks parked on this stream (a reader, a writer: at most one of
-        # each), woken on any news for it. A list and plain reschedules, not
-        # a ParkingLot: made by the first task to park (a stream whose data
-        # is there when it is read never needs one), and waking nobody costs
-        # an attribute check.
-        self._waiters: list[trio.lowlevel.Task] | None = None
 
     @property
     def stream_id(self) -> int:
@@ -150,13 +152,8 @@ class _StreamBase:
 
 
 class _SendSide(_StreamBase):
-    _send_conflict: trio.lowlevel.ParkingLot
-    _eof_sent: bool
-
-    def _init_send(self) -> None:
-        self._sending = False
-        self._eof_sent = False
-        self._reset_sent = False
+    _eof_sent = False
+    _reset_sent = False
 
     def _send_room(self) -> int:
         return self._conn._send_buffer_limit - self._core.stream_send_buffered(self._stream_id)
@@ -315,10 +312,9 @@ class _ReceiveSide(_StreamBase):
     # limit): the next read returns them first.
     _unread = b""
 
-    def _init_receive(self) -> None:
-        self._receiving = False
-        self._stop_sent = False
-        self._eof_read = False  # receive_some returned b"": nothing left to stop
+    _receiving = False
+    _stop_sent = False
+    _eof_read = False  # receive_some returned b"": nothing left to stop
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return some data; ``b""`` only at the end of the stream."""
@@ -460,11 +456,6 @@ class _ReceiveSide(_StreamBase):
 class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
     """A bidirectional QUIC stream."""
 
-    def __init__(self, conn: Connection, stream_id: int) -> None:
-        super().__init__(conn, stream_id)
-        self._init_send()
-        self._init_receive()
-
     async def aclose(self) -> None:
         """Close both directions: FIN our side, STOP_SENDING theirs if unfinished.
 
@@ -483,10 +474,6 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
 class QuicSendStream(_SendSide, trio.abc.SendStream):
     """A unidirectional stream we send on."""
 
-    def __init__(self, conn: Connection, stream_id: int) -> None:
-        super().__init__(conn, stream_id)
-        self._init_send()
-
     async def aclose(self) -> None:
         """Close the stream: FIN unless it was finished or reset."""
         wrote = not self._mark_closed() and self._close_send_side()
@@ -495,10 +482,6 @@ class QuicSendStream(_SendSide, trio.abc.SendStream):
 
 class QuicReceiveStream(_ReceiveSide, trio.abc.ReceiveStream):
     """A unidirectional stream the peer sends on."""
-
-    def __init__(self, conn: Connection, stream_id: int) -> None:
-        super().__init__(conn, stream_id)
-        self._init_receive()
 
     async def aclose(self) -> None:
         """Close the stream: STOP_SENDING unless all of it was read."""
