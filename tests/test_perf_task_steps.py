@@ -179,7 +179,13 @@ async def test_concurrent_requests_cost_few_steps_each() -> None:
     step per request on the server, waiting MAX_FLUSH_DEFERRALS passes)."""
     requests = 640
     async with connected() as conn:
+        before = conn.statistics()
         steps = await _count(conn, requests, CONCURRENT)
+        after = conn.statistics()
+    # ... and the requests and the replies share packets (about 10 a packet).
+    sent = after.packets_sent - before.packets_sent
+    received = after.packets_received - before.packets_received
+    assert sent <= requests // 5 and received <= requests // 5, (sent, received)
     assert steps.steps["worker"] == requests * 4 + CONCURRENT
     assert steps.steps["serve_request"] == requests * 4
     other = steps.total() - steps.steps["worker"] - steps.steps["serve_request"]
