@@ -101,12 +101,24 @@ def test_0rtt_reply_after_one_round_trip_resumed_after_two() -> None:
 # -- the trio shell over loopback ---------------------------------------------------
 
 
+async def _serve_one_call(conn: quic.Connection) -> None:
+    async def answer(stream: Any) -> None:
+        async with stream:
+            await stream.send_all(await stream.receive_all(1000), end_stream=True)
+
+    await conn.serve_streams(answer)
+
+
+@pytest.mark.parametrize("serving", ["async for", "serve_streams"])
 async def test_server_reply_to_0rtt_rides_in_its_first_flight(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, serving: str
 ) -> None:
     """The server's handshake flight waits (a few scheduler passes) for the
-    handler's reply to the 0-RTT request: one datagram carries both."""
-    from test_quic_api import running_server
+    handler's reply to the 0-RTT request: one datagram carries both (also
+    when ``serve_streams`` starts the stream's task, with no acceptor)."""
+    from test_quic_api import _echo, running_server
+
+    handler = _echo if serving == "async for" else _serve_one_call
 
     sent: list[tuple[Endpoint, bytes]] = []
     send_datagrams = Endpoint.send_datagrams
@@ -134,7 +146,7 @@ async def test_server_reply_to_0rtt_rides_in_its_first_flight(
             return conn.early_data_accepted
 
     with trio.fail_after(20):
-        async with running_server(config=server_config(early_data=True)) as server:
+        async with running_server(handler, server_config(early_data=True)) as server:
             assert not await round_trip(server.port)
             sent.clear()
             assert await round_trip(server.port)
