@@ -12,7 +12,6 @@ import trio
 
 import ghostwire.http3 as http3
 import ghostwire.quic as quic
-from ghostwire.quic.net.exceptions import StreamTooLarge
 from ghostwire.quic.suites import CipherSuite
 
 from .common import (
@@ -64,21 +63,18 @@ def client_config(settings: Settings, alpn: str = ALPN) -> quic.ClientConfig:
 # -- server -------------------------------------------------------------------
 
 
-async def _serve_stream(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
+async def _answer(request: bytes) -> bytes:
+    return reply_for(len(request), request)
+
+
+async def _count_upload(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
+    """A stream longer than a request (the bulk upload): counted in chunks."""
     try:
-        try:
-            # A request: read to its FIN and answer with data and FIN at once
-            # (one schedule point each, see docs/streams.md).
-            head = await stream.receive_all(ECHO_LIMIT)
-            received = len(head)
-        except StreamTooLarge:
-            # A bulk upload: count it in chunks (what receive_all read stays
-            # on the stream).
-            head, received = b"", 0
-            while data := await stream.receive_some():
-                if received < ECHO_LIMIT:
-                    head += data[: ECHO_LIMIT - received]
-                received += len(data)
+        head, received = b"", 0
+        while data := await stream.receive_some():
+            if received < ECHO_LIMIT:
+                head += data[: ECHO_LIMIT - received]
+            received += len(data)
         if isinstance(stream, quic.QuicStream):
             await stream.send_all(reply_for(received, head), end_stream=True)
     except (quic.QuicError, trio.ClosedResourceError):
@@ -88,7 +84,9 @@ async def _serve_stream(stream: quic.QuicStream | quic.QuicReceiveStream) -> Non
 
 
 async def _handler(conn: quic.Connection) -> None:
-    await conn.serve_streams(_serve_stream)
+    # Each stream's request is read whole, answered and finished in one step
+    # of its task (see docs/streams.md); longer streams go to _count_upload.
+    await conn.serve_requests(_answer, ECHO_LIMIT, large=_count_upload)
 
 
 _H3_BODY = request_payload(H3_BODY_SIZE)
@@ -131,12 +129,8 @@ def run_server(settings: Settings, protocol: str = "raw") -> None:
 
 
 async def _request(conn: quic.Connection, payload: bytes) -> bytes:
-    stream = await conn.open_stream()
-    try:
-        await stream.send_all(payload, end_stream=True)
-        return await stream.receive_all(ECHO_LIMIT)  # the echo, or bulk's 8-byte count
-    finally:
-        await stream.aclose()
+    # A stream, the request and its FIN, the whole reply: one task step.
+    return await conn.request(payload, ECHO_LIMIT)  # the echo, or bulk's 8-byte count
 
 
 async def bulk(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:

@@ -4,8 +4,10 @@ A trio task step (a resumption: a reschedule, a pass through the run queue,
 a coroutine send) costs a few microseconds; a request/reply exchange used to
 cost the server's per-stream task six (two reads, ``send_all``, ``send_eof``,
 ``aclose``), plus a step of the acceptor task per stream and up to
-``MAX_FLUSH_DEFERRALS`` steps of the flusher per datagram. These tests count
-steps with a trio instrument (load-independent), so a regression fails.
+``MAX_FLUSH_DEFERRALS`` steps of the flusher per datagram. With the one-call
+stream forms and ``serve_streams`` it is four a side; with
+``Connection.request`` and ``serve_requests``, one. These tests count steps
+with a trio instrument (load-independent), so a regression fails.
 """
 
 from __future__ import annotations
@@ -190,3 +192,40 @@ async def test_concurrent_requests_cost_few_steps_each() -> None:
     assert steps.steps["serve_request"] == requests * 4
     other = steps.total() - steps.steps["worker"] - steps.steps["serve_request"]
     assert other <= requests // 4, steps.steps  # about 100 here
+
+
+async def _answer(request: bytes) -> bytes:
+    return request
+
+
+async def _serve_requests(conn: Connection) -> None:
+    await conn.serve_requests(_answer, 1000)
+
+
+async def _one_call(conn: Connection) -> bytes:
+    return await conn.request(PAYLOAD, 1000)
+
+
+async def test_request_and_serve_requests_cost_one_step_a_side() -> None:
+    """The whole exchange in one call on each side: the client's task steps
+    once per request (the reply's wake-up), the server's per-stream task
+    once (it reads, answers, writes and finishes in its first step)."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST), _serve_requests, 0, server_config()
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                for _ in range(3):
+                    assert await _one_call(conn) == PAYLOAD
+                await trio.testing.wait_all_tasks_blocked()
+                sequential = await _count(conn, 20, 1, call=_one_call)
+                concurrent = await _count(conn, 640, CONCURRENT, call=_one_call)
+            nursery.cancel_scope.cancel()
+    assert sequential.steps["worker"] == 20 + 1
+    assert sequential.spawned["answer"] == 20
+    assert sequential.steps["answer"] == 20
+    assert concurrent.steps["worker"] == 640 + CONCURRENT
+    assert concurrent.steps["answer"] == 640
+    other = concurrent.total() - concurrent.steps["worker"] - concurrent.steps["answer"]
+    assert other <= 640 // 4, concurrent.steps

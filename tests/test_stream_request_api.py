@@ -1,9 +1,12 @@
 """The one-call forms for a request and its reply: ``send_all(data,
-end_stream=True)``, ``receive_all(max_bytes)`` and ``Connection.serve_streams``,
-and the trio contract they keep (a schedule point each, cancellation, errors)."""
+end_stream=True)``, ``receive_all(max_bytes)``, ``Connection.serve_streams``,
+``Connection.serve_requests`` and ``Connection.request``, and the trio
+contract they keep (a schedule point each, cancellation, errors)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -207,3 +210,135 @@ async def test_serve_streams_is_one_at_a_time_and_ends_with_the_connection() -> 
             await ended.wait()
             nursery.cancel_scope.cancel()
     assert results == ["busy", "ended"]
+
+
+async def test_receive_all_after_an_oversized_one_still_refuses() -> None:
+    held = Held()
+    async with connected(held.handler) as conn:
+        held.holding = True
+        stream = await conn.open_stream()
+        await stream.send_all(b"z" * 300, end_stream=True)
+        server_stream = await held.receive.receive()
+        for _ in range(2):  # the kept bytes alone are over the limit the second time
+            with pytest.raises(StreamTooLarge):
+                await server_stream.receive_all(100)
+        assert await server_stream.receive_all(1000) == b"z" * 300
+
+
+@asynccontextmanager
+async def request_server(
+    handler: Callable[[bytes], Awaitable[bytes]], **options: Any
+) -> AsyncIterator[tuple[Connection, list[BaseException]]]:
+    """A server answering with serve_requests(handler, 100, **options); the
+    exception its connection handler ended with, if any, is recorded."""
+    errors: list[BaseException] = []
+
+    async def conn_handler(conn: Connection) -> None:
+        try:
+            await conn.serve_requests(handler, 100, **options)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                yield conn, errors
+            nursery.cancel_scope.cancel()
+
+
+async def _upper(request: bytes) -> bytes:
+    return request.upper()
+
+
+async def test_request_and_serve_requests_answer_each_stream() -> None:
+    async with request_server(_upper) as (conn, errors):
+        assert await conn.request(b"abc", 100) == b"ABC"
+        assert await conn.request(b"", 100) == b""
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(conn.request, b"x%d" % i, 100)
+        # The stream API talks to it too.
+        assert await _classic_call(conn, b"def") == b"DEF"
+    assert errors == []
+
+
+async def _classic_call(conn: Connection, data: bytes) -> bytes:
+    stream = await conn.open_stream()
+    async with stream:
+        await stream.send_all(data)
+        await stream.send_eof()
+        return await stream.receive_all(100)
+
+
+async def test_an_oversized_request_is_reset_or_goes_to_large() -> None:
+    async with request_server(_upper) as (conn, errors):
+        with pytest.raises(quic.StreamReset) as info:
+            await conn.request(b"y" * 101, 100)
+        assert info.value.error_code == Connection.handler_error_code
+        assert await conn.request(b"ok", 100) == b"OK"  # the others go on
+    assert errors == []
+
+    async def count(stream: Any) -> None:
+        async with stream:
+            size = 0
+            while chunk := await stream.receive_some():
+                size += len(chunk)
+            await stream.send_all(b"%d" % size, end_stream=True)
+
+    async with request_server(_upper, large=count) as (conn, errors):
+        assert await conn.request(b"y" * 5000, 100) == b"5000"  # nothing lost
+        assert await conn.request(b"ok", 100) == b"OK"
+    assert errors == []
+
+
+async def test_a_failing_handler_resets_its_stream() -> None:
+    async def quic_failure(request: bytes) -> bytes:
+        raise quic.StreamReset("gave up", error_code=5)
+
+    async with request_server(quic_failure) as (conn, errors):
+        for _ in range(2):  # a QuicError fails that request alone
+            with pytest.raises(quic.StreamReset):
+                await conn.request(b"a", 100)
+    assert errors == []
+
+    async def bug(request: bytes) -> bytes:
+        raise KeyError("bug")
+
+    async with request_server(bug) as (conn, errors):
+        with pytest.raises((quic.StreamReset, quic.ConnectionClosed)):
+            await conn.request(b"a", 100)
+        await conn.wait_closed()  # the handler's error closed the connection
+    assert len(errors) == 1 and isinstance(errors[0], KeyError)
+
+
+async def test_a_cancelled_request_stops_the_reply() -> None:
+    release = trio.Event()
+
+    async def slow(request: bytes) -> bytes:
+        await release.wait()
+        return request
+
+    async with request_server(slow) as (conn, _):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await conn.request(b"never sent", 100)
+        scope = trio.CancelScope()
+
+        async def abandoned() -> None:
+            with scope:
+                await conn.request(b"abandoned", 100)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(abandoned)
+            await trio.testing.wait_all_tasks_blocked()  # it waits for the reply
+            scope.cancel()
+        assert scope.cancelled_caught
+        assert not conn.core.streams.has_stream_data()
+        assert len(conn._streams) == 0  # closed: the reply will be refused (STOP_SENDING)
+        release.set()
+        assert await conn.request(b"next", 100) == b"next"

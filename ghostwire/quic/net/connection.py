@@ -42,6 +42,7 @@ from ..events import (
 from ..streams import StreamLimitReached, stream_is_bidirectional, stream_is_client_initiated
 from .exceptions import ConnectionClosed, ConnectionRefused, QuicError, error_from_termination
 from .scheduling import FlushScheduler
+from .serving import StreamServing
 from .stream import AnyStream, QuicReceiveStream, QuicSendStream, QuicStream
 
 if TYPE_CHECKING:
@@ -53,15 +54,10 @@ log = logging.getLogger("ghostwire.quic")
 HANDLER_LINGER = 2.0
 
 Handler = Callable[["Connection"], Awaitable[object]]
-StreamHandler = Callable[[QuicStream | QuicReceiveStream], Awaitable[object]]
 
 
-class Connection(FlushScheduler, trio.abc.AsyncResource):
+class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
     """An established (or establishing) QUIC connection."""
-
-    # The application error code a server's connection is closed with when
-    # its handler raises (the peer sees ConnectionClosed with this code).
-    handler_error_code = 0x1
 
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
@@ -238,6 +234,13 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
     async def open_stream(self, bidirectional: bool = True) -> QuicStream | QuicSendStream:
         """Open a stream, waiting while the peer's stream limit is reached."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        stream, parked = await self._open_stream(bidirectional)
+        if not parked:  # parking was the schedule point
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return stream
+
+    async def _open_stream(self, bidirectional: bool) -> tuple[QuicStream | QuicSendStream, bool]:
+        """A new stream, and whether it had to wait (park) for the peer's credit."""
         parked = False
         while True:
             self._raise_if_closed()
@@ -252,9 +255,7 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
                 QuicStream(self, stream_id) if bidirectional else QuicSendStream(self, stream_id)
             )
             self._streams[stream_id] = stream
-            if not parked:  # parking was the schedule point
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return stream
+            return stream, parked
 
     def _opener_lot(self, bidirectional: bool) -> trio.lowlevel.ParkingLot:
         lot = self._open_lot if bidirectional else self._open_uni_lot
@@ -283,35 +284,6 @@ class Connection(FlushScheduler, trio.abc.AsyncResource):
         if not parked:  # parking was the schedule point: a second costs a pass
             await trio.lowlevel.cancel_shielded_checkpoint()
         return stream  # type: ignore[return-value]
-
-    async def serve_streams(self, handler: StreamHandler) -> None:
-        """Run ``handler(stream)`` in a task of its own for every stream the
-        peer opens, until the connection closes and every handler returned.
-
-        The cheaper form of ``async for stream in conn: nursery.start_soon(
-        handler, stream)``: each stream's task is started as its STREAM frame
-        is processed, with no acceptor task to wake (a task switch per
-        stream), and the streams of one datagram start in the same scheduler
-        pass, so their replies share packets. The tasks run in a nursery of
-        this call; a handler's exception cancels the others and is raised
-        here. While it runs, ``accept_stream`` gets no streams.
-        """
-        from .api import unwrapping_nursery  # api imports this module
-
-        if self._stream_sink is not None:
-            raise trio.BusyResourceError("serve_streams is already running on this connection")
-        async with unwrapping_nursery() as nursery:
-
-            def start(stream: QuicStream | QuicReceiveStream) -> None:
-                nursery.start_soon(handler, stream)
-
-            self._stream_sink = start
-            try:
-                while self._incoming:  # arrived before this call
-                    self._stream_sink(self._incoming.pop(0))  # type: ignore[arg-type]
-                await self._closed_event.wait()
-            finally:
-                self._stream_sink = None
 
     def __aiter__(self) -> AsyncIterator[QuicStream | QuicReceiveStream]:
         return self._iterate_streams()

@@ -136,6 +136,10 @@ class _StreamBase:
         return was_closed
 
     async def _finish_close(self, wrote: bool = False) -> None:
+        self._release(wrote)
+        await trio.lowlevel.checkpoint()
+
+    def _release(self, wrote: bool) -> None:
         """``wrote``: closing queued a frame (FIN, STOP_SENDING). A stream
         both sides finished costs no flush request (one would keep the
         flusher waiting another scheduler pass for writes)."""
@@ -143,8 +147,7 @@ class _StreamBase:
         if wrote or (not conn._flush_pending and self._core.streams.has_pending_frames()):
             conn._flush_soon()
         self._wake()
-        self._conn._forget_stream(self._stream_id)
-        await trio.lowlevel.checkpoint()
+        conn._forget_stream(self._stream_id)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -231,6 +234,19 @@ class _SendSide(_StreamBase):
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
+
+    def _finish_nowait(self, data: bytes) -> bool:
+        """``send_all(data, end_stream=True)`` without a schedule point, when
+        it can be done at once: False (nothing written) if the send buffer
+        lacks room or the call would raise; the caller then uses send_all."""
+        if self._sending or self._eof_sent or self._reset_sent or self._stop_code is not None:
+            return False
+        if self._closed or self._core.is_closed or len(data) > self._send_room():
+            return False
+        self._write(data, end_stream=True)
+        self._eof_sent = True
+        self._conn._flush_last_write()
+        return True
 
     async def _send_until_the_rest_fits(self, view: memoryview) -> tuple[bytes, bool]:
         """Write ``view`` as the send buffer makes room, parking while it is
@@ -369,6 +385,37 @@ class _ReceiveSide(_StreamBase):
         finally:
             self._receiving = False
 
+    def _receive_all_nowait(self, max_bytes: int) -> bytes | None:
+        """What ``receive_all(max_bytes)`` returns, without a schedule point,
+        when the whole stream is already here; None when it is not, or when
+        the call would raise (what was read is kept: receive_all returns or
+        reports it)."""
+        if self._receiving or self._closed or self._stop_sent or self._reset_code is not None:
+            return None
+        if self._unread:
+            return None
+        streams = self._core.streams
+        stream_id = self._stream_id
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            data = streams.read_or_eof(stream_id, max_bytes - size + 1)
+            if data:
+                parts.append(data)
+                size += len(data)
+                if size <= max_bytes:
+                    continue
+            elif data is not None:  # the end of the stream
+                self._eof_read = True
+                if streams.has_pending_control():
+                    self._conn._flush_soon()  # credit worth announcing
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            if streams.has_pending_control():
+                self._conn._flush_soon()
+            if parts:
+                self._unread = b"".join(parts)
+            return None
+
     async def receive_all(self, max_bytes: int) -> bytes:
         """Receive the rest of the stream, to its end (the peer's FIN), and return it.
 
@@ -399,6 +446,11 @@ class _ReceiveSide(_StreamBase):
                 self._check_open()
                 if self._stop_sent:  # see receive_some
                     raise trio.ClosedResourceError("stop_sending() was called on this stream")
+                if size > max_bytes:  # what an earlier call kept may be too much already
+                    raise StreamTooLarge(
+                        f"stream {stream_id} carries more than {max_bytes} bytes",
+                        limit=max_bytes,
+                    )
                 # One byte more than allowed tells an oversized stream apart.
                 data = streams.read_or_eof(stream_id, max_bytes - size + 1)
                 if data:
@@ -406,11 +458,6 @@ class _ReceiveSide(_StreamBase):
                     size += len(data)
                     if streams.has_pending_control():
                         self._conn._flush_soon()  # the read freed credit worth announcing
-                    if size > max_bytes:
-                        raise StreamTooLarge(
-                            f"stream {stream_id} carries more than {max_bytes} bytes",
-                            limit=max_bytes,
-                        )
                     continue
                 code = self._reset_code
                 if code is not None:
@@ -461,11 +508,16 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
 
         After ``send_all(..., end_stream=True)`` and a read to the end (or
         ``receive_all``), there is nothing left to send: it only checkpoints."""
+        self._close_now()
+        await trio.lowlevel.checkpoint()
+
+    def _close_now(self) -> None:
+        """``aclose`` without its checkpoint (for callers that had one)."""
         wrote = False
         if not self._mark_closed():
             wrote = self._close_send_side()
             wrote = self._close_receive_side() or wrote
-        await self._finish_close(wrote)
+        self._release(wrote)
 
     def __repr__(self) -> str:
         return f"<QuicStream {self._stream_id}>"
