@@ -241,6 +241,8 @@ class _SendSide(_StreamBase):
         lacks room or the call would raise; the caller then uses send_all."""
         if self._sending or self._eof_sent or self._reset_sent or self._stop_code is not None:
             return False
+        if type(data) is not bytes:  # send_all copies what the caller may change
+            return False
         if self._closed or self._core.is_closed or len(data) > self._send_room():
             return False
         self._write(data, end_stream=True)
