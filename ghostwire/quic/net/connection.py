@@ -10,6 +10,9 @@
 * application calls (``open_stream``, ``send_all``, ...), which act on the
   core and flush synchronously.
 
+When it sends is decided in ``scheduling.py``; ``serve_streams``,
+``serve_requests`` and ``request`` live in ``serving.py`` (both mixins).
+
 Structured concurrency: the connection's task lives in the endpoint's nursery
 and owns a nursery of its own; a server's connection handler runs in it, so
 closing the connection cancels the handler and everything it started.

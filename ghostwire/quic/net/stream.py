@@ -9,7 +9,8 @@ For a request or a reply whose size is bounded and known at the end,
 ``send_all(data, end_stream=True)`` writes the data and the FIN, and
 ``receive_all(max_bytes)`` reads to the peer's FIN, each with one schedule
 point: a request/reply exchange costs a task four steps (``open_stream`` or
-its spawn, the write, the read, ``aclose``) instead of six.
+its spawn, the write, the read, ``aclose``) instead of six, and one with
+``Connection.request`` and ``Connection.serve_requests`` (``serving.py``).
 
 Back-pressure: ``send_all`` hands the core at most ``stream_send_buffer``
 bytes beyond what the peer has acknowledged, then parks until
