@@ -7,6 +7,8 @@ import socket
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from quic_pair import (
     CLIENT_ADDR,
     SERVER_ADDR,
@@ -27,6 +29,7 @@ from ghostwire.quic.frames import (
     is_stream_frame_at,
     parse_frame,
     parse_stream_frame,
+    parse_stream_frame_at,
 )
 from ghostwire.quic.net import gso
 from ghostwire.quic.net.endpoint import Endpoint
@@ -124,6 +127,45 @@ def test_parse_stream_frame_truncated_is_a_frame_encoding_error() -> None:
     with pytest.raises(FrameEncodingError) as caught:
         parse_stream_frame(Reader(wire))
     assert caught.value.frame_type == wire[0]
+
+
+def _varint(value: int, size: int) -> bytes:
+    """``value`` as a varint of ``size`` bytes (longer than needed is valid, RFC 9000 §16)."""
+    minimal = 1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 1 << 30 else 8
+    size = max(size, minimal)
+    prefix = {1: 0, 2: 1, 4: 2, 8: 3}[size]
+    return (value | (prefix << (8 * size - 2))).to_bytes(size, "big")
+
+
+@given(
+    st.integers(0, 7),
+    st.integers(0, 2**62 - 1),
+    st.integers(0, 2**62 - 1) | st.integers(2**62 - 100, 2**62 - 1),
+    st.binary(max_size=80),
+    st.sampled_from([1, 2, 4, 8]),
+)
+def test_parse_stream_frame_at_agrees_with_parse_frame(
+    flags: int, stream_id: int, offset: int, data: bytes, size: int
+) -> None:
+    """Every flag combination, varint width, offset near 2^62 and truncation:
+    the inline parser returns what parse_frame does or raises what it raises."""
+    wire = bytes((0x08 | flags,)) + _varint(stream_id, size)
+    if flags & 0x04:
+        wire += _varint(offset, size)
+    if flags & 0x02:
+        wire += _varint(len(data), size)
+    wire += data + b"\x01"  # a PING after it: the Length bounds the data
+    for end in range(1, len(wire) + 1):  # (the caller saw the type byte)
+        try:
+            expected: object = parse_frame(Reader(wire, 0, end))
+        except FrameEncodingError as exc:
+            expected = ("error", exc.frame_type)
+        try:
+            sid, off, chunk, fin, _next = parse_stream_frame_at(wire, 0, end)
+            got: object = StreamFrame(sid, off, chunk, fin)
+        except FrameEncodingError as exc:
+            got = ("error", exc.frame_type)
+        assert got == expected
 
 
 def test_non_stream_frames_are_not_taken_for_stream_frames() -> None:

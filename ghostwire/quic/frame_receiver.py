@@ -40,9 +40,8 @@ from .frames import (
     StreamsBlockedFrame,
     frame_allowed,
     is_ack_eliciting,
-    is_stream_frame_at,
     parse_frame,
-    parse_stream_frame,
+    parse_stream_frame_at,
 )
 from .packet import PacketType
 from .recovery import Space
@@ -61,6 +60,7 @@ _PROBING_FRAMES = frozenset(
 )
 
 _STREAM = FrameType.STREAM  # a global: enum member lookups are slow on CPython 3.11
+_STREAM_BASE = 0x08  # a STREAM frame's type byte: 0x08-0x0f (RFC 9000 §19.8)
 
 _SPACE_OF_EPOCH = {
     Epoch.INITIAL: Space.INITIAL,
@@ -89,8 +89,8 @@ class FrameReceiver:
         self._epoch = epoch
         self._dcid = dcid
         self._now = now
-        reader = Reader(payload)
-        if reader.eof():
+        end = len(payload)
+        if not end:
             raise QuicProtocolError(
                 TransportErrorCode.PROTOCOL_VIOLATION, "packet without frames (RFC 9000 §12.4)"
             )
@@ -99,14 +99,22 @@ class FrameReceiver:
         handlers = _HANDLERS
         conn = self.conn
         streams_allowed = frame_allowed(_STREAM, packet_type)
-        while not reader.eof():
-            if streams_allowed and is_stream_frame_at(reader):
-                # The bulk of all frames: no frame object, no table lookups. A
-                # STREAM frame never closes the connection (errors raise).
-                conn.streams.on_stream_frame(*parse_stream_frame(reader))
+        on_stream_frame = conn.streams.on_stream_frame
+        reader: Reader | None = None
+        pos = 0
+        while pos < end:
+            if streams_allowed and payload[pos] & 0xF8 == _STREAM_BASE:
+                # The bulk of all frames: no reader, no frame object, no table
+                # lookups. A STREAM frame never closes the connection (errors raise).
+                stream_id, offset, data, fin, pos = parse_stream_frame_at(payload, pos, end)
+                on_stream_frame(stream_id, offset, data, fin)
                 ack_eliciting = non_probing = True
                 continue
+            if reader is None:
+                reader = Reader(payload)
+            reader.pos = pos
             frame = parse_frame(reader)
+            pos = reader.pos
             frame_type = frame.frame_type
             if not frame_allowed(frame_type, packet_type):
                 raise QuicProtocolError(
