@@ -429,6 +429,10 @@ def parse_stream_frame_at(buf: bytes, pos: int, end: int) -> tuple[int, int, byt
         elif stream_id < 0x80 and pos + 2 <= end:
             stream_id = ((stream_id & 0x3F) << 8) | buf[pos + 1]
             pos += 2
+        elif stream_id < 0xC0 and pos + 4 <= end:  # ids from 16384 on: a busy connection
+            stream_id = ((stream_id & 0x3F) << 24) | (buf[pos + 1] << 16)
+            stream_id |= (buf[pos + 2] << 8) | buf[pos + 3]
+            pos += 4
         else:
             stream_id, pos = _varint_before(buf, pos, end)
         offset = 0

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from .errors import QuicProtocolError, TransportErrorCode
 from .frames import FrameType
-from .stream_recv import StreamReceiver
 from .stream_states import RECV_TERMINAL_STATES, RecvState, StreamStateError
 
 if TYPE_CHECKING:
@@ -178,7 +177,7 @@ class StreamReceiving:
         receiver = self._live(stream_id).receiver
         if receiver is None:
             raise StreamStateError(f"stream {stream_id} is send-only")
-        return self._read(stream_id, receiver, max_bytes)
+        return self.read_or_eof(stream_id, max_bytes) or b""
 
     def read_or_eof(self, stream_id: int, max_bytes: int | None = None) -> bytes | None:
         """One call for a reader's step: in-order data if any; ``b""`` at the end
@@ -194,13 +193,7 @@ class StreamReceiving:
         receiver = stream.receiver
         if receiver is None:
             return None
-        data = self._read(stream_id, receiver, max_bytes)
-        if data:
-            return data
-        return b"" if receiver.at_eof else None
-
-    def _read(self, stream_id: int, receiver: StreamReceiver, max_bytes: int | None) -> bytes:
-        data = receiver.read(max_bytes)
+        data = receiver.read_or_eof(max_bytes)
         if data:
             # What a read returns is what it consumed (RFC 9000 §4.1: credit
             # comes back as the application reads).

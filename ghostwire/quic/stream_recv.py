@@ -152,7 +152,11 @@ class StreamReceiver:
         elif self.discarding:
             self._flow.consumed = self.highest_received
         if state is _SIZE_KNOWN and self.contiguous_offset == self.final_size:
-            self._on_all_received()
+            self.state = _DATA_RECVD  # Size Known -> Data Recvd (RFC 9000 §3.2)
+            self._islands = None
+            if self.discarding:
+                self._flow.consumed = self.highest_received
+                self.state = recv_transition(self.state, RecvEvent.APP_READ_ALL_DATA)
         return growth
 
     def _receive_out_of_order(self, offset: int, data: bytes | memoryview, end: int) -> None:
@@ -189,14 +193,6 @@ class StreamReceiver:
             buf += data
         else:  # overlaps what we hold (repeated bytes are the same, §2.2)
             buf[rel : rel + len(data)] = data
-
-    def _on_all_received(self) -> None:
-        """Size Known -> Data Recvd (RFC 9000 §3.2)."""
-        self.state = _DATA_RECVD
-        self._islands = None
-        if self.discarding:
-            self._flow.consumed = self.highest_received
-            self.state = recv_transition(self.state, RecvEvent.APP_READ_ALL_DATA)
 
     def handle_reset(self, error_code: int, final_size: int) -> int:
         """Take a RESET_STREAM (RFC 9000 §19.4); returns the growth of ``highest_received``.
@@ -273,8 +269,13 @@ class StreamReceiver:
         reading the reset counts as the application having been told).
         A read that returns ``b""`` at EOF is when the application has seen
         all the data ("Data Read"); only then can the stream be forgotten.
-        Data read is exactly what :attr:`consumed` grows by.
         """
+        return self.read_or_eof(max_bytes) or b""
+
+    def read_or_eof(self, max_bytes: int | None = None) -> bytes | None:
+        """:meth:`read`, but ``None`` rather than ``b""`` when not at EOF
+        (nothing available yet, or the reset was read): ``b""`` means
+        :attr:`at_eof`. Data read is exactly what :attr:`consumed` grows by."""
         state = self.state
         read_offset = self._read_offset
         n = self.contiguous_offset - read_offset
@@ -291,12 +292,17 @@ class StreamReceiver:
             self._read_offset = read_offset = read_offset + n
             self._flow.consumed = read_offset
             return data
-        if state is _DATA_RECVD and read_offset == self.final_size:
+        if state is _DATA_RECVD:
+            if read_offset != self.final_size:
+                return None
             # "App Read All Data": the application has seen the EOF.
             self.state = _R.DATA_READ
-        elif state is _R.RESET_RECVD:
+            return b""
+        if state is _R.RESET_RECVD:
             self.acknowledge_reset()
-        return b""
+        elif state is _R.DATA_READ and not self.discarding and read_offset == self.final_size:
+            return b""
+        return None
 
     def acknowledge_reset(self) -> None:
         """The application has been told about the reset ("App Read Reset")."""
