@@ -147,10 +147,8 @@ class StreamReceiver:
                 self.contiguous_offset = end
             else:
                 self._receive_out_of_order(offset, data, end)
-            if self.discarding:
+            if self.discarding:  # (only new data moves highest_received)
                 self._flow.consumed = self.highest_received
-        elif self.discarding:
-            self._flow.consumed = self.highest_received
         if state is _SIZE_KNOWN and self.contiguous_offset == self.final_size:
             self.state = _DATA_RECVD  # Size Known -> Data Recvd (RFC 9000 §3.2)
             self._islands = None
