@@ -38,6 +38,7 @@ from .frames import (
     StreamDataBlockedFrame,
     StreamFrame,
     StreamsBlockedFrame,
+    ack_fields_at,
     frame_allowed,
     is_ack_eliciting,
     parse_frame,
@@ -59,8 +60,17 @@ _PROBING_FRAMES = frozenset(
     }
 )
 
-_STREAM = FrameType.STREAM  # a global: enum member lookups are slow on CPython 3.11
 _STREAM_BASE = 0x08  # a STREAM frame's type byte: 0x08-0x0f (RFC 9000 §19.8)
+_ACK = 0x02  # an ACK frame's type byte (not ACK_ECN, 0x03)
+
+# Per packet type: may it carry STREAM frames, ACK frames (RFC 9000 §12.4, Table 3)?
+_FAST_FRAMES_ALLOWED = {
+    packet_type: (
+        frame_allowed(FrameType.STREAM, packet_type),
+        frame_allowed(FrameType.ACK, packet_type),
+    )
+    for packet_type in PacketType
+}
 
 _SPACE_OF_EPOCH = {
     Epoch.INITIAL: Space.INITIAL,
@@ -98,7 +108,7 @@ class FrameReceiver:
         non_probing = False
         handlers = _HANDLERS
         conn = self.conn
-        streams_allowed = frame_allowed(_STREAM, packet_type)
+        streams_allowed, acks_allowed = _FAST_FRAMES_ALLOWED[packet_type]
         on_stream_frame = conn.streams.on_stream_frame
         reader: Reader | None = None
         pos = 0
@@ -109,6 +119,13 @@ class FrameReceiver:
                 stream_id, offset, data, fin, pos = parse_stream_frame_at(payload, pos, end)
                 on_stream_frame(stream_id, offset, data, fin)
                 ack_eliciting = non_probing = True
+                continue
+            if payload[pos] == _ACK and acks_allowed:  # one in most packets, both ways
+                ranges, ack_delay, pos = ack_fields_at(payload, pos + 1, end)
+                self._on_ack_ranges(ranges, ack_delay)
+                non_probing = True
+                if conn.is_closed:
+                    break
                 continue
             if reader is None:
                 reader = Reader(payload)
@@ -135,11 +152,14 @@ class FrameReceiver:
     # -- handshake, recovery, connection management -----------------------
 
     def _on_ack(self, frame: AckFrame) -> None:
+        self._on_ack_ranges(frame.ranges, frame.ack_delay)
+
+    def _on_ack_ranges(self, ranges: tuple[tuple[int, int], ...], ack_delay: int) -> None:
         conn = self.conn
-        space = _SPACE_OF_EPOCH[self._epoch]
+        # RFC 9000 §19.3: the delay field is scaled by the peer's ack_delay_exponent.
         exponent = conn.peer_params.ack_delay_exponent if conn.peer_params is not None else 3
-        ack_delay = (frame.ack_delay << exponent) / 1_000_000
-        conn.on_ack_frame(space, frame.ranges, ack_delay, self._now)
+        delay = (ack_delay << exponent) / 1_000_000
+        conn.on_ack_frame(_SPACE_OF_EPOCH[self._epoch], ranges, delay, self._now)
 
     def _on_crypto(self, frame: CryptoFrame) -> None:
         crypto = self.conn.crypto[self._epoch]

@@ -330,31 +330,47 @@ def _parse_ping(reader: Reader, frame_type: int) -> Frame:
 
 
 def _parse_ack(reader: Reader, frame_type: int) -> Frame:
-    largest = reader.pull_varint()
-    delay = reader.pull_varint()
-    range_count = reader.pull_varint()
-    first_range = reader.pull_varint()
-    if first_range > largest:
-        raise _fail(frame_type, "ACK range below packet number 0")
-    smallest = largest - first_range
-    ranges = [(smallest, largest)]
-    # Each further range needs at least two bytes, so a huge count fails on
-    # the buffer before it can cost much.
-    if range_count > reader.remaining() // 2:
-        raise _fail(frame_type, "ACK range count exceeds the frame")
-    for _ in range(range_count):
-        gap = reader.pull_varint()
-        length = reader.pull_varint()
-        top = smallest - gap - 2  # RFC 9000 §19.3.1
-        bottom = top - length
-        if bottom < 0:
-            raise _fail(frame_type, "ACK range below packet number 0")
-        ranges.append((bottom, top))
-        smallest = bottom
+    ranges, delay, reader.pos = ack_fields_at(reader.data, reader.pos, reader.end, frame_type)
     ecn = None
     if frame_type == FrameType.ACK_ECN:
         ecn = (reader.pull_varint(), reader.pull_varint(), reader.pull_varint())
-    return AckFrame(tuple(ranges), delay, ecn)
+    return AckFrame(ranges, delay, ecn)
+
+
+def ack_fields_at(
+    buf: bytes | bytearray | memoryview, pos: int, end: int, frame_type: int = FrameType.ACK
+) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """An ACK frame's fields from ``buf[pos]`` (just after its type) up to
+    ``end``: ``(ranges, ack_delay, next_pos)``, the ranges as :class:`AckFrame`
+    has them. The ECN counts of ACK_ECN follow; the caller reads them.
+    Raises FrameEncodingError when malformed (RFC 9000 §19.3)."""
+    try:
+        largest, pos = _varint_before(buf, pos, end)
+        delay, pos = _varint_before(buf, pos, end)
+        range_count, pos = _varint_before(buf, pos, end)
+        first_range, pos = _varint_before(buf, pos, end)
+        if first_range > largest:
+            raise _fail(frame_type, "ACK range below packet number 0")
+        smallest = largest - first_range
+        if not range_count:  # the common case: one range
+            return ((smallest, largest),), delay, pos
+        # Each further range needs at least two bytes, so a huge count fails on
+        # the buffer before it can cost much.
+        if range_count > (end - pos) // 2:
+            raise _fail(frame_type, "ACK range count exceeds the frame")
+        ranges = [(smallest, largest)]
+        for _ in range(range_count):
+            gap, pos = _varint_before(buf, pos, end)
+            length, pos = _varint_before(buf, pos, end)
+            top = smallest - gap - 2  # RFC 9000 §19.3.1
+            bottom = top - length
+            if bottom < 0:
+                raise _fail(frame_type, "ACK range below packet number 0")
+            ranges.append((bottom, top))
+            smallest = bottom
+        return tuple(ranges), delay, pos
+    except BufferReadError:
+        raise FrameEncodingError(f"truncated frame 0x{frame_type:x}", frame_type) from None
 
 
 def _parse_reset_stream(reader: Reader, frame_type: int) -> Frame:
@@ -462,10 +478,22 @@ def parse_stream_frame_at(buf: bytes, pos: int, end: int) -> tuple[int, int, byt
     return stream_id, offset, data, bool(frame_type & _STREAM_FIN), stop
 
 
-def _varint_before(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """The varint at ``buf[pos]``, which must end by ``end``; ``(value, next_pos)``."""
-    if pos >= end or pos + (1 << (buf[pos] >> 6)) > end:
+def _varint_before(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``buf[pos]``, which must end by ``end``: ``(value, next_pos)``.
+    One call for any size (the 8-byte one in :func:`decode_varint`)."""
+    if pos >= end:
         raise BufferReadError("truncated variable-length integer")
+    first = buf[pos]
+    if first < 0x40:
+        return first, pos + 1
+    size = 1 << (first >> 6)
+    if pos + size > end:
+        raise BufferReadError("truncated variable-length integer")
+    if size == 2:
+        return ((first & 0x3F) << 8) | buf[pos + 1], pos + 2
+    if size == 4:
+        value = ((first & 0x3F) << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8)
+        return value | buf[pos + 3], pos + 4
     return decode_varint(buf, pos)
 
 
