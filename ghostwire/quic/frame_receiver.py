@@ -3,7 +3,9 @@
 :meth:`FrameReceiver.process_payload` parses a decrypted packet payload
 frame by frame, checks that each frame may appear in that packet type
 (RFC 9000 §12.4, Table 3: a violation is PROTOCOL_VIOLATION), and dispatches
-it through a table to a short handler. Handlers delegate to the connection's
+it through a table to a short handler; STREAM and ACK frames, nearly all of
+the traffic, are parsed straight from the payload and go to their handlers
+without a frame object. Handlers delegate to the connection's
 collaborators (streams, connection IDs, recovery, TLS); rules that belong to
 a frame rather than to a collaborator live here, next to the handler.
 """
