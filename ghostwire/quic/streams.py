@@ -7,8 +7,10 @@ Theory of operation
 :class:`~ghostwire.quic.stream_recv.StreamReceiver`) plus connection-level
 flow control (:class:`~ghostwire.quic.flow.SendCredit`,
 :class:`~ghostwire.quic.flow.ReceiveCredit`). The connection talks to the
-manager only; every operation updates a few small ordered sets so nothing
-ever scans all streams:
+manager only (its receiving side -- STREAM and RESET_STREAM frames, reads
+-- is the :class:`~ghostwire.quic.stream_receiving.StreamReceiving` mixin);
+every operation updates a few small ordered sets so nothing ever scans all
+streams:
 
 * ``_send_queue`` -- round-robin queue of streams that may have STREAM data
   to send. A stream goes to the back after each frame; one found with
