@@ -7,6 +7,8 @@ import socket
 import sys
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from quic_pair import (
     CLIENT_ADDR,
     SERVER_ADDR,
@@ -19,14 +21,17 @@ from quic_pair import (
 
 from ghostwire.quic.buffer import Reader
 from ghostwire.quic.demux import Demux
-from ghostwire.quic.errors import FrameEncodingError
+from ghostwire.quic.errors import BufferReadError, FrameEncodingError
 from ghostwire.quic.frame_writer import FrameWriter
 from ghostwire.quic.frames import (
+    AckFrame,
     StreamFrame,
+    ack_fields_at,
     encode_frame,
     is_stream_frame_at,
     parse_frame,
     parse_stream_frame,
+    parse_stream_frame_at,
 )
 from ghostwire.quic.net import gso
 from ghostwire.quic.net.endpoint import Endpoint
@@ -124,6 +129,104 @@ def test_parse_stream_frame_truncated_is_a_frame_encoding_error() -> None:
     with pytest.raises(FrameEncodingError) as caught:
         parse_stream_frame(Reader(wire))
     assert caught.value.frame_type == wire[0]
+
+
+def _varint(value: int, size: int) -> bytes:
+    """``value`` as a varint of ``size`` bytes (longer than needed is valid, RFC 9000 §16)."""
+    minimal = 1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 1 << 30 else 8
+    size = max(size, minimal)
+    prefix = {1: 0, 2: 1, 4: 2, 8: 3}[size]
+    return (value | (prefix << (8 * size - 2))).to_bytes(size, "big")
+
+
+@given(
+    st.integers(0, 7),
+    st.integers(0, 2**62 - 1),
+    st.integers(0, 2**62 - 1) | st.integers(2**62 - 100, 2**62 - 1),
+    st.binary(max_size=80),
+    st.sampled_from([1, 2, 4, 8]),
+)
+def test_parse_stream_frame_at_agrees_with_parse_frame(
+    flags: int, stream_id: int, offset: int, data: bytes, size: int
+) -> None:
+    """Every flag combination, varint width, offset near 2^62 and truncation:
+    the inline parser returns what parse_frame does or raises what it raises."""
+    wire = bytes((0x08 | flags,)) + _varint(stream_id, size)
+    if flags & 0x04:
+        wire += _varint(offset, size)
+    if flags & 0x02:
+        wire += _varint(len(data), size)
+    wire += data + b"\x01"  # a PING after it: the Length bounds the data
+    for end in range(1, len(wire) + 1):  # (the caller saw the type byte)
+        try:
+            expected: object = parse_frame(Reader(wire, 0, end))
+        except FrameEncodingError as exc:
+            expected = ("error", exc.frame_type)
+        try:
+            sid, off, chunk, fin, _next = parse_stream_frame_at(wire, 0, end)
+            got: object = StreamFrame(sid, off, chunk, fin)
+        except FrameEncodingError as exc:
+            got = ("error", exc.frame_type)
+        assert got == expected
+
+
+@given(
+    st.integers(0, 2**62 - 1),
+    st.integers(0, 2**62 - 1),
+    st.lists(st.tuples(st.integers(0, 2**20), st.integers(0, 2**20)), max_size=4),
+    st.integers(0, 2**20),
+    st.sampled_from([1, 2, 4, 8]),
+)
+@example(5, 0, [], 6, 1)  # the first range one below packet number 0
+@example(5, 0, [], 5, 2)  # down to packet number 0 exactly
+@example(10, 0, [(0, 9)], 0, 1)  # the second range one below 0
+@example(10, 0, [(0, 8)], 0, 4)  # down to 0 exactly
+def test_ack_fields_at_agrees_with_a_plain_reading(
+    largest: int, delay: int, gaps: list[tuple[int, int]], first: int, size: int
+) -> None:
+    """ACK ranges below 0, counts larger than the frame, every varint width and
+    truncation: the inline ACK parser (parse_frame's too) agrees with a plain
+    reading of RFC 9000 §19.3."""
+    wire = b"\x02" + _varint(largest, size) + _varint(delay, size)
+    wire += _varint(len(gaps), size) + _varint(first, size)
+    for gap, length in gaps:
+        wire += _varint(gap, size) + _varint(length, size)
+    wire += b"\x01"
+    for end in range(1, len(wire) + 1):
+        expected = _reference_ack(wire, end)
+        try:
+            ranges, ack_delay, _next = ack_fields_at(wire, 1, end)
+            got: object = AckFrame(ranges, ack_delay)
+        except FrameEncodingError:
+            got = "error"
+        assert got == expected
+    if expected == "error":
+        with pytest.raises(FrameEncodingError):
+            parse_frame(Reader(wire))
+    else:
+        assert parse_frame(Reader(wire)) == expected
+
+
+def _reference_ack(wire: bytes, end: int) -> object:
+    """RFC 9000 §19.3 read plainly with a Reader: an AckFrame or "error"."""
+    reader = Reader(wire, 1, end)
+    try:
+        largest, delay, count, first = (reader.pull_varint() for _ in range(4))
+        ranges = [(largest - first, largest)]
+        for _ in range(count):
+            gap, length = reader.pull_varint(), reader.pull_varint()
+            top = ranges[-1][0] - gap - 2
+            ranges.append((top - length, top))
+    except BufferReadError:
+        return "error"
+    if min(bottom for bottom, _top in ranges) < 0:
+        return "error"
+    return AckFrame(tuple(ranges), delay)
+
+
+def test_an_ack_range_count_beyond_the_frame_is_an_encoding_error() -> None:
+    with pytest.raises(FrameEncodingError):
+        ack_fields_at(b"\x02\x05\x00\x3f\x00", 1, 5)
 
 
 def test_non_stream_frames_are_not_taken_for_stream_frames() -> None:

@@ -490,9 +490,12 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         offset = 0
         first_dcid: bytes | None = None
         processed = False
-        while offset < len(data):
+        # Every ID we issue has this length (what host_cid would say, without its calls).
+        dcid_length = self.config.connection_id_length
+        size = len(data)
+        while offset < size:
             try:
-                header = parse_header(data, offset, len(self.host_cid))
+                header = parse_header(data, offset, dcid_length)
             except PacketDropped:
                 break
             start, offset = offset, header.end
@@ -507,7 +510,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             except QuicProtocolError as exc:
                 self._close_on_error(exc, now)
                 return
-            if self.is_closed:
+            if self.state in _CLOSED_STATES:
                 return
         if not processed and self.peer_cids.is_stateless_reset(data):
             self._terminate(ConnectionTerminated(CloseReason.STATELESS_RESET), now)
@@ -576,13 +579,13 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         if self.qlog is not None:
             self.qlog.packet_received(ptype, pn, len(packet), now, payload)
         ack_eliciting = self.receiver.process_payload(payload, ptype, epoch, header.dcid, now)
-        if self.is_closed:
+        if self.state in _CLOSED_STATES:
             return True
         highest = pn > space.largest_received
         space.on_packet_received(pn, ack_eliciting, now, self.writer.max_ack_delay)
         self._on_packet_processed(epoch, addr, now)
         if one_rtt and not self.is_client:
-            if same_address(addr, self.peer_address):
+            if same_address(addr, self.path.address):
                 self.path.on_packet_from_current(header.dcid)
             else:
                 # NAT rebinding or migration (RFC 9000 §9.3).

@@ -3,7 +3,9 @@
 :meth:`FrameReceiver.process_payload` parses a decrypted packet payload
 frame by frame, checks that each frame may appear in that packet type
 (RFC 9000 §12.4, Table 3: a violation is PROTOCOL_VIOLATION), and dispatches
-it through a table to a short handler. Handlers delegate to the connection's
+it through a table to a short handler; STREAM and ACK frames, nearly all of
+the traffic, are parsed straight from the payload and go to their handlers
+without a frame object. Handlers delegate to the connection's
 collaborators (streams, connection IDs, recovery, TLS); rules that belong to
 a frame rather than to a collaborator live here, next to the handler.
 """
@@ -38,11 +40,11 @@ from .frames import (
     StreamDataBlockedFrame,
     StreamFrame,
     StreamsBlockedFrame,
+    ack_fields_at,
     frame_allowed,
     is_ack_eliciting,
-    is_stream_frame_at,
     parse_frame,
-    parse_stream_frame,
+    parse_stream_frame_at,
 )
 from .packet import PacketType
 from .recovery import Space
@@ -60,7 +62,17 @@ _PROBING_FRAMES = frozenset(
     }
 )
 
-_STREAM = FrameType.STREAM  # a global: enum member lookups are slow on CPython 3.11
+_STREAM_BASE = 0x08  # a STREAM frame's type byte: 0x08-0x0f (RFC 9000 §19.8)
+_ACK = 0x02  # an ACK frame's type byte (not ACK_ECN, 0x03)
+
+# Per packet type: may it carry STREAM frames, ACK frames (RFC 9000 §12.4, Table 3)?
+_FAST_FRAMES_ALLOWED = {
+    packet_type: (
+        frame_allowed(FrameType.STREAM, packet_type),
+        frame_allowed(FrameType.ACK, packet_type),
+    )
+    for packet_type in PacketType
+}
 
 _SPACE_OF_EPOCH = {
     Epoch.INITIAL: Space.INITIAL,
@@ -89,8 +101,8 @@ class FrameReceiver:
         self._epoch = epoch
         self._dcid = dcid
         self._now = now
-        reader = Reader(payload)
-        if reader.eof():
+        end = len(payload)
+        if not end:
             raise QuicProtocolError(
                 TransportErrorCode.PROTOCOL_VIOLATION, "packet without frames (RFC 9000 §12.4)"
             )
@@ -98,15 +110,30 @@ class FrameReceiver:
         non_probing = False
         handlers = _HANDLERS
         conn = self.conn
-        streams_allowed = frame_allowed(_STREAM, packet_type)
-        while not reader.eof():
-            if streams_allowed and is_stream_frame_at(reader):
-                # The bulk of all frames: no frame object, no table lookups. A
-                # STREAM frame never closes the connection (errors raise).
-                conn.streams.on_stream_frame(*parse_stream_frame(reader))
+        streams_allowed, acks_allowed = _FAST_FRAMES_ALLOWED[packet_type]
+        on_stream_frame = conn.streams.on_stream_frame
+        reader: Reader | None = None
+        pos = 0
+        while pos < end:
+            if streams_allowed and payload[pos] & 0xF8 == _STREAM_BASE:
+                # The bulk of all frames: no reader, no frame object, no table
+                # lookups. A STREAM frame never closes the connection (errors raise).
+                stream_id, offset, data, fin, pos = parse_stream_frame_at(payload, pos, end)
+                on_stream_frame(stream_id, offset, data, fin)
                 ack_eliciting = non_probing = True
                 continue
+            if payload[pos] == _ACK and acks_allowed:  # one in most packets, both ways
+                ranges, ack_delay, pos = ack_fields_at(payload, pos + 1, end)
+                self._on_ack_ranges(ranges, ack_delay)
+                non_probing = True
+                if conn.is_closed:
+                    break
+                continue
+            if reader is None:
+                reader = Reader(payload)
+            reader.pos = pos
             frame = parse_frame(reader)
+            pos = reader.pos
             frame_type = frame.frame_type
             if not frame_allowed(frame_type, packet_type):
                 raise QuicProtocolError(
@@ -127,11 +154,14 @@ class FrameReceiver:
     # -- handshake, recovery, connection management -----------------------
 
     def _on_ack(self, frame: AckFrame) -> None:
+        self._on_ack_ranges(frame.ranges, frame.ack_delay)
+
+    def _on_ack_ranges(self, ranges: tuple[tuple[int, int], ...], ack_delay: int) -> None:
         conn = self.conn
-        space = _SPACE_OF_EPOCH[self._epoch]
+        # RFC 9000 §19.3: the delay field is scaled by the peer's ack_delay_exponent.
         exponent = conn.peer_params.ack_delay_exponent if conn.peer_params is not None else 3
-        ack_delay = (frame.ack_delay << exponent) / 1_000_000
-        conn.on_ack_frame(space, frame.ranges, ack_delay, self._now)
+        delay = (ack_delay << exponent) / 1_000_000
+        conn.on_ack_frame(_SPACE_OF_EPOCH[self._epoch], ranges, delay, self._now)
 
     def _on_crypto(self, frame: CryptoFrame) -> None:
         crypto = self.conn.crypto[self._epoch]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Final
 
-from .buffer import Reader, Writer
+from .buffer import Reader, Writer, decode_varint
 from .errors import BufferReadError, FrameEncodingError
 from .packet import PacketType
 
@@ -330,31 +330,47 @@ def _parse_ping(reader: Reader, frame_type: int) -> Frame:
 
 
 def _parse_ack(reader: Reader, frame_type: int) -> Frame:
-    largest = reader.pull_varint()
-    delay = reader.pull_varint()
-    range_count = reader.pull_varint()
-    first_range = reader.pull_varint()
-    if first_range > largest:
-        raise _fail(frame_type, "ACK range below packet number 0")
-    smallest = largest - first_range
-    ranges = [(smallest, largest)]
-    # Each further range needs at least two bytes, so a huge count fails on
-    # the buffer before it can cost much.
-    if range_count > reader.remaining() // 2:
-        raise _fail(frame_type, "ACK range count exceeds the frame")
-    for _ in range(range_count):
-        gap = reader.pull_varint()
-        length = reader.pull_varint()
-        top = smallest - gap - 2  # RFC 9000 §19.3.1
-        bottom = top - length
-        if bottom < 0:
-            raise _fail(frame_type, "ACK range below packet number 0")
-        ranges.append((bottom, top))
-        smallest = bottom
+    ranges, delay, reader.pos = ack_fields_at(reader.data, reader.pos, reader.end, frame_type)
     ecn = None
     if frame_type == FrameType.ACK_ECN:
         ecn = (reader.pull_varint(), reader.pull_varint(), reader.pull_varint())
-    return AckFrame(tuple(ranges), delay, ecn)
+    return AckFrame(ranges, delay, ecn)
+
+
+def ack_fields_at(
+    buf: bytes | bytearray | memoryview, pos: int, end: int, frame_type: int = FrameType.ACK
+) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """An ACK frame's fields from ``buf[pos]`` (just after its type) up to
+    ``end``: ``(ranges, ack_delay, next_pos)``, the ranges as :class:`AckFrame`
+    has them. The ECN counts of ACK_ECN follow; the caller reads them.
+    Raises FrameEncodingError when malformed (RFC 9000 §19.3)."""
+    try:
+        largest, pos = _varint_before(buf, pos, end)
+        delay, pos = _varint_before(buf, pos, end)
+        range_count, pos = _varint_before(buf, pos, end)
+        first_range, pos = _varint_before(buf, pos, end)
+        if first_range > largest:
+            raise _fail(frame_type, "ACK range below packet number 0")
+        smallest = largest - first_range
+        if not range_count:  # the common case: one range
+            return ((smallest, largest),), delay, pos
+        # Each further range needs at least two bytes, so a huge count fails on
+        # the buffer before it can cost much.
+        if range_count > (end - pos) // 2:
+            raise _fail(frame_type, "ACK range count exceeds the frame")
+        ranges = [(smallest, largest)]
+        for _ in range(range_count):
+            gap, pos = _varint_before(buf, pos, end)
+            length, pos = _varint_before(buf, pos, end)
+            top = smallest - gap - 2  # RFC 9000 §19.3.1
+            bottom = top - length
+            if bottom < 0:
+                raise _fail(frame_type, "ACK range below packet number 0")
+            ranges.append((bottom, top))
+            smallest = bottom
+        return tuple(ranges), delay, pos
+    except BufferReadError:
+        raise FrameEncodingError(f"truncated frame 0x{frame_type:x}", frame_type) from None
 
 
 def _parse_reset_stream(reader: Reader, frame_type: int) -> Frame:
@@ -403,13 +419,82 @@ def is_stream_frame_at(reader: Reader) -> bool:
 
 def parse_stream_frame(reader: Reader) -> tuple[int, int, bytes, bool]:
     """The next frame, which :func:`is_stream_frame_at`, as ``(stream_id,
-    offset, data, fin)``: :func:`parse_frame` without the frame object, for
-    the receive hot path. Same checks, same errors."""
-    frame_type = reader.pull_varint()
+    offset, data, fin)``: :func:`parse_frame` without the frame object.
+    Same checks, same errors."""
+    buf = reader.data
+    stream_id, offset, data, fin, reader.pos = parse_stream_frame_at(
+        buf if isinstance(buf, bytes) else bytes(buf), reader.pos, reader.end
+    )
+    return stream_id, offset, data, fin
+
+
+def parse_stream_frame_at(buf: bytes, pos: int, end: int) -> tuple[int, int, bytes, bool, int]:
+    """The STREAM frame at ``buf[pos]`` (its type in one byte, 0x08-0x0f) as
+    ``(stream_id, offset, data, fin, next_pos)``, reading no further than
+    ``end``: the receive hot path, with no reader, no frame object and the
+    one- and two-byte varints (RFC 9000 §16) decoded inline. Same checks and
+    errors as :func:`parse_frame`."""
+    frame_type = buf[pos]
     try:
-        return _stream_fields(reader, frame_type)
+        pos += 1
+        if pos >= end:
+            raise BufferReadError("truncated Stream ID")
+        stream_id = buf[pos]
+        if stream_id < 0x40:
+            pos += 1
+        elif stream_id < 0x80 and pos + 2 <= end:
+            stream_id = ((stream_id & 0x3F) << 8) | buf[pos + 1]
+            pos += 2
+        elif stream_id < 0xC0 and pos + 4 <= end:  # ids from 16384 on: a busy connection
+            stream_id = ((stream_id & 0x3F) << 24) | (buf[pos + 1] << 16)
+            stream_id |= (buf[pos + 2] << 8) | buf[pos + 3]
+            pos += 4
+        else:
+            stream_id, pos = _varint_before(buf, pos, end)
+        offset = 0
+        if frame_type & _STREAM_OFF:
+            offset, pos = _varint_before(buf, pos, end)
+        if frame_type & _STREAM_LEN:
+            if pos >= end:
+                raise BufferReadError("truncated Length")
+            length = buf[pos]
+            if length < 0x40:
+                pos += 1
+            elif length < 0x80 and pos + 2 <= end:
+                length = ((length & 0x3F) << 8) | buf[pos + 1]
+                pos += 2
+            else:
+                length, pos = _varint_before(buf, pos, end)
+            stop = pos + length
+            if stop > end:
+                raise BufferReadError("STREAM data runs past the packet")
+        else:
+            stop = end  # no Length: the data runs to the end of the packet
+        data = buf[pos:stop]
     except BufferReadError:
         raise FrameEncodingError(f"truncated frame 0x{frame_type:x}", frame_type) from None
+    if offset + stop - pos > MAX_VARINT:
+        raise _fail(frame_type, "STREAM data beyond 2^62-1")  # RFC 9000 §19.8
+    return stream_id, offset, data, bool(frame_type & _STREAM_FIN), stop
+
+
+def _varint_before(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``buf[pos]``, which must end by ``end``: ``(value, next_pos)``.
+    One call for any size (the 8-byte one in :func:`decode_varint`)."""
+    if pos >= end:
+        raise BufferReadError("truncated variable-length integer")
+    first = buf[pos]
+    if first < 0x40:
+        return first, pos + 1
+    size = 1 << (first >> 6)
+    if pos + size > end:
+        raise BufferReadError("truncated variable-length integer")
+    if size == 2:
+        return ((first & 0x3F) << 8) | buf[pos + 1], pos + 2
+    if size == 4:
+        value = ((first & 0x3F) << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8)
+        return value | buf[pos + 3], pos + 4
+    return decode_varint(buf, pos)
 
 
 def _parse_max_data(reader: Reader, frame_type: int) -> Frame:

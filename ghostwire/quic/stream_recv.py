@@ -4,13 +4,17 @@ Theory of operation
 -------------------
 Received bytes live in one ``bytearray`` that mirrors the stream from
 ``read_offset`` (what the application has read) onwards; a byte received at
-offset ``o`` is stored at ``buf[o - read_offset]``. Gaps left by reordering
-are zero-filled placeholders and a :class:`RangeList` records which offsets
-really arrived, so inserting a segment costs O(segment + log ranges) and
-reading is a copy of the bytes read plus an O(1) front deletion: no
-quadratic behaviour with many small out-of-order segments. The buffer never
-extends past the flow-control limit we advertised, so its size is bounded
-by our receive window (and all streams together by MAX_DATA).
+offset ``o`` is stored at ``buf[o - read_offset]``. ``contiguous_offset``
+is where the data received in order from offset 0 ends. Data arriving in
+order (the common case) is appended and moves it, with no other
+bookkeeping. Data beyond a gap is stored after zero-filled placeholders and
+a :class:`RangeList` of "islands" (created only then) records which offsets
+beyond ``contiguous_offset`` really arrived; filling the gap merges the
+first island. Inserting a segment costs O(segment + log ranges) and reading
+is a copy of the bytes read plus an O(1) front deletion: no quadratic
+behaviour with many small out-of-order segments. The buffer never extends
+past the flow-control limit we advertised, so its size is bounded by our
+receive window (and all streams together by MAX_DATA).
 
 Flow control: the limit we enforce and the window auto-tuning live in a
 :class:`~ghostwire.quic.flow.ReceiveWindow`; credit comes back as the
@@ -42,7 +46,24 @@ from .stream_states import (
 
 _R = RecvState
 _OPEN = frozenset({_R.RECV, _R.SIZE_KNOWN})
-_SIZE_KNOWN = _R.SIZE_KNOWN  # a global: enum member lookups are slow on CPython 3.11
+_READABLE = frozenset({_R.RECV, _R.SIZE_KNOWN, _R.DATA_RECVD})
+# Globals: enum member lookups are slow on CPython 3.11.
+_RECV = _R.RECV
+_SIZE_KNOWN = _R.SIZE_KNOWN
+_DATA_RECVD = _R.DATA_RECVD
+
+
+def _final_size_error(
+    end: int, fin: bool, final_size: int | None, highest: int
+) -> QuicProtocolError:
+    """RFC 9000 §4.5: the final size never changes and bounds all data."""
+    if final_size is None:
+        reason = f"final size {end} below data already received ({highest})"
+    elif end > final_size:
+        reason = f"data up to {end} beyond final size {final_size}"
+    else:
+        reason = f"final size changed from {final_size} to {end}"
+    return QuicProtocolError(TransportErrorCode.FINAL_SIZE_ERROR, reason)
 
 
 class StreamReceiver:
@@ -50,11 +71,12 @@ class StreamReceiver:
 
     __slots__ = (
         "_buf",
-        "_discard",
         "_flow",
+        "_islands",
         "_read_offset",
-        "_received",
         "_stop_pending",
+        "contiguous_offset",
+        "discarding",
         "final_size",
         "highest_received",
         "reset_error_code",
@@ -65,16 +87,20 @@ class StreamReceiver:
     def __init__(
         self, initial_window: int = 0, max_window: int = DEFAULT_MAX_STREAM_WINDOW
     ) -> None:
-        self.state = _R.RECV
+        self.state = _RECV
         self.highest_received = 0
+        # End of the data received in order from offset 0 (what a reader can
+        # get up to); not maintained once the stream was reset.
+        self.contiguous_offset = 0
         self.final_size: int | None = None
         self.reset_error_code: int | None = None
         self.stop_sending_code: int | None = None
         self._flow = ReceiveWindow(initial_window, max_window)
         self._buf = bytearray()
         self._read_offset = 0
-        self._received = RangeList()
-        self._discard = False  # after stop_sending: drop incoming data
+        # Ranges received beyond ``contiguous_offset``; None while there are none.
+        self._islands: RangeList | None = None
+        self.discarding = False  # after stop_sending: drop incoming data
         self._stop_pending = False
 
     # -- incoming frames --------------------------------------------------------
@@ -85,53 +111,72 @@ class StreamReceiver:
         Raises QuicProtocolError with FINAL_SIZE_ERROR or FLOW_CONTROL_ERROR.
         """
         end = offset + len(data)
-        if fin or self.final_size is not None:  # (nothing to check otherwise)
-            self._check_final_size(end, fin)
+        final_size = self.final_size
+        # RFC 9000 §4.5: the final size never changes and bounds all data.
+        if final_size is not None:
+            if end > final_size or (fin and end != final_size):
+                raise _final_size_error(end, fin, final_size, self.highest_received)
+        elif fin and end < self.highest_received:
+            raise _final_size_error(end, fin, final_size, self.highest_received)
         if end > self._flow.limit:  # RFC 9000 §4.1
             raise QuicProtocolError(
                 TransportErrorCode.FLOW_CONTROL_ERROR,
                 f"stream data up to {end} exceeds MAX_STREAM_DATA {self._flow.limit}",
             )
-        growth = 0
-        if end > self.highest_received:
-            growth = end - self.highest_received
+        growth = end - self.highest_received
+        if growth > 0:
             self.highest_received = end
+        else:
+            growth = 0
         state = self.state
-        if state not in _OPEN:
+        if state is _RECV:
+            if fin:  # Recv -> Size Known (RFC 9000 §3.2)
+                self.final_size = end
+                state = self.state = _SIZE_KNOWN
+        elif state is not _SIZE_KNOWN:
             return growth  # complete, read or reset: late copies are ignored
-        if fin and state is _R.RECV:
-            self.final_size = end
-            self.state = recv_transition(state, RecvEvent.RECV_FIN)
-        if self._discard:
-            self._received.add(offset, end)
-            self._flow.consumed = self.highest_received
-        elif end > self._read_offset:
-            self._store(offset, data, end)
-        if self.state is _SIZE_KNOWN:
-            self._check_all_received()
+        contiguous = self.contiguous_offset
+        if end > contiguous:
+            if offset <= contiguous and self._islands is None:
+                # In order with nothing beyond: the buffer ends at ``contiguous``.
+                if not self.discarding:
+                    if offset == contiguous:
+                        self._buf += data
+                    else:
+                        self._buf += memoryview(data)[contiguous - offset :]
+                self.contiguous_offset = end
+            else:
+                self._receive_out_of_order(offset, data, end)
+            if self.discarding:  # (only new data moves highest_received)
+                self._flow.consumed = self.highest_received
+        if state is _SIZE_KNOWN and self.contiguous_offset == self.final_size:
+            self.state = _DATA_RECVD  # Size Known -> Data Recvd (RFC 9000 §3.2)
+            self._islands = None
+            if self.discarding:
+                self._flow.consumed = self.highest_received
+                self.state = recv_transition(self.state, RecvEvent.APP_READ_ALL_DATA)
         return growth
 
-    def _check_final_size(self, end: int, fin: bool) -> None:
-        """RFC 9000 §4.5: the final size never changes and bounds all data."""
-        final_size = self.final_size
-        if final_size is not None:
-            if end > final_size:
-                raise QuicProtocolError(
-                    TransportErrorCode.FINAL_SIZE_ERROR,
-                    f"data up to {end} beyond final size {final_size}",
-                )
-            if fin and end != final_size:
-                raise QuicProtocolError(
-                    TransportErrorCode.FINAL_SIZE_ERROR,
-                    f"final size changed from {final_size} to {end}",
-                )
-        elif fin and end < self.highest_received:
-            raise QuicProtocolError(
-                TransportErrorCode.FINAL_SIZE_ERROR,
-                f"final size {end} below data already received ({self.highest_received})",
-            )
+    def _receive_out_of_order(self, offset: int, data: bytes | memoryview, end: int) -> None:
+        """Data beyond a gap, or filling one: store it, merge the islands."""
+        if offset == end:
+            return  # an empty frame (a FIN) beyond the gap
+        islands = self._islands
+        if islands is None:
+            islands = self._islands = RangeList()
+        if not self.discarding:
+            self._store(offset, data)
+        islands.add(offset, end)
+        starts = islands.starts
+        if starts[0] <= self.contiguous_offset:  # the gap is filled
+            ends = islands.ends
+            self.contiguous_offset = max(self.contiguous_offset, ends[0])
+            del starts[0]
+            del ends[0]
+            if not starts:
+                self._islands = None
 
-    def _store(self, offset: int, data: bytes | memoryview, end: int) -> None:
+    def _store(self, offset: int, data: bytes | memoryview) -> None:
         read_offset = self._read_offset
         if offset < read_offset:  # drop the already-read head
             data = memoryview(data)[read_offset - offset :]
@@ -139,22 +184,13 @@ class StreamReceiver:
         buf = self._buf
         rel = offset - read_offset
         size = len(buf)
-        if rel == size:  # in order: the common case
+        if rel == size:
             buf += data
         elif rel > size:  # beyond a gap: zero-fill the gap
             buf += bytes(rel - size)
             buf += data
         else:  # overlaps what we hold (repeated bytes are the same, §2.2)
             buf[rel : rel + len(data)] = data
-        self._received.add(offset, end)
-
-    def _check_all_received(self) -> None:
-        if self.state is _SIZE_KNOWN and self.contiguous_offset == self.final_size:
-            self.state = recv_transition(self.state, RecvEvent.RECV_ALL_DATA)
-            self._received.clear()
-            if self._discard:
-                self._flow.consumed = self.highest_received
-                self.state = recv_transition(self.state, RecvEvent.APP_READ_ALL_DATA)
 
     def handle_reset(self, error_code: int, final_size: int) -> int:
         """Take a RESET_STREAM (RFC 9000 §19.4); returns the growth of ``highest_received``.
@@ -186,26 +222,16 @@ class StreamReceiver:
             self._drop_buffer()
             # RFC 9000 §4.5: the whole final size counts as consumed.
             self._flow.consumed = final_size
-            if self._discard:
+            if self.discarding:
                 self.state = recv_transition(self.state, RecvEvent.APP_READ_RESET)
         return growth
 
     # -- application side --------------------------------------------------------
 
     @property
-    def contiguous_offset(self) -> int:
-        """End of the data received in order from offset 0."""
-        starts = self._received.starts  # not bool(RangeList): a Python-level call per packet
-        if starts and starts[0] <= self._read_offset:
-            return self._received.ends[0]
-        if self.state in (_R.DATA_RECVD, _R.DATA_READ) and self.final_size is not None:
-            return self.final_size
-        return self._read_offset
-
-    @property
     def readable_bytes(self) -> int:
         """Bytes :meth:`read` can return right now."""
-        if self._discard or self.state not in (_R.RECV, _R.SIZE_KNOWN, _R.DATA_RECVD):
+        if self.discarding or self.state not in _READABLE:
             return 0
         return self.contiguous_offset - self._read_offset
 
@@ -223,8 +249,8 @@ class StreamReceiver:
     def at_eof(self) -> bool:
         """The FIN was reached and everything before it has been read."""
         return (
-            self.state in (_R.DATA_RECVD, _R.DATA_READ)
-            and not self._discard
+            self.state in (_DATA_RECVD, _R.DATA_READ)
+            and not self.discarding
             and self._read_offset == self.final_size
         )
 
@@ -242,14 +268,18 @@ class StreamReceiver:
         A read that returns ``b""`` at EOF is when the application has seen
         all the data ("Data Read"); only then can the stream be forgotten.
         """
+        return self.read_or_eof(max_bytes) or b""
+
+    def read_or_eof(self, max_bytes: int | None = None) -> bytes | None:
+        """:meth:`read`, but ``None`` rather than ``b""`` when not at EOF
+        (nothing available yet, or the reset was read): ``b""`` means
+        :attr:`at_eof`. Data read is exactly what :attr:`consumed` grows by."""
         state = self.state
-        if state is _R.RESET_RECVD:
-            self.acknowledge_reset()
-            return b""
-        available = self.readable_bytes
-        n = available if max_bytes is None or max_bytes > available else max(max_bytes, 0)
-        data = b""
-        if n:
+        read_offset = self._read_offset
+        n = self.contiguous_offset - read_offset
+        if max_bytes is not None and max_bytes < n:
+            n = max(max_bytes, 0)
+        if n and state in _READABLE and not self.discarding:
             buf = self._buf
             if n == len(buf):
                 data = bytes(buf)
@@ -257,12 +287,20 @@ class StreamReceiver:
             else:
                 data = bytes(memoryview(buf)[:n])
                 del buf[:n]
-            self._read_offset += n
-            self._flow.consumed = self._read_offset
-        elif state is _R.DATA_RECVD and self._read_offset == self.final_size:
+            self._read_offset = read_offset = read_offset + n
+            self._flow.consumed = read_offset
+            return data
+        if state is _DATA_RECVD:
+            if read_offset != self.final_size:
+                return None
             # "App Read All Data": the application has seen the EOF.
-            self.state = recv_transition(state, RecvEvent.APP_READ_ALL_DATA)
-        return data
+            self.state = _R.DATA_READ
+            return b""
+        if state is _R.RESET_RECVD:
+            self.acknowledge_reset()
+        elif state is _R.DATA_READ and not self.discarding and read_offset == self.final_size:
+            return b""
+        return None
 
     def acknowledge_reset(self) -> None:
         """The application has been told about the reset ("App Read Reset")."""
@@ -271,7 +309,7 @@ class StreamReceiver:
 
     def _drop_buffer(self) -> None:
         self._buf = bytearray()
-        self._received.clear()
+        self._islands = None
         self._flow.cancel()
 
     # -- STOP_SENDING ----------------------------------------------------------------
@@ -284,16 +322,18 @@ class StreamReceiver:
         data is dropped and the stream is done.
         """
         state = self.state
-        if state is _R.DATA_RECVD:
+        if state is _DATA_RECVD:
             self._drop_buffer()
             self._flow.consumed = self.highest_received
             self.state = recv_transition(state, RecvEvent.APP_READ_ALL_DATA)
             return
-        if state not in _OPEN or self._discard:
+        if state not in _OPEN or self.discarding:
             return
         self.stop_sending_code = error_code
         self._stop_pending = True
-        self._discard = True
+        # From now on only ``contiguous_offset`` and the islands track what
+        # arrived: enough to see the stream complete.
+        self.discarding = True
         self._buf = bytearray()
         self._flow.cancel()
         self._flow.consumed = self.highest_received
@@ -312,7 +352,7 @@ class StreamReceiver:
         self._stop_pending = False
 
     def on_stop_sending_delivered(self, delivered: bool) -> None:
-        if not delivered and self._discard and self.state in _OPEN:
+        if not delivered and self.discarding and self.state in _OPEN:
             self._stop_pending = True
 
     # -- MAX_STREAM_DATA -----------------------------------------------------------------
@@ -329,7 +369,7 @@ class StreamReceiver:
 
     def wants_max_stream_data(self) -> bool:
         """Cheap check: would :meth:`pending_max_stream_data` return a limit?"""
-        return self.state is _R.RECV and not self._discard and self._flow.wants_update()
+        return self.state is _RECV and not self.discarding and self._flow.wants_update()
 
     def pending_max_stream_data(self, now: float, rtt: float) -> int | None:
         """A new MAX_STREAM_DATA limit to advertise, or None.
@@ -339,7 +379,7 @@ class StreamReceiver:
         (see :mod:`ghostwire.quic.flow`). Only in "Recv": once the final size
         is known the peer needs no more credit (RFC 9000 §3.2).
         """
-        if self.state is not _R.RECV or self._discard:
+        if self.state is not _R.RECV or self.discarding:
             return None
         return self._flow.pending(now, rtt)
 
@@ -348,5 +388,5 @@ class StreamReceiver:
 
     def on_max_stream_data_delivered(self, limit: int, delivered: bool) -> None:
         """Lost -> re-arm, if ``limit`` is still the latest value."""
-        if self.state is _R.RECV and not self._discard:
+        if self.state is _R.RECV and not self.discarding:
             self._flow.on_delivered(limit, delivered)

@@ -7,8 +7,10 @@ Theory of operation
 :class:`~ghostwire.quic.stream_recv.StreamReceiver`) plus connection-level
 flow control (:class:`~ghostwire.quic.flow.SendCredit`,
 :class:`~ghostwire.quic.flow.ReceiveCredit`). The connection talks to the
-manager only; every operation updates a few small ordered sets so nothing
-ever scans all streams:
+manager only (its receiving side -- STREAM and RESET_STREAM frames, reads
+-- is the :class:`~ghostwire.quic.stream_receiving.StreamReceiving` mixin);
+every operation updates a few small ordered sets so nothing ever scans all
+streams:
 
 * ``_send_queue`` -- round-robin queue of streams that may have STREAM data
   to send. A stream goes to the back after each frame; one found with
@@ -39,7 +41,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .buffer import varint_size
-from .errors import QuicProtocolError, TransportErrorCode
 from .flow import (
     DEFAULT_MAX_CONNECTION_WINDOW,
     DEFAULT_MAX_STREAM_WINDOW,
@@ -55,9 +56,10 @@ from .stream_events import (
     StreamEvents,
     StreamStatistics,
 )
+from .stream_receiving import StreamReceiving
 from .stream_recv import StreamReceiver
 from .stream_send import StreamSender
-from .stream_states import RecvState, StreamStateError
+from .stream_states import RECV_TERMINAL_STATES, StreamStateError
 from .stream_types import (
     Stream,
     StreamConfig,
@@ -87,15 +89,10 @@ __all__ = [
 ]
 
 
-_STREAM_TYPES = frozenset(range(0x08, 0x10))
-_STREAM = FrameType.STREAM  # a global: enum member lookups are slow on CPython 3.11
-# RFC 9000 §19.8, §19.4, §19.13: frames only the sender of a stream sends.
-_FROM_SENDER = frozenset({FrameType.STREAM, FrameType.RESET_STREAM, FrameType.STREAM_DATA_BLOCKED})
-# RFC 9000 §19.10, §19.5: frames only the receiver of a stream sends.
-_FROM_RECEIVER = frozenset({FrameType.MAX_STREAM_DATA, FrameType.STOP_SENDING})
+_RECV_TERMINAL = RECV_TERMINAL_STATES  # a global: read per stream
 
 
-class StreamManager:
+class StreamManager(StreamReceiving):
     """All streams of one connection plus connection-level flow control.
 
     Our limits (what we allow the peer, i.e. our transport parameters) are
@@ -202,18 +199,21 @@ class StreamManager:
             return self._send_uni
         return self._send_bidi_remote if self._is_local(stream_id) else self._send_bidi_local
 
-    def _recv_window(self, stream_id: int) -> int:
-        if stream_id & 2:
-            return self._recv_uni
-        return self._recv_bidi_local if self._is_local(stream_id) else self._recv_bidi_remote
-
     def _create(self, stream_id: int) -> Stream:
-        local = self._is_local(stream_id)
-        uni = stream_id & 2
-        sender = StreamSender(self._send_limit(stream_id)) if local or not uni else None
-        receiver = None
-        if not local or not uni:
-            receiver = StreamReceiver(self._recv_window(stream_id), self._max_stream_window)
+        # Per stream opened: the windows and limits picked inline (RFC 9000 §18.2).
+        sender: StreamSender | None = None
+        receiver: StreamReceiver | None = None
+        if (stream_id & 1) == self._local_bit:
+            if stream_id & 2:
+                sender = StreamSender(self._send_uni)
+            else:
+                sender = StreamSender(self._send_bidi_remote)
+                receiver = StreamReceiver(self._recv_bidi_local, self._max_stream_window)
+        elif stream_id & 2:
+            receiver = StreamReceiver(self._recv_uni, self._max_stream_window)
+        else:
+            sender = StreamSender(self._send_bidi_local)
+            receiver = StreamReceiver(self._recv_bidi_remote, self._max_stream_window)
         stream = Stream(stream_id, sender, receiver)
         self._streams[stream_id] = stream
         return stream
@@ -258,113 +258,7 @@ class StreamManager:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def get_for_frame(self, stream_id: int, frame_type: int) -> Stream | None:
-        """The stream an incoming stream-related frame is about, or None to ignore it.
-
-        Opens peer-initiated streams as needed (with all lower-numbered ones
-        of the same type, RFC 9000 §3.2). Raises QuicProtocolError:
-        STREAM_STATE_ERROR for a frame the stream's direction forbids or for
-        a locally-initiated stream not opened yet; STREAM_LIMIT_ERROR for a
-        peer-initiated stream beyond the limit we advertised (§4.6).
-        """
-        kind = _STREAM if frame_type in _STREAM_TYPES else frame_type
-        local = (stream_id & 1) == self._local_bit
-        if stream_id & 2:
-            if local and kind in _FROM_SENDER:
-                raise QuicProtocolError(
-                    TransportErrorCode.STREAM_STATE_ERROR,
-                    f"frame on our send-only stream {stream_id}",
-                    frame_type,
-                )
-            if not local and kind in _FROM_RECEIVER:
-                raise QuicProtocolError(
-                    TransportErrorCode.STREAM_STATE_ERROR,
-                    f"frame on the peer's send-only stream {stream_id}",
-                    frame_type,
-                )
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            return stream
-        index = stream_id >> 2
-        stream_type = stream_id & 3
-        opened = self._next_index[stream_type]
-        if local:
-            if index >= opened:
-                raise QuicProtocolError(
-                    TransportErrorCode.STREAM_STATE_ERROR,
-                    f"stream {stream_id} has not been opened",
-                    frame_type,
-                )
-            return None  # closed and forgotten
-        if index < opened:
-            return None  # closed and forgotten
-        if index >= self._credit[stream_type >> 1].limit:
-            raise QuicProtocolError(
-                TransportErrorCode.STREAM_LIMIT_ERROR,
-                f"stream {stream_id} beyond the stream limit we advertised",
-                frame_type,
-            )
-        for i in range(opened, index + 1):  # RFC 9000 §3.2: implicitly opened
-            new_id = (i << 2) | stream_type
-            stream = self._create(new_id)
-            self._ev_opened.append(new_id)
-        self._next_index[stream_type] = index + 1
-        return stream
-
     # -- incoming frames ---------------------------------------------------------------
-
-    def on_stream_frame(
-        self,
-        stream_id: int,
-        offset: int,
-        data: bytes | memoryview,
-        fin: bool,
-        frame_type: int = FrameType.STREAM,
-    ) -> None:
-        """A STREAM frame (RFC 9000 §19.8); charges connection flow control."""
-        stream = self.get_for_frame(stream_id, frame_type)
-        if stream is None or stream.receiver is None:
-            return
-        receiver = stream.receiver
-        contiguous = receiver.contiguous_offset
-        state = receiver.state
-        consumed = receiver.consumed
-        try:
-            growth = receiver.handle_stream_frame(offset, data, fin)
-            if growth:
-                self.recv_credit.on_data(growth)
-        except QuicProtocolError as exc:
-            exc.frame_type = frame_type
-            raise
-        if receiver.consumed != consumed:
-            self.recv_credit.on_consumed(receiver.consumed - consumed)
-        if receiver.is_finished:
-            self._maybe_forget(stream_id)
-        elif receiver.contiguous_offset != contiguous or receiver.state is not state:
-            self._ev_readable[stream_id] = None
-
-    def on_reset_stream(self, stream_id: int, error_code: int, final_size: int) -> None:
-        """A RESET_STREAM frame (RFC 9000 §19.4)."""
-        frame_type = FrameType.RESET_STREAM
-        stream = self.get_for_frame(stream_id, frame_type)
-        if stream is None or stream.receiver is None:
-            return
-        receiver = stream.receiver
-        state = receiver.state
-        consumed = receiver.consumed
-        try:
-            growth = receiver.handle_reset(error_code, final_size)
-            if growth:
-                self.recv_credit.on_data(growth)
-        except QuicProtocolError as exc:
-            exc.frame_type = frame_type
-            raise
-        if receiver.consumed != consumed:
-            self.recv_credit.on_consumed(receiver.consumed - consumed)
-        if receiver.state is RecvState.RESET_RECVD and state is not RecvState.RESET_RECVD:
-            self._ev_reset[stream_id] = error_code
-            self._ev_readable.pop(stream_id, None)
-        self._maybe_forget(stream_id)
 
     def on_stop_sending(self, stream_id: int, error_code: int) -> None:
         """A STOP_SENDING frame (RFC 9000 §19.5): reset our send side in reply (§3.5)."""
@@ -432,47 +326,6 @@ class StreamManager:
         sender.write(data, end_stream)
         self._send_queue[stream_id] = None
 
-    def read(self, stream_id: int, max_bytes: int | None = None) -> bytes:
-        """Read in-order data; returns flow-control credit as it goes."""
-        receiver = self._live(stream_id).receiver
-        if receiver is None:
-            raise StreamStateError(f"stream {stream_id} is send-only")
-        consumed = receiver.consumed
-        data = receiver.read(max_bytes)
-        if receiver.consumed != consumed:
-            self.recv_credit.on_consumed(receiver.consumed - consumed)
-        if receiver.wants_max_stream_data():
-            self._control[stream_id] = None
-        if receiver.is_finished:
-            self._maybe_forget(stream_id)
-        return data
-
-    def read_or_eof(self, stream_id: int, max_bytes: int | None = None) -> bytes | None:
-        """One call for a reader's step: in-order data if any; ``b""`` at the end
-        of the stream (the read that reaches it is "Data Read", RFC 9000 §3.2,
-        and a stream already forgotten is over); ``None`` when nothing is
-        readable yet (also after a reset: the caller checks for one first).
-
-        ``read`` then ``at_eof`` do the same in two lookups and a second read.
-        """
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            return b""  # both halves finished and forgotten
-        receiver = stream.receiver
-        if receiver is None:
-            return None
-        consumed = receiver.consumed
-        data = receiver.read(max_bytes)
-        if receiver.consumed != consumed:
-            self.recv_credit.on_consumed(receiver.consumed - consumed)
-        if receiver.wants_max_stream_data():
-            self._control[stream_id] = None
-        if receiver.is_finished:
-            self._maybe_forget(stream_id)
-        if data:
-            return data
-        return b"" if receiver.at_eof else None
-
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abandon the send side with RESET_STREAM (no-op if already finished)."""
         sender = self._live(stream_id).sender
@@ -509,15 +362,21 @@ class StreamManager:
 
     def has_pending_control(self) -> bool:
         """Cheap check: may :meth:`pending_control_frames` return a frame?"""
-        return bool(
-            self._control
-            or self.recv_credit.window.wants_update()
-            or self.send_credit.pending_data_blocked() is not None
-            or self._credit[0].pending
-            or self._credit[1].pending
-            or self._streams_blocked[0].pending() is not None
-            or self._streams_blocked[1].pending() is not None
-        )
+        if self._control or self._credit[0].pending or self._credit[1].pending:
+            return True
+        if self.recv_credit.window.wants_update():
+            return True
+        # A blocked signal is only ever pending at the limit (flow.BlockedSignal):
+        # the attribute checks spare the calls while below it.
+        credit = self.send_credit
+        if credit.used >= credit.limit and credit.pending_data_blocked() is not None:
+            return True
+        next_index, local = self._next_index, self._local_bit
+        for uni in (0, 1):
+            if next_index[local | (uni << 1)] >= self._peer_max_streams[uni]:
+                if self._streams_blocked[uni].pending() is not None:
+                    return True
+        return False
 
     def has_max_streams_pending(self) -> bool:
         """Cheap check: is a MAX_STREAMS frame waiting to be sent?"""
@@ -770,15 +629,21 @@ class StreamManager:
         stream = self._streams.get(stream_id)
         if stream is None:
             return
-        if not stream.is_finished:
-            if stream_id & 1 != self._local_bit:  # a peer stream
+        sender, receiver = stream.sender, stream.receiver
+        if receiver is not None and receiver.state not in _RECV_TERMINAL:
+            return  # (and no credit to return early: that needs the receiving half done)
+        if sender is not None and not sender.is_finished:
+            if stream_id & 1 != self._local_bit and not stream.credited:  # a peer stream
                 self._credit[(stream_id >> 1) & 1].credit_if_done(stream)
             return
         del self._streams[stream_id]
-        self._send_queue.pop(stream_id, None)
-        self._conn_blocked.pop(stream_id, None)
-        self._control.pop(stream_id, None)
-        if not self._is_local(stream_id):
+        if stream_id in self._send_queue:
+            del self._send_queue[stream_id]
+        if stream_id in self._conn_blocked:
+            del self._conn_blocked[stream_id]
+        if stream_id in self._control:
+            del self._control[stream_id]
+        if stream_id & 1 != self._local_bit:
             self._credit[(stream_id >> 1) & 1].on_forgotten(stream.credited)
         if self.on_retired is not None:
             self.on_retired(stream_id)
