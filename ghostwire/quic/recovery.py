@@ -147,8 +147,10 @@ class LossRecovery:
         self._spaces = (SpaceState(), SpaceState(), SpaceState())
         self._first_rtt_sample_time: float | None = None
         # Time of the last event that (re)armed the timer; the anti-deadlock
-        # PTO counts from it (App. A.8 uses "now" at arming time).
-        self._timer_anchor = 0.0
+        # PTO counts from it (App. A.8 uses "now" at arming time). None until
+        # the first packet in flight: App. A.5 and A.7 arm the timer only on
+        # sending one or on an ACK, so nothing is armed before the first send.
+        self._timer_anchor: float | None = None
         # Reordering thresholds (§6.1.1, §6.1.2), raised by spurious losses.
         self.packet_threshold = K_PACKET_THRESHOLD
         self.time_threshold = K_TIME_THRESHOLD
@@ -507,7 +509,10 @@ class LossRecovery:
         backoff = 1 << self.pto_count
         duration = self.rtt.pto_base() * backoff
         if not self._ack_eliciting_in_flight():
-            return self._timer_anchor + duration, self._anti_deadlock_space()
+            anchor = self._timer_anchor
+            if anchor is None:
+                return None, self._anti_deadlock_space()  # nothing sent yet
+            return anchor + duration, self._anti_deadlock_space()
         best: float | None = None
         best_space = Space.INITIAL
         for space, state in zip(Space, self._spaces, strict=True):
