@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .buffer import encode_varint
 from .congestion import Pacer
 from .crypto import protect_packet
 from .frames import FrameType
@@ -122,8 +121,8 @@ class StreamWriter:
                 return
             pn = space.next_pn
             packet = prefix + (pn & pn_mask).to_bytes(pn_length, "big")
-            handlers = append_stream_frames(packet, streams, room)
-            if not handlers:
+            handler = append_stream_frames(packet, streams, room)
+            if handler is None:
                 return
             space.next_pn = pn + 1
             if len(packet) < pn_offset + MIN_PN_AND_PAYLOAD:
@@ -137,7 +136,7 @@ class StreamWriter:
                 size=size,
                 ack_eliciting=True,
                 in_flight=True,
-                handlers=handlers,
+                handlers=[handler],
             )
             conn.on_packets_sent([sent], size, now)
             pacer.on_packet_sent(size, now)
@@ -147,50 +146,57 @@ class StreamWriter:
         streams = self.conn.streams
         if not streams.has_stream_data():
             return
-        while builder.remaining > _STREAM_FRAME_MIN:
-            frame = streams.next_stream_frame(builder.remaining)
-            if frame is None:
-                return
-            stream_id, offset, data, fin = frame
-            payload = builder.payload
-            payload += stream_frame_header(stream_id, offset, len(data), fin)
-            payload += data
+        room = builder.remaining
+        if room <= _STREAM_FRAME_MIN:
+            return
+        handler = append_stream_frames(builder.payload, streams, room)
+        if handler is not None:
+            callback, args = handler
             builder.mark_ack_eliciting()
-            builder.add_handler(on_stream_delivered, streams, stream_id, offset, len(data), fin)
+            builder.add_handler(callback, *args)
 
 
-def append_stream_frames(packet: bytearray, streams: StreamManager, room: int) -> list[Handler]:
+def append_stream_frames(packet: bytearray, streams: StreamManager, room: int) -> Handler | None:
     """Fill ``room`` bytes of ``packet`` with STREAM frames: one frame when a
     bulk stream fills the packet, many when small streams (requests, replies)
-    are queued. Returns the packet's delivery handlers (none: nothing to send)."""
-    handlers: list[Handler] = []
+    are queued. Returns the packet's one delivery handler for all of them
+    (None: nothing to send)."""
+    frames: list[tuple[int, int, int, bool]] = []
     while room > _STREAM_FRAME_MIN:
         frame = streams.next_stream_frame(room)
         if frame is None:
             break
         stream_id, offset, data, fin = frame
-        header = stream_frame_header(stream_id, offset, len(data), fin)
+        length = len(data)
+        header = stream_frame_header(stream_id, offset, length, fin)
         packet += header
         packet += data
-        room -= len(header) + len(data)
-        handlers.append((on_stream_delivered, (streams, stream_id, offset, len(data), fin)))
-    return handlers
+        room -= len(header) + length
+        frames.append((stream_id, offset, length, fin))
+    if not frames:
+        return None
+    return streams.on_stream_frames_delivered, (frames,)
 
 
 def stream_frame_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
-    """A STREAM frame up to its data, always with a Length (RFC 9000 §19.8)."""
-    frame_type = _STREAM_BASE | _STREAM_LEN | (_STREAM_OFF if offset else 0) | (fin and 1)
-    if offset:
-        return (
-            bytes((frame_type,))
-            + encode_varint(stream_id)
-            + encode_varint(offset)
-            + encode_varint(length)
-        )
-    return bytes((frame_type,)) + encode_varint(stream_id) + encode_varint(length)
+    """A STREAM frame up to its data, always with a Length (RFC 9000 §19.8).
 
-
-def on_stream_delivered(
-    delivered: bool, streams: StreamManager, stream_id: int, offset: int, length: int, fin: bool
-) -> None:
-    streams.on_stream_frame_delivered(stream_id, offset, length, fin, delivered)
+    The fields are varints (RFC 9000 §16) gathered into one integer and
+    converted once: this runs for every frame sent.
+    """
+    value = _STREAM_BASE | _STREAM_LEN | (_STREAM_OFF if offset else 0) | fin
+    size = 1
+    for field in (stream_id, offset, length) if offset else (stream_id, length):
+        if field < 0x40:
+            value = value << 8 | field
+            size += 1
+        elif field < 0x4000:
+            value = value << 16 | field | 0x4000
+            size += 2
+        elif field < 0x40000000:
+            value = value << 32 | field | 0x80000000
+            size += 4
+        else:
+            value = value << 64 | field | 0xC000000000000000
+            size += 8
+    return value.to_bytes(size, "big")
