@@ -23,6 +23,18 @@ def write_ack_frame(
     Returns the largest packet number acknowledged, or None if nothing fit.
     """
     largest = ranges[0][1]
+    if len(ranges) == 1:  # the usual case: no gap
+        single = (
+            b"\x02"
+            + encode_varint(largest)
+            + encode_varint(delay)
+            + b"\x00"
+            + encode_varint(largest - ranges[0][0])
+        )
+        if len(single) > room:
+            return None
+        payload += single
+        return largest
     head = bytearray(b"\x02")
     head += encode_varint(largest)
     head += encode_varint(delay)

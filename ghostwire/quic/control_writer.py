@@ -51,7 +51,6 @@ class ControlFrameWriter:
                 builder.mark_ack_eliciting()
                 builder.add_handler(path.on_challenge_delivered, challenge)
                 self._pad_for_path = True
-        self._write_cid_frames(builder)
 
     def _write_cid_frames(self, builder: PacketBuilder) -> None:
         conn = self.conn

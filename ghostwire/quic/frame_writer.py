@@ -230,8 +230,11 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
             token=conn.token,
             key_phase=conn.key_phases.send_phase,
         )
+        spaces = conn.spaces
         for space_id, packet_type, epoch in _SPACE_PACKET:
-            self._write_handshake_space(builder, space_id, packet_type, epoch, now)
+            space = spaces[space_id]
+            if space.send_keys is not None and not space.discarded:
+                self._write_handshake_space(builder, space_id, packet_type, epoch, now)
         self._write_application_space(builder, now)
         if builder.is_empty:
             return None
@@ -256,7 +259,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
             pad_to = max(pad_to, min(MIN_INITIAL_DATAGRAM, max_size))
         datagram, sent = builder.finish(pad_to, now)
         conn.on_packets_sent(sent, len(datagram), now)
-        if any(p.ack_eliciting and p.in_flight for p in sent):
+        if builder.has_ack_eliciting():  # so in flight
             self._pacer.on_packet_sent(len(datagram), now)
         if conn.is_client and builder.has_packet_type(PacketType.HANDSHAKE):
             conn.on_handshake_packet_sent()
@@ -355,10 +358,18 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
             # already discarded those keys.
             self.handshake_done_pending = True
         if wants_data or probe:
-            self._write_control_frames(builder)
+            # Each writer is called only when it may have something: this runs
+            # for every 1-RTT packet.
+            if self.handshake_done_pending or self._path_responses or conn.path.challenge_pending:
+                self._write_control_frames(builder)
+            cids = conn.local_cids.has_pending_announcements()
+            if cids or conn.peer_cids.has_pending_retirements():
+                self._write_cid_frames(builder)
             self._write_stream_control_frames(builder, now)
             if probe or self._may_send_data(now):
-                self._write_crypto(builder, conn.crypto[Epoch.ONE_RTT])
+                crypto = conn.crypto[Epoch.ONE_RTT]
+                if crypto.has_pending():
+                    self._write_crypto(builder, crypto)
                 self._write_stream_frames(builder)
                 if streams.has_max_streams_pending():  # a FIN sent returned credit
                     self._write_stream_control_frames(builder, now)

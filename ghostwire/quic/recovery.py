@@ -220,11 +220,15 @@ class LossRecovery:
         largest = ranges[0][1]
         if largest > previous_largest:
             state.largest_acked = largest
-        spurious = self._spurious_losses(state, ranges, previous_largest, now)
+        spurious = self._spurious_losses(state, ranges, previous_largest, now) if state.lost else []
         acked = newly_acked(state, ranges, previous_largest)
         if not acked:
             return AckResult([], [], False, spurious=spurious)
-        ack_eliciting = any(packet.ack_eliciting for packet in acked)
+        ack_eliciting = False
+        for packet in acked:
+            if packet.ack_eliciting:
+                ack_eliciting = True
+                break
         state.forget(acked)
         rtt_sample = False
         newest = acked[-1]
@@ -241,7 +245,7 @@ class LossRecovery:
         self.congestion.on_packets_acked(acked, now, self.rtt)
         # RFC 9002 §6.2.1 / App. A.7: reset the backoff, except for a client
         # not yet sure the server validated its address.
-        if self.peer_completed_address_validation:
+        if not self.is_client or self._peer_validated:  # peer_completed_address_validation
             self.pto_count = 0
         self._timer_anchor = now
         return AckResult(acked, lost, rtt_sample, persistent, spurious)
@@ -273,8 +277,13 @@ class LossRecovery:
         state.loss_time = None
         largest_acked = state.largest_acked
         lost: list[SentPacket] = []
-        if largest_acked < 0:
+        sent = state.sent
+        if largest_acked < 0 or not sent:
             return lost
+        for first in sent:  # noqa: B007 -- the oldest packet outstanding
+            break
+        if first > largest_acked:
+            return lost  # nothing outstanding below the largest acknowledged
         delay = loss_delay(self.rtt.latest_rtt, self.rtt.smoothed_rtt, self.time_threshold)
         packet_threshold = self.packet_threshold
         records = state.lost

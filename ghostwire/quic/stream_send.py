@@ -356,10 +356,13 @@ class StreamSender:
             if acked is None and offset <= base:
                 # Acknowledged in order (the common case): the prefix grows.
                 if fin:
-                    # Through the FIN: everything is acknowledged.
+                    # Through the FIN: everything is acknowledged. RFC 9000
+                    # §3.1: "Recv All ACKs", Data Sent -> Data Recvd.
                     self._base = end
                     self._fin = _FIN_ACKED
-                    self._all_acked()
+                    self.state = _DATA_RECVD
+                    self._buf = b""
+                    self._lost = None
                     return True
                 if end <= base:
                     return False

@@ -535,12 +535,9 @@ class StreamManager:
         return bool(self._send_queue)
 
     def next_stream_frame(self, max_frame_size: int) -> OutgoingStreamFrame | None:
-        """The next STREAM frame, picking streams round-robin, or None.
-
-        ``max_frame_size`` bounds the whole frame (type, id, offset, length
-        and data). New data is charged to connection credit here; retransmitted
-        data is free. Returns None when nothing fits or nothing is sendable.
-        """
+        """The next STREAM frame, picking streams round-robin, or None (nothing
+        fits or is sendable). ``max_frame_size`` bounds the whole frame. New data
+        is charged to connection credit here; retransmitted data is free."""
         queue = self._send_queue
         credit = self.send_credit
         streams = self._streams
@@ -576,8 +573,7 @@ class StreamManager:
         return None
 
     def _park(self, stream_id: int, status: int) -> None:
-        """A stream left the send queue waiting for credit or with a
-        STREAM_DATA_BLOCKED to send (:meth:`StreamSender.pop_frame`'s status)."""
+        """A stream left the queue waiting for credit or a STREAM_DATA_BLOCKED to send."""
         if status & SEND_WANTS_CREDIT:
             self._conn_blocked[stream_id] = None
             self.send_credit.note_blocked()
@@ -593,9 +589,8 @@ class StreamManager:
     def on_stream_frames_delivered(
         self, delivered: bool, frames: list[tuple[int, int, int, bool]]
     ) -> None:
-        """The packet carrying these STREAM frames, ``(stream_id, offset,
-        length, fin)`` each, was acked (True) or lost (False): one call per
-        packet, the delivery handler the frame writer registers."""
+        """The packet carrying these STREAM frames (``(stream_id, offset, length,
+        fin)`` each) was acked or lost: the writer's one handler per packet."""
         streams = self._streams
         for stream_id, offset, length, fin in frames:
             stream = streams.get(stream_id)
@@ -604,9 +599,8 @@ class StreamManager:
                 continue  # forgotten: nothing left to do for it
             if delivered:
                 if sender.on_frame_delivered(offset, length, fin, True):
-                    # The buffer shrank or the last byte was acknowledged, so
-                    # whoever waits for a stream's data to be delivered (the
-                    # HTTP/3 drain) hears of it.
+                    # The buffer shrank or all is acknowledged: whoever waits for
+                    # the data to be delivered (the HTTP/3 drain) hears of it.
                     self._ev_writable[stream_id] = None
                     if sender.state is _DATA_RECVD:
                         self._maybe_forget(stream_id)
