@@ -97,6 +97,9 @@ __all__ = [
 ]
 
 
+_SPACES = tuple(Space)  # iterating the enum class costs a generator per use
+
+
 class LossRecovery:
     """Loss detection and the loss detection timer for one connection (RFC 9002 App. A).
 
@@ -443,13 +446,21 @@ class LossRecovery:
 
     def loss_detection_timer(self) -> float | None:
         """Absolute time the loss detection timer fires, or None (App. A.8)."""
-        loss_time, _ = self._earliest_loss_time()
+        # Asked whenever the shell re-arms its timer: one pass, no helpers.
+        loss_time: float | None = None
+        in_flight = False
+        for state in self._spaces:
+            t = state.loss_time
+            if t is not None and (loss_time is None or t < loss_time):
+                loss_time = t
+            if state.ack_eliciting_in_flight:
+                in_flight = True
         if loss_time is not None:
             return loss_time
         if self.amplification_blocked:
             return None  # the server could not send a probe anyway
-        if not self._ack_eliciting_in_flight() and self.peer_completed_address_validation:
-            return None
+        if not in_flight and (not self.is_client or self._peer_validated):
+            return None  # (the second test: peer_completed_address_validation)
         return self._pto_time_and_space()[0]
 
     def on_loss_detection_timeout(self, now: float) -> TimeoutResult:
@@ -482,7 +493,7 @@ class LossRecovery:
         # confirms the handshake for a client whose HANDSHAKE_DONE was lost.
         also = tuple(
             space
-            for space, state in zip(Space, self._spaces, strict=True)
+            for space, state in zip(_SPACES, self._spaces, strict=True)
             if space is not probe_space and state.ack_eliciting_in_flight
         )
         return TimeoutResult([], probe_space, probes, also)
@@ -501,14 +512,19 @@ class LossRecovery:
     def _earliest_loss_time(self) -> tuple[float | None, Space | None]:
         best: float | None = None
         best_space: Space | None = None
-        for space, state in zip(Space, self._spaces, strict=True):
+        for space, state in zip(_SPACES, self._spaces, strict=True):
             t = state.loss_time
             if t is not None and (best is None or t < best):
                 best, best_space = t, space
         return best, best_space
 
     def _ack_eliciting_in_flight(self) -> bool:
-        return any(state.ack_eliciting_in_flight > 0 for state in self._spaces)
+        initial, handshake, application = self._spaces  # no generator: a hot check
+        return bool(
+            initial.ack_eliciting_in_flight
+            or handshake.ack_eliciting_in_flight
+            or application.ack_eliciting_in_flight
+        )
 
     def _anti_deadlock_space(self) -> Space:
         return Space.HANDSHAKE if self.has_handshake_keys else Space.INITIAL
@@ -524,7 +540,7 @@ class LossRecovery:
             return anchor + duration, self._anti_deadlock_space()
         best: float | None = None
         best_space = Space.INITIAL
-        for space, state in zip(Space, self._spaces, strict=True):
+        for space, state in zip(_SPACES, self._spaces, strict=True):
             if state.ack_eliciting_in_flight == 0 or state.last_ack_eliciting_time is None:
                 continue
             if space is Space.APPLICATION:
