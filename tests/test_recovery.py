@@ -338,6 +338,18 @@ def test_client_anti_deadlock_pto() -> None:
     assert result.probe_space is Space.HANDSHAKE
 
 
+def test_client_timer_is_unset_until_a_packet_is_sent() -> None:
+    # RFC 9002 §6.2, App. A.5/A.8: the timer is armed when a packet goes in
+    # flight, not at time 0 (which would fire a probe for a packet never sent).
+    rec = make(is_client=True)
+    assert rec.loss_detection_timer() is None
+    result = rec.on_loss_detection_timeout(50.0)
+    assert result.probe_space is None and result.probes == 0
+    assert rec.pto_count == 0
+    send(rec, Space.INITIAL, 0, 100.0)
+    assert rec.loss_detection_timer() == pytest.approx(100.0 + INITIAL_PTO)
+
+
 def test_server_has_no_anti_deadlock_timer() -> None:
     rec = make(is_client=False)
     send(rec, Space.INITIAL, 0, 0.0)

@@ -40,6 +40,10 @@ MIN_PACKET_ROOM = 24
 
 Handler = tuple[Callable[..., None], tuple[Any, ...]]
 
+# What ``PacketBuilder.payload`` is while no packet is open: appending to it
+# is a bug, and a bytes object refuses it.
+_CLOSED: Any = b""
+
 
 class _Packet:
     __slots__ = (
@@ -82,11 +86,14 @@ class PacketBuilder:
     __slots__ = (
         "_current",
         "_current_overhead",
+        "_eliciting_types",
         "_packets",
+        "_types",
         "_used",
         "dcid",
         "key_phase",
         "max_size",
+        "payload",
         "scid",
         "token",
         "version",
@@ -112,6 +119,11 @@ class PacketBuilder:
         self._used = 0  # bytes taken by finished packets
         self._current: _Packet | None = None
         self._current_overhead = 0
+        # The open packet's plaintext payload; frame writers append to it.
+        self.payload: bytearray = _CLOSED
+        # Types of the finished packets, and of those that are ack-eliciting.
+        self._types: set[PacketType] = set()
+        self._eliciting_types: set[PacketType] = set()
 
     # -- building --------------------------------------------------------
 
@@ -135,16 +147,10 @@ class PacketBuilder:
         overhead = self.header_overhead(packet_type, pn_length)
         if self.max_size - self._used - overhead < MIN_PACKET_ROOM:
             return False
-        self._current = _Packet(space, packet_type, keys, pn, truncated, pn_length)
+        current = self._current = _Packet(space, packet_type, keys, pn, truncated, pn_length)
         self._current_overhead = overhead
+        self.payload = current.payload
         return True
-
-    @property
-    def payload(self) -> bytearray:
-        """The open packet's plaintext payload; frame writers append to it."""
-        if self._current is None:
-            raise RuntimeError("no packet is open")
-        return self._current.payload
 
     @property
     def remaining(self) -> int:
@@ -183,8 +189,12 @@ class PacketBuilder:
         if current is None:
             raise RuntimeError("no packet is open")
         self._current = None
+        self.payload = _CLOSED
         if not current.payload:
             return False
+        self._types.add(current.packet_type)
+        if current.ack_eliciting:
+            self._eliciting_types.add(current.packet_type)
         current.space.next_pn = current.pn + 1
         padding = MIN_PN_AND_PAYLOAD - current.pn_length - len(current.payload)
         if padding > 0:
@@ -202,13 +212,14 @@ class PacketBuilder:
         return self._used
 
     def has_packet_type(self, packet_type: PacketType) -> bool:
-        return any(p.packet_type is packet_type for p, _ in self._packets)
+        return packet_type in self._types
 
     def has_ack_eliciting(self, packet_type: PacketType | None = None) -> bool:
-        return any(
-            p.ack_eliciting and (packet_type is None or p.packet_type is packet_type)
-            for p, _ in self._packets
-        )
+        """Whether a finished packet (of ``packet_type``) is ack-eliciting
+        (and so in flight, RFC 9002 §2)."""
+        if packet_type is None:
+            return bool(self._eliciting_types)
+        return packet_type in self._eliciting_types
 
     # -- finishing -------------------------------------------------------
 

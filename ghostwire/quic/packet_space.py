@@ -106,7 +106,10 @@ class PacketNumberSpace:
 
     def ack_ranges(self) -> tuple[tuple[int, int], ...]:
         """(smallest, largest) inclusive ranges, largest first, for an ACK frame."""
-        ranges = [(start, stop - 1) for start, stop in self.received]
+        received = self.received
+        if len(received.starts) == 1:  # the usual case: no packet missing
+            return ((received.starts[0], received.ends[0] - 1),)
+        ranges = [(start, stop - 1) for start, stop in received]
         ranges.reverse()
         return tuple(ranges[:MAX_ACK_RANGES])
 

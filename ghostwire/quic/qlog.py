@@ -103,13 +103,26 @@ def frame_to_qlog(frame: Frame) -> dict[str, Any]:
     return out
 
 
+def _sent_frames(callback: Callable[..., None], args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """What a recovery handler says about the frames it will acknowledge or resend."""
+    if getattr(callback, "__name__", "") == "on_stream_frames_delivered":
+        # One handler for every STREAM frame of the packet.
+        return [
+            {
+                "frame_type": "stream",
+                "stream_id": stream_id,
+                "offset": offset,
+                "length": length,
+                "fin": fin,
+            }
+            for stream_id, offset, length, fin in args[0]
+        ]
+    frame = _sent_frame(callback, args)
+    return [] if frame is None else [frame]
+
+
 def _sent_frame(callback: Callable[..., None], args: tuple[Any, ...]) -> dict[str, Any] | None:
-    """What a recovery handler says about the frame it will acknowledge or resend."""
     name = getattr(callback, "__name__", "")
-    if name == "_on_stream_delivered":
-        _, stream_id, offset, length, fin = args
-        return {"frame_type": "stream", "stream_id": stream_id, "offset": offset,
-                "length": length, "fin": fin}  # fmt: skip
     if name == "on_delivered" and len(args) == 2:  # a crypto stream range
         return {"frame_type": "crypto", "offset": args[0], "length": args[1]}
     if name == "_on_ack_delivered":
@@ -198,7 +211,7 @@ class QlogSink:
 
     def packet_sent(self, packet: SentPacket, now: float) -> None:
         self._live = True
-        frames = [f for f in (_sent_frame(cb, args) for cb, args in packet.handlers) if f]
+        frames = [f for cb, args in packet.handlers for f in _sent_frames(cb, args)]
         self.event(
             now,
             "transport:packet_sent",

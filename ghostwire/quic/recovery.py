@@ -34,261 +34,70 @@ doubles the PTO backoff. Probes cover every space with data in flight
 
 Time is always passed in as ``now`` (seconds); this module reads no clock.
 Bytes in flight are accounted by the congestion controller.
+
+Modules: :mod:`.sent_packet` (the records), :mod:`.rtt` (the estimator),
+:mod:`.loss_detection` (threshold arithmetic, per-space state, ACK range
+checks) and this one (the algorithm and the timer), which re-exports the others'
+public names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .errors import QuicProtocolError, TransportErrorCode
+from .loss_detection import (
+    K_PACKET_THRESHOLD,
+    K_PERSISTENT_CONGESTION_THRESHOLD,
+    K_TIME_THRESHOLD,
+    LOST_MEMORY_PTOS,
+    MAX_LOST_REMEMBERED,
+    MAX_PACKET_THRESHOLD,
+    MAX_TIME_THRESHOLD,
+    LostRecord,
+    SpaceState,
+    check_ranges,
+    in_ranges,
+    loss_delay,
+    loss_time_of,
+    lost_by_packet_threshold,
+    lost_by_time_threshold,
+    newly_acked,
+    persistent_congestion_duration,
+)
 from .pmtud import BASE_PLPMTU
+from .rtt import DEFAULT_INITIAL_RTT, K_GRANULARITY, RttEstimator
+from .sent_packet import AckResult, SentPacket, Space, TimeoutResult
 
 if TYPE_CHECKING:
     from .congestion.base import CongestionController
     from .pmtud import PathMtuDiscovery
 
-K_PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
-K_TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2
-K_GRANULARITY = 0.001  # RFC 9002 §6.1.2: 1 ms timer granularity
-K_PERSISTENT_CONGESTION_THRESHOLD = 3  # RFC 9002 §7.6.1
-# Adaptive reordering thresholds (RFC 9002 §6.1.1, §6.1.2 allow them): the
-# largest values a spurious loss may raise them to.
-MAX_PACKET_THRESHOLD = 256
-MAX_TIME_THRESHOLD = 2.0
-# Packets declared lost that are remembered to spot a late ACK of one (a
-# spurious loss), per space; each is kept for this many PTOs at most.
-MAX_LOST_REMEMBERED = 512
-LOST_MEMORY_PTOS = 3
-DEFAULT_INITIAL_RTT = 0.333  # RFC 9002 §6.2.2
+__all__ = [
+    "DEFAULT_INITIAL_RTT",
+    "K_GRANULARITY",
+    "K_PACKET_THRESHOLD",
+    "K_PERSISTENT_CONGESTION_THRESHOLD",
+    "K_TIME_THRESHOLD",
+    "LOST_MEMORY_PTOS",
+    "MAX_LOST_REMEMBERED",
+    "MAX_PACKET_THRESHOLD",
+    "MAX_TIME_THRESHOLD",
+    "AckResult",
+    "LossRecovery",
+    "RttEstimator",
+    "SentPacket",
+    "Space",
+    "TimeoutResult",
+    "loss_delay",
+    "loss_time_of",
+    "lost_by_packet_threshold",
+    "lost_by_time_threshold",
+    "persistent_congestion_duration",
+]
 
 
-class Space(IntEnum):
-    """Packet number spaces (RFC 9000 §12.3)."""
-
-    INITIAL = 0
-    HANDSHAKE = 1
-    APPLICATION = 2
-
-
-@dataclass(slots=True, eq=False)
-class SentPacket:
-    """What loss recovery remembers about one sent packet.
-
-    ``handlers`` are ``(callback, args)`` pairs; the connection calls
-    ``callback(delivered, *args)`` once the packet is acknowledged (``True``)
-    or declared lost (``False``). A lost ``pmtu_probe`` leaves the bytes in
-    flight without a congestion response. ``sequence`` is a send counter across all
-    spaces stamped by the congestion controller (for HyStart++ rounds).
-    """
-
-    packet_number: int
-    space: Space
-    time_sent: float
-    size: int
-    ack_eliciting: bool
-    in_flight: bool
-    handlers: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
-    sequence: int = 0
-    # A PMTU probe (RFC 9000 §14.4): its loss is no congestion signal.
-    pmtu_probe: bool = False
-    zero_rtt: bool = False  # a client's 0-RTT packet (application space): for qlog
-
-
-@dataclass(slots=True)
-class AckResult:
-    """Outcome of one ACK frame: newly acknowledged and newly lost packets."""
-
-    acked: list[SentPacket]
-    lost: list[SentPacket]
-    rtt_sample: bool
-    persistent_congestion: bool = False
-    # Packets declared lost earlier that this ACK shows arrived after all:
-    # their frames need not be sent again.
-    spurious: list[SentPacket] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class TimeoutResult:
-    """Outcome of a loss detection timeout.
-
-    Either ``lost`` holds time-threshold losses, or ``probe_space`` names the
-    space in which the connection must send ``probes`` ack-eliciting packets;
-    ``also_probe`` are other spaces with ack-eliciting data in flight, which
-    the probes should cover too (RFC 9002 §6.2.4: coalesced when possible).
-    """
-
-    lost: list[SentPacket]
-    probe_space: Space | None
-    probes: int
-    also_probe: tuple[Space, ...] = ()
-
-
-# -- loss detection math (RFC 9002 §6.1) ---------------------------------------
-
-
-def loss_delay(
-    latest_rtt: float, smoothed_rtt: float, time_threshold: float = K_TIME_THRESHOLD
-) -> float:
-    """Time after which a packet sent before an acknowledged one is lost (§6.1.2)."""
-    return max(time_threshold * max(latest_rtt, smoothed_rtt), K_GRANULARITY)
-
-
-def lost_by_packet_threshold(packet_number: int, largest_acked: int) -> bool:
-    """Packet threshold test: 3 newer packets were acknowledged (§6.1.1)."""
-    return largest_acked >= packet_number + K_PACKET_THRESHOLD
-
-
-def lost_by_time_threshold(time_sent: float, now: float, delay: float) -> bool:
-    """Time threshold test for a packet below the largest acknowledged (§6.1.2).
-
-    Written as ``loss_time_of(...) <= now`` so that a timer armed at
-    :func:`loss_time_of` always declares the packet lost when it fires
-    (``now - delay`` can round below ``time_sent`` and re-arm the same time).
-    """
-    return loss_time_of(time_sent, delay) <= now
-
-
-def loss_time_of(time_sent: float, delay: float) -> float:
-    """When a not-yet-lost packet becomes lost by the time threshold (§6.1.2)."""
-    return time_sent + delay
-
-
-def persistent_congestion_duration(
-    smoothed_rtt: float, rttvar: float, max_ack_delay: float
-) -> float:
-    """Span of losses that establishes persistent congestion (§7.6.1).
-
-    Unlike the PTO it always includes ``max_ack_delay``.
-    """
-    pto = smoothed_rtt + max(4 * rttvar, K_GRANULARITY) + max_ack_delay
-    return pto * K_PERSISTENT_CONGESTION_THRESHOLD
-
-
-# -- RTT -------------------------------------------------------------------------
-
-
-class RttEstimator:
-    """Round-trip time estimation (RFC 9002 §5)."""
-
-    __slots__ = ("has_sample", "latest_rtt", "min_rtt", "rttvar", "samples", "smoothed_rtt")
-
-    def __init__(self, initial_rtt: float = DEFAULT_INITIAL_RTT) -> None:
-        if not initial_rtt > 0:
-            raise ValueError("initial_rtt must be positive")
-        # RFC 9002 §5.3 / App. A.4: estimates before the first sample.
-        self.latest_rtt = 0.0
-        self.min_rtt = 0.0
-        self.smoothed_rtt = initial_rtt
-        self.rttvar = initial_rtt / 2
-        self.has_sample = False
-        self.samples = 0  # number of samples taken (lets observers spot new ones)
-
-    def update(
-        self,
-        latest_rtt: float,
-        ack_delay: float,
-        *,
-        max_ack_delay: float,
-        handshake_confirmed: bool,
-    ) -> None:
-        """Fold in one RTT sample; ``ack_delay`` is the peer-reported delay (§5.3)."""
-        latest_rtt = max(latest_rtt, 0.0)
-        self.latest_rtt = latest_rtt
-        self.samples += 1
-        if not self.has_sample:
-            # RFC 9002 §5.3: the first sample initialises the estimator.
-            self.has_sample = True
-            self.min_rtt = latest_rtt
-            self.smoothed_rtt = latest_rtt
-            self.rttvar = latest_rtt / 2
-            return
-        # RFC 9002 §5.2: min_rtt ignores the acknowledgment delay.
-        if latest_rtt < self.min_rtt:
-            self.min_rtt = latest_rtt
-        ack_delay = max(ack_delay, 0.0)
-        if handshake_confirmed:
-            # RFC 9002 §5.3: MUST use the lesser of ack_delay and max_ack_delay.
-            ack_delay = min(ack_delay, max_ack_delay)
-        adjusted = latest_rtt
-        # RFC 9002 §5.3: never subtract the delay below min_rtt.
-        if latest_rtt >= self.min_rtt + ack_delay:
-            adjusted = latest_rtt - ack_delay
-        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
-        self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
-
-    def pto_base(self) -> float:
-        """``smoothed_rtt + max(4 * rttvar, kGranularity)`` (§6.2.1)."""
-        return self.smoothed_rtt + max(4 * self.rttvar, K_GRANULARITY)
-
-
-# -- per-space state -------------------------------------------------------------
-
-
-class _SpaceState:
-    """Sent packets and loss state of one packet number space."""
-
-    __slots__ = (
-        "ack_eliciting_in_flight",
-        "largest_acked",
-        "largest_sent",
-        "last_ack_eliciting_time",
-        "loss_time",
-        "lost",
-        "run_end",
-        "run_start",
-        "sent",
-    )
-
-    def __init__(self) -> None:
-        self.sent: dict[int, SentPacket] = {}
-        self.largest_acked = -1
-        self.largest_sent = -1
-        self.loss_time: float | None = None
-        self.last_ack_eliciting_time: float | None = None
-        self.ack_eliciting_in_flight = 0
-        # Current run of consecutively lost packets (persistent congestion):
-        # packet number of its last packet, send time of its first eligible one.
-        self.run_end: int | None = None
-        self.run_start: float | None = None
-        # Packets declared lost, by packet number, in the order declared.
-        self.lost: dict[int, _LostRecord] = {}
-
-    def reset_loss_state(self) -> None:
-        self.sent = {}
-        self.lost = {}
-        self.loss_time = None
-        self.last_ack_eliciting_time = None
-        self.ack_eliciting_in_flight = 0
-        self.run_end = None
-        self.run_start = None
-
-    def forget(self, packets: list[SentPacket]) -> None:
-        """Remove acknowledged or lost packets from the tracked set."""
-        sent = self.sent
-        for packet in packets:
-            del sent[packet.packet_number]
-            if packet.ack_eliciting and packet.in_flight:
-                self.ack_eliciting_in_flight -= 1
-
-    def follows_run(self, packet_number: int) -> bool:
-        """``packet_number`` comes right after the current run: no packet
-        between them can have been acked."""
-        end = self.run_end
-        return end is not None and packet_number == end + 1
-
-
-@dataclass(slots=True)
-class _LostRecord:
-    """A packet declared lost, remembered in case an ACK shows it arrived."""
-
-    packet: SentPacket
-    declared_at: float
-    # Which thresholds declared it lost (§6.1.1, §6.1.2).
-    by_packet: bool
-    by_time: bool
+_SPACES = tuple(Space)  # iterating the enum class costs a generator per use
 
 
 class LossRecovery:
@@ -338,11 +147,13 @@ class LossRecovery:
         # Client: Handshake keys installed (anti-deadlock probes go there, §6.2.2.1).
         self.has_handshake_keys = False
         self._peer_validated = False
-        self._spaces = (_SpaceState(), _SpaceState(), _SpaceState())
+        self._spaces = (SpaceState(), SpaceState(), SpaceState())
         self._first_rtt_sample_time: float | None = None
         # Time of the last event that (re)armed the timer; the anti-deadlock
-        # PTO counts from it (App. A.8 uses "now" at arming time).
-        self._timer_anchor = 0.0
+        # PTO counts from it (App. A.8 uses "now" at arming time). None until
+        # the first packet in flight: App. A.5 and A.7 arm the timer only on
+        # sending one or on an ACK, so nothing is armed before the first send.
+        self._timer_anchor: float | None = None
         # Reordering thresholds (§6.1.1, §6.1.2), raised by spurious losses.
         self.packet_threshold = K_PACKET_THRESHOLD
         self.time_threshold = K_TIME_THRESHOLD
@@ -404,7 +215,7 @@ class LossRecovery:
         if not ranges:
             return AckResult([], [], False)
         state = self._spaces[space]
-        _check_ranges(state, ranges)
+        check_ranges(state, ranges)
         if space is Space.HANDSHAKE:
             # App. A.6: a Handshake ACK shows the server validated our address.
             self._peer_validated = True
@@ -412,11 +223,15 @@ class LossRecovery:
         largest = ranges[0][1]
         if largest > previous_largest:
             state.largest_acked = largest
-        spurious = self._spurious_losses(state, ranges, previous_largest, now)
-        acked = _newly_acked(state, ranges, previous_largest)
+        spurious = self._spurious_losses(state, ranges, previous_largest, now) if state.lost else []
+        acked = newly_acked(state, ranges, previous_largest)
         if not acked:
             return AckResult([], [], False, spurious=spurious)
-        ack_eliciting = any(packet.ack_eliciting for packet in acked)
+        ack_eliciting = False
+        for packet in acked:
+            if packet.ack_eliciting:
+                ack_eliciting = True
+                break
         state.forget(acked)
         rtt_sample = False
         newest = acked[-1]
@@ -433,7 +248,7 @@ class LossRecovery:
         self.congestion.on_packets_acked(acked, now, self.rtt)
         # RFC 9002 §6.2.1 / App. A.7: reset the backoff, except for a client
         # not yet sure the server validated its address.
-        if self.peer_completed_address_validation:
+        if not self.is_client or self._peer_validated:  # peer_completed_address_validation
             self.pto_count = 0
         self._timer_anchor = now
         return AckResult(acked, lost, rtt_sample, persistent, spurious)
@@ -460,13 +275,18 @@ class LossRecovery:
 
     # -- loss ----------------------------------------------------------------------
 
-    def _detect_lost(self, state: _SpaceState, now: float) -> list[SentPacket]:
+    def _detect_lost(self, state: SpaceState, now: float) -> list[SentPacket]:
         """DetectAndRemoveLostPackets (App. A.10); also sets the space's loss time."""
         state.loss_time = None
         largest_acked = state.largest_acked
         lost: list[SentPacket] = []
-        if largest_acked < 0:
+        sent = state.sent
+        if largest_acked < 0 or not sent:
             return lost
+        for first in sent:  # noqa: B007 -- the oldest packet outstanding
+            break
+        if first > largest_acked:
+            return lost  # nothing outstanding below the largest acknowledged
         delay = loss_delay(self.rtt.latest_rtt, self.rtt.smoothed_rtt, self.time_threshold)
         packet_threshold = self.packet_threshold
         records = state.lost
@@ -481,7 +301,7 @@ class LossRecovery:
             by_packet = largest_acked >= pn + packet_threshold
             if by_time or by_packet:
                 lost.append(packet)
-                records[pn] = _LostRecord(packet, now, by_packet, by_time)
+                records[pn] = LostRecord(packet, now, by_packet, by_time)
                 continue
             # Send times grow with packet numbers: nothing later is lost yet,
             # and this packet has the earliest deadline.
@@ -496,7 +316,7 @@ class LossRecovery:
 
     def _spurious_losses(
         self,
-        state: _SpaceState,
+        state: SpaceState,
         ranges: Sequence[tuple[int, int]],
         previous_largest: int,
         now: float,
@@ -515,7 +335,7 @@ class LossRecovery:
         for pn in records:
             if pn > largest:
                 break
-            if _in_ranges(pn, ranges):
+            if in_ranges(pn, ranges):
                 hits.append(pn)
         for pn in hits:
             record = records.pop(pn)
@@ -539,7 +359,7 @@ class LossRecovery:
             self.congestion.on_spurious_loss(found, now)
         return found
 
-    def _prune_lost_records(self, state: _SpaceState, now: float) -> None:
+    def _prune_lost_records(self, state: SpaceState, now: float) -> None:
         """Forget lost packets too old for a late ACK to matter (or too many)."""
         records = state.lost
         horizon = now - LOST_MEMORY_PTOS * self.pto_period(Space.APPLICATION)
@@ -551,7 +371,7 @@ class LossRecovery:
             del records[pn]
             excess -= 1
 
-    def _on_lost(self, state: _SpaceState, lost: list[SentPacket], now: float) -> bool:
+    def _on_lost(self, state: SpaceState, lost: list[SentPacket], now: float) -> bool:
         """Report losses to congestion control; True on persistent congestion."""
         if any(packet.pmtu_probe for packet in lost):
             # RFC 9000 §14.4, RFC 8899 §4.1: a lost PMTU probe says the path is
@@ -568,7 +388,7 @@ class LossRecovery:
             self.congestion.on_persistent_congestion(now)
         return persistent
 
-    def _persistent_congestion(self, state: _SpaceState, lost: list[SentPacket]) -> bool:
+    def _persistent_congestion(self, state: SpaceState, lost: list[SentPacket]) -> bool:
         """RFC 9002 §7.6.2: two ack-eliciting packets, sent after the first RTT
         sample, lost with nothing acknowledged in between, further apart than
         the persistent congestion duration. Tracked per space (allowed by
@@ -626,13 +446,21 @@ class LossRecovery:
 
     def loss_detection_timer(self) -> float | None:
         """Absolute time the loss detection timer fires, or None (App. A.8)."""
-        loss_time, _ = self._earliest_loss_time()
+        # Asked whenever the shell re-arms its timer: one pass, no helpers.
+        loss_time: float | None = None
+        in_flight = False
+        for state in self._spaces:
+            t = state.loss_time
+            if t is not None and (loss_time is None or t < loss_time):
+                loss_time = t
+            if state.ack_eliciting_in_flight:
+                in_flight = True
         if loss_time is not None:
             return loss_time
         if self.amplification_blocked:
             return None  # the server could not send a probe anyway
-        if not self._ack_eliciting_in_flight() and self.peer_completed_address_validation:
-            return None
+        if not in_flight and (not self.is_client or self._peer_validated):
+            return None  # (the second test: peer_completed_address_validation)
         return self._pto_time_and_space()[0]
 
     def on_loss_detection_timeout(self, now: float) -> TimeoutResult:
@@ -665,7 +493,7 @@ class LossRecovery:
         # confirms the handshake for a client whose HANDSHAKE_DONE was lost.
         also = tuple(
             space
-            for space, state in zip(Space, self._spaces, strict=True)
+            for space, state in zip(_SPACES, self._spaces, strict=True)
             if space is not probe_space and state.ack_eliciting_in_flight
         )
         return TimeoutResult([], probe_space, probes, also)
@@ -684,14 +512,19 @@ class LossRecovery:
     def _earliest_loss_time(self) -> tuple[float | None, Space | None]:
         best: float | None = None
         best_space: Space | None = None
-        for space, state in zip(Space, self._spaces, strict=True):
+        for space, state in zip(_SPACES, self._spaces, strict=True):
             t = state.loss_time
             if t is not None and (best is None or t < best):
                 best, best_space = t, space
         return best, best_space
 
     def _ack_eliciting_in_flight(self) -> bool:
-        return any(state.ack_eliciting_in_flight > 0 for state in self._spaces)
+        initial, handshake, application = self._spaces  # no generator: a hot check
+        return bool(
+            initial.ack_eliciting_in_flight
+            or handshake.ack_eliciting_in_flight
+            or application.ack_eliciting_in_flight
+        )
 
     def _anti_deadlock_space(self) -> Space:
         return Space.HANDSHAKE if self.has_handshake_keys else Space.INITIAL
@@ -701,10 +534,13 @@ class LossRecovery:
         backoff = 1 << self.pto_count
         duration = self.rtt.pto_base() * backoff
         if not self._ack_eliciting_in_flight():
-            return self._timer_anchor + duration, self._anti_deadlock_space()
+            anchor = self._timer_anchor
+            if anchor is None:
+                return None, self._anti_deadlock_space()  # nothing sent yet
+            return anchor + duration, self._anti_deadlock_space()
         best: float | None = None
         best_space = Space.INITIAL
-        for space, state in zip(Space, self._spaces, strict=True):
+        for space, state in zip(_SPACES, self._spaces, strict=True):
             if state.ack_eliciting_in_flight == 0 or state.last_ack_eliciting_time is None:
                 continue
             if space is Space.APPLICATION:
@@ -732,69 +568,3 @@ class LossRecovery:
         state.reset_loss_state()
         self.pto_count = 0
         return packets
-
-
-# -- ACK frame helpers -------------------------------------------------------------
-
-
-def _in_ranges(pn: int, ranges: Sequence[tuple[int, int]]) -> bool:
-    """Whether descending inclusive ``ranges`` cover ``pn`` (binary search)."""
-    lo, hi = 0, len(ranges)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        smallest, largest = ranges[mid]
-        if pn > largest:
-            hi = mid
-        elif pn < smallest:
-            lo = mid + 1
-        else:
-            return True
-    return False
-
-
-def _violation(reason: str) -> QuicProtocolError:
-    return QuicProtocolError(TransportErrorCode.PROTOCOL_VIOLATION, reason)
-
-
-def _check_ranges(state: _SpaceState, ranges: Sequence[tuple[int, int]]) -> None:
-    """RFC 9000 §13.1: an ACK of a packet never sent is a PROTOCOL_VIOLATION."""
-    if ranges[0][1] > state.largest_sent:
-        raise _violation(f"ACK of unsent packet {ranges[0][1]}")
-    previous_smallest = ranges[0][1] + 1
-    for smallest, largest in ranges:
-        # Descending and disjoint, as the ACK frame encoding guarantees.
-        if smallest < 0 or smallest > largest or largest >= previous_smallest:
-            raise _violation("malformed ACK ranges")
-        previous_smallest = smallest
-
-
-def _newly_acked(
-    state: _SpaceState, ranges: Sequence[tuple[int, int]], previous_largest: int
-) -> list[SentPacket]:
-    """Outstanding packets covered by ``ranges``, in packet number order.
-
-    Below ``previous_largest`` only the (few) still-outstanding packets are
-    looked at; above it each range is walked, which touches each packet
-    number once over the life of the connection.
-    """
-    sent = state.sent
-    acked: list[SentPacket] = []
-    if previous_largest >= 0 and sent:
-        index = len(ranges) - 1  # ranges ascending from the end
-        for pn, packet in sent.items():
-            if pn > previous_largest:
-                break
-            while index >= 0 and ranges[index][1] < pn:
-                index -= 1
-            if index < 0:
-                break
-            if ranges[index][0] <= pn:
-                acked.append(packet)
-    for smallest, largest in reversed(ranges):
-        if largest <= previous_largest:
-            continue
-        for pn in range(max(smallest, previous_largest + 1), largest + 1):
-            found = sent.get(pn)
-            if found is not None:
-                acked.append(found)
-    return acked

@@ -58,8 +58,14 @@ from .stream_events import (
 )
 from .stream_receiving import StreamReceiving
 from .stream_recv import StreamReceiver
-from .stream_send import StreamSender
-from .stream_states import RECV_TERMINAL_STATES, StreamStateError
+from .stream_send import (
+    SEND_BLOCKED_SIGNAL,
+    SEND_MORE,
+    SEND_NO_ROOM,
+    SEND_WANTS_CREDIT,
+    StreamSender,
+)
+from .stream_states import RECV_TERMINAL_STATES, SendState, StreamStateError
 from .stream_types import (
     Stream,
     StreamConfig,
@@ -90,6 +96,7 @@ __all__ = [
 
 
 _RECV_TERMINAL = RECV_TERMINAL_STATES  # a global: read per stream
+_DATA_RECVD = SendState.DATA_RECVD
 
 
 class StreamManager(StreamReceiving):
@@ -387,76 +394,79 @@ class StreamManager(StreamReceiving):
         return bool(self._send_queue)
 
     def next_stream_frame(self, max_frame_size: int) -> OutgoingStreamFrame | None:
-        """The next STREAM frame, picking streams round-robin, or None.
-
-        ``max_frame_size`` bounds the whole frame (type, id, offset, length
-        and data). New data is charged to connection credit here; retransmitted
-        data is free. Returns None when nothing fits or nothing is sendable.
-        """
+        """The next STREAM frame, picking streams round-robin, or None (nothing
+        fits or is sendable). ``max_frame_size`` bounds the whole frame. New data
+        is charged to connection credit here; retransmitted data is free."""
         queue = self._send_queue
         credit = self.send_credit
-        length_size = varint_size(max(max_frame_size, 0))
+        streams = self._streams
+        # RFC 9000 §19.8: type, Stream ID and Length (sized for the whole room).
+        length_size = 1 if max_frame_size < 0x40 else 2 if max_frame_size < 0x4000 else 4
         while queue:
-            stream_id = next(iter(queue))
-            stream = self._streams.get(stream_id)
-            sender = stream.sender if stream is not None else None
-            if sender is None:
+            for stream_id in queue:  # noqa: B007 -- the head, without next(iter())
+                break
+            stream = streams.get(stream_id)
+            if stream is None or stream.sender is None:
                 del queue[stream_id]
                 continue
-            offset = sender.next_offset()
-            header = 1 + varint_size(stream_id) + length_size
-            if offset:
-                header += varint_size(offset)
-            max_data = max_frame_size - header
-            if max_data < 1:
+            sender = stream.sender
+            id_size = 1 if stream_id < 0x40 else 2 if stream_id < 0x4000 else varint_size(stream_id)
+            status, offset, data, fin, new_bytes = sender.pop_frame(
+                max_frame_size - 1 - id_size - length_size, credit.limit - credit.used
+            )
+            if status & SEND_NO_ROOM:
                 return None  # the packet is full
-            before = sender.highest_sent
-            frame = sender.next_frame(max_data, before + credit.available())
             del queue[stream_id]
-            if frame is None:
-                self._park(stream_id, sender)
-                continue
-            if sender.highest_sent != before:
-                credit.consume(sender.highest_sent - before)
-            if sender.has_pending(sender.highest_sent + credit.available()):
+            if new_bytes:
+                credit.used += new_bytes  # at most the credit pop_frame was given
+            if status & SEND_MORE:
                 queue[stream_id] = None  # to the back: round-robin
-            else:
-                self._park(stream_id, sender)
-            if frame[2] and stream is not None and stream_id & 1 != self._local_bit:
+            elif status:
+                self._park(stream_id, status)
+            if data is None:
+                continue
+            if fin and stream_id & 1 != self._local_bit:
                 self._credit[0].credit_if_done(stream)  # the FIN went: all sent once
-            return OutgoingStreamFrame(stream_id, frame[0], frame[1], frame[2])
+            # tuple.__new__ rather than the class: no Python-level __new__ per frame.
+            return tuple.__new__(OutgoingStreamFrame, (stream_id, offset, data, fin))
         return None
 
-    def _park(self, stream_id: int, sender: StreamSender) -> None:
-        """A stream left the send queue: note why it is waiting, if it is."""
-        credit = self.send_credit
-        if sender.wants_credit():
+    def _park(self, stream_id: int, status: int) -> None:
+        """A stream left the queue waiting for credit or a STREAM_DATA_BLOCKED to send."""
+        if status & SEND_WANTS_CREDIT:
             self._conn_blocked[stream_id] = None
-            credit.note_blocked()
-        if sender.pending_data_blocked() is not None:
+            self.send_credit.note_blocked()
+        if status & SEND_BLOCKED_SIGNAL:
             self._control[stream_id] = None
 
     def on_stream_frame_delivered(
         self, stream_id: int, offset: int, length: int, fin: bool, delivered: bool
     ) -> None:
         """The packet carrying a STREAM frame was acked (True) or lost (False)."""
-        stream = self._streams.get(stream_id)
-        if stream is None or stream.sender is None:
-            return  # forgotten: nothing left to do for it
-        sender = stream.sender
-        if delivered:
-            buffered = sender.buffered_bytes
-            sender.on_frame_delivered(offset, length, fin, True)
-            if sender.buffered_bytes != buffered or sender.is_finished:
-                # The last acknowledgement too, so whoever waits for a stream's
-                # data to be delivered (the HTTP/3 drain) hears of it.
-                self._ev_writable[stream_id] = None
-            if sender.is_finished:
-                self._maybe_forget(stream_id)
-        else:
-            sender.on_frame_delivered(offset, length, fin, False)
-            if sender.has_pending(sender.highest_sent):
-                self._send_queue[stream_id] = None
+        self.on_stream_frames_delivered(delivered, [(stream_id, offset, length, fin)])
+
+    def on_stream_frames_delivered(
+        self, delivered: bool, frames: list[tuple[int, int, int, bool]]
+    ) -> None:
+        """The packet carrying these STREAM frames (``(stream_id, offset, length,
+        fin)`` each) was acked or lost: the writer's one handler per packet."""
+        streams = self._streams
+        for stream_id, offset, length, fin in frames:
+            stream = streams.get(stream_id)
+            sender = stream.sender if stream is not None else None
+            if sender is None:
+                continue  # forgotten: nothing left to do for it
+            if delivered:
+                if sender.on_frame_delivered(offset, length, fin, True):
+                    # The buffer shrank or all is acknowledged: whoever waits for
+                    # the data to be delivered (the HTTP/3 drain) hears of it.
+                    self._ev_writable[stream_id] = None
+                    if sender.state is _DATA_RECVD:
+                        self._maybe_forget(stream_id)
+            else:
+                sender.on_frame_delivered(offset, length, fin, False)
+                if sender.has_pending(sender.highest_sent):
+                    self._send_queue[stream_id] = None
 
     # -- control frames ---------------------------------------------------------------
 

@@ -85,7 +85,9 @@ class Pacer:
 
     def next_send_time(self, now: float) -> float | None:
         """None if a datagram may be sent now, else when one may."""
-        self._refill(now)
+        last = self._last
+        if last is None or now > last:
+            self._refill(now)
         needed = self.max_datagram_size - self._tokens
         if needed <= _TOLERANCE_BYTES or self._rate == math.inf:
             return None
@@ -93,7 +95,9 @@ class Pacer:
 
     def on_packet_sent(self, size: int, now: float) -> None:
         """Spend tokens for a datagram of ``size`` bytes."""
-        self._refill(now)
+        last = self._last
+        if last is None or now > last:
+            self._refill(now)
         self._tokens = max(self._tokens - size, -self._capacity)
 
     def _refill(self, now: float) -> None:
