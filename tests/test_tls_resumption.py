@@ -339,3 +339,30 @@ def test_a_ticket_is_usable_for_the_whole_lifetime_it_announces() -> None:
         assert 0 < ticket.lifetime <= 3600
         clock.now = issued_at + ticket.lifetime - 1
         assert resume(ticket, issuer, clock).server.resumed
+
+
+@pytest.mark.parametrize("field", ["cipher_suite", "alpn"])
+def test_client_refuses_0rtt_accepted_under_other_suite_or_alpn(field: str) -> None:
+    """RFC 8446 §4.2.10: 0-RTT accepted under a cipher suite or ALPN other than
+    the ticket's is illegal_parameter (its keys, or meaning, would not match).
+    The client's copy of the ticket says otherwise than the server's sealed one
+    (same hash, so the PSK itself still resumes)."""
+    clock = Clock()
+    issuer = TicketIssuer(clock=clock)
+    ticket = early_ticket(issuer, clock)
+    assert ticket.cipher_suite is CipherSuite.AES_128_GCM_SHA256 and ticket.alpn == "h3"
+    changed = (
+        {"cipher_suite": CipherSuite.CHACHA20_POLY1305_SHA256}
+        if field == "cipher_suite"
+        else {"alpn": "other"}
+    )
+    forged = SessionTicket(**{**_fields(ticket), **changed})
+    with pytest.raises(TlsAlert) as info:
+        resume(
+            forged,
+            issuer,
+            clock,
+            client={"early_data": True, "alpn_protocols": ["h3", "other"]},
+            server={"early_data": True, "alpn_protocols": ["h3", "other"]},
+        )
+    assert info.value.alert == AlertDescription.ILLEGAL_PARAMETER
