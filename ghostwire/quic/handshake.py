@@ -75,6 +75,8 @@ class HandshakeMixin:
     # (class defaults: set per connection once TLS produces them).
     zero_rtt_send_keys: PacketKeys | None = None
     zero_rtt_recv_keys: PacketKeys | None = None
+    # Server: when the 0-RTT keys kept for reordered packets go (RFC 9001 §4.9.3).
+    zero_rtt_discard_deadline: float | None = None
     first_one_rtt_pn = 0  # client: the packet numbers below it were 0-RTT
 
     if TYPE_CHECKING:
@@ -350,6 +352,7 @@ class HandshakeMixin:
             # RFC 9001 §4.1.2: the server's handshake is confirmed at completion.
             self.writer.handshake_done_pending = True
             self._confirm_handshake()
+            self._keep_zero_rtt_keys_a_while(now)
         peer = self.peer_params
         if peer is not None:
             self.local_cids.issue_up_to(peer.active_connection_id_limit)
@@ -370,8 +373,6 @@ class HandshakeMixin:
 
     def _confirm_handshake(self) -> None:
         self.handshake_confirmed = True
-        if self.zero_rtt_recv_keys is not None:
-            self.zero_rtt_recv_keys = None  # RFC 9001 §4.9.3
         self.recovery.handshake_confirmed = True
         self.recovery.peer_completed_address_validation = True
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
@@ -379,6 +380,22 @@ class HandshakeMixin:
         self._discard_space(Space.HANDSHAKE)
         # ... and with them what only the handshake needed (a server's TLS state).
         self.tls.discard_handshake_state()
+
+    def _keep_zero_rtt_keys_a_while(self, now: float) -> None:
+        """Server at completion: RFC 9001 §4.9.3 lets it keep the 0-RTT keys
+        for three PTOs, so a 0-RTT packet reordered behind the client's first
+        1-RTT ones is still read rather than resent; it then MUST discard them
+        (from completion, which is no later than the first 1-RTT packet)."""
+        if self.zero_rtt_recv_keys is not None:
+            pto = self.recovery.pto_period(Space.APPLICATION)  # "the PTO interval"
+            self.zero_rtt_discard_deadline = now + 3 * pto
+
+    def discard_zero_rtt_keys_if_due(self, now: float) -> None:
+        """The connection's timer: the kept 0-RTT keys go at their deadline."""
+        deadline = self.zero_rtt_discard_deadline
+        if deadline is not None and now >= deadline:
+            self.zero_rtt_recv_keys = None
+            self.zero_rtt_discard_deadline = None
 
     def on_handshake_packet_sent(self) -> None:
         """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""
