@@ -230,7 +230,8 @@ class HandshakeMixin:
 
     def _apply_remembered_params(self, raw: bytes) -> None:
         """RFC 9000 §7.4.1: the limits a client uses for 0-RTT are the server's
-        from the connection the ticket came from (limits only grow later)."""
+        from the connection the ticket came from (they only grow later, unless
+        0-RTT is rejected: :meth:`_on_zero_rtt_settled`)."""
         params = decode_transport_parameters(raw, from_server=True)
         self._apply_peer_stream_limits(params)
 
@@ -299,6 +300,11 @@ class HandshakeMixin:
             # Only 0-RTT packets are in flight in the application space yet.
             for sent in self.recovery.discard_space(Space.APPLICATION):
                 self._run_handlers(sent, False)
+            # RFC 9001 §4.6.2, RFC 9000 §7.4.1: the server saw none of it, and
+            # its new limits, which may be lower, replace those of the ticket.
+            if self.peer_params is not None:
+                self.streams.forget_peer_limits()
+                self._apply_peer_stream_limits(self.peer_params)
 
     def _follow_version(self, header: PacketHeader) -> bool:
         """Client: the server answered in another compatible version we offered

@@ -56,6 +56,7 @@ from .stream_events import (
     StreamStatistics,
 )
 from .stream_recv import StreamReceiver
+from .stream_rewind import StreamRewindMixin
 from .stream_send import StreamSender
 from .stream_states import RecvState, StreamStateError
 from .stream_types import (
@@ -95,7 +96,7 @@ _FROM_SENDER = frozenset({FrameType.STREAM, FrameType.RESET_STREAM, FrameType.ST
 _FROM_RECEIVER = frozenset({FrameType.MAX_STREAM_DATA, FrameType.STOP_SENDING})
 
 
-class StreamManager:
+class StreamManager(StreamRewindMixin):
     """All streams of one connection plus connection-level flow control.
 
     Our limits (what we allow the peer, i.e. our transport parameters) are
@@ -181,7 +182,8 @@ class StreamManager:
         """The peer's transport parameters arrived (RFC 9000 §18.2).
 
         The peer's ``bidi_local`` applies to bidirectional streams *the peer*
-        opened, its ``bidi_remote`` to those we opened. Limits only grow.
+        opened, its ``bidi_remote`` to those we opened. Limits only grow (to
+        lower them after a rejected 0-RTT: :meth:`forget_peer_limits` first).
         """
         self._send_bidi_local = max(self._send_bidi_local, initial_max_stream_data_bidi_local)
         self._send_bidi_remote = max(self._send_bidi_remote, initial_max_stream_data_bidi_remote)
@@ -413,6 +415,8 @@ class StreamManager:
             self._peer_max_streams[uni] = maximum
             self._streams_blocked[uni].unblock()
             self._ev_available[uni] = True
+            if self._held_streams:  # (only after a rejected 0-RTT)
+                self._release_held(uni)
 
     # -- application side -----------------------------------------------------------------
 
