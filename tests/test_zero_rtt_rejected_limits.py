@@ -179,3 +179,29 @@ def test_replace_rewinds_streams_under_the_new_limits() -> None:
     while (frame := streams.next_stream_frame(1200)) is not None:
         rest.append(frame)
     assert {f.stream_id for f in rest} == set(ids[1:])
+
+
+def test_0rtt_before_a_hello_retry_request_is_resent_under_the_new_limits() -> None:
+    """RFC 8446 §4.2.10: after a HelloRetryRequest the server reads none of the
+    0-RTT sent with the first ClientHello; the client treats it as rejected
+    (its 0-RTT keys go at completion) and resends under the new limits."""
+    from ghostwire.quic.tls.key_exchange import Group
+
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    retrying = server_config(
+        early_data=True,
+        ticket_secret=server.ticket_secret,
+        groups=[Group.SECP256R1],  # not the client's first share: a HelloRetryRequest
+        initial_max_stream_data=1000,
+    )
+    pair = make_pair(client, retrying)
+    stream_id = pair.client.open_stream()
+    pair.client.send_stream_data(stream_id, PAYLOAD, end_stream=True)
+    pair.exchange()
+    assert pair.client.tls.hello_retry_request_received
+    assert pair.client.resumed and not pair.client.early_data_accepted
+    assert pair.client.zero_rtt_send_keys is None
+    got = drain(pair, [stream_id])
+    assert not pair.events_of("client", ConnectionTerminated)
+    assert got == {stream_id: PAYLOAD}

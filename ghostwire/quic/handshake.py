@@ -280,6 +280,8 @@ class HandshakeMixin:
         keys = self.zero_rtt_send_keys
         if keys is None or not self.streams.has_pending_frames():
             return
+        if not self.tls.early_data_offered:
+            return  # a HelloRetryRequest came: the server reads no 0-RTT now
         if not builder.start_packet(self.spaces[Space.APPLICATION], PacketType.ZERO_RTT, keys):
             return
         writer = self.writer
@@ -291,9 +293,11 @@ class HandshakeMixin:
     def _on_zero_rtt_settled(self) -> None:
         """Client at handshake completion: 0-RTT keys go (RFC 9001 §4.9.3); if the
         server rejected 0-RTT, everything it carried is resent in 1-RTT
-        (RFC 9001 §4.6.2), as if those packets were lost."""
-        if not self.tls.early_data_offered:
-            return  # (nothing set: the attributes keep their class defaults)
+        (RFC 9001 §4.6.2), as if those packets were lost. After a
+        HelloRetryRequest the 0-RTT sent with the first ClientHello is
+        rejected too (RFC 8446 §4.2.10), though no longer "offered"."""
+        if self.zero_rtt_send_keys is None:
+            return  # no 0-RTT (the attributes keep their class defaults)
         self.zero_rtt_send_keys = None
         self.first_one_rtt_pn = self.spaces[Space.APPLICATION].next_pn
         if not self.tls.early_data_accepted:
