@@ -205,3 +205,43 @@ def test_0rtt_before_a_hello_retry_request_is_resent_under_the_new_limits() -> N
     got = drain(pair, [stream_id])
     assert not pair.events_of("client", ConnectionTerminated)
     assert got == {stream_id: PAYLOAD}
+
+
+# -- the trio API over loopback ---------------------------------------------------
+
+
+async def test_trio_streams_opened_in_0rtt_beyond_the_new_limit_wait() -> None:
+    """Through the trio shell: four requests written in 0-RTT to a server
+    restarted with room for one stream at a time and 0-RTT off; each is
+    answered once, the held ones as the earlier ones finish."""
+    import trio
+    from test_quic_api import running_server
+
+    import ghostwire.quic as quic
+
+    client, server, store = configs(early_client=True, early_server=True)
+    restarted = server_config(ticket_secret=server.ticket_secret, max_streams_bidi=1)
+
+    async def exchange(port: int, count: int) -> tuple[list[bytes], bool, bool]:
+        async with quic.connect("127.0.0.1", port, client) as conn:
+            early = not conn.handshake_complete
+            streams = [await conn.open_stream() for _ in range(count)]
+            for i, stream in enumerate(streams):
+                await stream.send_all(b"request %d " % i * 100)
+                await stream.send_eof()
+            replies = []
+            for stream in streams:
+                reply = b""
+                while chunk := await stream.receive_some():
+                    reply += chunk
+                replies.append(reply)
+            return replies, early, conn.early_data_accepted
+
+    with trio.fail_after(20):
+        async with running_server(config=server) as listening:
+            assert (await exchange(listening.port, 1))[0] == [b"request 0 " * 100]
+        assert len(store) == 1
+        async with running_server(config=restarted) as listening:
+            replies, early, accepted = await exchange(listening.port, 4)
+    assert early and not accepted
+    assert replies == [b"request %d " % i * 100 for i in range(4)]
