@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 from quic_pair import Pair, make_pair, server_config
+from test_quic_api import running_server
 from test_quic_resumption import configs, connect
 
+import ghostwire.quic as quic
 from ghostwire.quic.events import (
     ConnectionTerminated,
     StopSendingReceived,
@@ -214,10 +217,6 @@ async def test_trio_streams_opened_in_0rtt_beyond_the_new_limit_wait() -> None:
     """Through the trio shell: four requests written in 0-RTT to a server
     restarted with room for one stream at a time and 0-RTT off; each is
     answered once, the held ones as the earlier ones finish."""
-    import trio
-    from test_quic_api import running_server
-
-    import ghostwire.quic as quic
 
     client, server, store = configs(early_client=True, early_server=True)
     restarted = server_config(ticket_secret=server.ticket_secret, max_streams_bidi=1)
