@@ -110,10 +110,10 @@ async def _aq_echo(port: int, configuration: Any, tickets: AqTickets) -> dict[st
 # -- our client, aioquic's server ---------------------------------------------------
 
 
-async def _gw_echo(port: int, config: Any) -> tuple[bytes, bool, bool]:
+async def _gw_echo(port: int, config: Any, payload: bytes = PAYLOAD) -> tuple[bytes, bool, bool]:
     async with connect(HOST, port, config) as conn:
         stream = await conn.open_stream()
-        await stream.send_all(b"echo\n" + PAYLOAD)
+        await stream.send_all(b"echo\n" + payload)
         await stream.send_eof()
         echoed = await read_all(stream)
         await conn.wait_handshake()
@@ -141,6 +141,31 @@ async def test_gw_client_resumes_with_aioquic_server(
             handshakes = [c.handshake for c in server.connections]
             assert [h.session_resumed for h in handshakes if h] == [False, True]
             assert [h.early_data_accepted for h in handshakes if h] == [False, early_data]
+
+
+async def test_gw_client_rejected_0rtt_resent_within_aioquic_lower_limits(
+    peer: PeerLoop, certs: Certs
+) -> None:
+    """RFC 9001 §4.6.2: 0-RTT sent under the ticket's limits (aioquic's default
+    1 MB windows) is refused by a server with 1 KB windows that does not know
+    the ticket; it arrives once, resent under the new limits. (aioquic raises
+    its own limits each time it sends, so it would not catch a resend beyond
+    them: test_zero_rtt_rejected_limits does, against our server.)"""
+    payload = bytes(range(256)) * 20
+    store = MemoryTicketStore()
+    config = gw_client_config(certs, session_tickets=store, early_data=True)
+    lower = aq_server_config(certs, max_stream_data=1024, max_data=2048)
+    with trio.fail_after(30):
+        async with aq_server(peer, certs, AqTickets()) as server:
+            assert (await _gw_echo(server.port, config))[0] == PAYLOAD
+        assert len(store) == 1
+        server = await peer.run(PeerServer.start(lower, HOST))
+        try:
+            echoed, resumed, early = await _gw_echo(server.port, config, payload)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await peer.run(server.stop())
+    assert echoed == payload and not resumed and not early
 
 
 # -- aioquic's client, our server ---------------------------------------------------

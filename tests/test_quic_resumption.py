@@ -321,3 +321,40 @@ def test_lost_0rtt_packet_is_resent_in_1rtt_once() -> None:
     assert pair.client.early_data_accepted
     assert server_received(pair, stream_id) == b"early request"
     assert pair.client.stream_send_buffered(stream_id) == 0
+
+
+def test_server_reads_a_0rtt_packet_reordered_after_completion() -> None:
+    """RFC 9001 §4.9.3: the server keeps its 0-RTT keys for three PTOs after
+    completing, so a 0-RTT packet overtaken by the client's Finished is read
+    (not dropped and resent); at the deadline the keys go."""
+    from quic_pair import CLIENT_ADDR, SERVER_ADDR
+
+    client, server, _ = configs(early_client=True, early_server=True)
+    connect(client, server)
+    pair = make_pair(client, server)
+    stream_id = send_early(pair, bytes(range(256)) * 12)  # 3 KB: two 0-RTT datagrams
+    flight = [d for d, _ in pair.client.datagrams_to_send(0.0)]
+    late = flight.pop()
+    assert packet_types(late) == [PacketType.ZERO_RTT]
+    server_conn = pair._server_for(flight[0])
+    for datagram in flight:
+        server_conn.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    for datagram, _ in server_conn.datagrams_to_send(0.0):
+        pair.client.receive_datagram(datagram, SERVER_ADDR, 0.0)
+    for datagram, _ in pair.client.datagrams_to_send(0.0):  # Finished and 1-RTT
+        server_conn.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    assert server_conn.handshake_complete and server_conn.early_data_accepted
+    assert not server_conn.stream_at_eof(stream_id)  # the late part is missing
+    server_conn.receive_datagram(late, CLIENT_ADDR, 0.001)
+    assert server_conn.read_stream(stream_id) == bytes(range(256)) * 12
+    assert server_conn.stream_at_eof(stream_id)
+    # The keys are kept for a bounded time only: the timer covers their deadline.
+    deadline = server_conn.zero_rtt_discard_deadline
+    kept = server_conn.zero_rtt_recv_keys
+    assert deadline is not None and kept is not None
+    timer = server_conn.get_timer()
+    assert timer is not None and timer <= deadline
+    pair.server = server_conn
+    pair.advance(deadline - pair.now)
+    assert server_conn.zero_rtt_recv_keys is None
+    assert server_conn.zero_rtt_discard_deadline is None

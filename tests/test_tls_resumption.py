@@ -339,3 +339,67 @@ def test_a_ticket_is_usable_for_the_whole_lifetime_it_announces() -> None:
         assert 0 < ticket.lifetime <= 3600
         clock.now = issued_at + ticket.lifetime - 1
         assert resume(ticket, issuer, clock).server.resumed
+
+
+@pytest.mark.parametrize("field", ["cipher_suite", "alpn"])
+def test_client_refuses_0rtt_accepted_under_other_suite_or_alpn(field: str) -> None:
+    """RFC 8446 §4.2.10: 0-RTT accepted under a cipher suite or ALPN other than
+    the ticket's is illegal_parameter (its keys, or meaning, would not match).
+    The client's copy of the ticket says otherwise than the server's sealed one
+    (same hash, so the PSK itself still resumes)."""
+    clock = Clock()
+    issuer = TicketIssuer(clock=clock)
+    ticket = early_ticket(issuer, clock)
+    assert ticket.cipher_suite is CipherSuite.AES_128_GCM_SHA256 and ticket.alpn == "h3"
+    changed = (
+        {"cipher_suite": CipherSuite.CHACHA20_POLY1305_SHA256}
+        if field == "cipher_suite"
+        else {"alpn": "other"}
+    )
+    forged = SessionTicket(**{**_fields(ticket), **changed})
+    with pytest.raises(TlsAlert) as info:
+        resume(
+            forged,
+            issuer,
+            clock,
+            client={"early_data": True, "alpn_protocols": ["h3", "other"]},
+            server={"early_data": True, "alpn_protocols": ["h3", "other"]},
+        )
+    assert info.value.alert == AlertDescription.ILLEGAL_PARAMETER
+
+
+def test_resumption_psk_matches_rfc_8448() -> None:
+    """RFC 8446 §4.6.1: PSK = HKDF-Expand-Label(resumption_master_secret,
+    "resumption", ticket_nonce, Hash.length); RFC 8448 §3-§4 trace values."""
+    from ghostwire.quic.tls.psk import early_secret, resumption_psk
+
+    master = bytes.fromhex("7df235f2031d2a051287d02b0241b0bfdaf86cc856231f2d5aba46c434ec196c")
+    psk = resumption_psk("sha256", master, b"\x00\x00")
+    assert psk.hex() == "4ecd0eb6ec3b4d87f5d6028f922ca4c5851a277fd41311c9e62d2c9492e1c4f3"
+    assert (
+        early_secret("sha256", psk).hex()
+        == "9b2188e9b2fc6d64d71dc329900e20bb41915000f678aa839cbb797cb7d8332c"
+    )
+
+
+@pytest.mark.parametrize("early_data", [False, True])
+def test_ticket_for_another_server_name_is_a_full_handshake(early_data: bool) -> None:
+    """RFC 8446 §4.6.1, §4.2.11: a ticket belongs to the SNI it was issued
+    under; offered under another (here: none, for an IP address) the server
+    ignores it -- for plain resumption as for 0-RTT."""
+    clock = Clock()
+    issuer = TicketIssuer(clock=clock)
+    ticket = full_handshake(issuer, clock, early_data=True)
+    assert ticket.server_name == "localhost"
+    pair = resume(
+        ticket,
+        issuer,
+        clock,
+        client={"server_name": "127.0.0.1", "early_data": early_data},
+        server={"early_data": True},
+    )
+    assert pair.client.complete and not pair.client.resumed and not pair.server.resumed
+    assert pair.client.peer_certificates  # authenticated by certificate instead
+    assert not pair.server.early_data_accepted and not pair.client.early_data_accepted
+    # Under its own name the same ticket still resumes.
+    assert resume(ticket, issuer, clock).server.resumed

@@ -75,6 +75,8 @@ class HandshakeMixin:
     # (class defaults: set per connection once TLS produces them).
     zero_rtt_send_keys: PacketKeys | None = None
     zero_rtt_recv_keys: PacketKeys | None = None
+    # Server: when the 0-RTT keys kept for reordered packets go (RFC 9001 §4.9.3).
+    zero_rtt_discard_deadline: float | None = None
     first_one_rtt_pn = 0  # client: the packet numbers below it were 0-RTT
 
     if TYPE_CHECKING:
@@ -228,7 +230,8 @@ class HandshakeMixin:
 
     def _apply_remembered_params(self, raw: bytes) -> None:
         """RFC 9000 §7.4.1: the limits a client uses for 0-RTT are the server's
-        from the connection the ticket came from (limits only grow later)."""
+        from the connection the ticket came from (they only grow later, unless
+        0-RTT is rejected: :meth:`_on_zero_rtt_settled`)."""
         params = decode_transport_parameters(raw, from_server=True)
         self._apply_peer_stream_limits(params)
 
@@ -277,6 +280,8 @@ class HandshakeMixin:
         keys = self.zero_rtt_send_keys
         if keys is None or not self.streams.has_pending_frames():
             return
+        if not self.tls.early_data_offered:
+            return  # a HelloRetryRequest came: the server reads no 0-RTT now
         if not builder.start_packet(self.spaces[Space.APPLICATION], PacketType.ZERO_RTT, keys):
             return
         writer = self.writer
@@ -288,15 +293,22 @@ class HandshakeMixin:
     def _on_zero_rtt_settled(self) -> None:
         """Client at handshake completion: 0-RTT keys go (RFC 9001 §4.9.3); if the
         server rejected 0-RTT, everything it carried is resent in 1-RTT
-        (RFC 9001 §4.6.2), as if those packets were lost."""
-        if not self.tls.early_data_offered:
-            return  # (nothing set: the attributes keep their class defaults)
+        (RFC 9001 §4.6.2), as if those packets were lost. After a
+        HelloRetryRequest the 0-RTT sent with the first ClientHello is
+        rejected too (RFC 8446 §4.2.10), though no longer "offered"."""
+        if self.zero_rtt_send_keys is None:
+            return  # no 0-RTT (the attributes keep their class defaults)
         self.zero_rtt_send_keys = None
         self.first_one_rtt_pn = self.spaces[Space.APPLICATION].next_pn
         if not self.tls.early_data_accepted:
             # Only 0-RTT packets are in flight in the application space yet.
             for sent in self.recovery.discard_space(Space.APPLICATION):
                 self._run_handlers(sent, False)
+            # RFC 9001 §4.6.2, RFC 9000 §7.4.1: the server saw none of it, and
+            # its new limits, which may be lower, replace those of the ticket.
+            if self.peer_params is not None:
+                self.streams.forget_peer_limits()
+                self._apply_peer_stream_limits(self.peer_params)
 
     def _follow_version(self, header: PacketHeader) -> bool:
         """Client: the server answered in another compatible version we offered
@@ -350,6 +362,7 @@ class HandshakeMixin:
             # RFC 9001 §4.1.2: the server's handshake is confirmed at completion.
             self.writer.handshake_done_pending = True
             self._confirm_handshake()
+            self._keep_zero_rtt_keys_a_while(now)
         peer = self.peer_params
         if peer is not None:
             self.local_cids.issue_up_to(peer.active_connection_id_limit)
@@ -370,8 +383,6 @@ class HandshakeMixin:
 
     def _confirm_handshake(self) -> None:
         self.handshake_confirmed = True
-        if self.zero_rtt_recv_keys is not None:
-            self.zero_rtt_recv_keys = None  # RFC 9001 §4.9.3
         self.recovery.handshake_confirmed = True
         self.recovery.peer_completed_address_validation = True
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
@@ -379,6 +390,22 @@ class HandshakeMixin:
         self._discard_space(Space.HANDSHAKE)
         # ... and with them what only the handshake needed (a server's TLS state).
         self.tls.discard_handshake_state()
+
+    def _keep_zero_rtt_keys_a_while(self, now: float) -> None:
+        """Server at completion: RFC 9001 §4.9.3 lets it keep the 0-RTT keys
+        for three PTOs, so a 0-RTT packet reordered behind the client's first
+        1-RTT ones is still read rather than resent; it then MUST discard them
+        (from completion, which is no later than the first 1-RTT packet)."""
+        if self.zero_rtt_recv_keys is not None:
+            pto = self.recovery.pto_period(Space.APPLICATION)  # "the PTO interval"
+            self.zero_rtt_discard_deadline = now + 3 * pto
+
+    def discard_zero_rtt_keys_if_due(self, now: float) -> None:
+        """The connection's timer: the kept 0-RTT keys go at their deadline."""
+        deadline = self.zero_rtt_discard_deadline
+        if deadline is not None and now >= deadline:
+            self.zero_rtt_recv_keys = None
+            self.zero_rtt_discard_deadline = None
 
     def on_handshake_packet_sent(self) -> None:
         """Client: the first Handshake packet discards Initial keys (RFC 9001 §4.9.1)."""

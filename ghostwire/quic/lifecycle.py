@@ -58,6 +58,7 @@ class LifecycleMixin:
         spaces: dict[Space, PacketNumberSpace]
         peer_params: TransportParameters | None
         handshake_complete: bool
+        zero_rtt_discard_deadline: float | None
         _events: deque[Event]
 
         @property
@@ -66,6 +67,7 @@ class LifecycleMixin:
         def peer_address(self) -> Address: ...
         def _on_lost(self, lost: list[SentPacket]) -> None: ...
         def _collect_stream_events(self) -> None: ...
+        def discard_zero_rtt_keys_if_due(self, now: float) -> None: ...
 
     def _init_timers(self, now: float) -> None:
         config = self.config
@@ -101,6 +103,7 @@ class LifecycleMixin:
             self.recovery.loss_detection_timer(),
             self.writer.next_timer(),
             self.path.deadline,
+            self.zero_rtt_discard_deadline,
         ]
         candidates.extend(space.ack_timer() for space in self.spaces.values())
         return min((t for t in candidates if t is not None), default=None)
@@ -146,6 +149,7 @@ class LifecycleMixin:
             self.writer.ping_pending = True
         self.writer.on_timer(now)
         self.path.on_timer(now)
+        self.discard_zero_rtt_keys_if_due(now)
 
     def _effective_idle_timeout(self) -> float:
         # RFC 9000 §10.1: the smaller of both sides' timeouts, but no less

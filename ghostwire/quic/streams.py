@@ -58,6 +58,7 @@ from .stream_events import (
 )
 from .stream_receiving import StreamReceiving
 from .stream_recv import StreamReceiver
+from .stream_rewind import StreamRewindMixin
 from .stream_send import (
     SEND_BLOCKED_SIGNAL,
     SEND_MORE,
@@ -99,7 +100,7 @@ _RECV_TERMINAL = RECV_TERMINAL_STATES  # a global: read per stream
 _DATA_RECVD = SendState.DATA_RECVD
 
 
-class StreamManager(StreamReceiving):
+class StreamManager(StreamReceiving, StreamRewindMixin):
     """All streams of one connection plus connection-level flow control.
 
     Our limits (what we allow the peer, i.e. our transport parameters) are
@@ -185,7 +186,8 @@ class StreamManager(StreamReceiving):
         """The peer's transport parameters arrived (RFC 9000 §18.2).
 
         The peer's ``bidi_local`` applies to bidirectional streams *the peer*
-        opened, its ``bidi_remote`` to those we opened. Limits only grow.
+        opened, its ``bidi_remote`` to those we opened. Limits only grow (to
+        lower them after a rejected 0-RTT: :meth:`forget_peer_limits` first).
         """
         self._send_bidi_local = max(self._send_bidi_local, initial_max_stream_data_bidi_local)
         self._send_bidi_remote = max(self._send_bidi_remote, initial_max_stream_data_bidi_remote)
@@ -314,6 +316,8 @@ class StreamManager(StreamReceiving):
             self._peer_max_streams[uni] = maximum
             self._streams_blocked[uni].unblock()
             self._ev_available[uni] = True
+            if self._held_streams:  # (only after a rejected 0-RTT)
+                self._release_held(uni)
 
     # -- application side -----------------------------------------------------------------
 

@@ -342,15 +342,24 @@ class ClientHandshake(HandshakeEngine):
         self.alpn_protocol = offered[names[0]]
         self.peer_transport_parameters = extensions[E.QUIC_TRANSPORT_PARAMETERS]
         if E.EARLY_DATA in extensions:
-            ticket = self.settings.session_ticket
-            if not self.resumed or ticket is None or ticket.alpn != self.alpn_protocol:
-                # RFC 8446 §4.2.10: 0-RTT goes with the first PSK and its ALPN.
-                raise illegal_parameter("server accepted 0-RTT it cannot have accepted")
+            self._check_early_data_accepted()
             self.early_data_accepted = True
         # RFC 8446 §2.2: a PSK handshake has no certificate.
         self.state = (
             ClientState.WAIT_FINISHED if self.resumed else ClientState.WAIT_CERTIFICATE_OR_REQUEST
         )
+
+    def _check_early_data_accepted(self) -> None:
+        """RFC 8446 §4.2.10: a server accepting 0-RTT did so for what it was
+        sent under: the first PSK (that is, resumption), and the ticket's cipher
+        suite and ALPN; anything else is illegal_parameter."""
+        ticket = self.settings.session_ticket
+        if not self.early_data_offered or not self.resumed or ticket is None:
+            raise illegal_parameter("server accepted 0-RTT we did not offer")
+        if self.cipher_suite != ticket.cipher_suite:
+            raise illegal_parameter("server accepted 0-RTT under another cipher suite")
+        if self.alpn_protocol != ticket.alpn:
+            raise illegal_parameter("server accepted 0-RTT under another ALPN protocol")
 
     # -- CertificateRequest / Certificate / CertificateVerify --------------
 

@@ -213,7 +213,7 @@ class ServerHandshake(HandshakeEngine):
             if E.PSK_KEY_EXCHANGE_MODES in ext
             else []
         )
-        psk = self._select_psk(ext, modes, hello.cipher_suites)
+        psk = self._select_psk(ext, modes, hello.cipher_suites, server_name)
         if psk is not None:
             suite = psk.state.cipher_suite  # RFC 8446 §4.2.11: the PSK's hash
         return _Selection(
@@ -229,7 +229,7 @@ class ServerHandshake(HandshakeEngine):
         )
 
     def _select_psk(
-        self, ext: Extensions, modes: list[int], client_suites: list[int]
+        self, ext: Extensions, modes: list[int], client_suites: list[int], sni: str | None
     ) -> _OfferedPsk | None:
         """The first offered ticket we can resume (RFC 8446 §4.2.11), or None."""
         if E.PRE_SHARED_KEY not in ext:
@@ -241,7 +241,7 @@ class ServerHandshake(HandshakeEngine):
         if issuer is None or PSK_DHE_KE not in modes or self.settings.request_client_certificate:
             return None  # only psk_dhe_ke; a server asking for certificates authenticates anew
         for index, identity in enumerate(identities[:4]):
-            state = issuer.open(identity.identity)
+            state = issuer.open(identity.identity, sni)
             if state is None or state.cipher_suite not in self.settings.cipher_suites:
                 continue
             if state.cipher_suite not in client_suites:

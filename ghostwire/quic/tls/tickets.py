@@ -211,8 +211,11 @@ class TicketIssuer:
         key_id = _KEY_ID.pack(period)
         return key_id + nonce + self._key(period).encrypt(nonce, _encode_state(state), key_id)
 
-    def open(self, ticket: bytes) -> TicketState | None:
-        """The state sealed in ``ticket``; None when it is not ours, too old, or expired."""
+    def open(self, ticket: bytes, server_name: str | None) -> TicketState | None:
+        """The state sealed in ``ticket``; None when it is not ours, too old,
+        expired, or issued under another ``server_name`` (SNI): a PSK belongs to
+        the server name of the connection it came from (RFC 8446 §4.6.1, §4.2.11),
+        so a mismatch falls back to a full handshake, with or without 0-RTT."""
         if len(ticket) < _KEY_ID.size + _NONCE_LENGTH + 16 or len(ticket) > _MAX_TICKET:
             return None
         (period,) = _KEY_ID.unpack_from(ticket)
@@ -228,6 +231,8 @@ class TicketIssuer:
             return None
         if not state.issued_at - 1 <= now <= state.issued_at + state.lifetime:
             return None  # expired (RFC 8446 §4.6.1), or from the future
+        if state.server_name != server_name:
+            return None
         return state
 
     def age_is_fresh(self, state: TicketState, obfuscated_age: int) -> bool:
