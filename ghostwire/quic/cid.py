@@ -43,26 +43,46 @@ class PeerConnectionId:
 class LocalConnectionIds:
     """Connection IDs we issued."""
 
+    __slots__ = (
+        "_cid_length",
+        "_new_cid",
+        "_next_sequence",
+        "_random_bytes",
+        "_reset_token_for",
+        "_to_announce",
+        "active",
+        "issued",
+        "retire_prior_to",
+        "retired",
+    )
+
     def __init__(
         self,
         initial_cid: bytes,
         cid_length: int,
         random_bytes: Callable[[int], bytes],
-        reset_token_for: Callable[[bytes], bytes],
+        reset_token_for: Callable[[bytes], bytes] | None = None,
         *,
         new_cid: Callable[[], bytes] | None = None,
     ) -> None:
         self._cid_length = cid_length
         self._random_bytes = random_bytes
         self._new_cid = new_cid  # the config's cid_generator, else random IDs
-        self._reset_token_for = reset_token_for
-        first = LocalConnectionId(0, initial_cid, reset_token_for(initial_cid), announced=True)
+        self._reset_token_for = reset_token_for  # None: random tokens
+        first = LocalConnectionId(0, initial_cid, self._reset_token(initial_cid), announced=True)
         self.active: dict[int, LocalConnectionId] = {0: first}
         self._next_sequence = 1
         self.retire_prior_to = 0
-        self._to_announce: list[int] = []  # sequence numbers with a NEW_CONNECTION_ID pending
+        # Sequence numbers with a NEW_CONNECTION_ID pending (a tuple: the
+        # shared empty one while nothing is, as on an idle connection).
+        self._to_announce: tuple[int, ...] = ()
         self.issued: list[bytes] = []  # new CIDs the endpoint must learn to route
         self.retired: list[bytes] = []  # CIDs the endpoint must forget
+
+    def _reset_token(self, cid: bytes) -> bytes:
+        if self._reset_token_for is not None:
+            return self._reset_token_for(cid)
+        return self._random_bytes(16)  # RFC 9000 §10.3: unpredictable
 
     @property
     def initial(self) -> LocalConnectionId:
@@ -73,10 +93,10 @@ class LocalConnectionIds:
         limit = min(limit, 8)  # no need to hand out more than a handful
         while len(self.active) < limit:
             cid = self._new_cid() if self._new_cid else self._random_bytes(self._cid_length)
-            entry = LocalConnectionId(self._next_sequence, cid, self._reset_token_for(cid))
+            entry = LocalConnectionId(self._next_sequence, cid, self._reset_token(cid))
             self.active[entry.sequence_number] = entry
             self._next_sequence += 1
-            self._to_announce.append(entry.sequence_number)
+            self._to_announce += (entry.sequence_number,)
             self.issued.append(cid)
 
     def has_pending_announcements(self) -> bool:
@@ -87,7 +107,7 @@ class LocalConnectionIds:
 
     def on_announcement_sent(self, sequence_number: int) -> None:
         if sequence_number in self._to_announce:
-            self._to_announce.remove(sequence_number)
+            self._to_announce = tuple(s for s in self._to_announce if s != sequence_number)
 
     def on_announcement_delivered(self, sequence_number: int, delivered: bool) -> None:
         entry = self.active.get(sequence_number)
@@ -96,7 +116,7 @@ class LocalConnectionIds:
         if delivered:
             entry.announced = True
         elif sequence_number not in self._to_announce:
-            self._to_announce.append(sequence_number)
+            self._to_announce += (sequence_number,)
 
     def on_retire(self, sequence_number: int, packet_dcid: bytes) -> None:
         """Handle RETIRE_CONNECTION_ID from the peer (RFC 9000 §19.16)."""
@@ -125,12 +145,22 @@ class LocalConnectionIds:
 class PeerConnectionIds:
     """Connection IDs the peer issued to us."""
 
+    __slots__ = (
+        "_limit",
+        "_pending_retire",
+        "_zero_length",
+        "available",
+        "current",
+        "retire_prior_to",
+    )
+
     def __init__(self, initial_cid: bytes, active_limit: int) -> None:
         self._limit = active_limit
         self.available: dict[int, PeerConnectionId] = {0: PeerConnectionId(0, initial_cid, None)}
         self.current: PeerConnectionId = self.available[0]
         self.retire_prior_to = 0
-        self._pending_retire: list[int] = []
+        # Sequence numbers with a RETIRE_CONNECTION_ID pending (shared () when none).
+        self._pending_retire: tuple[int, ...] = ()
         self._zero_length = not initial_cid
 
     def replace_initial(self, cid: bytes) -> None:
@@ -167,14 +197,14 @@ class PeerConnectionIds:
             return
         if sequence_number < self.retire_prior_to:
             # Already retired by an earlier retire_prior_to: retire it at once.
-            self._pending_retire.append(sequence_number)
+            self._pending_retire += (sequence_number,)
             return
         self.available[sequence_number] = PeerConnectionId(sequence_number, cid, token)
         if retire_prior_to > self.retire_prior_to:
             self.retire_prior_to = retire_prior_to
             for seq in [s for s in self.available if s < retire_prior_to]:
                 del self.available[seq]
-                self._pending_retire.append(seq)
+                self._pending_retire += (seq,)
             if self.current.sequence_number < retire_prior_to:
                 self.current = self.available[min(self.available)]
         # RFC 9000 §5.1.1: more than our limit is a CONNECTION_ID_LIMIT_ERROR.
@@ -197,7 +227,7 @@ class PeerConnectionIds:
             return False
         old = self.current
         del self.available[old.sequence_number]
-        self._pending_retire.append(old.sequence_number)
+        self._pending_retire += (old.sequence_number,)
         self.current = self.available[min(spare)]
         return True
 
@@ -209,11 +239,11 @@ class PeerConnectionIds:
 
     def on_retirement_sent(self, sequence_number: int) -> None:
         if sequence_number in self._pending_retire:
-            self._pending_retire.remove(sequence_number)
+            self._pending_retire = tuple(s for s in self._pending_retire if s != sequence_number)
 
     def on_retirement_delivered(self, sequence_number: int, delivered: bool) -> None:
         if not delivered and sequence_number not in self._pending_retire:
-            self._pending_retire.append(sequence_number)
+            self._pending_retire += (sequence_number,)
 
     def is_stateless_reset(self, datagram: bytes) -> bool:
         """Whether the datagram ends with one of the peer's reset tokens (RFC 9000 §10.3.1)."""
