@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import QuicProtocolError, TransportErrorCode
 from .frames import FrameType
@@ -38,6 +39,22 @@ class PeerConnectionId:
     sequence_number: int
     cid: bytes
     stateless_reset_token: bytes | None
+
+
+# The IDs of one side are a short list (at most a handful) in the order they
+# were issued: a list of four is 88 bytes, a dict 224.
+_Entry = TypeVar("_Entry", LocalConnectionId, PeerConnectionId)
+
+
+def _find(entries: list[_Entry], sequence_number: int) -> _Entry | None:
+    for entry in entries:
+        if entry.sequence_number == sequence_number:
+            return entry
+    return None
+
+
+def _sequence(entry: LocalConnectionId | PeerConnectionId) -> int:
+    return entry.sequence_number
 
 
 class LocalConnectionIds:
@@ -70,7 +87,7 @@ class LocalConnectionIds:
         self._new_cid = new_cid  # the config's cid_generator, else random IDs
         self._reset_token_for = reset_token_for  # None: random tokens
         first = LocalConnectionId(0, initial_cid, self._reset_token(initial_cid), announced=True)
-        self.active: dict[int, LocalConnectionId] = {0: first}
+        self.active: list[LocalConnectionId] = [first]  # by sequence number
         self._next_sequence = 1
         self.retire_prior_to = 0
         # Sequence numbers with a NEW_CONNECTION_ID pending (a tuple: the
@@ -86,7 +103,7 @@ class LocalConnectionIds:
 
     @property
     def initial(self) -> LocalConnectionId:
-        return self.active[min(self.active)]
+        return self.active[0]  # the lowest sequence number still active
 
     def issue_up_to(self, limit: int) -> None:
         """Top up to ``limit`` active IDs (the peer's active_connection_id_limit)."""
@@ -94,7 +111,7 @@ class LocalConnectionIds:
         while len(self.active) < limit:
             cid = self._new_cid() if self._new_cid else self._random_bytes(self._cid_length)
             entry = LocalConnectionId(self._next_sequence, cid, self._reset_token(cid))
-            self.active[entry.sequence_number] = entry
+            self.active.append(entry)
             self._next_sequence += 1
             self._to_announce += (entry.sequence_number,)
             self.issued.append(cid)
@@ -103,14 +120,15 @@ class LocalConnectionIds:
         return bool(self._to_announce)
 
     def pending_announcements(self) -> list[LocalConnectionId]:
-        return [self.active[s] for s in self._to_announce if s in self.active]
+        found = (_find(self.active, s) for s in self._to_announce)
+        return [entry for entry in found if entry is not None]
 
     def on_announcement_sent(self, sequence_number: int) -> None:
         if sequence_number in self._to_announce:
             self._to_announce = tuple(s for s in self._to_announce if s != sequence_number)
 
     def on_announcement_delivered(self, sequence_number: int, delivered: bool) -> None:
-        entry = self.active.get(sequence_number)
+        entry = _find(self.active, sequence_number)
         if entry is None:
             return
         if delivered:
@@ -126,7 +144,7 @@ class LocalConnectionIds:
                 "RETIRE_CONNECTION_ID for a sequence number never issued",
                 FrameType.RETIRE_CONNECTION_ID,
             )
-        entry = self.active.get(sequence_number)
+        entry = _find(self.active, sequence_number)
         if entry is None:
             return  # already retired
         if entry.cid == packet_dcid:
@@ -135,11 +153,11 @@ class LocalConnectionIds:
                 "RETIRE_CONNECTION_ID retires the connection ID the packet was sent to",
                 FrameType.RETIRE_CONNECTION_ID,
             )
-        del self.active[sequence_number]
+        self.active.remove(entry)
         self.retired.append(entry.cid)
 
     def all_cids(self) -> list[bytes]:
-        return [entry.cid for entry in self.active.values()]
+        return [entry.cid for entry in self.active]
 
 
 class PeerConnectionIds:
@@ -156,8 +174,8 @@ class PeerConnectionIds:
 
     def __init__(self, initial_cid: bytes, active_limit: int) -> None:
         self._limit = active_limit
-        self.available: dict[int, PeerConnectionId] = {0: PeerConnectionId(0, initial_cid, None)}
-        self.current: PeerConnectionId = self.available[0]
+        self.current = PeerConnectionId(0, initial_cid, None)
+        self.available: list[PeerConnectionId] = [self.current]  # in the order received
         self.retire_prior_to = 0
         # Sequence numbers with a RETIRE_CONNECTION_ID pending (shared () when none).
         self._pending_retire: tuple[int, ...] = ()
@@ -166,13 +184,13 @@ class PeerConnectionIds:
     def replace_initial(self, cid: bytes) -> None:
         """The server chose its own ID in its first Initial (RFC 9000 §7.2)."""
         entry = PeerConnectionId(0, cid, self.current.stateless_reset_token)
-        self.available = {0: entry}
+        self.available = [entry]
         self.current = entry
         self._zero_length = not cid
 
     def set_initial_reset_token(self, token: bytes) -> None:
         """The server's stateless_reset_token transport parameter (RFC 9000 §18.2)."""
-        first = self.available.get(0)
+        first = _find(self.available, 0)
         if first is not None:
             first.stateless_reset_token = token
 
@@ -186,7 +204,7 @@ class PeerConnectionIds:
                 "NEW_CONNECTION_ID from a peer using zero-length connection IDs",
                 FrameType.NEW_CONNECTION_ID,
             )
-        known = self.available.get(sequence_number)
+        known = _find(self.available, sequence_number)
         if known is not None:
             if known.cid != cid or known.stateless_reset_token != token:
                 raise QuicProtocolError(
@@ -199,14 +217,16 @@ class PeerConnectionIds:
             # Already retired by an earlier retire_prior_to: retire it at once.
             self._pending_retire += (sequence_number,)
             return
-        self.available[sequence_number] = PeerConnectionId(sequence_number, cid, token)
+        self.available.append(PeerConnectionId(sequence_number, cid, token))
         if retire_prior_to > self.retire_prior_to:
             self.retire_prior_to = retire_prior_to
-            for seq in [s for s in self.available if s < retire_prior_to]:
-                del self.available[seq]
-                self._pending_retire += (seq,)
+            kept = [e for e in self.available if e.sequence_number >= retire_prior_to]
+            self._pending_retire += tuple(
+                e.sequence_number for e in self.available if e.sequence_number < retire_prior_to
+            )
+            self.available = kept
             if self.current.sequence_number < retire_prior_to:
-                self.current = self.available[min(self.available)]
+                self.current = min(self.available, key=_sequence)
         # RFC 9000 §5.1.1: more than our limit is a CONNECTION_ID_LIMIT_ERROR.
         if len(self.available) > self._limit:
             raise QuicProtocolError(
@@ -222,13 +242,13 @@ class PeerConnectionIds:
         towards two addresses). Returns False, keeping the current ID, when
         the peer has not issued a spare one.
         """
-        spare = [seq for seq in self.available if seq != self.current.sequence_number]
+        old = self.current
+        spare = [e for e in self.available if e.sequence_number != old.sequence_number]
         if self._zero_length or not spare:
             return False
-        old = self.current
-        del self.available[old.sequence_number]
+        self.available = spare
         self._pending_retire += (old.sequence_number,)
-        self.current = self.available[min(spare)]
+        self.current = min(spare, key=_sequence)
         return True
 
     def has_pending_retirements(self) -> bool:
@@ -252,7 +272,7 @@ class PeerConnectionIds:
         tail = bytes(datagram[-16:])
         # RFC 9000 §10.3.1: compare without leaking the token (constant time).
         found = False
-        for entry in self.available.values():
+        for entry in self.available:
             token = entry.stateless_reset_token
             if token is not None and hmac.compare_digest(token, tail):
                 found = True
