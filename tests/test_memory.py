@@ -15,8 +15,10 @@ from quic_pair import CLIENT_ADDR, client_config, handshake, make_pair
 from test_quic_api import running_server
 
 from ghostwire import quic
-from ghostwire.quic.crypto_stream import RELEASED_CRYPTO_STREAM
+from ghostwire.quic.crypto_stream import RELEASED_CRYPTO_STREAM, CryptoStream
 from ghostwire.quic.events import ConnectionTerminated
+from ghostwire.quic.rangeset import RELEASED_RANGES
+from ghostwire.quic.recovery import Space
 from ghostwire.quic.suites import Epoch
 from ghostwire.quic.tls.alerts import AlertDescription
 from ghostwire.quic.tls.messages import HandshakeType
@@ -121,3 +123,112 @@ def test_discarded_levels_share_one_released_crypto_stream() -> None:
     pair.client.send_stream_data(stream_id, b"ping", end_stream=True)
     pair.exchange()
     assert pair.server.handshake_confirmed and not pair.server.is_closed
+
+
+# The modules whose per-connection objects must stay without an instance dict
+# (a dict or its values array per object, and a risk of one materialising).
+_SLOTTED_MODULES = {
+    "ghostwire.quic.cid",
+    "ghostwire.quic.congestion.base",
+    "ghostwire.quic.congestion.cubic",
+    "ghostwire.quic.congestion.newreno",
+    "ghostwire.quic.congestion.pacer",
+    "ghostwire.quic.crypto_stream",
+    "ghostwire.quic.flow",
+    "ghostwire.quic.packet_space",
+    "ghostwire.quic.path",
+    "ghostwire.quic.pmtud",
+    "ghostwire.quic.rangeset",
+    "ghostwire.quic.stream_credit",
+    "ghostwire.quic.stream_ranges",
+}
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _reachable_core_objects(core: quic.QuicConnection) -> list[object]:
+    """Objects reachable from ``core`` through its own parts and containers
+    (not through configs, functions or classes)."""
+    seen = {id(core)}
+    found: list[object] = []
+    todo: list[object] = [core]
+    while todo:
+        for ref in gc.get_referents(todo.pop()):
+            if id(ref) in seen or isinstance(ref, type):
+                continue
+            module = type(ref).__module__ or ""
+            if not (isinstance(ref, _CONTAINERS) or module.startswith("ghostwire.quic.")):
+                continue
+            if module == "ghostwire.quic.config":
+                continue
+            seen.add(id(ref))
+            found.append(ref)
+            todo.append(ref)
+    return found
+
+
+def test_per_connection_objects_have_no_instance_dict() -> None:
+    pair = handshake(make_pair())
+    pair.advance(1.0)
+    assert pair.server is not None
+    for core in (pair.client, pair.server):
+        objects = _reachable_core_objects(core)
+        owned = [o for o in objects if type(o).__module__ in _SLOTTED_MODULES]
+        kinds = {type(o).__name__ for o in owned}
+        # The walk does reach them (else this test would pass vacuously).
+        assert {"LocalConnectionIds", "PeerConnectionIds", "PathManager", "Cubic"} <= kinds
+        assert {"PacketNumberSpace", "CryptoStream", "PathMtuDiscovery", "SendCredit"} <= kinds
+        with_dict = sorted({type(o).__qualname__ for o in owned if hasattr(o, "__dict__")})
+        assert with_dict == []
+
+
+def test_an_idle_connection_keeps_no_empty_containers() -> None:
+    pair = handshake(make_pair())
+    pair.advance(1.0)
+    assert pair.server is not None
+    for core in (pair.client, pair.server):
+        # Discarded spaces share one empty range set (RFC 9001 §4.9).
+        assert core.spaces[Space.INITIAL].received is RELEASED_RANGES
+        assert core.spaces[Space.HANDSHAKE].received is RELEASED_RANGES
+        assert core.spaces[Space.APPLICATION].received is not RELEASED_RANGES
+        # The 1-RTT CRYPTO stream carried the session tickets; once they are
+        # acknowledged and delivered it keeps offsets only.
+        one_rtt = core.crypto[Epoch.ONE_RTT]
+        assert one_rtt._send is None and one_rtt._recv_chunks is None
+        assert not one_rtt.has_unacked() and not one_rtt.has_pending()
+        # Nothing pending: an empty tuple (shared), no list or set of one's own.
+        assert core.local_cids._to_announce == ()
+        assert core.peer_cids._pending_retire == ()
+        assert core.path._challenges == ()
+        assert core.recovery.congestion._undo_lost is None
+        assert core.streams.send_credit._blocked is None
+        # A few connection IDs each way: short lists, not dicts.
+        assert type(core.local_cids.active) is list
+        assert type(core.peer_cids.available) is list
+
+
+def _chunks(stream: CryptoStream) -> dict[int, bytes] | None:
+    return stream._recv_chunks  # read afresh (no narrowing across calls)
+
+
+def test_released_containers_come_back_when_needed() -> None:
+    # A CRYPTO stream with a gap, data to send, and its release once acknowledged.
+    stream = CryptoStream()
+    assert stream.receive(5, b"world") == b""
+    assert _chunks(stream) == {5: b"world"}
+    assert stream.receive(0, b"hello") == b"helloworld"
+    assert _chunks(stream) is None
+    stream.write(b"ticket")
+    assert stream.next_frame(4) == (0, b"tick")
+    assert stream.next_frame(100) == (4, b"et")
+    stream.on_delivered(False, 4, 2)  # lost: sent again
+    assert stream.next_frame(100) == (4, b"et")
+    stream.on_delivered(True, 0, 4)
+    assert stream.has_unacked()
+    stream.on_delivered(True, 4, 2)
+    assert stream._send is None and not stream.has_unacked()
+    stream.on_delivered(True, 4, 2)  # a late repeat changes nothing
+    stream.write(b"more")
+    assert stream.next_frame(100) == (6, b"more")
+    # The shared empty range set takes no packet numbers.
+    RELEASED_RANGES.add(1, 2)
+    assert not RELEASED_RANGES and 1 not in RELEASED_RANGES

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import QuicProtocolError, TransportErrorCode
 from .frames import FrameType
@@ -40,63 +41,100 @@ class PeerConnectionId:
     stateless_reset_token: bytes | None
 
 
+# The IDs of one side are a short list (at most a handful) in the order they
+# were issued: a list of four is 88 bytes, a dict 224.
+_Entry = TypeVar("_Entry", LocalConnectionId, PeerConnectionId)
+
+
+def _find(entries: list[_Entry], sequence_number: int) -> _Entry | None:
+    for entry in entries:
+        if entry.sequence_number == sequence_number:
+            return entry
+    return None
+
+
+def _sequence(entry: LocalConnectionId | PeerConnectionId) -> int:
+    return entry.sequence_number
+
+
 class LocalConnectionIds:
     """Connection IDs we issued."""
+
+    __slots__ = (
+        "_cid_length",
+        "_new_cid",
+        "_next_sequence",
+        "_random_bytes",
+        "_reset_token_for",
+        "_to_announce",
+        "active",
+        "issued",
+        "retire_prior_to",
+        "retired",
+    )
 
     def __init__(
         self,
         initial_cid: bytes,
         cid_length: int,
         random_bytes: Callable[[int], bytes],
-        reset_token_for: Callable[[bytes], bytes],
+        reset_token_for: Callable[[bytes], bytes] | None = None,
         *,
         new_cid: Callable[[], bytes] | None = None,
     ) -> None:
         self._cid_length = cid_length
         self._random_bytes = random_bytes
         self._new_cid = new_cid  # the config's cid_generator, else random IDs
-        self._reset_token_for = reset_token_for
-        first = LocalConnectionId(0, initial_cid, reset_token_for(initial_cid), announced=True)
-        self.active: dict[int, LocalConnectionId] = {0: first}
+        self._reset_token_for = reset_token_for  # None: random tokens
+        first = LocalConnectionId(0, initial_cid, self._reset_token(initial_cid), announced=True)
+        self.active: list[LocalConnectionId] = [first]  # by sequence number
         self._next_sequence = 1
         self.retire_prior_to = 0
-        self._to_announce: list[int] = []  # sequence numbers with a NEW_CONNECTION_ID pending
+        # Sequence numbers with a NEW_CONNECTION_ID pending (a tuple: the
+        # shared empty one while nothing is, as on an idle connection).
+        self._to_announce: tuple[int, ...] = ()
         self.issued: list[bytes] = []  # new CIDs the endpoint must learn to route
         self.retired: list[bytes] = []  # CIDs the endpoint must forget
 
+    def _reset_token(self, cid: bytes) -> bytes:
+        if self._reset_token_for is not None:
+            return self._reset_token_for(cid)
+        return self._random_bytes(16)  # RFC 9000 §10.3: unpredictable
+
     @property
     def initial(self) -> LocalConnectionId:
-        return self.active[min(self.active)]
+        return self.active[0]  # the lowest sequence number still active
 
     def issue_up_to(self, limit: int) -> None:
         """Top up to ``limit`` active IDs (the peer's active_connection_id_limit)."""
         limit = min(limit, 8)  # no need to hand out more than a handful
         while len(self.active) < limit:
             cid = self._new_cid() if self._new_cid else self._random_bytes(self._cid_length)
-            entry = LocalConnectionId(self._next_sequence, cid, self._reset_token_for(cid))
-            self.active[entry.sequence_number] = entry
+            entry = LocalConnectionId(self._next_sequence, cid, self._reset_token(cid))
+            self.active.append(entry)
             self._next_sequence += 1
-            self._to_announce.append(entry.sequence_number)
+            self._to_announce += (entry.sequence_number,)
             self.issued.append(cid)
 
     def has_pending_announcements(self) -> bool:
         return bool(self._to_announce)
 
     def pending_announcements(self) -> list[LocalConnectionId]:
-        return [self.active[s] for s in self._to_announce if s in self.active]
+        found = (_find(self.active, s) for s in self._to_announce)
+        return [entry for entry in found if entry is not None]
 
     def on_announcement_sent(self, sequence_number: int) -> None:
         if sequence_number in self._to_announce:
-            self._to_announce.remove(sequence_number)
+            self._to_announce = tuple(s for s in self._to_announce if s != sequence_number)
 
     def on_announcement_delivered(self, sequence_number: int, delivered: bool) -> None:
-        entry = self.active.get(sequence_number)
+        entry = _find(self.active, sequence_number)
         if entry is None:
             return
         if delivered:
             entry.announced = True
         elif sequence_number not in self._to_announce:
-            self._to_announce.append(sequence_number)
+            self._to_announce += (sequence_number,)
 
     def on_retire(self, sequence_number: int, packet_dcid: bytes) -> None:
         """Handle RETIRE_CONNECTION_ID from the peer (RFC 9000 §19.16)."""
@@ -106,7 +144,7 @@ class LocalConnectionIds:
                 "RETIRE_CONNECTION_ID for a sequence number never issued",
                 FrameType.RETIRE_CONNECTION_ID,
             )
-        entry = self.active.get(sequence_number)
+        entry = _find(self.active, sequence_number)
         if entry is None:
             return  # already retired
         if entry.cid == packet_dcid:
@@ -115,34 +153,44 @@ class LocalConnectionIds:
                 "RETIRE_CONNECTION_ID retires the connection ID the packet was sent to",
                 FrameType.RETIRE_CONNECTION_ID,
             )
-        del self.active[sequence_number]
+        self.active.remove(entry)
         self.retired.append(entry.cid)
 
     def all_cids(self) -> list[bytes]:
-        return [entry.cid for entry in self.active.values()]
+        return [entry.cid for entry in self.active]
 
 
 class PeerConnectionIds:
     """Connection IDs the peer issued to us."""
 
+    __slots__ = (
+        "_limit",
+        "_pending_retire",
+        "_zero_length",
+        "available",
+        "current",
+        "retire_prior_to",
+    )
+
     def __init__(self, initial_cid: bytes, active_limit: int) -> None:
         self._limit = active_limit
-        self.available: dict[int, PeerConnectionId] = {0: PeerConnectionId(0, initial_cid, None)}
-        self.current: PeerConnectionId = self.available[0]
+        self.current = PeerConnectionId(0, initial_cid, None)
+        self.available: list[PeerConnectionId] = [self.current]  # in the order received
         self.retire_prior_to = 0
-        self._pending_retire: list[int] = []
+        # Sequence numbers with a RETIRE_CONNECTION_ID pending (shared () when none).
+        self._pending_retire: tuple[int, ...] = ()
         self._zero_length = not initial_cid
 
     def replace_initial(self, cid: bytes) -> None:
         """The server chose its own ID in its first Initial (RFC 9000 §7.2)."""
         entry = PeerConnectionId(0, cid, self.current.stateless_reset_token)
-        self.available = {0: entry}
+        self.available = [entry]
         self.current = entry
         self._zero_length = not cid
 
     def set_initial_reset_token(self, token: bytes) -> None:
         """The server's stateless_reset_token transport parameter (RFC 9000 §18.2)."""
-        first = self.available.get(0)
+        first = _find(self.available, 0)
         if first is not None:
             first.stateless_reset_token = token
 
@@ -156,7 +204,7 @@ class PeerConnectionIds:
                 "NEW_CONNECTION_ID from a peer using zero-length connection IDs",
                 FrameType.NEW_CONNECTION_ID,
             )
-        known = self.available.get(sequence_number)
+        known = _find(self.available, sequence_number)
         if known is not None:
             if known.cid != cid or known.stateless_reset_token != token:
                 raise QuicProtocolError(
@@ -167,16 +215,18 @@ class PeerConnectionIds:
             return
         if sequence_number < self.retire_prior_to:
             # Already retired by an earlier retire_prior_to: retire it at once.
-            self._pending_retire.append(sequence_number)
+            self._pending_retire += (sequence_number,)
             return
-        self.available[sequence_number] = PeerConnectionId(sequence_number, cid, token)
+        self.available.append(PeerConnectionId(sequence_number, cid, token))
         if retire_prior_to > self.retire_prior_to:
             self.retire_prior_to = retire_prior_to
-            for seq in [s for s in self.available if s < retire_prior_to]:
-                del self.available[seq]
-                self._pending_retire.append(seq)
+            kept = [e for e in self.available if e.sequence_number >= retire_prior_to]
+            self._pending_retire += tuple(
+                e.sequence_number for e in self.available if e.sequence_number < retire_prior_to
+            )
+            self.available = kept
             if self.current.sequence_number < retire_prior_to:
-                self.current = self.available[min(self.available)]
+                self.current = min(self.available, key=_sequence)
         # RFC 9000 §5.1.1: more than our limit is a CONNECTION_ID_LIMIT_ERROR.
         if len(self.available) > self._limit:
             raise QuicProtocolError(
@@ -192,13 +242,13 @@ class PeerConnectionIds:
         towards two addresses). Returns False, keeping the current ID, when
         the peer has not issued a spare one.
         """
-        spare = [seq for seq in self.available if seq != self.current.sequence_number]
+        old = self.current
+        spare = [e for e in self.available if e.sequence_number != old.sequence_number]
         if self._zero_length or not spare:
             return False
-        old = self.current
-        del self.available[old.sequence_number]
-        self._pending_retire.append(old.sequence_number)
-        self.current = self.available[min(spare)]
+        self.available = spare
+        self._pending_retire += (old.sequence_number,)
+        self.current = min(spare, key=_sequence)
         return True
 
     def has_pending_retirements(self) -> bool:
@@ -209,11 +259,11 @@ class PeerConnectionIds:
 
     def on_retirement_sent(self, sequence_number: int) -> None:
         if sequence_number in self._pending_retire:
-            self._pending_retire.remove(sequence_number)
+            self._pending_retire = tuple(s for s in self._pending_retire if s != sequence_number)
 
     def on_retirement_delivered(self, sequence_number: int, delivered: bool) -> None:
         if not delivered and sequence_number not in self._pending_retire:
-            self._pending_retire.append(sequence_number)
+            self._pending_retire += (sequence_number,)
 
     def is_stateless_reset(self, datagram: bytes) -> bool:
         """Whether the datagram ends with one of the peer's reset tokens (RFC 9000 §10.3.1)."""
@@ -222,7 +272,7 @@ class PeerConnectionIds:
         tail = bytes(datagram[-16:])
         # RFC 9000 §10.3.1: compare without leaking the token (constant time).
         found = False
-        for entry in self.available.values():
+        for entry in self.available:
             token = entry.stateless_reset_token
             if token is not None and hmac.compare_digest(token, tail):
                 found = True

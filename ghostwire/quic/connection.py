@@ -288,7 +288,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             our_cid,
             cid_length,
             random_bytes,
-            reset_token_for or (lambda cid: random_bytes(16)),
+            reset_token_for,  # None: random tokens (no per-connection closure)
             new_cid=generator,
         )
         self.peer_cids = PeerConnectionIds(peer_cid, config.active_connection_id_limit)

@@ -17,31 +17,37 @@ from .frames import FrameType
 from .rangeset import RangeSet
 
 
-class CryptoStream:
-    """Both directions of the CRYPTO stream at one encryption level."""
+class _SendState:
+    """What the send side keeps while some of its bytes are unacknowledged."""
 
-    __slots__ = (
-        "_acked",
-        "_max_buffer",
-        "_pending",
-        "_received",
-        "_recv_chunks",
-        "_recv_offset",
-        "_send_base",
-        "_send_buffer",
-    )
+    __slots__ = ("acked", "buffer", "pending")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()  # bytes from the stream's _send_base on
+        self.pending = RangeSet()  # [start, stop) ranges to (re)send
+        self.acked = RangeSet()
+
+
+class CryptoStream:
+    """Both directions of the CRYPTO stream at one encryption level.
+
+    An idle stream holds two offsets and nothing else: the out-of-order
+    chunks exist only while a gap is open, the send state only while some
+    written bytes are unacknowledged (a server's 1-RTT stream carries its
+    session tickets, then nothing for the connection's lifetime).
+    """
+
+    __slots__ = ("_max_buffer", "_recv_chunks", "_recv_offset", "_send", "_send_base")
 
     def __init__(self, max_buffer: int = 128 * 1024) -> None:
         self._max_buffer = max_buffer
-        # Receiving.
-        self._recv_offset = 0  # everything below was handed to TLS
-        self._recv_chunks: dict[int, bytes] = {}
-        self._received = RangeSet()
-        # Sending: _send_buffer holds bytes from offset _send_base on.
+        # Receiving: everything below _recv_offset was handed to TLS; later
+        # chunks wait here (by offset) for the gap to close.
+        self._recv_offset = 0
+        self._recv_chunks: dict[int, bytes] | None = None
+        # Sending: _send.buffer holds bytes from offset _send_base on.
         self._send_base = 0
-        self._send_buffer = bytearray()
-        self._pending = RangeSet()  # [start, stop) ranges to (re)send
-        self._acked = RangeSet()
+        self._send: _SendState | None = None
 
     # -- receiving -------------------------------------------------------
 
@@ -59,33 +65,43 @@ class CryptoStream:
         if offset < self._recv_offset:
             data = data[self._recv_offset - offset :]
             offset = self._recv_offset
+        chunks = self._recv_chunks
         if offset > self._recv_offset:
-            self._recv_chunks[offset] = data
-            self._received.add(offset, end)
+            if chunks is None:
+                chunks = self._recv_chunks = {}
+            chunks[offset] = data
             return b""
-        out = bytearray(data)
         self._recv_offset = end
-        self._received.subtract(0, end)
-        while self._recv_chunks:
-            start = min(self._recv_chunks)
+        if chunks is None:
+            return bytes(data)
+        out = bytearray(data)
+        while chunks:
+            start = min(chunks)
             if start > self._recv_offset:
                 break
-            chunk = self._recv_chunks.pop(start)
+            chunk = chunks.pop(start)
             chunk_end = start + len(chunk)
             if chunk_end > self._recv_offset:
                 out += chunk[self._recv_offset - start :]
                 self._recv_offset = chunk_end
+        if not chunks:
+            self._recv_chunks = None
         return bytes(out)
 
     # -- sending ---------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        start = self._send_base + len(self._send_buffer)
-        self._send_buffer += data
-        self._pending.add(start, start + len(data))
+        if not data:
+            return
+        send = self._send
+        if send is None:
+            send = self._send = _SendState()
+        start = self._send_base + len(send.buffer)
+        send.buffer += data
+        send.pending.add(start, start + len(data))
 
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return self._send is not None and bool(self._send.pending)
 
     @property
     def received_offset(self) -> int:
@@ -93,43 +109,50 @@ class CryptoStream:
         return self._recv_offset
 
     def has_unacked(self) -> bool:
-        return bool(self._unacked_ranges())
+        send = self._send  # released once everything is acknowledged
+        return send is not None and bool(send.buffer)
 
     def next_frame(self, max_bytes: int) -> tuple[int, bytes] | None:
         """The next (offset, data) to send, at most ``max_bytes`` long."""
-        if not self._pending or max_bytes <= 0:
+        send = self._send
+        if send is None or not send.pending or max_bytes <= 0:
             return None
-        start, stop = next(iter(self._pending))
+        start, stop = next(iter(send.pending))
         stop = min(stop, start + max_bytes)
-        self._pending.subtract(start, stop)
+        send.pending.subtract(start, stop)
         lo = start - self._send_base
-        return start, bytes(self._send_buffer[lo : lo + (stop - start)])
+        return start, bytes(send.buffer[lo : lo + (stop - start)])
 
     def on_delivered(self, delivered: bool, offset: int, length: int) -> None:
         """Delivery handler for a CRYPTO frame: acked, or lost and to be resent."""
+        send = self._send
+        if send is None:
+            return  # everything was acknowledged already (this was a repeat)
         stop = offset + length
         if delivered:
-            self._acked.add(offset, stop)
-            self._pending.subtract(offset, stop)
-            self._trim_acked_prefix()
+            send.acked.add(offset, stop)
+            send.pending.subtract(offset, stop)
+            self._trim_acked_prefix(send)
         else:
-            for start, end in self._missing_in(offset, stop):
-                self._pending.add(start, end)
+            for start, end in self._missing_in(send, offset, stop):
+                send.pending.add(start, end)
 
     def requeue_unacked(self) -> None:
         """Mark every sent but unacknowledged byte for sending again."""
-        for start, stop in self._unacked_ranges():
-            self._pending.add(start, stop)
+        send = self._send
+        if send is None:
+            return
+        for start, stop in self._missing_in(
+            send, self._send_base, self._send_base + len(send.buffer)
+        ):
+            send.pending.add(start, stop)
 
-    def _unacked_ranges(self) -> list[tuple[int, int]]:
-        return self._missing_in(self._send_base, self._send_base + len(self._send_buffer))
-
-    def _missing_in(self, start: int, stop: int) -> list[tuple[int, int]]:
+    def _missing_in(self, send: _SendState, start: int, stop: int) -> list[tuple[int, int]]:
         """Sub-ranges of [start, stop) not yet acknowledged."""
         start = max(start, self._send_base)
         out: list[tuple[int, int]] = []
         cursor = start
-        for a_start, a_stop in self._acked:
+        for a_start, a_stop in send.acked:
             if a_stop <= cursor:
                 continue
             if a_start >= stop:
@@ -141,13 +164,15 @@ class CryptoStream:
             out.append((cursor, stop))
         return out
 
-    def _trim_acked_prefix(self) -> None:
-        for a_start, a_stop in self._acked:
+    def _trim_acked_prefix(self, send: _SendState) -> None:
+        for a_start, a_stop in send.acked:
             if a_start <= self._send_base < a_stop:
                 drop = a_stop - self._send_base
-                del self._send_buffer[:drop]
+                del send.buffer[:drop]
                 self._send_base = a_stop
             break
+        if not send.buffer and not send.pending:
+            self._send = None  # all acknowledged: an idle stream keeps no containers
 
 
 class _ReleasedCryptoStream(CryptoStream):
@@ -176,5 +201,6 @@ class _ReleasedCryptoStream(CryptoStream):
 
 
 # What an idle connection keeps of its Initial and Handshake CRYPTO streams:
-# nothing of its own (two streams with their range sets are ~1.3 KB).
+# nothing of its own (two streams as they were after the handshake, with their
+# buffers and range sets, were ~1.3 KB).
 RELEASED_CRYPTO_STREAM: CryptoStream = _ReleasedCryptoStream()

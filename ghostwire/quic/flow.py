@@ -168,7 +168,7 @@ class SendCredit:
     def __init__(self, max_data: int = 0) -> None:
         self.limit = max_data
         self.used = 0
-        self._blocked = BlockedSignal()
+        self._blocked: BlockedSignal | None = None  # made the first time we are blocked
 
     def available(self) -> int:
         """Bytes of new stream data we may still send."""
@@ -188,23 +188,28 @@ class SendCredit:
         if maximum <= self.limit:
             return False
         self.limit = maximum
-        self._blocked.unblock()
+        if self._blocked is not None:
+            self._blocked.unblock()
         return True
 
     def note_blocked(self) -> None:
         """Someone had new data but no connection credit: DATA_BLOCKED is due once."""
         if self.used >= self.limit:
+            if self._blocked is None:
+                self._blocked = BlockedSignal()
             self._blocked.block(self.limit)
 
     def pending_data_blocked(self) -> int | None:
         """The limit to put in a DATA_BLOCKED frame (RFC 9000 §19.12), or None."""
-        return self._blocked.pending()
+        return self._blocked.pending() if self._blocked is not None else None
 
     def on_data_blocked_sent(self) -> None:
-        self._blocked.on_sent()
+        if self._blocked is not None:
+            self._blocked.on_sent()
 
     def on_data_blocked_delivered(self, limit: int, delivered: bool) -> None:
-        self._blocked.on_delivered(limit, delivered, self.limit, self.used >= self.limit)
+        if self._blocked is not None:
+            self._blocked.on_delivered(limit, delivered, self.limit, self.used >= self.limit)
 
 
 class ReceiveCredit:

@@ -20,7 +20,7 @@ acknowledged (an ACK of an ACK) are forgotten so the set stays small
 from __future__ import annotations
 
 from .crypto import PacketKeys
-from .rangeset import RangeSet
+from .rangeset import RELEASED_RANGES, RangeSet
 from .recovery import Space
 
 # Send an ACK after this many ack-eliciting packets (RFC 9000 §13.2.2 recommends 2).
@@ -134,6 +134,7 @@ class PacketNumberSpace:
         self.discarded = True
         self.send_keys = None
         self.recv_keys = None
+        self.received = RELEASED_RANGES  # shared and always empty
         self.ack_needed = False
         self.ack_immediately = False
         self.ack_deadline = None

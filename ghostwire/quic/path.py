@@ -129,7 +129,8 @@ class PathManager:
         self._random = random_bytes
         self.address: Any = address  # where we send
         self.amplification = AntiAmplification(validated)
-        self._challenges: list[bytes] = []  # outstanding PATH_CHALLENGE data
+        # Outstanding PATH_CHALLENGE data (a tuple: the shared () when none).
+        self._challenges: tuple[bytes, ...] = ()
         self._previous: Any = None  # last validated address while validating another
         self._dcid: bytes | None = None  # our connection ID the client used last
         self.challenge_pending = False  # a (new) PATH_CHALLENGE must go out
@@ -165,7 +166,7 @@ class PathManager:
         conn.pmtud.on_new_path()  # RFC 9000 §14.2.1: only the base size is known there
         self.amplification.restart(received=size)
         conn.recovery.set_amplification_blocked(False)
-        self._challenges = []
+        self._challenges = ()
         self._new_challenge()
         self.deadline = now + max(
             3 * conn.recovery.pto_duration(Space.APPLICATION), 6 * K_INITIAL_RTT
@@ -177,8 +178,7 @@ class PathManager:
 
     def _new_challenge(self) -> None:
         # RFC 9000 §8.2.1: unpredictable data in every PATH_CHALLENGE.
-        self._challenges.append(self._random(8))
-        del self._challenges[:-MAX_CHALLENGES]
+        self._challenges = (*self._challenges, self._random(8))[-MAX_CHALLENGES:]
         self.challenge_pending = True
 
     def challenge_to_send(self) -> bytes | None:
@@ -189,7 +189,7 @@ class PathManager:
 
     def on_challenge_delivered(self, delivered: bool, data: bytes) -> None:
         """The packet carrying the challenge ``data`` was acknowledged or lost."""
-        if not delivered and self.validating and self._challenges[-1:] == [data]:
+        if not delivered and self.validating and self._challenges[-1:] == (data,):
             self._new_challenge()
 
     def on_path_response(self, data: bytes) -> None:
@@ -224,7 +224,7 @@ class PathManager:
             self.amplification.validate()
 
     def _finish(self) -> None:
-        self._challenges = []
+        self._challenges = ()
         self._previous = None
         self.challenge_pending = False
         self.deadline = None

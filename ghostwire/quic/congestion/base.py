@@ -93,9 +93,10 @@ class CongestionController(ABC):
         # One packet may go out beyond the window on entering recovery.
         self._recovery_send = False
         # State before the last reduction, and the packets declared lost in
-        # its recovery period not (yet) found to have arrived after all.
+        # its recovery period not (yet) found to have arrived after all (both
+        # None until a reduction: an empty set is 216 bytes per connection).
         self._undo: tuple[object, ...] | None = None
-        self._undo_lost: set[SentPacket] = set()
+        self._undo_lost: set[SentPacket] | None = None
 
     # -- configuration -------------------------------------------------------
 
@@ -202,7 +203,7 @@ class CongestionController(ABC):
         self.bytes_in_flight = max(self.bytes_in_flight, 0)
         if latest_sent is not None:
             self._congestion_event(latest_sent, now)
-            if self._undo is not None:
+            if self._undo_lost is not None:
                 self._undo_lost.update(
                     p for p in packets if p.in_flight and self.in_recovery(p.time_sent)
                 )
@@ -211,11 +212,11 @@ class CongestionController(ABC):
         """Packets declared lost were acknowledged after all. Once that holds
         for every loss of the current recovery period, the reduction it made
         was spurious and is undone (RFC 9438 §4.9)."""
-        if self._undo is None:
+        if self._undo is None or self._undo_lost is None:
             return
         self._undo_lost.difference_update(packets)
         if not self._undo_lost:
-            saved, self._undo = self._undo, None
+            saved, self._undo, self._undo_lost = self._undo, None, None
             self._restore_state(saved)
 
     def on_ecn_ce(self, now: float, sent_time: float | None = None) -> None:
@@ -230,7 +231,7 @@ class CongestionController(ABC):
         self.recovery_start_time = None
         self._recovery_send = False
         self._undo = None  # a collapse is never undone
-        self._undo_lost.clear()
+        self._undo_lost = None
         self._on_window_collapse()
 
     def discard(self, packets: Sequence[SentPacket]) -> None:
@@ -265,7 +266,7 @@ class CongestionController(ABC):
         if self.in_recovery(sent_time):
             return
         self._undo = self._save_state()
-        self._undo_lost.clear()
+        self._undo_lost = set()
         self.recovery_start_time = now
         self._reduce(now)
         self._recovery_send = True  # RFC 9002 §7.3.2, see can_send()
