@@ -154,10 +154,10 @@ def encode_transport_parameters(params: TransportParameters) -> bytes:
     for encoded_id, name, default in _ENCODED_INTEGER_PARAMS:
         value = getattr(params, name)
         if value is not None and value != default:
-            number = encode_varint(value)
-            append(encoded_id)
-            append(_LENGTHS[len(number)])
-            append(number)
+            encoded = _ENCODED_INTEGERS.get((encoded_id, value))
+            if encoded is None:
+                encoded = _encode_integer(encoded_id, value)
+            append(encoded)
     for encoded_flag, name in _ENCODED_FLAG_PARAMS:
         if getattr(params, name):
             append(encoded_flag)
@@ -182,7 +182,19 @@ def encode_transport_parameters(params: TransportParameters) -> bytes:
     return b"".join(parts)
 
 
-_LENGTHS = {n: bytes((n,)) for n in (1, 2, 4, 8)}
+# id || length || value of the integer parameters already encoded: a server
+# encodes the same values (its config's) for every connection.
+_ENCODED_INTEGERS: dict[tuple[bytes, int], bytes] = {}
+_ENCODED_INTEGERS_MAX = 256
+
+
+def _encode_integer(encoded_id: bytes, value: int) -> bytes:
+    number = encode_varint(value)
+    encoded = encoded_id + bytes((len(number),)) + number
+    if len(_ENCODED_INTEGERS) >= _ENCODED_INTEGERS_MAX:
+        _ENCODED_INTEGERS.clear()
+    _ENCODED_INTEGERS[(encoded_id, value)] = encoded
+    return encoded
 
 
 def _put(append: Callable[[bytes], None], param_id: int, value: bytes) -> None:
@@ -215,8 +227,17 @@ def decode_transport_parameters(data: bytes, *, from_server: bool) -> TransportP
     end = len(data)
     try:
         while pos < end:
-            param_id, pos = decode_varint(data, pos)
-            length, pos = decode_varint(data, pos)
+            # One-byte ids and lengths (below 64) are the common case: read inline.
+            param_id = data[pos]
+            if param_id < 0x40:
+                pos += 1
+            else:
+                param_id, pos = decode_varint(data, pos)
+            length = data[pos] if pos < end else 0x40  # past the end: decode_varint fails
+            if length < 0x40:
+                pos += 1
+            else:
+                length, pos = decode_varint(data, pos)
             stop = pos + length
             if stop > end:
                 raise BufferReadError("truncated transport parameter")
@@ -229,14 +250,21 @@ def decode_transport_parameters(data: bytes, *, from_server: bool) -> TransportP
             if name is None:
                 _decode_other(params, param_id, value, from_server)
                 continue
-            number, used = decode_varint(value, 0)
-            if used != length:
+            if not value:
+                raise BufferReadError("empty integer transport parameter")
+            size = 1 << (value[0] >> 6)  # RFC 9000 §16: the varint's length
+            if length < size:
+                raise BufferReadError("truncated integer transport parameter")
+            if length > size:
                 raise _error(f"{name} has trailing bytes")
-            setattr(params, name, number)
+            setattr(params, name, int.from_bytes(value, "big") & _VARINT_MASKS[size])
     except BufferReadError:
         raise _error("truncated transport parameters") from None
     _validate(params)
     return params
+
+
+_VARINT_MASKS = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFFFFFF, 8: 0x3FFFFFFFFFFFFFFF}
 
 
 def _decode_other(
