@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from .buffer import Bytes
 from .errors import PacketDropped
 from .suites import CipherSuite, hkdf_expand_label, hkdf_extract
+from .suites import hmac_digest as _hmac_digest
 
 # Same values as ghostwire.quic.packet's constants (kept local: no import cycle).
 _QUIC_V1: Final = 0x00000001
@@ -185,6 +186,56 @@ def _aead_for(cipher_suite: CipherSuite, key: bytes) -> AESGCM | ChaCha20Poly130
     return AESGCM(key)
 
 
+@dataclass(frozen=True, slots=True)
+class _SuiteLabels:
+    """What deriving packet keys needs for one (suite, version): the HKDF
+    ``info || 0x01`` of each label (RFC 8446 §7.1 HkdfLabel; every output is
+    one hash block long, so HKDF-Expand is a single HMAC) and the lengths."""
+
+    hash_name: str
+    hash_length: int
+    key_length: int
+    key_info: bytes
+    iv_info: bytes
+    hp_info: bytes
+    ku_info: bytes
+
+
+def _hkdf_block_info(label: bytes, length: int) -> bytes:
+    full_label = b"tls13 " + label
+    return length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label + b"\x00\x01"
+
+
+def _suite_labels(cipher_suite: CipherSuite, version: int) -> _SuiteLabels:
+    params = _params(version)
+    key_length = cipher_suite.key_length
+    hash_length = cipher_suite.hash_length
+    return _SuiteLabels(
+        hash_name=cipher_suite.hash_name,
+        hash_length=hash_length,
+        key_length=key_length,
+        key_info=_hkdf_block_info(params.key_label, key_length),
+        iv_info=_hkdf_block_info(params.iv_label, _IV_LENGTH),
+        hp_info=_hkdf_block_info(params.hp_label, key_length),
+        ku_info=_hkdf_block_info(params.ku_label, hash_length),
+    )
+
+
+_LABELS: Final[dict[tuple[CipherSuite, int], _SuiteLabels]] = {
+    (suite, version): _suite_labels(suite, version)
+    for suite in CipherSuite
+    for version in _VERSIONS
+}
+
+
+def _labels(cipher_suite: CipherSuite, version: int) -> _SuiteLabels:
+    labels = _LABELS.get((cipher_suite, version))
+    if labels is None:
+        _params(version)  # the error for an unknown version
+        raise ValueError(f"unknown cipher suite {cipher_suite!r}")
+    return labels
+
+
 class PacketKeys:
     """Packet protection for one direction, one encryption level, one key phase.
 
@@ -196,6 +247,7 @@ class PacketKeys:
     __slots__ = (
         "_aead",
         "_iv_int",
+        "_labels",
         "_mask",
         "cipher_suite",
         "hp_key",
@@ -215,15 +267,15 @@ class PacketKeys:
     ) -> None:
         """Internal: use :meth:`from_secret`. ``mask_function`` is the (shared)
         header-protection function for ``hp_key``."""
-        params = _params(version)
-        hash_name = cipher_suite.hash_name
+        labels = _labels(cipher_suite, version)
+        hash_name = labels.hash_name
         self.cipher_suite = cipher_suite
         self.secret = secret
         self.version = version
-        self.key = hkdf_expand_label(
-            hash_name, secret, params.key_label, b"", cipher_suite.key_length
-        )
-        self.iv = hkdf_expand_label(hash_name, secret, params.iv_label, b"", _IV_LENGTH)
+        self._labels = labels
+        # RFC 9001 §5.1: key and IV from HKDF-Expand-Label(secret, "quic key"/"quic iv").
+        self.key = _hmac_digest(secret, labels.key_info, hash_name)[: labels.key_length]
+        self.iv = _hmac_digest(secret, labels.iv_info, hash_name)[:_IV_LENGTH]
         self.hp_key = hp_key
         self._aead = _aead_for(cipher_suite, self.key)
         self._iv_int = int.from_bytes(self.iv, "big")
@@ -232,15 +284,14 @@ class PacketKeys:
     @classmethod
     def from_secret(cls, cipher_suite: CipherSuite, secret: bytes, version: int) -> PacketKeys:
         """Keys from a TLS traffic secret (or an Initial secret), RFC 9001 §5.1."""
-        cipher_suite = CipherSuite(cipher_suite)
-        if len(secret) != cipher_suite.hash_length:
+        if type(cipher_suite) is not CipherSuite:
+            cipher_suite = CipherSuite(cipher_suite)
+        labels = _labels(cipher_suite, version)
+        if len(secret) != labels.hash_length:
             raise ValueError(
-                f"{cipher_suite.tls_name} secrets are {cipher_suite.hash_length} bytes,"
-                f" got {len(secret)}"
+                f"{cipher_suite.tls_name} secrets are {labels.hash_length} bytes, got {len(secret)}"
             )
-        hp_key = hkdf_expand_label(
-            cipher_suite.hash_name, secret, _params(version).hp_label, b"", cipher_suite.key_length
-        )
+        hp_key = _hmac_digest(secret, labels.hp_info, labels.hash_name)[: labels.key_length]
         return cls(cipher_suite, secret, version, hp_key, _mask_function(cipher_suite, hp_key))
 
     def next_phase(self) -> PacketKeys:
@@ -249,10 +300,9 @@ class PacketKeys:
         secret' = HKDF-Expand-Label(secret, "quic ku", "", Hash.length); the
         AEAD key and IV are derived from it, the header-protection key is kept.
         """
-        suite = self.cipher_suite
-        label = _params(self.version).ku_label
-        secret = hkdf_expand_label(suite.hash_name, self.secret, label, b"", suite.hash_length)
-        return PacketKeys(suite, secret, self.version, self.hp_key, self._mask)
+        labels = self._labels
+        secret = _hmac_digest(self.secret, labels.ku_info, labels.hash_name)
+        return PacketKeys(self.cipher_suite, secret, self.version, self.hp_key, self._mask)
 
     def header_mask(self, sample: Bytes) -> bytes:
         """The 5-byte header-protection mask for a 16-byte ciphertext sample (RFC 9001 §5.4)."""

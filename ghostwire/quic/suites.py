@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from enum import IntEnum
 
 
@@ -38,37 +39,60 @@ class CipherSuite(IntEnum):
         return "TLS_" + self.name
 
 
+# hmac.digest's own C function, without its Python frame (~30 calls per handshake).
+hmac_digest: Callable[[bytes, bytes, str], bytes] = hmac.digest
+try:
+    import _hashlib
+
+    hmac_digest = _hashlib.hmac_digest
+except ImportError:  # pragma: no cover - a Python without OpenSSL's hashlib
+    pass
+
+_DIGEST_SIZES = {"sha256": 32, "sha384": 48}
+
+
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2). An empty salt means a string of zeros."""
     if not salt:
-        salt = bytes(hashlib.new(hash_name).digest_size)
-    return hmac.digest(salt, ikm, hash_name)
+        size = _DIGEST_SIZES.get(hash_name)
+        salt = bytes(size if size is not None else hashlib.new(hash_name).digest_size)
+    return hmac_digest(salt, ikm, hash_name)
 
 
 def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand (RFC 5869 §2.3)."""
+    if length <= _DIGEST_SIZES.get(hash_name, 0):
+        # One block: T(1) = HMAC(PRK, info || 0x01). Every TLS 1.3 and QUIC label.
+        return hmac_digest(prk, info + b"\x01", hash_name)[:length]
     output = b""
     block = b""
     counter = 1
     while len(output) < length:
-        block = hmac.digest(prk, block + info + bytes((counter,)), hash_name)
+        block = hmac_digest(prk, block + info + bytes((counter,)), hash_name)
         output += block
         counter += 1
     return output[:length]
+
+
+# HkdfLabel up to the context (RFC 8446 §7.1), per (label, length): labels are constants.
+_LABEL_PREFIXES: dict[tuple[bytes, int], bytes] = {}
+_LABEL_PREFIXES_MAX = 256
+
+
+def _label_prefix(label: bytes, length: int) -> bytes:
+    full_label = b"tls13 " + label
+    prefix = length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
+    if len(_LABEL_PREFIXES) < _LABEL_PREFIXES_MAX:
+        _LABEL_PREFIXES[(label, length)] = prefix
+    return prefix
 
 
 def hkdf_expand_label(
     hash_name: str, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
     """HKDF-Expand-Label (RFC 8446 §7.1); ``label`` is given without ``"tls13 "``."""
-    full_label = b"tls13 " + label
-    info = (
-        length.to_bytes(2, "big")
-        + bytes((len(full_label),))
-        + full_label
-        + bytes((len(context),))
-        + context
-    )
+    prefix = _LABEL_PREFIXES.get((label, length)) or _label_prefix(label, length)
+    info = prefix + bytes((len(context),)) + context
     return hkdf_expand(hash_name, secret, info, length)
 
 

@@ -29,7 +29,6 @@ a per-process random key; a persisted key needs wall-clock time).
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
 import struct
@@ -40,7 +39,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .suites import hkdf_expand, hkdf_extract
+from .suites import hkdf_expand, hkdf_extract, hmac_digest
 
 Address = tuple[str, int] | tuple[str, int, int, int]
 
@@ -83,7 +82,7 @@ def stateless_reset_token(static_key: bytes, connection_id: bytes) -> bytes:
     """
     if len(static_key) < _MIN_KEY_SIZE:
         raise ValueError(f"the static key must be at least {_MIN_KEY_SIZE} bytes")
-    digest = hmac.digest(static_key, _RESET_LABEL + connection_id, "sha256")
+    digest = hmac_digest(static_key, _RESET_LABEL + connection_id, "sha256")
     return digest[:STATELESS_RESET_TOKEN_SIZE]
 
 

@@ -10,10 +10,11 @@ TRANSPORT_PARAMETER_ERROR (§7.4, §18.2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .buffer import Reader, Writer
+from .buffer import Reader, Writer, decode_varint, encode_varint
 from .errors import BufferReadError, QuicProtocolError, TransportErrorCode
 
 MAX_VARINT = (1 << 62) - 1
@@ -101,7 +102,7 @@ class TransportParameters:
     unknown: dict[int, bytes] = field(default_factory=dict, compare=False)
 
 
-_INTEGER_PARAMS = {
+_INTEGER_PARAMS: dict[int, str] = {
     ParamId.MAX_IDLE_TIMEOUT: "max_idle_timeout",
     ParamId.MAX_UDP_PAYLOAD_SIZE: "max_udp_payload_size",
     ParamId.INITIAL_MAX_DATA: "initial_max_data",
@@ -130,45 +131,76 @@ def _error(reason: str) -> QuicProtocolError:
     return QuicProtocolError(TransportErrorCode.TRANSPORT_PARAMETER_ERROR, reason)
 
 
+# The encoder's tables: (encoded id, attribute[, default]) in a fixed order.
+_ENCODED_CID_PARAMS = tuple((encode_varint(i), name) for i, name in _CID_PARAMS.items())
+_ENCODED_INTEGER_PARAMS = tuple(
+    (encode_varint(i), name, getattr(TransportParameters(), name))
+    for i, name in _INTEGER_PARAMS.items()
+)
+_ENCODED_FLAG_PARAMS = tuple((encode_varint(i) + b"\x00", name) for i, name in _FLAG_PARAMS.items())
+_ENCODED_RESET_TOKEN = encode_varint(ParamId.STATELESS_RESET_TOKEN) + b"\x10"
+
+
 def encode_transport_parameters(params: TransportParameters) -> bytes:
     """Encode ``params``; parameters at their default value are left out."""
-    out = Writer()
-    defaults = TransportParameters()
-
-    def put(param_id: int, value: bytes) -> None:
-        out.push_varint(param_id)
-        out.push_varint_prefixed(value)
-
-    for param_id, name in _CID_PARAMS.items():
+    parts: list[bytes] = []
+    append = parts.append
+    for encoded_id, name in _ENCODED_CID_PARAMS:
         cid = getattr(params, name)
         if cid is not None:
-            put(param_id, cid)
-    for param_id, name in _INTEGER_PARAMS.items():
+            append(encoded_id)
+            append(encode_varint(len(cid)))
+            append(cid)
+    for encoded_id, name, default in _ENCODED_INTEGER_PARAMS:
         value = getattr(params, name)
-        if value is not None and value != getattr(defaults, name):
-            put(param_id, _varint(value))
-    for param_id, name in _FLAG_PARAMS.items():
+        if value is not None and value != default:
+            encoded = _ENCODED_INTEGERS.get((encoded_id, value))
+            if encoded is None:
+                encoded = _encode_integer(encoded_id, value)
+            append(encoded)
+    for encoded_flag, name in _ENCODED_FLAG_PARAMS:
         if getattr(params, name):
-            put(param_id, b"")
-    if params.stateless_reset_token is not None:
-        put(ParamId.STATELESS_RESET_TOKEN, params.stateless_reset_token)
+            append(encoded_flag)
+    token = params.stateless_reset_token
+    if token is not None:
+        if len(token) == 16:
+            append(_ENCODED_RESET_TOKEN)
+            append(token)
+        else:  # invalid, but encoded as given (tests send bad values on purpose)
+            _put(append, ParamId.STATELESS_RESET_TOKEN, token)
     if params.preferred_address is not None:
-        put(ParamId.PREFERRED_ADDRESS, _encode_preferred_address(params.preferred_address))
-    if params.version_information is not None:
-        info = params.version_information
-        put(
-            ParamId.VERSION_INFORMATION,
-            b"".join(v.to_bytes(4, "big") for v in (info.chosen_version, *info.available_versions)),
+        encoded = _encode_preferred_address(params.preferred_address)
+        _put(append, ParamId.PREFERRED_ADDRESS, encoded)
+    info = params.version_information
+    if info is not None:
+        versions = b"".join(
+            v.to_bytes(4, "big") for v in (info.chosen_version, *info.available_versions)
         )
+        _put(append, ParamId.VERSION_INFORMATION, versions)
     for unknown_id, raw in params.unknown.items():
-        put(unknown_id, raw)
-    return out.getvalue()
+        _put(append, unknown_id, raw)
+    return b"".join(parts)
 
 
-def _varint(value: int) -> bytes:
-    w = Writer()
-    w.push_varint(value)
-    return w.getvalue()
+# id || length || value of the integer parameters already encoded: a server
+# encodes the same values (its config's) for every connection.
+_ENCODED_INTEGERS: dict[tuple[bytes, int], bytes] = {}
+_ENCODED_INTEGERS_MAX = 256
+
+
+def _encode_integer(encoded_id: bytes, value: int) -> bytes:
+    number = encode_varint(value)
+    encoded = encoded_id + bytes((len(number),)) + number
+    if len(_ENCODED_INTEGERS) >= _ENCODED_INTEGERS_MAX:
+        _ENCODED_INTEGERS.clear()
+    _ENCODED_INTEGERS[(encoded_id, value)] = encoded
+    return encoded
+
+
+def _put(append: Callable[[bytes], None], param_id: int, value: bytes) -> None:
+    append(encode_varint(param_id))
+    append(encode_varint(len(value)))
+    append(value)
 
 
 def _encode_preferred_address(address: PreferredAddress) -> bytes:
@@ -188,35 +220,60 @@ def decode_transport_parameters(data: bytes, *, from_server: bool) -> TransportP
     ``from_server`` says who sent them: a client may not send server-only
     parameters (RFC 9000 §18.2).
     """
+    data = bytes(data)
     params = TransportParameters()
     seen: set[int] = set()
-    reader = Reader(data)
+    pos = 0
+    end = len(data)
     try:
-        while not reader.eof():
-            param_id = reader.pull_varint()
-            value = reader.pull_varint_prefixed()
+        while pos < end:
+            # One-byte ids and lengths (below 64) are the common case: read inline.
+            param_id = data[pos]
+            if param_id < 0x40:
+                pos += 1
+            else:
+                param_id, pos = decode_varint(data, pos)
+            length = data[pos] if pos < end else 0x40  # past the end: decode_varint fails
+            if length < 0x40:
+                pos += 1
+            else:
+                length, pos = decode_varint(data, pos)
+            stop = pos + length
+            if stop > end:
+                raise BufferReadError("truncated transport parameter")
+            value = data[pos:stop]
+            pos = stop
             if param_id in seen:
                 raise _error(f"transport parameter 0x{param_id:x} appears twice")
             seen.add(param_id)
-            _decode_one(params, param_id, value, from_server)
+            name = _INTEGER_PARAMS.get(param_id)
+            if name is None:
+                _decode_other(params, param_id, value, from_server)
+                continue
+            if not value:
+                raise BufferReadError("empty integer transport parameter")
+            size = 1 << (value[0] >> 6)  # RFC 9000 §16: the varint's length
+            if length < size:
+                raise BufferReadError("truncated integer transport parameter")
+            if length > size:
+                raise _error(f"{name} has trailing bytes")
+            setattr(params, name, int.from_bytes(value, "big") & _VARINT_MASKS[size])
     except BufferReadError:
         raise _error("truncated transport parameters") from None
     _validate(params)
     return params
 
 
-def _decode_one(
+_VARINT_MASKS = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFFFFFF, 8: 0x3FFFFFFFFFFFFFFF}
+
+
+def _decode_other(
     params: TransportParameters, param_id: int, value: bytes, from_server: bool
 ) -> None:
+    """Every parameter but the integer ones (the decoder's fast path)."""
     if param_id in SERVER_ONLY and not from_server:
         raise _error(f"client sent server-only transport parameter {ParamId(param_id).name}")
-    if param_id in _INTEGER_PARAMS:
-        reader = Reader(value)
-        number = reader.pull_varint()
-        if not reader.eof():
-            raise _error(f"{_INTEGER_PARAMS[ParamId(param_id)]} has trailing bytes")
-        setattr(params, _INTEGER_PARAMS[ParamId(param_id)], number)
-    elif param_id in _CID_PARAMS:
+    if param_id in _CID_PARAMS:
         if len(value) > 20:
             raise _error(f"{_CID_PARAMS[ParamId(param_id)]} longer than 20 bytes")
         setattr(params, _CID_PARAMS[ParamId(param_id)], value)

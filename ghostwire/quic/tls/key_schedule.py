@@ -22,11 +22,10 @@ stays (psk_dhe_ke, RFC 8446 §4.2.9).
 from __future__ import annotations
 
 import hashlib
-import hmac
 from functools import lru_cache
 from typing import Any
 
-from ..suites import CipherSuite, hkdf_expand_label, hkdf_extract
+from ..suites import CipherSuite, hkdf_expand_label, hkdf_extract, hmac_digest
 from .messages import message_hash
 
 
@@ -165,4 +164,4 @@ class KeySchedule:
         """Finished.verify_data for ``base_key`` (a handshake traffic secret), RFC 8446 §4.4.4."""
         name = self._hash_name
         finished_key = hkdf_expand_label(name, base_key, b"finished", b"", self._hash_length)
-        return hmac.digest(finished_key, transcript_hash, name)
+        return hmac_digest(finished_key, transcript_hash, name)
