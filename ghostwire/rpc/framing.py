@@ -131,7 +131,7 @@ class FrameDecoder:
 
     def check_eof(self) -> None:
         """The stream ended: raise :class:`FramingError` if a frame was cut short."""
-        left = self.buffered
+        left = len(self._buffer) - self._pos
         if left:
             raise FramingError(f"stream ended inside a frame ({left} bytes left)")
 
