@@ -277,6 +277,11 @@ class RpcConnection:
         later than ``deadline`` unless an enclosing scope ends first) raises
         DEADLINE_EXCEEDED, where an enclosing scope's deadline raises
         ``Cancelled``."""
+        if not self.interceptors and (own_deadline == math.inf or own_deadline > deadline):
+            # The usual call (no interceptors, no timeout of its own): _call's work here.
+            timeout = None if deadline == math.inf else deadline - trio.current_time()
+            request = encode_request(method, args, kwargs or {}, timeout=timeout, metadata=metadata)
+            return await self._unary(request, deadline)
         if self.interceptors:
             info = CallInfo(method, KIND_CALL, dict(metadata or {}), deadline)
             async with self._intercepted(info):

@@ -362,18 +362,18 @@ class Server:
         read at once; else frame by frame, without a schedule point while
         the bytes are already here."""
         whole = reader.receive_whole_nowait()
+        if whole:
+            pair = reader.take_pair_now(HEADERS, MESSAGE)
+            if pair is not None:  # a call or a subscription: headers and arguments
+                header = parse_header(pair[0])
+                method, builtin = self._method_for(state, header.method)
+                args, kwargs = parse_arguments(pair[1])
+                return header, method, args, kwargs, builtin
         frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
         if frame is None or frame[0] != HEADERS:
             raise FramingError("a request starts with a HEADERS frame")
         header = parse_header(frame[1])
-        name = header.method
-        method = self._builtin.methods.get(name)
-        builtin = method is not None
-        if method is None:
-            limited = self._rates is not None or self.limits.max_concurrent_calls is not None
-            if limited or self._draining:
-                self.admit(state)
-            method = self.dispatcher.methods.get(name) or self.dispatcher.resolve(name)
+        method, builtin = self._method_for(state, header.method)
         frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
         if frame is None or frame[0] != MESSAGE:
             raise FramingError("the request headers must be followed by the arguments")
@@ -383,6 +383,17 @@ class Server:
         ):
             raise FramingError("unexpected frame after the arguments of a call")
         return header, method, args, kwargs, builtin
+
+    def _method_for(self, state: ConnectionState, name: str) -> tuple[Method, bool]:
+        """The method called ``name`` and whether it is built in; a call to an
+        application method is admitted first (RpcError if it may not start)."""
+        method = self._builtin.methods.get(name)
+        if method is not None:
+            return method, True
+        limited = self._rates is not None or self.limits.max_concurrent_calls is not None
+        if limited or self._draining:
+            self.admit(state)
+        return self.dispatcher.methods.get(name) or self.dispatcher.resolve(name), False
 
     async def _serve_call(self, state: ConnectionState, stream: quic.QuicStream) -> None:
         reader = FrameReader(stream, self.limits.max_message_size)

@@ -93,6 +93,12 @@ class FrameReader:
             self._decoder.feed(end)
         return False
 
+    def take_pair_now(self, first: int, second: int) -> tuple[bytes, bytes] | None:
+        """After :meth:`receive_whole_nowait` returned True: the two payloads
+        if the stream held exactly a ``first`` frame then a ``second`` one
+        (see :meth:`.FrameDecoder.take_pair`); else None, nothing taken."""
+        return self._decoder.take_pair(first, second)
+
     def next_frame_now(self) -> tuple[int, bytes] | None:
         """After :meth:`receive_whole_nowait` returned True: the next frame,
         or None at the end of the stream (FramingError if one was cut short)."""

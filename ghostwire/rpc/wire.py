@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .codec import decode, encode
 from .events import Event
@@ -38,8 +37,9 @@ _CALL_HEADERS: dict[str, bytes] = {}  # method -> its HEADERS frame without opti
 _CALL_HEADERS_MAX: Final = 1024  # methods a process calls; past that, encoded each time
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHeader:
+class RequestHeader(NamedTuple):
+    """A request's HEADERS (a tuple: built once per call, cheaply)."""
+
     method: str
     kind: str = KIND_CALL
     timeout: float | None = None
