@@ -9,18 +9,23 @@ runner) is checked against what the general path gives for the same input.
 from __future__ import annotations
 
 import enum
+import functools
+import math
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+import ghostwire.rpc as rpc
 from ghostwire.rpc.codec import decode, encode
+from ghostwire.rpc.dispatch import Dispatcher
 from ghostwire.rpc.framing import HEADERS, MESSAGE, TRAILERS, FrameDecoder, MessageTooLarge
 from ghostwire.rpc.resilience import CallRetryState, RetryPolicy, retry_after_failure
 from ghostwire.rpc.resilience.runners import AttemptFailure
 from ghostwire.rpc.service import ArgumentBinder
 from ghostwire.rpc.status import RpcError, Status
+from ghostwire.rpc.suspension import may_suspend
 from ghostwire.rpc.wire import OK_TRAILER, OK_TRAILER_PAYLOAD, encode_request, parse_header
 
 
@@ -154,3 +159,64 @@ async def test_retry_after_failure_raises_what_it_may_not_retry() -> None:
     with pytest.raises(RpcError) as caught:
         await retry_after_failure(attempt, state, _classify, failed)
     assert caught.value is failed and state.attempts == 1
+
+
+async def _returns(ctx: Any, value: int) -> int:
+    return value + 1
+
+
+async def _awaits(ctx: Any, value: int) -> int:
+    await trio.lowlevel.checkpoint()
+    return value
+
+
+async def _iterates(ctx: Any, value: Any) -> None:
+    async for _ in value:
+        pass
+
+
+async def _enters(ctx: Any, value: Any) -> None:
+    async with value:
+        pass
+
+
+async def _comprehends(ctx: Any, value: Any) -> list[Any]:
+    return [item async for item in value]
+
+
+def test_only_handlers_without_a_schedule_point_skip_the_scope() -> None:
+    assert not may_suspend(_returns)
+    for handler in (_awaits, _iterates, _enters, _comprehends):
+        assert may_suspend(handler), handler.__name__
+    assert may_suspend(functools.partial(_returns))  # not a plain function: assumed to
+    assert may_suspend(len)
+
+
+async def test_a_call_runs_in_a_cancel_scope_unless_it_cannot_suspend() -> None:
+    svc = rpc.Service("svc")
+    scopes: dict[str, Any] = {}
+
+    @svc.call
+    async def plain(ctx: rpc.Context) -> None:
+        scopes["plain"] = ctx._scope
+
+    @svc.call
+    async def waits(ctx: rpc.Context) -> None:
+        scopes["waits"] = ctx._scope
+        await trio.lowlevel.checkpoint()
+
+    dispatcher = Dispatcher([svc])
+    for name in ("plain", "waits"):
+        await dispatcher.unary(rpc.Context(f"svc.{name}"), svc.methods[name], [], {})
+    assert scopes["plain"] is None and isinstance(scopes["waits"], trio.CancelScope)
+    # With a deadline, or cancelled before it starts, it gets its scope again.
+    await dispatcher.unary(
+        rpc.Context("svc.plain", deadline=math.inf), svc.methods["plain"], [], {}
+    )
+    assert isinstance(scopes.get("plain"), trio.CancelScope)
+    scopes.clear()
+    cancelled = rpc.Context("svc.plain")
+    cancelled.cancel()
+    # (It still runs to its end: it has no schedule point for the scope to act.)
+    await dispatcher.unary(cancelled, svc.methods["plain"], [], {})
+    assert isinstance(scopes.get("plain"), trio.CancelScope)

@@ -26,6 +26,10 @@ Each of ``unary`` / ``events`` / ``stream``:
   traceback, and becomes INTERNAL with a generic message (the caller never
   sees internals).
 
+A call whose handler has no schedule point (:mod:`.suspension`), no deadline
+and no ``ctx.cancel`` before it starts runs without the cancel scope: it
+runs to its end in one step, where nothing could cancel it anyway.
+
 So they raise nothing but :class:`RpcError` (and ``trio.Cancelled`` when a
 scope *outside* the call is cancelled). The dispatcher keeps no per-call
 task of its own for unary calls and no queue: an event channel's bounded
@@ -126,6 +130,11 @@ class Dispatcher:
         try:
             values = method.binder.bind(args, kwargs)
             deadline = ctx.deadline
+            if not method.may_suspend and deadline is None and ctx._cancel_status is None:
+                # A handler without a schedule point runs to its end in this
+                # step: no cancellation could reach it, so no scope (which
+                # would not change what it sees either: no deadline to show).
+                return await method.handler(ctx, **values)
             # The scope is what ctx.cancel() cancels (the caller reset the
             # stream, the server shuts down) even without a deadline.
             scope = trio.CancelScope() if deadline is None else trio.CancelScope(deadline=deadline)

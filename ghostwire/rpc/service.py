@@ -33,6 +33,7 @@ from typing import Any, TypeVar, overload
 from .checks import Checker, checker_for, exact_types
 from .events import DEFAULT_BUFFER, POLICIES, Policy
 from .status import RpcError, Status
+from .suspension import may_suspend
 
 F = TypeVar("F", bound=Callable[..., Any])
 Authorize = Callable[[Any], Any]
@@ -171,6 +172,8 @@ class Method:
     handler: Callable[..., Any]
     binder: ArgumentBinder
     options: MethodOptions
+    #: False when the handler cannot reach a schedule point (.suspension).
+    may_suspend: bool = True
 
 
 class _Decorator:
@@ -228,7 +231,12 @@ class Service:
         _check_handler(handler, kind, options)
         skip = 2 if kind is MethodKind.STREAM else 1  # ctx (and the stream)
         self.methods[method_name] = Method(
-            f"{self.name}.{method_name}", kind, handler, ArgumentBinder(handler, skip), options
+            f"{self.name}.{method_name}",
+            kind,
+            handler,
+            ArgumentBinder(handler, skip),
+            options,
+            may_suspend(handler),
         )
         return handler
 
