@@ -191,6 +191,11 @@ def test_only_handlers_without_a_schedule_point_skip_the_scope() -> None:
     assert may_suspend(functools.partial(_returns))  # not a plain function: assumed to
     assert may_suspend(len)
 
+    def returns_a_coroutine(ctx: Any, value: int) -> Any:
+        return _awaits(ctx, value)  # (marked as a coroutine function, it would pass)
+
+    assert may_suspend(returns_a_coroutine)
+
 
 async def test_a_call_runs_in_a_cancel_scope_unless_it_cannot_suspend() -> None:
     svc = rpc.Service("svc")

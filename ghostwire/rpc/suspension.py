@@ -7,8 +7,9 @@ delivers cancellation only at schedule points) and nothing else runs
 meanwhile, so the dispatcher may skip the cancel scope it opens for every
 other call (``Dispatcher.unary``; a scope costs a few microseconds).
 
-The answer errs on "may suspend": anything but a plain Python function
-(a ``functools.partial``, a callable object, a C function) may, and so
+The answer errs on "may suspend": anything but an ``async def`` function
+(a ``functools.partial``, a callable object, a plain function returning
+a coroutine, a C function) may, and so
 does any code holding one of the opcodes ``await``, ``async for`` and
 ``async with`` compile to. At import, the detector checks itself against
 functions that do suspend; should a Python version compile them to other
@@ -18,6 +19,7 @@ opcodes, every handler counts as one that may suspend.
 from __future__ import annotations
 
 import dis
+import inspect
 import types
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +43,12 @@ _SUSPENDING = frozenset(
 def _has_suspending_opcode(function: Callable[..., Any]) -> bool:
     if type(function) is not types.FunctionType:
         return True
-    return any(i.opname in _SUSPENDING for i in dis.get_instructions(function.__code__))
+    code = function.__code__
+    if not code.co_flags & inspect.CO_COROUTINE:
+        # Not an ``async def`` (say, a plain function marked as a coroutine
+        # function that returns another one's coroutine): that one may.
+        return True
+    return any(i.opname in _SUSPENDING for i in dis.get_instructions(code))
 
 
 def _detector_works() -> bool:
