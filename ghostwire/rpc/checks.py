@@ -39,6 +39,23 @@ _SEQUENCES = {list, tuple, collections.abc.Sequence}
 _MAPPINGS = {dict, collections.abc.Mapping}
 
 
+_EXACT: dict[Predicate, frozenset[type]] = {
+    check[0]: frozenset(types)
+    for check, types in zip(
+        _SCALARS.values(),
+        [(int,), (float, int), (bool,), (str,), (bytes,), (type(None),)],
+        strict=True,
+    )
+}
+
+
+def exact_types(check: Checker) -> frozenset[type]:
+    """Types whose values ``check`` accepts whatever they are (a value's
+    exact type in this set passes without calling the predicate; an empty
+    set for checks of containers, unions and the like)."""
+    return _EXACT.get(check[0], frozenset())
+
+
 def checker_for(hint: Any) -> Checker | None:
     """The check for one annotation, or None to accept anything."""
     if hint is Any or hint is object:
@@ -96,4 +113,4 @@ def _container(
     return (check, f"{name}[{first[1]}]")
 
 
-__all__ = ["Checker", "checker_for"]
+__all__ = ["Checker", "checker_for", "exact_types"]

@@ -41,7 +41,7 @@ from .codec import decode
 from .events import Event
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
 from .status import RpcError, Status
-from .transport import FrameReader, send_nowait
+from .transport import RECEIVE_SIZE, FrameReader, send_nowait
 from .wire import (
     ALPN,
     CANCELLED_CODE,
@@ -50,6 +50,7 @@ from .wire import (
     KIND_CALL,
     KIND_EVENTS,
     KIND_STREAM,
+    OK_TRAILER_PAYLOAD,
     decode_event,
     encode_request,
     parse_trailer,
@@ -259,6 +260,28 @@ class RpcConnection:
             own_deadline = trio.current_time() + timeout
             if own_deadline < deadline:
                 deadline = own_deadline
+        return await self.call_at(method, args, kwargs, deadline, own_deadline, metadata)
+
+    async def call_at(
+        self,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        deadline: float,
+        own_deadline: float,
+        metadata: Mapping[str, str | bytes] | None,
+    ) -> Any:
+        """:meth:`call` with its deadlines worked out (by the pool, once per
+        call): ``deadline`` bounds the call (it travels to the server);
+        reaching ``own_deadline`` (the ``timeout=``, ``inf`` for none; not
+        later than ``deadline`` unless an enclosing scope ends first) raises
+        DEADLINE_EXCEEDED, where an enclosing scope's deadline raises
+        ``Cancelled``."""
+        if not self.interceptors and (own_deadline == math.inf or own_deadline > deadline):
+            # The usual call (no interceptors, no timeout of its own): _call's work here.
+            timeout = None if deadline == math.inf else deadline - trio.current_time()
+            request = encode_request(method, args, kwargs or {}, timeout=timeout, metadata=metadata)
+            return await self._unary(request, deadline)
         if self.interceptors:
             info = CallInfo(method, KIND_CALL, dict(metadata or {}), deadline)
             async with self._intercepted(info):
@@ -292,15 +315,21 @@ class RpcConnection:
             if not send_nowait(stream, request, end_stream=True):
                 await _send_request(stream, request)
             reader = FrameReader(stream, self.max_message_size)
-            frame = await reader.receive_frame_eager()
+            # The one wait: the reply's first bytes (it is not here yet, we
+            # just sent the request). The rest usually came with them.
+            reader.feed(await stream.receive_some(RECEIVE_SIZE))
+            whole = reader.at_eof or reader.receive_whole_nowait()
+            frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
             result = None
             if frame is not None and frame[0] == MESSAGE:
                 result = decode(frame[1])
-                frame = await reader.receive_frame_eager()
+                frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
             if frame is None or frame[0] != TRAILERS:
                 raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
-            error = _trailer_error(frame[1])
-            if await reader.receive_frame_eager() is not None:
+            error = None if frame[1] == OK_TRAILER_PAYLOAD else _trailer_error(frame[1])
+            if (
+                reader.next_frame_now() if whole else await reader.receive_frame_eager()
+            ) is not None:
                 raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
         except _GONE as exc:
             _abort(stream)

@@ -26,6 +26,10 @@ Each of ``unary`` / ``events`` / ``stream``:
   traceback, and becomes INTERNAL with a generic message (the caller never
   sees internals).
 
+A call whose handler has no schedule point (:mod:`.suspension`), no deadline
+and no ``ctx.cancel`` before it starts runs without the cancel scope: it
+runs to its end in one step, where nothing could cancel it anyway.
+
 So they raise nothing but :class:`RpcError` (and ``trio.Cancelled`` when a
 scope *outside* the call is cancelled). The dispatcher keeps no per-call
 task of its own for unary calls and no queue: an event channel's bounded
@@ -117,7 +121,39 @@ class Dispatcher:
         """Run a call; returns the handler's result."""
         if method.kind is not MethodKind.UNARY:
             _expect(method, MethodKind.UNARY)
-        return await self._invoke(ctx, method, _unary_body, ctx, method, args, kwargs)
+        options = method.options
+        if self.interceptors or options.authorize is not None or options.timeout is not None:
+            return await self._invoke(ctx, method, _unary_body, ctx, method, args, kwargs)
+        # The common case in one frame: what _invoke, _within_deadline and
+        # _unary_body do, without interceptors, authorize or a method timeout.
+        self._in_flight += 1
+        try:
+            values = method.binder.bind(args, kwargs)
+            deadline = ctx.deadline
+            if not method.may_suspend and deadline is None and ctx._cancel_status is None:
+                # A handler without a schedule point runs to its end in this
+                # step: no cancellation could reach it, so no scope (which
+                # would not change what it sees either: no deadline to show).
+                return await method.handler(ctx, **values)
+            # The scope is what ctx.cancel() cancels (the caller reset the
+            # stream, the server shuts down) even without a deadline.
+            scope = trio.CancelScope() if deadline is None else trio.CancelScope(deadline=deadline)
+            ctx._scope = scope
+            if ctx._cancel_status is not None:
+                scope.cancel()
+            with scope:
+                return await method.handler(ctx, **values)
+            ctx._scope = None
+            raise _ended(ctx, deadline)
+        except RpcError:
+            raise
+        except BaseExceptionGroup as group:
+            raise _from_group(ctx, group) from None
+        except Exception:
+            log.exception("%s failed", ctx.method)
+            raise RpcError(Status.INTERNAL, INTERNAL_MESSAGE) from None
+        finally:
+            self._in_flight -= 1
 
     async def events(
         self,
@@ -230,11 +266,16 @@ async def _within_deadline(
     with scope:
         return await body(*body_args)
     ctx._scope = None
+    raise _ended(ctx, deadline)
+
+
+def _ended(ctx: Context, deadline: float | None) -> RpcError:
+    """Why a call's scope caught a cancellation: its deadline or ``ctx.cancel``."""
     status = ctx._cancel_status
     expired = deadline is not None and trio.current_time() >= deadline
     if status is None or (status is Status.CANCELLED and expired):
-        raise RpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded")
-    raise RpcError(status, ctx._cancel_message or status.name.lower().replace("_", " "))
+        return RpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded")
+    return RpcError(status, ctx._cancel_message or status.name.lower().replace("_", " "))
 
 
 async def _authorize(ctx: Context, method: Method) -> None:

@@ -124,6 +124,30 @@ class FrameDecoder:
             self._pos = end
         return frame_type, payload
 
+    def take_pair(self, first: int, second: int) -> tuple[bytes, bytes] | None:
+        """The payloads of what is buffered if it is exactly a ``first`` frame
+        then a ``second`` frame, each within the size limit (a whole request
+        or reply in one step); else None, and nothing is taken (read the
+        frames with :meth:`next_frame`, which reports what is wrong)."""
+        buffer = self._buffer
+        pos = self._pos
+        size = len(buffer)
+        if size - pos < 2 * PREFIX_SIZE:
+            return None
+        first_type, first_length = PREFIX.unpack_from(buffer, pos)
+        middle = pos + PREFIX_SIZE + first_length
+        if first_type != first or first_length > self._max or middle + PREFIX_SIZE > size:
+            return None
+        second_type, second_length = PREFIX.unpack_from(buffer, middle)
+        if second_type != second or middle + PREFIX_SIZE + second_length != size:
+            return None
+        if second_length > self._max:
+            return None
+        pair = bytes(buffer[pos + PREFIX_SIZE : middle]), bytes(buffer[middle + PREFIX_SIZE :])
+        self._buffer = b""
+        self._pos = 0
+        return pair
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
@@ -131,7 +155,7 @@ class FrameDecoder:
 
     def check_eof(self) -> None:
         """The stream ended: raise :class:`FramingError` if a frame was cut short."""
-        left = self.buffered
+        left = len(self._buffer) - self._pos
         if left:
             raise FramingError(f"stream ended inside a frame ({left} bytes left)")
 

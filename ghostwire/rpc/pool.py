@@ -53,6 +53,7 @@ from .resilience import (
     StateHolder,
     call_with_retries,
     make_balancer,
+    retry_after_failure,
 )
 from .resilience.backoff import RandomSource
 from .status import RpcError, Status
@@ -258,7 +259,8 @@ class Pool:
         """Steps 1 and 2 for one attempt: an endpoint (preferring those not in
         ``tried``, which it joins) and a connection of it. Without one, the
         lease is released and :class:`CallNotStarted` raised (retried)."""
-        lease, supervisor = await self.lease(deadline, avoid=tried)
+        picked = None if self._closed else self._pick(tried)
+        lease, supervisor = picked or await self.lease(deadline, avoid=tried)
         tried.append(supervisor.address)
         try:
             link = await supervisor.acquire()
@@ -300,29 +302,45 @@ class Pool:
         metadata: Mapping[str, str | bytes] | None = None,
         idempotent: bool | None = None,
     ) -> Any:
-        """Call ``method`` on an endpoint that is up, retrying where safe."""
+        """Call ``method`` on an endpoint that is up, retrying where safe.
+
+        The first attempt runs without the retry machinery (the usual case:
+        it succeeds); a failed one hands over to :func:`retry_after_failure`."""
         deadline = trio.current_effective_deadline()
+        own_deadline = math.inf  # the timeout's: DEADLINE_EXCEEDED, not Cancelled
         if timeout is not None:
-            deadline = min(deadline, trio.current_time() + timeout)
+            own_deadline = trio.current_time() + timeout
+            if own_deadline < deadline:
+                deadline = own_deadline
         if idempotent is None:
             idempotent = method in self.idempotent_methods
-        state = CallRetryState(
-            self.options.retry,
-            self.throttle,
-            idempotent=idempotent,
-            deadline=deadline if math.isfinite(deadline) else None,
-            rng=self._rng,
-        )
+        if kwargs is None:
+            kwargs = {}
         tried: list[str] = []
         record = self.metrics_record.method(method)
         record.started()
         started = trio.current_time()
         status: int = Status.CANCELLED
         try:
-            attempt = functools.partial(
-                self._attempt, method, args, kwargs or {}, deadline, metadata, tried
-            )
-            result = await call_with_retries(attempt, state, _classify)
+            try:
+                result = await self._attempt(
+                    method, args, kwargs, deadline, own_deadline, metadata, tried, 1
+                )
+            except Exception as exc:
+                state = CallRetryState(
+                    self.options.retry,
+                    self.throttle,
+                    idempotent=idempotent,
+                    deadline=deadline if math.isfinite(deadline) else None,
+                    rng=self._rng,
+                )
+                state.begin_attempt()  # the first, which failed
+                attempt = functools.partial(
+                    self._attempt, method, args, kwargs, deadline, own_deadline, metadata, tried
+                )
+                result = await retry_after_failure(attempt, state, _classify, exc)
+            else:
+                self.throttle.record_success()
             status = Status.OK
             return result
         except RpcError as exc:
@@ -337,6 +355,7 @@ class Pool:
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         deadline: float,
+        own_deadline: float,
         metadata: Mapping[str, str | bytes] | None,
         tried: list[str],
         number: int,
@@ -344,9 +363,7 @@ class Pool:
         lease, supervisor, link = await self._lease_link(deadline, tried)
         rpc = link.rpc
         try:
-            result = await rpc.call(
-                method, args, kwargs, timeout=remaining(deadline), metadata=metadata
-            )
+            result = await rpc.call_at(method, args, kwargs, deadline, own_deadline, metadata)
         except CallNotStarted as exc:
             lease.release()  # never reached the handler: says nothing of the endpoint
             if exc.goaway:

@@ -48,7 +48,7 @@ from .resilience import ServerMetrics, ServerSnapshot
 from .resilience.health import HealthStatus, health_service
 from .service import Method, MethodKind, Service
 from .status import RpcError, Status
-from .transport import FrameReader, on_peer_abort, send_nowait, send_room
+from .transport import FrameReader, send_nowait, send_room
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -334,7 +334,7 @@ class Server:
         finally:
             state.calls -= counted
             registry.discard(ctx)
-            if self._changed:  # only shutdown() parks there
+            if self._draining and self._changed:  # only shutdown() parks there
                 self._changed.unpark_all()
 
     # -- calls ---------------------------------------------------------------
@@ -356,30 +356,51 @@ class Server:
 
     async def _read_request(
         self, state: ConnectionState, reader: FrameReader
-    ) -> tuple[RequestHeader, Method, list[Any], dict[str, Any]]:
-        # Eager reads: a request that arrived whole is read without a schedule point.
-        frame = await reader.receive_frame_eager()
+    ) -> tuple[RequestHeader, Method, list[Any], dict[str, Any], bool]:
+        """The request's header, method and arguments, and whether the method
+        is a built-in one. A request that arrived whole (the usual case) is
+        read at once; else frame by frame, without a schedule point while
+        the bytes are already here."""
+        whole = reader.receive_whole_nowait()
+        if whole:
+            pair = reader.take_pair_now(HEADERS, MESSAGE)
+            if pair is not None:  # a call or a subscription: headers and arguments
+                header = parse_header(pair[0])
+                method, builtin = self._method_for(state, header.method)
+                args, kwargs = parse_arguments(pair[1])
+                return header, method, args, kwargs, builtin
+        frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
         if frame is None or frame[0] != HEADERS:
             raise FramingError("a request starts with a HEADERS frame")
         header = parse_header(frame[1])
-        method = self._builtin.methods.get(header.method)
-        if method is None:
-            self.admit(state)
-            method = self.dispatcher.resolve(header.method)
-        frame = await reader.receive_frame_eager()
+        method, builtin = self._method_for(state, header.method)
+        frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
         if frame is None or frame[0] != MESSAGE:
             raise FramingError("the request headers must be followed by the arguments")
         args, kwargs = parse_arguments(frame[1])
-        if header.kind != KIND_STREAM and await reader.receive_frame_eager() is not None:
+        if header.kind != KIND_STREAM and (
+            reader.next_frame_now() if whole else await reader.receive_frame_eager()
+        ):
             raise FramingError("unexpected frame after the arguments of a call")
-        return header, method, args, kwargs
+        return header, method, args, kwargs, builtin
+
+    def _method_for(self, state: ConnectionState, name: str) -> tuple[Method, bool]:
+        """The method called ``name`` and whether it is built in; a call to an
+        application method is admitted first (RpcError if it may not start)."""
+        method = self._builtin.methods.get(name)
+        if method is not None:
+            return method, True
+        limited = self._rates is not None or self.limits.max_concurrent_calls is not None
+        if limited or self._draining:
+            self.admit(state)
+        return self.dispatcher.methods.get(name) or self.dispatcher.resolve(name), False
 
     async def _serve_call(self, state: ConnectionState, stream: quic.QuicStream) -> None:
         reader = FrameReader(stream, self.limits.max_message_size)
         self._call_tasks += 1
         try:
             try:
-                header, method, args, kwargs = await self._read_request(state, reader)
+                header, method, args, kwargs, builtin = await self._read_request(state, reader)
             except RpcError as exc:
                 if not reader.at_eof:
                     stream.stop_sending(REFUSED_CODE)
@@ -393,21 +414,20 @@ class Server:
                 peer=state.peer,
                 resume_after=header.after,
             )
-            builtin = self._builtin.methods.get(method.name) is method
-            reply = await self._tracked(
-                state, ctx, header.kind, method, args, kwargs, reader, builtin
-            )
-            if reply is not None:
-                await _send_reply(stream, reply)
+            reply = await self._run(state, ctx, header.kind, method, args, kwargs, reader, builtin)
+            # The reply and FIN in one core write when the send buffer has room.
+            if reply is not None and not send_nowait(stream, reply, end_stream=True):
+                await stream.send_all(reply)
+                await stream.send_eof()
         except _GONE as exc:
             log.debug("call on %r ended early: %s", state.conn, exc)
         finally:
             self._call_tasks -= 1
-            if self._changed:  # only shutdown() parks there
+            if self._draining and self._changed:  # only shutdown() parks there
                 self._changed.unpark_all()
             await stream.aclose()
 
-    async def _tracked(
+    async def _run(
         self,
         state: ConnectionState,
         ctx: Context,
@@ -418,45 +438,26 @@ class Server:
         reader: FrameReader,
         builtin: bool,
     ) -> bytes | None:
-        """:meth:`_run` under :meth:`track_call` and the metrics (inlined: per call)."""
+        """Run the call under :meth:`track_call` and the metrics (inlined: per
+        call): its reply (None: the caller went away, nothing to send)."""
         registry = self._subscriptions if kind == KIND_EVENTS else self._calls
         registry.add(ctx)
         counted = not builtin
         state.calls += counted
         status: int = Status.CANCELLED
+        record = self._metrics.call_started(method.name) if counted else None
         started = trio.current_time()
-        if counted:
-            self._metrics.call_started(method.name)
-        try:
-            dispatcher = self._builtin if builtin else self.dispatcher
-            reply, status = await self._run(ctx, kind, method, args, kwargs, reader, dispatcher)
-            return reply
-        finally:
-            if counted:
-                self._metrics.call_finished(method.name, status, trio.current_time() - started)
-            state.calls -= counted
-            registry.discard(ctx)
-            if self._changed:
-                self._changed.unpark_all()
-
-    async def _run(
-        self,
-        ctx: Context,
-        kind: str,
-        method: Method,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        reader: FrameReader,
-        dispatcher: Dispatcher,
-    ) -> tuple[bytes | None, int]:
-        """Run the call: its reply (None: the caller went away, nothing to
-        send) and its status."""
         stream: quic.QuicStream = reader.stream
-        on_peer_abort(stream, functools.partial(_caller_aborted, ctx))
+        dispatcher = self._builtin if builtin else self.dispatcher
         try:
+            # The caller resetting the stream cancels the handler at once (no task).
+            stream.on_peer_abort(functools.partial(_caller_aborted, ctx))
             if kind == KIND_CALL:
                 result = await dispatcher.unary(ctx, method, args, kwargs)
-                reply = _encode_result(ctx, result)
+                try:
+                    reply = encode_reply(result)
+                except RpcError:
+                    reply = _unencodable(ctx, result)
             elif kind == KIND_EVENTS:
                 send = functools.partial(_send_event, stream, ctx)
                 send_now = functools.partial(_send_events_now, stream)
@@ -466,13 +467,20 @@ class Server:
                 bidi = _ServerBidiStream(reader, ctx)
                 await dispatcher.stream(ctx, method, args, kwargs, bidi)
                 reply = OK_TRAILER
-            status: int = Status.OK
+            status = Status.OK
         except RpcError as exc:
             reply = encode_trailer(exc)
             status = exc.status
+        finally:
+            if record is not None:
+                self._metrics.call_ended(record, status, trio.current_time() - started)
+            state.calls -= counted
+            registry.discard(ctx)
+            if self._draining and self._changed:  # only shutdown() parks there
+                self._changed.unpark_all()
         if ctx._cancel_status in _CALLER_GONE:
-            return None, ctx._cancel_status  # the caller reset the stream: nobody to answer
-        return reply, status
+            return None  # the caller reset the stream: nobody to answer
+        return reply
 
 
 class _ServerBidiStream(BidiStream):
@@ -551,14 +559,12 @@ def _send_events_now(stream: quic.QuicStream, events: Sequence[Event]) -> int:
     return len(chunks)
 
 
-def _encode_result(ctx: Context, result: Any) -> bytes:
-    try:
-        return encode_reply(result)
-    except RpcError:
-        log.error("%s returned a value the codec cannot carry: %r", ctx.method, type(result))
-        return encode_trailer(
-            RpcError(Status.INTERNAL, "internal error (details are in the server's log)")
-        )
+def _unencodable(ctx: Context, result: Any) -> bytes:
+    """The reply of a call whose result the codec cannot carry: INTERNAL."""
+    log.error("%s returned a value the codec cannot carry: %r", ctx.method, type(result))
+    return encode_trailer(
+        RpcError(Status.INTERNAL, "internal error (details are in the server's log)")
+    )
 
 
 def _refusal_trailer(error: RpcError) -> bytes:

@@ -65,9 +65,51 @@ class FrameReader:
             data = _receive_nowait(self.stream) if eager else None
             if data is None:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
-            self._feed(data)
+            self.feed(data)
 
-    def _feed(self, data: bytes) -> None:
+    def receive_whole_nowait(self) -> bool:
+        """Read, without a schedule point, the rest of the stream if all of
+        it is here (its FIN too): True when it was, and :meth:`next_frame_now`
+        then returns its frames. False leaves what was read in the decoder:
+        the caller reads on with :meth:`receive_frame_eager`. At most two
+        core calls (the read that reaches the FIN is the second)."""
+        stream = self.stream
+        try:
+            conn = stream.connection
+            streams = conn.core.streams
+            stream_id = stream.stream_id
+        except AttributeError:
+            return False
+        data = streams.read_or_eof(stream_id, RECEIVE_SIZE)
+        end = streams.read_or_eof(stream_id, RECEIVE_SIZE) if data else data
+        if data is not None and streams.has_pending_control():
+            conn.flush_soon()  # the read freed credit worth announcing
+        if data:
+            self._decoder.feed(data)
+        if end == b"":
+            self._eof = True
+            return True
+        if end:  # more than one read's worth: rare for a request
+            self._decoder.feed(end)
+        return False
+
+    def take_pair_now(self, first: int, second: int) -> tuple[bytes, bytes] | None:
+        """After :meth:`receive_whole_nowait` returned True: the two payloads
+        if the stream held exactly a ``first`` frame then a ``second`` one
+        (see :meth:`.FrameDecoder.take_pair`); else None, nothing taken."""
+        return self._decoder.take_pair(first, second)
+
+    def next_frame_now(self) -> tuple[int, bytes] | None:
+        """After :meth:`receive_whole_nowait` returned True: the next frame,
+        or None at the end of the stream (FramingError if one was cut short)."""
+        decoder = self._decoder
+        frame = decoder.next_frame()
+        if frame is None:
+            decoder.check_eof()
+        return frame
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes read off the stream by the caller (``b""``: its end)."""
         if data:
             self._decoder.feed(data)
         else:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .codec import decode, encode
 from .events import Event
@@ -34,10 +33,13 @@ KIND_STREAM: Final = "stream"
 _KINDS = frozenset({KIND_CALL, KIND_EVENTS, KIND_STREAM})
 
 _NO_AFTER: Final = object()
+_CALL_HEADERS: dict[str, bytes] = {}  # method -> its HEADERS frame without options
+_CALL_HEADERS_MAX: Final = 1024  # methods a process calls; past that, encoded each time
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHeader:
+class RequestHeader(NamedTuple):
+    """A request's HEADERS (a tuple: built once per call, cheaply)."""
+
     method: str
     kind: str = KIND_CALL
     timeout: float | None = None
@@ -57,6 +59,20 @@ def encode_request(
     after: Any = _NO_AFTER,
 ) -> bytes:
     """The HEADERS and arguments MESSAGE frames of a request (FIN not included)."""
+    body = encode([list(args), dict(kwargs)])
+    if (
+        kind == KIND_CALL
+        and (timeout is None or timeout == math.inf)
+        and not metadata
+        and after is _NO_AFTER
+    ):
+        # The usual unary header, {"method": method}, encoded once per method.
+        head_frame = _CALL_HEADERS.get(method)
+        if head_frame is None:
+            head_frame = encode_frame(HEADERS, encode({"method": method}))
+            if len(_CALL_HEADERS) < _CALL_HEADERS_MAX:
+                _CALL_HEADERS[method] = head_frame
+        return head_frame + PREFIX.pack(MESSAGE, len(body)) + body
     header: dict[str, Any] = {"method": method}
     if kind != KIND_CALL:
         header["kind"] = kind
@@ -67,7 +83,6 @@ def encode_request(
     if after is not _NO_AFTER:
         header["after"] = after
     head = encode(header)
-    body = encode([list(args), dict(kwargs)])
     return PREFIX.pack(HEADERS, len(head)) + head + PREFIX.pack(MESSAGE, len(body)) + body
 
 
@@ -120,7 +135,10 @@ def parse_arguments(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     return value[0], kwargs
 
 
-OK_TRAILER: Final = encode_frame(TRAILERS, encode({"status": 0}))
+OK_TRAILER_PAYLOAD: Final = encode({"status": 0})
+"""The payload of the OK trailer as this module encodes it (a reader may
+compare with it before decoding: other encodings of OK are decoded)."""
+OK_TRAILER: Final = encode_frame(TRAILERS, OK_TRAILER_PAYLOAD)
 
 
 def encode_reply(result: Any) -> bytes:
@@ -183,6 +201,8 @@ __all__ = [
     "CANCELLED_CODE",
     "DEADLINE_CODE",
     "GOAWAY_CLOSE_CODE",
+    "OK_TRAILER",
+    "OK_TRAILER_PAYLOAD",
     "REFUSED_CODE",
     "RequestHeader",
     "decode_event",

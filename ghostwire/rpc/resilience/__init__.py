@@ -45,7 +45,13 @@ from .metrics import (
 )
 from .resume import Reconnected, ResumeTracker
 from .retry import CallRetryState, GiveUp, RetryDecision, RetryPolicy, RetryThrottle
-from .runners import AttemptFailure, ConnectTimeout, call_with_retries, connect_with_backoff
+from .runners import (
+    AttemptFailure,
+    ConnectTimeout,
+    call_with_retries,
+    connect_with_backoff,
+    retry_after_failure,
+)
 from .states import (
     ConnectivityState,
     InvalidStateTransition,
@@ -96,4 +102,5 @@ __all__ = [
     "call_with_retries",
     "connect_with_backoff",
     "make_balancer",
+    "retry_after_failure",
 ]

@@ -179,9 +179,10 @@ class Balancer(abc.ABC):
 
     def pick(self, now: float, *, avoid: Collection[str] = ()) -> Lease | None:
         """Lease an endpoint for one call, or None if no endpoint is up."""
-        candidates = self.up(now)
-        preferred = [e for e in candidates if e.address not in avoid]
-        pool = preferred or candidates
+        candidates = [e for e in self._endpoints if e.is_up(now)]  # self.up(now)
+        pool = candidates
+        if avoid:
+            pool = [e for e in candidates if e.address not in avoid] or candidates
         while pool:
             endpoint = self._choose(pool)
             try:

@@ -157,6 +157,8 @@ class CircuitBreaker:
 
     def available(self, now: float) -> bool:
         """Whether :meth:`acquire` would admit a call at ``now``."""
+        if self._state is CircuitState.CLOSED:  # (only OPEN changes with time)
+            return True
         state = self.state(now)
         if state is CircuitState.OPEN:
             return False
@@ -168,7 +170,9 @@ class CircuitBreaker:
 
     def acquire(self, now: float) -> Permit:
         """Admit one call at ``now`` or raise :class:`CircuitOpen` at once."""
-        state = self.state(now)
+        state = self._state
+        if state is CircuitState.OPEN:
+            state = self.state(now)
         if state is CircuitState.CLOSED:
             return Permit(self._generation, trial=False)
         if state is CircuitState.HALF_OPEN:
@@ -186,7 +190,9 @@ class CircuitBreaker:
         current = permit.generation == self._generation
         if permit.trial and current:
             self._trials_in_flight -= 1
-        state = self.state(now)
+        state = self._state
+        if state is CircuitState.OPEN:
+            state = self.state(now)
         if success:
             if state is CircuitState.CLOSED:
                 self._consecutive_failures = 0

@@ -148,7 +148,7 @@ class MethodMetrics:
     def finished(self, status: int, duration: float) -> None:
         """A call that :meth:`started` ended with ``status`` (0 is OK) after ``duration`` s."""
         self._in_flight = max(0, self._in_flight - 1)
-        if int(status) != 0:
+        if status:  # not OK
             label = status_name(status)
             self._errors[label] = self._errors.get(label, 0) + 1
         if duration >= 0 and math.isfinite(duration):
@@ -253,16 +253,16 @@ class EndpointMetrics:
 class _MethodTable:
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self._bounds = bounds
-        self._methods: dict[str, MethodMetrics] = {}
+        self.records: dict[str, MethodMetrics] = {}  # read-only outside this class
 
     def method(self, name: str) -> MethodMetrics:
-        record = self._methods.get(name)
+        record = self.records.get(name)
         if record is None:
-            record = self._methods[name] = MethodMetrics(name, self._bounds)
+            record = self.records[name] = MethodMetrics(name, self._bounds)
         return record
 
     def snapshot(self) -> dict[str, MethodSnapshot]:
-        return {name: record.snapshot() for name, record in sorted(self._methods.items())}
+        return {name: record.snapshot() for name, record in sorted(self.records.items())}
 
 
 class ClientMetrics:
@@ -278,7 +278,7 @@ class ClientMetrics:
 
     def method(self, name: str) -> MethodMetrics:
         """The record of method ``name`` ("service.method"), created on first use."""
-        return self._methods.method(name)
+        return self._methods.records.get(name) or self._methods.method(name)
 
     def endpoint(self, address: str) -> EndpointMetrics:
         """The record of endpoint ``address``, created on first use."""
@@ -317,13 +317,17 @@ class ServerMetrics:
     def call_started(self, method: str) -> MethodMetrics:
         """Count a call in flight; end it with :meth:`call_finished`."""
         self.calls_in_flight += 1
-        record = self._methods.method(method)
+        record = self._methods.records.get(method) or self._methods.method(method)
         record.started()
         return record
 
     def call_finished(self, method: str, status: int, duration: float) -> None:
+        self.call_ended(self._methods.method(method), status, duration)
+
+    def call_ended(self, record: MethodMetrics, status: int, duration: float) -> None:
+        """:meth:`call_finished` with the record :meth:`call_started` returned."""
         self.calls_in_flight = max(0, self.calls_in_flight - 1)
-        self._methods.method(method).finished(status, duration)
+        record.finished(status, duration)
 
     def method(self, name: str) -> MethodMetrics:
         return self._methods.method(name)

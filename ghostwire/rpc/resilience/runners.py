@@ -35,6 +35,7 @@ __all__ = [
     "call_with_retries",
     "connect_with_backoff",
     "is_transient_connect_error",
+    "retry_after_failure",
     "single_error",
     "without_transient_errors",
 ]
@@ -168,22 +169,46 @@ async def call_with_retries(
         effective = trio.current_effective_deadline()
         if math.isfinite(effective):
             state.deadline = effective
+    number = state.begin_attempt()
+    try:
+        result = await attempt(number)
+    except Exception as exc:
+        return await retry_after_failure(attempt, state, classify, exc, on_retry=on_retry)
+    state.on_success()
+    return result
+
+
+async def retry_after_failure(
+    attempt: Callable[[int], Awaitable[T]],
+    state: CallRetryState,
+    classify: Classifier,
+    failed: Exception,
+    *,
+    on_retry: RetryHook | None = None,
+) -> T:
+    """:func:`call_with_retries` from the point where attempt number
+    ``state.attempts`` failed with ``failed``: what a caller that ran its
+    first attempt itself (without the retry machinery: the usual success
+    costs nothing more) calls when it fails. ``state.deadline`` is taken as
+    it is (None: no deadline)."""
+    error = failed
     while True:
+        failure = classify(error)
+        if failure is None:
+            raise error
+        decision = state.on_failure(
+            failure.status, server_started=failure.server_started, now=trio.current_time()
+        )
+        if decision.retry_at is None:
+            raise error
+        if on_retry is not None:
+            on_retry(state.attempts, error, decision)
+        await trio.sleep_until(decision.retry_at)
         number = state.begin_attempt()
         try:
             result = await attempt(number)
         except Exception as exc:
-            failure = classify(exc)
-            if failure is None:
-                raise
-            decision = state.on_failure(
-                failure.status, server_started=failure.server_started, now=trio.current_time()
-            )
-            if decision.retry_at is None:
-                raise
-            if on_retry is not None:
-                on_retry(number, exc, decision)
-            await trio.sleep_until(decision.retry_at)
-        else:
-            state.on_success()
-            return result
+            error = exc
+            continue
+        state.on_success()
+        return result
