@@ -502,12 +502,14 @@ async def test_http_client_call_forms_redirects_and_errors(certs: Certs, tmp_pat
         await ghostwire.HttpClient(timeout_ms=5000).get(http_url(server, "/users/1"))
 
 
+@pytest.mark.parametrize("http1", [False, True])
 @pytest.mark.parametrize("failure", ["error", "cancelled"])
 async def test_tls_listeners_close_when_http3_fails_to_start(
-    certs: Certs, monkeypatch: pytest.MonkeyPatch, failure: str
+    certs: Certs, monkeypatch: pytest.MonkeyPatch, failure: str, http1: bool
 ) -> None:
     """Not only an OSError: any failure or a cancellation while HTTP/3 starts
-    closes the TLS listeners opened for it (and only EADDRINUSE retries)."""
+    closes the TLS listeners opened for it (and only EADDRINUSE retries), and
+    the HTTP/1 listeners opened before them."""
     real_open = trio.open_tcp_listeners
     opened: list[trio.SocketListener] = []
 
@@ -524,7 +526,7 @@ async def test_tls_listeners_close_when_http3_fails_to_start(
 
     monkeypatch.setattr(trio, "open_tcp_listeners", open_tcp)
     monkeypatch.setattr(listeners, "_start_http3", start_http3)
-    server = shroud_program(full_config(certs, enable_http1=False))
+    server = shroud_program(full_config(certs, enable_http1=http1))
     with trio.CancelScope() as scope:
         if failure == "error":
             with pytest.RaisesGroup(RuntimeError, flatten_subgroups=True, allow_unwrapped=True):
@@ -533,5 +535,31 @@ async def test_tls_listeners_close_when_http3_fails_to_start(
         else:
             async with running(server):
                 pass
-    assert opened and all(listener.socket.fileno() == -1 for listener in opened)
-    assert server.tls_address is None
+    assert len(opened) == 1 + http1
+    assert all(listener.socket.fileno() == -1 for listener in opened)
+    assert server.tls_address is None and server.http1_address is None
+
+
+async def test_http1_listeners_close_when_the_tls_port_is_taken(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = trio.open_tcp_listeners
+    opened: list[trio.SocketListener] = []
+
+    async def open_tcp(port: int, **kwargs: Any) -> list[trio.SocketListener]:
+        listeners = await real_open(port, **kwargs)
+        opened.extend(listeners)
+        return listeners
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", open_tcp)
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        config = full_config(certs, http2_port=taken.getsockname()[1], enable_http3=False)
+        server = shroud_program(config)
+        with trio.fail_after(TIMEOUT):
+            with pytest.RaisesGroup(OSError, flatten_subgroups=True, allow_unwrapped=True):
+                async with running(server):
+                    pass  # pragma: no cover
+    assert len(opened) == 1 and opened[0].socket.fileno() == -1  # HTTP/1's, closed
+    assert server.http1_address is None and server.tls_address is None
