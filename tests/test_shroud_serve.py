@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -410,8 +411,10 @@ async def test_http3_twin_port_taken_on_udp_opens_the_pair_again(
         with trio.fail_after(TIMEOUT):
             async with running(server):
                 assert server.tls_address is not None and server.http3_address is not None
-                assert ports[0] == busy_port and len(ports) == 2
-                assert server.tls_address[1] == server.http3_address[1] == ports[1] != busy_port
+                # (More than one retry when another process holds the next pick
+                # on UDP too: on a shared machine, ephemeral ports come and go.)
+                assert ports[0] == busy_port and len(ports) >= 2
+                assert server.tls_address[1] == server.http3_address[1] == ports[-1] != busy_port
                 client = ghostwire.HttpClient(
                     preferred_protocol=ghostwire.HttpVersion.http3, ca_file=certs.ca_file
                 )
@@ -563,3 +566,43 @@ async def test_http1_listeners_close_when_the_tls_port_is_taken(
                     pass  # pragma: no cover
     assert len(opened) == 1 and opened[0].socket.fileno() == -1  # HTTP/1's, closed
     assert server.http1_address is None and server.tls_address is None
+
+
+async def test_stop_sends_http3_goaway_at_once(certs: Certs) -> None:
+    """stop(): HTTP/3 clients get GOAWAY at once (RFC 9114 §5.2), so a new
+    request is refused unprocessed while the one in progress finishes."""
+    import ghostwire.http3 as h3
+
+    started, release = trio.Event(), trio.Event()
+    server = ghostwire.UnifiedServer(full_config(certs, enable_http1=False, enable_tls=False))
+
+    async def slow(req: Any, res: Any) -> None:
+        started.set()
+        await release.wait()
+        res.text("slow")
+
+    server.get("/slow", slow)
+    server.get("/fast", lambda req, res: res.text("fast"))
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            assert server.http3_address is not None
+            base = f"https://localhost:{server.http3_address[1]}"
+            async with h3.Client(cafile=certs.ca_file, timeout=TIMEOUT) as client:
+                replies: list[bytes] = []
+
+                async def in_progress() -> None:
+                    replies.append(await (await client.get(base + "/slow")).read())
+
+                async with trio.open_nursery() as requests:
+                    requests.start_soon(in_progress)
+                    await started.wait()
+                    server.stop()
+                    await trio.testing.wait_all_tasks_blocked()
+                    # On the old connection (a stream past the GOAWAY id) or a new
+                    # one (GOAWAY at once): refused either way, never answered.
+                    with pytest.raises(h3.HttpError):
+                        await client.get(base + "/fast")
+                    release.set()
+                assert replies == [b"slow"]
+    assert not server.isRunning()

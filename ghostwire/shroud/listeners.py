@@ -19,6 +19,7 @@ import trio
 
 from ..http3 import serve as h3_serve
 from ..quic.config import ServerConfig
+from ..quic.net.api import QuicServer
 from .errors import ConfigError
 from .http3 import native_handler
 
@@ -127,16 +128,21 @@ async def _start_http3(
     port = cfg.http3_port
     if port is None:
         port = server.tls_address[1] if server.tls_address else cfg.tls_port
-    quic = await nursery.start(
-        partial(
-            h3_serve,
-            native_handler(server),
-            port,
-            quic_config,
-            host=cfg.address,
-            shutdown_timeout=2.0,
-        )
-    )
+    async def run(*, task_status: trio.TaskStatus[QuicServer]) -> None:
+        # Under a scope of its own: a graceful stop cancels it first, so
+        # HTTP/3 clients get GOAWAY at once while requests finish.
+        with trio.CancelScope() as scope:
+            server._http3_scope = scope
+            await h3_serve(
+                native_handler(server),
+                port,
+                quic_config,
+                host=cfg.address,
+                shutdown_timeout=server.shutdown_timeout,
+                task_status=task_status,
+            )
+
+    quic = await nursery.start(run)
     server._set_quic_server(quic)
 
 
