@@ -17,12 +17,9 @@ the stream limit binds:
 * :meth:`~.supervisor.EndpointSupervisor.acquire` gives a call the least
   loaded connection that is not saturated (the primary wins ties, so
   extras empty first). When every connection is saturated it opens an
-  extra one (one at a time, up to the bound) and waits for it, for a call
-  to end, or for the peer's MAX_STREAMS to free a stream on a connection it
-  has (one task per saturated connection waits for that credit while calls
-  wait: :meth:`Links.wait_for_capacity`), whichever comes first. At the
-  bound it queues the call on the least loaded connection, where QUIC's
-  MAX_STREAMS makes it wait for a stream.
+  extra one (one at a time, up to the bound) and waits for it, or for a
+  call to end; at the bound it queues the call on the least loaded
+  connection, where QUIC's MAX_STREAMS makes it wait for a stream.
 * An extra connection is closed once it has had no call for
   ``extra_connection_idle`` seconds, or when it breaks (it is not
   reconnected: it is opened again when needed), or when the primary ends
@@ -54,7 +51,6 @@ class Link:
         self.active = 0  # calls and subscriptions on it (running or waiting for a stream)
         self.changed = trio.lowlevel.ParkingLot()  # a call entered or left, or it ended
         self.ended = trio.Event()
-        self.watching = False  # a task waits for its stream credit (Links.wait_for_capacity)
 
     @property
     def saturated(self) -> bool:
@@ -158,32 +154,6 @@ class Links:
             and now >= self.grow_after
         )
 
-    async def wait_for_capacity(self, nursery: trio.Nursery | None) -> None:
-        """Wait (every connection saturated, an extra one opening) until
-        capacity may have changed: a connection came or went, a call ended,
-        no new calls are taken, or stream credit arrived on a connection
-        (the peer's MAX_STREAMS, RFC 9000 §19.11: when a call's stream was
-        reset, its credit comes back a round trip after the call left). The
-        credit is waited for by one task per connection, in ``nursery``
-        (the endpoint's), while somebody waits here."""
-        if nursery is not None:
-            for link in self.all:
-                if not link.watching and not link.ended.is_set():
-                    link.watching = True
-                    nursery.start_soon(self._watch_credit, link)
-        await self.capacity_changed.park()
-
-    async def _watch_credit(self, link: Link) -> None:
-        """While calls wait for capacity: wake them when ``link`` has a free stream."""
-        try:
-            while self.capacity_changed and not link.ended.is_set() and not link.conn.is_closed:
-                if link.saturated:
-                    await _stream_credit(link.conn)
-                else:
-                    self.capacity_changed.unpark_all()
-        finally:
-            link.watching = False
-
     def left(self, link: Link) -> None:
         link.leave()
         if self.capacity_changed:
@@ -192,20 +162,6 @@ class Links:
             # when that one is cancelled or the peer's credit (RFC 9000
             # §19.11, which wakes nobody) freed more streams than one.
             self.capacity_changed.unpark_all()
-
-
-async def _stream_credit(conn: quic.Connection) -> None:
-    """Return when the peer may have raised our stream limit, or ``conn`` closed.
-
-    quic.Connection has no public wait for stream credit: its ``open_stream``
-    waits in a parking lot that MAX_STREAMS unparks, as many tasks as there
-    are new streams (and all of them when the connection closes). We wait
-    among those openers; woken, we pass the wakeup on (one more unpark), so
-    an opener queued behind us still gets its turn.
-    """
-    lot = conn._opener_lot(True)
-    await lot.park()
-    lot.unpark()
 
 
 __all__ = ["Link", "Links"]

@@ -128,6 +128,7 @@ async def _start_http3(
     port = cfg.http3_port
     if port is None:
         port = server.tls_address[1] if server.tls_address else cfg.tls_port
+
     async def run(*, task_status: trio.TaskStatus[QuicServer]) -> None:
         # Under a scope of its own: a graceful stop cancels it first, so
         # HTTP/3 clients get GOAWAY at once while requests finish.
