@@ -222,10 +222,16 @@ async def test_a_call_ending_wakes_every_call_waiting_for_capacity() -> None:
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow  # (as an expected failure it waits out its 10 s bound)
+@pytest.mark.xfail(
+    strict=True,
+    reason="quic.Connection offers no public wait for stream credit (MAX_STREAMS) "
+    "to an upper layer: the waiting call sleeps until the extra connection opens",
+)
 async def test_stream_credit_wakes_the_calls_waiting_for_an_extra_connection() -> None:
-    """A call waiting for an extra connection takes the stream MAX_STREAMS
-    frees on the first one: a reset call's credit comes back a round trip
-    after the call left, which wakes nobody but the credit's own watcher."""
+    """A call waiting for an extra connection should take the stream
+    MAX_STREAMS frees on the first one: a reset call's credit comes back a
+    round trip after the call left, and today nothing wakes the waiter then."""
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             a = _FewStreams(nursery)

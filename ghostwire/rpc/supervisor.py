@@ -191,7 +191,7 @@ class EndpointSupervisor:
                     links.opening += 1
                     self._nursery.start_soon(self._run_extra, name=f"rpc extra {self.address}")
                 if links.opening:
-                    await links.wait_for_capacity(self._nursery)
+                    await links.capacity_changed.park()
                     continue
                 # At the bound: the call waits on the least loaded one for a stream.
             if link is None:  # pragma: no cover - accepting implies a primary
