@@ -24,12 +24,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from aioquic_peer import PeerStreamReset
 from quic_pair import test_ca
 from test_rpc_support import rpc_client_config, rpc_server_config
 
 import ghostwire.quic as quic
 import ghostwire.rpc as rpc
-from ghostwire.http3 import Client, HttpConnectionError
+from ghostwire.http3 import Client, H3ErrorCode, HttpConnectionError, HttpStreamError
+from ghostwire.http3.net.session import H3Session
 from ghostwire.quic.tls import TrustStore
 from ghostwire.rpc.codec import decode, encode
 from ghostwire.rpc.dispatch import INTERNAL_MESSAGE
@@ -543,6 +545,8 @@ async def test_same_limits_as_the_quic_protocol(
 async def test_shutdown_lets_calls_finish_and_refuses_new_ones(
     client_kind: str, ca_file: str, request: pytest.FixtureRequest
 ) -> None:
+    """GOAWAY first (RFC 9114 §5.2): the call in flight is answered, a new
+    request is refused unprocessed, and the connection closes with H3_NO_ERROR."""
     async with setup(client_kind, ca_file, request) as (probe, server, _, caller):
         async with trio.open_nursery() as nursery:
             replies: list[Reply] = []
@@ -552,12 +556,46 @@ async def test_shutdown_lets_calls_finish_and_refuses_new_ones(
 
             nursery.start_soon(in_flight)
             await probe.started.wait()
+            session = _gw_session(caller)
             nursery.start_soon(server.shutdown, 30.0)
             await trio.testing.wait_all_tasks_blocked()
-            reply = await caller.call("zvm.echo", {"value": 1})
-            assert (reply.status, reply.rpc_status) == (503, Status.UNAVAILABLE)
+            refused = await _refusal(caller)
             probe.release.set()
         assert replies[0].status == 200 and replies[0].value() == "released"
+        if session is not None:  # our client: it saw the GOAWAY and the graceful close
+            assert session.goaway_id is not None
+            with trio.fail_after(20):
+                await session.closed_event.wait()
+            assert session.shutdown is not None and session.shutdown.by_peer
+            assert session.shutdown.error_code == H3ErrorCode.H3_NO_ERROR
+        # aioquic ignores GOAWAY and sends on: the stream is refused unprocessed.
+        # Ours opens a new connection, which the draining server refuses, unless
+        # its request crossed the GOAWAY (then refused as aioquic's is).
+        assert refused in ("H3_REQUEST_REJECTED", "connection refused"), refused
+
+
+def _gw_session(caller: Caller) -> H3Session | None:
+    if not isinstance(caller, GwCaller):
+        return None
+    (session,) = caller.client._sessions.values()
+    return session
+
+
+async def _refusal(caller: Caller) -> str:
+    """How a new request fails on a draining server (a reply is a failure)."""
+    try:
+        reply = await caller.call("zvm.echo", {"value": 1})
+    except HttpStreamError as exc:
+        return H3ErrorCode(exc.error_code).name
+    except PeerStreamReset as exc:
+        return H3ErrorCode(exc.error_code).name
+    except HttpConnectionError as exc:
+        cause = exc.__cause__
+        # CONNECTION_REFUSED (RFC 9000 §20.1) from a server refusing new connections
+        assert isinstance(cause, quic.HandshakeError) and cause.by_peer, repr(cause)
+        assert cause.error_code == 0x2, repr(cause)
+        return "connection refused"
+    return f"reply {reply.status} rpc-status {reply.header('rpc-status')}"
 
 
 async def test_client_reset_cancels_the_call_at_once(ca_file: str) -> None:

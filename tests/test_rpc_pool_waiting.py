@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from test_rpc_faults_support import ServerSlot, fast_options
@@ -218,4 +219,107 @@ async def test_a_call_ending_wakes_every_call_waiting_for_capacity() -> None:
             supervisor.release(link)  # the call ends: both waiters look
             await trio.testing.wait_all_tasks_blocked()
             assert got == [link, link] and link.active == 2
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow  # (as an expected failure it waits out its 10 s bound)
+@pytest.mark.xfail(
+    strict=True,
+    reason="quic.Connection offers no public wait for stream credit (MAX_STREAMS) "
+    "to an upper layer: the waiting call sleeps until the extra connection opens",
+)
+async def test_stream_credit_wakes_the_calls_waiting_for_an_extra_connection() -> None:
+    """A call waiting for an extra connection should take the stream
+    MAX_STREAMS frees on the first one: a reset call's credit comes back a
+    round trip after the call left, and today nothing wakes the waiter then."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a = _FewStreams(nursery)
+            a.chain.release = trio.Event()  # calls on a wait in its server
+            await a.start()
+            # (An extra connection's attempt may take 20 s: it is never let through.)
+            backoff = BackoffPolicy(initial=0.05, max_backoff=0.5, min_connect_timeout=20.0)
+            options = fast_options(backoff=backoff, health_watch=False)
+            async with rpc.connect(
+                a.address, config=rpc_client_config(), options=options
+            ) as client:
+                supervisor = client.pool.supervisors[a.address]
+                gate = trio.Event()
+                connect = supervisor._connector
+
+                @asynccontextmanager
+                async def held(address: str) -> AsyncIterator[Any]:
+                    await gate.wait()
+                    async with connect(address) as conn:  # pragma: no cover
+                        yield conn
+
+                supervisor._connector = held
+                first = supervisor.links.all[0]
+                scopes: list[trio.CancelScope] = []
+
+                async def call(n: int) -> None:
+                    with trio.CancelScope() as scope:
+                        scopes.append(scope)
+                        await client.call("chain.get", n)
+
+                async with trio.open_nursery() as calls:
+                    running = 0
+                    while not first.saturated:
+                        running += 1
+                        calls.start_soon(call, running)
+                        while a.chain.calls["get"] < running:
+                            await a.chain.arrived.park()
+                    got: list[str] = []
+                    done = trio.Event()
+
+                    async def waiting() -> None:
+                        got.append(await client.call("chain.flaky"))
+                        done.set()
+
+                    calls.start_soon(waiting)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert supervisor.links.opening == 1 and got == []
+                    scopes[0].cancel()  # the stream is reset: its credit comes later
+                    with trio.fail_after(10):  # (without the wakeup: until the gate opens)
+                        await done.wait()
+                    # ... on the first connection, the extra one still opening
+                    assert got == ["ok"] and supervisor.links.opening == 1
+                    assert len(supervisor.links.all) == 1
+                    a.chain.release.set()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_goaway_wakes_the_calls_waiting_for_an_endpoint() -> None:
+    """A call waits for an endpoint whose connection winds down (READY, a
+    reconnect coming); a GOAWAY says none is coming soon: the call is woken
+    at once and fails over (here: no other endpoint, UNAVAILABLE)."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            slot = ServerSlot(nursery)
+            await slot.start()
+            options = fast_options(health_watch=False)
+            async with rpc.connect(
+                slot.address, config=rpc_client_config(), options=options
+            ) as client:
+                supervisor = client.pool.supervisors[slot.address]
+                supervisor.links.accepting = False  # the connection ended, it closes
+                failed: list[rpc.RpcError] = []
+
+                async def call() -> None:
+                    with pytest.raises(rpc.RpcError) as info:
+                        await client.call("chain.get", 1)
+                    failed.append(info.value)
+
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(call)
+                    await trio.testing.wait_all_tasks_blocked()
+                    waits_for_it = supervisor.coming  # (READY, winding down)
+                    assert waits_for_it and len(client.pool._changed) == 1
+                    assert supervisor.rpc is not None
+                    supervisor.goaway(supervisor.rpc)
+                    # Woken at once, not when the endpoint's state changes later,
+                    # and it does not wait again: this endpoint is going away.
+                    assert len(client.pool._changed) == 0 and not supervisor.coming
+                (error,) = failed
+                assert isinstance(error, rpc.NoEndpointAvailable), error
             nursery.cancel_scope.cancel()

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -410,8 +411,10 @@ async def test_http3_twin_port_taken_on_udp_opens_the_pair_again(
         with trio.fail_after(TIMEOUT):
             async with running(server):
                 assert server.tls_address is not None and server.http3_address is not None
-                assert ports[0] == busy_port and len(ports) == 2
-                assert server.tls_address[1] == server.http3_address[1] == ports[1] != busy_port
+                # (More than one retry when another process holds the next pick
+                # on UDP too: on a shared machine, ephemeral ports come and go.)
+                assert ports[0] == busy_port and len(ports) >= 2
+                assert server.tls_address[1] == server.http3_address[1] == ports[-1] != busy_port
                 client = ghostwire.HttpClient(
                     preferred_protocol=ghostwire.HttpVersion.http3, ca_file=certs.ca_file
                 )
@@ -502,12 +505,14 @@ async def test_http_client_call_forms_redirects_and_errors(certs: Certs, tmp_pat
         await ghostwire.HttpClient(timeout_ms=5000).get(http_url(server, "/users/1"))
 
 
+@pytest.mark.parametrize("http1", [False, True])
 @pytest.mark.parametrize("failure", ["error", "cancelled"])
 async def test_tls_listeners_close_when_http3_fails_to_start(
-    certs: Certs, monkeypatch: pytest.MonkeyPatch, failure: str
+    certs: Certs, monkeypatch: pytest.MonkeyPatch, failure: str, http1: bool
 ) -> None:
     """Not only an OSError: any failure or a cancellation while HTTP/3 starts
-    closes the TLS listeners opened for it (and only EADDRINUSE retries)."""
+    closes the TLS listeners opened for it (and only EADDRINUSE retries), and
+    the HTTP/1 listeners opened before them."""
     real_open = trio.open_tcp_listeners
     opened: list[trio.SocketListener] = []
 
@@ -524,7 +529,7 @@ async def test_tls_listeners_close_when_http3_fails_to_start(
 
     monkeypatch.setattr(trio, "open_tcp_listeners", open_tcp)
     monkeypatch.setattr(listeners, "_start_http3", start_http3)
-    server = shroud_program(full_config(certs, enable_http1=False))
+    server = shroud_program(full_config(certs, enable_http1=http1))
     with trio.CancelScope() as scope:
         if failure == "error":
             with pytest.RaisesGroup(RuntimeError, flatten_subgroups=True, allow_unwrapped=True):
@@ -533,5 +538,71 @@ async def test_tls_listeners_close_when_http3_fails_to_start(
         else:
             async with running(server):
                 pass
-    assert opened and all(listener.socket.fileno() == -1 for listener in opened)
-    assert server.tls_address is None
+    assert len(opened) == 1 + http1
+    assert all(listener.socket.fileno() == -1 for listener in opened)
+    assert server.tls_address is None and server.http1_address is None
+
+
+async def test_http1_listeners_close_when_the_tls_port_is_taken(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = trio.open_tcp_listeners
+    opened: list[trio.SocketListener] = []
+
+    async def open_tcp(port: int, **kwargs: Any) -> list[trio.SocketListener]:
+        listeners = await real_open(port, **kwargs)
+        opened.extend(listeners)
+        return listeners
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", open_tcp)
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        config = full_config(certs, http2_port=taken.getsockname()[1], enable_http3=False)
+        server = shroud_program(config)
+        with trio.fail_after(TIMEOUT):
+            with pytest.RaisesGroup(OSError, flatten_subgroups=True, allow_unwrapped=True):
+                async with running(server):
+                    pass  # pragma: no cover
+    assert len(opened) == 1 and opened[0].socket.fileno() == -1  # HTTP/1's, closed
+    assert server.http1_address is None and server.tls_address is None
+
+
+async def test_stop_sends_http3_goaway_at_once(certs: Certs) -> None:
+    """stop(): HTTP/3 clients get GOAWAY at once (RFC 9114 §5.2), so a new
+    request is refused unprocessed while the one in progress finishes."""
+    import ghostwire.http3 as h3
+
+    started, release = trio.Event(), trio.Event()
+    server = ghostwire.UnifiedServer(full_config(certs, enable_http1=False, enable_tls=False))
+
+    async def slow(req: Any, res: Any) -> None:
+        started.set()
+        await release.wait()
+        res.text("slow")
+
+    server.get("/slow", slow)
+    server.get("/fast", lambda req, res: res.text("fast"))
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            assert server.http3_address is not None
+            base = f"https://localhost:{server.http3_address[1]}"
+            async with h3.Client(cafile=certs.ca_file, timeout=TIMEOUT) as client:
+                replies: list[bytes] = []
+
+                async def in_progress() -> None:
+                    replies.append(await (await client.get(base + "/slow")).read())
+
+                async with trio.open_nursery() as requests:
+                    requests.start_soon(in_progress)
+                    await started.wait()
+                    server.stop()
+                    await trio.testing.wait_all_tasks_blocked()
+                    # On the old connection (a stream past the GOAWAY id) or a new
+                    # one (GOAWAY at once): refused either way, never answered.
+                    with pytest.raises(h3.HttpError):
+                        await client.get(base + "/fast")
+                    release.set()
+                assert replies == [b"slow"]
+    assert not server.isRunning()

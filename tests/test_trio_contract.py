@@ -7,10 +7,11 @@ that ran no user code, an internal exception out of a stream method.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 
 import pytest
@@ -195,28 +196,47 @@ def test_serve_rejects_a_mixed_up_call() -> None:
         trio.run(partial(quic.serve, _park, "127.0.0.1", server_config()))  # type: ignore[arg-type]
 
 
-def _unused_udp_port(family: int, host: str) -> int:
-    probe = socket.socket(family, socket.SOCK_DGRAM)
+@contextmanager
+def refusing_udp_port(family: int, host: str) -> Iterator[int]:
+    """A UDP port where nothing listens, reserved while the block runs.
+
+    A socket bound to it and connected elsewhere (the discard port) keeps
+    other processes from binding it, yet takes no datagram from anybody
+    else: the kernel answers those with ICMP port unreachable, as for a port
+    nobody holds. (Picking a free port and closing it would race with other
+    processes binding it meanwhile.)
+    """
+    holder = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+        holder.bind((host, 0))
+        holder.connect((host, 9))
+        yield int(holder.getsockname()[1])
     finally:
-        probe.close()
+        holder.close()
+
+
+def test_a_refusing_port_stays_reserved() -> None:
+    with refusing_udp_port(socket.AF_INET, HOST) as port:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            with pytest.raises(OSError) as info:
+                other.bind((HOST, port))
+    assert info.value.errno == errno.EADDRINUSE
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVERR is Linux's")
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, HOST), (socket.AF_INET6, "::1")])
 async def test_nothing_listening_is_refused_at_once(family: int, host: str) -> None:
-    try:
-        port = _unused_udp_port(family, host)
-    except OSError:
-        pytest.skip(f"no {host} here")
-    # A handshake timeout far beyond fail_after: only the ICMP error can end it in time.
-    config = client_config(handshake_timeout=IDLE)
-    with trio.fail_after(PROMPTLY):
-        with pytest.raises(quic.ConnectionRefused) as info:
-            async with quic.connect(host, port, config):
-                pass  # pragma: no cover
+    with ExitStack() as reserved:
+        try:
+            port = reserved.enter_context(refusing_udp_port(family, host))
+        except OSError:
+            pytest.skip(f"no {host} here")
+        # A handshake timeout far beyond fail_after: only the ICMP error can end it in time.
+        config = client_config(handshake_timeout=IDLE)
+        with trio.fail_after(PROMPTLY):
+            with pytest.raises(quic.ConnectionRefused) as info:
+                async with quic.connect(host, port, config):
+                    pass  # pragma: no cover
     assert isinstance(info.value, ConnectionRefusedError)
     assert isinstance(info.value, quic.HandshakeError)
     assert isinstance(info.value, GhostwireError)
@@ -224,19 +244,19 @@ async def test_nothing_listening_is_refused_at_once(family: int, host: str) -> N
 
 
 async def test_a_refused_address_gives_way_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
-    closed_port = _unused_udp_port(socket.AF_INET, HOST)
-    async with serving() as (_, server):
-        addresses = [(HOST, closed_port), (HOST, server.port)]
+    with refusing_udp_port(socket.AF_INET, HOST) as closed_port:
+        async with serving() as (_, server):
+            addresses = [(HOST, closed_port), (HOST, server.port)]
 
-        async def two_addresses(*args: object, **kwargs: object) -> list[object]:
-            return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", a) for a in addresses]
+            async def two_addresses(*args: object, **kwargs: object) -> list[object]:
+                return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", a) for a in addresses]
 
-        monkeypatch.setattr(trio.socket, "getaddrinfo", two_addresses)
-        # Silence would hold the first address this long; a refusal gives way at once.
-        monkeypatch.setattr(quic_api, "NEXT_ADDRESS_AFTER", IDLE)
-        with trio.fail_after(PROMPTLY):
-            async with quic.connect("localhost", 4433, client_config()) as conn:
-                assert conn.peer_address == addresses[1]
+            monkeypatch.setattr(trio.socket, "getaddrinfo", two_addresses)
+            # Silence would hold the first address this long; a refusal gives way at once.
+            monkeypatch.setattr(quic_api, "NEXT_ADDRESS_AFTER", IDLE)
+            with trio.fail_after(PROMPTLY):
+                async with quic.connect("localhost", 4433, client_config()) as conn:
+                    assert conn.peer_address == addresses[1]
 
 
 # -- errors users can catch: no internal exception out of a stream method --------------

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 from quic_pair import client_config, server_config
+from test_trio_contract import refusing_udp_port
 
 import ghostwire.http3 as h3
 import ghostwire.http3.events as h3_events
@@ -61,14 +62,11 @@ def _client(timeout: float | None = 30.0) -> h3.Client:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVERR is Linux's")
 async def test_client_nothing_listening_is_a_connection_error_at_once() -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind((HOST, 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    async with _client() as client:
-        with trio.fail_after(PROMPTLY):
-            with pytest.raises(h3.HttpConnectionError) as info:
-                await client.get(f"https://{HOST}:{port}/")
+    with refusing_udp_port(socket.AF_INET, HOST) as port:
+        async with _client() as client:
+            with trio.fail_after(PROMPTLY):
+                with pytest.raises(h3.HttpConnectionError) as info:
+                    await client.get(f"https://{HOST}:{port}/")
     assert isinstance(info.value.__cause__, quic.ConnectionRefused)
     assert isinstance(info.value, h3.HttpError)
 

@@ -36,7 +36,9 @@ import trio
 
 from .. import quic
 from ..http3.config import H3Config
+from ..http3.errors import H3ErrorCode
 from ..http3.net.server import Request, Response, ResponseEnd, serve_h3_connection
+from ..http3.net.session import H3Session
 from .context import Context
 from .events import Event
 from .framing import MessageTooLarge
@@ -74,14 +76,33 @@ class Http3Mapping:
     def __init__(self, server: Server, h3_config: H3Config | None = None) -> None:
         self.server = server
         self.h3_config = h3_config
+        self.sessions: set[H3Session] = set()  # the connections being served
 
     async def serve_connection(self, conn: quic.Connection) -> None:
         """The ``h3`` ALPN's connection handler (``server.add_protocol``)."""
-        with self.server.connection_state(conn) as state:
+        server = self.server
+        with server.connection_state(conn) as state:
             async with trio.open_nursery() as subscriptions:
                 handler = functools.partial(self.handle, state, subscriptions)
-                await serve_h3_connection(conn, handler, h3_config=self.h3_config)
+                await serve_h3_connection(
+                    conn,
+                    handler,
+                    h3_config=self.h3_config,
+                    sessions=self.sessions,
+                    draining=lambda: server.draining,
+                )
                 subscriptions.cancel_scope.cancel()
+
+    def drain(self) -> None:
+        """The server began a graceful shutdown: send every connection GOAWAY
+        (RFC 9114 §5.2). Requests already received are answered; the client
+        sends new ones elsewhere, and a request that crossed the GOAWAY is
+        refused unprocessed with H3_REQUEST_REJECTED (safe to retry). The
+        server closes the connections, with H3_NO_ERROR, once its calls ended."""
+        for session in self.sessions:
+            if not session.closed and session.h3.goaway_sent is None:
+                session.h3.send_goaway()
+                session.flush()
 
     async def handle(
         self, state: ConnectionState, nursery: trio.Nursery, request: Request
@@ -303,7 +324,12 @@ def _method_name(path: str) -> str:
 def enable_http3(server: Server, *, h3_config: H3Config | None = None) -> Http3Mapping:
     """Serve ``server``'s services over HTTP/3 too (ALPN ``h3``, same port)."""
     mapping = Http3Mapping(server, h3_config)
-    server.add_protocol(H3_ALPN, mapping.serve_connection)
+    server.add_protocol(
+        H3_ALPN,
+        mapping.serve_connection,
+        on_drain=mapping.drain,
+        close_code=H3ErrorCode.H3_NO_ERROR,  # a graceful close (RFC 9114 §5.2)
+    )
     return mapping
 
 

@@ -153,6 +153,8 @@ class Server:
         self.limits = limits if limits is not None else Limits()
         self.config = config
         self._protocols: dict[str, ConnectionHandler] = {ALPN: self._serve_rpc_connection}
+        self._close_codes = {ALPN: GOAWAY_CLOSE_CODE}  # per ALPN, at the end of shutdown
+        self._drain_hooks: list[Callable[[], None]] = []
         rate = self.limits.max_calls_per_second
         self._rates = RateLimiter(rate, self.limits.burst) if rate is not None else None
         self._draining = False
@@ -171,12 +173,25 @@ class Server:
 
     # -- configuration -------------------------------------------------------
 
-    def add_protocol(self, alpn: str, handler: ConnectionHandler) -> None:
+    def add_protocol(
+        self,
+        alpn: str,
+        handler: ConnectionHandler,
+        *,
+        on_drain: Callable[[], None] | None = None,
+        close_code: int = 0,
+    ) -> None:
         """Serve connections that negotiate ``alpn`` with ``handler(conn)``
-        (call before :meth:`serve`). ``ghostwire-rpc`` is built in."""
+        (call before :meth:`serve`). ``ghostwire-rpc`` is built in.
+        :meth:`shutdown` calls ``on_drain()`` as it begins (to tell the
+        protocol's clients, e.g. HTTP/3 GOAWAY) and closes the protocol's
+        connections with ``close_code``."""
         if alpn in self._protocols:
             raise ValueError(f"a handler for ALPN {alpn!r} is already registered")
         self._protocols[alpn] = handler
+        self._close_codes[alpn] = close_code
+        if on_drain is not None:
+            self._drain_hooks.append(on_drain)
 
     @property
     def alpn_protocols(self) -> list[str]:
@@ -252,6 +267,8 @@ class Server:
         self._draining = True
         for listener in self._listeners:
             listener.refuse_new_connections()
+        for drain in self._drain_hooks:
+            drain()
         self.health.drain()
         with trio.move_on_after(grace):
             while self._calls:
@@ -266,8 +283,7 @@ class Server:
         for conn in list(self._connections):
             # On RPC connections a code that tells clients the calls left
             # unanswered never started (none is admitted while draining).
-            code = GOAWAY_CLOSE_CODE if conn.alpn == ALPN else 0
-            await conn.aclose(code, SHUTDOWN_MESSAGE)
+            await conn.aclose(self._close_codes.get(conn.alpn or "", 0), SHUTDOWN_MESSAGE)
         for scope in self._scopes:
             scope.cancel()
 

@@ -168,12 +168,12 @@ class EndpointSupervisor:
     def coming(self) -> bool:
         """Whether the endpoint may take calls soon: connecting, not tried
         yet, or READY while its ended connection closes (a reconnect
-        follows). IDLE after a GOAWAY is not: that server is going away."""
+        follows). Not after a GOAWAY (READY or IDLE): that server is going away."""
         state = self.state
         return (
             state is ConnectivityState.CONNECTING
             or (state is ConnectivityState.IDLE and not self.attempts)
-            or (state is ConnectivityState.READY and not self.taking_calls)
+            or (state is ConnectivityState.READY and not self.taking_calls and not self._goaway)
         )
 
     # -- what the pool tells the supervisor ------------------------------------
@@ -217,6 +217,7 @@ class EndpointSupervisor:
             self.links.stop()
             self.handle.serving = ServingStatus.NOT_SERVING
             self._ended.set()
+            self._on_change()  # calls waiting for an endpoint look again now
 
     def connection_failed(self, rpc: RpcConnection) -> None:
         """A call saw ``rpc`` fail at the transport level: check it now."""

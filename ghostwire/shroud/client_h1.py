@@ -68,6 +68,10 @@ async def _connect(host: str, port: int, context: ssl.SSLContext | None) -> trio
         await trio.aclose_forcefully(tcp)
         cause = exc.__cause__ or exc
         raise HandshakeFailed(f"TLS handshake with {host}:{port} failed: {cause}") from exc
+    except BaseException:
+        # Cancelled (the client's timeout) or anything else: the socket closes too.
+        await trio.aclose_forcefully(tcp)
+        raise
     return tls
 
 

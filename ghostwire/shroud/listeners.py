@@ -19,6 +19,7 @@ import trio
 
 from ..http3 import serve as h3_serve
 from ..quic.config import ServerConfig
+from ..quic.net.api import QuicServer
 from .errors import ConfigError
 from .http3 import native_handler
 
@@ -61,12 +62,41 @@ async def start_listeners(
         )
 
     groups: list[tuple[Handler, list[Any]]] = []
-    if cfg.enable_http1:
-        listeners = await trio.open_tcp_listeners(cfg.port, host=_tcp_host(server))
-        server.http1_address = _address(listeners[0])
-        handler = partial(serve_connection, server, options=options("http"))
-        groups.append((handler, listeners))
-    # TLS and HTTP/3 open as a pair: HTTP/3 may need the TLS port's number.
+    opened: list[trio.SocketListener] = []
+    try:
+        if cfg.enable_http1:
+            listeners = await trio.open_tcp_listeners(cfg.port, host=_tcp_host(server))
+            opened += listeners
+            server.http1_address = _address(listeners[0])
+            handler = partial(serve_connection, server, options=options("http"))
+            groups.append((handler, listeners))
+        raw = await _start_tls_and_http3(server, nursery, quic_config)
+        opened += raw
+        if raw:
+            assert tls_context is not None
+            context = tls_context
+            tls = [trio.SSLListener(listener, context, https_compatible=True) for listener in raw]
+            handler = partial(serve_connection, server, options=options("https"))
+            groups.append((handler, tls))
+    except BaseException:
+        # Whatever failed (a cancellation too), every listener opened closes:
+        # synchronously, as a cancelled aclose() could stop halfway. (HTTP/3,
+        # if it started, runs in ``nursery``, which the error cancels.)
+        for listener in opened:
+            listener.socket.close()
+        server.http1_address = server.tls_address = server.http3_address = None
+        raise
+    # Accepting starts last: nothing else may fail while HTTP/3 is starting up.
+    if groups:
+        nursery.start_soon(_accept, accepting, groups, nursery)
+
+
+async def _start_tls_and_http3(
+    server: UnifiedServer, nursery: trio.Nursery, quic_config: ServerConfig | None
+) -> list[trio.SocketListener]:
+    """Open the TLS listeners and start HTTP/3, as a pair: HTTP/3 may need the
+    TLS port's number. Returns the TLS listeners (none if TLS is off)."""
+    cfg = server.config
     for attempt in range(PORT_PAIR_ATTEMPTS):
         raw: list[trio.SocketListener] = []
         if cfg.enable_tls:
@@ -77,8 +107,6 @@ async def start_listeners(
                 assert quic_config is not None
                 await _start_http3(server, nursery, quic_config)
         except BaseException as exc:
-            # Whatever stopped HTTP/3 (a cancellation too), the TLS listeners
-            # close: synchronously, as a cancelled aclose() could stop halfway.
             for listener in raw:
                 listener.socket.close()
             server.tls_address = None
@@ -88,16 +116,8 @@ async def start_listeners(
             if in_use and picked and attempt < PORT_PAIR_ATTEMPTS - 1:
                 continue
             raise
-        break
-    if raw:
-        assert tls_context is not None
-        context = tls_context
-        tls = [trio.SSLListener(listener, context, https_compatible=True) for listener in raw]
-        handler = partial(serve_connection, server, options=options("https"))
-        groups.append((handler, tls))
-    # Accepting starts last: nothing else may fail while HTTP/3 is starting up.
-    if groups:
-        nursery.start_soon(_accept, accepting, groups, nursery)
+        return raw
+    raise AssertionError("unreachable")  # pragma: no cover - the last attempt raises
 
 
 async def _start_http3(
@@ -108,16 +128,22 @@ async def _start_http3(
     port = cfg.http3_port
     if port is None:
         port = server.tls_address[1] if server.tls_address else cfg.tls_port
-    quic = await nursery.start(
-        partial(
-            h3_serve,
-            native_handler(server),
-            port,
-            quic_config,
-            host=cfg.address,
-            shutdown_timeout=2.0,
-        )
-    )
+
+    async def run(*, task_status: trio.TaskStatus[QuicServer]) -> None:
+        # Under a scope of its own: a graceful stop cancels it first, so
+        # HTTP/3 clients get GOAWAY at once while requests finish.
+        with trio.CancelScope() as scope:
+            server._http3_scope = scope
+            await h3_serve(
+                native_handler(server),
+                port,
+                quic_config,
+                host=cfg.address,
+                shutdown_timeout=server.shutdown_timeout,
+                task_status=task_status,
+            )
+
+    quic = await nursery.start(run)
     server._set_quic_server(quic)
 
 

@@ -46,7 +46,6 @@ log = logging.getLogger("ghostwire.shroud")
 
 NOT_FOUND = "404 - Not Found"
 INTERNAL_ERROR = "Internal Server Error"
-H3_SHUTDOWN_TIMEOUT = 2.0
 
 
 class ServerAlreadyRunning(ShroudError):
@@ -68,6 +67,7 @@ class UnifiedServer:
         self.tls_address: tuple[str, int] | None = None
         self.http3_address: tuple[str, int] | None = None
         self._quic_server: QuicServer | None = None
+        self._http3_scope: trio.CancelScope | None = None  # HTTP/3's, set by listeners.py
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop_event = trio.Event()
         self.shutdown_timeout = 5.0
@@ -219,7 +219,8 @@ class UnifiedServer:
 
         :meth:`stop` is graceful: new connections are refused, requests in
         progress get ``shutdown_timeout`` seconds to finish, HTTP/3 clients
-        are sent GOAWAY. Cancelling ``serve`` stops at once.
+        are sent GOAWAY at once (RFC 9114 §5.2: new requests go elsewhere).
+        Cancelling ``serve`` stops at once.
         """
         if self._running:
             raise ServerAlreadyRunning("this server is already running")
@@ -243,6 +244,8 @@ class UnifiedServer:
                 task_status.started(self)
                 await self._stop_event.wait()
                 accepting.cancel()
+                if self._http3_scope is not None:
+                    self._http3_scope.cancel()  # GOAWAY, then its requests finish
                 with trio.move_on_after(self.shutdown_timeout):
                     await self.stats_counter.wait_no_requests()
                 nursery.cancel_scope.cancel()
@@ -250,7 +253,7 @@ class UnifiedServer:
             with self._stop_lock:
                 self._running = False
                 self._stop_requested = False
-                self._token = self._quic_server = None
+                self._token = self._quic_server = self._http3_scope = None
             self._ready.clear()
 
     def start(self) -> None:

@@ -207,11 +207,12 @@ class WebSocket:
             yield message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame and wait (bounded) for the client's."""
+        """Send a close frame and wait for the client's, both within
+        ``CLOSE_TIMEOUT`` (a client that reads nothing cannot hold it)."""
         if self._ws.state is ConnectionState.OPEN:
-            await self._send_event(CloseConnection(code=code, reason=reason))
-            self.close_code, self.close_reason = code, reason
             with trio.move_on_after(CLOSE_TIMEOUT):
+                await self._send_event(CloseConnection(code=code, reason=reason))
+                self.close_code, self.close_reason = code, reason
                 while not self.closed:
                     if await self.receive() is None:
                         break
@@ -340,7 +341,10 @@ async def _pump(source: Any, ws: WebSocket) -> None:
                     await ws.send(item)
         finally:
             if inspect.isasyncgen(source):
-                with trio.CancelScope(shield=True):
+                # Shielded (the handler may be cancelled) but bounded: a source
+                # whose cleanup waits on a dead peer must not hold the connection.
+                with trio.CancelScope(shield=True) as closing:
+                    closing.deadline = trio.current_time() + CLOSE_TIMEOUT
                     await source.aclose()
         nursery.cancel_scope.cancel()
 

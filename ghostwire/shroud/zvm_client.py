@@ -240,6 +240,9 @@ class ContractEventStream:
         except rpc.RpcError as exc:
             await stack.aclose()
             raise ZvmError("streamContractEvents", exc.status, exc.message) from None
+        except BaseException:
+            await stack.aclose()  # cancelled, or any other failure: the connection closes too
+            raise
         self._stack = stack
         return self
 

@@ -199,14 +199,22 @@ async def serve(
 
 
 async def serve_h3_connection(
-    conn: Connection, handler: NativeHandler | ASGIApp, *, h3_config: H3Config | None = None
+    conn: Connection,
+    handler: NativeHandler | ASGIApp,
+    *,
+    h3_config: H3Config | None = None,
+    sessions: set[H3Session] | None = None,
+    draining: Callable[[], bool] = lambda: False,
 ) -> None:
     """Serve HTTP/3 on one QUIC connection (ALPN ``h3``) that another server
     accepted, until it closes: how a server that speaks several protocols on
     one port hands its ``h3`` connections over. ``handler`` is a native
     handler or an ASGI app, as for :func:`serve`. The caller owns shutdown:
-    closing ``conn`` ends the requests still running."""
-    await _serve_connection(conn, handler, _is_native(handler), h3_config, set(), lambda: False)
+    closing ``conn`` ends the requests still running. The session is in
+    ``sessions`` while it runs (the caller's shutdown sends each GOAWAY), and
+    is sent GOAWAY at once if ``draining()`` says the caller is stopping."""
+    found = set() if sessions is None else sessions
+    await _serve_connection(conn, handler, _is_native(handler), h3_config, found, draining)
 
 
 async def _serve_connection(
