@@ -30,7 +30,7 @@ class _Steps(trio.abc.Instrument):
         self.steps: dict[Any, int] = {}
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith("_serve_call"):
+        if task.name.endswith("serve_call"):  # the task a call runs in
             self.steps[task] = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:

@@ -304,12 +304,16 @@ class Server:
 
     async def _serve_rpc_connection(self, conn: quic.Connection) -> None:
         with self.connection_state(conn) as state:
-            async with trio.open_nursery() as nursery:
-                async for stream in conn:
-                    if isinstance(stream, quic.QuicStream):
-                        nursery.start_soon(self._serve_call, state, stream)
-                    else:  # the protocol has no unidirectional streams
-                        await stream.aclose()
+
+            async def serve_call(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
+                if isinstance(stream, quic.QuicStream):
+                    await self._serve_call(state, stream)
+                else:  # the protocol has no unidirectional streams
+                    await stream.aclose()
+
+            # A task per call, started as its first frame is processed (no
+            # acceptor task woken per call).
+            await conn.serve_streams(serve_call)
 
     # -- the hooks every transport uses (the QUIC protocol here, HTTP/3 too) -----
 
