@@ -21,6 +21,19 @@ _HANDSHAKE_SPACES = (
 )
 
 
+def datagram_builder(conn: QuicConnection, max_size: int) -> PacketBuilder:
+    """A builder for one datagram of at most ``max_size`` bytes on the
+    connection's current path, with its current IDs, token and key phase."""
+    return PacketBuilder(
+        max_size=max_size,
+        version=conn.version,
+        dcid=conn.peer_cids.current.cid,
+        scid=conn.host_cid,
+        token=conn.token,
+        key_phase=conn.key_phases.send_phase,
+    )
+
+
 def build_close_datagram(conn: QuicConnection, now: float) -> bytes | None:
     """A datagram carrying CONNECTION_CLOSE in every space we have keys for.
 
@@ -35,14 +48,7 @@ def build_close_datagram(conn: QuicConnection, now: float) -> bytes | None:
     room = conn.amplification_room()
     if room is not None:
         max_size = min(max_size, room)
-    builder = PacketBuilder(
-        max_size=max_size,
-        version=conn.version,
-        dcid=conn.peer_cids.current.cid,
-        scid=conn.host_cid,
-        token=conn.token,
-        key_phase=conn.key_phases.send_phase,
-    )
+    builder = datagram_builder(conn, max_size)
     candidates: list[tuple[PacketNumberSpace, PacketType, object]] = []
     for space_id, packet_type, _ in _HANDSHAKE_SPACES:
         space = conn.spaces[space_id]

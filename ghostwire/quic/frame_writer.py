@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from .ack_writer import settle_ack, write_ack
 from .buffer import encode_varint
-from .close_writer import MIN_INITIAL_DATAGRAM, build_close_datagram
+from .close_writer import MIN_INITIAL_DATAGRAM, build_close_datagram, datagram_builder
 from .congestion import Pacer
 from .control_writer import ControlFrameWriter
 from .crypto_stream import CryptoStream
@@ -222,14 +222,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
                 conn.recovery.set_amplification_blocked(True)
                 return None
             max_size = min(max_size, room)
-        builder = PacketBuilder(
-            max_size=max_size,
-            version=conn.version,
-            dcid=conn.peer_cids.current.cid,
-            scid=conn.host_cid,
-            token=conn.token,
-            key_phase=conn.key_phases.send_phase,
-        )
+        builder = datagram_builder(conn, max_size)
         spaces = conn.spaces
         for space_id, packet_type, epoch in _SPACE_PACKET:
             space = spaces[space_id]
