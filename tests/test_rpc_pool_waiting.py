@@ -222,16 +222,10 @@ async def test_a_call_ending_wakes_every_call_waiting_for_capacity() -> None:
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.slow  # (as an expected failure it waits out its 10 s bound)
-@pytest.mark.xfail(
-    strict=True,
-    reason="quic.Connection offers no public wait for stream credit (MAX_STREAMS) "
-    "to an upper layer: the waiting call sleeps until the extra connection opens",
-)
 async def test_stream_credit_wakes_the_calls_waiting_for_an_extra_connection() -> None:
     """A call waiting for an extra connection should take the stream
     MAX_STREAMS frees on the first one: a reset call's credit comes back a
-    round trip after the call left, and today nothing wakes the waiter then."""
+    round trip after the call left (Connection.wait_stream_credit wakes the waiter)."""
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             a = _FewStreams(nursery)
@@ -323,3 +317,62 @@ async def test_a_goaway_wakes_the_calls_waiting_for_an_endpoint() -> None:
                 (error,) = failed
                 assert isinstance(error, rpc.NoEndpointAvailable), error
             nursery.cancel_scope.cancel()
+
+
+async def test_one_credit_task_per_saturated_connection() -> None:
+    """watch_credit starts one task per saturated connection however often
+    it is called; credit wakes the calls waiting for capacity; a closed
+    connection gets no task again (nothing spins on it)."""
+    from types import SimpleNamespace
+
+    from ghostwire import quic
+    from ghostwire.rpc.links import Link, Links
+
+    streams = _Streams()
+    credit = trio.Event()
+    waits = [0]
+
+    async def wait_stream_credit(bidirectional: bool = True) -> None:
+        waits[0] += 1
+        await credit.wait()
+        if streams.free == 0:
+            raise quic.ConnectionClosed("connection is closed")
+
+    conn: Any = SimpleNamespace(
+        core=SimpleNamespace(streams=streams), wait_stream_credit=wait_stream_credit
+    )
+    no_rpc: Any = None
+    link = Link(conn, no_rpc, key=1)
+    links = Links(2)
+    links.add(link)
+    woken: list[bool] = []
+
+    def watching() -> bool:  # (read anew each time: mypy narrows the attribute)
+        return link.watching
+
+    async def wait_for_capacity() -> None:
+        await links.capacity_changed.park()
+        woken.append(True)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_capacity)
+            links.watch_credit(None)  # no nursery: no task
+            for _ in range(3):
+                links.watch_credit(nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            assert waits == [1] and watching() and woken == []
+            streams.free = 1  # MAX_STREAMS
+            credit.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == [True] and not watching()
+            links.watch_credit(nursery)  # not saturated: no task
+            await trio.testing.wait_all_tasks_blocked()
+            assert waits == [1]
+            streams.free = 0  # saturated again, then closed
+            links.watch_credit(nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            assert waits == [2] and watching()
+            links.watch_credit(nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            assert waits == [2]

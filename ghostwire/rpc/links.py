@@ -20,13 +20,19 @@ the stream limit binds:
   extra one (one at a time, up to the bound) and waits for it, or for a
   call to end; at the bound it queues the call on the least loaded
   connection, where QUIC's MAX_STREAMS makes it wait for a stream.
+* While calls wait for an extra connection, each saturated connection has
+  one task waiting for its stream credit (``Connection.wait_stream_credit``):
+  a MAX_STREAMS that frees a stream wakes those calls, so they take it
+  instead of waiting for the new connection (a reset call's stream comes
+  back a round trip after the call left).
 * An extra connection is closed once it has had no call for
   ``extra_connection_idle`` seconds, or when it breaks (it is not
   reconnected: it is opened again when needed), or when the primary ends
   (a GOAWAY or a broken primary ends the whole endpoint).
 
 This module is the bookkeeping (which connection, how loaded); the tasks
-that open and close extra connections run in the supervisor.
+that open and close extra connections, and those waiting for credit, run in
+the supervisor's nursery.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Link:
         self.active = 0  # calls and subscriptions on it (running or waiting for a stream)
         self.changed = trio.lowlevel.ParkingLot()  # a call entered or left, or it ended
         self.ended = trio.Event()
+        self.watching = False  # a task waits for its stream credit
 
     @property
     def saturated(self) -> bool:
@@ -154,13 +161,35 @@ class Links:
             and now >= self.grow_after
         )
 
+    def watch_credit(self, nursery: trio.Nursery | None) -> None:
+        """Calls wait for capacity: wake them when a saturated connection
+        gets stream credit back (one task per connection, run by ``nursery``;
+        none without one)."""
+        if nursery is None:
+            return
+        for link in self.all:
+            if not link.watching and not link.ended.is_set() and link.saturated:
+                link.watching = True
+                nursery.start_soon(self._watch_credit, link, name=f"rpc credit {link.key}")
+
+    async def _watch_credit(self, link: Link) -> None:
+        try:
+            await link.conn.wait_stream_credit()
+        except quic.QuicError:
+            # Closed: it is removed (which wakes the waiters), and stays
+            # marked so no task is started again for it.
+            return
+        link.watching = False
+        if self.capacity_changed:
+            self.capacity_changed.unpark_all()
+
     def left(self, link: Link) -> None:
         link.leave()
         if self.capacity_changed:
             # A stream is (about to be) free. Every waiter looks (each one
             # checks the credit again): waking only one loses the wakeup
             # when that one is cancelled or the peer's credit (RFC 9000
-            # §19.11, which wakes nobody) freed more streams than one.
+            # §19.11, see watch_credit) freed more streams than one.
             self.capacity_changed.unpark_all()
 
 

@@ -191,6 +191,7 @@ class EndpointSupervisor:
                     links.opening += 1
                     self._nursery.start_soon(self._run_extra, name=f"rpc extra {self.address}")
                 if links.opening:
+                    links.watch_credit(self._nursery)  # MAX_STREAMS wakes us too
                     await links.capacity_changed.park()
                     continue
                 # At the bound: the call waits on the least loaded one for a stream.

@@ -260,6 +260,31 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
             self._streams[stream_id] = stream
             return stream, parked
 
+    async def wait_stream_credit(self, bidirectional: bool = True) -> None:
+        """Wait until a stream of this kind could be opened without waiting:
+        the peer's MAX_STREAMS (RFC 9000 §4.6, §19.11) leaves room for one.
+        Returns at once if it does. Opens nothing, so the credit may be taken
+        by the time the caller opens a stream. Raises like :meth:`open_stream`
+        (:class:`ConnectionClosed` or the close's error) if the connection is
+        or becomes closed. A checkpoint; cancellable while it waits."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        streams = self._core.streams
+        lot = self._opener_lot(bidirectional)
+        parked = False
+        while True:
+            self._raise_if_closed()
+            if streams.streams_available(bidirectional):
+                break
+            await lot.park()
+            parked = True
+        if not parked:  # parking was the schedule point
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            # New credit wakes as many parked tasks as there are new streams,
+            # this one included, which opens none: pass the wake-up on so an
+            # open_stream() parked behind it gets the stream.
+            lot.unpark()
+
     def _opener_lot(self, bidirectional: bool) -> trio.lowlevel.ParkingLot:
         lot = self._open_lot if bidirectional else self._open_uni_lot
         if lot is None:
