@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         StreamLimitError,
         StreamReset,
         StreamStopped,
+        StreamTooLarge,
     )
     from .net.stream import QuicReceiveStream, QuicSendStream, QuicStream
 
@@ -53,6 +54,7 @@ _SHELL_NAMES = {
     "StreamLimitError": ".net.exceptions",
     "StreamReset": ".net.exceptions",
     "StreamStopped": ".net.exceptions",
+    "StreamTooLarge": ".net.exceptions",
     "QuicReceiveStream": ".net.stream",
     "QuicSendStream": ".net.stream",
     "QuicStream": ".net.stream",
@@ -96,6 +98,7 @@ __all__ = [
     "StreamLimitError",
     "StreamReset",
     "StreamStopped",
+    "StreamTooLarge",
     "TicketError",
     "TicketStore",
     "connect",
