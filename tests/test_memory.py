@@ -16,7 +16,8 @@ from test_quic_api import running_server
 
 from ghostwire import quic
 from ghostwire.quic.crypto_stream import RELEASED_CRYPTO_STREAM, CryptoStream
-from ghostwire.quic.events import ConnectionTerminated
+from ghostwire.quic.events import ConnectionTerminated, StreamOpened, StreamReadable
+from ghostwire.quic.loss_detection import DISCARDED_SPACE
 from ghostwire.quic.rangeset import RELEASED_RANGES
 from ghostwire.quic.recovery import Space
 from ghostwire.quic.suites import Epoch
@@ -204,6 +205,16 @@ def test_an_idle_connection_keeps_no_empty_containers() -> None:
         # A few connection IDs each way: short lists, not dicts.
         assert type(core.local_cids.active) is list
         assert type(core.peer_cids.available) is list
+        # Events: a list (an empty deque is 760 B), emptied once read.
+        assert type(core._events) is list and core._events == []
+        # Discarded Initial and Handshake spaces share one empty recovery state.
+        spaces = core.recovery._spaces
+        assert spaces[Space.INITIAL] is DISCARDED_SPACE
+        assert spaces[Space.HANDSHAKE] is DISCARDED_SPACE
+        assert spaces[Space.APPLICATION] is not DISCARDED_SPACE
+        # The rarer stream event sets are made on their first event only.
+        streams = core.streams
+        assert (streams._ev_reset, streams._ev_stop, streams._ev_writable) == (None, None, None)
 
 
 def _chunks(stream: CryptoStream) -> dict[int, bytes] | None:
@@ -232,3 +243,34 @@ def test_released_containers_come_back_when_needed() -> None:
     # The shared empty range set takes no packet numbers.
     RELEASED_RANGES.add(1, 2)
     assert not RELEASED_RANGES and 1 not in RELEASED_RANGES
+
+
+def test_the_discarded_recovery_state_refuses_writes() -> None:
+    with pytest.raises(AttributeError):
+        DISCARDED_SPACE.largest_sent = 5
+    with pytest.raises(TypeError):
+        DISCARDED_SPACE.sent[0] = None  # type: ignore[assignment]
+    assert not DISCARDED_SPACE.sent and not DISCARDED_SPACE.lost
+
+
+def test_events_come_in_order_and_the_stream_event_sets_return() -> None:
+    pair = handshake(make_pair())
+    server = pair.server
+    assert server is not None
+    while server.next_event() is not None:
+        pass
+    stream_id = pair.client.open_stream()
+    pair.client.send_stream_data(stream_id, b"ping", end_stream=True)
+    pair.client.reset_stream(pair.client.open_stream(), 7)
+    for datagram, _ in pair.client.datagrams_to_send(pair.now):
+        server.receive_datagram(datagram, CLIENT_ADDR, pair.now)
+    kinds = []
+    while (event := server.next_event()) is not None:
+        kinds.append(type(event).__name__)
+        if len(kinds) == 1:
+            # Read from the head: the rest stay queued in the same list.
+            assert server._event_head == 1
+    assert kinds[:2] == [StreamOpened.__name__, StreamOpened.__name__]
+    assert StreamReadable.__name__ in kinds and "StreamResetReceived" in kinds
+    assert server._events == [] and server._event_head == 0
+    assert server.streams._ev_reset is None

@@ -14,7 +14,6 @@ below for the type checker.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from .crypto import PacketKeys, derive_initial_secrets
@@ -106,7 +105,7 @@ class HandshakeMixin:
         handshake_deadline: float | None
         _received_first_packet: bool
         _retry_received: bool
-        _events: deque[Event]
+        _events: list[Event]
 
         @property
         def host_cid(self) -> bytes: ...
@@ -417,7 +416,7 @@ class HandshakeMixin:
         if space.discarded:
             return
         space.discard()
-        self.recovery.discard_space(space_id)
+        self.recovery.release_space(space_id)
         epoch = Epoch.INITIAL if space_id is Space.INITIAL else Epoch.HANDSHAKE
         self.crypto[epoch] = RELEASED_CRYPTO_STREAM
 

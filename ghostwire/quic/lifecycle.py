@@ -9,7 +9,6 @@ the type checker.
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +58,7 @@ class LifecycleMixin:
         peer_params: TransportParameters | None
         handshake_complete: bool
         zero_rtt_discard_deadline: float | None
-        _events: deque[Event]
+        _events: list[Event]
 
         @property
         def is_closed(self) -> bool: ...

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .loss_detection import (
+    DISCARDED_SPACE,
     K_PACKET_THRESHOLD,
     K_PERSISTENT_CONGESTION_THRESHOLD,
     K_TIME_THRESHOLD,
@@ -565,6 +566,17 @@ class LossRecovery:
         state = self._spaces[space]
         packets = list(state.sent.values())
         self.congestion.discard(packets)
-        state.reset_loss_state()
+        if state is not DISCARDED_SPACE:
+            state.reset_loss_state()
         self.pto_count = 0
+        return packets
+
+    def release_space(self, space: Space) -> list[SentPacket]:
+        """:meth:`discard_space` for good: an Initial or Handshake space whose
+        keys are gone (RFC 9001 §4.9) is never used again, so its state becomes
+        the one empty, read-only state all connections share."""
+        packets = self.discard_space(space)
+        spaces = list(self._spaces)
+        spaces[space] = DISCARDED_SPACE
+        self._spaces = (spaces[0], spaces[1], spaces[2])
         return packets

@@ -46,7 +46,7 @@ class StreamReceiving:
         _control: dict[int, None]
         _ev_opened: list[int]
         _ev_readable: dict[int, None]
-        _ev_reset: dict[int, int]
+        _ev_reset: dict[int, int] | None
         recv_credit: ReceiveCredit
 
         def _create(self, stream_id: int) -> Stream: ...
@@ -166,6 +166,8 @@ class StreamReceiving:
         if receiver.consumed != consumed:
             self.recv_credit.on_consumed(receiver.consumed - consumed)
         if receiver.state is _RESET_RECVD and state is not _RESET_RECVD:
+            if self._ev_reset is None:
+                self._ev_reset = {}
             self._ev_reset[stream_id] = error_code
             self._ev_readable.pop(stream_id, None)
         self._maybe_forget(stream_id)

@@ -147,9 +147,11 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         # events
         self._ev_opened: list[int] = []
         self._ev_readable: dict[int, None] = {}
-        self._ev_reset: dict[int, int] = {}
-        self._ev_stop: dict[int, int] = {}
-        self._ev_writable: dict[int, None] = {}
+        # The rarer ones are created on their first event (an idle connection
+        # keeps none: ~80 B each).
+        self._ev_reset: dict[int, int] | None = None
+        self._ev_stop: dict[int, int] | None = None
+        self._ev_writable: dict[int, None] | None = None
         self._ev_available = [False, False]
         # Told the id of each stream forgotten (both halves terminal), so a
         # layer above can drop what it keeps per stream without polling.
@@ -276,6 +278,8 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
             return
         sender = stream.sender
         if sender.stop_sending_error_code is None:
+            if self._ev_stop is None:
+                self._ev_stop = {}
             self._ev_stop[stream_id] = error_code
         if sender.on_stop_sending(error_code):
             self._control[stream_id] = None
@@ -464,7 +468,10 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
                 if sender.on_frame_delivered(offset, length, fin, True):
                     # The buffer shrank or all is acknowledged: whoever waits for
                     # the data to be delivered (the HTTP/3 drain) hears of it.
-                    self._ev_writable[stream_id] = None
+                    writable = self._ev_writable
+                    if writable is None:
+                        writable = self._ev_writable = {}
+                    writable[stream_id] = None
                     if sender.state is _DATA_RECVD:
                         self._maybe_forget(stream_id)
             else:
@@ -615,21 +622,19 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         Handing out a reset counts as telling the application about it
         ("App Read Reset", RFC 9000 §3.2).
         """
-        reset = tuple(self._ev_reset.items())
+        reset = tuple(self._ev_reset.items()) if self._ev_reset else ()
         events = StreamEvents(
             opened=tuple(self._ev_opened),
             readable=tuple(self._ev_readable),
             reset=reset,
-            stop_sending=tuple(self._ev_stop.items()),
-            writable=tuple(self._ev_writable),
+            stop_sending=tuple(self._ev_stop.items()) if self._ev_stop else (),
+            writable=tuple(self._ev_writable) if self._ev_writable else (),
             bidi_streams_available=self._ev_available[0],
             uni_streams_available=self._ev_available[1],
         )
         self._ev_opened = []
         self._ev_readable.clear()
-        self._ev_reset.clear()
-        self._ev_stop.clear()
-        self._ev_writable.clear()
+        self._ev_reset = self._ev_stop = self._ev_writable = None
         self._ev_available = [False, False]
         for stream_id, _code in reset:
             stream = self._streams.get(stream_id)
