@@ -367,6 +367,8 @@ class StreamSender:
                 if end <= base:
                     return False
                 self._free_to(end)
+                if self._fin == _FIN_ACKED and self._base == self.final_size:
+                    self._all_acked()  # the FIN was acknowledged first
                 return True
             if length:
                 if acked is None:

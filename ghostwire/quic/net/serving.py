@@ -149,7 +149,13 @@ class StreamServing:
         assert isinstance(stream, QuicStream)
         try:
             if not stream._finish_nowait(data):
-                await stream.send_all(data, end_stream=True)
+                try:
+                    await stream.send_all(data, end_stream=True)
+                except BaseException:
+                    # Cut off mid-request: RESET_STREAM, never a FIN after
+                    # part of it (the peer would take it as whole).
+                    stream.reset(self.handler_error_code)
+                    raise
             return await stream.receive_all(max_bytes)  # parks: the schedule point
         finally:
             stream._close_now()
