@@ -111,17 +111,32 @@ def test_black_hole_after_loss_bursts_of_big_packets_only() -> None:
     assert pmtud.current == 1452
     for _ in range(BLACK_HOLE_BURSTS - 1):
         pmtud.on_packets_lost([_packet(1, 1452), _packet(2, 1452)])
-    pmtud.on_big_packet_acked()  # the path still carries them: start again
+    pmtud.on_big_packet_acked(3)  # the path still carries them: start again
     for _ in range(BLACK_HOLE_BURSTS - 1):
-        pmtud.on_packets_lost([_packet(1, 1452)])
-    pmtud.on_packets_lost([_packet(1, 1452), _packet(2, 60)])  # a small one too: congestion
+        pmtud.on_packets_lost([_packet(4, 1452)])
+    pmtud.on_packets_lost([_packet(5, 1452), _packet(6, 60)])  # a small one too: congestion
     assert pmtud.current == 1452 and pmtud.black_holes == 0
-    pmtud.on_packets_lost([_packet(3, 1452)])
+    pmtud.on_packets_lost([_packet(7, 1452)])
     assert pmtud.current == BASE_PLPMTU and pmtud.black_holes == 1
     assert applied[-1] == BASE_PLPMTU
     # The search starts again below the size that failed.
     size = pmtud.probe_size(0.0)
     assert size is not None and BASE_PLPMTU < size < 1452
+
+
+def test_losses_of_big_packets_followed_by_an_acknowledged_big_one_are_congestion() -> None:
+    """Under congestion big packets go too, but later big ones arrive; in a
+    black hole nothing big sent after the losses is ever acknowledged."""
+    pmtud = PathMtuDiscovery(1200, enabled=True, apply=lambda size: None)
+    pmtud.start(1200, 1452)
+    pmtud.on_probe_delivered(True, 1452, pmtud.on_probe_sent())
+    pn = 10
+    for _ in range(3):
+        pmtud.on_big_packet_acked(pn + BLACK_HOLE_BURSTS)  # a later one arrived
+        for lost in range(pn, pn + BLACK_HOLE_BURSTS):  # then loss events only
+            pmtud.on_packets_lost([_packet(lost, 1452)])
+        pn += BLACK_HOLE_BURSTS + 1
+    assert pmtud.current == 1452 and pmtud.black_holes == 0
 
 
 def test_black_hole_after_consecutive_ptos() -> None:

@@ -25,8 +25,10 @@ Black holes (RFC 8899 §4.3, §5.2): a path whose MTU shrinks mid-connection
 drops every full-size datagram. Two signals mean that:
 
 * loss bursts made only of packets above the base size (a smaller packet
-  would have survived them: only the big ones go), :data:`BLACK_HOLE_BURSTS`
-  of them with no big packet acknowledged in between;
+  would have survived them: only the big ones go) and not followed by any
+  big packet that arrived (one sent later and acknowledged shows the path
+  still carries the size: those losses were congestion),
+  :data:`BLACK_HOLE_BURSTS` of them with no big packet acknowledged in between;
 * :data:`BLACK_HOLE_PTOS` probe timeouts in a row, which is what a black
   hole looks like to a sender of full-size packets only (nothing comes back).
 
@@ -60,6 +62,7 @@ class PathMtuDiscovery:
 
     __slots__ = (
         "_apply",
+        "_big_acked",
         "_bursts",
         "_cap",
         "_failures",
@@ -87,6 +90,7 @@ class PathMtuDiscovery:
         self._in_flight: int | None = None  # number of the probe in flight
         self._first_on_path = 1  # number of the first probe sent on this path
         self._bursts = 0  # suspicious loss bursts since a big packet was acknowledged
+        self._big_acked = -1  # number of the latest big 1-RTT packet acknowledged
         # When the next probe may go (INF: none). 0 until start() settles it:
         # the first datagram built after the handshake is confirmed starts.
         self.probe_at = 0.0 if enabled else INF
@@ -159,16 +163,24 @@ class PathMtuDiscovery:
         """Packets (not probes) declared lost in one loss event."""
         if self.current <= BASE_PLPMTU or not lost:
             return
+        later_than_acked = False
         for packet in lost:
             if packet.size <= BASE_PLPMTU:
                 return  # a small packet was lost too: congestion, not the size
+            if packet.packet_number > self._big_acked:
+                later_than_acked = True
+        if not later_than_acked:
+            return  # big packets sent after these arrived: congestion, not the size
         self._bursts += 1
         if self._bursts >= BLACK_HOLE_BURSTS:
             self._black_hole()
 
-    def on_big_packet_acked(self) -> None:
-        """A packet above the base size arrived: the path carries them."""
+    def on_big_packet_acked(self, packet_number: int) -> None:
+        """1-RTT packet ``packet_number``, above the base size, arrived: the
+        path carries them."""
         self._bursts = 0
+        if packet_number > self._big_acked:
+            self._big_acked = packet_number
 
     def on_pto(self, pto_count: int) -> None:
         """A probe timeout fired (``pto_count`` in a row)."""

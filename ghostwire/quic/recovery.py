@@ -237,8 +237,8 @@ class LossRecovery:
         rtt_sample = False
         newest = acked[-1]
         pmtud = self.pmtud
-        if pmtud is not None and newest.size > BASE_PLPMTU:
-            pmtud.on_big_packet_acked()
+        if pmtud is not None and newest.size > BASE_PLPMTU and space is Space.APPLICATION:
+            pmtud.on_big_packet_acked(newest.packet_number)
         # RFC 9002 §5.1: sample only when the largest acknowledged is new and
         # something ack-eliciting was newly acknowledged.
         if newest.packet_number == largest and ack_eliciting:
@@ -381,7 +381,7 @@ class LossRecovery:
             lost = [p for p in lost if not p.pmtu_probe]
             if not lost:
                 return False
-        if self.pmtud is not None:
+        if self.pmtud is not None and lost[0].space is Space.APPLICATION:
             self.pmtud.on_packets_lost(lost)
         persistent = self._persistent_congestion(state, lost)
         self.congestion.on_packets_lost(lost, now)
