@@ -77,6 +77,9 @@ class HandshakeMixin:
     # Server: when the 0-RTT keys kept for reordered packets go (RFC 9001 §4.9.3).
     zero_rtt_discard_deadline: float | None = None
     first_one_rtt_pn = 0  # client: the packet numbers below it were 0-RTT
+    # Server that accepted 0-RTT: how many client bidi and uni streams were
+    # open when the handshake completed (None before): those came in 0-RTT.
+    early_stream_counts: tuple[int, int] | None = None
 
     if TYPE_CHECKING:
         config: ClientConfig | ServerConfig
@@ -209,6 +212,19 @@ class HandshakeMixin:
     def early_data_accepted(self) -> bool:
         """The server accepted our 0-RTT (client), or we accepted the client's (server)."""
         return self.tls.early_data_accepted
+
+    def stream_opened_in_early_data(self, stream_id: int) -> bool:
+        """Server: whether the client opened this stream in 0-RTT, so that what
+        it carries may be a replay (RFC 8446 §8, RFC 8470 §5). Every stream the
+        client opened before the handshake completed was: a server reads no
+        1-RTT packet before then (RFC 9001 §5.7). Always False on a client, and
+        on a server that accepted no 0-RTT."""
+        if self.is_client or stream_id & 1 or not self.tls.early_data_accepted:
+            return False
+        counts = self.early_stream_counts
+        if counts is None:  # the handshake is not complete yet
+            return True
+        return stream_id >> 2 < counts[(stream_id >> 1) & 1]
 
     def _store_tickets(self) -> None:
         store = getattr(self.config, "session_tickets", None)
@@ -362,6 +378,9 @@ class HandshakeMixin:
             self.writer.handshake_done_pending = True
             self._confirm_handshake()
             self._keep_zero_rtt_keys_a_while(now)
+            if self.tls.early_data_accepted:
+                streams = self.streams
+                self.early_stream_counts = (streams.opened_count(0), streams.opened_count(2))
         peer = self.peer_params
         if peer is not None:
             self.local_cids.issue_up_to(peer.active_connection_id_limit)

@@ -266,6 +266,10 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         """Whether this stream was ever opened, by us or the peer (it may be forgotten since)."""
         return stream_id >= 0 and stream_id >> 2 < self._next_index[stream_id & 3]
 
+    def opened_count(self, stream_type: int) -> int:
+        """How many streams of this type (the id's two low bits) were opened so far."""
+        return self._next_index[stream_type]
+
     def __len__(self) -> int:
         return len(self._streams)
 

@@ -37,7 +37,7 @@ from ...quic.config import ServerConfig
 from ...quic.net.api import QuicServer, legacy_serve_arguments, unwrapping_nursery
 from ...quic.net.api import serve as quic_serve
 from ...quic.net.connection import Connection
-from ...quic.net.exceptions import ConnectionClosed
+from ...quic.net.exceptions import ConnectionClosed, HandshakeError
 from ..config import H3Config
 from ..errors import H3ErrorCode, InvalidHeaders
 from ..events import Headers
@@ -254,12 +254,15 @@ async def _handle_request(
     native: bool,
 ) -> None:
     try:
+        if session.conn.core.stream_opened_in_early_data(channel.stream_id):
+            await _admit_early_request(session, channel)
         if native:
             await _run_native(channel, app, session.conn.peer_address)
         else:
             await run_asgi(channel, app, session.conn.peer_address, session.conn.local_address)
         session.response_finished(channel.stream_id)
-    except (HttpStreamError, ConnectionClosed) as exc:
+    except (HttpStreamError, ConnectionClosed, HandshakeError) as exc:
+        # HandshakeError: a 0-RTT request waited for a handshake that failed.
         log.debug("request stream %d ended: %s", channel.stream_id, exc)
         if not session.closed:
             # Abort what is left of the stream. A request the client reset
@@ -278,6 +281,23 @@ async def _handle_request(
         await _internal_error(channel)
     finally:
         session.forget(channel.stream_id)
+
+
+# RFC 9110 §9.2.1: methods that ask for no change on the server.
+_SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
+
+
+async def _admit_early_request(session: H3Session, channel: MessageChannel) -> None:
+    """A request that came in 0-RTT may be a replay (RFC 8446 §8). A safe one
+    runs at once, marked ``early-data: 1`` (RFC 8470 §5.1) so the application
+    can still answer 425 Too Early; any other waits until the handshake
+    completes, which a replayed flight never does (RFC 8470 §3)."""
+    headers = channel.headers
+    assert headers is not None
+    method = next((value for name, value in headers if name == b":method"), b"")
+    headers.append((b"early-data", b"1"))
+    if method not in _SAFE_METHODS:
+        await session.conn.wait_handshake()
 
 
 async def _internal_error(channel: MessageChannel) -> None:

@@ -62,6 +62,11 @@ Handler = Callable[["Connection"], Awaitable[object]]
 class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
     """An established (or establishing) QUIC connection."""
 
+    # Set when the handshake completes; made only while wait_handshake() waits
+    # past the start of a server's handler (0-RTT): a class default costs
+    # other connections nothing.
+    _completed_event: trio.Event | None = None
+
     def __init__(self, core: QuicConnection, endpoint: Endpoint) -> None:
         self._core = core
         self._endpoint = endpoint
@@ -150,11 +155,21 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         return self._core.handshake_complete
 
     async def wait_handshake(self) -> None:
-        """Client: wait until the handshake completes (at once unless ``connect``
-        returned early for 0-RTT); raises what a failed handshake raises. (A
-        server's handler starts on 0-RTT streams, before its handshake completes,
-        when it accepted 0-RTT; ``handshake_complete`` tells.)"""
+        """Wait until the handshake completes; raises what a failed handshake
+        raises. Returns at once on most connections: ``connect`` returns, and a
+        server's handler starts, once it completed. The exceptions are 0-RTT's:
+        a client's ``connect`` returns early with ``early_data=True``, and a
+        server that accepted 0-RTT starts its handler on the 0-RTT streams.
+        Such a server waits here before acting on a request that is not safe
+        to run twice (see ``Stream.early_data``): a replayed 0-RTT flight never
+        completes a handshake (RFC 8470 §3)."""
         await self._wait_handshake()
+        if not self._core.handshake_complete and self._error is None:
+            if self._completed_event is None:
+                self._completed_event = trio.Event()
+            await self._completed_event.wait()
+            if self._error is not None:
+                raise self._error
 
     @property
     def is_closed(self) -> bool:
@@ -487,6 +502,8 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
                 self._endpoint.demux.remove_route(event.connection_id)  # type: ignore[attr-defined]
             elif kind is HandshakeCompleted:
                 self._handshake_event.set()
+                if self._completed_event is not None:
+                    self._completed_event.set()
             elif kind is ConnectionTerminated:
                 self._on_terminated(event)  # type: ignore[arg-type]
         if self._retired:
@@ -536,10 +553,14 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
 
     def _on_terminated(self, event: ConnectionTerminated) -> None:
         self._error = self._error_override or error_from_termination(
-            event, during_handshake=not self._handshake_event.is_set()
+            event,
+            during_handshake=not self._handshake_event.is_set(),
+            is_client=self._core.is_client,
         )
         self._closed_event.set()
         self._handshake_event.set()
+        if self._completed_event is not None:
+            self._completed_event.set()
         if self._heard_event is not None:
             self._heard_event.set()
         self._accept_lot.unpark_all()

@@ -121,11 +121,15 @@ class StreamLimitError(QuicError):
     """Opening a stream failed: the peer allows no more (and waiting was not wanted)."""
 
 
-def error_from_termination(event: ConnectionTerminated, *, during_handshake: bool) -> QuicError:
+def error_from_termination(
+    event: ConnectionTerminated, *, during_handshake: bool, is_client: bool = True
+) -> QuicError:
     """The exception that explains a :class:`ConnectionTerminated` to the user."""
     code = describe_error_code(event.error_code)
     detail = f": {event.reason}" if event.reason else ""
     if event.reason_kind is CloseReason.HANDSHAKE_TIMEOUT:
+        if not is_client:  # seen by a server's handler that started on 0-RTT
+            return HandshakeTimeout("QUIC handshake timed out: the client did not complete it")
         return HandshakeTimeout(
             "QUIC handshake timed out: the server did not answer (is it running, and "
             "reachable over UDP?)"

@@ -71,6 +71,15 @@ class _StreamBase:
     def connection(self) -> Connection:
         return self._conn
 
+    @property
+    def early_data(self) -> bool:
+        """Server: the client opened this stream in 0-RTT (only when the server
+        accepted 0-RTT, ``ServerConfig(early_data=True)``), so what it carries
+        may be a replay (RFC 8446 §8). Before acting on a request that is not
+        safe to run twice, ``await stream.connection.wait_handshake()``: a
+        replayed flight never completes the handshake (RFC 8470 §3)."""
+        return self._core.stream_opened_in_early_data(self._stream_id)
+
     def _wake(self) -> None:
         waiters = self._waiters
         if waiters:
