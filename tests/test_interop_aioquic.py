@@ -234,6 +234,7 @@ def command_handler(observed: Observed) -> Any:
         async with trio.open_nursery() as nursery:
             async for stream in conn:
                 assert isinstance(stream, QuicStream)
+                observed.send_nowait(("stream", stream.stream_id, stream.early_data))
                 nursery.start_soon(serve_command, stream, observed)
 
     return handler

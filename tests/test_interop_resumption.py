@@ -194,11 +194,13 @@ async def test_aioquic_client_resumes_with_gw_server(
             configuration = aq_client_config(certs, session_ticket=ticket)
             second = await peer.run(_aq_echo(server.port, configuration, tickets))
             _, conn = await server.next("connection")
+            _, _, early = await server.next("stream")
         # The echo came back exactly once: rejected 0-RTT was resent by aioquic.
         assert second["echoed"] == PAYLOAD
         assert second["resumed"] and conn.resumed
         assert second["early_data_accepted"] is (case == "0rtt")
         assert conn.early_data_accepted is (case == "0rtt")
+        assert early is (case == "0rtt")  # the stream says it came in 0-RTT
 
 
 async def test_aioquic_client_replayed_ticket_gets_no_second_0rtt(
