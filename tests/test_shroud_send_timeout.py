@@ -123,6 +123,7 @@ async def test_a_client_that_stops_reading_loses_its_connection_only(
 
     server.get("/big", big)
     server.get("/", lambda req, res: res.text("ok"))
+    server.get("/peer", lambda req, res: res.text(req.remote_addr))
     with trio.fail_after(600):  # mock time: only a hang gets here
         async with running(server):
             assert server.http1_address is not None
@@ -140,5 +141,7 @@ async def test_a_client_that_stops_reading_loses_its_connection_only(
             # ... and its connection was closed: the response stops short.
             assert await _read_until_closed(stalled) < len(BIG)
             await stalled.aclose()
-            # The server goes on.
+            # The server goes on, and still sees who its clients are (through
+            # the wrapped stream).
             assert (await _get(port, "/")).endswith(b"\r\n\r\nok")
+            assert b"\r\n\r\n127.0.0.1:" in await _get(port, "/peer")
