@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from hypothesis import given, settings
@@ -386,19 +386,68 @@ def test_reassembly_under_segmentation_reordering_duplication(
     assert r.read() == b""
 
 
-def test_many_small_out_of_order_segments_are_not_quadratic() -> None:
-    n = 40_000
+class _CountingBuffer(bytearray):
+    """A reassembly buffer that counts the bytes written into it."""
+
+    written = 0
+
+    def __iadd__(self, data: Any) -> Self:  # type: ignore[misc]  # (typeshed: __add__ gives bytearray)
+        self.written += len(data)
+        return super().__iadd__(data)
+
+    def __setitem__(self, index: Any, data: Any) -> None:
+        self.written += len(data) if isinstance(index, slice) else 1
+        super().__setitem__(index, data)
+
+
+def _out_of_order_work(n: int) -> tuple[int, int]:
+    """Reassemble ``n`` one-byte frames, the even offsets first in random
+    order, then the odd ones (each filling a gap); return the Python lines
+    run in the receiver's modules and the bytes written into its buffer.
+    Counting instead of timing: the same on a loaded machine."""
+    import ghostwire.quic.stream_ranges as stream_ranges
+    import ghostwire.quic.stream_recv as stream_recv
+
     data = bytes(random.Random(1).getrandbits(8) for _ in range(n))
     order = list(range(0, n, 2))
     random.Random(2).shuffle(order)
     order += list(range(1, n, 2))
     r = StreamReceiver(initial_window=n)
-    start = time.perf_counter()
-    for i in order:
-        r.handle_stream_frame(i, data[i : i + 1], i == n - 1)
-    elapsed = time.perf_counter() - start
+    buf = r._buf = _CountingBuffer()
+    files = {stream_recv.__file__, stream_ranges.__file__}
+    lines = 0
+
+    def count_lines(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal lines
+        if event == "line":
+            lines += 1
+        return count_lines
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        return count_lines if frame.f_code.co_filename in files else None
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        for i in order:
+            r.handle_stream_frame(i, data[i : i + 1], i == n - 1)
+    finally:
+        sys.settrace(previous)
     assert r.read() == data
-    assert elapsed < 1.0
+    assert r.at_eof
+    return lines, buf.written
+
+
+def test_many_small_out_of_order_segments_are_not_quadratic() -> None:
+    n = 4000
+    lines, written = _out_of_order_work(n)
+    lines2, written2 = _out_of_order_work(2 * n)
+    # Linear: twice the frames, about twice the work (quadratic would be 4x).
+    assert lines2 < 2.5 * lines, (lines, lines2)
+    assert written2 < 2.5 * written, (written, written2)
+    # And a few lines and bytes a frame, whatever the number of islands.
+    assert lines2 < 80 * 2 * n, lines2
+    assert written2 <= 2 * 2 * n, written2  # each byte, plus the zeros of its gap
 
 
 def test_frames_after_the_stream_was_read_are_ignored_but_validated() -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         QuicError,
         StreamLimitError,
         StreamReset,
+        StreamSendBroken,
         StreamStopped,
         StreamTooLarge,
     )
@@ -53,6 +54,7 @@ _SHELL_NAMES = {
     "QuicError": ".net.exceptions",
     "StreamLimitError": ".net.exceptions",
     "StreamReset": ".net.exceptions",
+    "StreamSendBroken": ".net.exceptions",
     "StreamStopped": ".net.exceptions",
     "StreamTooLarge": ".net.exceptions",
     "QuicReceiveStream": ".net.stream",
@@ -97,6 +99,7 @@ __all__ = [
     "SessionTicket",
     "StreamLimitError",
     "StreamReset",
+    "StreamSendBroken",
     "StreamStopped",
     "StreamTooLarge",
     "TicketError",

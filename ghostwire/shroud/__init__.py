@@ -15,6 +15,7 @@ Modules:
 * :mod:`.server`      ``UnifiedServer`` (``serve`` under trio, blocking ``start``)
 * :mod:`.async_server` the ``AsyncUnifiedServer`` names on the same server
 * :mod:`.listeners`, :mod:`.http1`, :mod:`.http3`, :mod:`.websocket`  the transports
+  (:mod:`.sending`: the HTTP/1.1 side's bounded writes)
 * :mod:`.client`      ``HttpClient`` / ``BlockingHttpClient``
 * :mod:`.zvm_wire`    ZVM / ghostd wire codecs (pure)
 * :mod:`.zvm_serve`   answering ZVM-framed requests on a stream (QUIC or TCP)
@@ -66,6 +67,7 @@ from .errors import (
     IPv6Error,
     NetworkError,
     ProxyError,
+    SendTimeout,
     ShroudError,
     StreamError,
     TransportError,
@@ -210,6 +212,7 @@ __all__ = [
     "ProxyError",
     "RetryPolicy",
     "SameSite",
+    "SendTimeout",
     "ServerAlreadyRunning",
     "ServerProtocol",
     "ServerStats",

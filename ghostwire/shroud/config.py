@@ -72,6 +72,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_connections": 1000,
     "request_timeout_ms": 30000,
     "keep_alive_timeout_ms": 60000,
+    "send_timeout_ms": 30000,
     "max_request_body_size": 1024 * 1024,
     "enable_http1": True,
     "enable_http2": True,
@@ -107,6 +108,7 @@ class UnifiedServerConfig:
     max_connections: int
     request_timeout_ms: int
     keep_alive_timeout_ms: int
+    send_timeout_ms: int
     max_request_body_size: int
     enable_http1: bool
     enable_http2: bool
@@ -150,7 +152,12 @@ class UnifiedServerConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or not 0 <= value <= 65535):
                 raise ConfigError(f"{name} must be a port number (0-65535), got {value!r}")
-        for name in ("max_connections", "request_timeout_ms", "keep_alive_timeout_ms"):
+        for name in (
+            "max_connections",
+            "request_timeout_ms",
+            "keep_alive_timeout_ms",
+            "send_timeout_ms",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer")
         if self.max_request_body_size < 0:

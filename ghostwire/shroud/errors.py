@@ -8,6 +8,8 @@ tags ``ConnectionFailed``, ``HandshakeFailed``, ...) become classes here, so
 
 from __future__ import annotations
 
+import trio
+
 from ..errors import GhostwireError
 
 
@@ -65,6 +67,12 @@ class NetworkError(TransportError):
     """Any other I/O failure."""
 
 
+class SendTimeout(NetworkError, trio.BrokenResourceError, TimeoutError):
+    """A write to an HTTP/1.1 (or WebSocket) client made no progress for
+    ``send_timeout_ms``: the client stopped reading. Its connection is closed
+    (a ``trio.BrokenResourceError``: the connection is gone)."""
+
+
 class ProxyError(TransportError):
     """The reverse proxy failed (kept for the original's error set)."""
 
@@ -92,6 +100,7 @@ __all__ = [
     "InvalidJson",
     "NetworkError",
     "ProxyError",
+    "SendTimeout",
     "ShroudError",
     "StreamError",
     "TransportError",

@@ -4,6 +4,8 @@ Each connection is a task; requests on it are handled one after another
 (keep-alive, ``Content-Length`` and chunked bodies as h11 parses them).
 Limits: ``keep_alive_timeout_ms`` of idleness between requests,
 ``request_timeout_ms`` to receive a whole request (else 408),
+``send_timeout_ms`` for a write to make progress (a client that stops reading
+is disconnected: :mod:`.sending`),
 ``max_request_body_size`` (else 413), ``max_connections`` at once (more get
 503). Every response carries ``Alt-Svc`` naming the HTTP/3 port when HTTP/3
 is served. A request asking for ``Upgrade: websocket`` on a WebSocket route
@@ -24,6 +26,7 @@ import trio
 from .config import ServerProtocol
 from .errors import HttpError
 from .message import TEXT, Headers, UnifiedRequest, UnifiedResponse
+from .sending import SendTimeoutStream
 from .websocket import WebSocket, accept_headers, handshake_error, is_upgrade_request, run_handler
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te"}
 class Http1Options:
     keep_alive_timeout: float
     request_timeout: float
+    send_timeout: float
     max_body: int
     max_connections: int
     alt_svc: Callable[[], str | None]
@@ -57,7 +61,11 @@ class _Reject(Exception):
 async def serve_connection(
     server: UnifiedServer, stream: trio.abc.Stream, options: Http1Options
 ) -> None:
-    """Serve one TCP (or TLS) connection until it closes; never raises."""
+    """Serve one TCP (or TLS) connection until it closes; never raises.
+
+    Every write on it is bounded by ``options.send_timeout``: a client that
+    stops reading gets its connection closed (:class:`SendTimeout`)."""
+    stream = SendTimeoutStream(stream, options.send_timeout)
     stats = server.stats_counter
     stats.http1_connection_opened()
     try:

@@ -55,6 +55,7 @@ async def start_listeners(
         return Http1Options(
             keep_alive_timeout=cfg.keep_alive_timeout_ms / 1000,
             request_timeout=cfg.request_timeout_ms / 1000,
+            send_timeout=cfg.send_timeout_ms / 1000,
             max_body=cfg.max_request_body_size,
             max_connections=cfg.max_connections,
             alt_svc=server.alt_svc,

@@ -105,6 +105,15 @@ class StreamStopped(StreamReset):
     """The peer asked us to stop sending (STOP_SENDING) with ``error_code``."""
 
 
+class StreamSendBroken(QuicError, trio.BrokenResourceError):
+    """A ``send_all`` on this stream was cut off (cancelled, or interrupted)
+    after part of its data was queued: the peer must not take what it got for
+    a whole message, so the send side can no longer be used. Later
+    ``send_all`` and ``send_eof`` raise this, and ``aclose`` resets the send
+    side (RESET_STREAM with ``Connection.handler_error_code``) instead of
+    sending a FIN after the partial data."""
+
+
 class StreamTooLarge(QuicError, ValueError):
     """``receive_all(max_bytes)``: the stream carries more than ``limit`` bytes.
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -94,7 +95,11 @@ class StreamServing:
         STOP_SENDING with ``handler_error_code``) and the others go on; any
         other exception from a handler resets its stream and is raised here,
         like ``serve_streams``.
+
+        ``max_bytes`` must be a positive int: anything else raises
+        ``TypeError`` (not an int) or ``ValueError`` (below 1) at once.
         """
+        max_bytes = _positive_size("max_bytes", max_bytes)
 
         async def answer(stream: QuicStream | QuicReceiveStream) -> None:
             if not isinstance(stream, QuicStream):
@@ -159,3 +164,16 @@ class StreamServing:
             return await stream.receive_all(max_bytes)  # parks: the schedule point
         finally:
             stream._close_now()
+
+
+def _positive_size(name: str, value: object) -> int:
+    """``value`` as an int of at least 1; TypeError or ValueError otherwise."""
+    if isinstance(value, bool):  # an int to operator.index, but surely a mistake
+        raise TypeError(f"{name} must be a positive int, not a bool")
+    try:
+        size = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, not {type(value).__name__}") from None
+    if size < 1:
+        raise ValueError(f"{name} must be a positive int (bytes), got {size}")
+    return size

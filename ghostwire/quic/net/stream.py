@@ -23,8 +23,12 @@ Errors: a peer reset makes ``receive_some`` (and ``receive_all``) raise :class:`
 :class:`StreamStopped` (a ``StreamReset``); a closed connection raises
 :class:`ConnectionClosed`; using a stream after ``aclose``, sending after
 ``send_eof`` or our own ``reset``, or receiving after our own
-``stop_sending``, raises :class:`trio.ClosedResourceError`. Nothing else
-escapes (the core's internal state errors are translated).
+``stop_sending``, raises :class:`trio.ClosedResourceError`. A ``send_all``
+cut off (cancelled) after part of its data was queued breaks the send side:
+later sends raise :class:`StreamSendBroken`, and closing the stream resets
+that side (RESET_STREAM with ``Connection.handler_error_code``) instead of
+sending a FIN, so the peer never takes a truncated message for a whole one.
+Nothing else escapes (the core's internal state errors are translated).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..stream_states import StreamStateError
-from .exceptions import StreamReset, StreamStopped, StreamTooLarge
+from .exceptions import StreamReset, StreamSendBroken, StreamStopped, StreamTooLarge
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -167,6 +171,10 @@ class _StreamBase:
 class _SendSide(_StreamBase):
     _eof_sent = False
     _reset_sent = False
+    # A send_all was cut off after queueing part of its data: no more sends,
+    # and closing resets instead of finishing (a FIN would pass the partial
+    # message off as whole).
+    _send_broken = False
 
     def _send_room(self) -> int:
         return self._conn._send_buffer_limit - self._core.stream_send_buffered(self._stream_id)
@@ -177,6 +185,11 @@ class _SendSide(_StreamBase):
             raise trio.ClosedResourceError("send_eof() was already called on this stream")
         if self._reset_sent:
             raise trio.ClosedResourceError("this stream was reset")
+        if self._send_broken:
+            raise StreamSendBroken(
+                f"a send_all on stream {self._stream_id} was cut off after part of its "
+                "data was sent: the stream can no longer send (close it: that resets it)"
+            )
         self._conn._raise_if_closed()
         code = self._stop_code
         if code is not None:
@@ -251,6 +264,8 @@ class _SendSide(_StreamBase):
         lacks room or the call would raise; the caller then uses send_all."""
         if self._sending or self._eof_sent or self._reset_sent or self._stop_code is not None:
             return False
+        if self._send_broken:
+            return False
         if type(data) is not bytes:  # send_all copies what the caller may change
             return False
         if self._closed or self._core.is_closed or len(data) > self._send_room():
@@ -263,18 +278,28 @@ class _SendSide(_StreamBase):
     async def _send_until_the_rest_fits(self, view: memoryview) -> tuple[bytes, bool]:
         """Write ``view`` as the send buffer makes room, parking while it is
         full, until what is left fits; return that (a copy: the caller may
-        reuse its buffer once ``send_all`` returns), and whether it parked."""
+        reuse its buffer once ``send_all`` returns), and whether it parked.
+
+        Cut off (cancelled, or raising) after writing part of it, it breaks
+        the send side (``_send_broken``)."""
         parked = False
-        while len(view) > (room := self._send_room()):
-            if room <= 0:
-                self._conn._flush()  # what is buffered must go out to be acknowledged
-                await self._park()
-                parked = True
-                self._check_send()
-                continue
-            self._write(bytes(view[:room]))
-            view = view[room:]
-            self._conn._flush_soon()
+        wrote = False
+        try:
+            while len(view) > (room := self._send_room()):
+                if room <= 0:
+                    self._conn._flush()  # what is buffered must go out to be acknowledged
+                    await self._park()
+                    parked = True
+                    self._check_send()
+                    continue
+                self._write(bytes(view[:room]))
+                wrote = True
+                view = view[room:]
+                self._conn._flush_soon()
+        except BaseException:
+            if wrote:
+                self._send_broken = True
+            raise
         return bytes(view), parked
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -296,7 +321,8 @@ class _SendSide(_StreamBase):
             self._sending = False
 
     async def send_eof(self) -> None:
-        """Finish the sending side (FIN). Idempotent."""
+        """Finish the sending side (FIN). Idempotent. Raises
+        :class:`StreamSendBroken` after a ``send_all`` was cut off."""
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         if self._eof_sent or self._reset_sent:
@@ -324,9 +350,14 @@ class _SendSide(_StreamBase):
         self._wake()
 
     def _close_send_side(self) -> bool:
-        """FIN unless finished or reset; True if it queued one."""
+        """FIN unless finished or reset (RESET_STREAM after a cut-off
+        ``send_all``); True if it queued one."""
         if self._eof_sent or self._reset_sent or self._core.is_closed:
             return False
+        if self._send_broken:
+            self._reset_sent = True
+            self._core.reset_stream(self._stream_id, self._conn.handler_error_code)
+            return True
         self._eof_sent = True
         try:
             self._core.send_stream_data(self._stream_id, b"", end_stream=True)
@@ -516,7 +547,8 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
     """A bidirectional QUIC stream."""
 
     async def aclose(self) -> None:
-        """Close both directions: FIN our side, STOP_SENDING theirs if unfinished.
+        """Close both directions: FIN our side (RESET_STREAM after a cut-off
+        ``send_all``), STOP_SENDING theirs if unfinished.
 
         After ``send_all(..., end_stream=True)`` and a read to the end (or
         ``receive_all``), there is nothing left to send: it only checkpoints."""
@@ -539,7 +571,8 @@ class QuicSendStream(_SendSide, trio.abc.SendStream):
     """A unidirectional stream we send on."""
 
     async def aclose(self) -> None:
-        """Close the stream: FIN unless it was finished or reset."""
+        """Close the stream: FIN unless it was finished or reset (RESET_STREAM
+        after a cut-off ``send_all``)."""
         wrote = not self._mark_closed() and self._close_send_side()
         await self._finish_close(wrote)
 
