@@ -217,3 +217,63 @@ async def test_http3_never_runs_an_unsafe_request_of_a_replayed_0rtt_flight(
         recorder, replies = await _early_get_and_post(config, release=False)
     assert recorder.ran == [("GET", "1")]  # the POST never ran
     assert replies == []
+
+
+# -- RPC: a method not marked idempotent waits for the handshake ---------------------
+
+
+async def test_rpc_runs_a_non_idempotent_0rtt_call_only_once_the_handshake_completes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """(The mock clock: the client's ``rpc.describe`` waits 5 s for its
+    held-back reply before the calls go, still in 0-RTT.)"""
+    from test_rpc_support import rpc_client_config, rpc_server_config
+
+    import ghostwire.rpc as rpc
+
+    ran: list[str] = []
+    read_ran = trio.Event()
+    wallet = rpc.Service("wallet")
+
+    @wallet.call(idempotent=True)
+    async def balance(ctx: rpc.Context) -> int:
+        ran.append("balance")
+        read_ran.set()
+        return 7
+
+    @wallet.call
+    async def transfer(ctx: rpc.Context, amount: int) -> int:
+        ran.append("transfer")
+        return amount
+
+    store = MemoryTicketStore()
+    config = rpc_client_config(session_tickets=store, early_data=True)
+    server = rpc.Server([wallet], config=rpc_server_config(early_data=True))
+    results: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            listener = await nursery.start(partial(server.serve, 0, host="127.0.0.1"))
+            async with rpc.connect(f"127.0.0.1:{listener.port}", config=config) as client:
+                for _ in range(10):  # the ticket follows the handshake, soon
+                    assert await client.call("wallet.balance") == 7
+                    if len(store):
+                        break
+            assert len(store)
+            ran.clear()
+            relay = HoldingRelay(listener.port)
+            relay_port = await nursery.start(relay.serve)
+            async with rpc.connect(f"127.0.0.1:{relay_port}", config=config) as client:
+
+                async def call(name: str, **kwargs: Any) -> None:
+                    results.append(await client.call(name, **kwargs))
+
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(call, "wallet.balance")
+                    calls.start_soon(partial(call, "wallet.transfer", amount=5))
+                    await read_ran.wait()
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert ran == ["balance"]  # the transfer waits: it may be a replay
+                    relay.release()
+            nursery.cancel_scope.cancel()
+    assert ran == ["balance", "transfer"]
+    assert sorted(results) == [5, 7]

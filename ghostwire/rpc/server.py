@@ -426,6 +426,10 @@ class Server:
                     stream.stop_sending(REFUSED_CODE)
                 await _send_reply(stream, _refusal_trailer(exc))
                 return
+            if not (builtin or method.options.idempotent) and stream.early_data:
+                # 0-RTT may be a replay (RFC 8446 §8); a replayed flight never
+                # completes the handshake (RFC 8470 §3), so this call runs once.
+                await state.conn.wait_handshake()
             timeout = header.timeout
             ctx = Context(
                 method.name,
