@@ -225,8 +225,8 @@ async def test_http3_never_runs_an_unsafe_request_of_a_replayed_0rtt_flight(
 async def test_rpc_runs_a_non_idempotent_0rtt_call_only_once_the_handshake_completes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """(The mock clock: the client's ``rpc.describe`` waits 5 s for its
-    held-back reply before the calls go, still in 0-RTT.)"""
+    """(The mock clock: were the calls to wait for the client's
+    ``rpc.describe``, whose reply is held back, the test would see it.)"""
     from test_rpc_support import rpc_client_config, rpc_server_config
 
     import ghostwire.rpc as rpc
@@ -262,6 +262,7 @@ async def test_rpc_runs_a_non_idempotent_0rtt_call_only_once_the_handshake_compl
             ran.clear()
             relay = HoldingRelay(listener.port)
             relay_port = await nursery.start(relay.serve)
+            connected_at = trio.current_time()
             async with rpc.connect(f"127.0.0.1:{relay_port}", config=config) as client:
 
                 async def call(name: str, **kwargs: Any) -> None:
@@ -271,6 +272,8 @@ async def test_rpc_runs_a_non_idempotent_0rtt_call_only_once_the_handshake_compl
                     calls.start_soon(call, "wallet.balance")
                     calls.start_soon(partial(call, "wallet.transfer", amount=5))
                     await read_ran.wait()
+                    # At once, in 0-RTT: not after rpc.describe's 5 s timeout.
+                    assert trio.current_time() - connected_at < 1.0
                     await trio.testing.wait_all_tasks_blocked()
                     assert ran == ["balance"]  # the transfer waits: it may be a replay
                     relay.release()

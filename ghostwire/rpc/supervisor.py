@@ -299,7 +299,11 @@ class EndpointSupervisor:
         rpc = self._rpc_factory(conn)
         self._ended = trio.Event()
         self._goaway = False
-        await self._describe(rpc)
+        # After a 0-RTT connect, calls go at once, in 0-RTT, beside the
+        # description (whose reply comes with the handshake's completion).
+        early = not conn.handshake_complete
+        if not early:
+            await self._describe(rpc)
         self.handle.breaker.reset()  # a new connection starts with a closed circuit
         if self._connected_before:
             self.metrics.reconnected()
@@ -315,6 +319,8 @@ class EndpointSupervisor:
                 self.handle.state.set(ConnectivityState.READY)
                 nursery.start_soon(self._watch_closed, conn)
                 nursery.start_soon(self._ping_while_busy, primary, self._silent)
+                if early:
+                    nursery.start_soon(self._describe, rpc)
                 if self.options.health_watch:
                     nursery.start_soon(self._watch_health, rpc)
                 await self._ended.wait()
