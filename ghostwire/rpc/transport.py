@@ -155,6 +155,16 @@ def send_nowait(stream: Any, data: bytes, *, end_stream: bool = False) -> bool:
     return True
 
 
+def close_now(stream: Any) -> None:
+    """Close ``stream`` without a schedule point, once both of its directions
+    ended (read to its FIN; our FIN queued or sent): there is nothing left to
+    send or stop, so ``aclose`` would only checkpoint. A stream that is not
+    QUIC's has no such call: nothing is done (the caller closes it)."""
+    close = getattr(stream, "_close_now", None)
+    if close is not None:
+        close()
+
+
 def send_room(stream: Any) -> int:
     """The bytes :func:`send_nowait` accepts on ``stream`` now (0 for a stream
     that is not QUIC's)."""

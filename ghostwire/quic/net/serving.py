@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 StreamHandler = Callable[[QuicStream | QuicReceiveStream], Awaitable[object]]
 RequestHandler = Callable[[bytes], Awaitable[bytes]]
+InlineHandler = Callable[[QuicStream | QuicReceiveStream], Callable[[], Awaitable[object]] | None]
+
+
+async def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 class StreamServing:
@@ -47,7 +52,9 @@ class StreamServing:
             self, bidirectional: bool
         ) -> tuple[QuicStream | QuicSendStream, bool]: ...
 
-    async def serve_streams(self, handler: StreamHandler) -> None:
+    async def serve_streams(
+        self, handler: StreamHandler, *, inline: InlineHandler | None = None
+    ) -> None:
         """Run ``handler(stream)`` in a task of its own for every stream the
         peer opens, until the connection closes and every handler returned.
 
@@ -58,6 +65,13 @@ class StreamServing:
         pass, so their replies share packets. The tasks run in a nursery of
         this call; a handler's exception cancels the others and is raised
         here. While it runs, ``accept_stream`` gets no streams.
+
+        With ``inline``, ``inline(stream)`` is called first, as the stream
+        opens and without a task (it must not block): it returns None when
+        it dealt with the stream itself (a request already here whole,
+        answered at once), else the async function, taking no arguments,
+        that the stream's task runs instead of ``handler(stream)``. An
+        exception it raises is raised here, as a handler's would be.
         """
         from .api import unwrapping_nursery  # api imports the connection module
 
@@ -68,7 +82,17 @@ class StreamServing:
             def start(stream: QuicStream | QuicReceiveStream) -> None:
                 nursery.start_soon(handler, stream)
 
-            self._stream_sink = start
+            def start_inline(stream: QuicStream | QuicReceiveStream) -> None:
+                assert inline is not None
+                try:
+                    task = inline(stream)
+                except BaseException as exc:  # raised in the nursery, as a task's would be
+                    nursery.start_soon(_reraise, exc)
+                    return
+                if task is not None:
+                    nursery.start_soon(task)
+
+            self._stream_sink = start if inline is None else start_inline
             try:
                 while self._incoming:  # arrived before this call
                     self._stream_sink(self._incoming.pop(0))  # type: ignore[arg-type]
