@@ -48,7 +48,7 @@ from .resilience import ServerMetrics, ServerSnapshot
 from .resilience.health import HealthStatus, health_service
 from .service import Method, MethodKind, Service
 from .status import RpcError, Status
-from .transport import FrameReader, close_now, send_nowait, send_room
+from .transport import FrameReader, close_ended, close_now, send_nowait, send_room
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -449,8 +449,11 @@ class Server:
     ) -> Callable[[], Awaitable[None]] | None:
         """Queue ``reply`` and the FIN, and close the stream, without a task
         (None) when the send buffer has room; else the task that sends it."""
-        if reply is None or send_nowait(stream, reply, end_stream=True):
+        if reply is None:  # the caller went away: finish and stop what is left
             close_now(stream)
+            return None
+        if send_nowait(stream, reply, end_stream=True):
+            close_ended(stream)
             return None
         return functools.partial(self._send_and_close, stream, reply)
 
@@ -525,7 +528,7 @@ class Server:
             if self._draining and self._changed:  # only shutdown() parks there
                 self._changed.unpark_all()
             if ended:  # nothing left to send or stop: no aclose (and its schedule point)
-                close_now(stream)
+                close_ended(stream)
             else:
                 await stream.aclose()
 
