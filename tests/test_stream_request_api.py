@@ -207,8 +207,10 @@ async def test_serve_streams_inline_hook_answers_hands_over_and_raises() -> None
         return answer
 
     async def conn_handler(conn: Connection) -> None:
-        try:
+        with pytest.raises(TypeError):  # a handler or inline=, one of them
             await conn.serve_streams(_echo, inline=inline)
+        try:
+            await conn.serve_streams(inline=inline)
         except BaseException as exc:
             seen.append(exc)
             raise

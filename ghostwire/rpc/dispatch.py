@@ -28,7 +28,11 @@ Each of ``unary`` / ``events`` / ``stream``:
 
 A call whose handler has no schedule point (:mod:`.suspension`), no deadline
 and no ``ctx.cancel`` before it starts runs without the cancel scope: it
-runs to its end in one step, where nothing could cancel it anyway.
+runs to its end in one step, where nothing could cancel it anyway. A
+transport may run such a call without a task at all, with
+``dispatcher.unary_now`` (the same binding, deadline and error mapping)
+when ``dispatcher.runs_inline(method)``: no interceptors or ``authorize``,
+which may wait.
 
 So they raise nothing but :class:`RpcError` (and ``trio.Cancelled`` when a
 scope *outside* the call is cancelled). The dispatcher keeps no per-call

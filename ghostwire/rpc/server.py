@@ -19,9 +19,12 @@ rate), and hands it to the :class:`~.dispatch.Dispatcher`; a hook on the stream
 cancels the handler at once if the caller resets the stream (no extra task). The
 reply (result, trailer and FIN) is one write. A request that arrived whole is
 read, and its reply queued, without a schedule point (see :mod:`.transport`):
-a call whose handler does not wait costs its task one step and the
-``aclose``. Nothing is queued here: QUIC's MAX_STREAMS bounds the calls in
-flight and flow control pushes back.
+a call whose handler may wait costs its task one step if it does not. A unary
+call whose request arrived whole and whose handler cannot wait
+(:meth:`.Dispatcher.runs_inline`) costs no task at all: it is read, run and
+answered as its stream opens (:meth:`Server._take_call`), with the same
+limits, metrics, deadline and error mapping. Nothing is queued here: QUIC's
+MAX_STREAMS bounds the calls in flight and flow control pushes back.
 """
 
 from __future__ import annotations
@@ -304,19 +307,12 @@ class Server:
 
     async def _serve_rpc_connection(self, conn: quic.Connection) -> None:
         with self.connection_state(conn) as state:
-
-            async def serve_call(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
-                if isinstance(stream, quic.QuicStream):
-                    await self._serve_call(state, stream)
-                else:  # the protocol has no unidirectional streams
-                    await stream.aclose()
-
             # A call whose request is here whole and whose handler cannot
             # wait is answered as its stream opens (no task); any other gets a
             # task, started as its first frame is processed (no acceptor task
             # woken per call).
             take = functools.partial(self._take_call, state)
-            await conn.serve_streams(serve_call, inline=take)
+            await conn.serve_streams(inline=take)
 
     # -- the hooks every transport uses (the QUIC protocol here, HTTP/3 too) -----
 

@@ -53,7 +53,7 @@ class StreamServing:
         ) -> tuple[QuicStream | QuicSendStream, bool]: ...
 
     async def serve_streams(
-        self, handler: StreamHandler, *, inline: InlineHandler | None = None
+        self, handler: StreamHandler | None = None, *, inline: InlineHandler | None = None
     ) -> None:
         """Run ``handler(stream)`` in a task of its own for every stream the
         peer opens, until the connection closes and every handler returned.
@@ -66,20 +66,23 @@ class StreamServing:
         this call; a handler's exception cancels the others and is raised
         here. While it runs, ``accept_stream`` gets no streams.
 
-        With ``inline``, ``inline(stream)`` is called first, as the stream
-        opens and without a task (it must not block): it returns None when
-        it dealt with the stream itself (a request already here whole,
-        answered at once), else the async function, taking no arguments,
-        that the stream's task runs instead of ``handler(stream)``. An
-        exception it raises is raised here, as a handler's would be.
+        Give ``inline`` instead of ``handler`` to decide per stream, as it
+        opens and without a task: ``inline(stream)`` (which must not block)
+        returns None when it dealt with the stream itself (a request already
+        here whole, answered at once), else the async function, taking no
+        arguments, that the stream's task runs. An exception it raises is
+        raised here, as a handler's would be.
         """
         from .api import unwrapping_nursery  # api imports the connection module
 
+        if (handler is None) == (inline is None):
+            raise TypeError("serve_streams takes a handler or inline=, one of them")
         if self._stream_sink is not None:
             raise trio.BusyResourceError("serve_streams is already running on this connection")
         async with unwrapping_nursery() as nursery:
 
             def start(stream: QuicStream | QuicReceiveStream) -> None:
+                assert handler is not None
                 nursery.start_soon(handler, stream)
 
             def start_inline(stream: QuicStream | QuicReceiveStream) -> None:
