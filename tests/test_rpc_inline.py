@@ -21,6 +21,7 @@ import ghostwire.rpc as rpc
 from ghostwire.rpc.context import Context
 from ghostwire.rpc.dispatch import INTERNAL_MESSAGE, Dispatcher
 from ghostwire.rpc.status import RpcError, Status
+from ghostwire.rpc.transport import FrameReader
 
 svc = rpc.Service("inl")
 
@@ -245,3 +246,26 @@ async def test_unary_now_matches_unary(caplog: pytest.LogCaptureFixture) -> None
             first, second = await both(args, kwargs)
             assert first == second
     assert dispatcher.statistics().calls_in_flight == 0
+
+
+async def test_a_stream_gone_before_it_is_read_ends_only_its_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transport error while a call is taken inline ends that call (its
+    stream is closed by a task, as a call's task would), not the connection."""
+    real = FrameReader.receive_whole_nowait
+    failures = [trio.BrokenResourceError("gone")]
+
+    def fail_once(reader: FrameReader) -> bool:
+        if failures:
+            raise failures.pop()
+        return real(reader)
+
+    async with connected([svc]) as (_, client):
+        await client.call("inl.now", b"warm-up")
+        monkeypatch.setattr(FrameReader, "receive_whole_nowait", fail_once)
+        with pytest.raises(rpc.RpcError) as info:  # the stream ended without a reply
+            await client.call("inl.now", b"lost")
+        assert info.value.status is Status.INTERNAL
+        assert await client.call("inl.now", b"next") == [b"next", 0]
+    assert not failures

@@ -421,6 +421,15 @@ class Server:
         (returned), with what was read and parsed so far."""
         if not isinstance(stream, quic.QuicStream):  # the protocol has no unidirectional streams
             return stream.aclose
+        try:
+            return self._take_whole_call(state, stream)
+        except _GONE as exc:  # as in a call's task (the handler's errors are mapped)
+            log.debug("call on %r ended early: %s", state.conn, exc)
+            return stream.aclose
+
+    def _take_whole_call(
+        self, state: ConnectionState, stream: quic.QuicStream
+    ) -> Callable[[], Awaitable[None]] | None:
         reader = FrameReader(stream, self.limits.max_message_size)
         if not reader.receive_whole_nowait():
             return functools.partial(self._serve_call, state, stream, reader)
