@@ -7,6 +7,7 @@ statuses, interceptor calls, deadlines and metrics."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from ghostwire.rpc.status import RpcError, Status
 from ghostwire.rpc.transport import FrameReader
 
 svc = rpc.Service("inl")
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
 class _Unencodable:
@@ -39,6 +41,10 @@ def _outcome(
         raise ValueError("a bug the caller must not see")
     if fail == "unencodable":
         return _Unencodable()
+    if fail == "contextvar":  # what an earlier call set must not show
+        seen = request_id.get()
+        request_id.set(str(body))
+        return seen
     if fail == "deadline":  # the deadline, and the cancel scope's that carries it
         scope = trio.current_effective_deadline()
         return [ctx.deadline is not None, scope == (ctx.deadline or math.inf)]
@@ -168,6 +174,14 @@ async def test_deadlines_are_seen_alike() -> None:
         # The method's timeout= caps the caller's: both see the cap.
         assert await client.call("inl.capped_now") == [True, True]
         assert await client.call("inl.capped_task") == [True, True]
+
+
+async def test_context_variables_do_not_outlive_a_call() -> None:
+    async with connected([svc]) as (_, client):
+        for method in ("inl.now", "inl.task", "inl.now"):
+            assert await client.call(method, 1, fail="contextvar") == ""
+            assert await client.call(method, 2, fail="contextvar") == ""
+    assert request_id.get() == ""
 
 
 async def test_handlers_that_suspend_still_run_in_tasks() -> None:

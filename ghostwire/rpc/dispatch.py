@@ -49,6 +49,7 @@ the event buffers hold (to show memory stays bounded).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
@@ -315,9 +316,11 @@ def _capped_deadline(ctx: Context, method: Method) -> float | None:
 
 
 def _run_to_end(coroutine: Any) -> Any:
-    """Drive a handler's coroutine that cannot suspend to its end: its result."""
+    """Drive a handler's coroutine that cannot suspend to its end: its result.
+    It runs in a copy of the current context, as a task would: context
+    variables it sets do not outlive the call."""
     try:
-        coroutine.send(None)
+        contextvars.copy_context().run(coroutine.send, None)
     except StopIteration as done:
         return done.value
     coroutine.close()  # cannot happen for a handler runs_inline accepts
