@@ -22,6 +22,14 @@ async def echo(ctx: rpc.Context, body: bytes) -> bytes:
     return body
 
 
+@svc.call
+async def echo_or_wait(ctx: rpc.Context, body: bytes, wait: bool = False) -> bytes:
+    """May suspend (so it runs in a task), but does not unless asked."""
+    if wait:
+        await trio.lowlevel.checkpoint()
+    return body
+
+
 class _Steps(trio.abc.Instrument):
     """Counts the steps (resumptions) of the server's per-call tasks spawned
     while it is installed (a task begun before would show only its last steps)."""
@@ -38,23 +46,36 @@ class _Steps(trio.abc.Instrument):
             self.steps[task] += 1
 
 
-async def test_a_whole_request_costs_its_task_two_steps() -> None:
-    """Spawned, it reads the request, runs the handler and queues the reply
-    and FIN in its first step; ``aclose`` is the second (it was six: two
-    reads, send_all, send_eof, aclose)."""
+async def _count_call_tasks(method: str) -> _Steps:
+    """The steps of the server's call tasks for five calls to ``method``."""
     steps = _Steps()
     async with connected([svc]) as (_, client):
         # The first call waits for the connection and the client's rpc.describe,
         # whose server task (on a connection just made) is not counted.
-        assert await client.call("t.echo", b"warm-up") == b"warm-up"
+        assert await client.call(method, b"warm-up") == b"warm-up"
         trio.lowlevel.add_instrument(steps)
         try:
             for _ in range(5):
-                assert await client.call("t.echo", b"x" * 100) == b"x" * 100
+                assert await client.call(method, b"x" * 100) == b"x" * 100
         finally:
             trio.lowlevel.remove_instrument(steps)
+    return steps
+
+
+async def test_a_whole_request_costs_its_task_one_step() -> None:
+    """Spawned, it reads the request, runs the handler and queues the reply
+    and FIN in its first step, and closes the stream, both of whose
+    directions ended, without ``aclose`` (it was two steps with ``aclose``,
+    six before that: two reads, send_all, send_eof, aclose)."""
+    steps = await _count_call_tasks("t.echo_or_wait")
     assert len(steps.steps) == 5
-    assert set(steps.steps.values()) == {2}
+    assert set(steps.steps.values()) == {1}
+
+
+async def test_a_whole_request_to_a_handler_that_cannot_wait_costs_no_task() -> None:
+    """It is read, run and answered as its stream opens (Server._take_call)."""
+    steps = await _count_call_tasks("t.echo")
+    assert steps.steps == {}
 
 
 async def test_a_reply_larger_than_the_send_buffer_goes_through_send_all() -> None:

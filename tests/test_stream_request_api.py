@@ -184,6 +184,51 @@ async def test_serve_streams_raises_a_handlers_error_as_itself() -> None:
     assert len(seen) == 1 and isinstance(seen[0], KeyError)
 
 
+async def test_serve_streams_inline_hook_answers_hands_over_and_raises() -> None:
+    """``inline(stream)`` answers a stream itself (None), or names the task's
+    function; an error it raises is raised by ``serve_streams`` as itself."""
+    seen: list[Any] = []
+
+    def inline(stream: Any) -> Callable[[], Awaitable[None]] | None:
+        request = stream._receive_all_nowait(1000)
+        if request == b"boom":
+            raise KeyError("boom")
+        if request is not None and request.startswith(b"now"):
+            assert stream._finish_nowait(b"inline " + request)
+            stream._close_now()
+            return None
+        seen.append(request)
+
+        async def answer() -> None:  # with what inline read, if it was all here
+            data = request if request is not None else await stream.receive_all(1000)
+            await stream.send_all(b"task " + data, end_stream=True)
+            await stream.aclose()
+
+        return answer
+
+    async def conn_handler(conn: Connection) -> None:
+        with pytest.raises(TypeError):  # a handler or inline=, one of them
+            await conn.serve_streams(_echo, inline=inline)
+        try:
+            await conn.serve_streams(inline=inline)
+        except BaseException as exc:
+            seen.append(exc)
+            raise
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                assert await conn.request(b"now 1", 100) == b"inline now 1"
+                assert await conn.request(b"later", 100) == b"task later"
+                with pytest.raises(quic.ConnectionClosed):
+                    await conn.request(b"boom", 100)
+            nursery.cancel_scope.cancel()
+    assert len(seen) == 2 and isinstance(seen[1], KeyError)
+
+
 async def test_serve_streams_is_one_at_a_time_and_ends_with_the_connection() -> None:
     results: list[str] = []
     ended = trio.Event()

@@ -28,7 +28,11 @@ Each of ``unary`` / ``events`` / ``stream``:
 
 A call whose handler has no schedule point (:mod:`.suspension`), no deadline
 and no ``ctx.cancel`` before it starts runs without the cancel scope: it
-runs to its end in one step, where nothing could cancel it anyway.
+runs to its end in one step, where nothing could cancel it anyway. A
+transport may run such a call without a task at all, with
+``dispatcher.unary_now`` (the same binding, deadline and error mapping)
+when ``dispatcher.runs_inline(method)``: no interceptors or ``authorize``,
+which may wait.
 
 So they raise nothing but :class:`RpcError` (and ``trio.Cancelled`` when a
 scope *outside* the call is cancelled). The dispatcher keeps no per-call
@@ -45,6 +49,7 @@ the event buffers hold (to show memory stays bounded).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
@@ -93,6 +98,10 @@ class Dispatcher:
                     raise ValueError(f"{method.name} is defined twice")
                 self.methods[method.name] = method
         self.interceptors = tuple(interceptors)
+        # The unary methods unary_now may run, decided once (see runs_inline).
+        self._inline = frozenset(
+            name for name, method in self.methods.items() if self._may_run_inline(method)
+        )
         self._in_flight = 0
         self._buffers: set[EventBuffer] = set()
         self._peak = 0
@@ -112,6 +121,21 @@ class Dispatcher:
         return DispatchStats(
             self._in_flight, len(buffers), sum(len(b) for b in buffers), peak, dropped
         )
+
+    def _may_run_inline(self, method: Method) -> bool:
+        return (
+            method.kind is MethodKind.UNARY
+            and not method.may_suspend
+            and not self.interceptors
+            and method.options.authorize is None
+        )
+
+    def runs_inline(self, method: Method) -> bool:
+        """Whether :meth:`unary_now` may run a call to ``method``: a unary
+        handler that cannot reach a schedule point (:mod:`.suspension`), on a
+        dispatcher without interceptors, and without ``authorize`` (either
+        may wait). Decided once per method, when the dispatcher is made."""
+        return method.name in self._inline and self.methods.get(method.name) is method
 
     # -- the three kinds of call --------------------------------------------
 
@@ -143,6 +167,36 @@ class Dispatcher:
                 scope.cancel()
             with scope:
                 return await method.handler(ctx, **values)
+            ctx._scope = None
+            raise _ended(ctx, deadline)
+        except RpcError:
+            raise
+        except BaseExceptionGroup as group:
+            raise _from_group(ctx, group) from None
+        except Exception:
+            log.exception("%s failed", ctx.method)
+            raise RpcError(Status.INTERNAL, INTERNAL_MESSAGE) from None
+        finally:
+            self._in_flight -= 1
+
+    def unary_now(
+        self, ctx: Context, method: Method, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """:meth:`unary`, run to its end without a task or an ``await``, for a
+        method :meth:`runs_inline` accepts (the caller checks): the same
+        argument binding, deadline (the method's ``timeout=`` caps it, and a
+        call with one runs in a cancel scope with it, as in :meth:`unary`),
+        results and error mapping. Nothing can cancel such a handler, so it
+        sees what it would see in a task."""
+        self._in_flight += 1
+        try:
+            values = method.binder.bind(args, kwargs)
+            deadline = _capped_deadline(ctx, method)
+            if deadline is None:
+                return _run_to_end(method.handler(ctx, **values))
+            scope = ctx._scope = trio.CancelScope(deadline=deadline)
+            with scope:
+                return _run_to_end(method.handler(ctx, **values))
             ctx._scope = None
             raise _ended(ctx, deadline)
         except RpcError:
@@ -250,15 +304,33 @@ async def _unary_body(
     return await method.handler(ctx, **values)
 
 
-async def _within_deadline(
-    ctx: Context, method: Method, body: Callable[..., Awaitable[T]], *body_args: Any
-) -> T:
+def _capped_deadline(ctx: Context, method: Method) -> float | None:
+    """The call's deadline, capped by the method's ``timeout=`` (``ctx.deadline`` too)."""
     deadline = ctx.deadline
     cap = method.options.timeout
     if cap is not None:
         capped = trio.current_time() + cap
         if deadline is None or capped < deadline:
             deadline = ctx.deadline = capped
+    return deadline
+
+
+def _run_to_end(coroutine: Any) -> Any:
+    """Drive a handler's coroutine that cannot suspend to its end: its result.
+    It runs in a copy of the current context, as a task would: context
+    variables it sets do not outlive the call."""
+    try:
+        contextvars.copy_context().run(coroutine.send, None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()  # cannot happen for a handler runs_inline accepts
+    raise RuntimeError(f"{coroutine!r} suspended outside a task")
+
+
+async def _within_deadline(
+    ctx: Context, method: Method, body: Callable[..., Awaitable[T]], *body_args: Any
+) -> T:
+    deadline = _capped_deadline(ctx, method)
     scope = trio.CancelScope() if deadline is None else trio.CancelScope(deadline=deadline)
     ctx._scope = scope
     if ctx._cancel_status is not None:

@@ -19,9 +19,12 @@ rate), and hands it to the :class:`~.dispatch.Dispatcher`; a hook on the stream
 cancels the handler at once if the caller resets the stream (no extra task). The
 reply (result, trailer and FIN) is one write. A request that arrived whole is
 read, and its reply queued, without a schedule point (see :mod:`.transport`):
-a call whose handler does not wait costs its task one step and the
-``aclose``. Nothing is queued here: QUIC's MAX_STREAMS bounds the calls in
-flight and flow control pushes back.
+a call whose handler may wait costs its task one step if it does not. A unary
+call whose request arrived whole and whose handler cannot wait
+(:meth:`.Dispatcher.runs_inline`) costs no task at all: it is read, run and
+answered as its stream opens (:meth:`Server._take_call`), with the same
+limits, metrics, deadline and error mapping. Nothing is queued here: QUIC's
+MAX_STREAMS bounds the calls in flight and flow control pushes back.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from .resilience import ServerMetrics, ServerSnapshot
 from .resilience.health import HealthStatus, health_service
 from .service import Method, MethodKind, Service
 from .status import RpcError, Status
-from .transport import FrameReader, send_nowait, send_room
+from .transport import FrameReader, close_ended, close_now, send_nowait, send_room
 from .wire import (
     ALPN,
     DEADLINE_CODE,
@@ -63,7 +66,7 @@ from .wire import (
     encode_reply,
     encode_trailer,
     parse_arguments,
-    parse_header,
+    parse_header_cached,
 )
 
 log = logging.getLogger("ghostwire.rpc")
@@ -304,16 +307,12 @@ class Server:
 
     async def _serve_rpc_connection(self, conn: quic.Connection) -> None:
         with self.connection_state(conn) as state:
-
-            async def serve_call(stream: quic.QuicStream | quic.QuicReceiveStream) -> None:
-                if isinstance(stream, quic.QuicStream):
-                    await self._serve_call(state, stream)
-                else:  # the protocol has no unidirectional streams
-                    await stream.aclose()
-
-            # A task per call, started as its first frame is processed (no
-            # acceptor task woken per call).
-            await conn.serve_streams(serve_call)
+            # A call whose request is here whole and whose handler cannot
+            # wait is answered as its stream opens (no task); any other gets a
+            # task, started as its first frame is processed (no acceptor task
+            # woken per call).
+            take = functools.partial(self._take_call, state)
+            await conn.serve_streams(inline=take)
 
     # -- the hooks every transport uses (the QUIC protocol here, HTTP/3 too) -----
 
@@ -385,14 +384,11 @@ class Server:
         if whole:
             pair = reader.take_pair_now(HEADERS, MESSAGE)
             if pair is not None:  # a call or a subscription: headers and arguments
-                header = parse_header(pair[0])
-                method, builtin = self._method_for(state, header.method)
-                args, kwargs = parse_arguments(pair[1])
-                return header, method, args, kwargs, builtin
+                return self._parse_request(state, pair)
         frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
         if frame is None or frame[0] != HEADERS:
             raise FramingError("a request starts with a HEADERS frame")
-        header = parse_header(frame[1])
+        header = parse_header_cached(frame[1])
         method, builtin = self._method_for(state, header.method)
         frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
         if frame is None or frame[0] != MESSAGE:
@@ -415,41 +411,137 @@ class Server:
             self.admit(state)
         return self.dispatcher.methods.get(name) or self.dispatcher.resolve(name), False
 
-    async def _serve_call(self, state: ConnectionState, stream: quic.QuicStream) -> None:
+    def _take_call(
+        self, state: ConnectionState, stream: quic.QuicStream | quic.QuicReceiveStream
+    ) -> Callable[[], Awaitable[None]] | None:
+        """``serve_streams``' inline hook, as ``stream`` opens: a call whose
+        request is here whole (headers, arguments and FIN) and whose handler
+        cannot wait (:meth:`.Dispatcher.runs_inline`) is read, run and
+        answered now, without a task (None). Any other call gets its task
+        (returned), with what was read and parsed so far."""
+        if not isinstance(stream, quic.QuicStream):  # the protocol has no unidirectional streams
+            return stream.aclose
+        try:
+            return self._take_whole_call(state, stream)
+        except _GONE as exc:  # as in a call's task (the handler's errors are mapped)
+            log.debug("call on %r ended early: %s", state.conn, exc)
+            return stream.aclose
+
+    def _take_whole_call(
+        self, state: ConnectionState, stream: quic.QuicStream
+    ) -> Callable[[], Awaitable[None]] | None:
         reader = FrameReader(stream, self.limits.max_message_size)
+        if not reader.receive_whole_nowait():
+            return functools.partial(self._serve_call, state, stream, reader)
+        pair = reader.take_pair_now(HEADERS, MESSAGE)
+        if pair is None:  # not a plain call: the task reads it frame by frame
+            return functools.partial(self._serve_call, state, stream, reader)
+        try:
+            request = self._parse_request(state, pair)
+        except RpcError as exc:
+            return self._answer_now(stream, _refusal_trailer(exc))
+        header, method, args, kwargs, builtin = request
+        dispatcher = self._builtin if builtin else self.dispatcher
+        if (
+            header.kind != KIND_CALL
+            or not dispatcher.runs_inline(method)
+            or _may_be_replayed(stream, method, builtin)  # waits for the handshake
+        ):
+            return functools.partial(self._serve_call, state, stream, reader, request)
+        ctx = self._context(state, header, method)
+        return self._answer_now(
+            stream, self._run_now(state, ctx, dispatcher, method, args, kwargs, builtin)
+        )
+
+    def _answer_now(
+        self, stream: quic.QuicStream, reply: bytes | None
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Queue ``reply`` and the FIN, and close the stream, without a task
+        (None) when the send buffer has room; else the task that sends it."""
+        if reply is None:  # the caller went away: finish and stop what is left
+            close_now(stream)
+            return None
+        if send_nowait(stream, reply, end_stream=True):
+            close_ended(stream)
+            return None
+        return functools.partial(self._send_and_close, stream, reply)
+
+    async def _send_and_close(self, stream: quic.QuicStream, reply: bytes) -> None:
+        """The task of a reply the send buffer had no room for (counted as a
+        call's task: shutdown waits for it to write the reply)."""
         self._call_tasks += 1
         try:
+            await _send_reply(stream, reply)
+        except _GONE as exc:
+            log.debug("call on %r ended early: %s", stream.connection, exc)
+        finally:
+            self._call_tasks -= 1
+            if self._draining and self._changed:  # only shutdown() parks there
+                self._changed.unpark_all()
+            await stream.aclose()
+
+    def _parse_request(
+        self, state: ConnectionState, pair: tuple[bytes, bytes]
+    ) -> tuple[RequestHeader, Method, list[Any], dict[str, Any], bool]:
+        """A whole request's header, method (admitted) and arguments."""
+        header = parse_header_cached(pair[0])
+        method, builtin = self._method_for(state, header.method)
+        args, kwargs = parse_arguments(pair[1])
+        return header, method, args, kwargs, builtin
+
+    @staticmethod
+    def _context(state: ConnectionState, header: RequestHeader, method: Method) -> Context:
+        timeout = header.timeout
+        return Context(
+            method.name,
+            deadline=None if timeout is None else trio.current_time() + timeout,
+            metadata=header.metadata,
+            peer=state.peer,
+            resume_after=header.after,
+        )
+
+    async def _serve_call(
+        self,
+        state: ConnectionState,
+        stream: quic.QuicStream,
+        reader: FrameReader | None = None,
+        request: tuple[RequestHeader, Method, list[Any], dict[str, Any], bool] | None = None,
+    ) -> None:
+        """A call in a task of its own: ``reader`` holds what
+        :meth:`_take_call` read, ``request`` what it parsed, if anything."""
+        if reader is None:
+            reader = FrameReader(stream, self.limits.max_message_size)
+        self._call_tasks += 1
+        ended = False  # both directions: the request read to its FIN, the reply's FIN queued
+        try:
             try:
-                header, method, args, kwargs, builtin = await self._read_request(state, reader)
+                if request is None:
+                    request = await self._read_request(state, reader)
             except RpcError as exc:
                 if not reader.at_eof:
                     stream.stop_sending(REFUSED_CODE)
                 await _send_reply(stream, _refusal_trailer(exc))
                 return
-            if not (builtin or method.options.idempotent) and stream.early_data:
-                # 0-RTT may be a replay (RFC 8446 §8); a replayed flight never
-                # completes the handshake (RFC 8470 §3), so this call runs once.
+            header, method, args, kwargs, builtin = request
+            if _may_be_replayed(stream, method, builtin):
                 await state.conn.wait_handshake()
-            timeout = header.timeout
-            ctx = Context(
-                method.name,
-                deadline=None if timeout is None else trio.current_time() + timeout,
-                metadata=header.metadata,
-                peer=state.peer,
-                resume_after=header.after,
-            )
+            ctx = self._context(state, header, method)
             reply = await self._run(state, ctx, header.kind, method, args, kwargs, reader, builtin)
             # The reply and FIN in one core write when the send buffer has room.
             if reply is not None and not send_nowait(stream, reply, end_stream=True):
                 await stream.send_all(reply)
                 await stream.send_eof()
+            ended = reply is not None and reader.at_eof
         except _GONE as exc:
             log.debug("call on %r ended early: %s", state.conn, exc)
         finally:
             self._call_tasks -= 1
             if self._draining and self._changed:  # only shutdown() parks there
                 self._changed.unpark_all()
-            await stream.aclose()
+            if ended:  # nothing left to send or stop: no aclose (and its schedule point)
+                close_ended(stream)
+            else:
+                await stream.aclose()
 
     async def _run(
         self,
@@ -506,6 +598,48 @@ class Server:
             return None  # the caller reset the stream: nobody to answer
         return reply
 
+    def _run_now(
+        self,
+        state: ConnectionState,
+        ctx: Context,
+        dispatcher: Dispatcher,
+        method: Method,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        builtin: bool,
+    ) -> bytes | None:
+        """:meth:`_run` for a unary call the dispatcher runs inline
+        (:meth:`.Dispatcher.unary_now`): the same bookkeeping, metrics and
+        reply, without a task. Nothing can reset the stream meanwhile, so no
+        abort hook is needed."""
+        calls = self._calls
+        calls.add(ctx)
+        counted = not builtin
+        state.calls += counted
+        status: int = Status.CANCELLED
+        record = self._metrics.call_started(method.name) if counted else None
+        started = trio.current_time()
+        try:
+            result = dispatcher.unary_now(ctx, method, args, kwargs)
+            try:
+                reply = encode_reply(result)
+            except RpcError:
+                reply = _unencodable(ctx, result)
+            status = Status.OK
+        except RpcError as exc:
+            reply = encode_trailer(exc)
+            status = exc.status
+        finally:
+            if record is not None:
+                self._metrics.call_ended(record, status, trio.current_time() - started)
+            state.calls -= counted
+            calls.discard(ctx)
+            if self._draining and self._changed:  # only shutdown() parks there
+                self._changed.unpark_all()
+        if ctx._cancel_status in _CALLER_GONE:
+            return None  # the handler cancelled its own call as the caller's going
+        return reply
+
 
 class _ServerBidiStream(BidiStream):
     """The handler's side: a caller that went away ends the call (CANCELLED)."""
@@ -525,6 +659,13 @@ class _ServerBidiStream(BidiStream):
             return await super().receive()
         except _GONE:
             await _caller_gone(self._ctx)
+
+
+def _may_be_replayed(stream: quic.QuicStream, method: Method, builtin: bool) -> bool:
+    """A call to a method not marked idempotent that came in 0-RTT, which may
+    be a replay (RFC 8446 §8): it waits for the handshake to complete, which a
+    replayed flight never does (RFC 8470 §3), so it runs once."""
+    return not (builtin or method.options.idempotent) and stream.early_data
 
 
 async def _caller_gone(ctx: Context) -> Any:

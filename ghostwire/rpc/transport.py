@@ -155,6 +155,27 @@ def send_nowait(stream: Any, data: bytes, *, end_stream: bool = False) -> bool:
     return True
 
 
+def close_now(stream: Any) -> None:
+    """``stream.aclose()`` without its schedule point (for a caller that
+    has just had one, or runs outside a task); a stream that is not QUIC's
+    has no such call: nothing is done (the caller closes it)."""
+    close = getattr(stream, "_close_now", None)
+    if close is not None:
+        close()
+
+
+def close_ended(stream: Any) -> None:
+    """Close ``stream`` once both of its directions ended (read to its FIN
+    with :class:`FrameReader`, our FIN queued by :func:`send_nowait` or
+    sent): nothing is left to finish or stop, so no write and no schedule
+    point. A stream that is not QUIC's: as :func:`close_now`."""
+    close = getattr(stream, "_close_ended", None)
+    if close is not None:
+        close()
+    else:
+        close_now(stream)
+
+
 def send_room(stream: Any) -> int:
     """The bytes :func:`send_nowait` accepts on ``stream`` now (0 for a stream
     that is not QUIC's)."""

@@ -118,6 +118,28 @@ def parse_header(payload: bytes) -> RequestHeader:
     )
 
 
+HEADER_CACHE_SIZE: Final = 256
+_header_cache: dict[bytes, RequestHeader] = {}
+
+
+def parse_header_cached(payload: bytes) -> RequestHeader:
+    """:func:`parse_header`, with the headers of plain calls remembered: the
+    same payload gives the same parsed object. Only headers that are a
+    method and a kind are kept: no metadata or cursor (a handler could
+    change what it was given, and another call would see it), no timeout
+    (it differs from call to call). At most ``HEADER_CACHE_SIZE``; the
+    cache starts over when full."""
+    header = _header_cache.get(payload)
+    if header is not None:
+        return header
+    header = parse_header(payload)
+    if header.timeout is None and header.metadata is None and not header.has_after:
+        if len(_header_cache) >= HEADER_CACHE_SIZE:
+            _header_cache.clear()
+        _header_cache[payload] = header
+    return header
+
+
 def parse_arguments(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     """A request's arguments MESSAGE: ``[positional, keywords]``."""
     value = decode(payload)
@@ -213,5 +235,6 @@ __all__ = [
     "encode_trailer",
     "parse_arguments",
     "parse_header",
+    "parse_header_cached",
     "parse_trailer",
 ]

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 StreamHandler = Callable[[QuicStream | QuicReceiveStream], Awaitable[object]]
 RequestHandler = Callable[[bytes], Awaitable[bytes]]
+InlineHandler = Callable[[QuicStream | QuicReceiveStream], Callable[[], Awaitable[object]] | None]
+
+
+async def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 class StreamServing:
@@ -48,7 +53,9 @@ class StreamServing:
             self, bidirectional: bool
         ) -> tuple[QuicStream | QuicSendStream, bool]: ...
 
-    async def serve_streams(self, handler: StreamHandler) -> None:
+    async def serve_streams(
+        self, handler: StreamHandler | None = None, *, inline: InlineHandler | None = None
+    ) -> None:
         """Run ``handler(stream)`` in a task of its own for every stream the
         peer opens, until the connection closes and every handler returned.
 
@@ -59,17 +66,37 @@ class StreamServing:
         pass, so their replies share packets. The tasks run in a nursery of
         this call; a handler's exception cancels the others and is raised
         here. While it runs, ``accept_stream`` gets no streams.
+
+        Give ``inline`` instead of ``handler`` to decide per stream, as it
+        opens and without a task: ``inline(stream)`` (which must not block)
+        returns None when it dealt with the stream itself (a request already
+        here whole, answered at once), else the async function, taking no
+        arguments, that the stream's task runs. An exception it raises is
+        raised here, as a handler's would be.
         """
         from .api import unwrapping_nursery  # api imports the connection module
 
+        if (handler is None) == (inline is None):
+            raise TypeError("serve_streams takes a handler or inline=, one of them")
         if self._stream_sink is not None:
             raise trio.BusyResourceError("serve_streams is already running on this connection")
         async with unwrapping_nursery() as nursery:
 
             def start(stream: QuicStream | QuicReceiveStream) -> None:
+                assert handler is not None
                 nursery.start_soon(handler, stream)
 
-            self._stream_sink = start
+            def start_inline(stream: QuicStream | QuicReceiveStream) -> None:
+                assert inline is not None
+                try:
+                    task = inline(stream)
+                except BaseException as exc:  # raised in the nursery, as a task's would be
+                    nursery.start_soon(_reraise, exc)
+                    return
+                if task is not None:
+                    nursery.start_soon(task)
+
+            self._stream_sink = start if inline is None else start_inline
             try:
                 while self._incoming:  # arrived before this call
                     self._stream_sink(self._incoming.pop(0))  # type: ignore[arg-type]

@@ -563,6 +563,14 @@ class QuicStream(_SendSide, _ReceiveSide, trio.abc.HalfCloseableStream):
             wrote = self._close_receive_side() or wrote
         self._release(wrote)
 
+    def _close_ended(self) -> None:
+        """``_close_now`` for a stream whose two directions its user ended
+        through the core (read to its FIN, our FIN queued): nothing is left
+        to finish or stop, so nothing is written or looked up."""
+        if not self._mark_closed():
+            self._eof_sent = self._eof_read = True
+            self._release(False)
+
     def __repr__(self) -> str:
         return f"<QuicStream {self._stream_id}>"
 
