@@ -171,11 +171,8 @@ class Dispatcher:
             raise _ended(ctx, deadline)
         except RpcError:
             raise
-        except BaseExceptionGroup as group:
-            raise _from_group(ctx, group) from None
-        except Exception:
-            log.exception("%s failed", ctx.method)
-            raise RpcError(Status.INTERNAL, INTERNAL_MESSAGE) from None
+        except (Exception, BaseExceptionGroup) as exc:
+            raise _failure(ctx, exc) from None
         finally:
             self._in_flight -= 1
 
@@ -201,11 +198,8 @@ class Dispatcher:
             raise _ended(ctx, deadline)
         except RpcError:
             raise
-        except BaseExceptionGroup as group:
-            raise _from_group(ctx, group) from None
-        except Exception:
-            log.exception("%s failed", ctx.method)
-            raise RpcError(Status.INTERNAL, INTERNAL_MESSAGE) from None
+        except (Exception, BaseExceptionGroup) as exc:
+            raise _failure(ctx, exc) from None
         finally:
             self._in_flight -= 1
 
@@ -286,11 +280,8 @@ class Dispatcher:
             return await _within_deadline(ctx, method, body, *body_args)
         except RpcError:
             raise
-        except BaseExceptionGroup as group:
-            raise _from_group(ctx, group) from None
-        except Exception:
-            log.exception("%s failed", ctx.method)
-            raise RpcError(Status.INTERNAL, INTERNAL_MESSAGE) from None
+        except (Exception, BaseExceptionGroup) as exc:
+            raise _failure(ctx, exc) from None
         finally:
             self._in_flight -= 1
 
@@ -402,6 +393,16 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
+
+
+def _failure(ctx: Context, exc: BaseException) -> BaseException:
+    """What a handler's exception other than an RpcError means for the caller:
+    a group's as :func:`_from_group` says; anything else INTERNAL, logged here
+    with its traceback and never sent (the caller may not see internals)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return _from_group(ctx, exc)
+    log.error("%s failed", ctx.method, exc_info=exc)
+    return RpcError(Status.INTERNAL, INTERNAL_MESSAGE)
 
 
 def _from_group(ctx: Context, group: BaseExceptionGroup[BaseException]) -> BaseException:
