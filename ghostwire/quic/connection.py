@@ -242,7 +242,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self.local_params = local_transport_parameters(self)
         hooks = (None, None) if self.is_client else (self._choose_version, self._early_data_ok)
         self.tls = TlsHandshake(
-            build_tls_settings(config, server_name, keylog, *hooks), self.local_params_bytes
+            build_tls_settings(config, server_name, keylog, *hooks),
+            # A server's are encoded by _choose_version, once the version is chosen.
+            self.local_params_bytes if self.is_client else b"",
         )
 
         self._init_timers(now)

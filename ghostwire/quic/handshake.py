@@ -66,6 +66,12 @@ _REMEMBERED_LIMITS = (
     "initial_max_streams_uni",
 )
 
+# Server: the client's transport parameters as _choose_version decoded them, for
+# _apply_peer_params right after (same ClientHello, same bytes object), so they
+# are decoded once per handshake without a per-connection field. One entry,
+# keyed by the identity of the (held) bytes: another connection's can only miss.
+_decoded_client_params: tuple[bytes, TransportParameters] | None = None
+
 
 class HandshakeMixin:
     """The handshake, for :class:`~ghostwire.quic.connection.QuicConnection`."""
@@ -343,7 +349,10 @@ class HandshakeMixin:
     def _choose_version(self, client_params: bytes) -> bytes:
         """Server: pick the version once the ClientHello is in (RFC 9368 §2.3);
         our transport parameters, naming it, go in EncryptedExtensions."""
+        global _decoded_client_params
         params = decode_transport_parameters(client_params, from_server=False)
+        # _apply_peer_params takes these once TLS has the whole first flight.
+        _decoded_client_params = (client_params, params)
         version = server_choose_version(self.original_version, self.config.versions, params)
         if version != self.version:
             self.version = version
@@ -352,7 +361,13 @@ class HandshakeMixin:
         return self.local_params_bytes
 
     def _apply_peer_params(self, raw: bytes) -> None:
-        params = decode_transport_parameters(raw, from_server=self.is_client)
+        global _decoded_client_params
+        decoded = _decoded_client_params
+        if decoded is not None and decoded[0] is raw and not self.is_client:
+            _decoded_client_params = None
+            params = decoded[1]
+        else:
+            params = decode_transport_parameters(raw, from_server=self.is_client)
         if self.is_client and self.tls.early_data_accepted:
             self._check_limits_kept(params)
         validate_peer_cids(cast("QuicConnection", self), params)  # the mixin is one
