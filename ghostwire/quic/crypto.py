@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -42,6 +42,25 @@ from .buffer import Bytes
 from .errors import PacketDropped
 from .suites import CipherSuite, hkdf_expand_label, hkdf_extract
 from .suites import hmac_digest as _hmac_digest
+
+try:
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # pragma: no cover - a Python without OpenSSL's hashlib
+    from hmac import new as _hmac_new  # type: ignore[assignment]
+
+try:
+    # What Cipher(...).encryptor() ends in, without its checks (~1.2 us of ~5
+    # per context; a handshake builds six): the algorithm and mode are ours.
+    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+    _create_encryption_ctx = _rust_openssl.ciphers.create_encryption_ctx
+except (ImportError, AttributeError):  # pragma: no cover - another cryptography
+
+    def _create_encryption_ctx(algorithm: algorithms.AES, mode: modes.ECB) -> Any:
+        return Cipher(algorithm, mode).encryptor()
+
+
+_ECB: Final = modes.ECB()
 
 # Same values as ghostwire.quic.packet's constants (kept local: no import cycle).
 _QUIC_V1: Final = 0x00000001
@@ -148,7 +167,7 @@ class _MaskFunction(Protocol):
 def _aes_mask_function(hp_key: bytes) -> _MaskFunction:
     """RFC 9001 §5.4.3: mask = AES-ECB(hp_key, sample). One ECB context, reused:
     ECB keeps no state between whole blocks and every sample is one block."""
-    update = Cipher(algorithms.AES(hp_key), modes.ECB()).encryptor().update
+    update = _create_encryption_ctx(algorithms.AES(hp_key), _ECB).update
 
     def mask(sample: Bytes) -> bytes:
         return update(sample)[:5]
@@ -267,15 +286,32 @@ class PacketKeys:
     ) -> None:
         """Internal: use :meth:`from_secret`. ``mask_function`` is the (shared)
         header-protection function for ``hp_key``."""
+        self._set_keys(cipher_suite, secret, version, hp_key, mask_function, None)
+
+    def _set_keys(
+        self,
+        cipher_suite: CipherSuite,
+        secret: bytes,
+        version: int,
+        hp_key: bytes,
+        mask_function: _MaskFunction,
+        prk: Any,
+    ) -> None:
+        """``prk``: an HMAC object keyed with ``secret`` and nothing else (used up), or None."""
         labels = _labels(cipher_suite, version)
-        hash_name = labels.hash_name
         self.cipher_suite = cipher_suite
         self.secret = secret
         self.version = version
         self._labels = labels
-        # RFC 9001 §5.1: key and IV from HKDF-Expand-Label(secret, "quic key"/"quic iv").
-        self.key = _hmac_digest(secret, labels.key_info, hash_name)[: labels.key_length]
-        self.iv = _hmac_digest(secret, labels.iv_info, hash_name)[:_IV_LENGTH]
+        # RFC 9001 §5.1: key and IV from HKDF-Expand-Label(secret, "quic key"/"quic iv"),
+        # each one HMAC block; one keyed HMAC object copied per label.
+        if prk is None:
+            prk = _hmac_new(secret, digestmod=labels.hash_name)
+        key_hmac = prk.copy()
+        key_hmac.update(labels.key_info)
+        self.key = key_hmac.digest()[: labels.key_length]
+        prk.update(labels.iv_info)  # its last use
+        self.iv = prk.digest()[:_IV_LENGTH]
         self.hp_key = hp_key
         self._aead = _aead_for(cipher_suite, self.key)
         self._iv_int = int.from_bytes(self.iv, "big")
@@ -291,8 +327,15 @@ class PacketKeys:
             raise ValueError(
                 f"{cipher_suite.tls_name} secrets are {labels.hash_length} bytes, got {len(secret)}"
             )
-        hp_key = _hmac_digest(secret, labels.hp_info, labels.hash_name)[: labels.key_length]
-        return cls(cipher_suite, secret, version, hp_key, _mask_function(cipher_suite, hp_key))
+        prk = _hmac_new(secret, digestmod=labels.hash_name)
+        hp_hmac = prk.copy()
+        hp_hmac.update(labels.hp_info)
+        hp_key = hp_hmac.digest()[: labels.key_length]
+        keys = cls.__new__(cls)
+        keys._set_keys(
+            cipher_suite, secret, version, hp_key, _mask_function(cipher_suite, hp_key), prk
+        )
+        return keys
 
     def next_phase(self) -> PacketKeys:
         """The keys of the next key phase (RFC 9001 §6.1).
