@@ -31,6 +31,7 @@ with coalesced packets pass a ``memoryview`` slice of the datagram.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -40,24 +41,24 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .buffer import Bytes
 from .errors import PacketDropped
-from .suites import CipherSuite, hkdf_expand_label, hkdf_extract
+from .suites import CipherSuite
 from .suites import hmac_digest as _hmac_digest
+from .suites import hmac_new as _hmac_new
 
-try:
-    from _hashlib import hmac_new as _hmac_new
-except ImportError:  # pragma: no cover - a Python without OpenSSL's hashlib
-    from hmac import new as _hmac_new  # type: ignore[assignment]
 
+def _checked_encryption_ctx(algorithm: algorithms.AES, mode: modes.ECB) -> Any:
+    return Cipher(algorithm, mode).encryptor()
+
+
+# What Cipher(...).encryptor() ends in, without its checks (~1.2 us of ~5 per
+# context; a handshake builds six): the algorithm and mode are ours.
+_create_encryption_ctx: Callable[[algorithms.AES, modes.ECB], Any] = _checked_encryption_ctx
 try:
-    # What Cipher(...).encryptor() ends in, without its checks (~1.2 us of ~5
-    # per context; a handshake builds six): the algorithm and mode are ours.
     from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
 
     _create_encryption_ctx = _rust_openssl.ciphers.create_encryption_ctx
 except (ImportError, AttributeError):  # pragma: no cover - another cryptography
-
-    def _create_encryption_ctx(algorithm: algorithms.AES, mode: modes.ECB) -> Any:
-        return Cipher(algorithm, mode).encryptor()
+    pass
 
 
 _ECB: Final = modes.ECB()
@@ -151,10 +152,26 @@ def derive_initial_secrets(dcid: bytes, version: int) -> tuple[bytes, bytes]:
 
     Both use SHA-256 and AEAD_AES_128_GCM whatever suite TLS later picks.
     """
-    initial_secret = hkdf_extract("sha256", _params(version).initial_salt, dcid)
-    client = hkdf_expand_label("sha256", initial_secret, b"client in", b"", 32)
-    server = hkdf_expand_label("sha256", initial_secret, b"server in", b"", 32)
-    return client, server
+    # HKDF-Extract is HMAC keyed with the version's constant salt: that key is
+    # set up once (_SALTED) and copied; both labels share one keyed object.
+    salted = _SALTED.get(version)
+    if salted is None:
+        raise ValueError(f"no packet protection defined for QUIC version 0x{version:08x}")
+    extract = salted.copy()
+    extract.update(dcid)
+    prk = _hmac_new(extract.digest(), digestmod="sha256")
+    client = prk.copy()
+    client.update(_CLIENT_IN_INFO)
+    prk.update(_SERVER_IN_INFO)
+    return client.digest(), prk.digest()
+
+
+_SALTED: Final = {
+    version: _hmac_new(p.initial_salt, digestmod="sha256") for version, p in _VERSIONS.items()
+}
+# HkdfLabel(32, "tls13 client in" / "server in", "") || 0x01 (RFC 9001 §5.2).
+_CLIENT_IN_INFO: Final = b"\x00\x20\x0ftls13 client in\x00\x01"
+_SERVER_IN_INFO: Final = b"\x00\x20\x0ftls13 server in\x00\x01"
 
 
 # -- header protection -------------------------------------------------------
@@ -167,7 +184,7 @@ class _MaskFunction(Protocol):
 def _aes_mask_function(hp_key: bytes) -> _MaskFunction:
     """RFC 9001 §5.4.3: mask = AES-ECB(hp_key, sample). One ECB context, reused:
     ECB keeps no state between whole blocks and every sample is one block."""
-    update = _create_encryption_ctx(algorithms.AES(hp_key), _ECB).update
+    update: Callable[[Bytes], bytes] = _create_encryption_ctx(algorithms.AES(hp_key), _ECB).update
 
     def mask(sample: Bytes) -> bytes:
         return update(sample)[:5]

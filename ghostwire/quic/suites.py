@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from enum import IntEnum
+from typing import Any
 
 
 class CipherSuite(IntEnum):
@@ -46,6 +47,15 @@ try:
 
     hmac_digest = _hashlib.hmac_digest
 except ImportError:  # pragma: no cover - a Python without OpenSSL's hashlib
+    pass
+
+# A keyed HMAC object, ``hmac_new(key, msg, hash_name)``: where one key MACs
+# several messages, setting the key up once and copying the object per message
+# saves most of an HMAC (OpenSSL 3 fetches the digest and hashes the key pads).
+hmac_new: Callable[..., Any] = hmac.new
+try:
+    hmac_new = _hashlib.hmac_new
+except NameError:  # pragma: no cover - a Python without OpenSSL's hashlib
     pass
 
 _DIGEST_SIZES = {"sha256": 32, "sha384": 48}

@@ -34,12 +34,13 @@ import os
 import struct
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .suites import hkdf_expand, hkdf_extract, hmac_digest
+from .suites import hkdf_expand, hkdf_extract
+from .suites import hmac_new as _hmac_new
 
 Address = tuple[str, int] | tuple[str, int, int, int]
 
@@ -82,8 +83,23 @@ def stateless_reset_token(static_key: bytes, connection_id: bytes) -> bytes:
     """
     if len(static_key) < _MIN_KEY_SIZE:
         raise ValueError(f"the static key must be at least {_MIN_KEY_SIZE} bytes")
-    digest = hmac_digest(static_key, _RESET_LABEL + connection_id, "sha256")
+    if type(static_key) is not bytes:
+        static_key = bytes(static_key)  # a dict key
+    keyed = _RESET_KEYS.get(static_key)
+    if keyed is None:
+        # The key is the server's, the same for every token: set up once.
+        if len(_RESET_KEYS) >= _RESET_KEYS_MAX:
+            _RESET_KEYS.clear()
+        keyed = _RESET_KEYS[static_key] = _hmac_new(static_key, _RESET_LABEL, "sha256")
+    mac = keyed.copy()
+    mac.update(connection_id)
+    digest: bytes = mac.digest()
     return digest[:STATELESS_RESET_TOKEN_SIZE]
+
+
+# static key -> HMAC object keyed with it, fed _RESET_LABEL (copied per token).
+_RESET_KEYS: dict[bytes, Any] = {}
+_RESET_KEYS_MAX = 16
 
 
 def _address_bytes(address: Address) -> bytes:
