@@ -106,6 +106,23 @@ def hkdf_expand_label(
     return hkdf_expand(hash_name, secret, info, length)
 
 
+def derive_secrets(
+    hash_name: str, secret: bytes, labels: tuple[tuple[bytes, bytes], ...]
+) -> list[bytes]:
+    """Derive-Secret (RFC 8446 §7.1) of ``secret`` for each ``(label, context)``,
+    ``context`` being a transcript hash: one HMAC key setup, copied per label
+    (every output is one hash block)."""
+    length = _DIGEST_SIZES[hash_name]
+    prk = hmac_new(secret, None, hash_name)
+    out = []
+    for label, context in labels:
+        prefix = _LABEL_PREFIXES.get((label, length)) or _label_prefix(label, length)
+        mac = prk.copy()
+        mac.update(prefix + bytes((len(context),)) + context + b"\x01")
+        out.append(mac.digest())
+    return out
+
+
 class Epoch(IntEnum):
     """Encryption levels (RFC 9001 §4): the packet number spaces map onto them,
     with 0-RTT and 1-RTT sharing the application data space."""

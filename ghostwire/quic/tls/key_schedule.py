@@ -25,7 +25,7 @@ import hashlib
 from functools import lru_cache
 from typing import Any
 
-from ..suites import CipherSuite, hkdf_expand_label, hkdf_extract, hmac_digest
+from ..suites import CipherSuite, derive_secrets, hkdf_expand_label, hkdf_extract, hmac_digest
 from .messages import message_hash
 
 
@@ -141,9 +141,15 @@ class KeySchedule:
         else:
             derived = _derived_from_early(name)
         self._handshake_secret = hkdf_extract(name, derived, shared_secret)
-        client = _derive_secret(name, self._handshake_secret, b"c hs traffic", transcript_hash)
-        server = _derive_secret(name, self._handshake_secret, b"s hs traffic", transcript_hash)
-        master_salt = _derive_secret(name, self._handshake_secret, b"derived", _empty_hash(name))
+        client, server, master_salt = derive_secrets(
+            name,
+            self._handshake_secret,
+            (
+                (b"c hs traffic", transcript_hash),
+                (b"s hs traffic", transcript_hash),
+                (b"derived", _empty_hash(name)),
+            ),
+        )
         self._master_secret = hkdf_extract(name, master_salt, bytes(self._hash_length))
         return client, server
 
@@ -152,8 +158,11 @@ class KeySchedule:
         if not self._master_secret:
             raise RuntimeError("handshake secrets first")
         name = self._hash_name
-        client = _derive_secret(name, self._master_secret, b"c ap traffic", transcript_hash)
-        server = _derive_secret(name, self._master_secret, b"s ap traffic", transcript_hash)
+        client, server = derive_secrets(
+            name,
+            self._master_secret,
+            ((b"c ap traffic", transcript_hash), (b"s ap traffic", transcript_hash)),
+        )
         return client, server
 
     def resumption_master_secret(self, transcript_hash: bytes) -> bytes:
