@@ -187,11 +187,11 @@ def decode_cookie(data: bytes) -> bytes:
 
 
 def encode_alpn(protocols: Iterable[bytes]) -> bytes:
-    w = Writer()
-    with w.length_prefixed(2):
-        for name in protocols:
-            w.push_uint8_prefixed(name)
-    return bytes(w.buf)
+    # (push_uint8 raised ValueError for a name over 255 bytes; bytes() does too.)
+    body = b"".join([bytes((len(name),)) + name for name in protocols])
+    if len(body) >= 1 << 16:
+        raise ValueError(f"{len(body)} bytes do not fit a 2-byte length prefix")
+    return len(body).to_bytes(2, "big") + body
 
 
 def decode_alpn(data: bytes) -> list[bytes]:
