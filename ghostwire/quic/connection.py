@@ -241,11 +241,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
 
         self.local_params = local_transport_parameters(self)
         hooks = (None, None) if self.is_client else (self._choose_version, self._early_data_ok)
-        self.tls = TlsHandshake(
-            build_tls_settings(config, server_name, keylog, *hooks),
-            # A server's are encoded by _choose_version, once the version is chosen.
-            self.local_params_bytes if self.is_client else b"",
-        )
+        settings = build_tls_settings(config, server_name, keylog, *hooks)
+        # A server's transport parameters are encoded by _choose_version (hooks[0]).
+        self.tls = TlsHandshake(settings, b"" if hooks[0] else self.local_params_bytes)
 
         self._init_timers(now)
 
