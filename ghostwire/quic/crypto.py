@@ -45,22 +45,6 @@ from .suites import CipherSuite
 from .suites import hmac_digest as _hmac_digest
 from .suites import hmac_new as _hmac_new
 
-
-def _checked_encryption_ctx(algorithm: algorithms.AES, mode: modes.ECB) -> Any:
-    return Cipher(algorithm, mode).encryptor()
-
-
-# What Cipher(...).encryptor() ends in, without its checks (~1.2 us of ~5 per
-# context; a handshake builds six): the algorithm and mode are ours.
-_create_encryption_ctx: Callable[[algorithms.AES, modes.ECB], Any] = _checked_encryption_ctx
-try:
-    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
-
-    _create_encryption_ctx = _rust_openssl.ciphers.create_encryption_ctx
-except (ImportError, AttributeError):  # pragma: no cover - another cryptography
-    pass
-
-
 _ECB: Final = modes.ECB()
 
 # Same values as ghostwire.quic.packet's constants (kept local: no import cycle).
@@ -184,7 +168,7 @@ class _MaskFunction(Protocol):
 def _aes_mask_function(hp_key: bytes) -> _MaskFunction:
     """RFC 9001 §5.4.3: mask = AES-ECB(hp_key, sample). One ECB context, reused:
     ECB keeps no state between whole blocks and every sample is one block."""
-    update: Callable[[Bytes], bytes] = _create_encryption_ctx(algorithms.AES(hp_key), _ECB).update
+    update: Callable[[Bytes], bytes] = Cipher(algorithms.AES(hp_key), _ECB).encryptor().update
 
     def mask(sample: Bytes) -> bytes:
         return update(sample)[:5]
