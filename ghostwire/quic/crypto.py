@@ -31,7 +31,6 @@ with coalesced packets pass a ``memoryview`` slice of the datagram.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -162,18 +161,21 @@ _SERVER_IN_INFO: Final = b"\x00\x20\x0ftls13 server in\x00\x01"
 
 
 class _MaskFunction(Protocol):
+    """sample -> at least 5 bytes, of which the first 5 are the mask (RFC 9001 §5.4.1)."""
+
     def __call__(self, sample: Bytes, /) -> bytes: ...
 
 
 def _aes_mask_function(hp_key: bytes) -> _MaskFunction:
     """RFC 9001 §5.4.3: mask = AES-ECB(hp_key, sample). One ECB context, reused:
-    ECB keeps no state between whole blocks and every sample is one block."""
-    update: Callable[[Bytes], bytes] = Cipher(algorithms.AES(hp_key), _ECB).encryptor().update
+    ECB keeps no state between whole blocks and every sample is one block.
 
-    def mask(sample: Bytes) -> bytes:
-        return update(sample)[:5]
-
-    return mask
+    The mask is the context's bound ``update`` itself (no closure: a function,
+    its cell and tuple are ~240 bytes per direction). It returns the whole
+    16-byte block; the mask is its first 5 bytes, and the callers read only those.
+    """
+    update: _MaskFunction = Cipher(algorithms.AES(hp_key), _ECB).encryptor().update
+    return update
 
 
 def _chacha_mask_function(hp_key: bytes) -> _MaskFunction:
@@ -261,18 +263,17 @@ class PacketKeys:
 
     Build with :meth:`from_secret`; derive the next key phase with
     :meth:`next_phase`. ``key``, ``iv`` and ``hp_key`` are exposed for tests
-    and logging; the hot path uses the cipher objects built once here.
+    and logging, derived again when read (not kept: ~140 bytes per direction);
+    the hot path uses the cipher objects built once here.
     """
 
     __slots__ = (
         "_aead",
+        "_hp_secret",
         "_iv_int",
         "_labels",
         "_mask",
         "cipher_suite",
-        "hp_key",
-        "iv",
-        "key",
         "secret",
         "version",
     )
@@ -282,19 +283,20 @@ class PacketKeys:
         cipher_suite: CipherSuite,
         secret: bytes,
         version: int,
-        hp_key: bytes,
+        hp_secret: bytes,
         mask_function: _MaskFunction,
     ) -> None:
-        """Internal: use :meth:`from_secret`. ``mask_function`` is the (shared)
-        header-protection function for ``hp_key``."""
-        self._set_keys(cipher_suite, secret, version, hp_key, mask_function, None)
+        """Internal: use :meth:`from_secret`. ``hp_secret`` is the secret the
+        header-protection key came from (the first key phase's: RFC 9001 §6.1),
+        ``mask_function`` the (shared) header-protection function for it."""
+        self._set_keys(cipher_suite, secret, version, hp_secret, mask_function, None)
 
     def _set_keys(
         self,
         cipher_suite: CipherSuite,
         secret: bytes,
         version: int,
-        hp_key: bytes,
+        hp_secret: bytes,
         mask_function: _MaskFunction,
         prk: Any,
     ) -> None:
@@ -308,15 +310,34 @@ class PacketKeys:
         # each one HMAC block; one keyed HMAC object copied per label.
         if prk is None:
             prk = _hmac_new(secret, digestmod=labels.hash_name)
+        # Neither is kept (``key``, ``iv`` and ``hp_key`` derive them again
+        # when read: ~140 bytes per direction).
         key_hmac = prk.copy()
         key_hmac.update(labels.key_info)
-        self.key = key_hmac.digest()[: labels.key_length]
         prk.update(labels.iv_info)  # its last use
-        self.iv = prk.digest()[:_IV_LENGTH]
-        self.hp_key = hp_key
-        self._aead = _aead_for(cipher_suite, self.key)
-        self._iv_int = int.from_bytes(self.iv, "big")
+        self._hp_secret = hp_secret  # the same object as ``secret`` but after a key update
+        self._aead = _aead_for(cipher_suite, key_hmac.digest()[: labels.key_length])
+        self._iv_int = int.from_bytes(prk.digest()[:_IV_LENGTH], "big")
         self._mask = mask_function
+
+    @property
+    def key(self) -> bytes:
+        """The AEAD key: HKDF-Expand-Label(secret, "quic key") (RFC 9001 §5.1)."""
+        labels = self._labels
+        return _hmac_digest(self.secret, labels.key_info, labels.hash_name)[: labels.key_length]
+
+    @property
+    def iv(self) -> bytes:
+        """The IV: HKDF-Expand-Label(secret, "quic iv") (RFC 9001 §5.1)."""
+        labels = self._labels
+        return _hmac_digest(self.secret, labels.iv_info, labels.hash_name)[:_IV_LENGTH]
+
+    @property
+    def hp_key(self) -> bytes:
+        """The header-protection key: HKDF-Expand-Label(secret, "quic hp") of the
+        first key phase's secret (a key update keeps it, RFC 9001 §6.1)."""
+        labels = self._labels
+        return _hmac_digest(self._hp_secret, labels.hp_info, labels.hash_name)[: labels.key_length]
 
     @classmethod
     def from_secret(cls, cipher_suite: CipherSuite, secret: bytes, version: int) -> PacketKeys:
@@ -334,7 +355,7 @@ class PacketKeys:
         hp_key = hp_hmac.digest()[: labels.key_length]
         keys = cls.__new__(cls)
         keys._set_keys(
-            cipher_suite, secret, version, hp_key, _mask_function(cipher_suite, hp_key), prk
+            cipher_suite, secret, version, secret, _mask_function(cipher_suite, hp_key), prk
         )
         return keys
 
@@ -346,7 +367,7 @@ class PacketKeys:
         """
         labels = self._labels
         secret = _hmac_digest(self.secret, labels.ku_info, labels.hash_name)
-        return PacketKeys(self.cipher_suite, secret, self.version, self.hp_key, self._mask)
+        return PacketKeys(self.cipher_suite, secret, self.version, self._hp_secret, self._mask)
 
     def header_mask(self, sample: Bytes) -> bytes:
         """The 5-byte header-protection mask for a 16-byte ciphertext sample (RFC 9001 §5.4)."""
@@ -354,7 +375,7 @@ class PacketKeys:
             raise ValueError(
                 f"header protection samples are {SAMPLE_SIZE} bytes, got {len(sample)}"
             )
-        return self._mask(sample)
+        return self._mask(sample)[:5]
 
     def _nonce(self, pn: int) -> bytes:
         # RFC 9001 §5.3: the packet number, left-padded to the IV size, XOR the IV.
