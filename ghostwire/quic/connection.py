@@ -43,7 +43,7 @@ from .cid import LocalConnectionIds, PeerConnectionIds
 from .config import ClientConfig, ServerConfig
 from .congestion import create_congestion_controller
 from .crypto import DecryptionFailed, remove_header_protection
-from .crypto_stream import CryptoStream
+from .crypto_stream import RELEASED_CRYPTO_STREAM, CryptoStream
 from .errors import PacketDropped, QuicProtocolError, TransportErrorCode
 from .events import (
     CloseReason,
@@ -217,11 +217,12 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             random_bytes, original_dcid, client_scid, retry_scid, reset_token_for
         )
 
-        self.spaces = {space: PacketNumberSpace(space) for space in Space}
+        # Lists indexed by Space and Epoch (IntEnums from 0): a dict of three or
+        # four is 224 bytes, a list 80-88. No CRYPTO at 0-RTT (RFC 9001 §4.1.4):
+        # its slot holds the shared stand-in that takes nothing.
+        self.spaces = [PacketNumberSpace(space) for space in Space]
         self.key_phases = KeyPhases(config.aead_confidentiality_limit, config.aead_integrity_limit)
-        self.crypto = {
-            epoch: CryptoStream() for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE, Epoch.ONE_RTT)
-        }
+        self.crypto = [CryptoStream(), RELEASED_CRYPTO_STREAM, CryptoStream(), CryptoStream()]
         self._install_initial_keys()
 
         self.recovery = LossRecovery(

@@ -74,7 +74,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
     def __init__(self, conn: QuicConnection) -> None:
         self.conn = conn
         self.max_ack_delay = MAX_ACK_DELAY_MS / 1000.0
-        self._probes = {space: 0 for space in Space}
+        self._probes = [0, 0, 0]  # by Space
         self._early_resends = MAX_EARLY_HANDSHAKE_RESENDS
         self.ping_pending = False
         self.handshake_done_pending = False
@@ -400,7 +400,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
         return not (
             not conn.handshake_confirmed
             or conn.amplification_room() is not None
-            or any(self._probes.values())
+            or any(self._probes)
             or self._application_wants_data()
             or conn.spaces[Space.APPLICATION].ack_due(now)
         )

@@ -99,8 +99,8 @@ class HandshakeMixin:
         token: bytes
         local_cids: LocalConnectionIds
         peer_cids: PeerConnectionIds
-        spaces: dict[Space, PacketNumberSpace]
-        crypto: dict[Epoch, CryptoStream]
+        spaces: list[PacketNumberSpace]
+        crypto: list[CryptoStream]
         key_phases: KeyPhases
         recovery: LossRecovery
         streams: StreamSet

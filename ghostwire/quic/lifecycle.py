@@ -54,7 +54,7 @@ class LifecycleMixin:
         writer: FrameWriter
         path: PathManager
         streams: StreamSet
-        spaces: dict[Space, PacketNumberSpace]
+        spaces: list[PacketNumberSpace]
         peer_params: TransportParameters | None
         handshake_complete: bool
         zero_rtt_discard_deadline: float | None
@@ -104,7 +104,7 @@ class LifecycleMixin:
             self.path.deadline,
             self.zero_rtt_discard_deadline,
         ]
-        candidates.extend(space.ack_timer() for space in self.spaces.values())
+        candidates.extend(space.ack_timer() for space in self.spaces)
         return min((t for t in candidates if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:

@@ -38,7 +38,7 @@ class StreamWriter:
     conn: QuicConnection
     ping_pending: bool
     handshake_done_pending: bool
-    _probes: dict[Space, int]
+    _probes: list[int]  # by Space
     _path_responses: list[bytes]
     _pacer: Pacer
     _pacing_wait: float | None
@@ -53,7 +53,7 @@ class StreamWriter:
             size + _SHORT_DATAGRAM_ROOM <= conn.max_datagram_size
             and conn.handshake_confirmed
             and conn.amplification_room() is None
-            and not any(self._probes.values())
+            and not any(self._probes)
         )
 
     def _burst_allowed(self) -> bool:
