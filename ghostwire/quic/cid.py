@@ -93,8 +93,11 @@ class LocalConnectionIds:
         # Sequence numbers with a NEW_CONNECTION_ID pending (a tuple: the
         # shared empty one while nothing is, as on an idle connection).
         self._to_announce: tuple[int, ...] = ()
-        self.issued: list[bytes] = []  # new CIDs the endpoint must learn to route
-        self.retired: list[bytes] = []  # CIDs the endpoint must forget
+        # New CIDs the endpoint must learn to route, and CIDs it must forget:
+        # tuples, the shared empty one while none is waiting (an empty list
+        # is 56 bytes); the connection resets them to () once published.
+        self.issued: tuple[bytes, ...] = ()
+        self.retired: tuple[bytes, ...] = ()
 
     def _reset_token(self, cid: bytes) -> bytes:
         if self._reset_token_for is not None:
@@ -114,7 +117,7 @@ class LocalConnectionIds:
             self.active.append(entry)
             self._next_sequence += 1
             self._to_announce += (entry.sequence_number,)
-            self.issued.append(cid)
+            self.issued += (cid,)
 
     def has_pending_announcements(self) -> bool:
         return bool(self._to_announce)
@@ -154,7 +157,7 @@ class LocalConnectionIds:
                 FrameType.RETIRE_CONNECTION_ID,
             )
         self.active.remove(entry)
-        self.retired.append(entry.cid)
+        self.retired += (entry.cid,)
 
     def all_cids(self) -> list[bytes]:
         return [entry.cid for entry in self.active]

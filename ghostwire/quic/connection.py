@@ -647,12 +647,15 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self._publish_cid_changes()
 
     def _publish_cid_changes(self) -> None:
-        for cid in self.local_cids.issued:
-            self._events.append(ConnectionIdIssued(cid))
-        self.local_cids.issued.clear()
-        for cid in self.local_cids.retired:
-            self._events.append(ConnectionIdRetired(cid))
-        self.local_cids.retired.clear()
+        local = self.local_cids
+        if local.issued:
+            for cid in local.issued:
+                self._events.append(ConnectionIdIssued(cid))
+            local.issued = ()
+        if local.retired:
+            for cid in local.retired:
+                self._events.append(ConnectionIdRetired(cid))
+            local.retired = ()
 
     # ------------------------------------------------------------------
     # Sending
