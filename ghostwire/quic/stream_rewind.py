@@ -114,7 +114,7 @@ class StreamRewindMixin:
         _conn_blocked: dict[int, None]
         _control: dict[int, None]
         _peer_max_streams: list[int]
-        _streams_blocked: list[BlockedSignal]
+        _streams_blocked: list[BlockedSignal] | None
         _send_bidi_local: int
         _send_bidi_remote: int
         _send_uni: int
@@ -122,6 +122,7 @@ class StreamRewindMixin:
         send_credit: SendCredit
 
         def _is_local(self, stream_id: int) -> bool: ...
+        def _blocked_signals(self) -> list[BlockedSignal]: ...
 
         _recv_bidi_local: int
         _recv_bidi_remote: int
@@ -140,7 +141,7 @@ class StreamRewindMixin:
         self._send_bidi_local = self._send_bidi_remote = self._send_uni = 0
         self.send_credit = SendCredit(0)
         self._peer_max_streams = [0, 0]
-        self._streams_blocked = [BlockedSignal(), BlockedSignal()]
+        self._streams_blocked = None
         held = self._held_streams = {}
         for stream_id in sorted(self._streams):
             if not self._is_local(stream_id):
@@ -182,4 +183,4 @@ class StreamRewindMixin:
             self._send_queue[stream_id] = None
             self._control[stream_id] = None
         if waiting:
-            self._streams_blocked[uni].block(limit)  # RFC 9000 §4.6
+            self._blocked_signals()[uni].block(limit)  # RFC 9000 §4.6

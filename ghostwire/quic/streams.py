@@ -129,7 +129,9 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         # our MAX_STREAMS, per direction
         self._credit = (StreamCreditReturn(max_streams_bidi), StreamCreditReturn(max_streams_uni))
         self._peer_max_streams = [0, 0]  # the peer allows us
-        self._streams_blocked = [BlockedSignal(), BlockedSignal()]
+        # STREAMS_BLOCKED signals [bidi, uni], made when first blocked (two
+        # signals in a list are ~170 B; a connection under its limits never is).
+        self._streams_blocked: list[BlockedSignal] | None = None
         # initial receive windows (ours) and send limits (the peer's), RFC 9000 §18.2
         self._recv_bidi_local = max_stream_data_bidi_local
         self._recv_bidi_remote = max_stream_data_bidi_remote
@@ -202,6 +204,13 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
             if sender is not None and sender.on_max_stream_data(self._send_limit(stream_id)):
                 self._send_queue[stream_id] = None
 
+    def _blocked_signals(self) -> list[BlockedSignal]:
+        """The STREAMS_BLOCKED signals [bidi, uni], made on first use."""
+        signals = self._streams_blocked
+        if signals is None:
+            signals = self._streams_blocked = [BlockedSignal(), BlockedSignal()]
+        return signals
+
     def _is_local(self, stream_id: int) -> bool:
         return (stream_id & 1) == self._local_bit
 
@@ -242,7 +251,7 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         index = self._next_index[stream_type]
         limit = self._peer_max_streams[uni]
         if index >= limit:
-            self._streams_blocked[uni].block(limit)
+            self._blocked_signals()[uni].block(limit)
             raise StreamLimitReached(
                 f"peer allows {limit} {'bidirectional' if bidirectional else 'unidirectional'}"
                 " streams"
@@ -322,7 +331,8 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         uni = 0 if bidirectional else 1
         if maximum > self._peer_max_streams[uni]:
             self._peer_max_streams[uni] = maximum
-            self._streams_blocked[uni].unblock()
+            if self._streams_blocked is not None:
+                self._streams_blocked[uni].unblock()
             self._ev_available[uni] = True
             if self._held_streams:  # (only after a rejected 0-RTT)
                 self._release_held(uni)
@@ -390,10 +400,13 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         credit = self.send_credit
         if credit.used >= credit.limit and credit.pending_data_blocked() is not None:
             return True
+        signals = self._streams_blocked
+        if signals is None:
+            return False
         next_index, local = self._next_index, self._local_bit
         for uni in (0, 1):
             if next_index[local | (uni << 1)] >= self._peer_max_streams[uni]:
-                if self._streams_blocked[uni].pending() is not None:
+                if signals[uni].pending() is not None:
                     return True
         return False
 
@@ -502,7 +515,8 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
             if self._credit[uni].pending:
                 frame_type = FrameType.MAX_STREAMS_UNI if uni else FrameType.MAX_STREAMS_BIDI
                 out.append(ControlFrame(frame_type, None, self._credit[uni].limit))
-            limit = self._streams_blocked[uni].pending()
+            signals = self._streams_blocked
+            limit = signals[uni].pending() if signals is not None else None
             if limit is not None:
                 kind = FrameType.STREAMS_BLOCKED_UNI if uni else FrameType.STREAMS_BLOCKED_BIDI
                 out.append(ControlFrame(kind, None, limit))
@@ -551,7 +565,7 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         elif kind in (FrameType.MAX_STREAMS_BIDI, FrameType.MAX_STREAMS_UNI):
             self._credit[kind - FrameType.MAX_STREAMS_BIDI].on_sent(value)
         elif kind in (FrameType.STREAMS_BLOCKED_BIDI, FrameType.STREAMS_BLOCKED_UNI):
-            self._streams_blocked[kind - FrameType.STREAMS_BLOCKED_BIDI].on_sent()
+            self._blocked_signals()[kind - FrameType.STREAMS_BLOCKED_BIDI].on_sent()
         else:
             self._stream_control_sent(frame)
 
@@ -582,7 +596,7 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
             uni = kind - FrameType.STREAMS_BLOCKED_BIDI
             limit = self._peer_max_streams[uni]
             blocked = self._next_index[self._local_bit | (uni << 1)] >= limit
-            self._streams_blocked[uni].on_delivered(value, delivered, limit, blocked)
+            self._blocked_signals()[uni].on_delivered(value, delivered, limit, blocked)
         elif frame.stream_id is not None:
             self._stream_control_delivered(frame, frame.stream_id, delivered)
 
