@@ -32,7 +32,7 @@ def test_server_releases_tls_state_once_confirmed() -> None:
     tls = core.tls
     assert tls.handshake_state_discarded
     assert tls.settings is None
-    assert list(tls._buffers) == [Epoch.ONE_RTT]
+    assert [epoch for epoch, b in enumerate(tls._buffers) if b is not None] == [Epoch.ONE_RTT]
     # Only the results are left of the state machine (see the next test).
     assert type(tls._engine).__name__ == "_Concluded"
     # The results stay readable.

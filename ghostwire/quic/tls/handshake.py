@@ -34,8 +34,6 @@ from .settings import TlsSettings
 from .signatures import SignatureScheme
 from .tickets import SessionTicket
 
-_CRYPTO_EPOCHS = (Epoch.INITIAL, Epoch.HANDSHAKE, Epoch.ONE_RTT)
-
 
 class TlsHandshake:
     """A sans-IO TLS 1.3 handshake for one QUIC connection.
@@ -54,7 +52,9 @@ class TlsHandshake:
             if settings.is_client
             else ServerHandshake(settings, transport_parameters)
         )
-        self._buffers: dict[Epoch, bytearray] = {e: bytearray() for e in _CRYPTO_EPOCHS}
+        # Reassembly buffers indexed by Epoch (a list of four is 88 bytes, a
+        # dict 224); none at 0-RTT, which carries no CRYPTO (RFC 9001 §4.1.4).
+        self._buffers: list[bytearray | None] = [bytearray(), None, bytearray(), bytearray()]
         self._error: QuicProtocolError | None = None
 
     # -- driving -----------------------------------------------------------
@@ -78,7 +78,7 @@ class TlsHandshake:
         raise self._error
 
     def _receive(self, epoch: Epoch, data: bytes) -> None:
-        buffer = self._buffers.get(epoch)
+        buffer = self._buffers[epoch]
         if buffer is None:
             raise unexpected_message(f"CRYPTO data at the {epoch.name} level")
         if epoch < self._engine.expected_epoch:
@@ -122,7 +122,7 @@ class TlsHandshake:
         if self._is_client or isinstance(engine, _Concluded) or not engine.complete:
             return
         self._engine = _Concluded(engine)
-        self._buffers = {Epoch.ONE_RTT: self._buffers[Epoch.ONE_RTT]}
+        self._buffers = [None, None, None, self._buffers[Epoch.ONE_RTT]]
         self.settings = None
 
     @property
