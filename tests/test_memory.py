@@ -274,3 +274,22 @@ def test_events_come_in_order_and_the_stream_event_sets_return() -> None:
     assert StreamReadable.__name__ in kinds and "StreamResetReceived" in kinds
     assert server._events == [] and server._event_head == 0
     assert server.streams._ev_reset is None
+
+
+def test_a_confirmed_server_keeps_its_transport_parameters_encoded() -> None:
+    pair = make_pair()
+    # The ClientHello only: the server's parameters are still the object.
+    for datagram, _ in pair.client.datagrams_to_send(pair.now):
+        pair._server_for(datagram).receive_datagram(datagram, CLIENT_ADDR, pair.now)
+    server = pair.server
+    assert server is not None
+    params = server.local_params
+    assert server.local_params is params  # the object itself while handshaking
+    encoded = server.local_params_bytes
+    pair.exchange()
+    assert server.handshake_confirmed
+    assert server._local_params == encoded  # only the encoding is kept
+    assert server.local_params == params  # read back as they were
+    assert server.local_params_bytes == encoded
+    # The client keeps the object (it reads nothing more either, but tests do).
+    assert pair.client.local_params is pair.client.local_params

@@ -74,7 +74,11 @@ from .stream_states import StreamStateError
 from .streams import StreamSet
 from .suites import CipherSuite, Epoch
 from .tls import TlsHandshake
-from .transport_params import TransportParameters
+from .transport_params import (
+    TransportParameters,
+    decode_transport_parameters,
+    encode_transport_parameters,
+)
 from .transport_setup import build_tls_settings, local_transport_parameters
 from .versions import first_flight_version
 
@@ -128,6 +132,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         "_event_head",
         "_events",
         "_idle_restarted_at",
+        "_local_params",
         "_packets_since_close",
         "_random",
         "_received_first_packet",
@@ -147,7 +152,6 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         "keep_alive_deadline",
         "key_phases",
         "local_cids",
-        "local_params",
         "max_datagram_size",
         "new_token",
         "original_dcid",
@@ -240,7 +244,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self._received_first_packet = False
         self._retry_received = False
 
-        self.local_params = local_transport_parameters(self)
+        # Our transport parameters; a server keeps them encoded once the
+        # handshake is confirmed (see local_params).
+        self._local_params: TransportParameters | bytes = local_transport_parameters(self)
         hooks = (None, None) if self.is_client else (self._choose_version, self._early_data_ok)
         settings = build_tls_settings(config, server_name, keylog, *hooks)
         # A server's transport parameters are encoded by _choose_version (hooks[0]).
@@ -406,10 +412,26 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         return self.local_cids.initial.cid
 
     @property
-    def local_params_bytes(self) -> bytes:
-        from .transport_params import encode_transport_parameters
+    def local_params(self) -> TransportParameters:
+        """Our transport parameters (RFC 9000 §18).
 
-        return encode_transport_parameters(self.local_params)
+        Only the handshake reads them: a server keeps just their encoding once
+        the handshake is confirmed (the object and its values are ~350 bytes,
+        the encoding about half), and reading them then decodes a copy.
+        """
+        params = self._local_params
+        if type(params) is bytes:
+            return decode_transport_parameters(params, from_server=not self.is_client)
+        assert type(params) is TransportParameters
+        return params
+
+    @property
+    def local_params_bytes(self) -> bytes:
+        params = self._local_params
+        if type(params) is bytes:
+            return params
+        assert type(params) is TransportParameters
+        return encode_transport_parameters(params)
 
     @property
     def alpn_protocol(self) -> str | None:

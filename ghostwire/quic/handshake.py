@@ -106,7 +106,7 @@ class HandshakeMixin:
         streams: StreamSet
         writer: FrameWriter
         tls: TlsHandshake
-        local_params: TransportParameters
+        _local_params: TransportParameters | bytes
         peer_params: TransportParameters | None
         max_datagram_size: int
         handshake_complete: bool
@@ -118,6 +118,8 @@ class HandshakeMixin:
 
         @property
         def host_cid(self) -> bytes: ...
+        @property
+        def local_params(self) -> TransportParameters: ...
         @property
         def local_params_bytes(self) -> bytes: ...
         def _publish_cid_changes(self) -> None: ...
@@ -421,8 +423,11 @@ class HandshakeMixin:
         # RFC 9001 §4.9.2: Handshake keys go once the handshake is confirmed.
         self._discard_space(Space.INITIAL)
         self._discard_space(Space.HANDSHAKE)
-        # ... and with them what only the handshake needed (a server's TLS state).
+        # ... and with them what only the handshake needed (a server's TLS
+        # state, and its transport parameters but for their encoding).
         self.tls.discard_handshake_state()
+        if not self.is_client:
+            self._local_params = self.local_params_bytes
 
     def _keep_zero_rtt_keys_a_while(self, now: float) -> None:
         """Server at completion: RFC 9001 §4.9.3 lets it keep the 0-RTT keys
