@@ -10,9 +10,10 @@ TRANSPORT_PARAMETER_ERROR (§7.4, §18.2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from types import MappingProxyType
 
 from .buffer import Reader, Writer, decode_varint, encode_varint
 from .errors import BufferReadError, QuicProtocolError, TransportErrorCode
@@ -99,7 +100,12 @@ class TransportParameters:
     version_information: VersionInformation | None = None
     max_datagram_frame_size: int | None = None
     grease_quic_bit: bool = False
-    unknown: dict[int, bytes] = field(default_factory=dict, compare=False)
+    # Unknown (e.g. GREASE) parameters; the shared empty, read-only mapping
+    # when there are none (an empty dict per connection is 64 bytes).
+    unknown: Mapping[int, bytes] = field(default_factory=lambda: _NO_UNKNOWN, compare=False)
+
+
+_NO_UNKNOWN: Mapping[int, bytes] = MappingProxyType({})
 
 
 _INTEGER_PARAMS: dict[int, str] = {
@@ -300,7 +306,10 @@ def _decode_other(
             raise _error("client version_information omits its chosen version")
         params.version_information = VersionInformation(versions[0], tuple(versions[1:]))
     else:
-        params.unknown[param_id] = value
+        unknown = params.unknown
+        if not isinstance(unknown, dict):
+            unknown = params.unknown = {}
+        unknown[param_id] = value
 
 
 def _decode_preferred_address(value: bytes) -> PreferredAddress:
