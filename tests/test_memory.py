@@ -18,6 +18,7 @@ from ghostwire import quic
 from ghostwire.quic.crypto_stream import RELEASED_CRYPTO_STREAM, CryptoStream
 from ghostwire.quic.events import ConnectionTerminated, StreamOpened, StreamReadable
 from ghostwire.quic.loss_detection import DISCARDED_SPACE
+from ghostwire.quic.packet_space import DISCARDED_PACKET_SPACES
 from ghostwire.quic.rangeset import RELEASED_RANGES
 from ghostwire.quic.recovery import Space
 from ghostwire.quic.suites import Epoch
@@ -191,6 +192,10 @@ def test_an_idle_connection_keeps_no_empty_containers() -> None:
         assert core.spaces[Space.INITIAL].received is RELEASED_RANGES
         assert core.spaces[Space.HANDSHAKE].received is RELEASED_RANGES
         assert core.spaces[Space.APPLICATION].received is not RELEASED_RANGES
+        # ... as part of one shared, read-only discarded space per space.
+        for space in (Space.INITIAL, Space.HANDSHAKE):
+            assert core.spaces[space] is DISCARDED_PACKET_SPACES[space]
+            assert core.spaces[space].space is space and core.spaces[space].discarded
         # The 1-RTT CRYPTO stream carried the session tickets; once they are
         # acknowledged and delivered it keeps offsets only.
         one_rtt = core.crypto[Epoch.ONE_RTT]
@@ -243,6 +248,17 @@ def test_released_containers_come_back_when_needed() -> None:
     # The shared empty range set takes no packet numbers.
     RELEASED_RANGES.add(1, 2)
     assert not RELEASED_RANGES and 1 not in RELEASED_RANGES
+
+
+def test_the_discarded_packet_spaces_refuse_writes() -> None:
+    shared = DISCARDED_PACKET_SPACES[Space.HANDSHAKE]
+    with pytest.raises(AttributeError):
+        shared.next_pn = 5
+    with pytest.raises(AttributeError):
+        shared.on_ack_sent()
+    assert shared.send_keys is None and shared.recv_keys is None
+    assert not shared.ack_needed and shared.ack_timer() is None
+    assert shared.is_duplicate(0) is False and not shared.received
 
 
 def test_the_discarded_recovery_state_refuses_writes() -> None:

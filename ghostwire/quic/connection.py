@@ -768,7 +768,11 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         result = self.recovery.on_ack_received(space_id, ranges, ack_delay, now)
         space = self.spaces[space_id]
         largest = ranges[0][1]
-        if space.largest_acked_by_peer is None or largest > space.largest_acked_by_peer:
+        if space.discarded:
+            # An ACK after the space was discarded in the same packet: nothing
+            # will be sent there again (and the discarded space is shared).
+            pass
+        elif space.largest_acked_by_peer is None or largest > space.largest_acked_by_peer:
             space.largest_acked_by_peer = largest
         for packet in result.acked:
             self._run_handlers(packet, True)

@@ -22,6 +22,7 @@ from .errors import QuicProtocolError, TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event, HandshakeCompleted
 from .lifecycle import ConnectionState
 from .packet import PacketHeader, PacketType
+from .packet_space import DISCARDED_PACKET_SPACES
 from .recovery import SentPacket, Space
 from .suites import CipherSuite, Epoch
 from .transport_params import TransportParameters, decode_transport_parameters
@@ -454,7 +455,8 @@ class HandshakeMixin:
         space = self.spaces[space_id]
         if space.discarded:
             return
-        space.discard()
+        space.discard()  # for those still holding it (a packet being built, ACK handlers)
+        self.spaces[space_id] = DISCARDED_PACKET_SPACES[space_id]  # shared, read-only
         self.recovery.release_space(space_id)
         epoch = Epoch.INITIAL if space_id is Space.INITIAL else Epoch.HANDSHAKE
         self.crypto[epoch] = RELEASED_CRYPTO_STREAM

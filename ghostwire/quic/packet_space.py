@@ -19,6 +19,8 @@ acknowledged (an ACK of an ACK) are forgotten so the set stays small
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from .crypto import PacketKeys
 from .rangeset import RELEASED_RANGES, RangeSet
 from .recovery import Space
@@ -138,3 +140,30 @@ class PacketNumberSpace:
         self.ack_needed = False
         self.ack_immediately = False
         self.ack_deadline = None
+
+
+class _DiscardedPacketSpace(PacketNumberSpace):
+    """A discarded Initial or Handshake space (RFC 9001 §4.9): no keys, nothing
+    to acknowledge. One instance per space serves every connection (saving
+    each two spaces of ~140 B); it refuses writes, so a stray one fails loudly
+    rather than reaching other connections. Its ``next_pn`` and
+    ``largest_received`` are not the connection's: nothing reads them once a
+    space is discarded."""
+
+    __slots__ = ()
+
+    def __init__(self, space: Space) -> None:
+        fresh = PacketNumberSpace(space)
+        fresh.discard()
+        for name in PacketNumberSpace.__slots__:
+            object.__setattr__(self, name, getattr(fresh, name))
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"a discarded packet number space is read-only ({name})")
+
+
+# By Space; the application space is never discarded.
+DISCARDED_PACKET_SPACES: dict[Space, PacketNumberSpace] = {
+    Space.INITIAL: _DiscardedPacketSpace(Space.INITIAL),
+    Space.HANDSHAKE: _DiscardedPacketSpace(Space.HANDSHAKE),
+}
