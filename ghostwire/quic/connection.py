@@ -74,11 +74,7 @@ from .stream_states import StreamStateError
 from .streams import StreamSet
 from .suites import CipherSuite, Epoch
 from .tls import TlsHandshake
-from .transport_params import (
-    TransportParameters,
-    decode_transport_parameters,
-    encode_transport_parameters,
-)
+from .transport_params import TransportParameters
 from .transport_setup import build_tls_settings, local_transport_parameters
 from .versions import first_flight_version
 
@@ -221,9 +217,8 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             random_bytes, original_dcid, client_scid, retry_scid, reset_token_for
         )
 
-        # Lists indexed by Space and Epoch (IntEnums from 0): a dict of three or
-        # four is 224 bytes, a list 80-88. No CRYPTO at 0-RTT (RFC 9001 §4.1.4):
-        # its slot holds the shared stand-in that takes nothing.
+        # Lists by Space and Epoch (a dict of 3-4 is 224 B, a list 80-88); 0-RTT
+        # has no CRYPTO (RFC 9001 §4.1.4): the shared stand-in takes nothing.
         self.spaces = [PacketNumberSpace(space) for space in Space]
         self.key_phases = KeyPhases(config.aead_confidentiality_limit, config.aead_integrity_limit)
         self.crypto = [CryptoStream(), RELEASED_CRYPTO_STREAM, CryptoStream(), CryptoStream()]
@@ -244,8 +239,6 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         self._received_first_packet = False
         self._retry_received = False
 
-        # Our transport parameters; a server keeps them encoded once the
-        # handshake is confirmed (see local_params).
         self._local_params: TransportParameters | bytes = local_transport_parameters(self)
         hooks = (None, None) if self.is_client else (self._choose_version, self._early_data_ok)
         settings = build_tls_settings(config, server_name, keylog, *hooks)
@@ -410,28 +403,6 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
     def host_cid(self) -> bytes:
         """Our first connection ID (what the peer sends to)."""
         return self.local_cids.initial.cid
-
-    @property
-    def local_params(self) -> TransportParameters:
-        """Our transport parameters (RFC 9000 §18).
-
-        Only the handshake reads them: a server keeps just their encoding once
-        the handshake is confirmed (the object and its values are ~350 bytes,
-        the encoding about half), and reading them then decodes a copy.
-        """
-        params = self._local_params
-        if type(params) is bytes:
-            return decode_transport_parameters(params, from_server=not self.is_client)
-        assert type(params) is TransportParameters
-        return params
-
-    @property
-    def local_params_bytes(self) -> bytes:
-        params = self._local_params
-        if type(params) is bytes:
-            return params
-        assert type(params) is TransportParameters
-        return encode_transport_parameters(params)
 
     @property
     def alpn_protocol(self) -> str | None:
@@ -670,14 +641,11 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
 
     def _publish_cid_changes(self) -> None:
         local = self.local_cids
-        if local.issued:
-            for cid in local.issued:
-                self._events.append(ConnectionIdIssued(cid))
-            local.issued = ()
-        if local.retired:
-            for cid in local.retired:
-                self._events.append(ConnectionIdRetired(cid))
-            local.retired = ()
+        for cid in local.issued:
+            self._events.append(ConnectionIdIssued(cid))
+        for cid in local.retired:
+            self._events.append(ConnectionIdRetired(cid))
+        local.issued = local.retired = ()
 
     # ------------------------------------------------------------------
     # Sending
@@ -769,9 +737,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         space = self.spaces[space_id]
         largest = ranges[0][1]
         if space.discarded:
-            # An ACK after the space was discarded in the same packet: nothing
-            # will be sent there again (and the discarded space is shared).
-            pass
+            pass  # an ACK after the discard, in the same packet: nothing goes there again
         elif space.largest_acked_by_peer is None or largest > space.largest_acked_by_peer:
             space.largest_acked_by_peer = largest
         for packet in result.acked:

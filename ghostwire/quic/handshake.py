@@ -26,7 +26,7 @@ from .packet_space import DISCARDED_PACKET_SPACES
 from .recovery import SentPacket, Space
 from .suites import CipherSuite, Epoch
 from .transport_params import TransportParameters, decode_transport_parameters
-from .transport_setup import validate_peer_cids
+from .transport_setup import local_params_encoding, read_local_params, validate_peer_cids
 from .versions import (
     client_check_server_version,
     compatible,
@@ -119,14 +119,19 @@ class HandshakeMixin:
 
         @property
         def host_cid(self) -> bytes: ...
-        @property
-        def local_params(self) -> TransportParameters: ...
-        @property
-        def local_params_bytes(self) -> bytes: ...
         def _publish_cid_changes(self) -> None: ...
         def _terminate(self, event: ConnectionTerminated, now: float) -> None: ...
         @staticmethod
         def _run_handlers(packet: SentPacket, delivered: bool) -> None: ...
+
+    @property
+    def local_params(self) -> TransportParameters:
+        """Our transport parameters (a confirmed server keeps them encoded)."""
+        return read_local_params(self._local_params, self.is_client)
+
+    @property
+    def local_params_bytes(self) -> bytes:
+        return local_params_encoding(self._local_params)
 
     def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
         # RFC 9000 §6.2: only before any other packet; ignore if it lists ours.

@@ -19,7 +19,12 @@ from .config import ClientConfig, ServerConfig
 from .errors import QuicProtocolError, TransportErrorCode
 from .tls import SessionTicket, TicketStore, TlsSettings
 from .tls.settings import normalize_server_name
-from .transport_params import TransportParameters, VersionInformation
+from .transport_params import (
+    TransportParameters,
+    VersionInformation,
+    decode_transport_parameters,
+    encode_transport_parameters,
+)
 
 if TYPE_CHECKING:
     from .connection import QuicConnection
@@ -115,6 +120,27 @@ def local_transport_parameters(conn: QuicConnection) -> TransportParameters:
         params.retry_source_connection_id = conn.retry_scid
         params.stateless_reset_token = conn.local_cids.initial.stateless_reset_token
     return params
+
+
+def read_local_params(kept: TransportParameters | bytes, is_client: bool) -> TransportParameters:
+    """Our transport parameters as a connection keeps them (RFC 9000 §18).
+
+    Only the handshake reads them: a server keeps just their encoding once the
+    handshake is confirmed (the object and its values are ~350 bytes, the
+    encoding about half); reading them then decodes a copy, equal to the object.
+    """
+    if type(kept) is bytes:
+        return decode_transport_parameters(kept, from_server=not is_client)
+    assert type(kept) is TransportParameters
+    return kept
+
+
+def local_params_encoding(kept: TransportParameters | bytes) -> bytes:
+    """The encoding of our transport parameters as a connection keeps them."""
+    if type(kept) is bytes:
+        return kept
+    assert type(kept) is TransportParameters
+    return encode_transport_parameters(kept)
 
 
 def validate_peer_cids(conn: QuicConnection, params: TransportParameters) -> None:
