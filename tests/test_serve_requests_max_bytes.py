@@ -4,12 +4,9 @@ that refuses every request (or none)."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import trio
-from quic_pair import client_config, server_config
-from test_perf_task_steps import HOST
+from test_stream_request_api import serving
 
 import ghostwire.quic as quic
 
@@ -43,14 +40,8 @@ async def test_serve_requests_rejects_a_bad_max_bytes(
         served.set()
         await trio.sleep_forever()
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
-            )
-            async with quic.connect(HOST, server.port, client_config()):
-                await served.wait()
-            nursery.cancel_scope.cancel()
+    async with serving(conn_handler):
+        await served.wait()
     assert len(outcome) == 1
     assert isinstance(outcome[0], error)
     assert "max_bytes" in str(outcome[0])
@@ -63,13 +54,7 @@ async def test_serve_requests_takes_a_max_bytes_of_one() -> None:
     async def conn_handler(conn: quic.Connection) -> None:
         await conn.serve_requests(_echo, 1)
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
-            )
-            async with quic.connect(HOST, server.port, client_config()) as conn:
-                assert await conn.request(b"x", 10) == b"x"
-                with pytest.raises(quic.StreamReset):
-                    await conn.request(b"xy", 10)
-            nursery.cancel_scope.cancel()
+    async with serving(conn_handler) as conn:
+        assert await conn.request(b"x", 10) == b"x"
+        with pytest.raises(quic.StreamReset):
+            await conn.request(b"xy", 10)

@@ -21,6 +21,22 @@ from ghostwire.quic.net.connection import Connection
 from ghostwire.quic.net.exceptions import StreamTooLarge
 
 
+@asynccontextmanager
+async def serving(
+    conn_handler: Callable[[Connection], Awaitable[object]],
+) -> AsyncIterator[Connection]:
+    """A server on HOST running ``conn_handler`` for each connection, and a
+    client connection to it; the server stops on exit (10 s for it all)."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                yield conn
+            nursery.cancel_scope.cancel()
+
+
 class Held:
     """A server whose stream handler, once ``holding``, hands each stream to
     the test (before, it answers the warm-up requests)."""
@@ -171,16 +187,10 @@ async def test_serve_streams_raises_a_handlers_error_as_itself() -> None:
             seen.append(exc)
             raise
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
-            )
-            async with quic.connect(HOST, server.port, client_config()) as conn:
-                with pytest.raises(quic.ConnectionClosed) as info:
-                    await request(conn)
-                assert info.value.error_code == Connection.handler_error_code
-            nursery.cancel_scope.cancel()
+    async with serving(conn_handler) as conn:
+        with pytest.raises(quic.ConnectionClosed) as info:
+            await request(conn)
+        assert info.value.error_code == Connection.handler_error_code
     assert len(seen) == 1 and isinstance(seen[0], KeyError)
 
 
@@ -215,17 +225,11 @@ async def test_serve_streams_inline_hook_answers_hands_over_and_raises() -> None
             seen.append(exc)
             raise
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
-            )
-            async with quic.connect(HOST, server.port, client_config()) as conn:
-                assert await conn.request(b"now 1", 100) == b"inline now 1"
-                assert await conn.request(b"later", 100) == b"task later"
-                with pytest.raises(quic.ConnectionClosed):
-                    await conn.request(b"boom", 100)
-            nursery.cancel_scope.cancel()
+    async with serving(conn_handler) as conn:
+        assert await conn.request(b"now 1", 100) == b"inline now 1"
+        assert await conn.request(b"later", 100) == b"task later"
+        with pytest.raises(quic.ConnectionClosed):
+            await conn.request(b"boom", 100)
     assert len(seen) == 2 and isinstance(seen[1], KeyError)
 
 
@@ -244,16 +248,10 @@ async def test_serve_streams_is_one_at_a_time_and_ends_with_the_connection() -> 
         results.append("ended")  # returned when the connection closed
         ended.set()
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
-            )
-            async with quic.connect(HOST, server.port, client_config()) as conn:
-                assert await request(conn) == PAYLOAD
-                await conn.aclose()
-            await ended.wait()
-            nursery.cancel_scope.cancel()
+    async with serving(conn_handler) as conn:
+        assert await request(conn) == PAYLOAD
+        await conn.aclose()
+        await ended.wait()
     assert results == ["busy", "ended"]
 
 
@@ -285,14 +283,8 @@ async def request_server(
             errors.append(exc)
             raise
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(quic.serve, host=HOST), conn_handler, 0, server_config()
-            )
-            async with quic.connect(HOST, server.port, client_config()) as conn:
-                yield conn, errors
-            nursery.cancel_scope.cancel()
+    async with serving(conn_handler) as conn:
+        yield conn, errors
 
 
 async def _upper(request: bytes) -> bytes:
