@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -218,3 +219,77 @@ async def test_aioquic_client_replayed_ticket_gets_no_second_0rtt(
         assert [r["echoed"] == PAYLOAD for r in results] == [True, True]
         assert [r["resumed"] for r in results] == [True, True]
         assert [r["early_data_accepted"] for r in results] == [True, False]
+
+
+# -- aioquic's HTTP/3 client in 0-RTT, our HTTP/3 server (RFC 8470) ----------------
+
+
+async def _aq_h3_early_requests(
+    port: int, configuration: Any, tickets: AqTickets
+) -> dict[str, Any]:
+    """One aioquic HTTP/3 connection sending a GET and a POST at once (in
+    0-RTT when its ticket allows it); the replies and what it saw."""
+    import asyncio
+
+    from aioquic.asyncio.client import connect as aq_connect
+    from aioquic_h3_peer import H3PeerProtocol
+
+    async with aq_connect(
+        HOST,
+        port,
+        configuration=configuration,
+        create_protocol=H3PeerProtocol,
+        session_ticket_handler=tickets.add,
+        wait_connected=False,
+    ) as protocol:
+        assert isinstance(protocol, H3PeerProtocol)
+        authority = f"localhost:{port}"
+        replies = await asyncio.gather(
+            protocol.request("GET", authority, "/read"),
+            protocol.request("POST", authority, "/pay", body=b"10 coins"),
+        )
+        while protocol.handshake is None:
+            await protocol.wait_progress()
+        for _ in range(50):  # the ticket follows the handshake
+            if tickets.last is not None and tickets.last is not configuration.session_ticket:
+                break
+            await protocol.wait_progress()
+        return {
+            "replies": [(reply.status, reply.body) for reply in replies],
+            "early_data_accepted": protocol.handshake.early_data_accepted,
+        }
+
+
+async def test_aioquic_h3_client_0rtt_post_waits_for_the_handshake_on_gw_server(
+    peer: PeerLoop, certs: Certs
+) -> None:
+    """aioquic's HTTP/3 client sends a GET and a POST in 0-RTT: both are
+    marked ``early-data: 1`` on our server, and the POST runs only once the
+    handshake completed (RFC 8470 §3), then both are answered."""
+    import ghostwire.http3 as h3
+
+    seen: list[tuple[str, str | None, bool]] = []
+
+    async def handler(request: h3.Request) -> h3.Response:
+        body = await request.read()
+        complete = request._channel.session.conn.handshake_complete
+        seen.append((request.method, request.header("early-data"), complete))
+        return h3.Response(200, [], request.method.encode() + b" " + body)
+
+    tickets = AqTickets()
+    config = gw_server_config(certs, alpn=["h3"], early_data=True)
+    configuration = aq_client_config(certs, alpn=["h3"])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(h3.serve, handler, 0, config, host=HOST))
+            first = await peer.run(_aq_h3_early_requests(server.port, configuration, tickets))
+            assert tickets.last is not None and not first["early_data_accepted"]
+            seen.clear()
+            configuration = aq_client_config(certs, alpn=["h3"], session_ticket=tickets.last)
+            second = await peer.run(_aq_h3_early_requests(server.port, configuration, tickets))
+            nursery.cancel_scope.cancel()
+    assert second["early_data_accepted"]
+    assert second["replies"] == [(200, b"GET "), (200, b"POST 10 coins")]
+    assert sorted(method for method, _, _ in seen) == ["GET", "POST"]
+    assert all(early == "1" for _, early, _ in seen)
+    assert [complete for method, _, complete in seen if method == "POST"] == [True]
