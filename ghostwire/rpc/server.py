@@ -351,10 +351,21 @@ class Server:
         try:
             yield
         finally:
-            state.calls -= counted
-            registry.discard(ctx)
-            if self._draining and self._changed:  # only shutdown() parks there
-                self._changed.unpark_all()
+            self._call_finished(state, registry, ctx, counted)
+
+    def _call_finished(
+        self, state: ConnectionState, registry: set[Context], ctx: Context, counted: bool
+    ) -> None:
+        """A call's end, task-run or inline: off its connection's count and
+        out of ``registry``; :meth:`shutdown` is told."""
+        state.calls -= counted
+        registry.discard(ctx)
+        self._tell_shutdown()
+
+    def _tell_shutdown(self) -> None:
+        """A call or a call's task ended: wake :meth:`shutdown` if it waits."""
+        if self._draining and self._changed:  # only shutdown() parks there
+            self._changed.unpark_all()
 
     # -- calls ---------------------------------------------------------------
 
@@ -476,8 +487,7 @@ class Server:
             log.debug("call on %r ended early: %s", stream.connection, exc)
         finally:
             self._call_tasks -= 1
-            if self._draining and self._changed:  # only shutdown() parks there
-                self._changed.unpark_all()
+            self._tell_shutdown()
             await stream.aclose()
 
     def _parse_request(
@@ -536,8 +546,7 @@ class Server:
             log.debug("call on %r ended early: %s", state.conn, exc)
         finally:
             self._call_tasks -= 1
-            if self._draining and self._changed:  # only shutdown() parks there
-                self._changed.unpark_all()
+            self._tell_shutdown()
             if ended:  # nothing left to send or stop: no aclose (and its schedule point)
                 close_ended(stream)
             else:
@@ -569,11 +578,7 @@ class Server:
             # The caller resetting the stream cancels the handler at once (no task).
             stream.on_peer_abort(functools.partial(_caller_aborted, ctx))
             if kind == KIND_CALL:
-                result = await dispatcher.unary(ctx, method, args, kwargs)
-                try:
-                    reply = encode_reply(result)
-                except RpcError:
-                    reply = _unencodable(ctx, result)
+                reply = _reply_for(ctx, await dispatcher.unary(ctx, method, args, kwargs))
             elif kind == KIND_EVENTS:
                 send = functools.partial(_send_event, stream, ctx)
                 send_now = functools.partial(_send_events_now, stream)
@@ -590,10 +595,7 @@ class Server:
         finally:
             if record is not None:
                 self._metrics.call_ended(record, status, trio.current_time() - started)
-            state.calls -= counted
-            registry.discard(ctx)
-            if self._draining and self._changed:  # only shutdown() parks there
-                self._changed.unpark_all()
+            self._call_finished(state, registry, ctx, counted)
         if ctx._cancel_status in _CALLER_GONE:
             return None  # the caller reset the stream: nobody to answer
         return reply
@@ -620,11 +622,7 @@ class Server:
         record = self._metrics.call_started(method.name) if counted else None
         started = trio.current_time()
         try:
-            result = dispatcher.unary_now(ctx, method, args, kwargs)
-            try:
-                reply = encode_reply(result)
-            except RpcError:
-                reply = _unencodable(ctx, result)
+            reply = _reply_for(ctx, dispatcher.unary_now(ctx, method, args, kwargs))
             status = Status.OK
         except RpcError as exc:
             reply = encode_trailer(exc)
@@ -632,10 +630,7 @@ class Server:
         finally:
             if record is not None:
                 self._metrics.call_ended(record, status, trio.current_time() - started)
-            state.calls -= counted
-            calls.discard(ctx)
-            if self._draining and self._changed:  # only shutdown() parks there
-                self._changed.unpark_all()
+            self._call_finished(state, calls, ctx, counted)
         if ctx._cancel_status in _CALLER_GONE:
             return None  # the handler cancelled its own call as the caller's going
         return reply
@@ -722,6 +717,14 @@ def _send_events_now(stream: quic.QuicStream, events: Sequence[Event]) -> int:
     if not chunks or not send_nowait(stream, b"".join(chunks)):
         return 0
     return len(chunks)
+
+
+def _reply_for(ctx: Context, result: Any) -> bytes:
+    """A unary call's reply carrying ``result`` (INTERNAL if it cannot)."""
+    try:
+        return encode_reply(result)
+    except RpcError:
+        return _unencodable(ctx, result)
 
 
 def _unencodable(ctx: Context, result: Any) -> bytes:
