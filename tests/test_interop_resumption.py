@@ -72,6 +72,22 @@ async def aq_server(peer: PeerLoop, certs: Certs, tickets: AqTickets) -> AsyncIt
             await peer.run(server.stop())
 
 
+async def _handshake_and_ticket(
+    protocol: PeerProtocol, configuration: Any, tickets: AqTickets
+) -> Any:
+    """aioquic's HandshakeCompleted on ``protocol``, once the new session
+    ticket (sent after the handshake) also arrived, or 50 events passed."""
+    # (not wait_connected(): after wait_connected=False it only sees a
+    # handshake that completes while it waits)
+    while protocol.handshake is None:
+        await protocol.wait_progress()
+    for _ in range(50):
+        if tickets.last is not None and tickets.last is not configuration.session_ticket:
+            break
+        await protocol.wait_progress()
+    return protocol.handshake
+
+
 async def _aq_echo(port: int, configuration: Any, tickets: AqTickets) -> dict[str, Any]:
     """One aioquic client connection: ``echo`` on a stream opened before the
     handshake completes (0-RTT when the ticket allows it); what it saw."""
@@ -90,17 +106,7 @@ async def _aq_echo(port: int, configuration: Any, tickets: AqTickets) -> dict[st
         stream.write(b"echo\n" + PAYLOAD, end_stream=True)
         protocol.transmit()
         echoed = await stream.read_all()
-        # (not wait_connected(): after wait_connected=False it only sees a
-        # handshake that completes while it waits)
-        while protocol.handshake is None:
-            await protocol.wait_progress()
-        handshake = protocol.handshake
-        assert handshake is not None
-        # Let the ticket (sent after the handshake) arrive.
-        for _ in range(50):
-            if tickets.last is not None and tickets.last is not configuration.session_ticket:
-                break
-            await protocol.wait_progress()
+        handshake = await _handshake_and_ticket(protocol, configuration, tickets)
         return {
             "echoed": echoed,
             "resumed": handshake.session_resumed,
@@ -248,15 +254,10 @@ async def _aq_h3_early_requests(
             protocol.request("GET", authority, "/read"),
             protocol.request("POST", authority, "/pay", body=b"10 coins"),
         )
-        while protocol.handshake is None:
-            await protocol.wait_progress()
-        for _ in range(50):  # the ticket follows the handshake
-            if tickets.last is not None and tickets.last is not configuration.session_ticket:
-                break
-            await protocol.wait_progress()
+        handshake = await _handshake_and_ticket(protocol, configuration, tickets)
         return {
             "replies": [(reply.status, reply.body) for reply in replies],
-            "early_data_accepted": protocol.handshake.early_data_accepted,
+            "early_data_accepted": handshake.early_data_accepted,
         }
 
 
