@@ -119,7 +119,11 @@ def _params(version: int) -> _VersionParams:
     try:
         return _VERSIONS[version]
     except KeyError:
-        raise ValueError(f"no packet protection defined for QUIC version 0x{version:08x}") from None
+        raise _unknown_version(version) from None
+
+
+def _unknown_version(version: int) -> ValueError:
+    return ValueError(f"no packet protection defined for QUIC version 0x{version:08x}")
 
 
 def supported_versions() -> tuple[int, ...]:
@@ -139,7 +143,7 @@ def derive_initial_secrets(dcid: bytes, version: int) -> tuple[bytes, bytes]:
     # set up once (_SALTED) and copied; both labels share one keyed object.
     salted = _SALTED.get(version)
     if salted is None:
-        raise ValueError(f"no packet protection defined for QUIC version 0x{version:08x}")
+        raise _unknown_version(version)
     extract = salted.copy()
     extract.update(dcid)
     prk = _hmac_new(extract.digest(), digestmod="sha256")
@@ -152,9 +156,6 @@ def derive_initial_secrets(dcid: bytes, version: int) -> tuple[bytes, bytes]:
 _SALTED: Final = {
     version: _hmac_new(p.initial_salt, digestmod="sha256") for version, p in _VERSIONS.items()
 }
-# HkdfLabel(32, "tls13 client in" / "server in", "") || 0x01 (RFC 9001 §5.2).
-_CLIENT_IN_INFO: Final = b"\x00\x20\x0ftls13 client in\x00\x01"
-_SERVER_IN_INFO: Final = b"\x00\x20\x0ftls13 server in\x00\x01"
 
 
 # -- header protection -------------------------------------------------------
@@ -226,6 +227,11 @@ class _SuiteLabels:
 def _hkdf_block_info(label: bytes, length: int) -> bytes:
     full_label = b"tls13 " + label
     return length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label + b"\x00\x01"
+
+
+# The Initial secrets' HkdfLabel blocks (RFC 9001 §5.2), for derive_initial_secrets.
+_CLIENT_IN_INFO: Final = _hkdf_block_info(b"client in", 32)
+_SERVER_IN_INFO: Final = _hkdf_block_info(b"server in", 32)
 
 
 def _suite_labels(cipher_suite: CipherSuite, version: int) -> _SuiteLabels:
