@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .buffer import Bytes
 from .errors import PacketDropped
-from .suites import CipherSuite
+from .suites import CipherSuite, hkdf_label
 from .suites import hmac_digest as _hmac_digest
 from .suites import hmac_new as _hmac_new
 
@@ -225,8 +225,8 @@ class _SuiteLabels:
 
 
 def _hkdf_block_info(label: bytes, length: int) -> bytes:
-    full_label = b"tls13 " + label
-    return length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label + b"\x00\x01"
+    """HKDF-Expand's input for one block of ``label`` (empty context): T(1)."""
+    return hkdf_label(label, b"", length) + b"\x01"
 
 
 # The Initial secrets' HkdfLabel blocks (RFC 9001 §5.2), for derive_initial_secrets.

@@ -97,13 +97,18 @@ def _label_prefix(label: bytes, length: int) -> bytes:
     return prefix
 
 
+def hkdf_label(label: bytes, context: bytes, length: int) -> bytes:
+    """The HkdfLabel structure (RFC 8446 §7.1), HKDF-Expand's ``info``;
+    ``label`` is given without ``"tls13 "``."""
+    prefix = _LABEL_PREFIXES.get((label, length)) or _label_prefix(label, length)
+    return prefix + bytes((len(context),)) + context
+
+
 def hkdf_expand_label(
     hash_name: str, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
     """HKDF-Expand-Label (RFC 8446 §7.1); ``label`` is given without ``"tls13 "``."""
-    prefix = _LABEL_PREFIXES.get((label, length)) or _label_prefix(label, length)
-    info = prefix + bytes((len(context),)) + context
-    return hkdf_expand(hash_name, secret, info, length)
+    return hkdf_expand(hash_name, secret, hkdf_label(label, context, length), length)
 
 
 def derive_secrets(
@@ -116,9 +121,8 @@ def derive_secrets(
     prk = hmac_new(secret, None, hash_name)
     out = []
     for label, context in labels:
-        prefix = _LABEL_PREFIXES.get((label, length)) or _label_prefix(label, length)
         mac = prk.copy()
-        mac.update(prefix + bytes((len(context),)) + context + b"\x01")
+        mac.update(hkdf_label(label, context, length) + b"\x01")
         out.append(mac.digest())
     return out
 
