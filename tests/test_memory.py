@@ -199,7 +199,7 @@ def test_an_idle_connection_keeps_no_empty_containers() -> None:
         # The 1-RTT CRYPTO stream carried the session tickets; once they are
         # acknowledged and delivered it keeps offsets only.
         one_rtt = core.crypto[Epoch.ONE_RTT]
-        assert one_rtt._send is None and one_rtt._recv_chunks is None
+        assert one_rtt._send is None and one_rtt._recv_gaps is None
         assert not one_rtt.has_unacked() and not one_rtt.has_pending()
         # Nothing pending: an empty tuple (shared), no list or set of one's own.
         assert core.local_cids._to_announce == ()
@@ -222,17 +222,18 @@ def test_an_idle_connection_keeps_no_empty_containers() -> None:
         assert (streams._ev_reset, streams._ev_stop, streams._ev_writable) == (None, None, None)
 
 
-def _chunks(stream: CryptoStream) -> dict[int, bytes] | None:
-    return stream._recv_chunks  # read afresh (no narrowing across calls)
+def _waiting_ranges(stream: CryptoStream) -> list[tuple[int, int]] | None:
+    gaps = stream._recv_gaps  # read afresh (no narrowing across calls)
+    return None if gaps is None else list(gaps.ranges)
 
 
 def test_released_containers_come_back_when_needed() -> None:
     # A CRYPTO stream with a gap, data to send, and its release once acknowledged.
     stream = CryptoStream()
     assert stream.receive(5, b"world") == b""
-    assert _chunks(stream) == {5: b"world"}
+    assert _waiting_ranges(stream) == [(5, 10)]
     assert stream.receive(0, b"hello") == b"helloworld"
-    assert _chunks(stream) is None
+    assert _waiting_ranges(stream) is None
     stream.write(b"ticket")
     assert stream.next_frame(4) == (0, b"tick")
     assert stream.next_frame(100) == (4, b"et")

@@ -12,11 +12,13 @@ from collections.abc import Callable
 import pytest
 from quic_pair import SERVER_ADDR, client_config, server_config
 
+from ghostwire.quic import crypto_stream, stream_recv
 from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.demux import Demux
 from ghostwire.quic.errors import TransportErrorCode
 from ghostwire.quic.events import CloseReason, ConnectionTerminated
 from ghostwire.quic.frames import (
+    CryptoFrame,
     MaxStreamDataFrame,
     PingFrame,
     StreamFrame,
@@ -177,6 +179,44 @@ def test_misbehaving_peer_is_closed_with_the_right_code(name: str) -> None:
     good.send_stream_data(stream_id, b"still here", end_stream=True)
     endpoint.exchange(good, good_addr)
     assert server.read_stream(stream_id) == b"still here"
+
+
+def _closed_by_server_with(conn: QuicConnection) -> int:
+    closes = [e for e in _events(conn) if isinstance(e, ConnectionTerminated)]
+    assert closes, "the server did not close the misbehaving connection"
+    assert closes[0].reason_kind is CloseReason.PEER and not closes[0].is_application
+    return closes[0].error_code
+
+
+def test_stream_data_in_too_many_pieces_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 9000 §21.7: one-byte frames with gaps between them, sent back to
+    # front, would make every insertion shift all the islands held before.
+    monkeypatch.setattr(stream_recv, "MAX_ISLANDS", 40)
+    endpoint = Endpoint()
+    bad, bad_addr = endpoint.client(50002)
+    endpoint.exchange(bad, bad_addr)
+    pieces = [stream(0, offset, b"x") for offset in range(2 * 40, 0, -2)]
+    endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, *pieces), bad_addr)
+    assert not endpoint.servers[bad_addr].is_closed  # 40 islands are within the limit
+    endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, stream(0, 200, b"x")), bad_addr)
+    endpoint.exchange(bad, bad_addr)
+    assert _closed_by_server_with(bad) == TransportErrorCode.PROTOCOL_VIOLATION
+
+
+def test_crypto_data_in_too_many_pieces_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same before the handshake, in Initial packets anyone can build.
+    monkeypatch.setattr(crypto_stream, "MAX_GAPS", 20)
+    endpoint = Endpoint()
+    bad, bad_addr = endpoint.client(50002)
+    pieces = [encode_frame(CryptoFrame(offset, b"x")) for offset in range(2000, 1958, -2)]
+    endpoint.deliver(hand_built(bad, PacketType.INITIAL, *pieces), bad_addr)
+    for datagram, _ in endpoint.servers[bad_addr].datagrams_to_send(0.0):
+        bad.receive_datagram(datagram, SERVER_ADDR, 0.0)
+    assert _closed_by_server_with(bad) == TransportErrorCode.CRYPTO_BUFFER_EXCEEDED
 
 
 def _events(conn: QuicConnection) -> list[object]:

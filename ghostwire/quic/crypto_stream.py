@@ -4,7 +4,11 @@ TLS handshake bytes travel in CRYPTO frames, which have offsets like STREAM
 frames but no flow control and no FIN. The receive side reassembles frames
 that arrive out of order and hands TLS the contiguous prefix; it buffers at
 most ``max_buffer`` bytes ahead of what was delivered and answers a peer that
-sends more with CRYPTO_BUFFER_EXCEEDED (RFC 9000 §7.5). The send side keeps
+sends more with CRYPTO_BUFFER_EXCEEDED (RFC 9000 §7.5). Reassembly costs
+O(frame + log gaps): the data waits in one buffer mirroring the stream past
+the gap, its ranges in a :class:`RangeList` of at most ``MAX_GAPS`` entries
+(RFC 9000 §21.7: a peer sending many tiny frames out of order must not cost
+us time or memory beyond what it sends). The send side keeps
 everything until it is acknowledged so lost ranges can be sent again, and
 can mark all unacknowledged bytes for retransmission at once (a PTO probe,
 or the restart after a Retry).
@@ -15,6 +19,30 @@ from __future__ import annotations
 from .errors import QuicProtocolError, TransportErrorCode
 from .frames import FrameType
 from .rangeset import RangeSet
+from .stream_ranges import RangeList
+
+# Separate out-of-order ranges a CRYPTO stream holds at most. A handshake
+# flight is a few packets, so even heavy reordering leaves a handful; more
+# is a peer fragmenting on purpose (RFC 9000 §21.7).
+MAX_GAPS = 256
+
+
+class _Reassembly:
+    """Received bytes past a gap: ``buf[i]`` is the byte at ``base + i``
+    (zeros where nothing arrived); ``ranges`` says which really did."""
+
+    __slots__ = ("buf", "ranges")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.ranges = RangeList()
+
+    def store(self, rel: int, data: bytes) -> None:
+        buf = self.buf
+        size = len(buf)
+        if rel > size:
+            buf += bytes(rel - size)
+        buf[rel : rel + len(data)] = data
 
 
 class _SendState:
@@ -37,14 +65,14 @@ class CryptoStream:
     session tickets, then nothing for the connection's lifetime).
     """
 
-    __slots__ = ("_max_buffer", "_recv_chunks", "_recv_offset", "_send", "_send_base")
+    __slots__ = ("_max_buffer", "_recv_gaps", "_recv_offset", "_send", "_send_base")
 
     def __init__(self, max_buffer: int = 128 * 1024) -> None:
         self._max_buffer = max_buffer
         # Receiving: everything below _recv_offset was handed to TLS; later
-        # chunks wait here (by offset) for the gap to close.
+        # bytes wait here (from _recv_offset on) for the gap to close.
         self._recv_offset = 0
-        self._recv_chunks: dict[int, bytes] | None = None
+        self._recv_gaps: _Reassembly | None = None
         # Sending: _send.buffer holds bytes from offset _send_base on.
         self._send_base = 0
         self._send: _SendState | None = None
@@ -62,31 +90,36 @@ class CryptoStream:
                 "too much out-of-order CRYPTO data",
                 FrameType.CRYPTO,
             )
-        if offset < self._recv_offset:
-            data = data[self._recv_offset - offset :]
-            offset = self._recv_offset
-        chunks = self._recv_chunks
-        if offset > self._recv_offset:
-            if chunks is None:
-                chunks = self._recv_chunks = {}
-            chunks[offset] = data
-            return b""
-        self._recv_offset = end
-        if chunks is None:
-            return bytes(data)
-        out = bytearray(data)
-        while chunks:
-            start = min(chunks)
-            if start > self._recv_offset:
-                break
-            chunk = chunks.pop(start)
-            chunk_end = start + len(chunk)
-            if chunk_end > self._recv_offset:
-                out += chunk[self._recv_offset - start :]
-                self._recv_offset = chunk_end
-        if not chunks:
-            self._recv_chunks = None
-        return bytes(out)
+        base = self._recv_offset
+        if offset < base:
+            data = data[base - offset :]
+            offset = base
+        gaps = self._recv_gaps
+        if gaps is None:
+            if offset == base:  # in order, nothing waiting: the common case
+                self._recv_offset = end
+                return bytes(data)
+            gaps = self._recv_gaps = _Reassembly()
+        gaps.store(offset - base, data)
+        ranges = gaps.ranges
+        ranges.add(offset, end)
+        if len(ranges) > MAX_GAPS:
+            raise QuicProtocolError(
+                TransportErrorCode.CRYPTO_BUFFER_EXCEEDED,
+                f"CRYPTO data in more than {MAX_GAPS} separate pieces",
+                FrameType.CRYPTO,
+            )
+        if ranges.starts[0] > base:
+            return b""  # the gap is still open
+        # The first range starts at ``base``: hand it over, keep the rest.
+        ready = ranges.ends[0] - base
+        out = bytes(gaps.buf[:ready])
+        del gaps.buf[:ready]
+        del ranges.starts[0], ranges.ends[0]
+        self._recv_offset = base + ready
+        if not ranges:
+            self._recv_gaps = None
+        return out
 
     # -- sending ---------------------------------------------------------
 

@@ -10,9 +10,11 @@ order (the common case) is appended and moves it, with no other
 bookkeeping. Data beyond a gap is stored after zero-filled placeholders and
 a :class:`RangeList` of "islands" (created only then) records which offsets
 beyond ``contiguous_offset`` really arrived; filling the gap merges the
-first island. Inserting a segment costs O(segment + log ranges) and reading
-is a copy of the bytes read plus an O(1) front deletion: no quadratic
-behaviour with many small out-of-order segments. The buffer never extends
+first island. Inserting a segment costs O(segment + log ranges) plus a list
+splice, and reading is a copy of the bytes read plus an O(1) front
+deletion. A peer may keep at most ``MAX_ISLANDS`` islands open per stream
+(RFC 9000 §21.7): without a bound, tiny frames sent back to front would make
+each splice O(islands) and the whole stream quadratic. The buffer never extends
 past the flow-control limit we advertised, so its size is bounded by our
 receive window (and all streams together by MAX_DATA).
 
@@ -45,6 +47,10 @@ from .stream_states import (
 )
 
 _R = RecvState
+# Separate out-of-order ranges one stream may hold. Loss and reordering
+# leave one per lost packet in the window, far fewer in practice; many
+# more is a peer fragmenting on purpose (RFC 9000 §21.7).
+MAX_ISLANDS = 1000
 _OPEN = frozenset({_R.RECV, _R.SIZE_KNOWN})
 _READABLE = frozenset({_R.RECV, _R.SIZE_KNOWN, _R.DATA_RECVD})
 # Globals: enum member lookups are slow on CPython 3.11.
@@ -167,6 +173,11 @@ class StreamReceiver:
         if not self.discarding:
             self._store(offset, data)
         islands.add(offset, end)
+        if len(islands) > MAX_ISLANDS:
+            raise QuicProtocolError(
+                TransportErrorCode.PROTOCOL_VIOLATION,
+                f"stream data in more than {MAX_ISLANDS} separate pieces",
+            )
         starts = islands.starts
         if starts[0] <= self.contiguous_offset:  # the gap is filled
             ends = islands.ends
