@@ -7,7 +7,9 @@ The server runs in this process (``workers=N`` puts the work in N worker
 processes; with N = 1 it is a plain ``serve``). Load comes from ``--clients``
 client processes, each for ``--seconds``:
 
-* handshakes/s: sequential connects (certificate verified), each closed at once;
+* handshakes/s: connects (certificate verified), each closed at once, 8 at
+  a time per client (``--handshakes-in-flight``): one at a time measures a
+  client's round trips, not what the server can take;
 * requests/s: 4 connections per client, 16 requests in flight on each; a
   request is a new bidirectional stream, 100 bytes + FIN each way.
 
@@ -31,7 +33,7 @@ import ghostwire.quic as quic
 from ghostwire.quic.suites import CipherSuite
 
 from .__main__ import machine_info
-from .common import CertFiles
+from .common import CertFiles, read_cpu_seconds
 
 ALPN = "gw-workers-bench"
 HOST = "127.0.0.1"
@@ -63,12 +65,19 @@ def _client_config(certs: CertFiles) -> quic.ClientConfig:
     )  # fmt: skip
 
 
-async def _handshakes(port: int, config: quic.ClientConfig, seconds: float) -> int:
+async def _handshakes(port: int, config: quic.ClientConfig, seconds: float, in_flight: int) -> int:
     done = 0
     deadline = trio.current_time() + seconds
-    while trio.current_time() < deadline:
-        async with quic.connect(HOST, port, config):
-            done += 1
+
+    async def loop() -> None:
+        nonlocal done
+        while trio.current_time() < deadline:
+            async with quic.connect(HOST, port, config):
+                done += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(in_flight):
+            nursery.start_soon(loop)
     return done
 
 
@@ -83,7 +92,8 @@ async def _request(conn: quic.Connection) -> None:
         raise RuntimeError("short reply")
 
 
-async def _requests(port: int, config: quic.ClientConfig, seconds: float) -> int:
+async def _requests(port: int, config: quic.ClientConfig, seconds: float, in_flight: int) -> int:
+    del in_flight  # CONNECTIONS_PER_CLIENT x IN_FLIGHT requests
     done = 0
     async with trio.open_nursery() as nursery:
         deadline = trio.current_time() + seconds
@@ -106,15 +116,17 @@ async def _requests(port: int, config: quic.ClientConfig, seconds: float) -> int
     return done
 
 
-def client_main(mode: str, port: int, certs_json: str, seconds: float) -> None:
+def client_main(
+    mode: str, port: int, certs_json: str, seconds: float, handshakes_in_flight: int
+) -> None:
     config = _client_config(CertFiles(**json.loads(certs_json)))
     run = _handshakes if mode == "handshakes" else _requests
-    count = trio.run(run, port, config, seconds)
+    count = trio.run(run, port, config, seconds, handshakes_in_flight)
     print(json.dumps({"count": count}), flush=True)
 
 
 async def _measure(
-    workers: int, certs: CertFiles, clients: int, seconds: float
+    workers: int, certs: CertFiles, clients: int, seconds: float, handshakes_in_flight: int
 ) -> dict[str, float]:
     config = quic.ServerConfig(
         alpn=[ALPN], certfile=certs.certfile, keyfile=certs.keyfile,
@@ -125,18 +137,38 @@ async def _measure(
         server = await nursery.start(
             partial(quic.serve, echo, 0, config, host=HOST, workers=workers)
         )
+        # The server's processes: this one and, with workers=N, its children
+        # so far (the client processes come later).
+        server_pids = [os.getpid(), *_children_of(os.getpid())]
         for mode in ("handshakes", "requests"):
             command = [
                 sys.executable, "-m", "bench.workers", "--client", mode, str(server.port),
-                json.dumps(certs.__dict__), str(seconds),
+                json.dumps(certs.__dict__), str(seconds), str(handshakes_in_flight),
             ]  # fmt: skip
             outputs = [0] * clients
+            cpu_before = sum(read_cpu_seconds(pid) for pid in server_pids)
             async with trio.open_nursery() as clients_nursery:
                 for index in range(clients):
                     clients_nursery.start_soon(_client_process, command, outputs, index)
+            cpu = sum(read_cpu_seconds(pid) for pid in server_pids) - cpu_before
             results[mode] = sum(outputs) / seconds
+            results[mode + "_cpu_us"] = cpu / max(sum(outputs), 1) * 1e6
         nursery.cancel_scope.cancel()
     return results
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid:  # field 4, ppid (after the state)
+                children.append(int(entry))
+    return children
 
 
 async def _client_process(command: list[str], outputs: list[int], index: int) -> None:
@@ -146,27 +178,35 @@ async def _client_process(command: list[str], outputs: list[int], index: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--client":
-        _, _, mode, port, certs_json, seconds = sys.argv
-        client_main(mode, int(port), certs_json, float(seconds))
+        _, _, mode, port, certs_json, seconds, in_flight = sys.argv
+        client_main(mode, int(port), certs_json, float(seconds), int(in_flight))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.workers")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--handshakes-in-flight", type=int, default=8)
     args = parser.parse_args(argv)
     print("command: python -m bench.workers " + " ".join(sys.argv[1:]))
     for key, value in machine_info().items():
         print(f"{key}: {value}")
-    print(f"cpus: {os.cpu_count()}, clients: {args.clients} processes")
+    print(
+        f"cpus: {os.cpu_count()}, clients: {args.clients} processes, "
+        f"{args.handshakes_in_flight} handshakes in flight each"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="gw-workers-") as directory:
         certs = CertFiles.create(Path(directory))
         for workers in (int(w) for w in args.workers.split(",")):
-            figures = trio.run(_measure, workers, certs, args.clients, args.seconds)
+            figures = trio.run(
+                _measure, workers, certs, args.clients, args.seconds, args.handshakes_in_flight
+            )
             rows.append((workers, figures["handshakes"], figures["requests"]))
             print(
-                f"workers={workers}: {figures['handshakes']:.0f} handshakes/s, "
-                f"{figures['requests']:.0f} requests/s"
+                f"workers={workers}: {figures['handshakes']:.0f} handshakes/s "
+                f"(server CPU {figures['handshakes_cpu_us']:.0f} us each), "
+                f"{figures['requests']:.0f} requests/s "
+                f"(server CPU {figures['requests_cpu_us']:.0f} us each)"
             )
     base = rows[0]
     for workers, handshakes, requests in rows[1:]:
