@@ -20,6 +20,7 @@ from ghostwire.quic.events import CloseReason, ConnectionTerminated
 from ghostwire.quic.frames import (
     CryptoFrame,
     MaxStreamDataFrame,
+    NewConnectionIdFrame,
     PingFrame,
     StreamFrame,
     encode_frame,
@@ -217,6 +218,33 @@ def test_crypto_data_in_too_many_pieces_closes_the_connection(
     for datagram, _ in endpoint.servers[bad_addr].datagrams_to_send(0.0):
         bad.receive_datagram(datagram, SERVER_ADDR, 0.0)
     assert _closed_by_server_with(bad) == TransportErrorCode.CRYPTO_BUFFER_EXCEEDED
+
+
+def _new_cid(sequence_number: int, retire_prior_to: int) -> bytes:
+    cid = sequence_number.to_bytes(8, "big")
+    return encode_frame(NewConnectionIdFrame(sequence_number, retire_prior_to, cid, cid * 2))
+
+
+def test_endless_retirements_close_the_connection() -> None:
+    # RFC 9000 §5.1.2: NEW_CONNECTION_ID below Retire Prior To makes us send
+    # RETIRE_CONNECTION_ID; the peer may not queue more than twice our
+    # active_connection_id_limit (4) of them, else each frame cost time in
+    # proportion to all those queued before.
+    endpoint = Endpoint()
+    bad, bad_addr = endpoint.client(50002)
+    endpoint.exchange(bad, bad_addr)
+    server = endpoint.servers[bad_addr]
+    first = [_new_cid(1000, 1000)]
+    # A retransmitted frame is queued once, however often it arrives.
+    repeats = [_new_cid(1, 0)] * 20
+    endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, *first, *repeats), bad_addr)
+    assert not server.is_closed
+    assert server.peer_cids.pending_retirements().count(1) == 1
+    # Distinct ones, all in one packet: more than 8 waiting is refused.
+    fresh = [_new_cid(sequence_number, 0) for sequence_number in range(2, 40)]
+    endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, *fresh), bad_addr)
+    endpoint.exchange(bad, bad_addr)
+    assert _closed_by_server_with(bad) == TransportErrorCode.CONNECTION_ID_LIMIT_ERROR
 
 
 def _events(conn: QuicConnection) -> list[object]:
