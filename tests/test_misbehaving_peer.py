@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from quic_pair import SERVER_ADDR, client_config, server_config
 
-from ghostwire.quic import crypto_stream, stream_recv
+from ghostwire.quic import crypto_stream, packet_space, stream_recv
 from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.demux import Demux
 from ghostwire.quic.errors import TransportErrorCode
@@ -245,6 +245,30 @@ def test_endless_retirements_close_the_connection() -> None:
     endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, *fresh), bad_addr)
     endpoint.exchange(bad, bad_addr)
     assert _closed_by_server_with(bad) == TransportErrorCode.CONNECTION_ID_LIMIT_ERROR
+
+
+def test_a_gap_after_every_packet_keeps_the_ack_record_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 9000 §12.3: a peer skipping a packet number after every packet, and
+    # never acknowledging our ACKs, may not grow what we remember without end.
+    monkeypatch.setattr(packet_space, "MAX_RECEIVED_RANGES", 16)
+    endpoint = Endpoint()
+    bad, bad_addr = endpoint.client(50002)
+    endpoint.exchange(bad, bad_addr)
+    server = endpoint.servers[bad_addr]
+    space = bad.spaces[Space.APPLICATION]
+    for _ in range(60):
+        space.next_pn += 1  # skip one
+        endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, encode_frame(PingFrame())), bad_addr)
+        assert len(server.spaces[Space.APPLICATION].received) <= 16
+    assert not server.is_closed
+    # The connection still works, and what it acknowledges is the newest.
+    stream_id = bad.open_stream()
+    bad.send_stream_data(stream_id, b"still here", end_stream=True)
+    endpoint.exchange(bad, bad_addr)
+    assert server.read_stream(stream_id) == b"still here"
+    assert not bad.is_closed
 
 
 def _events(conn: QuicConnection) -> list[object]:
