@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from quic_pair import SERVER_ADDR, client_config, server_config
 
-from ghostwire.quic import crypto_stream, stream_recv
+from ghostwire.quic import crypto_stream, packet_space, stream_recv
 from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.demux import Demux
 from ghostwire.quic.errors import TransportErrorCode
@@ -20,6 +20,7 @@ from ghostwire.quic.events import CloseReason, ConnectionTerminated
 from ghostwire.quic.frames import (
     CryptoFrame,
     MaxStreamDataFrame,
+    NewConnectionIdFrame,
     PingFrame,
     StreamFrame,
     encode_frame,
@@ -217,6 +218,57 @@ def test_crypto_data_in_too_many_pieces_closes_the_connection(
     for datagram, _ in endpoint.servers[bad_addr].datagrams_to_send(0.0):
         bad.receive_datagram(datagram, SERVER_ADDR, 0.0)
     assert _closed_by_server_with(bad) == TransportErrorCode.CRYPTO_BUFFER_EXCEEDED
+
+
+def _new_cid(sequence_number: int, retire_prior_to: int) -> bytes:
+    cid = sequence_number.to_bytes(8, "big")
+    return encode_frame(NewConnectionIdFrame(sequence_number, retire_prior_to, cid, cid * 2))
+
+
+def test_endless_retirements_close_the_connection() -> None:
+    # RFC 9000 §5.1.2: NEW_CONNECTION_ID below Retire Prior To makes us send
+    # RETIRE_CONNECTION_ID; the peer may not queue more than twice our
+    # active_connection_id_limit (4) of them, else each frame cost time in
+    # proportion to all those queued before.
+    endpoint = Endpoint()
+    bad, bad_addr = endpoint.client(50002)
+    endpoint.exchange(bad, bad_addr)
+    server = endpoint.servers[bad_addr]
+    first = [_new_cid(1000, 1000)]
+    # A retransmitted frame is queued once, however often it arrives.
+    repeats = [_new_cid(1, 0)] * 20
+    endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, *first, *repeats), bad_addr)
+    assert not server.is_closed
+    assert server.peer_cids.pending_retirements().count(1) == 1
+    # Distinct ones, all in one packet: more than 8 waiting is refused.
+    fresh = [_new_cid(sequence_number, 0) for sequence_number in range(2, 40)]
+    endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, *fresh), bad_addr)
+    endpoint.exchange(bad, bad_addr)
+    assert _closed_by_server_with(bad) == TransportErrorCode.CONNECTION_ID_LIMIT_ERROR
+
+
+def test_a_gap_after_every_packet_keeps_the_ack_record_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 9000 §12.3: a peer skipping a packet number after every packet, and
+    # never acknowledging our ACKs, may not grow what we remember without end.
+    monkeypatch.setattr(packet_space, "MAX_RECEIVED_RANGES", 16)
+    endpoint = Endpoint()
+    bad, bad_addr = endpoint.client(50002)
+    endpoint.exchange(bad, bad_addr)
+    server = endpoint.servers[bad_addr]
+    space = bad.spaces[Space.APPLICATION]
+    for _ in range(60):
+        space.next_pn += 1  # skip one
+        endpoint.deliver(hand_built(bad, PacketType.ONE_RTT, encode_frame(PingFrame())), bad_addr)
+        assert len(server.spaces[Space.APPLICATION].received) <= 16
+    assert not server.is_closed
+    # The connection still works, and what it acknowledges is the newest.
+    stream_id = bad.open_stream()
+    bad.send_stream_data(stream_id, b"still here", end_stream=True)
+    endpoint.exchange(bad, bad_addr)
+    assert server.read_stream(stream_id) == b"still here"
+    assert not bad.is_closed
 
 
 def _events(conn: QuicConnection) -> list[object]:

@@ -434,3 +434,53 @@ def test_10mb_byte_exact_at_30_percent_random_loss() -> None:
     assert server_app.received[client_app.opened[0]].sha256 == digest
     assert_delivered(sim, client_app, server_app, [payload])
     assert sim.uplink.stats.lost > 0.25 * sim.uplink.stats.datagrams
+
+
+# -- hostile ACK patterns: work per ACK frame ----------------------------------------
+
+
+class _CountedPn(int):
+    """A packet number that counts the comparisons made with it."""
+
+    compared = 0
+
+    def __lt__(self, other: object) -> bool:
+        _CountedPn.compared += 1
+        return int(self) < other  # type: ignore[operator]
+
+    def __gt__(self, other: object) -> bool:
+        _CountedPn.compared += 1
+        return int(self) > other  # type: ignore[operator]
+
+    def __le__(self, other: object) -> bool:
+        _CountedPn.compared += 1
+        return int(self) <= other  # type: ignore[operator]
+
+    def __ge__(self, other: object) -> bool:
+        _CountedPn.compared += 1
+        return int(self) >= other  # type: ignore[operator]
+
+
+def test_ack_frames_spanning_lost_packets_cost_no_step_per_lost_packet() -> None:
+    # Hundreds of packets declared lost are remembered (to spot spurious
+    # losses). An 8-byte ACK frame spanning them without acknowledging any,
+    # repeated many times in one packet, must not look at each of them every
+    # time: the work per ACK is bounded by its ranges (RFC 9002 §6.1; no
+    # peer input may cost more than linear work).
+    recovery = LossRecovery(congestion=NewReno(), is_client=False)
+    recovery.on_packet_sent(_sent(0, Space.APPLICATION, 0.0))
+    recovery.on_ack_received(Space.APPLICATION, [(0, 0)], 0.0, 0.01)
+    top = 600
+    for pn in range(1, top + 1):
+        recovery.on_packet_sent(_sent(_CountedPn(pn), Space.APPLICATION, 0.01 + pn * 1e-6))
+    first = recovery.on_ack_received(Space.APPLICATION, [(top, top)], 0.0, 0.02)
+    assert len(first.lost) == top - K_PACKET_THRESHOLD
+    _CountedPn.compared = 0
+    frames = 100
+    for _ in range(frames):
+        result = recovery.on_ack_received(Space.APPLICATION, [(top, top), (0, 0)], 0.0, 0.021)
+        assert not result.acked and not result.spurious
+    assert _CountedPn.compared / frames < 64  # was ~2,000: every lost packet, every frame
+    # An ACK that does cover some of them still finds exactly those.
+    late = recovery.on_ack_received(Space.APPLICATION, [(top, top), (300, 310)], 0.0, 0.022)
+    assert sorted(p.packet_number for p in late.spurious) == list(range(300, 311))

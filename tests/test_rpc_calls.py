@@ -327,6 +327,9 @@ async def raw_call(conn: rpc.RpcConnection, data: bytes) -> rpc.RpcError:
         + encode_frame(MESSAGE, encode([[1], {}]))
         + encode_frame(MESSAGE, encode(1)),  # a second message on a call
         encode_frame(HEADERS, encode({"method": "zvm.echo"}))[:-2],  # cut short
+        # A timeout no float holds (a big-integer extension).
+        encode_frame(HEADERS, encode({"method": "zvm.echo", "timeout": 2**1100}))
+        + encode_frame(MESSAGE, encode([["x"], {}])),
     ],
 )
 async def test_malformed_frame_fails_that_call_only(data: bytes) -> None:

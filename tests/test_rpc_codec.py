@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 import ghostwire.rpc as rpc
 from ghostwire.errors import GhostwireError
-from ghostwire.rpc.codec import BIGINT_EXT, CodecError, decode, encode, encode_bigint
+from ghostwire.rpc.codec import (
+    BIGINT_EXT,
+    MAX_KEYS_PER_HASH,
+    CodecError,
+    decode,
+    encode,
+    encode_bigint,
+)
 from ghostwire.rpc.framing import (
     HEADERS,
     MESSAGE,
@@ -23,6 +30,7 @@ from ghostwire.rpc.framing import (
     MessageTooLarge,
     encode_frame,
 )
+from ghostwire.rpc.h3_json import decode_json, encode_json
 from ghostwire.rpc.wire import (
     encode_request,
     encode_trailer,
@@ -281,3 +289,31 @@ def test_bigint_encoding_is_minimal(value: int) -> None:
     assert int.from_bytes(encoded, "big", signed=True) == value
     if len(encoded) > 1:  # one byte fewer would not hold it
         assert not -(2 ** (8 * len(encoded) - 9)) <= value < 2 ** (8 * len(encoded) - 9)
+
+
+# -- hash floods: integer keys picked to share one hash value -------------------
+
+# Python hashes an int as its value modulo 2**61 - 1, with no secret: these
+# are distinct big integers with the same hash, which a dict of them as keys
+# compares with each other on every insertion (quadratic time).
+_MODULUS = (1 << 61) - 1
+_SAME_HASH = [(k + 10) * _MODULUS for k in range(MAX_KEYS_PER_HASH + 1)]
+
+
+def test_big_integer_keys_with_one_hash_are_refused() -> None:
+    assert len({hash(key) for key in _SAME_HASH}) == 1
+    allowed = dict.fromkeys(_SAME_HASH[:MAX_KEYS_PER_HASH], 0)
+    assert same(decode(encode(allowed)), allowed)
+    with pytest.raises(CodecError, match="hash"):
+        decode(encode(dict.fromkeys(_SAME_HASH, 0)))
+    # As values, or as keys of different hashes, any number is fine.
+    assert decode(encode(_SAME_HASH * 3)) == _SAME_HASH * 3
+    spread = {key + i: i for i, key in enumerate(_SAME_HASH * 3)}
+    assert same(decode(encode(spread)), spread)
+
+
+def test_big_integer_keys_with_one_hash_are_refused_in_json() -> None:
+    allowed = dict.fromkeys(_SAME_HASH[:MAX_KEYS_PER_HASH], 0)
+    assert same(decode_json(encode_json(allowed)), allowed)
+    with pytest.raises(CodecError, match="hash"):
+        decode_json(encode_json(dict.fromkeys(_SAME_HASH, 0)))

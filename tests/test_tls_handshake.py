@@ -34,7 +34,16 @@ from ghostwire.quic.tls import (
     TlsSettings,
     TrustStore,
 )
-from ghostwire.quic.tls.extensions import ExtensionType, encode_alpn, encode_hrr_key_share
+from ghostwire.quic.tls import server as tls_server
+from ghostwire.quic.tls.extensions import (
+    ExtensionType,
+    decode_client_key_shares,
+    decode_supported_groups,
+    encode_alpn,
+    encode_client_key_shares,
+    encode_hrr_key_share,
+    encode_supported_groups,
+)
 from ghostwire.quic.tls.messages import (
     HRR_RANDOM,
     ClientHello,
@@ -633,6 +642,46 @@ def test_invalid_key_share_is_illegal_parameter() -> None:
     share = b"\x00\x24\x00\x1d\x00\x20" + bytes(32)  # an all-zero X25519 point
     alert = _server_alert(_client_hello(replace={ExtensionType.KEY_SHARE: share}))
     assert alert.alert == A.ILLEGAL_PARAMETER
+
+
+class _CountedGroup(int):
+    """A group number that counts the equality tests made with it."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountedGroup.compared += 1
+        return int(self) == other
+
+    __hash__ = int.__hash__
+
+
+def test_many_key_shares_and_groups_cost_no_lookup_per_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One unauthenticated ClientHello may offer thousands of groups and of
+    # key shares (RFC 8446 §4.2.7, §4.2.8: each share's group must be in
+    # supported_groups): that check may not scan the group list per share.
+    hello = ClientHello.parse(_client_hello())
+    real_shares = decode_client_key_shares(hello.extensions[ExtensionType.KEY_SHARE])
+    real_groups = decode_supported_groups(hello.extensions[ExtensionType.SUPPORTED_GROUPS])
+    unknown = list(range(0x1000, 0x1000 + 2000))
+    hello.extensions[ExtensionType.SUPPORTED_GROUPS] = encode_supported_groups(
+        unknown + real_groups
+    )
+    hello.extensions[ExtensionType.KEY_SHARE] = encode_client_key_shares(
+        [(group, b"\x01") for group in unknown[-500:]] + real_shares
+    )
+
+    def counted(data: bytes) -> list[int]:
+        return [_CountedGroup(group) for group in decode_supported_groups(data)]
+
+    monkeypatch.setattr(tls_server, "decode_supported_groups", counted)
+    _CountedGroup.compared = 0
+    server = TlsHandshake(server_settings(), SERVER_TP)
+    server.receive(Epoch.INITIAL, hello.encode())
+    assert server.outgoing[Epoch.INITIAL]  # the unknown groups were passed over
+    assert _CountedGroup.compared < 4 * (500 + len(real_shares))  # was 877,251
 
 
 def test_server_hello_with_unoffered_suite() -> None:

@@ -18,12 +18,17 @@ is lost; the connection asks ``pending_*`` what to send.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import QuicProtocolError, TransportErrorCode
 from .frames import FrameType
+
+# RFC 9000 §5.1.2: retirements we track (queued, not yet sent, or lost in
+# flight), as a multiple of our active_connection_id_limit; more from the
+# peer is a CONNECTION_ID_LIMIT_ERROR. The RFC asks to allow at least twice.
+MAX_PENDING_RETIREMENTS_FACTOR = 2
 
 
 @dataclass(slots=True)
@@ -218,14 +223,14 @@ class PeerConnectionIds:
             return
         if sequence_number < self.retire_prior_to:
             # Already retired by an earlier retire_prior_to: retire it at once.
-            self._pending_retire += (sequence_number,)
+            self._queue_retirements((sequence_number,))
             return
         self.available.append(PeerConnectionId(sequence_number, cid, token))
         if retire_prior_to > self.retire_prior_to:
             self.retire_prior_to = retire_prior_to
             kept = [e for e in self.available if e.sequence_number >= retire_prior_to]
-            self._pending_retire += tuple(
-                e.sequence_number for e in self.available if e.sequence_number < retire_prior_to
+            self._queue_retirements(
+                [e.sequence_number for e in self.available if e.sequence_number < retire_prior_to]
             )
             self.available = kept
             if self.current.sequence_number < retire_prior_to:
@@ -237,6 +242,29 @@ class PeerConnectionIds:
                 f"peer issued more than {self._limit} active connection IDs",
                 FrameType.NEW_CONNECTION_ID,
             )
+
+    def _queue_retirements(self, sequence_numbers: Sequence[int]) -> None:
+        """Queue RETIRE_CONNECTION_ID for IDs the peer's frames retired.
+
+        RFC 9000 §5.1.2: the retirements waiting to be sent (or sent again
+        after a loss) are bounded, at twice our active_connection_id_limit;
+        past that the peer is closed with CONNECTION_ID_LIMIT_ERROR. Otherwise
+        NEW_CONNECTION_ID frames below Retire Prior To (~29 bytes each) would
+        queue retirements without end, each costing time in proportion to
+        those already queued. A sequence number already queued is not queued
+        again (a retransmitted frame).
+        """
+        pending = self._pending_retire
+        fresh = tuple(s for s in sequence_numbers if s not in pending)
+        if not fresh:
+            return
+        if len(pending) + len(fresh) > MAX_PENDING_RETIREMENTS_FACTOR * self._limit:
+            raise QuicProtocolError(
+                TransportErrorCode.CONNECTION_ID_LIMIT_ERROR,
+                "peer made us retire too many connection IDs at once",
+                FrameType.NEW_CONNECTION_ID,
+            )
+        self._pending_retire = pending + fresh
 
     def use_next(self) -> bool:
         """Switch to an unused connection ID and retire the current one.

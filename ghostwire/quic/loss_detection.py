@@ -8,6 +8,7 @@ drives them; :mod:`.recovery` re-exports the public names.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -141,19 +142,25 @@ class LostRecord:
 # -- ACK frame helpers -------------------------------------------------------------
 
 
-def in_ranges(pn: int, ranges: Sequence[tuple[int, int]]) -> bool:
-    """Whether descending inclusive ``ranges`` cover ``pn`` (binary search)."""
-    lo, hi = 0, len(ranges)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        smallest, largest = ranges[mid]
-        if pn > largest:
-            hi = mid
-        elif pn < smallest:
-            lo = mid + 1
-        else:
-            return True
-    return False
+def lost_in_ranges(records: dict[int, LostRecord], ranges: Sequence[tuple[int, int]]) -> list[int]:
+    """Packet numbers of ``records`` that descending inclusive ``ranges`` cover, ascending.
+
+    Records are kept in ascending packet number order (each loss detection
+    declares the oldest packets outstanding, all newer than those declared
+    before), so each range's records are found by bisection in a copy of
+    the keys: an ACK costs O(ranges * log records) steps (plus one C-speed
+    copy of at most MAX_LOST_REMEMBERED keys), not a Python step per
+    record. A peer repeating a tiny ACK frame that spans the records
+    without acknowledging any (~8 bytes) made each frame walk all 512.
+    """
+    numbers = list(records)
+    hits: list[int] = []
+    for smallest, largest in reversed(ranges):
+        low = bisect_left(numbers, smallest)
+        high = bisect_right(numbers, largest, low)
+        if low < high:
+            hits += numbers[low:high]
+    return hits
 
 
 def _violation(reason: str) -> QuicProtocolError:

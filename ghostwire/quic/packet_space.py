@@ -14,7 +14,8 @@ ACK is due:
 
 Received packet numbers are remembered as ranges; ranges the peer has seen
 acknowledged (an ACK of an ACK) are forgotten so the set stays small
-(RFC 9000 §13.2.4).
+(RFC 9000 §13.2.4), and so are the oldest past ``MAX_RECEIVED_RANGES``
+(RFC 9000 §12.3).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from .recovery import Space
 ACK_ELICITING_THRESHOLD = 2
 # Largest number of ranges in one ACK frame; older ranges are dropped first.
 MAX_ACK_RANGES = 64
+# Most ranges of received packet numbers remembered (RFC 9000 §12.3): past
+# it the older half is forgotten and becomes the duplicate floor. A peer
+# leaving a gap after every packet and never acknowledging our ACKs would
+# otherwise grow the set by one range per packet, each ACK costing time in
+# proportion to all of them.
+MAX_RECEIVED_RANGES = 4 * MAX_ACK_RANGES
 _APPLICATION = Space.APPLICATION  # a global: enum member lookups are slow on CPython 3.11
 
 
@@ -80,6 +87,9 @@ class PacketNumberSpace:
         """Record a successfully processed packet and update the ACK schedule."""
         in_order = pn == self.largest_received + 1
         self.received.add(pn, pn + 1)
+        # Only a packet out of order can open a range (an in-order one extends the last).
+        if not in_order and len(self.received.starts) > MAX_RECEIVED_RANGES:
+            self._forget_oldest_ranges()
         if pn > self.largest_received:
             self.largest_received = pn
             self.largest_received_time = now
@@ -94,6 +104,17 @@ class PacketNumberSpace:
             self.ack_immediately = True
         elif self.ack_deadline is None:
             self.ack_deadline = now + max_ack_delay
+
+    def _forget_oldest_ranges(self) -> None:
+        """Keep the newest half of the ranges; the rest are never acknowledged
+        again (RFC 9000 §13.2.3 lets ACK frames omit old ranges) and packets
+        at or below the newest forgotten one are dropped as duplicates
+        (RFC 9000 §12.3: a minimum packet number bounds duplicate detection)."""
+        received = self.received
+        cut = len(received.starts) - MAX_RECEIVED_RANGES // 2
+        floor = received.ends[cut - 1] - 1
+        received.subtract(0, floor + 1)
+        self.duplicate_floor = max(self.duplicate_floor, floor)
 
     def ack_due(self, now: float) -> bool:
         """Whether an ACK must go out now (not merely may piggyback)."""
@@ -111,9 +132,12 @@ class PacketNumberSpace:
         received = self.received
         if len(received.starts) == 1:  # the usual case: no packet missing
             return ((received.starts[0], received.ends[0] - 1),)
-        ranges = [(start, stop - 1) for start, stop in received]
+        newest = zip(
+            received.starts[-MAX_ACK_RANGES:], received.ends[-MAX_ACK_RANGES:], strict=True
+        )
+        ranges = [(start, stop - 1) for start, stop in newest]
         ranges.reverse()
-        return tuple(ranges[:MAX_ACK_RANGES])
+        return tuple(ranges)
 
     def on_ack_sent(self) -> None:
         self.ack_needed = False

@@ -58,11 +58,11 @@ from .loss_detection import (
     LostRecord,
     SpaceState,
     check_ranges,
-    in_ranges,
     loss_delay,
     loss_time_of,
     lost_by_packet_threshold,
     lost_by_time_threshold,
+    lost_in_ranges,
     newly_acked,
     persistent_congestion_duration,
 )
@@ -331,14 +331,7 @@ class LossRecovery:
         records = state.lost
         if not records or next(reversed(records)) < ranges[-1][0]:
             return found
-        largest = ranges[0][1]
-        hits = []
-        for pn in records:
-            if pn > largest:
-                break
-            if in_ranges(pn, ranges):
-                hits.append(pn)
-        for pn in hits:
+        for pn in lost_in_ranges(records, ranges):
             record = records.pop(pn)
             found.append(record.packet)
             if record.by_packet:

@@ -10,11 +10,14 @@ are uint256, so any integer outside that range travels as an extension:
 Everything else is plain msgpack: bytes as bin, str as str (UTF-8), bool, nil,
 float64, arrays (tuples become arrays) and maps (keys of any hashable type).
 Decoding is lossless for all of these; anything malformed raises
-:class:`CodecError` (INVALID_ARGUMENT), never a bare msgpack exception.
+:class:`CodecError` (INVALID_ARGUMENT), never a bare msgpack exception, and
+so does a map with more than 64 keys sharing one hash value (a hash flood:
+:func:`map_from_pairs`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -62,6 +65,43 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise CodecError(f"unknown msgpack extension type {code}")
 
 
+MAX_KEYS_PER_HASH = 64
+"""Most keys of one map that may share one hash value (see :func:`map_from_pairs`)."""
+
+
+def map_from_pairs(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    """The dict of ``pairs`` (a later key wins), refusing hash floods.
+
+    Python hashes integers without a per-process secret (the value modulo
+    2**61 - 1), so a peer can pick thousands of big integers with one hash
+    value, and building a dict of them as keys costs time quadratic in
+    their number (8,000 such keys: 0.33 s). Strings and bytes are hashed
+    with a random key and cannot be aimed this way. CodecError when more
+    than :data:`MAX_KEYS_PER_HASH` distinct keys share a hash value.
+    """
+    out: dict[Any, Any] = {}
+    per_hash: dict[int, int] = {}
+    for key, value in pairs:
+        if key not in out:
+            digest = hash(key)
+            count = per_hash.get(digest, 0) + 1
+            if count > MAX_KEYS_PER_HASH:
+                raise CodecError(f"more than {MAX_KEYS_PER_HASH} map keys with one hash value")
+            per_hash[digest] = count
+        out[key] = value
+    return out
+
+
+class _BigInteger(Exception):
+    """Raised by the first decoding pass at the first big integer."""
+
+
+def _no_big_integers(code: int, data: bytes) -> Any:
+    if code == BIGINT_EXT:
+        raise _BigInteger
+    raise CodecError(f"unknown msgpack extension type {code}")
+
+
 _packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
 
 
@@ -77,13 +117,35 @@ def encode(value: Any) -> bytes:
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """The value of one whole msgpack document; :class:`CodecError` if malformed."""
     try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True
-        )
+        try:
+            return msgpack.unpackb(
+                data, raw=False, strict_map_key=False, ext_hook=_no_big_integers, use_list=True
+            )
+        except _BigInteger:
+            # Only big integers can be map keys with one hash value by the
+            # thousand (other msgpack keys: a dozen at most), so only a
+            # message with one builds its maps checked, in a second pass.
+            return msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                ext_hook=_ext_hook,
+                object_pairs_hook=map_from_pairs,
+                use_list=True,
+            )
     except CodecError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise CodecError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
 
 
-__all__ = ["BIGINT_EXT", "CodecError", "decode", "decode_bigint", "encode", "encode_bigint"]
+__all__ = [
+    "BIGINT_EXT",
+    "MAX_KEYS_PER_HASH",
+    "CodecError",
+    "decode",
+    "decode_bigint",
+    "encode",
+    "encode_bigint",
+    "map_from_pairs",
+]

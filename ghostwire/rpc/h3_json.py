@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from .codec import CodecError
+from .codec import CodecError, map_from_pairs
 
 JSON_SAFE_INT = (1 << 53) - 1
 _TAGS = ("$bytes", "$int", "$map")
@@ -79,13 +79,13 @@ def _untag(tag: str, item: Any) -> Any:
         isinstance(pair, list) and len(pair) == 2 for pair in item
     ):
         raise CodecError('"$map" takes an array of [key, value] pairs')
-    out: dict[Any, Any] = {}
+    pairs = []
     for key, entry in item:
         key = from_json_value(key)
         if isinstance(key, list | dict):
             raise CodecError('a "$map" key must be a string, number, bytes, bool or null')
-        out[key] = from_json_value(entry)
-    return out
+        pairs.append((key, from_json_value(entry)))
+    return map_from_pairs(pairs)  # integer keys can be aimed at one hash value
 
 
 def encode_json(value: Any) -> bytes:

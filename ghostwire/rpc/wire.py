@@ -9,6 +9,7 @@ stream) + FIN; a reply is ``MESSAGE`` frames + ``TRAILERS`` + FIN.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -86,6 +87,9 @@ def encode_request(
     return PREFIX.pack(HEADERS, len(head)) + head + PREFIX.pack(MESSAGE, len(body)) + body
 
 
+_MAX_FLOAT = sys.float_info.max
+
+
 def parse_header(payload: bytes) -> RequestHeader:
     """A request's HEADERS payload; RpcError(INVALID_ARGUMENT) if it is not one."""
     header = decode(payload)
@@ -99,7 +103,10 @@ def parse_header(payload: bytes) -> RequestHeader:
         raise FramingError(f"unknown call kind {kind!r}")
     timeout = header.get("timeout")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not timeout >= 0
+        or (type(timeout) is int and timeout > _MAX_FLOAT)  # float() would overflow
     ):
         raise FramingError("'timeout' must be a non-negative number of seconds")
     metadata = header.get("metadata")
