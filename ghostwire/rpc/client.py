@@ -41,7 +41,7 @@ from .codec import decode
 from .events import Event
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
 from .status import RpcError, Status
-from .transport import RECEIVE_SIZE, FrameReader, send_nowait
+from .transport import RECEIVE_SIZE, FrameReader, close_ended, close_now, send_nowait
 from .wire import (
     ALPN,
     CANCELLED_CODE,
@@ -98,6 +98,11 @@ def _unavailable(exc: BaseException) -> RpcError:
         error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _not_started(exc: BaseException) -> CallNotStarted:
+    # No stream, so nothing was sent: the server never saw the call.
+    return CallNotStarted(f"connection to the server failed: {exc}")
 
 
 def _is_goaway_close(exc: BaseException) -> bool:
@@ -308,11 +313,16 @@ class RpcConnection:
         raise RpcError(Status.DEADLINE_EXCEEDED, f"{method}: deadline exceeded")
 
     async def _unary(self, request: bytes, deadline: float) -> Any:
-        stream = await self._open()
+        # One task step per call, when the reply comes: the stream is opened
+        # and closed without the schedule points of open_stream and aclose
+        # (the wait for the reply is the call's schedule point).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        stream = self._open_nowait() or await self._open()
         try:
             # Request and FIN in one core write; the reply read without a
             # schedule point once it is here (see .transport).
-            if not send_nowait(stream, request, end_stream=True):
+            sent_whole = send_nowait(stream, request, end_stream=True)
+            if not sent_whole:
                 await _send_request(stream, request)
             reader = FrameReader(stream, self.max_message_size)
             # The one wait: the reply's first bytes (it is not here yet, we
@@ -333,12 +343,17 @@ class RpcConnection:
                 raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
         except _GONE as exc:
             _abort(stream)
+            close_now(stream)
             raise _unavailable(exc) from None
         except BaseException:
             _abort(stream, deadline)
+            close_now(stream)
             raise
-        finally:
-            await stream.aclose()
+        # Read to its FIN; with our FIN queued too, nothing is left to close.
+        if sent_whole:
+            close_ended(stream)
+        else:
+            close_now(stream)
         if error is not None:
             raise error
         return result
@@ -431,9 +446,14 @@ class RpcConnection:
         try:
             return await self.connection.open_stream()
         except _GONE as exc:
-            # No stream, so nothing was sent: the server never saw the call.
-            error = CallNotStarted(f"connection to the server failed: {exc}")
-            raise error from exc
+            raise _not_started(exc) from exc
+
+    def _open_nowait(self) -> quic.QuicStream | None:
+        """A stream without a schedule point; None while the stream limit binds."""
+        try:
+            return self.connection.open_stream_nowait()
+        except _GONE as exc:
+            raise _not_started(exc) from exc
 
     @asynccontextmanager
     async def _intercepted(self, info: CallInfo) -> AsyncIterator[None]:
