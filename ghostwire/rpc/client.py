@@ -329,18 +329,13 @@ class RpcConnection:
             # just sent the request). The rest usually came with them.
             reader.feed(await stream.receive_some(RECEIVE_SIZE))
             whole = reader.at_eof or reader.receive_whole_nowait()
-            frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
-            result = None
-            if frame is not None and frame[0] == MESSAGE:
-                result = decode(frame[1])
-                frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
-            if frame is None or frame[0] != TRAILERS:
-                raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
-            error = None if frame[1] == OK_TRAILER_PAYLOAD else _trailer_error(frame[1])
-            if (
-                reader.next_frame_now() if whole else await reader.receive_frame_eager()
-            ) is not None:
-                raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
+            # The usual reply, here whole: a result and a trailer, in one step.
+            pair = reader.take_pair_now(MESSAGE, TRAILERS) if whole else None
+            if pair is not None:
+                result, trailer = decode(pair[0]), pair[1]
+            else:
+                result, trailer = await _read_reply(reader, whole)
+            error = None if trailer == OK_TRAILER_PAYLOAD else _trailer_error(trailer)
         except _GONE as exc:
             _abort(stream)
             close_now(stream)
@@ -461,6 +456,21 @@ class RpcConnection:
             for interceptor in self.interceptors:
                 await stack.enter_async_context(interceptor(info))
             yield
+
+
+async def _read_reply(reader: FrameReader, whole: bool) -> tuple[Any, bytes]:
+    """A unary reply frame by frame (``whole``: all of it is in ``reader``):
+    its result (None without one: a failed call) and its trailer's payload."""
+    frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
+    result = None
+    if frame is not None and frame[0] == MESSAGE:
+        result = decode(frame[1])
+        frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
+    if frame is None or frame[0] != TRAILERS:
+        raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
+    if (reader.next_frame_now() if whole else await reader.receive_frame_eager()) is not None:
+        raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
+    return result, frame[1]
 
 
 async def _send_request(stream: quic.QuicStream, request: bytes) -> None:
