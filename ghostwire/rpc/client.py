@@ -224,7 +224,8 @@ class RpcConnection:
     """Calls over one established QUIC connection (ALPN ``ghostwire-rpc``).
 
     Holds no tasks and no queues: each call opens a stream, writes the request
-    and FIN in one write, and reads the reply to FIN in the caller's task.
+    and FIN in one write, and reads the reply to FIN in the caller's task,
+    which steps once per call (when the reply arrives) while a stream is free.
     Safe to share between tasks; QUIC's stream limit makes callers wait for a
     free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
     """
