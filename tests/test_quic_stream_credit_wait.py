@@ -126,3 +126,28 @@ def test_stream_too_large_is_exported() -> None:
     assert "StreamTooLarge" in quic.__all__
     assert quic.StreamTooLarge is exceptions.StreamTooLarge
     assert issubclass(quic.StreamTooLarge, quic.QuicError)
+
+
+async def test_open_stream_nowait_opens_without_a_schedule_point_or_says_none() -> None:
+    """It opens a stream as open_stream does (a plain function: no schedule
+    point); at the peer's limit it returns None and opens nothing (the credit stays for
+    open_stream); on a closed connection it raises as open_stream does."""
+    config = server_config(max_streams_bidi=1)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(quic.serve, host="127.0.0.1"), drain, 0, config)
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                stream = conn.open_stream_nowait()
+                assert isinstance(stream, quic.QuicStream)
+                assert conn.open_stream_nowait() is None  # the limit (1) is used up
+                await finish(stream)
+                # The credit MAX_STREAMS gives back is there for the next stream.
+                with trio.fail_after(5):
+                    await conn.wait_stream_credit()
+                again = conn.open_stream_nowait()
+                assert again is not None
+                await finish(again)
+                await conn.aclose()
+                with pytest.raises(quic.ConnectionClosed):
+                    conn.open_stream_nowait()
+            nursery.cancel_scope.cancel()

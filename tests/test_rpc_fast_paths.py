@@ -225,3 +225,62 @@ async def test_a_call_runs_in_a_cancel_scope_unless_it_cannot_suspend() -> None:
     # (It still runs to its end: it has no schedule point for the scope to act.)
     await dispatcher.unary(cancelled, svc.methods["plain"], [], {})
     assert isinstance(scopes.get("plain"), trio.CancelScope)
+
+
+# -- the client's reply: whole in one step, or frame by frame -------------------
+
+_REPLIES: list[tuple[bytes, Any]] = [
+    (_frame(MESSAGE, encode(7)) + OK_TRAILER, 7),
+    (_frame(TRAILERS, encode({"status": int(Status.NOT_FOUND), "message": "no"})), "NOT_FOUND"),
+    (_frame(MESSAGE, encode(1)) + _frame(TRAILERS, encode({"status": 0})), 1),  # OK, decoded
+    (_frame(MESSAGE, encode(1)), "INTERNAL"),  # no trailer
+    (OK_TRAILER + _frame(MESSAGE, encode(1)), "INTERNAL"),  # data after the trailer
+    (_frame(MESSAGE, encode(1)) + OK_TRAILER + OK_TRAILER, "INTERNAL"),
+    (_frame(MESSAGE, encode(b"x" * 2000)) + OK_TRAILER, "RESOURCE_EXHAUSTED"),  # over 1,000
+    (_frame(MESSAGE, encode(1)) + OK_TRAILER[:-1], "INVALID_ARGUMENT"),  # cut short (FramingError)
+]
+
+
+async def _reply_with(split: bool) -> list[Any]:
+    """What the client makes of each canned reply from a bare QUIC server,
+    sent whole with its FIN (read in one step) or ``split`` (its first byte
+    alone, then the rest: read frame by frame)."""
+    from test_rpc_support import rpc_client_config, rpc_server_config
+
+    import ghostwire.quic as quic
+
+    replies = iter(_REPLIES)
+
+    async def serve(conn: quic.Connection) -> None:
+        async for stream in conn:
+            assert isinstance(stream, quic.QuicStream)
+            while await stream.receive_some():
+                pass
+            reply = next(replies)[0]
+            if split:
+                await stream.send_all(reply[:1])
+                await trio.testing.wait_all_tasks_blocked()  # the client read it
+                reply = reply[1:]
+            await stream.send_all(reply, end_stream=True)
+            await stream.aclose()
+
+    seen: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(quic.serve, serve, 0, rpc_server_config(), host="127.0.0.1")
+        )
+        async with quic.connect("127.0.0.1", server.port, rpc_client_config()) as conn:
+            client = rpc.RpcConnection(conn, max_message_size=1000)
+            for _ in _REPLIES:
+                try:
+                    seen.append(await client.call("svc.m"))
+                except RpcError as exc:
+                    seen.append(exc.status.name)
+        nursery.cancel_scope.cancel()
+    return seen
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_reply_read_whole_says_what_one_read_frame_by_frame_says(split: bool) -> None:
+    with trio.fail_after(20):
+        assert await _reply_with(split) == [expected for _, expected in _REPLIES]

@@ -78,6 +78,53 @@ async def test_a_whole_request_to_a_handler_that_cannot_wait_costs_no_task() -> 
     assert steps.steps == {}
 
 
+class _TaskSteps(trio.abc.Instrument):
+    """Counts the steps of one task."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_a_call_costs_the_calling_task_one_step() -> None:
+    """The client opens the stream and queues request and FIN without a
+    schedule point, wakes once when the reply is here, reads it whole and
+    closes the stream without ``aclose`` (it was three steps: after
+    ``open_stream``, the reply and ``aclose``)."""
+    async with connected([svc]) as (_, client):
+        assert await client.call("t.echo", b"warm-up") == b"warm-up"
+        steps = _TaskSteps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for _ in range(5):
+                assert await client.call("t.echo", b"x" * 100) == b"x" * 100
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    assert steps.steps == 5
+
+
+async def test_a_call_at_the_stream_limit_waits_for_credit() -> None:
+    """With the server's stream limit used up, a call waits in open_stream
+    (the fallback when no stream can be opened at once) and runs when a
+    stream is given back."""
+    config = rpc_server_config(max_streams_bidi=2)
+    async with connected([svc], config=config) as (_, client):
+        assert await client.call("t.echo", b"warm-up") == b"warm-up"
+        results: list[bytes] = []
+
+        async def call(i: int) -> None:
+            results.append(await client.call("t.echo", bytes([i]) * 10))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(call, i)
+        assert sorted(results) == sorted(bytes([i]) * 10 for i in range(8))
+
+
 async def test_a_reply_larger_than_the_send_buffer_goes_through_send_all() -> None:
     """send_nowait refuses what the stream's send buffer has no room for; the
     reply then waits for acknowledgements under flow control as before."""

@@ -41,7 +41,7 @@ from .codec import decode
 from .events import Event
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, MESSAGE, TRAILERS
 from .status import RpcError, Status
-from .transport import RECEIVE_SIZE, FrameReader, send_nowait
+from .transport import RECEIVE_SIZE, FrameReader, close_ended, close_now, send_nowait
 from .wire import (
     ALPN,
     CANCELLED_CODE,
@@ -98,6 +98,11 @@ def _unavailable(exc: BaseException) -> RpcError:
         error = RpcError(Status.UNAVAILABLE, f"connection to the server failed: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _not_started(exc: BaseException) -> CallNotStarted:
+    # No stream, so nothing was sent: the server never saw the call.
+    return CallNotStarted(f"connection to the server failed: {exc}")
 
 
 def _is_goaway_close(exc: BaseException) -> bool:
@@ -219,7 +224,8 @@ class RpcConnection:
     """Calls over one established QUIC connection (ALPN ``ghostwire-rpc``).
 
     Holds no tasks and no queues: each call opens a stream, writes the request
-    and FIN in one write, and reads the reply to FIN in the caller's task.
+    and FIN in one write, and reads the reply to FIN in the caller's task,
+    which steps once per call (when the reply arrives) while a stream is free.
     Safe to share between tasks; QUIC's stream limit makes callers wait for a
     free stream. Transport failures surface as ``RpcError(UNAVAILABLE)``.
     """
@@ -308,37 +314,42 @@ class RpcConnection:
         raise RpcError(Status.DEADLINE_EXCEEDED, f"{method}: deadline exceeded")
 
     async def _unary(self, request: bytes, deadline: float) -> Any:
-        stream = await self._open()
+        # One task step per call, when the reply comes: the stream is opened
+        # and closed without the schedule points of open_stream and aclose
+        # (the wait for the reply is the call's schedule point).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        stream = self._open_nowait() or await self._open()
         try:
             # Request and FIN in one core write; the reply read without a
             # schedule point once it is here (see .transport).
-            if not send_nowait(stream, request, end_stream=True):
+            sent_whole = send_nowait(stream, request, end_stream=True)
+            if not sent_whole:
                 await _send_request(stream, request)
             reader = FrameReader(stream, self.max_message_size)
             # The one wait: the reply's first bytes (it is not here yet, we
             # just sent the request). The rest usually came with them.
             reader.feed(await stream.receive_some(RECEIVE_SIZE))
             whole = reader.at_eof or reader.receive_whole_nowait()
-            frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
-            result = None
-            if frame is not None and frame[0] == MESSAGE:
-                result = decode(frame[1])
-                frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
-            if frame is None or frame[0] != TRAILERS:
-                raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
-            error = None if frame[1] == OK_TRAILER_PAYLOAD else _trailer_error(frame[1])
-            if (
-                reader.next_frame_now() if whole else await reader.receive_frame_eager()
-            ) is not None:
-                raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
+            # The usual reply, here whole: a result and a trailer, in one step.
+            pair = reader.take_pair_now(MESSAGE, TRAILERS) if whole else None
+            if pair is not None:
+                result, trailer = decode(pair[0]), pair[1]
+            else:
+                result, trailer = await _read_reply(reader, whole)
+            error = None if trailer == OK_TRAILER_PAYLOAD else _trailer_error(trailer)
         except _GONE as exc:
             _abort(stream)
+            close_now(stream)
             raise _unavailable(exc) from None
         except BaseException:
             _abort(stream, deadline)
+            close_now(stream)
             raise
-        finally:
-            await stream.aclose()
+        # Read to its FIN; with our FIN queued too, nothing is left to close.
+        if sent_whole:
+            close_ended(stream)
+        else:
+            close_now(stream)
         if error is not None:
             raise error
         return result
@@ -431,9 +442,14 @@ class RpcConnection:
         try:
             return await self.connection.open_stream()
         except _GONE as exc:
-            # No stream, so nothing was sent: the server never saw the call.
-            error = CallNotStarted(f"connection to the server failed: {exc}")
-            raise error from exc
+            raise _not_started(exc) from exc
+
+    def _open_nowait(self) -> quic.QuicStream | None:
+        """A stream without a schedule point; None while the stream limit binds."""
+        try:
+            return self.connection.open_stream_nowait()
+        except _GONE as exc:
+            raise _not_started(exc) from exc
 
     @asynccontextmanager
     async def _intercepted(self, info: CallInfo) -> AsyncIterator[None]:
@@ -441,6 +457,21 @@ class RpcConnection:
             for interceptor in self.interceptors:
                 await stack.enter_async_context(interceptor(info))
             yield
+
+
+async def _read_reply(reader: FrameReader, whole: bool) -> tuple[Any, bytes]:
+    """A unary reply frame by frame (``whole``: all of it is in ``reader``):
+    its result (None without one: a failed call) and its trailer's payload."""
+    frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
+    result = None
+    if frame is not None and frame[0] == MESSAGE:
+        result = decode(frame[1])
+        frame = reader.next_frame_now() if whole else await reader.receive_frame_eager()
+    if frame is None or frame[0] != TRAILERS:
+        raise RpcError(Status.INTERNAL, "malformed reply: no status trailer")
+    if (reader.next_frame_now() if whole else await reader.receive_frame_eager()) is not None:
+        raise RpcError(Status.INTERNAL, "malformed reply: data after the trailer")
+    return result, frame[1]
 
 
 async def _send_request(stream: quic.QuicStream, request: bytes) -> None:

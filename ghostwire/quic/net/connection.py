@@ -261,19 +261,25 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         """A new stream, and whether it had to wait (park) for the peer's credit."""
         parked = False
         while True:
-            self._raise_if_closed()
-            try:
-                stream_id = self._core.open_stream(bidirectional)
-            except StreamLimitReached:
-                self._flush()  # lets STREAMS_BLOCKED go out
-                await self._opener_lot(bidirectional).park()
-                parked = True
-                continue
-            stream: QuicStream | QuicSendStream = (
-                QuicStream(self, stream_id) if bidirectional else QuicSendStream(self, stream_id)
-            )
-            self._streams[stream_id] = stream
-            return stream, parked
+            stream = self._try_open_stream(bidirectional)
+            if stream is not None:
+                return stream, parked
+            self._flush()  # lets STREAMS_BLOCKED go out
+            await self._opener_lot(bidirectional).park()
+            parked = True
+
+    def _try_open_stream(self, bidirectional: bool) -> QuicStream | QuicSendStream | None:
+        """A new stream, or None while the peer's stream limit is reached."""
+        self._raise_if_closed()
+        try:
+            stream_id = self._core.open_stream(bidirectional)
+        except StreamLimitReached:
+            return None
+        stream: QuicStream | QuicSendStream = (
+            QuicStream(self, stream_id) if bidirectional else QuicSendStream(self, stream_id)
+        )
+        self._streams[stream_id] = stream
+        return stream
 
     async def wait_stream_credit(self, bidirectional: bool = True) -> None:
         """Wait until a stream of this kind could be opened without waiting:
@@ -368,6 +374,17 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         """Raise the connection's error (:class:`ConnectionClosed` or the
         handshake error) if it is closed; do nothing while it is open."""
         self._raise_if_closed()
+
+    def open_stream_nowait(self) -> QuicStream | None:
+        """A new bidirectional stream, as ``open_stream()`` returns it but
+        without its schedule point (nor its cancellation check); None, and no
+        stream, when the peer's stream limit is reached (``open_stream`` then
+        waits for credit). Raises what ``open_stream`` raises on a closed
+        connection. For a caller whose next step is a schedule point anyway
+        (a request whose reply it waits for): its task steps once, not twice."""
+        stream = self._try_open_stream(True)
+        assert stream is None or isinstance(stream, QuicStream)
+        return stream
 
     def flush(self) -> None:
         """Send what the core has queued now (e.g. before parking on a full
