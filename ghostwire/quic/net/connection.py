@@ -447,7 +447,9 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         scope = self._timer_scope
         if scope is not None and not self._flush_pending:
             timer = self._core.get_timer()
-            scope.deadline = math.inf if timer is None else timer
+            deadline = math.inf if timer is None else timer
+            if deadline != scope.deadline:  # the setter costs about ten calls
+                scope.deadline = deadline
 
     def _process_events(self) -> None:
         core = self._core
