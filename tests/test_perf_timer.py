@@ -1,4 +1,5 @@
-"""The connection's timer deadline only moves forward (issue 13).
+"""The connection's timer deadline only moves forward, and an inline reply
+needs no second look (issue 13).
 
 The trio shell sleeps its connection task in a cancel scope whose deadline
 is the core's next timer. After most packets that timer moves later (a new
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import itertools
 from functools import partial
+from typing import Any
 
 import trio
 import trio.testing
 from quic_pair import client_config, server_config
 
 import ghostwire.quic as quic
+from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.net.connection import Connection
 
 HOST = "127.0.0.1"
@@ -65,3 +68,41 @@ async def test_the_timer_deadline_never_trails_the_core_and_stays_put() -> None:
         if next_scope is scope:
             assert next_deadline == deadline, seen
     assert len({scope for scope, _, _ in seen}) <= REQUESTS // 4, seen  # pairs were compared
+
+
+async def test_an_inline_reply_saves_the_servers_second_look(monkeypatch: Any) -> None:
+    """A reply answered inline (serve_requests with a handler that cannot
+    suspend) is flushed while the request's datagram is processed; the
+    server then neither asks the core whether anything is left to send
+    nor re-arms its timer again: the flush did both. Credit still flows:
+    300 sequential requests need MAX_STREAMS three times over (the
+    default limit is 100), and the last reply is acknowledged."""
+    asked = {True: 0, False: 0}  # by is_client
+    original = QuicConnection.has_nothing_to_send
+
+    def counting(self: QuicConnection, now: float) -> bool:
+        asked[self.is_client] += 1
+        return original(self, now)
+
+    monkeypatch.setattr(QuicConnection, "has_nothing_to_send", counting)
+    servers: list[Connection] = []
+
+    async def serve(conn: Connection) -> None:
+        servers.append(conn)
+        await _serve(conn)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(quic.serve, host=HOST), serve, 0, server_config())
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                for _ in range(3):  # the handshake's stragglers settle
+                    await conn.request(b"warm-up", 1000)
+                await trio.testing.wait_all_tasks_blocked()
+                asked.update({True: 0, False: 0})
+                sent = servers[0].statistics().packets_sent
+                for _ in range(300):
+                    assert await conn.request(b"ping", 1000) == b"ping"
+                assert asked == {True: 300, False: 0}  # the client: once per reply
+                assert servers[0].statistics().packets_sent - sent == 300
+                await servers[0].wait_delivered()
+            nursery.cancel_scope.cancel()

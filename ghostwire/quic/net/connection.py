@@ -420,9 +420,10 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         Handshake flights go at once: ``connect`` returns with our Finished
         already sent.
         """
+        core = self._core
+        sent = core.stats.packets_sent
         self._process_events()
         self._wake_ping()
-        core = self._core
         if not core.handshake_confirmed:
             early, self._early_streams = self._early_streams, False
             if early and not core.handshake_complete and not core.is_client:
@@ -433,6 +434,12 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
                 self._flush_soon()
             else:
                 self._flush()
+        elif not self._flush_pending and core.stats.packets_sent != sent:
+            # A reply answered inline as its stream opened (serve_requests,
+            # the RPC server) was flushed after these datagrams were read:
+            # what they made due left with it, the flush re-armed the timer,
+            # and any later write asked for a flush of its own.
+            return
         elif self._flush_pending or not core.has_nothing_to_send(trio.current_time()):
             self._flush_soon()
         else:
