@@ -6,7 +6,8 @@ cost the server's per-stream task six (two reads, ``send_all``, ``send_eof``,
 ``aclose``), plus a step of the acceptor task per stream and up to
 ``MAX_FLUSH_DEFERRALS`` steps of the flusher per datagram. With the one-call
 stream forms and ``serve_streams`` it is four a side; with
-``Connection.request`` and ``serve_requests``, one. These tests count steps
+``Connection.request`` and ``serve_requests``, one (none on the server when
+its handler cannot suspend: answered inline). These tests count steps
 with a trio instrument (load-independent), so a regression fails.
 """
 
@@ -198,8 +199,14 @@ async def _answer(request: bytes) -> bytes:
     return request
 
 
-async def _serve_requests(conn: Connection) -> None:
-    await conn.serve_requests(_answer, 1000)
+async def _answer_may_wait(request: bytes) -> bytes:
+    if not request:  # never here; the await makes it a handler that may suspend
+        await trio.lowlevel.checkpoint()
+    return request
+
+
+async def _serve_requests(conn: Connection, handler: Any = _answer_may_wait) -> None:
+    await conn.serve_requests(handler, 1000)
 
 
 async def _one_call(conn: Connection) -> bytes:
@@ -228,4 +235,48 @@ async def test_request_and_serve_requests_cost_one_step_a_side() -> None:
     assert concurrent.steps["worker"] == 640 + CONCURRENT
     assert concurrent.steps["answer"] == 640
     other = concurrent.total() - concurrent.steps["worker"] - concurrent.steps["answer"]
+    assert other <= 640 // 4, concurrent.steps
+
+
+async def _exchange_counts(handler: Any, requests: int, concurrency: int) -> tuple[_Steps, int]:
+    """Task steps (both sides) and the server's datagrams sent for
+    ``requests`` one-call requests, ``concurrency`` at a time."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host=HOST),
+                partial(_serve_requests, handler=handler),
+                0,
+                server_config(),
+            )
+            async with quic.connect(HOST, server.port, client_config()) as conn:
+                for _ in range(3):
+                    assert await _one_call(conn) == PAYLOAD
+                await trio.testing.wait_all_tasks_blocked()
+                before = conn.statistics().packets_received
+                steps = await _count(conn, requests, concurrency, call=_one_call)
+                replies = conn.statistics().packets_received - before
+            nursery.cancel_scope.cancel()
+    return steps, replies
+
+
+async def test_serve_requests_answers_inline_when_the_handler_cannot_suspend() -> None:
+    """A handler with no await: each whole request is answered as its stream
+    opens, in the server's processing of the datagram, with no task spawned
+    and none woken for it; a lone reply leaves at once (one datagram a
+    request, no flusher step), and 64 in flight still share datagrams."""
+    sequential, replies = await _exchange_counts(_answer, 20, 1)
+    assert sequential.spawned["answer"] == sequential.steps["answer"] == 0
+    assert sequential.spawned["answer_now"] == 0
+    assert sequential.steps["worker"] == 20 + 1
+    assert replies == 20
+    # Per request: the client's worker once, each receive loop once; the
+    # timer tasks flush nothing (a late ACK timer may add a step or two).
+    assert sequential.steps["_run"] <= 2, sequential.steps
+    assert sequential.total() <= 20 * 3 + 1 + 2, sequential.steps
+    concurrent, replies = await _exchange_counts(_answer, 640, CONCURRENT)
+    assert concurrent.spawned["answer"] == concurrent.steps["answer"] == 0
+    assert concurrent.steps["worker"] == 640 + CONCURRENT
+    assert replies <= 640 // 5, replies
+    other = concurrent.total() - concurrent.steps["worker"]
     assert other <= 640 // 4, concurrent.steps

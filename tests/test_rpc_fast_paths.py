@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 import ghostwire.rpc as rpc
+from ghostwire.quic.net.suspension import may_suspend
 from ghostwire.rpc.codec import decode, encode
 from ghostwire.rpc.dispatch import Dispatcher
 from ghostwire.rpc.framing import HEADERS, MESSAGE, TRAILERS, FrameDecoder, MessageTooLarge
@@ -25,7 +26,6 @@ from ghostwire.rpc.resilience import CallRetryState, RetryPolicy, retry_after_fa
 from ghostwire.rpc.resilience.runners import AttemptFailure
 from ghostwire.rpc.service import ArgumentBinder
 from ghostwire.rpc.status import RpcError, Status
-from ghostwire.rpc.suspension import may_suspend
 from ghostwire.rpc.wire import OK_TRAILER, OK_TRAILER_PAYLOAD, encode_request, parse_header
 
 

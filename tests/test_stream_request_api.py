@@ -291,8 +291,26 @@ async def _upper(request: bytes) -> bytes:
     return request.upper()
 
 
-async def test_request_and_serve_requests_answer_each_stream() -> None:
-    async with request_server(_upper) as (conn, errors):
+RequestHandler = Callable[[bytes], Awaitable[bytes]]
+
+
+def _may_wait(handler: RequestHandler, waits: bool) -> RequestHandler:
+    """``handler``, or (``waits``) the same in a handler that may suspend:
+    serve_requests answers the first kind inline, the second in a task."""
+    if not waits:
+        return handler
+
+    async def waiting(request: bytes) -> bytes:
+        if len(request) > 1 << 30:  # never: the await alone makes it one that may wait
+            await trio.lowlevel.checkpoint()
+        return await handler(request)
+
+    return waiting
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["inline", "task"])
+async def test_request_and_serve_requests_answer_each_stream(waits: bool) -> None:
+    async with request_server(_may_wait(_upper, waits)) as (conn, errors):
         assert await conn.request(b"abc", 100) == b"ABC"
         assert await conn.request(b"", 100) == b""
         async with trio.open_nursery() as nursery:
@@ -332,11 +350,23 @@ async def test_an_oversized_request_is_reset_or_goes_to_large() -> None:
     assert errors == []
 
 
-async def test_a_failing_handler_resets_its_stream() -> None:
+@pytest.mark.parametrize("waits", [False, True], ids=["inline", "task"])
+async def test_a_reply_that_is_not_bytes_is_sent_too(waits: bool) -> None:
+    async def upper_bytearray(request: bytes) -> bytes:
+        return bytearray(request.upper())  # type: ignore[return-value]
+
+    async with request_server(_may_wait(upper_bytearray, waits)) as (conn, errors):
+        assert await conn.request(b"abc", 100) == b"ABC"
+        assert await conn.request(b"def", 100) == b"DEF"
+    assert errors == []
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["inline", "task"])
+async def test_a_failing_handler_resets_its_stream(waits: bool) -> None:
     async def quic_failure(request: bytes) -> bytes:
         raise quic.StreamReset("gave up", error_code=5)
 
-    async with request_server(quic_failure) as (conn, errors):
+    async with request_server(_may_wait(quic_failure, waits)) as (conn, errors):
         for _ in range(2):  # a QuicError fails that request alone
             with pytest.raises(quic.StreamReset):
                 await conn.request(b"a", 100)
@@ -345,7 +375,7 @@ async def test_a_failing_handler_resets_its_stream() -> None:
     async def bug(request: bytes) -> bytes:
         raise KeyError("bug")
 
-    async with request_server(bug) as (conn, errors):
+    async with request_server(_may_wait(bug, waits)) as (conn, errors):
         with pytest.raises((quic.StreamReset, quic.ConnectionClosed)):
             await conn.request(b"a", 100)
         await conn.wait_closed()  # the handler's error closed the connection

@@ -95,17 +95,25 @@ class LifecycleMixin:
             return None
         if self.state in (ConnectionState.CLOSING, ConnectionState.DRAINING):
             return self.close_deadline
-        candidates = [
-            self.idle_deadline,
+        # Asked after every flush and every batch of datagrams: one pass over
+        # the candidates, no list or generator (about 20 calls fewer).
+        earliest = self.idle_deadline
+        for timer in (
             self.handshake_deadline,
             self.keep_alive_deadline,
             self.recovery.loss_detection_timer(),
             self.writer.next_timer(),
             self.path.deadline,
             self.zero_rtt_discard_deadline,
-        ]
-        candidates.extend(space.ack_timer() for space in self.spaces)
-        return min((t for t in candidates if t is not None), default=None)
+        ):
+            if timer is not None and (earliest is None or timer < earliest):
+                earliest = timer
+        for space in self.spaces:
+            if space.ack_needed:  # the usual case is none: no call
+                timer = space.ack_timer()
+                if timer is not None and (earliest is None or timer < earliest):
+                    earliest = timer
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers have expired at ``now``."""

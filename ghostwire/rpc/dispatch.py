@@ -26,7 +26,7 @@ Each of ``unary`` / ``events`` / ``stream``:
   traceback, and becomes INTERNAL with a generic message (the caller never
   sees internals).
 
-A call whose handler has no schedule point (:mod:`.suspension`), no deadline
+A call whose handler has no schedule point (:mod:`ghostwire.quic.net.suspension`), no deadline
 and no ``ctx.cancel`` before it starts runs without the cancel scope: it
 runs to its end in one step, where nothing could cancel it anyway. A
 transport may run such a call without a task at all, with
@@ -49,7 +49,6 @@ the event buffers hold (to show memory stays bounded).
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
@@ -58,6 +57,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..quic.net.suspension import run_to_end
 from .context import Context
 from .events import Event, EventBuffer
 from .service import Method, MethodKind, Service
@@ -132,7 +132,7 @@ class Dispatcher:
 
     def runs_inline(self, method: Method) -> bool:
         """Whether :meth:`unary_now` may run a call to ``method``: a unary
-        handler that cannot reach a schedule point (:mod:`.suspension`), on a
+        handler that cannot reach a schedule point (:mod:`ghostwire.quic.net.suspension`), on a
         dispatcher without interceptors, and without ``authorize`` (either
         may wait). Decided once per method, when the dispatcher is made."""
         return method.name in self._inline and self.methods.get(method.name) is method
@@ -190,10 +190,10 @@ class Dispatcher:
             values = method.binder.bind(args, kwargs)
             deadline = _capped_deadline(ctx, method)
             if deadline is None:
-                return _run_to_end(method.handler(ctx, **values))
+                return run_to_end(method.handler(ctx, **values))
             scope = ctx._scope = trio.CancelScope(deadline=deadline)
             with scope:
-                return _run_to_end(method.handler(ctx, **values))
+                return run_to_end(method.handler(ctx, **values))
             ctx._scope = None
             raise _ended(ctx, deadline)
         except RpcError:
@@ -304,18 +304,6 @@ def _capped_deadline(ctx: Context, method: Method) -> float | None:
         if deadline is None or capped < deadline:
             deadline = ctx.deadline = capped
     return deadline
-
-
-def _run_to_end(coroutine: Any) -> Any:
-    """Drive a handler's coroutine that cannot suspend to its end: its result.
-    It runs in a copy of the current context, as a task would: context
-    variables it sets do not outlive the call."""
-    try:
-        contextvars.copy_context().run(coroutine.send, None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()  # cannot happen for a handler runs_inline accepts
-    raise RuntimeError(f"{coroutine!r} suspended outside a task")
 
 
 async def _within_deadline(

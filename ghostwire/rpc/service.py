@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from ..quic.net.suspension import may_suspend
 from .checks import Checker, checker_for, exact_types
 from .events import DEFAULT_BUFFER, POLICIES, Policy
 from .status import RpcError, Status
-from .suspension import may_suspend
 
 F = TypeVar("F", bound=Callable[..., Any])
 Authorize = Callable[[Any], Any]
@@ -172,7 +172,7 @@ class Method:
     handler: Callable[..., Any]
     binder: ArgumentBinder
     options: MethodOptions
-    #: False when the handler cannot reach a schedule point (.suspension).
+    #: False when the handler cannot reach a schedule point (ghostwire.quic.net.suspension).
     may_suspend: bool = True
 
 

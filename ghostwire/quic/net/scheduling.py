@@ -79,8 +79,10 @@ class FlushScheduler:
         """Run the core's timers, and the flushes asked for with ``_flush_soon``.
 
         The task sleeps in a cancel scope whose deadline is the core's next
-        timer (moved in place by ``_update_timer``); a flush request wakes it
-        without touching the scope.
+        timer, brought forward in place by ``_update_timer`` (never back: a
+        deadline that passes early costs one wake-up, which finds nothing due
+        and sleeps until the exact timer); a flush request wakes it without
+        touching the scope.
         """
         core = self._core
         while not core.is_terminated:

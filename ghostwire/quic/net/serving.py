@@ -9,11 +9,13 @@
   whole reply. When the request (or the reply) is already here and the
   answer fits the send buffer, neither costs more than one task step: the
   server's per-stream task reads, calls the handler and writes in its first
-  step; the client's task parks once, for the reply. See docs/streams.md.
+  step (none when the handler cannot suspend: it is answered inline); the
+  client's task parks once, for the reply. See docs/streams.md.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ import trio
 
 from .exceptions import QuicError, StreamTooLarge
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream
+from .suspension import may_suspend, run_to_end
 
 if TYPE_CHECKING:
     from .stream import AnyStream
@@ -114,14 +117,20 @@ class StreamServing:
         Each stream runs in a task of its own (as with ``serve_streams``); a
         request already received whole, with a handler that returns without
         waiting and a reply that fits the send buffer, costs that task one
-        step. A stream longer than ``max_bytes`` goes to ``large(stream)``
-        if given (what was read stays on the stream: an upload handled in
-        chunks), and unidirectional streams too. A stream that fails --
-        longer than ``max_bytes`` without ``large``, reset by the peer, or a
-        handler raising a ``QuicError`` -- is reset (RESET_STREAM and
-        STOP_SENDING with ``handler_error_code``) and the others go on; any
-        other exception from a handler resets its stream and is raised here,
-        like ``serve_streams``.
+        step. Such a request costs no task at all when ``handler`` cannot
+        reach a schedule point (an ``async def`` whose code has no
+        ``await``, ``async for`` or ``async with``; see :mod:`.suspension`):
+        it is answered as its stream opens, while the connection processes
+        the datagram, and a lone reply leaves before the receive loop yields
+        (in a copy of the context, as in a task). A stream longer than
+        ``max_bytes`` goes to ``large(stream)`` if given (what was read stays
+        on the stream: an upload handled in chunks), and unidirectional
+        streams too. A stream that fails -- longer than ``max_bytes``
+        without ``large``, reset by the peer, or a handler raising a
+        ``QuicError`` -- is reset (RESET_STREAM and STOP_SENDING with
+        ``handler_error_code``) and the others go on; any other exception
+        from a handler resets its stream and is raised here, like
+        ``serve_streams``.
 
         ``max_bytes`` must be a positive int: anything else raises
         ``TypeError`` (not an int) or ``ValueError`` (below 1) at once.
@@ -157,7 +166,52 @@ class StreamServing:
             else:
                 stream._close_now()
 
-        await self.serve_streams(answer)
+        if may_suspend(handler):
+            await self.serve_streams(answer)
+        else:
+            await self.serve_streams(
+                inline=functools.partial(self._answer_now, handler, max_bytes, answer)
+            )
+
+    def _answer_now(
+        self,
+        handler: RequestHandler,
+        max_bytes: int,
+        task: StreamHandler,
+        stream: QuicStream | QuicReceiveStream,
+    ) -> Callable[[], Awaitable[object]] | None:
+        """``serve_requests``' inline hook (``serve_streams(inline=)``), for a
+        handler that cannot suspend: a request here whole is answered as its
+        stream opens, without a task (None); other streams get ``task``."""
+        if not isinstance(stream, QuicStream):
+            return functools.partial(task, stream)
+        request = stream._receive_all_nowait(max_bytes)
+        if request is None:  # what was read stays on the stream for the task
+            return functools.partial(task, stream)
+        try:
+            reply = run_to_end(handler(request))
+            if not stream._finish_nowait(reply):
+                return functools.partial(self._send_reply, stream, reply)
+        except QuicError:
+            self._abort(stream)
+            return None
+        except BaseException:
+            self._abort(stream)
+            raise  # serve_streams raises it, as a handler task's
+        stream._close_now()
+        return None
+
+    async def _send_reply(self, stream: QuicStream, reply: bytes) -> None:
+        """The task of an inline reply the send buffer had no room for."""
+        try:
+            await stream.send_all(reply, end_stream=True)
+        except QuicError:
+            self._abort(stream)
+        except BaseException:
+            self._abort(stream)
+            raise
+        else:
+            stream._close_now()
 
     def _abort(self, stream: QuicStream) -> None:
         stream.reset(self.handler_error_code)

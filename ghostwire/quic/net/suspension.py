@@ -4,8 +4,11 @@ A coroutine reaches a schedule point only through ``await``, ``async for``
 or ``async with``. A handler whose code has none of them runs to its end
 in one step when awaited: nothing can cancel it while it runs (trio
 delivers cancellation only at schedule points) and nothing else runs
-meanwhile, so the dispatcher may skip the cancel scope it opens for every
-other call (``Dispatcher.unary``; a scope costs a few microseconds).
+meanwhile. Such a handler may be run without a task of its own
+(:func:`run_to_end`): ``Connection.serve_requests`` answers a whole request
+that way as its stream opens, and the RPC dispatcher runs such unary calls
+inline and without the cancel scope it opens for every other call
+(``Dispatcher.unary``; a scope costs a few microseconds).
 
 The answer errs on "may suspend": anything but an ``async def`` function
 (a ``functools.partial``, a callable object, a plain function returning
@@ -18,6 +21,7 @@ opcodes, every handler counts as one that may suspend.
 
 from __future__ import annotations
 
+import contextvars
 import dis
 import inspect
 import types
@@ -79,4 +83,17 @@ def may_suspend(handler: Callable[..., Any]) -> bool:
     return not _WORKS or _has_suspending_opcode(handler)
 
 
-__all__ = ["may_suspend"]
+def run_to_end(coroutine: Any) -> Any:
+    """Drive the coroutine of a handler that cannot suspend (``may_suspend``
+    said False) to its end, and return its result (or raise its exception).
+    It runs in a copy of the current context, as a task would: context
+    variables it sets do not outlive the call."""
+    try:
+        contextvars.copy_context().run(coroutine.send, None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()  # cannot happen for a handler may_suspend accepts
+    raise RuntimeError(f"{coroutine!r} suspended outside a task")
+
+
+__all__ = ["may_suspend", "run_to_end"]
