@@ -430,10 +430,11 @@ class HandshakeMixin:
         self._discard_space(Space.INITIAL)
         self._discard_space(Space.HANDSHAKE)
         # ... and with them what only the handshake needed (a server's TLS
-        # state, and its transport parameters but for their encoding).
-        self.tls.discard_handshake_state()
+        # state, and its transport parameters but for their encoding: the one
+        # EncryptedExtensions carried, not encoded a second time).
         if not self.is_client:
-            self._local_params = self.local_params_bytes
+            self._local_params = self.tls.transport_parameters or self.local_params_bytes
+        self.tls.discard_handshake_state()
 
     def _keep_zero_rtt_keys_a_while(self, now: float) -> None:
         """Server at completion: RFC 9001 §4.9.3 lets it keep the 0-RTT keys
