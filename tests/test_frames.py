@@ -37,6 +37,7 @@ from ghostwire.quic.frames import (
     StreamFrame,
     StreamsBlockedFrame,
     encode_frame,
+    encode_new_connection_id,
     frame_allowed,
     is_ack_eliciting,
     parse_frame,
@@ -187,6 +188,14 @@ def test_large_values_round_trip() -> None:
     ]
     for frame in frames:
         assert parse_one(encode_frame(frame)) == frame
+
+
+def test_new_connection_id_encodes_from_its_fields() -> None:
+    # The control writer's path: no frame object, the same bytes.
+    assert encode_new_connection_id(2, 1, b"cid!", TOKEN16) == h("18 02 01 04") + b"cid!" + TOKEN16
+    frame = NewConnectionIdFrame(MAX_VARINT, MAX_VARINT - 1, b"c" * 20, TOKEN16)
+    wire = encode_new_connection_id(MAX_VARINT, MAX_VARINT - 1, b"c" * 20, TOKEN16)
+    assert parse_one(wire) == frame
 
 
 def test_parse_frames_walks_a_payload() -> None:

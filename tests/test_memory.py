@@ -303,9 +303,11 @@ def test_a_confirmed_server_keeps_its_transport_parameters_encoded() -> None:
     params = server.local_params
     assert server.local_params is params  # the object itself while handshaking
     encoded = server.local_params_bytes
+    sent = server.tls.transport_parameters  # what EncryptedExtensions carries
+    assert sent == encoded
     pair.exchange()
     assert server.handshake_confirmed
-    assert server._local_params == encoded  # only the encoding is kept
+    assert server._local_params is sent  # only the encoding is kept, not made again
     assert server.local_params == params  # read back as they were
     assert server.local_params_bytes == encoded
     # The client keeps the object (it reads nothing more either, but tests do).

@@ -306,13 +306,15 @@ def test_preferred_address_decodes() -> None:
 
 @pytest.mark.parametrize("param_id", [0x00, 0x0F, 0x10])
 def test_connection_id_longer_than_20_bytes(param_id: int) -> None:
-    decode_error(param(param_id, b"c" * 21))
+    error = decode_error(param(param_id, b"c" * 21))
+    assert error.reason == f"{ParamId(param_id).name.lower()} longer than 20 bytes"
     decode_transport_parameters(param(param_id, b"c" * 20), from_server=True)
 
 
 @pytest.mark.parametrize("param_id", [0x0C, 0x2AB2])
 def test_flag_with_a_value(param_id: int) -> None:
-    decode_error(param(param_id, b"\x01"))
+    error = decode_error(param(param_id, b"\x01"))
+    assert error.reason == f"{ParamId(param_id).name.lower()} must be empty"
 
 
 @pytest.mark.parametrize("value", [b"", b"\x40", b"\x05\x00", b"\x80\x00\x00"])

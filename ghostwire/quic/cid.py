@@ -116,9 +116,28 @@ class LocalConnectionIds:
     def issue_up_to(self, limit: int) -> None:
         """Top up to ``limit`` active IDs (the peer's active_connection_id_limit)."""
         limit = min(limit, 8)  # no need to hand out more than a handful
-        while len(self.active) < limit:
-            cid = self._new_cid() if self._new_cid else self._random_bytes(self._cid_length)
-            entry = LocalConnectionId(self._next_sequence, cid, self._reset_token(cid))
+        count = limit - len(self.active)
+        if count <= 0:
+            return
+        # The random bytes of every new ID and token in one call (the OS's
+        # getrandom per call costs more than the bytes: seven IDs at a handshake).
+        cid_length = 0 if self._new_cid else self._cid_length
+        token_length = 0 if self._reset_token_for else 16
+        needed = count * (cid_length + token_length)
+        pool = self._random_bytes(needed) if needed else b""
+        pos = 0
+        for _ in range(count):
+            if self._new_cid:
+                cid = self._new_cid()
+            else:
+                cid = pool[pos : pos + cid_length]
+                pos += cid_length
+            if self._reset_token_for is not None:
+                token = self._reset_token_for(cid)
+            else:  # RFC 9000 §10.3: unpredictable
+                token = pool[pos : pos + 16]
+                pos += 16
+            entry = LocalConnectionId(self._next_sequence, cid, token)
             self.active.append(entry)
             self._next_sequence += 1
             self._to_announce += (entry.sequence_number,)

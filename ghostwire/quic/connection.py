@@ -80,11 +80,23 @@ from .versions import first_flight_version
 
 Address = Any  # whatever the shell uses for peer addresses (a tuple for UDP)
 
-# For per-packet checks. On CPython 3.11 reading a member off an enum class
-# (``ConnectionState.CLOSING``) costs ~0.1 µs: EnumType.__getattr__ sends every
-# class attribute lookup down a slow path. Module globals are fast.
-_CLOSED_STATES = (ConnectionState.CLOSING, ConnectionState.DRAINING, ConnectionState.TERMINATED)
+# For per-packet and per-handshake checks. On CPython 3.11 reading a member off
+# an enum class (``ConnectionState.CLOSING``) costs ~0.1 µs, ~1 K instructions:
+# EnumType.__getattr__ sends every class attribute lookup down a slow path.
+# Module globals are fast.
+_CLOSING, _DRAINING, _TERMINATED = _CLOSED_STATES = (
+    ConnectionState.CLOSING,
+    ConnectionState.DRAINING,
+    ConnectionState.TERMINATED,
+)
 _SILENT_STATES = (ConnectionState.DRAINING, ConnectionState.TERMINATED)
+_CONNECTED = ConnectionState.CONNECTED
+_APPLICATION = Space.APPLICATION
+_ONE_RTT_EPOCH = Epoch.ONE_RTT
+_HANDSHAKE_EPOCH = Epoch.HANDSHAKE
+_ZERO_RTT_PACKET = PacketType.ZERO_RTT
+_RETRY_PACKET = PacketType.RETRY
+_VERSION_NEGOTIATION_PACKET = PacketType.VERSION_NEGOTIATION
 
 
 @dataclass(slots=True)
@@ -420,7 +432,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
     @property
     def is_terminated(self) -> bool:
         """True once the endpoint may forget the connection."""
-        return self.state is ConnectionState.TERMINATED
+        return self.state is _TERMINATED
 
     def close(
         self,
@@ -455,7 +467,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         have an acknowledged packet (RFC 9001 §6.1)."""
         self.key_phases.request()
         if self.handshake_confirmed:
-            self.key_phases.maybe_initiate(self.spaces[Space.APPLICATION].next_pn)
+            self.key_phases.maybe_initiate(self.spaces[_APPLICATION].next_pn)
 
     def get_statistics(self) -> ConnectionStats:
         stats = self.stats
@@ -491,7 +503,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         if not amplification.validated and same_address(addr, self.path.address):
             # Only what arrives from the address being validated counts (RFC 9000 §8.1).
             amplification.on_received(len(data))
-        if state is ConnectionState.CLOSING:
+        if state is _CLOSING:
             self._on_packet_while_closing()
             return
         offset = 0
@@ -531,9 +543,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         if header.is_long and not self._long_header_packet_wanted(header, data, start, now):
             return False
         epoch = _EPOCH_OF_TYPE[ptype]
-        one_rtt = epoch is Epoch.ONE_RTT
+        one_rtt = epoch is _ONE_RTT_EPOCH
         space = self.spaces[_SPACE_OF_EPOCH[epoch]]
-        keys = space.recv_keys if ptype is not PacketType.ZERO_RTT else self.zero_rtt_recv_keys
+        keys = space.recv_keys if ptype is not _ZERO_RTT_PACKET else self.zero_rtt_recv_keys
         if keys is None:
             if self.is_client and not self.recovery.has_handshake_keys:
                 # RFC 9002 §6.2.3: Handshake or 1-RTT packets but no Handshake
@@ -569,8 +581,8 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
                 keys,
                 pn,
                 now,
-                self.recovery.pto_duration(Space.APPLICATION),
-                self.spaces[Space.APPLICATION].next_pn,
+                self.recovery.pto_duration(_APPLICATION),
+                self.spaces[_APPLICATION].next_pn,
             )
         # RFC 9000 §17.2, §17.3.1: reserved bits must be zero once unprotected.
         if first_byte & (0x0C if header.is_long else 0x18):
@@ -607,19 +619,19 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         """Version Negotiation and Retry are handled here; a long-header packet
         in a version we do not follow, or 0-RTT sent to a client, is dropped (False)."""
         ptype = header.packet_type
-        if ptype is PacketType.VERSION_NEGOTIATION:
+        if ptype is _VERSION_NEGOTIATION_PACKET:
             self._on_version_negotiation(header, now)
             return False
-        if ptype is PacketType.RETRY:
+        if ptype is _RETRY_PACKET:
             self._on_retry(header, data[start : header.end], now)
             return False
         if header.version != self.version and not self._follow_version(header):
             return False
         # RFC 9000 §17.2.3: only clients send 0-RTT.
-        return ptype is not PacketType.ZERO_RTT or not self.is_client
+        return ptype is not _ZERO_RTT_PACKET or not self.is_client
 
     def _on_packet_processed(self, epoch: Epoch, addr: Address, now: float) -> None:
-        if not self.is_client and epoch is Epoch.HANDSHAKE:
+        if not self.is_client and epoch is _HANDSHAKE_EPOCH:
             # RFC 9000 §8.1: a Handshake packet proves the client owns its address;
             # RFC 9001 §4.9.1: the server discards Initial keys now.
             self.path.amplification.validate()
@@ -653,9 +665,9 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything that should be sent now, as (datagram, address) pairs."""
-        if self.state is ConnectionState.TERMINATED or self.state is ConnectionState.DRAINING:
+        if self.state is _TERMINATED or self.state is _DRAINING:
             return []
-        if self.state is ConnectionState.CLOSING:
+        if self.state is _CLOSING:
             return self._close_datagrams(now)
         address = self.peer_address
         return [
@@ -668,7 +680,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         (an open connection past its handshake with no frame pending and no
         ACK due); False means "maybe". For a caller deciding whether a flush
         is worth its cost."""
-        return self.state is ConnectionState.CONNECTED and self.writer.has_nothing_due(now)
+        return self.state is _CONNECTED and self.writer.has_nothing_due(now)
 
     def on_packets_sent(self, packets: list[SentPacket], datagram_size: int, now: float) -> None:
         """Bookkeeping once the writer built a datagram."""
@@ -749,12 +761,12 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
         if self.qlog is not None:
             self.qlog.packets_lost(result.lost, now)
             self.qlog.observe(now)
-        if space_id is Space.APPLICATION and result.acked:
+        if space_id is _APPLICATION and result.acked:
             if largest >= self.first_one_rtt_pn:  # 0-RTT is no 1-RTT key phase (RFC 9001 §6.1)
                 self.key_phases.on_ack(largest)
             if self.handshake_confirmed:
                 self._check_key_limits(now)
-        if result.acked and space_id is Space.APPLICATION and self.is_client:
+        if result.acked and space_id is _APPLICATION and self.is_client:
             # RFC 9001 §4.1.2: an acknowledged 1-RTT packet (not a 0-RTT one)
             # confirms the handshake.
             if (
@@ -766,7 +778,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
 
     def _check_key_limits(self, now: float) -> None:
         """RFC 9001 §6.6: update the keys before the confidentiality limit, or stop."""
-        next_pn = self.spaces[Space.APPLICATION].next_pn
+        next_pn = self.spaces[_APPLICATION].next_pn
         phases = self.key_phases
         if not phases.maybe_initiate(next_pn) and phases.confidentiality_exhausted(next_pn):
             self._close_on_error(

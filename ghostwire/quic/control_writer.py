@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .buffer import encode_varint
-from .frames import FrameType, NewConnectionIdFrame, RetireConnectionIdFrame, encode_frame
+from .frames import (
+    FrameType,
+    RetireConnectionIdFrame,
+    encode_frame,
+    encode_new_connection_id,
+)
 from .packet_builder import PacketBuilder
 from .stream_events import ControlFrame
 from .streams import StreamManager
@@ -55,13 +60,11 @@ class ControlFrameWriter:
     def _write_cid_frames(self, builder: PacketBuilder) -> None:
         conn = self.conn
         for entry in conn.local_cids.pending_announcements():
-            frame = encode_frame(
-                NewConnectionIdFrame(
-                    entry.sequence_number,
-                    conn.local_cids.retire_prior_to,
-                    entry.cid,
-                    entry.stateless_reset_token,
-                )
+            frame = encode_new_connection_id(
+                entry.sequence_number,
+                conn.local_cids.retire_prior_to,
+                entry.cid,
+                entry.stateless_reset_token,
             )
             if len(frame) > builder.remaining:
                 return

@@ -67,6 +67,16 @@ _SPACE_PACKET = (
 )
 _EPOCH_OF_SPACE = {space: epoch for space, _, epoch in _SPACE_PACKET}
 
+# Enum members read per packet or per handshake, as globals: on CPython 3.11
+# ``Enum.MEMBER`` takes EnumType.__getattr__'s slow path (~1 K instructions
+# a read, against ~10 for a global).
+_APPLICATION = Space.APPLICATION
+_ONE_RTT_EPOCH = Epoch.ONE_RTT
+_INITIAL_PACKET = PacketType.INITIAL
+_HANDSHAKE_PACKET = PacketType.HANDSHAKE
+_ONE_RTT_PACKET = PacketType.ONE_RTT
+_CRYPTO_FRAME = FrameType.CRYPTO
+
 
 class FrameWriter(ControlFrameWriter, StreamWriter):
     """Builds datagrams for one connection."""
@@ -103,7 +113,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
         """
         self._probes[space] = max(self._probes[space], count)
         conn = self.conn
-        if space is not Space.APPLICATION:
+        if space is not _APPLICATION:
             conn.crypto[_EPOCH_OF_SPACE[space]].requeue_unacked()
             return
         if not self._probes_have_data():
@@ -111,13 +121,13 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
 
     def _probes_have_data(self) -> bool:
         conn = self.conn
-        return conn.streams.has_stream_data() or conn.crypto[Epoch.ONE_RTT].has_pending()
+        return conn.streams.has_stream_data() or conn.crypto[_ONE_RTT_EPOCH].has_pending()
 
     def _requeue_oldest(self, count: int) -> None:
         """Put the frames of the ``count`` oldest application packets in flight
         back in their queues as if lost (a later ACK of those packets still
         counts); bytes in flight are not touched."""
-        for packet in self.conn.recovery.oldest_in_flight(Space.APPLICATION, count):
+        for packet in self.conn.recovery.oldest_in_flight(_APPLICATION, count):
             for callback, args in packet.handlers:
                 callback(False, *args)
 
@@ -126,7 +136,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
         keys, sent packets it cannot read yet): our handshake data may be lost.
         RFC 9002 §6.2.3: resend what is unacknowledged now rather than at the
         PTO, a limited number of times per connection."""
-        if self._early_resends <= 0 or epoch is Epoch.ONE_RTT:
+        if self._early_resends <= 0 or epoch is _ONE_RTT_EPOCH:
             return
         resent = False
         for space_id, _, space_epoch in _SPACE_PACKET:
@@ -198,7 +208,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
             scid=conn.host_cid,
             key_phase=conn.key_phases.send_phase,
         )
-        space = conn.spaces[Space.APPLICATION]
+        space = conn.spaces[_APPLICATION]
         number = pmtud.probes_sent + 1
         built = build_pmtu_probe(builder, space, keys, now, pmtud.on_probe_delivered, number)
         if built is None:
@@ -232,14 +242,14 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
         if builder.is_empty:
             return None
         pad_to = 0
-        if builder.has_packet_type(PacketType.INITIAL) and (
-            conn.is_client or builder.has_ack_eliciting(PacketType.INITIAL)
+        if builder.has_packet_type(_INITIAL_PACKET) and (
+            conn.is_client or builder.has_ack_eliciting(_INITIAL_PACKET)
         ):
             pad_to = MIN_INITIAL_DATAGRAM
         elif (
             conn.is_client
             and not conn.recovery.peer_completed_address_validation
-            and builder.has_ack_eliciting(PacketType.HANDSHAKE)
+            and builder.has_ack_eliciting(_HANDSHAKE_PACKET)
         ):
             # Until the server has validated our address its anti-amplification
             # limit may hold its retransmissions back; every byte we send raises
@@ -254,7 +264,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
         conn.on_packets_sent(sent, len(datagram), now)
         if builder.has_ack_eliciting():  # so in flight
             self._pacer.on_packet_sent(len(datagram), now)
-        if conn.is_client and builder.has_packet_type(PacketType.HANDSHAKE):
+        if conn.is_client and builder.has_packet_type(_HANDSHAKE_PACKET):
             conn.on_handshake_packet_sent()
         return datagram
 
@@ -319,7 +329,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
                 return
             offset, data = chunk
             payload = builder.payload
-            payload.append(FrameType.CRYPTO)
+            payload.append(_CRYPTO_FRAME)
             payload += encode_varint(offset)
             payload += encode_varint(len(data))
             payload += data
@@ -328,11 +338,11 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
 
     def _write_application_space(self, builder: PacketBuilder, now: float) -> None:
         conn = self.conn
-        space = conn.spaces[Space.APPLICATION]
+        space = conn.spaces[_APPLICATION]
         keys = conn.key_phases.send
         if keys is None:
             return conn.write_zero_rtt(builder, now)  # a client's 0-RTT, if any
-        probe = self._probes[Space.APPLICATION] > 0
+        probe = self._probes[_APPLICATION] > 0
         if probe and not self._probes_have_data():
             self._requeue_oldest(1)  # RFC 9002 §6.2.4: resend rather than PING
         streams = conn.streams
@@ -340,7 +350,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
         ack_due = space.ack_due(now)
         if not (ack_due or probe or wants_data):
             return
-        if not builder.start_packet(space, PacketType.ONE_RTT, keys):
+        if not builder.start_packet(space, _ONE_RTT_PACKET, keys):
             return
         ack = write_ack(builder, space, now)
         if probe and self._handshake_done_in_flight:
@@ -360,7 +370,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
                 self._write_cid_frames(builder)
             self._write_stream_control_frames(builder, now)
             if probe or self._may_send_data(now):
-                crypto = conn.crypto[Epoch.ONE_RTT]
+                crypto = conn.crypto[_ONE_RTT_EPOCH]
                 if crypto.has_pending():
                     self._write_crypto(builder, crypto)
                 self._write_stream_frames(builder)
@@ -371,7 +381,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
                 builder.payload.append(FrameType.PING)
                 builder.mark_ack_eliciting()
         if probe:
-            self._probes[Space.APPLICATION] -= 1
+            self._probes[_APPLICATION] -= 1
         if builder.has_current_ack_eliciting:
             self.ping_pending = False
         settle_ack(builder, space, ack, ack_due)
@@ -385,7 +395,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
             or self._path_responses
             or conn.path.challenge_pending
             or self.ping_pending
-            or conn.crypto[Epoch.ONE_RTT].has_pending()
+            or conn.crypto[_ONE_RTT_EPOCH].has_pending()
             or conn.streams.has_pending_frames()
             or conn.local_cids.has_pending_announcements()
             or conn.peer_cids.has_pending_retirements()
@@ -402,7 +412,7 @@ class FrameWriter(ControlFrameWriter, StreamWriter):
             or conn.amplification_room() is not None
             or any(self._probes)
             or self._application_wants_data()
-            or conn.spaces[Space.APPLICATION].ack_due(now)
+            or conn.spaces[_APPLICATION].ack_due(now)
         )
 
     # -- closing ---------------------------------------------------------

@@ -100,6 +100,8 @@ class PacketHeader:
 
 
 _ONE_RTT = PacketType.ONE_RTT  # a global: enum member lookups are slow on CPython 3.11
+_INITIAL_PACKET = PacketType.INITIAL
+_RETRY_PACKET = PacketType.RETRY
 
 
 def long_packet_type(version: int, first_byte: int) -> PacketType:
@@ -143,7 +145,7 @@ def parse_header(
         if not first_byte & _FIXED_BIT:
             raise PacketDropped("fixed bit is zero")  # RFC 9000 §17.2
         packet_type = long_packet_type(version, first_byte)
-        if packet_type is PacketType.RETRY:
+        if packet_type is _RETRY_PACKET:
             token_length = reader.remaining() - RETRY_INTEGRITY_TAG_SIZE
             if token_length < 0:
                 raise PacketDropped("Retry packet too short")
@@ -160,7 +162,7 @@ def parse_header(
                 end=end_of_data,
                 integrity_tag=tag,
             )
-        token = reader.pull_varint_prefixed() if packet_type is PacketType.INITIAL else b""
+        token = reader.pull_varint_prefixed() if packet_type is _INITIAL_PACKET else b""
         length = reader.pull_varint()
         pn_offset = reader.pos
         end = pn_offset + length
@@ -242,7 +244,7 @@ def encode_long_header(
     buf += dcid
     buf.append(len(scid))
     buf += scid
-    if packet_type is PacketType.INITIAL:
+    if packet_type is _INITIAL_PACKET:
         buf += encode_varint(len(token))
         buf += token
     buf += (0x4000 | payload_length).to_bytes(LENGTH_FIELD_SIZE, "big")

@@ -100,6 +100,12 @@ __all__ = [
 
 _SPACES = tuple(Space)  # iterating the enum class costs a generator per use
 
+# Enum members read per packet or per handshake, as globals: on CPython 3.11
+# ``Enum.MEMBER`` takes EnumType.__getattr__'s slow path (~1 K instructions
+# a read, against ~10 for a global).
+_APPLICATION = Space.APPLICATION
+_HANDSHAKE_SPACE = Space.HANDSHAKE
+
 
 class LossRecovery:
     """Loss detection and the loss detection timer for one connection (RFC 9002 App. A).
@@ -217,7 +223,7 @@ class LossRecovery:
             return AckResult([], [], False)
         state = self._spaces[space]
         check_ranges(state, ranges)
-        if space is Space.HANDSHAKE:
+        if space is _HANDSHAKE_SPACE:
             # App. A.6: a Handshake ACK shows the server validated our address.
             self._peer_validated = True
         previous_largest = state.largest_acked
@@ -237,7 +243,7 @@ class LossRecovery:
         rtt_sample = False
         newest = acked[-1]
         pmtud = self.pmtud
-        if pmtud is not None and newest.size > BASE_PLPMTU and space is Space.APPLICATION:
+        if pmtud is not None and newest.size > BASE_PLPMTU and space is _APPLICATION:
             pmtud.on_big_packet_acked(newest.packet_number)
         # RFC 9002 §5.1: sample only when the largest acknowledged is new and
         # something ack-eliciting was newly acknowledged.
@@ -255,7 +261,7 @@ class LossRecovery:
         return AckResult(acked, lost, rtt_sample, persistent, spurious)
 
     def _take_rtt_sample(self, space: Space, latest: float, ack_delay: float, now: float) -> None:
-        if space is not Space.APPLICATION and not self.rtt.has_sample:
+        if space is not _APPLICATION and not self.rtt.has_sample:
             # Initial and Handshake ACKs are not delayed on purpose (RFC 9000
             # §13.2.1), but under loss the peer may acknowledge an old packet in
             # a retransmission sent long after: take out the delay it reports
@@ -263,7 +269,7 @@ class LossRecovery:
             # the estimate, is not seconds long.
             if 0.0 < ack_delay < latest:
                 latest -= ack_delay
-        if space is not Space.APPLICATION:
+        if space is not _APPLICATION:
             ack_delay = 0.0  # RFC 9002 §5.3: MAY be ignored; later samples do
         self.rtt.update(
             latest,
@@ -356,7 +362,7 @@ class LossRecovery:
     def _prune_lost_records(self, state: SpaceState, now: float) -> None:
         """Forget lost packets too old for a late ACK to matter (or too many)."""
         records = state.lost
-        horizon = now - LOST_MEMORY_PTOS * self.pto_period(Space.APPLICATION)
+        horizon = now - LOST_MEMORY_PTOS * self.pto_period(_APPLICATION)
         excess = len(records) - MAX_LOST_REMEMBERED
         for pn in list(records):
             record = records[pn]
@@ -374,7 +380,7 @@ class LossRecovery:
             lost = [p for p in lost if not p.pmtu_probe]
             if not lost:
                 return False
-        if self.pmtud is not None and lost[0].space is Space.APPLICATION:
+        if self.pmtud is not None and lost[0].space is _APPLICATION:
             self.pmtud.on_packets_lost(lost)
         persistent = self._persistent_congestion(state, lost)
         self.congestion.on_packets_lost(lost, now)
@@ -421,7 +427,7 @@ class LossRecovery:
         """The current probe timeout, without backoff (RFC 9002 §6.2.1): what
         RFC 9000 §10.2 means by "the current PTO" for the closing period."""
         duration = self.rtt.pto_base()
-        if space is Space.APPLICATION:
+        if space is _APPLICATION:
             duration += self.peer_max_ack_delay
         return duration
 
@@ -521,7 +527,7 @@ class LossRecovery:
         )
 
     def _anti_deadlock_space(self) -> Space:
-        return Space.HANDSHAKE if self.has_handshake_keys else Space.INITIAL
+        return _HANDSHAKE_SPACE if self.has_handshake_keys else Space.INITIAL
 
     def _pto_time_and_space(self) -> tuple[float | None, Space]:
         """GetPtoTimeAndSpace (App. A.8)."""
@@ -537,7 +543,7 @@ class LossRecovery:
         for space, state in zip(_SPACES, self._spaces, strict=True):
             if state.ack_eliciting_in_flight == 0 or state.last_ack_eliciting_time is None:
                 continue
-            if space is Space.APPLICATION:
+            if space is _APPLICATION:
                 # RFC 9002 §6.2.1: no application PTO before confirmation.
                 if not self.handshake_confirmed:
                     break

@@ -161,6 +161,13 @@ class TlsHandshake:
         return self._engine.peer_transport_parameters
 
     @property
+    def transport_parameters(self) -> bytes:
+        """Our encoded transport parameters as the handshake carries them (a
+        server's are set once the ClientHello is in); b"" once discarded."""
+        engine = self._engine
+        return b"" if isinstance(engine, _Concluded) else engine.transport_parameters
+
+    @property
     def cipher_suite(self) -> CipherSuite | None:
         return self._engine.cipher_suite
 

@@ -1,0 +1,49 @@
+"""Work the handshake path does once, not once per item (counted, not timed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ghostwire.quic.cid import LocalConnectionIds
+
+
+def _counting_random() -> tuple[list[int], Callable[[int], bytes]]:
+    calls: list[int] = []
+
+    def random_bytes(n: int) -> bytes:
+        calls.append(n)
+        return os.urandom(n)
+
+    return calls, random_bytes
+
+
+def test_new_connection_ids_take_their_random_bytes_in_one_call() -> None:
+    calls, random_bytes = _counting_random()
+    cids = LocalConnectionIds(b"\x01" * 8, 8, random_bytes)
+    calls.clear()  # the initial ID's token
+    cids.issue_up_to(8)
+    assert calls == [7 * (8 + 16)]  # seven IDs and their reset tokens
+    new = cids.active[1:]
+    assert [e.sequence_number for e in new] == list(range(1, 8))
+    assert all(len(e.cid) == 8 and len(e.stateless_reset_token) == 16 for e in new)
+    values = [e.cid for e in new] + [e.stateless_reset_token for e in new]
+    assert len(set(values)) == len(values)  # every slice its own bytes
+    cids.issue_up_to(8)
+    assert len(calls) == 1  # nothing to top up: no call
+
+
+def test_keyed_tokens_and_generated_ids_take_no_random_bytes() -> None:
+    calls, random_bytes = _counting_random()
+    made = iter(bytes([i]) * 8 for i in range(2, 10))
+    cids = LocalConnectionIds(
+        b"\x01" * 8,
+        8,
+        random_bytes,
+        lambda cid: cid * 2,  # a keyed token: derived from the ID
+        new_cid=lambda: next(made),
+    )
+    cids.issue_up_to(4)
+    assert calls == []
+    assert [e.cid for e in cids.active[1:]] == [b"\x02" * 8, b"\x03" * 8, b"\x04" * 8]
+    assert all(e.stateless_reset_token == e.cid * 2 for e in cids.active)
