@@ -84,22 +84,24 @@ class StreamServing:
         if self._stream_sink is not None:
             raise trio.BusyResourceError("serve_streams is already running on this connection")
         async with unwrapping_nursery() as nursery:
+            # One sink, made for the form given (an idle connection keeps it).
+            if inline is None:
 
-            def start(stream: QuicStream | QuicReceiveStream) -> None:
-                assert handler is not None
-                nursery.start_soon(handler, stream)
+                def sink(stream: QuicStream | QuicReceiveStream) -> None:
+                    nursery.start_soon(handler, stream)  # type: ignore[arg-type]
 
-            def start_inline(stream: QuicStream | QuicReceiveStream) -> None:
-                assert inline is not None
-                try:
-                    task = inline(stream)
-                except BaseException as exc:  # raised in the nursery, as a task's would be
-                    nursery.start_soon(_reraise, exc)
-                    return
-                if task is not None:
-                    nursery.start_soon(task)
+            else:
 
-            self._stream_sink = start if inline is None else start_inline
+                def sink(stream: QuicStream | QuicReceiveStream) -> None:
+                    try:
+                        task = inline(stream)
+                    except BaseException as exc:  # raised in the nursery, as a task's would be
+                        nursery.start_soon(_reraise, exc)
+                        return
+                    if task is not None:
+                        nursery.start_soon(task)
+
+            self._stream_sink = sink
             try:
                 while self._incoming:  # arrived before this call
                     self._stream_sink(self._incoming.pop(0))  # type: ignore[arg-type]
