@@ -765,6 +765,20 @@ def test_open_until_blocked_then_max_streams_unblocks() -> None:
     assert client.open_stream(False) == 2  # uni limit is separate
 
 
+def test_try_open_stream_says_none_at_the_limit_and_signals_like_open_stream() -> None:
+    client, _ = pair(initial_max_streams_bidi=1)
+    assert client.try_open_stream(True) == 0
+    assert client.try_open_stream(True) is None  # no exception, no stream
+    assert client.try_open_stream(True) is None
+    assert client.get(4) is None
+    frames = client.pending_control_frames(0.0, 0.1)
+    assert frames == [ControlFrame(FrameType.STREAMS_BLOCKED_BIDI, None, 1)]  # once per limit
+    client.on_control_sent(frames[0])
+    client.on_max_streams(True, 2)
+    assert client.try_open_stream(True) == 4
+    assert client.try_open_stream(True) is None
+
+
 def test_peer_streams_open_implicitly_in_order() -> None:
     _, server = pair()
     server.on_stream_frame(8, 0, b"hi", False)

@@ -363,6 +363,12 @@ class QuicConnection(HandshakeMixin, LifecycleMixin):
             raise StreamStateError("the connection is closed")
         return self.streams.open_stream(bidirectional)
 
+    def try_open_stream(self, bidirectional: bool = True) -> int | None:
+        """:meth:`open_stream`, but None (no exception) at the peer's MAX_STREAMS."""
+        if self.is_closed:
+            raise StreamStateError("the connection is closed")
+        return self.streams.try_open_stream(bidirectional)
+
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """Queue data (and optionally the FIN) on a stream."""
         if self.is_closed:

@@ -246,16 +246,27 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         Raises StreamLimitReached when the peer's MAX_STREAMS is used up
         (and queues STREAMS_BLOCKED once for that limit, RFC 9000 §4.6).
         """
+        stream_id = self.try_open_stream(bidirectional)
+        if stream_id is None:
+            limit = self._peer_max_streams[0 if bidirectional else 1]
+            raise StreamLimitReached(
+                f"peer allows {limit} {'bidirectional' if bidirectional else 'unidirectional'}"
+                " streams"
+            )
+        return stream_id
+
+    def try_open_stream(self, bidirectional: bool) -> int | None:
+        """:meth:`open_stream` without the exception: None at the peer's limit
+        (STREAMS_BLOCKED queued as there). For callers that wait for credit
+        and try again: a raise and catch per try costs more than the open."""
         uni = 0 if bidirectional else 1
         stream_type = self._local_bit | (uni << 1)
         index = self._next_index[stream_type]
         limit = self._peer_max_streams[uni]
         if index >= limit:
+            # RFC 9000 §4.6: STREAMS_BLOCKED, once per limit.
             self._blocked_signals()[uni].block(limit)
-            raise StreamLimitReached(
-                f"peer allows {limit} {'bidirectional' if bidirectional else 'unidirectional'}"
-                " streams"
-            )
+            return None
         self._next_index[stream_type] = index + 1
         stream_id = (index << 2) | stream_type
         self._create(stream_id)

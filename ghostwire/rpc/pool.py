@@ -225,7 +225,9 @@ class Pool:
             with trio.move_on_at(deadline if wait else wait_until):
                 await self._changed.park()
 
-    def _pick(self, avoid: Collection[str]) -> tuple[Lease, EndpointSupervisor] | None:
+    def _pick(
+        self, avoid: Collection[str], now: float | None = None
+    ) -> tuple[Lease, EndpointSupervisor] | None:
         """The balancer's pick among the endpoints taking calls (None: none).
 
         A READY endpoint whose connection ended takes no call until it is
@@ -233,8 +235,10 @@ class Pool:
         pick is put back and the others are tried (still preferring those
         not in ``avoid``). Handing it out would fail the call without a
         schedule point, and a caller that loops on that would freeze the run.
+        ``now``: the caller's clock reading, if it has one from this step.
         """
-        now = trio.current_time()
+        if now is None:
+            now = trio.current_time()
         lease = self.balancer.pick(now, avoid=avoid)
         if lease is None:
             return None
@@ -254,12 +258,12 @@ class Pool:
         return None
 
     async def _lease_link(
-        self, deadline: float, tried: list[str]
+        self, deadline: float, tried: list[str], now: float | None = None
     ) -> tuple[Lease, EndpointSupervisor, Link]:
         """Steps 1 and 2 for one attempt: an endpoint (preferring those not in
         ``tried``, which it joins) and a connection of it. Without one, the
         lease is released and :class:`CallNotStarted` raised (retried)."""
-        picked = None if self._closed else self._pick(tried)
+        picked = None if self._closed else self._pick(tried, now)
         lease, supervisor = picked or await self.lease(deadline, avoid=tried)
         tried.append(supervisor.address)
         try:
@@ -306,10 +310,13 @@ class Pool:
 
         The first attempt runs without the retry machinery (the usual case:
         it succeeds); a failed one hands over to :func:`retry_after_failure`."""
+        # One clock reading for the timeout, the latency and the first pick
+        # (no schedule point between them).
+        started = trio.current_time()
         deadline = trio.current_effective_deadline()
         own_deadline = math.inf  # the timeout's: DEADLINE_EXCEEDED, not Cancelled
         if timeout is not None:
-            own_deadline = trio.current_time() + timeout
+            own_deadline = started + timeout
             if own_deadline < deadline:
                 deadline = own_deadline
         if idempotent is None:
@@ -319,12 +326,11 @@ class Pool:
         tried: list[str] = []
         record = self.metrics_record.method(method)
         record.started()
-        started = trio.current_time()
         status: int = Status.CANCELLED
         try:
             try:
                 result = await self._attempt(
-                    method, args, kwargs, deadline, own_deadline, metadata, tried, 1
+                    method, args, kwargs, deadline, own_deadline, metadata, tried, 1, now=started
                 )
             except Exception as exc:
                 state = CallRetryState(
@@ -359,8 +365,9 @@ class Pool:
         metadata: Mapping[str, str | bytes] | None,
         tried: list[str],
         number: int,
+        now: float | None = None,
     ) -> Any:
-        lease, supervisor, link = await self._lease_link(deadline, tried)
+        lease, supervisor, link = await self._lease_link(deadline, tried, now)
         rpc = link.rpc
         try:
             result = await rpc.call_at(method, args, kwargs, deadline, own_deadline, metadata)

@@ -41,7 +41,7 @@ from ..events import (
     StreamsAvailable,
     StreamWritable,
 )
-from ..streams import StreamLimitReached, stream_is_bidirectional, stream_is_client_initiated
+from ..streams import stream_is_bidirectional, stream_is_client_initiated
 from .exceptions import ConnectionClosed, ConnectionRefused, QuicError, error_from_termination
 from .scheduling import FlushScheduler
 from .serving import StreamServing
@@ -270,9 +270,8 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
     def _try_open_stream(self, bidirectional: bool) -> QuicStream | QuicSendStream | None:
         """A new stream, or None while the peer's stream limit is reached."""
         self._raise_if_closed()
-        try:
-            stream_id = self._core.open_stream(bidirectional)
-        except StreamLimitReached:
+        stream_id = self._core.try_open_stream(bidirectional)
+        if stream_id is None:
             return None
         stream: QuicStream | QuicSendStream = (
             QuicStream(self, stream_id) if bidirectional else QuicSendStream(self, stream_id)
