@@ -68,7 +68,8 @@ class ReceiveWindow:
     def __init__(self, initial_limit: int, max_window: int) -> None:
         self.limit = initial_limit
         self.window = initial_limit
-        self.max_window = max(max_window, initial_limit)
+        # (per stream opened: a comparison, not a call to max())
+        self.max_window = max_window if max_window > initial_limit else initial_limit
         self.consumed = 0
         self._epoch_time: float | None = None
         self._epoch_consumed = 0

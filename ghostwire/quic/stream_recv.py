@@ -57,6 +57,8 @@ _READABLE = frozenset({_R.RECV, _R.SIZE_KNOWN, _R.DATA_RECVD})
 _RECV = _R.RECV
 _SIZE_KNOWN = _R.SIZE_KNOWN
 _DATA_RECVD = _R.DATA_RECVD
+_DATA_READ = _R.DATA_READ
+_RESET_RECVD = _R.RESET_RECVD
 
 
 def _final_size_error(
@@ -260,7 +262,7 @@ class StreamReceiver:
     def at_eof(self) -> bool:
         """The FIN was reached and everything before it has been read."""
         return (
-            self.state in (_DATA_RECVD, _R.DATA_READ)
+            self.state in (_DATA_RECVD, _DATA_READ)
             and not self.discarding
             and self._read_offset == self.final_size
         )
@@ -305,17 +307,17 @@ class StreamReceiver:
             if read_offset != self.final_size:
                 return None
             # "App Read All Data": the application has seen the EOF.
-            self.state = _R.DATA_READ
+            self.state = _DATA_READ
             return b""
-        if state is _R.RESET_RECVD:
+        if state is _RESET_RECVD:
             self.acknowledge_reset()
-        elif state is _R.DATA_READ and not self.discarding and read_offset == self.final_size:
+        elif state is _DATA_READ and not self.discarding and read_offset == self.final_size:
             return b""
         return None
 
     def acknowledge_reset(self) -> None:
         """The application has been told about the reset ("App Read Reset")."""
-        if self.state is _R.RESET_RECVD:
+        if self.state is _RESET_RECVD:
             self.state = recv_transition(self.state, RecvEvent.APP_READ_RESET)
 
     def _drop_buffer(self) -> None:
@@ -390,7 +392,7 @@ class StreamReceiver:
         (see :mod:`ghostwire.quic.flow`). Only in "Recv": once the final size
         is known the peer needs no more credit (RFC 9000 §3.2).
         """
-        if self.state is not _R.RECV or self.discarding:
+        if self.state is not _RECV or self.discarding:
             return None
         return self._flow.pending(now, rtt)
 
@@ -399,5 +401,5 @@ class StreamReceiver:
 
     def on_max_stream_data_delivered(self, limit: int, delivered: bool) -> None:
         """Lost -> re-arm, if ``limit`` is still the latest value."""
-        if self.state is _R.RECV and not self.discarding:
+        if self.state is _RECV and not self.discarding:
             self._flow.on_delivered(limit, delivered)

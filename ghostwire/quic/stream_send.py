@@ -110,7 +110,7 @@ class StreamSender:
     )
 
     def __init__(self, max_stream_data: int = 0) -> None:
-        self.state = SendState.READY
+        self.state = _READY
         self.max_stream_data = max_stream_data
         self.highest_sent = 0
         self.final_size: int | None = None
@@ -322,7 +322,7 @@ class StreamSender:
         if self._fin != _FIN_PENDING or end != self.final_size:
             return False
         self._fin = _FIN_IN_FLIGHT
-        if self.state is SendState.SEND:
+        if self.state is _SEND:
             self.state = send_transition(self.state, SendEvent.SEND_FIN)
         return True
 
@@ -446,7 +446,7 @@ class StreamSender:
     def on_data_blocked_sent(self) -> None:
         if self._blocked is not None:
             self._blocked.on_sent()
-        if self.state is SendState.READY:
+        if self.state is _READY:
             self.state = send_transition(self.state, SendEvent.SEND_STREAM_DATA_BLOCKED)
 
     def on_data_blocked_delivered(self, limit: int, delivered: bool) -> None:

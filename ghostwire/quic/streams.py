@@ -276,7 +276,8 @@ class StreamManager(StreamReceiving, StreamRewindMixin):
         """How many more streams of a type the peer's MAX_STREAMS lets us open now."""
         uni = 0 if bidirectional else 1
         index = self._next_index[self._local_bit | (uni << 1)]
-        return max(0, self._peer_max_streams[uni] - index)
+        available = self._peer_max_streams[uni] - index
+        return available if available > 0 else 0  # (per call: no call to max())
 
     def get(self, stream_id: int) -> Stream | None:
         """The live stream with this id, or None (never opened, or closed and forgotten)."""
