@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -117,23 +119,76 @@ def is_tty(stream: Any) -> bool:
 INTERRUPTION_REPORTED = "ghostwire: the interruption was reported"
 
 
-def run_command(prog: str, main: Callable[[], Any]) -> int:
+def run_command(prog: str, main: Callable[[], Awaitable[int]]) -> int:
     """``trio.run(main)`` for a command: its exit code; Ctrl-C is
     ``PROG: interrupted`` and exit 130; a reader that went away
     (``ghostwire ... | head``) is not an error."""
     try:
-        code: int = trio.run(main)
+        outcome = trio.run(run_until_interrupted, main)
     except BaseException as exc:
+        # Ctrl-C before the signal receiver is in place (or after it is gone).
         if has_keyboard_interrupt(exc):
             if INTERRUPTION_REPORTED not in getattr(exc, "__notes__", ()):
                 sys.stderr.write(f"{prog}: interrupted\n")
             return EXIT_INTERRUPTED
         raise
+    if outcome.interrupted:
+        if not outcome.reported:
+            sys.stderr.write(f"{prog}: interrupted\n")
+        return EXIT_INTERRUPTED
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
-    return code
+    return outcome.code
+
+
+@dataclass
+class Outcome:
+    """How :func:`run_until_interrupted` ended."""
+
+    code: int = EXIT_INTERRUPTED
+    interrupted: bool = False
+    reported: bool = False  # the command already said what the interruption cut off
+
+
+async def run_until_interrupted(main: Callable[[], Awaitable[int]]) -> Outcome:
+    """``await main()``; Ctrl-C (SIGINT) cancels it rather than raising
+    KeyboardInterrupt wherever the program happens to be.
+
+    trio raises KeyboardInterrupt synchronously in whatever unprotected code
+    runs when the signal arrives: under load, often one of ghostwire's
+    connection tasks in the middle of a state change, which then fails in
+    ways unrelated to Ctrl-C (another error, exit 1, or a hang in a
+    cleanup). A cancellation reaches every task at its next checkpoint,
+    where all of them know how to stop.
+    """
+    outcome = Outcome()
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope, outcome)
+            try:
+                outcome.code = await main()
+            except BaseException as exc:
+                if not outcome.interrupted:
+                    raise
+                # What a cancelled command raises (Cancelled, or an error a
+                # cut-off cleanup met) is the interruption: exit 130 all the same.
+                outcome.reported = any(
+                    INTERRUPTION_REPORTED in getattr(leaf, "__notes__", ())
+                    for leaf in [exc, *leaves(exc)]
+                )
+            finally:
+                nursery.cancel_scope.cancel()
+    return outcome
+
+
+async def _cancel_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, outcome: Outcome
+) -> None:
+    async for _ in signals:
+        outcome.interrupted = True
+        scope.cancel()
 
 
 def _silence_stdout() -> None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -265,11 +266,36 @@ class UnifiedServer:
         else:
             raise ShroudError("start() blocks; under trio use nursery.start(server.serve)")
         try:
-            trio.run(self.serve)
+            trio.run(self._serve_until_ctrl_c)
         except BaseException as exc:
             if not _is_keyboard_interrupt(exc):  # Ctrl-C comes inside the nursery's group
                 raise
             log.info("interrupted; server stopped")
+
+    async def _serve_until_ctrl_c(self) -> None:
+        """:meth:`serve`; Ctrl-C is :meth:`stop`, a second one stops at once.
+
+        trio would raise KeyboardInterrupt in whatever code runs when the
+        signal arrives (under load, often a connection's task mid-update),
+        which can leave the shutdown stuck; a signal receiver turns it into
+        an ordinary stop. Signals are received on the main thread only.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            await self.serve()
+            return
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stop_on_signals, signals)
+                await self.serve()
+                nursery.cancel_scope.cancel()
+
+    async def _stop_on_signals(self, signals: AsyncIterator[int]) -> None:
+        stopping = False
+        async for _ in signals:
+            if stopping:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+            stopping = True
+            self.stop()
 
     def stop(self) -> None:
         """Stop serving (gracefully); safe from a handler, another thread, or before it started."""

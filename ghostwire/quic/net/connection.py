@@ -609,6 +609,12 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
 
     # -- tasks ---------------------------------------------------------------
 
+    # KI protection: a Ctrl-C while this task runs is raised in the main task
+    # instead (at its next checkpoint), not here in the middle of a core update,
+    # where its cleanup would close the connection and wake the caller with a
+    # HandshakeError/ConnectionClosed beside the KeyboardInterrupt. The handler
+    # runs in a task of its own, unprotected (it is the user's code).
+    @trio.lowlevel.enable_ki_protection
     async def _run(
         self,
         handler: Handler | None = None,

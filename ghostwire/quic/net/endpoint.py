@@ -143,6 +143,8 @@ class Endpoint:
             self._pending.popleft()
             self.datagrams_dropped_on_send += 1
 
+    # KI protection: library bookkeeping; a Ctrl-C goes to the main task (see Connection._run).
+    @trio.lowlevel.enable_ki_protection
     async def _flush_loop(self) -> None:
         while True:
             await self._send_wakeup.wait()
@@ -160,6 +162,8 @@ class Endpoint:
 
     # -- receiving ---------------------------------------------------------
 
+    # KI protection: library bookkeeping; a Ctrl-C goes to the main task (see Connection._run).
+    @trio.lowlevel.enable_ki_protection
     async def _receive_loop(self) -> None:
         sock = self.socket
         view = self._recv_view
