@@ -284,3 +284,23 @@ async def _reply_with(split: bool) -> list[Any]:
 async def test_a_reply_read_whole_says_what_one_read_frame_by_frame_says(split: bool) -> None:
     with trio.fail_after(20):
         assert await _reply_with(split) == [expected for _, expected in _REPLIES]
+
+
+def test_a_handlers_bytecode_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve_requests asks per connection: the answer is kept per code object.
+    import ghostwire.quic.net.suspension as suspension
+
+    reads = []
+    real = suspension.dis.get_instructions
+
+    def counting(code: Any) -> Any:
+        reads.append(code)
+        return real(code)
+
+    monkeypatch.setattr(suspension.dis, "get_instructions", counting)
+
+    async def answer_once_more(request: bytes) -> bytes:
+        return request + b"!"
+
+    assert [may_suspend(answer_once_more) for _ in range(3)] == [False] * 3
+    assert reads == [answer_once_more.__code__]

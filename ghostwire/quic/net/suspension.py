@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import dis
+import functools
 import inspect
 import types
 from collections.abc import Callable
@@ -52,6 +53,13 @@ def _has_suspending_opcode(function: Callable[..., Any]) -> bool:
         # Not an ``async def`` (say, a plain function marked as a coroutine
         # function that returns another one's coroutine): that one may.
         return True
+    return _code_may_suspend(code)
+
+
+# Per code object: serve_requests asks once per connection, and reading the
+# bytecode costs tens of microseconds (a handshake's worth of CPU is ~1 ms).
+@functools.lru_cache(maxsize=256)
+def _code_may_suspend(code: types.CodeType) -> bool:
     return any(i.opname in _SUSPENDING for i in dis.get_instructions(code))
 
 
