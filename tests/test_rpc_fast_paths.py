@@ -288,16 +288,16 @@ async def test_a_reply_read_whole_says_what_one_read_frame_by_frame_says(split: 
 
 def test_a_handlers_bytecode_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # serve_requests asks per connection: the answer is kept per code object.
-    import ghostwire.quic.net.suspension as suspension
+    import dis
 
     reads = []
-    real = suspension.dis.get_instructions
+    real = dis.get_instructions
 
     def counting(code: Any) -> Any:
         reads.append(code)
         return real(code)
 
-    monkeypatch.setattr(suspension.dis, "get_instructions", counting)
+    monkeypatch.setattr(dis, "get_instructions", counting)
 
     async def answer_once_more(request: bytes) -> bytes:
         return request + b"!"
