@@ -14,13 +14,12 @@ lost or repeated. Ctrl-C stops it.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
+import ghostwire.program
 import ghostwire.quic as quic
 import ghostwire.rpc as rpc
 
@@ -107,49 +106,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def until_ctrl_c(
-    main: Callable[[argparse.Namespace], Awaitable[None]], args: argparse.Namespace
-) -> bool:
-    """``await main(args)``, cancelled by Ctrl-C (SIGINT); True if it was.
-
-    A cancellation reaches every task at its next checkpoint, where it knows
-    how to stop; a bare KeyboardInterrupt is raised in whatever code runs
-    when the signal arrives (often a connection's own task, mid-update).
-    """
-    interrupted = False
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def cancel_on_ctrl_c() -> None:
-                nonlocal interrupted
-                async for _ in signals:
-                    interrupted = True
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(cancel_on_ctrl_c)
-            try:
-                await main(args)
-            except Exception:
-                if not interrupted:
-                    raise  # (an error met while cut off by Ctrl-C is the interruption)
-            nursery.cancel_scope.cancel()
-    return interrupted
-
-
-def _interrupted(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_interrupted(inner) for inner in exc.exceptions)
-    return isinstance(exc, KeyboardInterrupt)
-
-
 if __name__ == "__main__":
     arguments = parse_args()
     try:
-        interrupted = trio.run(until_ctrl_c, main, arguments)
-    except BaseException as exc:
-        if not _interrupted(exc):  # Ctrl-C before the signal receiver was in place
-            raise
-        interrupted = True
-    if interrupted:
+        # Ctrl-C cancels the program, then raises KeyboardInterrupt here.
+        ghostwire.program.run(main, arguments)
+    except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
