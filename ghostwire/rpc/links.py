@@ -172,6 +172,10 @@ class Links:
                 link.watching = True
                 nursery.start_soon(self._watch_credit, link, name=f"rpc credit {link.key}")
 
+    # KI-protected, as every background task of the RPC client: a Ctrl-C
+    # goes to the program's main task, never mid-update into this one
+    # (it failed the calls in flight beside the KeyboardInterrupt).
+    @trio.lowlevel.enable_ki_protection
     async def _watch_credit(self, link: Link) -> None:
         try:
             await link.conn.wait_stream_credit()

@@ -131,6 +131,10 @@ class Pool:
 
     # -- life ----------------------------------------------------------------------
 
+    # KI-protected, as every background task of the RPC client: a Ctrl-C
+    # goes to the program's main task, never mid-update into this one
+    # (it failed the calls in flight beside the KeyboardInterrupt).
+    @trio.lowlevel.enable_ki_protection
     async def run(self) -> None:
         """Run the supervisors until :meth:`aclose` (or the caller's cancellation)."""
         try:

@@ -234,6 +234,10 @@ class EndpointSupervisor:
 
     # -- the loop ----------------------------------------------------------------
 
+    # KI-protected, as every background task of the RPC client: a Ctrl-C
+    # goes to the program's main task, never mid-update into this one
+    # (it failed the calls in flight beside the KeyboardInterrupt).
+    @trio.lowlevel.enable_ki_protection
     async def run(self) -> None:
         """Connect, serve, reconnect, until cancelled (the client closing)."""
         try:
@@ -358,6 +362,7 @@ class EndpointSupervisor:
 
     # -- extra connections (links.py) ------------------------------------------
 
+    @trio.lowlevel.enable_ki_protection
     async def _run_extra(self) -> None:
         """Open one more connection to the endpoint and serve calls on it
         until it has been idle ``extra_connection_idle`` s, breaks, or the
@@ -413,10 +418,12 @@ class EndpointSupervisor:
                 self.links.remove(link)
                 return
 
+    @trio.lowlevel.enable_ki_protection
     async def _watch_link(self, link: Link) -> None:
         await link.conn.wait_closed()
         self.links.remove(link)
 
+    @trio.lowlevel.enable_ki_protection
     async def _describe(self, rpc: RpcConnection) -> None:
         """Learn the idempotent methods and the serving status (best effort)."""
         self.handle.serving = ServingStatus.UNKNOWN
@@ -431,6 +438,7 @@ class EndpointSupervisor:
         except RpcError as exc:  # an older server, or an interceptor said no
             log.debug("%s did not describe itself: %s", self.address, exc)
 
+    @trio.lowlevel.enable_ki_protection
     async def _watch_health(self, rpc: RpcConnection) -> None:
         """Follow ``health.watch``: an endpoint saying NOT_SERVING gets no new
         calls (a draining server says so before it starts refusing)."""
@@ -444,10 +452,12 @@ class EndpointSupervisor:
             # serving status stays as rpc.describe left it.
             pass
 
+    @trio.lowlevel.enable_ki_protection
     async def _watch_closed(self, conn: quic.Connection) -> None:
         await conn.wait_closed()
         self._ended.set()
 
+    @trio.lowlevel.enable_ki_protection
     async def _ping_while_busy(self, link: Link, on_silent: Callable[[], None]) -> None:
         """Ping while calls or subscriptions are open on ``link``; an
         unanswered ping calls ``on_silent`` (a peer that vanished sends no
@@ -489,6 +499,7 @@ async def answers_ping(conn: quic.Connection, within: float) -> bool:
     outcome: list[bool] = []
     done = trio.Event()
 
+    @trio.lowlevel.enable_ki_protection
     async def ping() -> None:
         try:
             await conn.ping()
