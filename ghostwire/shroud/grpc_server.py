@@ -46,6 +46,7 @@ from ..rpc.dispatch import Dispatcher
 from ..rpc.resilience.health import HealthStatus as HealthRegistry
 from ..rpc.resilience.health import health_service
 from ..rpc.resilience.states import ServingStatus
+from .blocking import run_blocking
 from .errors import ConfigError, ShroudError
 from .grpc_types import (
     GrpcCallFailed,
@@ -460,17 +461,9 @@ class GrpcServer:
             self.rpc_server = None
 
     def start(self) -> None:
-        """Serve, blocking, until :meth:`stop` (from a handler or another thread) or Ctrl-C."""
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            pass
-        else:
-            raise ShroudError("start() blocks; under trio use nursery.start(server.serve)")
-        try:
-            trio.run(self.serve)
-        except KeyboardInterrupt:
-            log.info("interrupted; gRPC server stopped")
+        """Serve, blocking, until :meth:`stop` (from a handler or another thread) or Ctrl-C
+        (a graceful :meth:`stop`; a second Ctrl-C stops at once)."""
+        run_blocking(self.serve, self.stop, log)
 
     def stop(self) -> None:
         """Stop gracefully; safe from a handler, another thread, or before it started."""

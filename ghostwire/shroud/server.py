@@ -24,10 +24,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -35,6 +34,7 @@ import trio
 from ..http3 import serve as h3_serve
 from ..quic.config import ServerConfig
 from ..quic.net.api import QuicServer
+from .blocking import run_blocking
 from .chain import Chain, Handler, Middleware
 from .config import UnifiedServerConfig
 from .errors import ConfigError, HttpError, ShroudError
@@ -258,44 +258,9 @@ class UnifiedServer:
             self._ready.clear()
 
     def start(self) -> None:
-        """Serve, blocking, until :meth:`stop` (from a handler or another thread) or Ctrl-C."""
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            pass
-        else:
-            raise ShroudError("start() blocks; under trio use nursery.start(server.serve)")
-        try:
-            trio.run(self._serve_until_ctrl_c)
-        except BaseException as exc:
-            if not _is_keyboard_interrupt(exc):  # Ctrl-C comes inside the nursery's group
-                raise
-            log.info("interrupted; server stopped")
-
-    async def _serve_until_ctrl_c(self) -> None:
-        """:meth:`serve`; Ctrl-C is :meth:`stop`, a second one stops at once.
-
-        trio would raise KeyboardInterrupt in whatever code runs when the
-        signal arrives (under load, often a connection's task mid-update),
-        which can leave the shutdown stuck; a signal receiver turns it into
-        an ordinary stop. Signals are received on the main thread only.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            await self.serve()
-            return
-        with trio.open_signal_receiver(signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._stop_on_signals, signals)
-                await self.serve()
-                nursery.cancel_scope.cancel()
-
-    async def _stop_on_signals(self, signals: AsyncIterator[int]) -> None:
-        stopping = False
-        async for _ in signals:
-            if stopping:
-                raise KeyboardInterrupt  # a second Ctrl-C: stop at once
-            stopping = True
-            self.stop()
+        """Serve, blocking, until :meth:`stop` (from a handler or another thread) or Ctrl-C
+        (a graceful :meth:`stop`; a second Ctrl-C stops at once)."""
+        run_blocking(self.serve, self.stop, log)
 
     def stop(self) -> None:
         """Stop serving (gracefully); safe from a handler, another thread, or before it started."""
@@ -399,12 +364,6 @@ class UnifiedServer:
     def _set_quic_server(self, server: QuicServer) -> None:
         self._quic_server = server
         self.http3_address = server.address
-
-
-def _is_keyboard_interrupt(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_keyboard_interrupt(inner) for inner in exc.exceptions)
-    return isinstance(exc, KeyboardInterrupt)
 
 
 def _not_routed(allowed: list[str], req: UnifiedRequest, res: UnifiedResponse) -> None:
