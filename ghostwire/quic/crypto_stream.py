@@ -19,7 +19,7 @@ from __future__ import annotations
 from .errors import QuicProtocolError, TransportErrorCode
 from .frames import FrameType
 from .rangeset import RangeSet
-from .stream_ranges import RangeList
+from .stream_ranges import RangeList, write_at
 
 # Separate out-of-order ranges a CRYPTO stream holds at most. A handshake
 # flight is a few packets, so even heavy reordering leaves a handful; more
@@ -36,13 +36,6 @@ class _Reassembly:
     def __init__(self) -> None:
         self.buf = bytearray()
         self.ranges = RangeList()
-
-    def store(self, rel: int, data: bytes) -> None:
-        buf = self.buf
-        size = len(buf)
-        if rel > size:
-            buf += bytes(rel - size)
-        buf[rel : rel + len(data)] = data
 
 
 class _SendState:
@@ -100,7 +93,7 @@ class CryptoStream:
                 self._recv_offset = end
                 return bytes(data)
             gaps = self._recv_gaps = _Reassembly()
-        gaps.store(offset - base, data)
+        write_at(gaps.buf, offset - base, data)
         ranges = gaps.ranges
         ranges.add(offset, end)
         if len(ranges) > MAX_GAPS:

@@ -8,7 +8,8 @@ C-level memmove. The common stream cases (appending at the end, extending the
 last range, consuming the first range) take fast paths.
 
 This is internal to the stream modules (acked / lost ranges on the send side,
-received ranges on the receive side); it is deliberately tiny.
+received ranges on the receive side); it is deliberately tiny. :func:`write_at`
+is the buffer half of reassembly, shared by STREAM and CRYPTO receivers.
 """
 
 from __future__ import annotations
@@ -122,3 +123,17 @@ class RangeList:
     def clear(self) -> None:
         self.starts.clear()
         self.ends.clear()
+
+
+def write_at(buf: bytearray, rel: int, data: bytes | memoryview) -> None:
+    """Store ``data`` at ``buf[rel:]``: appended, after zeros filling a gap
+    up to ``rel``, or over bytes already held (a repeat carries the same
+    bytes, RFC 9000 §2.2)."""
+    size = len(buf)
+    if rel == size:
+        buf += data
+    elif rel > size:  # beyond a gap: zero-fill the gap
+        buf += bytes(rel - size)
+        buf += data
+    else:
+        buf[rel : rel + len(data)] = data

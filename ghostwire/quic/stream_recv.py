@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from .errors import QuicProtocolError, TransportErrorCode
 from .flow import DEFAULT_MAX_STREAM_WINDOW, ReceiveWindow
-from .stream_ranges import RangeList
+from .stream_ranges import RangeList, write_at
 from .stream_states import (
     RECV_TERMINAL_STATES,
     RecvEvent,
@@ -194,16 +194,7 @@ class StreamReceiver:
         if offset < read_offset:  # drop the already-read head
             data = memoryview(data)[read_offset - offset :]
             offset = read_offset
-        buf = self._buf
-        rel = offset - read_offset
-        size = len(buf)
-        if rel == size:
-            buf += data
-        elif rel > size:  # beyond a gap: zero-fill the gap
-            buf += bytes(rel - size)
-            buf += data
-        else:  # overlaps what we hold (repeated bytes are the same, §2.2)
-            buf[rel : rel + len(data)] = data
+        write_at(self._buf, offset - read_offset, data)
 
     def handle_reset(self, error_code: int, final_size: int) -> int:
         """Take a RESET_STREAM (RFC 9000 §19.4); returns the growth of ``highest_received``.
