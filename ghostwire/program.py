@@ -47,7 +47,7 @@ def run(main: Callable[..., Awaitable[T]], *args: Any) -> T:
     try:
         outcome = trio.run(_until_interrupted, main, args)
     except BaseException as exc:
-        if _only(KeyboardInterrupt, exc) and not isinstance(exc, KeyboardInterrupt):
+        if consists_of(KeyboardInterrupt, exc) and not isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt from exc
         raise
     if outcome.interrupted:
@@ -78,15 +78,15 @@ async def _until_interrupted(
     if error is not None:
         if not outcome.interrupted:
             raise error  # as trio.run would raise it
-        if _only(trio.Cancelled, error):
+        if consists_of(trio.Cancelled, error):
             outcome.error = None  # the cancellation itself, nothing else met
     return outcome
 
 
-def _only(kind: type[BaseException], exc: BaseException) -> bool:
+def consists_of(kind: type[BaseException], exc: BaseException) -> bool:
     """Whether ``exc`` is ``kind``, or a group of nothing else."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_only(kind, inner) for inner in exc.exceptions)
+        return all(consists_of(kind, inner) for inner in exc.exceptions)
     return isinstance(exc, kind)
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
+from ..program import consists_of
 from .errors import ShroudError
 
 
@@ -31,7 +32,7 @@ def run_blocking(
     try:
         trio.run(_serve_until_ctrl_c, serve, stop)
     except BaseException as exc:
-        if not is_keyboard_interrupt(exc):  # Ctrl-C comes inside the nursery's group
+        if not consists_of(KeyboardInterrupt, exc):  # Ctrl-C comes inside the nursery's group
             raise
         log.info("interrupted; server stopped")
 
@@ -56,10 +57,3 @@ async def _stop_on_signals(signals: AsyncIterator[int], stop: Callable[[], None]
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once
         stopping = True
         stop()
-
-
-def is_keyboard_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` is KeyboardInterrupt, or a group of nothing else."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(is_keyboard_interrupt(inner) for inner in exc.exceptions)
-    return isinstance(exc, KeyboardInterrupt)
