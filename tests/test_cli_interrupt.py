@@ -14,13 +14,22 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trio
 import trio.lowlevel
 
+from ghostwire.certs import CertificateAuthority
 from ghostwire.cli.common import INTERRUPTION_REPORTED, run_command
-from ghostwire.shroud import UnifiedServer, UnifiedServerConfig
+from ghostwire.shroud import (
+    EchoService,
+    GrpcConfig,
+    GrpcServer,
+    UnifiedServer,
+    UnifiedServerConfig,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -90,8 +99,29 @@ def test_a_command_that_finishes_keeps_its_exit_code() -> None:
     assert run_command("prog", main) == 3
 
 
-def test_shroud_start_stops_gracefully_on_ctrl_c() -> None:
-    server = UnifiedServer(UnifiedServerConfig(port=0, enable_tls=False, enable_http3=False))
+def _unified_server(tmp_path: Path) -> UnifiedServer | GrpcServer:
+    return UnifiedServer(UnifiedServerConfig(port=0, enable_tls=False, enable_http3=False))
+
+
+def _grpc_server(tmp_path: Path) -> UnifiedServer | GrpcServer:
+    ca = CertificateAuthority.create("ctrl-c test CA")
+    ca.issue(["localhost"]).write_pem(tmp_path / "cert.pem", tmp_path / "key.pem")
+    config = GrpcConfig(
+        address="127.0.0.1",
+        port=0,
+        cert_path=str(tmp_path / "cert.pem"),
+        key_path=str(tmp_path / "key.pem"),
+    )
+    server = GrpcServer(config)
+    server.addService(EchoService)
+    return server
+
+
+@pytest.mark.parametrize("make_server", [_unified_server, _grpc_server])
+def test_shroud_start_stops_gracefully_on_ctrl_c(
+    make_server: Callable[[Path], UnifiedServer | GrpcServer], tmp_path: Path
+) -> None:
+    server = make_server(tmp_path)
     ready = threading.Event()
 
     def ctrl_c_once_ready() -> None:

@@ -9,9 +9,6 @@ plus the pure parts (GrpcStatus, GrpcMessage framing, configs).
 from __future__ import annotations
 
 import json
-import signal
-import sys
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -507,27 +504,3 @@ async def test_add_service_accepts_any_object_with_a_name(certs: Certs) -> None:
             connection.config.server_name = "localhost"
             assert await connection.call("greet.Greeter", "Hello", b"you") == b"hello you"
             second.stop()
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_start_stops_gracefully_on_ctrl_c(certs: Certs) -> None:
-    config = ghostwire.GrpcConfig(
-        address=HOST, port=0, cert_path=certs.cert_file, key_path=certs.key_file
-    )
-    server = ghostwire.createGrpcServer(None, config)
-    server.addService(ghostwire.EchoService)
-    ready = threading.Event()
-
-    def ctrl_c_once_ready() -> None:
-        if server.waitUntilReady(30):
-            ready.set()
-            signal.raise_signal(signal.SIGINT)  # delivered to the main thread
-
-    helper = threading.Thread(target=ctrl_c_once_ready)
-    helper.start()
-    try:
-        server.start()  # returns, without KeyboardInterrupt, once stopped
-    finally:
-        helper.join(30)
-    assert ready.is_set()
-    assert not server.isRunning()
