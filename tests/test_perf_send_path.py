@@ -27,6 +27,7 @@ from ghostwire.quic.stream_send import (
     SEND_MORE,
     SEND_NO_ROOM,
     SEND_WANTS_CREDIT,
+    UNSPLIT_MESSAGE,
     StreamSender,
 )
 from ghostwire.quic.stream_states import SendState
@@ -111,6 +112,27 @@ def test_a_lost_in_order_frame_is_resent_without_earlier_ranges() -> None:
     assert (offset, data, fin, new_bytes) == (0, b"abcdefgh", True, 0)
     assert s.on_frame_delivered(0, 8, True, True)
     assert s.state is SendState.DATA_RECVD
+
+
+def test_a_small_message_waits_for_the_next_packet_rather_than_split() -> None:
+    """A request or reply goes whole in one packet (the peer answers a whole
+    request without a task), unless it is big or short of credit."""
+    small = StreamSender(max_stream_data=1000)
+    small.write(b"m" * 200, end_stream=True)
+    assert small.pop_frame(150, 1000)[0] == SEND_NO_ROOM  # the rest of this packet
+    _status, offset, data, fin, _new = small.pop_frame(1100, 1000)  # the next one
+    assert (offset, data, fin) == (0, b"m" * 200, True)
+
+    big = StreamSender(max_stream_data=1000)
+    big.write(b"b" * (UNSPLIT_MESSAGE + 1), end_stream=True)
+    _status, offset, data, fin, _new = big.pop_frame(150, 1000)
+    assert (offset, data, fin) == (0, b"b" * 150, False)
+
+    # Short of credit, waiting for a roomier packet would not help: it is split.
+    starved = StreamSender(max_stream_data=1000)
+    starved.write(b"c" * 200, end_stream=True)
+    _status, offset, data, fin, _new = starved.pop_frame(150, 100)
+    assert (offset, data, fin) == (0, b"c" * 100, False)
 
 
 def test_pop_frame_says_what_the_stream_waits_for() -> None:

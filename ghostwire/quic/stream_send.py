@@ -63,6 +63,12 @@ SEND_BLOCKED_SIGNAL = 4  # a STREAM_DATA_BLOCKED is due (RFC 9000 §4.1)
 SEND_NO_ROOM = 8  # no frame: the room cannot hold one; leave the queue alone
 # pop_frame results without a frame.
 _NOTHING = (0, 0, None, False, 0)
+# A message this small (its data and FIN, none sent yet) is never split across
+# packets: with too little room left in one, it goes whole in the next. The
+# peer then has each request whole as its packet arrives (the RPC server and
+# ``serve_requests`` answer a whole request inline, without a task, while the
+# datagram is processed); the cost is at most this many bytes of a packet.
+UNSPLIT_MESSAGE = 256
 _NO_ROOM = (SEND_NO_ROOM, 0, None, False, 0)
 _RESET = frozenset({SendState.RESET_SENT, SendState.RESET_RECVD})
 
@@ -280,6 +286,16 @@ class StreamSender:
     def _pop_frame_slow(self, room: int, credit: int) -> PoppedFrame:
         if self.state not in _ACTIVE:
             return _NOTHING
+        end = self._write_end
+        if (
+            room < end <= UNSPLIT_MESSAGE
+            and self.highest_sent == 0
+            and self._fin == _FIN_PENDING
+            and end <= credit
+            and end <= self.max_stream_data
+            and self._lost is None
+        ):
+            return _NO_ROOM  # a small whole message: in the next packet (UNSPLIT_MESSAGE)
         max_data = room - _offset_size(self.next_offset())
         if max_data < 1:
             return _NO_ROOM  # the packet is full
