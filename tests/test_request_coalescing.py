@@ -19,6 +19,7 @@ from quic_pair import client_config, handshake, make_pair, server_config
 
 import ghostwire.quic as quic
 from ghostwire.quic.net.connection import Connection
+from ghostwire.quic.net.endpoint import PIPELINE_DATAGRAMS
 from ghostwire.quic.recovery import Space
 
 REQUESTS = 64
@@ -181,8 +182,65 @@ async def test_replies_written_over_several_passes_share_datagrams() -> None:
     assert replies == [PAYLOAD] * REQUESTS
     # 64 replies fit in 7 datagrams; a flush per pass of the acceptor would
     # send about one datagram per reply.
-    print("SENT", server_sent)
     assert 1 <= server_sent <= MAX_DATAGRAMS, server_sent
+
+
+async def _echo_inline(request: bytes) -> bytes:
+    return request  # no await: serve_requests answers it as its stream opens
+
+
+async def test_replies_to_a_batch_leave_before_the_whole_batch_is_read() -> None:
+    """A batch of requests read in one drain is answered in parts: the
+    replies to the first datagrams are sent before the last ones are read
+    (``PIPELINE_DATAGRAMS``), so the peer can work on them meanwhile, and
+    they still share datagrams."""
+    served: list[Connection] = []
+
+    async def handler(conn: Connection) -> None:
+        served.append(conn)
+        await conn.serve_requests(_echo_inline, 4096)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), handler, 0, server_config()
+            )
+            async with quic.connect("127.0.0.1", server.port, client_config()) as conn:
+                assert await request(conn, b"warm-up") == b"warm-up"
+                await trio.testing.wait_all_tasks_blocked()
+                (server_conn,) = served
+                endpoint = server_conn._endpoint
+                # (request datagrams read so far, datagrams sent) per send
+                sends: list[tuple[int, int]] = []
+                send_datagrams = endpoint.send_datagrams
+
+                def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
+                    sends.append((server_conn.statistics().packets_received, len(datagrams)))
+                    send_datagrams(datagrams)
+
+                endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
+                before = server_conn.statistics().packets_received
+                go = trio.Event()
+                replies: list[bytes] = []
+
+                async def one_request() -> None:
+                    await go.wait()
+                    replies.append(await request(conn, PAYLOAD))
+
+                async with trio.open_nursery() as requests:
+                    for _ in range(REQUESTS):
+                        requests.start_soon(one_request)
+                    await trio.testing.wait_all_tasks_blocked()
+                    go.set()  # one pass of writes: one flush of about 7 datagrams
+                read = server_conn.statistics().packets_received - before
+                endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+            nursery.cancel_scope.cancel()
+    assert replies == [PAYLOAD] * REQUESTS
+    assert read >= 2 * PIPELINE_DATAGRAMS, read  # a batch long enough to be split
+    first_read, _ = sends[0]
+    # The first replies left after PIPELINE_DATAGRAMS of the batch, not all of it.
+    assert first_read - before == PIPELINE_DATAGRAMS, sends
+    assert sum(count for _, count in sends) <= MAX_DATAGRAMS, sends
 
 
 async def test_a_lone_request_is_not_held_back() -> None:

@@ -465,6 +465,17 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
             # idle deadlines).
             self._update_timer()
 
+    def _send_replies(self) -> None:
+        """Midway through the endpoint's drain, after ``_after_datagrams``:
+        send the stream data queued while the datagrams were processed (the
+        replies answered inline) now, not after the rest of the drain. A
+        flush of ACKs alone waits for the flusher as usual."""
+        if self._flush_pending and self._core.streams.has_stream_data():
+            try:
+                self._flush()
+            except Exception as exc:
+                self._fail(exc)
+
     def _update_timer(self) -> None:
         """Bring the timer task's deadline forward to the core's next timer.
 

@@ -9,6 +9,9 @@ Hot-path rules (see docs/architecture.md):
   ``_after_datagrams`` call: it dispatches events to waiting tasks and asks
   for a flush on the next scheduler pass (so ACKs share datagrams with what
   the woken tasks write);
+* a long drain is acted on in parts of ``PIPELINE_DATAGRAMS``: the replies
+  answered inline to one part leave before the next part is read, so the
+  peer works on them while we process the rest;
 * sends are non-blocking ``sendto`` calls, or on Linux one GSO ``sendmsg`` per
   run of same-size datagrams (:mod:`.gso`); when the kernel buffer is full the
   rest waits in a bounded queue flushed by the same endpoint's send task.
@@ -47,6 +50,15 @@ MAX_PENDING_SENDS = 4096
 # Stop draining after this many datagrams to let other tasks run (and the
 # connections answer: ACKs go out after each drain).
 MAX_DRAIN = 256
+# A drain is acted on every this many datagrams: the connections process what
+# they received, and the replies answered inline (stream data queued while the
+# datagrams were processed: the RPC server, ``serve_requests``) are sent before
+# the next datagram is read. A peer's batch of requests is then answered in
+# parts, and the peer starts on the first replies while we process the rest:
+# the two processes overlap instead of taking turns with one batch of replies
+# (64 calls in flight: about 1.5x the calls/s; bench/RESULTS.md). ACKs alone
+# still wait for the end of the drain.
+PIPELINE_DATAGRAMS = 2
 
 
 class Endpoint:
@@ -175,6 +187,7 @@ class Endpoint:
             # (an error reported, or woken with no datagram): no extra syscall
             # per batch of a busy connection.
             check_errors = True
+            dispatched = 0
             while budget > 0:
                 budget -= 1
                 try:
@@ -188,15 +201,27 @@ class Endpoint:
                     continue
                 check_errors = False
                 if segment:  # several datagrams glued together by GRO
-                    for start in range(0, size, segment):
-                        self._dispatch(bytes(view[start : min(start + segment, size)]), addr, now)
                     budget -= size // segment
                 else:
-                    self._dispatch(bytes(view[:size]), addr, now)
+                    segment = size or 1
+                for start in range(0, size, segment):
+                    self._dispatch(bytes(view[start : min(start + segment, size)]), addr, now)
+                    dispatched += 1
+                    if dispatched % PIPELINE_DATAGRAMS == 0:
+                        self._send_replies_so_far()
+                        now = trio.current_time()  # after what it sent (time runs forward)
             if check_errors and self._icmp_errors:
                 self._read_icmp_errors()
             self._after_drain()
             await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _send_replies_so_far(self) -> None:
+        """Midway through a drain: act on the datagrams read so far, and send
+        the replies they were answered with (see ``PIPELINE_DATAGRAMS``)."""
+        dirty = self._dirty  # _after_drain starts a new list
+        self._after_drain()
+        for conn in dirty:
+            conn._send_replies()
 
     def _after_drain(self) -> None:
         dirty = self._dirty
