@@ -465,16 +465,16 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
             # idle deadlines).
             self._update_timer()
 
-    def _send_replies(self) -> None:
-        """Midway through the endpoint's drain, after ``_after_datagrams``:
-        send the stream data queued while the datagrams were processed (the
-        replies answered inline) now, not after the rest of the drain. A
-        flush of ACKs alone waits for the flusher as usual."""
-        if self._flush_pending and self._core.streams.has_stream_data():
-            try:
-                self._flush()
-            except Exception as exc:
-                self._fail(exc)
+    def _answer_midway(self) -> None:
+        """``_after_datagrams`` midway through the endpoint's drain, then the
+        stream data it queued (the replies answered inline) goes now, not
+        after the rest of the drain. ACKs alone, and data queued before (a
+        producer's or an upload's backlog), wait for the flusher as usual."""
+        streams = self._core.streams
+        backlog = streams.has_stream_data()
+        self._after_datagrams()
+        if not backlog and self._flush_pending and streams.has_stream_data():
+            self._flush()
 
     def _update_timer(self) -> None:
         """Bring the timer task's deadline forward to the core's next timer.

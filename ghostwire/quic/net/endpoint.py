@@ -208,28 +208,26 @@ class Endpoint:
                     self._dispatch(bytes(view[start : min(start + segment, size)]), addr, now)
                     dispatched += 1
                     if dispatched % PIPELINE_DATAGRAMS == 0:
-                        self._send_replies_so_far()
+                        self._after_drain(midway=True)
                         now = trio.current_time()  # after what it sent (time runs forward)
             if check_errors and self._icmp_errors:
                 self._read_icmp_errors()
             self._after_drain()
             await trio.lowlevel.checkpoint_if_cancelled()
 
-    def _send_replies_so_far(self) -> None:
-        """Midway through a drain: act on the datagrams read so far, and send
-        the replies they were answered with (see ``PIPELINE_DATAGRAMS``)."""
-        dirty = self._dirty  # _after_drain starts a new list
-        self._after_drain()
-        for conn in dirty:
-            conn._send_replies()
-
-    def _after_drain(self) -> None:
+    def _after_drain(self, midway: bool = False) -> None:
+        """Each connection that received datagrams acts on them; ``midway``
+        through a drain, it sends the replies they were answered with too
+        (see ``PIPELINE_DATAGRAMS``)."""
         dirty = self._dirty
         self._dirty = []
         for conn in dirty:
             conn._dirty = False
             try:
-                conn._after_datagrams()
+                if midway:
+                    conn._answer_midway()
+                else:
+                    conn._after_datagrams()
             except Exception as exc:
                 conn._fail(exc)  # that connection alone closes
 
