@@ -9,7 +9,7 @@ tests count datagrams (never time) on a loopback connection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -94,6 +94,28 @@ async def request(conn: Connection, payload: bytes) -> bytes:
     return reply
 
 
+async def request_burst(
+    conn: Connection, while_in_flight: Callable[[], Awaitable[None]] | None = None
+) -> list[bytes]:
+    """The replies to ``REQUESTS`` requests whose tasks all wake, and write,
+    in one scheduler pass; ``while_in_flight`` runs once they are woken."""
+    go = trio.Event()
+    replies: list[bytes] = []
+
+    async def one_request() -> None:
+        await go.wait()
+        replies.append(await request(conn, PAYLOAD))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(REQUESTS):
+            nursery.start_soon(one_request)
+        await trio.testing.wait_all_tasks_blocked()
+        go.set()
+        if while_in_flight is not None:
+            await while_in_flight()
+    return replies
+
+
 async def test_requests_issued_in_one_pass_share_datagrams() -> None:
     with trio.fail_after(20):
         async with gated_server(REQUESTS) as (server, gate):
@@ -105,21 +127,16 @@ async def test_requests_issued_in_one_pass_share_datagrams() -> None:
                 client_received_before = conn.statistics().packets_received
                 gate.baseline_taken.set()
 
-                go = trio.Event()
-                replies: list[bytes] = []
+                request_datagrams = 0
 
-                async def one_request() -> None:
-                    await go.wait()
-                    replies.append(await request(conn, PAYLOAD))
-
-                async with trio.open_nursery() as nursery:
-                    for _ in range(REQUESTS):
-                        nursery.start_soon(one_request)
-                    await trio.testing.wait_all_tasks_blocked()
-                    go.set()  # every task wakes in the same scheduler pass
+                async def count_then_release() -> None:
+                    nonlocal request_datagrams
+                    assert gate.conn is not None
                     await gate.all_arrived.wait()
                     request_datagrams = gate.conn.statistics().packets_received - server_before
                     gate.release.set()  # every reply is written in one pass too
+
+                replies = await request_burst(conn, count_then_release)
                 reply_datagrams = conn.statistics().packets_received - client_received_before
 
     assert replies == [PAYLOAD] * REQUESTS
@@ -165,18 +182,7 @@ async def test_replies_written_over_several_passes_share_datagrams() -> None:
                 await trio.testing.wait_all_tasks_blocked()
                 assert echo.conn is not None
                 before = echo.conn.statistics().packets_sent
-                go = trio.Event()
-                replies: list[bytes] = []
-
-                async def one_request() -> None:
-                    await go.wait()
-                    replies.append(await request(conn, PAYLOAD))
-
-                async with trio.open_nursery() as requests:
-                    for _ in range(REQUESTS):
-                        requests.start_soon(one_request)
-                    await trio.testing.wait_all_tasks_blocked()
-                    go.set()
+                replies = await request_burst(conn)
                 server_sent = echo.conn.statistics().packets_sent - before
             nursery.cancel_scope.cancel()
     assert replies == [PAYLOAD] * REQUESTS
@@ -220,18 +226,7 @@ async def test_replies_to_a_batch_leave_before_the_whole_batch_is_read() -> None
 
                 endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
                 before = server_conn.statistics().packets_received
-                go = trio.Event()
-                replies: list[bytes] = []
-
-                async def one_request() -> None:
-                    await go.wait()
-                    replies.append(await request(conn, PAYLOAD))
-
-                async with trio.open_nursery() as requests:
-                    for _ in range(REQUESTS):
-                        requests.start_soon(one_request)
-                    await trio.testing.wait_all_tasks_blocked()
-                    go.set()  # one pass of writes: one flush of about 7 datagrams
+                replies = await request_burst(conn)  # one flush of about 7 datagrams
                 read = server_conn.statistics().packets_received - before
                 endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
             nursery.cancel_scope.cancel()
