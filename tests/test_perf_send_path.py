@@ -135,6 +135,31 @@ def test_a_small_message_waits_for_the_next_packet_rather_than_split() -> None:
     assert (offset, data, fin) == (0, b"c" * 100, False)
 
 
+def test_one_flush_sends_every_small_message_kept_whole() -> None:
+    """A small message kept whole for the next packet (``UNSPLIT_MESSAGE``)
+    leaves the datagram before it short: the same flush must still build the
+    next one. The connection flushes once per write burst, so a message left
+    queued waits for the peer's ACK or a timer (about max_ack_delay)."""
+    pair_ = handshake(make_pair(client_config(pmtu_discovery=False), server_config()))
+    client = pair_.client
+    # 200-byte messages: five fill a 1200-byte datagram up to about 150 bytes,
+    # room to spare (more than _SHORT_DATAGRAM_ROOM) that the sixth does not fit.
+    messages = {}
+    for index in range(8):
+        stream_id = client.open_stream()
+        messages[stream_id] = bytes([65 + index]) * 200
+        client.send_stream_data(stream_id, messages[stream_id], end_stream=True)
+    datagrams = client.datagrams_to_send(pair_.now)
+    assert not client.streams.has_stream_data(), [len(d) for d, _ in datagrams]
+    server = pair_.server
+    assert server is not None
+    for datagram, _addr in datagrams:
+        server.receive_datagram(datagram, CLIENT_ADDR, pair_.now)
+    received = {stream_id: server.read_stream(stream_id) for stream_id in messages}
+    assert received == messages
+    assert all(server.stream_at_eof(stream_id) for stream_id in messages)
+
+
 def test_pop_frame_says_what_the_stream_waits_for() -> None:
     s = StreamSender(max_stream_data=50)
     s.write(b"x" * 100)

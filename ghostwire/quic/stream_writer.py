@@ -42,12 +42,20 @@ class StreamWriter:
     _path_responses: list[bytes]
     _pacer: Pacer
     _pacing_wait: float | None
+    # The last packet's STREAM frames stopped with stream data still queued: a
+    # small message kept whole for the next packet (UNSPLIT_MESSAGE) can leave
+    # up to that much room unused, and the next datagram is not empty.
+    _stream_data_left = False
 
     def _short_datagram_was_last(self, size: int) -> bool:
         """A datagram with room to spare after the handshake means that every
         frame writer ran out of things to send (or was stopped by congestion
         control or pacing, which still hold): the next datagram would be empty.
-        Pending probes are the exception: each asks for a packet of its own."""
+        Pending probes are the exception: each asks for a packet of its own;
+        so is a small message left for the next packet (``_stream_data_left``)."""
+        if self._stream_data_left:
+            self._stream_data_left = False
+            return False
         conn = self.conn
         return (
             size + _SHORT_DATAGRAM_ROOM <= conn.max_datagram_size
@@ -154,6 +162,8 @@ class StreamWriter:
             callback, args = handler
             builder.mark_ack_eliciting()
             builder.add_handler(callback, *args)
+        if streams.has_stream_data():
+            self._stream_data_left = True  # no room for the next frame (UNSPLIT_MESSAGE)
 
 
 def append_stream_frames(packet: bytearray, streams: StreamManager, room: int) -> Handler | None:
