@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import cache, partial
+from typing import Any
 
+import pytest
 import trio
 import trio.testing
-from quic_pair import client_config, handshake, make_pair, server_config
+from quic_pair import client_config, handshake, make_pair, server_config, test_ca
 
 import ghostwire.quic as quic
+from ghostwire.certs import IssuedCertificate
 from ghostwire.quic.net.connection import Connection
-from ghostwire.quic.net.endpoint import PIPELINE_DATAGRAMS
+from ghostwire.quic.net.endpoint import PIPELINE_DATAGRAMS, Endpoint
 from ghostwire.quic.recovery import Space
 
 REQUESTS = 64
@@ -236,6 +239,62 @@ async def test_replies_to_a_batch_leave_before_the_whole_batch_is_read() -> None
     # The first replies left after PIPELINE_DATAGRAMS of the batch, not all of it.
     assert first_read - before == PIPELINE_DATAGRAMS, sends
     assert sum(count for _, count in sends) <= MAX_DATAGRAMS, sends
+
+
+@cache
+def long_chain() -> IssuedCertificate:
+    """A certificate chain whose server flight takes three datagrams."""
+    intermediate = test_ca().issue_intermediate("ghostwire test intermediate", key_type="rsa")
+    names = ["localhost", "127.0.0.1"] + [f"host{i}.example.com" for i in range(60)]
+    return intermediate.issue(names, key_type="rsa")
+
+
+async def test_a_handshake_flight_read_in_one_drain_is_answered_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drain is answered in parts (``PIPELINE_DATAGRAMS``) for the replies
+    of an established connection only: a client reading the server's flight
+    of three datagrams answers it once, its ACKs with its Finished, not with
+    an extra padded datagram of ACKs after the first two."""
+    chain = long_chain()
+    config = server_config(certificate_chain=chain.chain, private_key=chain.private_key)
+    flights: list[int] = []  # per send by the server
+    answers: list[int] = []  # per send by the client while acting on a drain
+    draining = False
+    send_datagrams = Endpoint.send_datagrams
+    after_drain = Endpoint._after_drain
+
+    async def handler(conn: Connection) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(quic.serve, host="127.0.0.1"), handler, 0, config)
+
+            def recording_send(endpoint: Endpoint, datagrams: list[tuple[bytes, Any]]) -> None:
+                if endpoint is server._endpoint:
+                    flights.append(len(datagrams))
+                elif draining:
+                    answers.append(len(datagrams))
+                send_datagrams(endpoint, datagrams)
+
+            def recording_after_drain(endpoint: Endpoint, midway: bool = False) -> None:
+                nonlocal draining
+                draining = endpoint is not server._endpoint
+                try:
+                    after_drain(endpoint, midway)
+                finally:
+                    draining = False
+
+            monkeypatch.setattr(Endpoint, "send_datagrams", recording_send)
+            monkeypatch.setattr(Endpoint, "_after_drain", recording_after_drain)
+            async with quic.connect("127.0.0.1", server.port, client_config(pmtu_discovery=False)):
+                await trio.testing.wait_all_tasks_blocked()
+            monkeypatch.undo()
+            nursery.cancel_scope.cancel()
+    assert flights[0] > PIPELINE_DATAGRAMS, flights  # a flight long enough to be split
+    # One datagram answers the flight: the ACKs and the Finished.
+    assert answers == [1], answers
 
 
 async def test_a_lone_request_is_not_held_back() -> None:

@@ -73,6 +73,8 @@ class Endpoint:
         self._pending: deque[tuple[bytes, Any]] = deque()
         self._send_wakeup = trio.Event()
         self._dirty: list[Connection] = []
+        # Dirty connections still handshaking, left for the end of the drain.
+        self._held: list[Connection] = []
         self.connections: dict[Any, Connection] = {}  # core connection -> wrapper
         self.on_new_connection: Callable[[Any, Any], None] | None = None
         self.datagrams_dropped_on_send = 0
@@ -218,16 +220,32 @@ class Endpoint:
     def _after_drain(self, midway: bool = False) -> None:
         """Each connection that received datagrams acts on them; ``midway``
         through a drain, it sends the replies they were answered with too
-        (see ``PIPELINE_DATAGRAMS``)."""
+        (see ``PIPELINE_DATAGRAMS``), once its handshake is confirmed."""
         dirty = self._dirty
         self._dirty = []
+        if midway:
+            for conn in dirty:
+                if not conn._core.handshake_confirmed:
+                    # A handshake flight is acted on once it is read whole, as
+                    # before: _after_datagrams sends at once until the handshake
+                    # is confirmed, and midway that would be a datagram of ACKs
+                    # ahead of the Finished (and an early flight sent unheld).
+                    # Still dirty: the end of the drain takes it.
+                    self._held.append(conn)
+                    continue
+                conn._dirty = False
+                try:
+                    conn._answer_midway()
+                except Exception as exc:
+                    conn._fail(exc)  # that connection alone closes
+            return
+        if self._held:
+            dirty = self._held + dirty
+            self._held = []
         for conn in dirty:
             conn._dirty = False
             try:
-                if midway:
-                    conn._answer_midway()
-                else:
-                    conn._after_datagrams()
+                conn._after_datagrams()
             except Exception as exc:
                 conn._fail(exc)  # that connection alone closes
 
