@@ -23,7 +23,9 @@ splits a connect into:
 
 Medians (and 25th percentiles) of each leg are printed, with the server
 process's CPU per connection (user and system, ``getrusage``) and the
-share of it its garbage collector took. A leg is CPU on one side or the
+share of it its garbage collector took; with ``--core-share``, also the CPU
+spent inside the sans-IO core's calls (``QuicConnection``'s public methods),
+the rest being the trio shell, trio and the kernel. A leg is CPU on one side or the
 other (no timer or deliberate wait is on the path), so on a loaded machine
 compare runs alternated, and read the legs rather than the total.
 """
@@ -94,7 +96,36 @@ def stamped(sock: socket.socket) -> StampedSocket:
 # -- the server process -------------------------------------------------------------
 
 
-def _server(settings: Settings) -> None:
+def _time_core_calls() -> list[float]:
+    """Add the CPU time (``thread_time``) spent in the sans-IO core's public
+    methods, outermost calls only, to the returned one-item list. Each call
+    then costs two more clock reads (~1 us): the figure includes them."""
+    from ghostwire.quic.connection import QuicConnection
+
+    spent = [0.0]
+    depth = [0]
+
+    def timed(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if depth[0]:
+                return method(*args, **kwargs)
+            depth[0] = 1
+            start = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - start
+                depth[0] = 0
+
+        return call
+
+    for name, value in list(vars(QuicConnection).items()):
+        if callable(value) and (name == "__init__" or not name.startswith("_")):
+            setattr(QuicConnection, name, timed(value))
+    return spent
+
+
+def _server(settings: Settings, core_share: bool) -> None:
     from functools import partial
 
     import trio
@@ -113,11 +144,17 @@ def _server(settings: Settings) -> None:
             gc_seconds[0] += time.thread_time() - gc_seconds[1]
 
     gc.callbacks.append(on_gc)
+    core = _time_core_calls() if core_share else [0.0]
 
     def report(*_: Any) -> None:
         # Asked for by the client around its measured connects (SIGUSR1).
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        state = {"user": usage.ru_utime, "system": usage.ru_stime, "gc": gc_seconds[0]}
+        state = {
+            "user": usage.ru_utime,
+            "system": usage.ru_stime,
+            "gc": gc_seconds[0],
+            "core": core[0],
+        }
         state["stamps"] = StampedSocket.stamps
         print(RESULT_PREFIX + json.dumps(state), flush=True)
         StampedSocket.stamps = []
@@ -221,9 +258,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--connects", type=int, default=300)
     parser.add_argument("--mode", choices=["resumed", "full"], default="resumed")
+    parser.add_argument(
+        "--core-share",
+        action="store_true",
+        help="also time the server's calls into the sans-IO core (slows them a little)",
+    )
     args = parser.parse_args(argv)
     if args.role == "server":
-        _server(Settings.from_json(args.rest[0]))
+        _server(Settings.from_json(args.rest[0]), args.core_share)
         return
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
@@ -231,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         settings = Settings(certs=CertFiles.create(Path(directory)), max_datagram_size=1200)
         command = [sys.executable, "-m", "bench.connect_legs", "server", settings.to_json()]
+        if args.core_share:
+            command.append("--core-share")
         server = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
         try:
             assert server.stdout is not None
@@ -264,11 +308,17 @@ def main(argv: list[str] | None = None) -> None:
         if values:
             median, p25 = _quantile(values, 0.5) * 1e6, _quantile(values, 0.25) * 1e6
             print(f"| {name} | {median:.0f} | {p25:.0f} |")
-    per = {k: (after[k] - before[k]) / len(spans) * 1e6 for k in ("user", "system", "gc")}
+    per = {k: (after[k] - before[k]) / len(spans) * 1e6 for k in ("user", "system", "gc", "core")}
     print(
         f"server CPU per connection (getrusage): user {per['user']:.0f} us, "
         f"system {per['system']:.0f} us; its garbage collection {per['gc']:.0f} us"
     )
+    if args.core_share:
+        rest = per["user"] + per["system"] - per["core"]
+        print(
+            f"of which in the sans-IO core's calls {per['core']:.0f} us (GC passes that "
+            f"started there included), the rest (shell, trio, system) {rest:.0f} us"
+        )
 
 
 if __name__ == "__main__":
