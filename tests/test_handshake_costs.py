@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from quic_pair import server_config
+
 from ghostwire.quic.cid import LocalConnectionIds
+from ghostwire.quic.demux import Demux
+from ghostwire.quic.tokens import AddressTokenMinter, stateless_reset_token
 
 
 def _counting_random() -> tuple[list[int], Callable[[int], bytes]]:
@@ -47,3 +51,24 @@ def test_keyed_tokens_and_generated_ids_take_no_random_bytes() -> None:
     assert calls == []
     assert [e.cid for e in cids.active[1:]] == [b"\x02" * 8, b"\x03" * 8, b"\x04" * 8]
     assert all(e.stateless_reset_token == e.cid * 2 for e in cids.active)
+
+
+def test_a_client_demux_derives_no_server_keys() -> None:
+    # A connect makes one Demux(None): no reset key and no Retry-token minter
+    # (an HKDF and an AES-GCM context) until a server's work asks for them.
+    calls, random_bytes = _counting_random()
+    demux = Demux(None, random_bytes=random_bytes)
+    assert calls == []
+    token = demux.reset_token_for(b"\x01" * 8)
+    assert calls == [32] and len(token) == 16
+    assert demux.reset_token_for(b"\x01" * 8) == token  # one key, kept
+
+
+def test_a_server_demux_makes_its_keys_at_once_in_order() -> None:
+    scripted = iter([b"\x0a" * 32, b"\x0b" * 32])
+    demux = Demux(server_config(), random_bytes=lambda n: next(scripted))
+    assert demux.reset_token_for(b"\x01" * 8) == stateless_reset_token(b"\x0a" * 32, b"\x01" * 8)
+    token = demux._tokens().mint_retry_token(("127.0.0.1", 4000), b"\x02" * 8, b"\x03" * 8, 1.0)
+    assert AddressTokenMinter(b"\x0b" * 32).validate_retry_token(
+        token, ("127.0.0.1", 4000), 1.0
+    ) == (b"\x02" * 8, b"\x03" * 8)

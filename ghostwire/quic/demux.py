@@ -89,8 +89,14 @@ class Demux:
         self.config = config
         self.cid_length = config.connection_id_length if config is not None else cid_length
         self._random = random_bytes
-        self._static_key = static_key or random_bytes(32)
-        self._tokens = AddressTokenMinter(random_bytes(32))
+        self._static_key = static_key or None
+        self._minter: AddressTokenMinter | None = None
+        if config is not None:
+            # A server's keys, made now and in this order (random_bytes may be
+            # scripted). A client's demux never mints a token or sends a reset:
+            # a connect does not pay for them (an HKDF and an AES-GCM context).
+            self._reset_key()
+            self._tokens()
         self._factory = connection_factory or QuicConnection
         self.routes: dict[bytes, QuicConnection] = {}
         # Each tracked connection's routes, so forgetting it is O(its CIDs).
@@ -103,7 +109,21 @@ class Demux:
         self.refusing: str | None = None
 
     def reset_token_for(self, cid: bytes) -> bytes:
-        return stateless_reset_token(self._static_key, cid)
+        return stateless_reset_token(self._reset_key(), cid)
+
+    def _reset_key(self) -> bytes:
+        """The static key of our stateless reset tokens (RFC 9000 §10.3.2)."""
+        key = self._static_key
+        if key is None:
+            key = self._static_key = self._random(32)
+        return key
+
+    def _tokens(self) -> AddressTokenMinter:
+        """The minter of our Retry tokens (RFC 9000 §8.1.2)."""
+        minter = self._minter
+        if minter is None:
+            minter = self._minter = AddressTokenMinter(self._random(32))
+        return minter
 
     # -- routes ------------------------------------------------------------
 
@@ -218,7 +238,7 @@ class Demux:
         if config.retry:
             if not header.token:
                 return self._send_retry(header.version, header.dcid, header.scid, addr, now)
-            validated = self._tokens.validate_retry_token(header.token, addr, now)
+            validated = self._tokens().validate_retry_token(header.token, addr, now)
             if validated is None:
                 return self._refuse(
                     header.version,
@@ -286,7 +306,7 @@ class Demux:
         # route back here like any ID we issue (QUIC-LB, workers).
         generator = self.config.cid_generator if self.config is not None else None
         new_scid = generator() if generator is not None else self._random(self.cid_length)
-        token = self._tokens.mint_retry_token(addr, dcid, new_scid, now)
+        token = self._tokens().mint_retry_token(addr, dcid, new_scid, now)
         packet = encode_retry(
             version=version,
             dcid=scid,

@@ -228,9 +228,10 @@ async def _connect_to(
             core.handshake_deadline = now + handshake_timeout
             endpoint.demux.add_connection(core)
             conn = Connection(core, endpoint)
-            endpoint.start()
             # The first flight goes before the connection's task reads its
-            # first timer (which runs in that task from its first step).
+            # first timer (which runs in that task from its first step), and
+            # before the endpoint's tasks are even scheduled (they start
+            # with the next scheduler pass either way).
             core.connect(trio.current_time())
             early = core.zero_rtt_send_keys is not None
             if early:
@@ -241,6 +242,7 @@ async def _connect_to(
                 conn._flush_soon()
             else:
                 conn._flush()
+            endpoint.start()
             await nursery.start(conn._run)
             try:
                 if not early:
