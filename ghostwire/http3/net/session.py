@@ -394,10 +394,22 @@ class H3Session:
         self.conn.raise_if_closed()
 
     def flush(self, *, now: bool = False) -> None:
-        """Send what is queued: right away when a stream just ended (nothing
-        more will join it), else once the task yields, so headers, data and
-        FIN written back to back share packets."""
-        if now:
+        """Send what is queued once the task yields, so headers, data and FIN
+        written back to back, and the writes of the other requests running
+        in this scheduler pass, share packets.
+
+        ``now``: a stream just ended. When it is the connection's only
+        request and no other task is about to run, nothing can join its
+        packet, so it goes at once (a sequential request, or its response)
+        rather than a scheduler pass later. With several requests in flight
+        the flusher gathers them as usual: a datagram per response costs
+        both peers far more than the pass it waits.
+        """
+        if (
+            now
+            and len(self.channels) <= 1
+            and not trio.lowlevel.current_statistics().tasks_runnable
+        ):
             self.conn.flush()
         else:
             self.conn.flush_soon()
