@@ -100,6 +100,17 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        channel = self._channel
+        if not self._consumed and channel.ended and channel.error is None:
+            # It all arrived already: one schedule point, not one per chunk
+            # and one for the end.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            whole = channel.take_body_nowait()
+            assert whole is not None
+            self._consumed = True
+            channel.session.forget(channel.stream_id)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return whole
         body = bytearray()
         async for chunk in self.iter_bytes():
             body += chunk
@@ -221,30 +232,46 @@ class Client:
         ]
         request_headers += to_wire(self._default_headers + _header_list(headers))
         deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
-        try:
-            with trio.fail_at(deadline):
-                channel = await self._open_request(origin)
+        # A cancel scope, as trio.fail_at is, without its generator-based
+        # context manager (a few microseconds on every request).
+        with trio.CancelScope(deadline=deadline) as scope:
+            # A bodiless request on a connection with stream credit is sent
+            # without a schedule point: waiting for the response is its one.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            channel = self._open_request_nowait(origin) or await self._open_request(origin)
+            try:
                 try:
-                    try:
+                    if content is None and trailers is None:
+                        channel.send_headers_nowait(request_headers, end_stream=True)
+                    else:
                         await self._send_request(channel, request_headers, content, trailers)
-                    except HttpStreamError:
-                        # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
-                        # server answers without the rest of the request.
-                        if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
-                            raise
-                    headers_in = await channel.wait_headers()
-                except HttpError:
-                    channel.cancel()
-                    raise
-                except QuicError as exc:
-                    channel.cancel()
-                    raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
-                except BaseException:
-                    channel.cancel()
-                    raise
-        except trio.TooSlowError as exc:
-            raise RequestTimeout(f"{method} {url}: no response within {self.timeout:g} s") from exc
+                except HttpStreamError:
+                    # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
+                    # server answers without the rest of the request.
+                    if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
+                        raise
+                headers_in = await channel.wait_headers()
+            except HttpError:
+                channel.cancel()
+                raise
+            except QuicError as exc:
+                channel.cancel()
+                raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
+            except BaseException:
+                channel.cancel()
+                raise
+        if scope.cancelled_caught:
+            message = f"{method} {url}: no response within {self.timeout:g} s"
+            raise RequestTimeout(message) from trio.TooSlowError()
         return Response(channel, headers_in, method.upper())
+
+    def _open_request_nowait(self, origin: _Origin) -> MessageChannel | None:
+        """A request stream on the origin's open connection, if that needs no
+        wait (a connection to make, stream credit to wait for); else None."""
+        session = self._sessions.get(origin)
+        if session is None or session.closed or session.goaway_id is not None:
+            return None
+        return session.open_request_nowait()
 
     async def _open_request(self, origin: _Origin) -> MessageChannel:
         """A request stream on the origin's connection (one fresh connection if

@@ -351,6 +351,8 @@ async def _send_native(channel: MessageChannel, response: Response) -> None:
         body = content.encode() if isinstance(content, str) else content
         if not any(n == b"content-length" for n, _ in head):
             head.append((b"content-length", str(len(body)).encode()))
+        if not trailers and channel.send_message_nowait(head, body):
+            return  # sent whole without a schedule point: the task ends here
         await channel.send_headers(head, end_stream=not body and not trailers)
         if body:
             await channel.send_data(body, end_stream=not trailers)

@@ -32,9 +32,10 @@ from ...quic.events import (
 )
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed, StreamReset
+from ...quic.streams import StreamLimitReached
 from ..config import H3Config
 from ..connection import H3Connection
-from ..errors import H3ErrorCode, HttpError, InvalidStreamState
+from ..errors import ConnectionGoingAway, H3ErrorCode, HttpError, InvalidStreamState
 from ..events import (
     ConnectionShutdown,
     DataReceived,
@@ -179,6 +180,49 @@ class MessageChannel:
                 break
         if end_stream:
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # The forms without a schedule point, for callers whose next step is a
+    # schedule point anyway (a request waiting for its response) or whose
+    # task ends right after (a response given whole): each request then costs
+    # its task one step where the async forms cost one per call.
+
+    def send_headers_nowait(self, headers: Headers, end_stream: bool = False) -> None:
+        """``send_headers`` without its schedule points (nor its cancellation check)."""
+        self._check_send()
+        self.session.h3.send_headers(self.stream_id, headers, end_stream=end_stream)
+        self.session.flush(now=end_stream)
+
+    def send_message_nowait(self, headers: Headers, body: bytes) -> bool:
+        """Headers, ``body`` (if any) and the end of the stream, without a
+        schedule point; False (nothing sent) when the body does not fit in
+        the send buffer (the caller then uses the async forms, which wait)."""
+        session = self.session
+        if body and len(body) > session.send_buffer - session.h3.stream_send_buffered(
+            self.stream_id
+        ):
+            return False
+        self._check_send()
+        h3 = session.h3
+        h3.send_headers(self.stream_id, headers, end_stream=not body)
+        if body:
+            h3.send_data(self.stream_id, body, end_stream=True)
+            self.body_sent += len(body)
+        session.flush(now=True)
+        return True
+
+    def take_body_nowait(self) -> bytes | None:
+        """The whole body, when all of it has arrived (and no error): what
+        ``receive_some`` would return chunk by chunk, without its schedule
+        points; None otherwise."""
+        if not self.ended or self.error is not None:
+            return None
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.session.consumed(self.stream_id, len(body))
+        return body
 
     async def send_trailers(self, headers: Headers) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -429,13 +473,9 @@ class H3Session:
 
     async def open_request(self) -> MessageChannel:
         """A new request stream; waits while the peer's stream limit is reached."""
-        from ...quic.streams import StreamLimitReached
-
         while True:
             self.raise_if_closed()
             if self.goaway_id is not None:
-                from ..errors import ConnectionGoingAway
-
                 raise ConnectionGoingAway("the server is shutting this connection down")
             try:
                 stream_id = self.h3.open_request_stream()
@@ -447,6 +487,19 @@ class H3Session:
             self.channels[stream_id] = channel
             await trio.lowlevel.checkpoint()
             return channel
+
+    def open_request_nowait(self) -> MessageChannel | None:
+        """``open_request`` without its schedule point: None (and no stream)
+        when it would wait or raise (the caller then uses ``open_request``)."""
+        if self.conn.is_closed or self.goaway_id is not None:
+            return None
+        try:
+            stream_id = self.h3.open_request_stream()
+        except (StreamLimitReached, ConnectionGoingAway):
+            return None
+        channel = MessageChannel(self, stream_id)
+        self.channels[stream_id] = channel
+        return channel
 
     # -- shutting down ------------------------------------------------------------
 

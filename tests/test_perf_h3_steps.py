@@ -1,0 +1,76 @@
+"""What an HTTP/3 GET costs the scheduler, with 64 in flight on one connection.
+
+The client's ``get`` sends a bodiless request without a schedule point of
+its own (waiting for the response is its one) and ``read`` takes a body that
+already arrived whole in one; the server's request task sends a response
+given whole (bytes, no trailers) without one. So a GET costs the client's
+task two steps and the server's request task one; it used to cost six and
+three (a step per ``send_headers``, per ``send_data``, per body chunk, one
+for the body's end and one to open the stream). Counted with a trio
+instrument, so a regression fails whatever the machine's load.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+
+import trio
+import trio.testing
+from quic_pair import client_config, server_config
+
+import ghostwire.http3 as h3
+
+GETS = 640
+CONCURRENT = 64
+BODY = bytes(range(100))
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps: Counter[str] = Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task.name.rsplit(".", 1)[-1]] += 1
+
+
+async def handler(request: h3.Request) -> h3.Response:
+    return h3.Response(200, [("content-type", "application/octet-stream")], BODY)
+
+
+async def test_a_get_costs_the_client_two_task_steps_and_the_server_one() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(h3.serve, handler, 0, server_config(alpn=["h3"]), host="127.0.0.1")
+            )
+            async with h3.Client(client_config(alpn=["h3"])) as client:
+                url = f"https://localhost:{server.port}/small"
+
+                async def get() -> None:
+                    response = await client.get(url)
+                    assert response.status == 200
+                    assert await response.read() == BODY
+
+                await get()  # connects
+                await trio.testing.wait_all_tasks_blocked()
+                remaining = GETS
+
+                async def worker() -> None:
+                    nonlocal remaining
+                    while remaining > 0:
+                        remaining -= 1
+                        await get()
+
+                steps = _Steps()
+                trio.lowlevel.add_instrument(steps)
+                try:
+                    async with trio.open_nursery() as workers:
+                        for _ in range(CONCURRENT):
+                            workers.start_soon(worker)
+                finally:
+                    trio.lowlevel.remove_instrument(steps)
+            nursery.cancel_scope.cancel()
+    # Each worker also steps once to start and once to end.
+    assert steps.steps["worker"] <= 2 * GETS + 2 * CONCURRENT, steps.steps
+    assert steps.steps["_handle_request"] == GETS, steps.steps
