@@ -159,6 +159,8 @@ class Client:
         self._connecting: dict[_Origin, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: Any = None
+        # URL -> what a request needs of it: most clients ask a few URLs often.
+        self._targets: dict[str, tuple[_Origin, bytes, bytes]] = {}
 
     async def __aenter__(self) -> Client:
         self._nursery_manager = trio.open_nursery()
@@ -214,21 +216,18 @@ class Client:
         """
         if self._nursery is None:
             raise RuntimeError("use the client as 'async with Client() as client:'")
-        parts = urlsplit(url)
-        if parts.scheme != "https":
-            raise ValueError(f"HTTP/3 URLs are https:// (got {url!r})")
-        if not parts.hostname:
-            raise ValueError(f"no host in {url!r}")
-        origin = _Origin(parts.hostname, parts.port or 443)
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        authority = parts.netloc.rsplit("@", 1)[-1]
+        target = self._targets.get(url)
+        if target is None:
+            target = _target(url)
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[url] = target
+        origin, authority, path = target
         request_headers: Headers = [
             (b":method", method.upper().encode()),
             (b":scheme", b"https"),
-            (b":authority", authority.encode()),
-            (b":path", path.encode()),
+            (b":authority", authority),
+            (b":path", path),
         ]
         request_headers += to_wire(self._default_headers + _header_list(headers))
         deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
@@ -359,6 +358,24 @@ class Client:
     def _drop(self, origin: _Origin, session: H3Session) -> None:
         if self._sessions.get(origin) is session:
             del self._sessions[origin]
+
+
+_TARGET_CACHE_SIZE = 256  # URLs whose parse is kept (the cache is emptied when full)
+
+
+def _target(url: str) -> tuple[_Origin, bytes, bytes]:
+    """A URL's origin, ``:authority`` and ``:path`` (raises ValueError)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError(f"HTTP/3 URLs are https:// (got {url!r})")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    origin = _Origin(parts.hostname, parts.port or 443)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    authority = parts.netloc.rsplit("@", 1)[-1]
+    return origin, authority.encode(), path.encode()
 
 
 def _header_list(headers: HeaderInput) -> list[tuple[str, str]]:
