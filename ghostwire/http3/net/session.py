@@ -313,7 +313,8 @@ class H3Session:
                 channel.wake()
             elif self._draining and event.stream_id in self._unacknowledged:  # type: ignore[attr-defined]
                 self._idle_lot.unpark_all()  # graceful_shutdown checks what is left
-        elif kind is StreamsAvailable:
+            return  # nothing for the HTTP/3 layer (about one per request: skip it)
+        if kind is StreamsAvailable:
             self._open_lot.unpark_all()
         elif kind is StreamResetReceived and self.conn.is_closed:
             self._on_reset_with_close(event)  # type: ignore[arg-type]
