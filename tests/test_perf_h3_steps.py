@@ -3,18 +3,21 @@
 The client's ``get`` sends a bodiless request without a schedule point of
 its own (waiting for the response is its one) and ``read`` takes a body that
 already arrived whole in one; the server's request task sends a response
-given whole (bytes, no trailers) without one. So a GET costs the client's
-task two steps and the server's request task one; it used to cost six and
-three (a step per ``send_headers``, per ``send_data``, per body chunk, one
-for the body's end and one to open the stream). Counted with a trio
-instrument, so a regression fails whatever the machine's load.
+given whole (bytes, no trailers) without one, and a handler that cannot
+suspend has no task at all: it is answered as the request arrives. So a GET
+costs the client's task two steps and the server one or none; it used to
+cost six and three (a step per ``send_headers``, per ``send_data``, per body
+chunk, one for the body's end and one to open the stream). Counted with a
+trio instrument, so a regression fails whatever the machine's load.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 from quic_pair import client_config, server_config
@@ -30,15 +33,30 @@ class _Steps(trio.abc.Instrument):
     def __init__(self) -> None:
         self.steps: Counter[str] = Counter()
 
+        self.spawned: Counter[str] = Counter()
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned[task.name.rsplit(".", 1)[-1]] += 1
+
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.steps[task.name.rsplit(".", 1)[-1]] += 1
 
 
-async def handler(request: h3.Request) -> h3.Response:
+async def inline_handler(request: h3.Request) -> h3.Response:
+    # No await: it cannot suspend, so the server answers without a task.
     return h3.Response(200, [("content-type", "application/octet-stream")], BODY)
 
 
-async def test_a_get_costs_the_client_two_task_steps_and_the_server_one() -> None:
+async def task_handler(request: h3.Request) -> h3.Response:
+    if request.method == "DELETE":  # never here: an await that never runs
+        await trio.lowlevel.checkpoint()
+    return h3.Response(200, [("content-type", "application/octet-stream")], BODY)
+
+
+@pytest.mark.parametrize(("handler", "server_steps"), [(inline_handler, 0), (task_handler, 1)])
+async def test_a_get_costs_the_client_two_task_steps_and_the_server_one_or_none(
+    handler: Callable[[h3.Request], Awaitable[h3.Response]], server_steps: int
+) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
@@ -73,4 +91,5 @@ async def test_a_get_costs_the_client_two_task_steps_and_the_server_one() -> Non
             nursery.cancel_scope.cancel()
     # Each worker also steps once to start and once to end.
     assert steps.steps["worker"] <= 2 * GETS + 2 * CONCURRENT, steps.steps
-    assert steps.steps["_handle_request"] == GETS, steps.steps
+    assert steps.steps["_handle_request"] == server_steps * GETS, steps.steps
+    assert steps.spawned["_handle_request"] == server_steps * GETS, steps.spawned

@@ -192,10 +192,14 @@ class MessageChannel:
         self.session.h3.send_headers(self.stream_id, headers, end_stream=end_stream)
         self.session.flush(now=end_stream)
 
-    def send_message_nowait(self, headers: Headers, body: bytes) -> bool:
+    def send_message_nowait(self, headers: Headers, body: bytes, *, inline: bool = False) -> bool:
         """Headers, ``body`` (if any) and the end of the stream, without a
         schedule point; False (nothing sent) when the body does not fit in
-        the send buffer (the caller then uses the async forms, which wait)."""
+        the send buffer (the caller then uses the async forms, which wait).
+
+        ``inline``: called while the connection processes events (a request
+        answered as it arrives), where sending at once would re-enter it:
+        the flush that follows the events sends it."""
         session = self.session
         if body and len(body) > session.send_buffer - session.h3.stream_send_buffered(
             self.stream_id
@@ -207,7 +211,10 @@ class MessageChannel:
         if body:
             h3.send_data(self.stream_id, body, end_stream=True)
             self.body_sent += len(body)
-        session.flush(now=True)
+        if inline:
+            session.conn.flush_soon()
+        else:
+            session.flush(now=True)
         return True
 
     def take_body_nowait(self) -> bytes | None:
