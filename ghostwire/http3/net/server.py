@@ -17,12 +17,13 @@ in its connection's nursery; when a connection closes, its requests are
 cancelled. A native handler that cannot suspend (an ``async def`` with no
 ``await``, ``async for`` or ``async with``) is run as the request arrives,
 without a task, and a response it gives whole (bytes, no trailers) is sent
-at once; anything else continues in the request's task. When ``serve`` is cancelled, each connection is sent GOAWAY and
-given ``shutdown_timeout`` seconds to finish the requests in progress and
-have their responses delivered; a response still unfinished then is reset
-(H3_REQUEST_CANCELLED), so its client sees it incomplete, and the connection
-closes. A native :class:`Response` may carry ``on_end``, called once when the
-response ended, delivered or not (an access log writes its line there).
+at once; anything else continues in the request's task. When ``serve`` is
+cancelled, each connection is sent GOAWAY and given ``shutdown_timeout``
+seconds to finish the requests in progress and have their responses
+delivered; a response still unfinished then is reset (H3_REQUEST_CANCELLED),
+so its client sees it incomplete, and the connection closes. A native
+:class:`Response` may carry ``on_end``, called once when the response ended,
+delivered or not (an access log writes its line there).
 """
 
 from __future__ import annotations
