@@ -23,6 +23,8 @@ import trio.testing
 from quic_pair import client_config, server_config
 
 import ghostwire.http3 as h3
+from ghostwire.quic.connection import QuicConnection
+from ghostwire.quic.stream_types import stream_is_client_initiated, stream_is_unidirectional
 
 GETS = 640
 CONCURRENT = 64
@@ -93,3 +95,36 @@ async def test_a_get_costs_the_client_two_task_steps_and_the_server_one_or_none(
     assert steps.steps["worker"] <= 2 * GETS + 2 * CONCURRENT, steps.steps
     assert steps.steps["_handle_request"] == server_steps * GETS, steps.steps
     assert steps.spawned["_handle_request"] == server_steps * GETS, steps.spawned
+
+
+async def test_a_small_message_is_read_from_quic_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GET (HEADERS and FIN) and its response (HEADERS, DATA and FIN) each
+    come out of QUIC's receive buffer in one read: between DATA payloads the
+    HTTP/3 layer reads as far as its receive window allows, and a read that
+    took less than it asked for needs no second one to find the end."""
+    reads: Counter[bool] = Counter()
+    read_stream = QuicConnection.read_stream
+
+    def counting(self: QuicConnection, stream_id: int, max_bytes: int | None = None) -> bytes:
+        if stream_is_client_initiated(stream_id) and not stream_is_unidirectional(stream_id):
+            reads[self.is_client] += 1
+        return read_stream(self, stream_id, max_bytes)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(h3.serve, inline_handler, 0, server_config(alpn=["h3"]), host="127.0.0.1")
+            )
+            async with h3.Client(client_config(alpn=["h3"])) as client:
+                url = f"https://localhost:{server.port}/small"
+                response = await client.get(url)  # connects
+                await response.read()
+                monkeypatch.setattr(QuicConnection, "read_stream", counting)
+                for _ in range(10):
+                    response = await client.get(url)
+                    assert await response.read() == BODY
+                monkeypatch.undo()
+            nursery.cancel_scope.cancel()
+    assert reads == {True: 10, False: 10}, reads
