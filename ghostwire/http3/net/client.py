@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..events import Headers
 from .fields import TextHeaders, first_value, split_pseudo, to_text, to_wire
-from .session import H3Session, HttpStreamError, MessageChannel
+from .session import H3Session, HeadersTimedOut, HttpStreamError, MessageChannel
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes] | Iterable[bytes] | None
@@ -231,38 +231,71 @@ class Client:
         ]
         request_headers += to_wire(self._default_headers + _header_list(headers))
         deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
-        # A cancel scope, as trio.fail_at is, without its generator-based
-        # context manager (a few microseconds on every request).
-        with trio.CancelScope(deadline=deadline) as scope:
-            # A bodiless request on a connection with stream credit is sent
-            # without a schedule point: waiting for the response is its one.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            channel = self._open_request_nowait(origin) or await self._open_request(origin)
-            try:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        channel: MessageChannel | None = None
+        if content is None and trailers is None:
+            # A bodiless request on an open connection with stream credit is
+            # sent without a schedule point (waiting for the response is its
+            # one), and the connection's watchdog times it out: no cancel
+            # scope (a few microseconds on every request).
+            channel = self._open_request_nowait(origin)
+            if channel is not None and channel.session.watch(channel, deadline):
                 try:
-                    if content is None and trailers is None:
-                        channel.send_headers_nowait(request_headers, end_stream=True)
-                    else:
-                        await self._send_request(channel, request_headers, content, trailers)
-                except HttpStreamError:
-                    # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
-                    # server answers without the rest of the request.
-                    if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
-                        raise
-                headers_in = await channel.wait_headers()
-            except HttpError:
-                channel.cancel()
-                raise
-            except QuicError as exc:
-                channel.cancel()
-                raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
-            except BaseException:
-                channel.cancel()
-                raise
+                    headers_in = await self._exchange(
+                        channel, request_headers, None, None, method, url
+                    )
+                finally:
+                    channel.session.unwatch(channel)
+                return Response(channel, headers_in, method.upper())
+        with trio.CancelScope(deadline=deadline) as scope:
+            if channel is None:
+                channel = await self._open_request(origin)
+            headers_in = await self._exchange(
+                channel, request_headers, content, trailers, method, url
+            )
         if scope.cancelled_caught:
-            message = f"{method} {url}: no response within {self.timeout:g} s"
-            raise RequestTimeout(message) from trio.TooSlowError()
+            raise self._timeout(method, url) from trio.TooSlowError()
+        assert channel is not None
         return Response(channel, headers_in, method.upper())
+
+    async def _exchange(
+        self,
+        channel: MessageChannel,
+        headers: Headers,
+        content: Content,
+        trailers: HeaderInput,
+        method: str,
+        url: str,
+    ) -> Headers:
+        """Send the request on ``channel`` and wait for the response's headers;
+        the stream is cancelled if that fails."""
+        try:
+            try:
+                if content is None and trailers is None:
+                    channel.send_headers_nowait(headers, end_stream=True)
+                else:
+                    await self._send_request(channel, headers, content, trailers)
+            except HttpStreamError:
+                # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
+                # server answers without the rest of the request.
+                if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
+                    raise
+            return await channel.wait_headers()
+        except HeadersTimedOut:
+            channel.cancel()
+            raise self._timeout(method, url) from trio.TooSlowError()
+        except HttpError:
+            channel.cancel()
+            raise
+        except QuicError as exc:
+            channel.cancel()
+            raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
+        except BaseException:
+            channel.cancel()
+            raise
+
+    def _timeout(self, method: str, url: str) -> RequestTimeout:
+        return RequestTimeout(f"{method} {url}: no response within {self.timeout:g} s")
 
     def _open_request_nowait(self, origin: _Origin) -> MessageChannel | None:
         """A request stream on the origin's open connection, if that needs no
@@ -348,7 +381,10 @@ class Client:
                 session = H3Session(conn, self._h3_config)
                 task_status.started(session)
                 started = True
-                await conn.wait_closed()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(session.run_watchdog)  # request timeouts
+                    await conn.wait_closed()
+                    nursery.cancel_scope.cancel()
         except QuicError:
             if not started:
                 raise  # the handshake failed: the request that asked reports it
