@@ -261,6 +261,8 @@ METRICS = (
     Metric("h3rr", "HTTP/3 GET latency, median", "ms", False, ""),
     Metric("h3rr", "HTTP/3 GET latency, p99", "ms", False, ""),
     Metric("h3rps", "HTTP/3 requests/s, 64 in flight", "req/s", True, ""),
+    Metric("h3rps", "HTTP/3 server CPU per request, 64 in flight", "us", False, ""),
+    Metric("h3rps", "HTTP/3 client CPU per request, 64 in flight", "us", False, ""),
 )
 
 
@@ -282,9 +284,17 @@ def metric_value(metric: Metric, measurement: Measurement) -> float:
             return values["rps"]
         case "server memory per idle connection":
             return values["per_connection"] / 1024
-        case "server CPU per request, sequential" | "server CPU per request, 64 in flight":
+        case (
+            "server CPU per request, sequential"
+            | "server CPU per request, 64 in flight"
+            | "HTTP/3 server CPU per request, 64 in flight"
+        ):
             return values.get("server_cpu_us_per_request", math.nan)
-        case "client CPU per request, sequential" | "client CPU per request, 64 in flight":
+        case (
+            "client CPU per request, sequential"
+            | "client CPU per request, 64 in flight"
+            | "HTTP/3 client CPU per request, 64 in flight"
+        ):
             return values.get("client_cpu_us_per_request", math.nan)
     raise KeyError(metric.name)
 

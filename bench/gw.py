@@ -332,12 +332,15 @@ async def h3_requests_per_second(
                 await _h3_get(client, url)
                 done += 1
 
+        cpu = CpuMeter(server_pid)
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
             for _ in range(sizes.rps_concurrency):
                 nursery.start_soon(worker)
         elapsed = time.perf_counter() - start
-    return Measurement(values={"requests": done, "seconds": elapsed, "rps": done / elapsed})
+        values = {"requests": done, "seconds": elapsed, "rps": done / elapsed}
+        values.update(cpu.per_request(done))
+    return Measurement(values=values)
 
 
 Workload = Callable[[int, Settings, Sizes, int], Awaitable[Measurement]]

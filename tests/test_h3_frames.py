@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from test_h3_support import request_headers, response_headers
 
+import ghostwire.http3.headers as headers_module
 from ghostwire.http3.errors import (
     H3ErrorCode,
     H3ProtocolError,
@@ -279,3 +282,32 @@ def test_qpack_errors_map_to_codes() -> None:
 def test_field_section_size() -> None:
     assert field_section_size([(b"ab", b"cde")]) == 37
     assert field_section_size([]) == 0
+
+
+def _accepts(check: Callable[..., None], *args: bytes) -> bool:
+    try:
+        check(*args)
+    except MessageError:
+        return False
+    return True
+
+
+def _samples() -> list[bytes]:
+    """Every byte alone, at each end of a valid field, and inside one."""
+    out = [b""]
+    for byte in range(256):
+        b = bytes([byte])
+        out += [b, b + b"ab", b"ab" + b, b"a" + b + b"b", b":" + b, b + b":"]
+    return out
+
+
+def test_fast_field_checks_accept_exactly_what_the_byte_checks_accept() -> None:
+    """The one-regex checks of names and values (the fast path) agree with
+    the byte-by-byte ones (which give the reason) on every byte in every
+    position, so the fast path never lets a malformed field through."""
+    h = headers_module
+    for sample in _samples():
+        assert _accepts(h._check_name, sample) == _accepts(h._name_error, sample), sample
+        assert _accepts(h._check_value, b"x", sample) == _accepts(h._value_error, b"x", sample), (
+            sample
+        )

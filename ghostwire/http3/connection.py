@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 
 from ..quic.buffer import encode_varint
 from ..quic.connection import QuicConnection
@@ -95,6 +94,17 @@ from .inbound import Inbound
 from .message import MessageStream, Phase, Role
 from .push import ClientPushes, ServerPushes
 from .qpack import QpackDecoder, QpackEncoder, field_section_size
+
+
+def _ended(
+    event: HeadersReceived | DataReceived | TrailersReceived,
+) -> HeadersReceived | DataReceived | TrailersReceived:
+    """``event`` marked as the stream's last: built directly, as
+    ``dataclasses.replace`` costs several times as much (once per message)."""
+    if isinstance(event, DataReceived):
+        return DataReceived(event.stream_id, event.data, True, event.push_id)
+    return type(event)(event.stream_id, event.headers, True, event.push_id)
+
 
 # The largest GOAWAY stream id: the first step of a graceful shutdown (RFC 9114 §5.2).
 MAX_REQUEST_STREAM_ID = (1 << 62) - 4
@@ -202,7 +212,7 @@ class H3Connection:
             and last.stream_id == stream.stream_id
             and not last.stream_ended
         ):
-            out[-1] = replace(last, stream_ended=True)
+            out[-1] = _ended(last)
         else:
             out.append(DataReceived(stream.stream_id, b"", True, stream.push_id))
 

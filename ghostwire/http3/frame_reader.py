@@ -21,8 +21,9 @@ The reader never asks for more bytes than it can use: :meth:`want` says how
 many to read next (a frame header is at most 16 bytes, a buffered payload
 exactly its remaining length), so the caller can read from the QUIC stream
 lazily and leave unread DATA in QUIC's receive buffer, where it holds back
-flow-control credit (back-pressure). At most 15 bytes past a frame header
-are ever read ahead.
+flow-control credit (back-pressure). :meth:`want` never asks for more than
+15 bytes past a frame header; a caller may feed more (the HTTP/3
+connection reads up to its receive window's room between DATA payloads).
 """
 
 from __future__ import annotations

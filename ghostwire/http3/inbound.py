@@ -281,20 +281,29 @@ class Inbound:
         stream_id = stream.stream_id
         reader = stream.reader
         window = conn.config.receive_window
+        drained = False  # the last read took all QUIC had: another would return b""
         while stream.receiving and stream.blocked_frame is None:
             limit = None if window is None else window - stream.unacked
             item = reader.next_item(limit)
             if item is None:
                 want = reader.want()
-                if limit is not None and reader.in_data:
-                    if limit <= 0:
-                        return  # window full: acknowledge_received_data resumes
-                    want = min(want, limit)
-                data = quic.read_stream(stream_id, want)
+                if limit is not None:
+                    if reader.in_data:
+                        if limit <= 0:
+                            return  # window full: acknowledge_received_data resumes
+                        want = min(want, limit)
+                    else:
+                        # Between DATA payloads, read as far as the window's
+                        # room allows: a small message (HEADERS, DATA, end)
+                        # comes in one read instead of one per frame part,
+                        # and what is buffered stays within the window.
+                        want = max(want, limit)
+                data = b"" if drained else quic.read_stream(stream_id, want)
                 if not data:
                     if quic.stream_at_eof(stream_id):
                         self._on_end(stream)
                     return
+                drained = len(data) < want
                 reader.feed(data)
             elif isinstance(item, bytes):
                 conn.emit(stream.on_data(item))

@@ -143,4 +143,7 @@ def _decompression_failed(stream_id: int, exc: Exception) -> H3ProtocolError:
 
 def field_section_size(headers: Sequence[tuple[bytes, bytes]]) -> int:
     """Size of a field section as SETTINGS_MAX_FIELD_SECTION_SIZE counts it (RFC 9114 §4.2.2)."""
-    return sum(len(name) + len(value) for name, value in headers) + ENTRY_OVERHEAD * len(headers)
+    size = ENTRY_OVERHEAD * len(headers)
+    for name, value in headers:  # a plain loop: cheaper than sum() over a generator
+        size += len(name) + len(value)
+    return size

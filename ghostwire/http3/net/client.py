@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..events import Headers
 from .fields import TextHeaders, first_value, split_pseudo, to_text, to_wire
-from .session import H3Session, HttpStreamError, MessageChannel
+from .session import H3Session, HeadersTimedOut, HttpStreamError, MessageChannel
 
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes] | Iterable[bytes] | None
@@ -100,6 +100,17 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        channel = self._channel
+        if not self._consumed and channel.ended and channel.error is None:
+            # It all arrived already: one schedule point, not one per chunk
+            # and one for the end.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            whole = channel.take_body_nowait()
+            assert whole is not None
+            self._consumed = True
+            channel.session.forget(channel.stream_id)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return whole
         body = bytearray()
         async for chunk in self.iter_bytes():
             body += chunk
@@ -148,6 +159,8 @@ class Client:
         self._connecting: dict[_Origin, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: Any = None
+        # URL -> what a request needs of it: most clients ask a few URLs often.
+        self._targets: dict[str, tuple[_Origin, bytes, bytes]] = {}
 
     async def __aenter__(self) -> Client:
         self._nursery_manager = trio.open_nursery()
@@ -203,48 +216,94 @@ class Client:
         """
         if self._nursery is None:
             raise RuntimeError("use the client as 'async with Client() as client:'")
-        parts = urlsplit(url)
-        if parts.scheme != "https":
-            raise ValueError(f"HTTP/3 URLs are https:// (got {url!r})")
-        if not parts.hostname:
-            raise ValueError(f"no host in {url!r}")
-        origin = _Origin(parts.hostname, parts.port or 443)
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        authority = parts.netloc.rsplit("@", 1)[-1]
+        target = self._targets.get(url)
+        if target is None:
+            target = _target(url)
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[url] = target
+        origin, authority, path = target
         request_headers: Headers = [
             (b":method", method.upper().encode()),
             (b":scheme", b"https"),
-            (b":authority", authority.encode()),
-            (b":path", path.encode()),
+            (b":authority", authority),
+            (b":path", path),
         ]
         request_headers += to_wire(self._default_headers + _header_list(headers))
         deadline = math.inf if self.timeout is None else trio.current_time() + self.timeout
-        try:
-            with trio.fail_at(deadline):
-                channel = await self._open_request(origin)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        channel: MessageChannel | None = None
+        if content is None and trailers is None:
+            # A bodiless request on an open connection with stream credit is
+            # sent without a schedule point (waiting for the response is its
+            # one), and the connection's watchdog times it out: no cancel
+            # scope (a few microseconds on every request).
+            channel = self._open_request_nowait(origin)
+            if channel is not None and channel.session.watch(channel, deadline):
                 try:
-                    try:
-                        await self._send_request(channel, request_headers, content, trailers)
-                    except HttpStreamError:
-                        # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
-                        # server answers without the rest of the request.
-                        if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
-                            raise
-                    headers_in = await channel.wait_headers()
-                except HttpError:
-                    channel.cancel()
-                    raise
-                except QuicError as exc:
-                    channel.cancel()
-                    raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
-                except BaseException:
-                    channel.cancel()
-                    raise
-        except trio.TooSlowError as exc:
-            raise RequestTimeout(f"{method} {url}: no response within {self.timeout:g} s") from exc
+                    headers_in = await self._exchange(
+                        channel, request_headers, None, None, method, url
+                    )
+                finally:
+                    channel.session.unwatch(channel)
+                return Response(channel, headers_in, method.upper())
+        with trio.CancelScope(deadline=deadline) as scope:
+            if channel is None:
+                channel = await self._open_request(origin)
+            headers_in = await self._exchange(
+                channel, request_headers, content, trailers, method, url
+            )
+        if scope.cancelled_caught:
+            raise self._timeout(method, url) from trio.TooSlowError()
+        assert channel is not None
         return Response(channel, headers_in, method.upper())
+
+    async def _exchange(
+        self,
+        channel: MessageChannel,
+        headers: Headers,
+        content: Content,
+        trailers: HeaderInput,
+        method: str,
+        url: str,
+    ) -> Headers:
+        """Send the request on ``channel`` and wait for the response's headers;
+        the stream is cancelled if that fails."""
+        try:
+            try:
+                if content is None and trailers is None:
+                    channel.send_headers_nowait(headers, end_stream=True)
+                else:
+                    await self._send_request(channel, headers, content, trailers)
+            except HttpStreamError:
+                # RFC 9114 §4.1: STOP_SENDING with H3_NO_ERROR means the
+                # server answers without the rest of the request.
+                if channel.stopped_code != H3ErrorCode.H3_NO_ERROR or channel.error:
+                    raise
+            return await channel.wait_headers()
+        except HeadersTimedOut:
+            channel.cancel()
+            raise self._timeout(method, url) from trio.TooSlowError()
+        except HttpError:
+            channel.cancel()
+            raise
+        except QuicError as exc:
+            channel.cancel()
+            raise HttpConnectionError(f"{method} {url} failed: {exc}") from exc
+        except BaseException:
+            channel.cancel()
+            raise
+
+    def _timeout(self, method: str, url: str) -> RequestTimeout:
+        return RequestTimeout(f"{method} {url}: no response within {self.timeout:g} s")
+
+    def _open_request_nowait(self, origin: _Origin) -> MessageChannel | None:
+        """A request stream on the origin's open connection, if that needs no
+        wait (a connection to make, stream credit to wait for); else None."""
+        session = self._sessions.get(origin)
+        if session is None or session.closed or session.goaway_id is not None:
+            return None
+        return session.open_request_nowait()
 
     async def _open_request(self, origin: _Origin) -> MessageChannel:
         """A request stream on the origin's connection (one fresh connection if
@@ -322,7 +381,10 @@ class Client:
                 session = H3Session(conn, self._h3_config)
                 task_status.started(session)
                 started = True
-                await conn.wait_closed()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(session.run_watchdog)  # request timeouts
+                    await conn.wait_closed()
+                    nursery.cancel_scope.cancel()
         except QuicError:
             if not started:
                 raise  # the handshake failed: the request that asked reports it
@@ -332,6 +394,24 @@ class Client:
     def _drop(self, origin: _Origin, session: H3Session) -> None:
         if self._sessions.get(origin) is session:
             del self._sessions[origin]
+
+
+_TARGET_CACHE_SIZE = 256  # URLs whose parse is kept (the cache is emptied when full)
+
+
+def _target(url: str) -> tuple[_Origin, bytes, bytes]:
+    """A URL's origin, ``:authority`` and ``:path`` (raises ValueError)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError(f"HTTP/3 URLs are https:// (got {url!r})")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    origin = _Origin(parts.hostname, parts.port or 443)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    authority = parts.netloc.rsplit("@", 1)[-1]
+    return origin, authority.encode(), path.encode()
 
 
 def _header_list(headers: HeaderInput) -> list[tuple[str, str]]:

@@ -14,12 +14,16 @@ serves ``app`` over HTTP/3 and reports a server object (``.port``) through
 
 The two are told apart by their number of parameters. Each request runs
 in its connection's nursery; when a connection closes, its requests are
-cancelled. When ``serve`` is cancelled, each connection is sent GOAWAY and
-given ``shutdown_timeout`` seconds to finish the requests in progress and
-have their responses delivered; a response still unfinished then is reset
-(H3_REQUEST_CANCELLED), so its client sees it incomplete, and the connection
-closes. A native :class:`Response` may carry ``on_end``, called once when the
-response ended, delivered or not (an access log writes its line there).
+cancelled. A native handler that cannot suspend (an ``async def`` with no
+``await``, ``async for`` or ``async with``) is run as the request arrives,
+without a task, and a response it gives whole (bytes, no trailers) is sent
+at once; anything else continues in the request's task. When ``serve`` is
+cancelled, each connection is sent GOAWAY and given ``shutdown_timeout``
+seconds to finish the requests in progress and have their responses
+delivered; a response still unfinished then is reset (H3_REQUEST_CANCELLED),
+so its client sees it incomplete, and the connection closes. A native
+:class:`Response` may carry ``on_end``, called once when the response ended,
+delivered or not (an access log writes its line there).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ...quic.net.api import QuicServer, legacy_serve_arguments, unwrapping_nurse
 from ...quic.net.api import serve as quic_serve
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed, HandshakeError
+from ...quic.net.suspension import may_suspend, run_to_end
 from ..config import H3Config
 from ..errors import H3ErrorCode, InvalidHeaders
 from ..events import Headers
@@ -225,12 +230,18 @@ async def _serve_connection(
     sessions: set[H3Session],
     draining: Callable[[], bool],
 ) -> None:
+    inline = native and not may_suspend(app)
     async with trio.open_nursery() as nursery:
 
         def on_request(channel: MessageChannel) -> None:
             # channel.session, not the ``session`` below: requests that came
             # with the handshake are dispatched while H3Session() is running.
-            nursery.start_soon(_handle_request, channel.session, channel, app, native)
+            handler = app
+            if inline:
+                handler = _answer_inline(channel.session, channel, app)
+                if handler is None:
+                    return  # answered whole: no task
+            nursery.start_soon(_handle_request, channel.session, channel, handler, native)
 
         session = H3Session(conn, h3_config, on_request=on_request)
         sessions.add(session)
@@ -317,10 +328,10 @@ async def _internal_error(channel: MessageChannel) -> None:
         channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
 
 
-async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any) -> None:
+def _native_request(channel: MessageChannel, peer: Any) -> Request:
     assert channel.headers is not None
     pseudo, regular = split_pseudo(channel.headers)
-    request = Request(
+    return Request(
         method=pseudo.get(b":method", b"").decode(),
         path=pseudo.get(b":path", b"/").decode("latin-1"),
         authority=pseudo.get(b":authority", b"").decode("latin-1"),
@@ -329,33 +340,115 @@ async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any
         client=tuple(peer[:2]) if peer else None,
         _channel=channel,
     )
-    response = await handler(request)
+
+
+async def _run_native(channel: MessageChannel, handler: NativeHandler, peer: Any) -> None:
+    response = await handler(_native_request(channel, peer))
     complete = False
     try:
         await _send_native(channel, response)
         complete = True
     finally:
         await _close_content(response.content)
-        if response.on_end is not None:
-            body_bytes = channel.body_sent if complete else channel.body_delivered
-            response.on_end(ResponseEnd(complete, body_bytes))
+        _report_end(channel, response, complete)
+
+
+def _report_end(channel: MessageChannel, response: Response, complete: bool) -> None:
+    if response.on_end is not None:
+        body_bytes = channel.body_sent if complete else channel.body_delivered
+        response.on_end(ResponseEnd(complete, body_bytes))
+
+
+def _answer_inline(
+    session: H3Session, channel: MessageChannel, handler: NativeHandler
+) -> NativeHandler | None:
+    """Answer a request without a task, as its headers arrive: for a handler
+    that cannot suspend (``ghostwire.quic.net.suspension``: it runs to its
+    end in one step, as in a task of its own) whose response is given whole
+    (bytes, no trailers) and fits the send buffer. None when answered; else
+    the handler for the request's task to run instead, which finishes the
+    job as usual: returns the response (a streamed or large one), or raises
+    the handler's exception (the task's error handling applies).
+
+    Not for a request that came in 0-RTT (its admission may wait for the
+    handshake). Called while the connection processes events: the response
+    leaves with the flush that follows them.
+    """
+    if session.conn.core.stream_opened_in_early_data(channel.stream_id):
+        return handler
+    try:
+        response: Response = run_to_end(
+            handler(_native_request(channel, session.conn.peer_address))
+        )
+    except Exception as exc:
+        return _raising(exc)
+    try:
+        sent = _send_native_nowait(channel, response, inline=True)
+    except Exception as exc:
+        _report_end(channel, response, complete=False)
+        return _raising(exc)
+    if not sent:
+        return _returning(response)
+    try:
+        session.response_finished(channel.stream_id)
+        _report_end(channel, response, complete=True)
+    except Exception:
+        log.exception("unhandled error in HTTP/3 handler")
+        channel.cancel(H3ErrorCode.H3_INTERNAL_ERROR)
+    finally:
+        session.forget(channel.stream_id)
+    return None
+
+
+def _raising(exc: Exception) -> NativeHandler:
+    async def handler(request: Request) -> Response:
+        raise exc
+
+    return handler
+
+
+def _returning(response: Response) -> NativeHandler:
+    async def handler(request: Request) -> Response:
+        return response
+
+    return handler
+
+
+def _response_head(response: Response, body: bytes | None) -> Headers:
+    """The response's header section; with content-length for a body given whole."""
+    head: Headers = [(b":status", str(response.status).encode())]
+    head += to_wire(response.headers)
+    if body is not None and not any(n == b"content-length" for n, _ in head):
+        head.append((b"content-length", str(len(body)).encode()))
+    return head
+
+
+def _send_native_nowait(channel: MessageChannel, response: Response, *, inline: bool) -> bool:
+    """Send a response given whole (bytes, no trailers) without a schedule
+    point; False (nothing sent) for any other, or one the send buffer cannot
+    take now."""
+    content = response.content
+    if not isinstance(content, bytes | str) or response.trailers:
+        return False
+    body = content.encode() if isinstance(content, str) else content
+    channel.response_started = True
+    return channel.send_message_nowait(_response_head(response, body), body, inline=inline)
 
 
 async def _send_native(channel: MessageChannel, response: Response) -> None:
-    head: Headers = [(b":status", str(response.status).encode())]
-    head += to_wire(response.headers)
+    if _send_native_nowait(channel, response, inline=False):
+        return  # sent whole without a schedule point: the task ends here
     content = response.content
     channel.response_started = True
     if isinstance(content, bytes | str):
         trailers = to_wire(response.trailers)
         body = content.encode() if isinstance(content, str) else content
-        if not any(n == b"content-length" for n, _ in head):
-            head.append((b"content-length", str(len(body)).encode()))
+        head = _response_head(response, body)
         await channel.send_headers(head, end_stream=not body and not trailers)
         if body:
             await channel.send_data(body, end_stream=not trailers)
     else:
-        await channel.send_headers(head)
+        await channel.send_headers(_response_head(response, None))
         async for chunk in content:
             await channel.send_data(bytes(chunk))
         # Read after the body: a streamed body may decide its trailers as it ends.

@@ -18,6 +18,7 @@ Back-pressure, both ways:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -32,9 +33,10 @@ from ...quic.events import (
 )
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed, StreamReset
+from ...quic.streams import StreamLimitReached
 from ..config import H3Config
 from ..connection import H3Connection
-from ..errors import H3ErrorCode, HttpError, InvalidStreamState
+from ..errors import ConnectionGoingAway, H3ErrorCode, HttpError, InvalidStreamState
 from ..events import (
     ConnectionShutdown,
     DataReceived,
@@ -56,6 +58,10 @@ class HttpStreamError(StreamReset, HttpError):
     A :class:`~ghostwire.quic.StreamReset` (a reset stream has one name
     everywhere) and an :class:`~ghostwire.http3.HttpError`.
     """
+
+
+class HeadersTimedOut(Exception):
+    """A request's deadline (``H3Session.watch``) passed before its response's headers."""
 
 
 def _code_name(code: int) -> str:
@@ -81,6 +87,7 @@ class MessageChannel:
         self.response_started = False  # server side: the application began its response
         self.body_sent = 0  # body bytes handed to QUIC (send_data)
         self.unsent: int | None = None  # bytes still unacknowledged when the stream was aborted
+        self.timed_out = False  # client: the session's watchdog ended the wait for headers
         self._lot = trio.lowlevel.ParkingLot()
         self._headers_event = trio.Event()
 
@@ -118,11 +125,19 @@ class MessageChannel:
 
     # -- task side -----------------------------------------------------------
 
+    def time_out(self) -> None:
+        self.timed_out = True
+        self._headers_event.set()
+
     async def wait_headers(self) -> Headers:
+        """The response's headers; raises the stream's error, or
+        :class:`HeadersTimedOut` if the session's watchdog ended the wait."""
         await self._headers_event.wait()
         if self.headers is None:
-            assert self.error is not None
-            raise self.error
+            if self.error is not None:
+                raise self.error
+            assert self.timed_out
+            raise HeadersTimedOut(self.stream_id)
         return self.headers
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -179,6 +194,56 @@ class MessageChannel:
                 break
         if end_stream:
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # The forms without a schedule point, for callers whose next step is a
+    # schedule point anyway (a request waiting for its response) or whose
+    # task ends right after (a response given whole): each request then costs
+    # its task one step where the async forms cost one per call.
+
+    def send_headers_nowait(self, headers: Headers, end_stream: bool = False) -> None:
+        """``send_headers`` without its schedule points (nor its cancellation check)."""
+        self._check_send()
+        self.session.h3.send_headers(self.stream_id, headers, end_stream=end_stream)
+        self.session.flush(now=end_stream)
+
+    def send_message_nowait(self, headers: Headers, body: bytes, *, inline: bool = False) -> bool:
+        """Headers, ``body`` (if any) and the end of the stream, without a
+        schedule point; False (nothing sent) when the body does not fit in
+        the send buffer (the caller then uses the async forms, which wait).
+
+        ``inline``: called while the connection processes events (a request
+        answered as it arrives), where sending at once would re-enter it:
+        the flush that follows the events sends it."""
+        session = self.session
+        if body and len(body) > session.send_buffer - session.h3.stream_send_buffered(
+            self.stream_id
+        ):
+            return False
+        self._check_send()
+        h3 = session.h3
+        h3.send_headers(self.stream_id, headers, end_stream=not body)
+        if body:
+            h3.send_data(self.stream_id, body, end_stream=True)
+            self.body_sent += len(body)
+        if inline:
+            session.conn.flush_soon()
+        else:
+            session.flush(now=True)
+        return True
+
+    def take_body_nowait(self) -> bytes | None:
+        """The whole body, when all of it has arrived (and no error): what
+        ``receive_some`` would return chunk by chunk, without its schedule
+        points; None otherwise."""
+        if not self.ended or self.error is not None:
+            return None
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.session.consumed(self.stream_id, len(body))
+        return body
 
     async def send_trailers(self, headers: Headers) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -253,6 +318,12 @@ class H3Session:
         self._idle_lot = trio.lowlevel.ParkingLot()  # woken when no request is left
         self._unacknowledged: set[int] = set()  # finished responses not yet acknowledged
         self._draining = False
+        # Client: requests waiting for their response's headers, with their
+        # deadlines, oldest first (see watch).
+        self._deadlines: dict[MessageChannel, float] = {}
+        self._last_deadline = -math.inf
+        self._watchdog_lot = trio.lowlevel.ParkingLot()
+        self._watchdog_running = False
         self.closed_event = trio.Event()
         conn.divert_events(self._on_quic_event)
         # Events that arrived before we took over (the handshake's) are gone;
@@ -269,7 +340,8 @@ class H3Session:
                 channel.wake()
             elif self._draining and event.stream_id in self._unacknowledged:  # type: ignore[attr-defined]
                 self._idle_lot.unpark_all()  # graceful_shutdown checks what is left
-        elif kind is StreamsAvailable:
+            return  # nothing for the HTTP/3 layer (about one per request: skip it)
+        if kind is StreamsAvailable:
             self._open_lot.unpark_all()
         elif kind is StreamResetReceived and self.conn.is_closed:
             self._on_reset_with_close(event)  # type: ignore[arg-type]
@@ -394,10 +466,22 @@ class H3Session:
         self.conn.raise_if_closed()
 
     def flush(self, *, now: bool = False) -> None:
-        """Send what is queued: right away when a stream just ended (nothing
-        more will join it), else once the task yields, so headers, data and
-        FIN written back to back share packets."""
-        if now:
+        """Send what is queued once the task yields, so headers, data and FIN
+        written back to back, and the writes of the other requests running
+        in this scheduler pass, share packets.
+
+        ``now``: a stream just ended. When it is the connection's only
+        request and no other task is about to run, nothing can join its
+        packet, so it goes at once (a sequential request, or its response)
+        rather than a scheduler pass later. With several requests in flight
+        the flusher gathers them as usual: a datagram per response costs
+        both peers far more than the pass it waits.
+        """
+        if (
+            now
+            and len(self.channels) <= 1
+            and not trio.lowlevel.current_statistics().tasks_runnable
+        ):
             self.conn.flush()
         else:
             self.conn.flush_soon()
@@ -417,13 +501,9 @@ class H3Session:
 
     async def open_request(self) -> MessageChannel:
         """A new request stream; waits while the peer's stream limit is reached."""
-        from ...quic.streams import StreamLimitReached
-
         while True:
             self.raise_if_closed()
             if self.goaway_id is not None:
-                from ..errors import ConnectionGoingAway
-
                 raise ConnectionGoingAway("the server is shutting this connection down")
             try:
                 stream_id = self.h3.open_request_stream()
@@ -435,6 +515,59 @@ class H3Session:
             self.channels[stream_id] = channel
             await trio.lowlevel.checkpoint()
             return channel
+
+    def open_request_nowait(self) -> MessageChannel | None:
+        """``open_request`` without its schedule point: None (and no stream)
+        when it would wait or raise (the caller then uses ``open_request``)."""
+        if self.conn.is_closed or self.goaway_id is not None:
+            return None
+        try:
+            stream_id = self.h3.open_request_stream()
+        except (StreamLimitReached, ConnectionGoingAway):
+            return None
+        channel = MessageChannel(self, stream_id)
+        self.channels[stream_id] = channel
+        return channel
+
+    # -- request deadlines (client side) ------------------------------------------
+
+    def watch(self, channel: MessageChannel, deadline: float) -> bool:
+        """Time out ``channel``'s wait for headers at ``deadline`` with the
+        session's watchdog (:meth:`run_watchdog`) instead of a cancel scope
+        of its own, which costs several microseconds per request; False when
+        it cannot: no watchdog runs, or ``deadline`` comes before one already
+        watched (the watchdog keeps them in order of arrival, which a client's
+        fixed timeout makes the order of their deadlines)."""
+        if deadline == math.inf:
+            return True
+        if not self._watchdog_running or deadline < self._last_deadline:
+            return False
+        if not self._deadlines:
+            self._watchdog_lot.unpark_all()
+        self._deadlines[channel] = deadline
+        self._last_deadline = deadline
+        return True
+
+    def unwatch(self, channel: MessageChannel) -> None:
+        self._deadlines.pop(channel, None)
+
+    async def run_watchdog(self) -> None:
+        """Time out the watched requests whose deadline passed (until cancelled)."""
+        self._watchdog_running = True
+        try:
+            while True:
+                if not self._deadlines:
+                    await self._watchdog_lot.park()
+                    continue
+                channel, deadline = next(iter(self._deadlines.items()))
+                if trio.current_time() < deadline:
+                    # Later requests have later deadlines: the oldest is the next.
+                    await trio.sleep_until(deadline)
+                    continue
+                del self._deadlines[channel]
+                channel.time_out()
+        finally:
+            self._watchdog_running = False
 
     # -- shutting down ------------------------------------------------------------
 

@@ -1,0 +1,110 @@
+"""Concurrent HTTP/3 requests share datagrams, and so do their responses.
+
+With 64 GETs in flight on one connection, the requests the client's tasks
+write in one scheduler pass, and the responses the server's request tasks
+write, must leave together: a request or response that ends its stream may
+go at once only when it is the connection's only one. These tests count
+datagrams (never time) on a loopback connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+import trio.testing
+from quic_pair import client_config, server_config
+
+import ghostwire.http3 as h3
+import ghostwire.quic as quic
+from ghostwire.http3.net.server import serve_h3_connection
+from ghostwire.quic.net.connection import Connection
+
+REQUESTS = 64
+BODY = bytes(range(100))
+# 64 requests (~40 bytes each on the wire) or responses (~150 bytes) fit in
+# a few datagrams of 1,200 bytes, ACKs included; a datagram each would be 64.
+MAX_DATAGRAMS = 24
+
+
+async def handler(request: h3.Request) -> h3.Response:
+    return h3.Response(200, [("content-type", "application/octet-stream")], BODY)
+
+
+@asynccontextmanager
+async def h3_server() -> AsyncIterator[tuple[quic.QuicServer, list[Connection]]]:
+    served: list[Connection] = []
+
+    async def on_connection(conn: Connection) -> None:
+        served.append(conn)
+        await serve_h3_connection(conn, handler)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(quic.serve, host="127.0.0.1"),
+            on_connection,
+            0,
+            server_config(alpn=["h3"]),
+        )
+        yield server, served
+        nursery.cancel_scope.cancel()
+
+
+async def get(client: h3.Client, url: str) -> bytes:
+    response = await client.get(url)
+    assert response.status == 200
+    return await response.read()
+
+
+async def test_concurrent_requests_and_their_responses_share_datagrams() -> None:
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY  # connects
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            server_sent = server_conn.statistics().packets_sent
+            server_received = server_conn.statistics().packets_received
+
+            go = trio.Event()
+            bodies: list[bytes] = []
+
+            async def one_request() -> None:
+                await go.wait()
+                bodies.append(await get(client, url))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(REQUESTS):
+                    nursery.start_soon(one_request)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()  # every task wakes in the same scheduler pass
+            requests = server_conn.statistics().packets_received - server_received
+            responses = server_conn.statistics().packets_sent - server_sent
+
+    assert bodies == [BODY] * REQUESTS
+    assert 1 <= requests <= MAX_DATAGRAMS, requests
+    assert 1 <= responses <= MAX_DATAGRAMS, responses
+
+
+async def test_a_lone_response_is_one_datagram() -> None:
+    """Sequential GETs: each response (headers, body, FIN) leaves whole in
+    one datagram. (The client sends two per GET: the request, and its QPACK
+    decoder stream's Section Acknowledgment of the response's field section,
+    RFC 9204 §4.4.1, which goes before the next request is written.)"""
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            before = server_conn.statistics().packets_sent
+            for _ in range(10):
+                assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            sent = server_conn.statistics().packets_sent - before
+    # Ten responses, and ACKs of the client's acknowledgments (every second
+    # ack-eliciting packet, RFC 9000 §13.2.2); a response split over two
+    # datagrams would make it at least 20.
+    assert 10 <= sent < 20, sent
