@@ -276,7 +276,7 @@ class Pool:
         lease is released and :class:`CallNotStarted` raised (retried)."""
         picked = None if self._closed else self._pick(tried, now)
         lease, supervisor = picked or await self.lease(deadline, avoid=tried)
-        tried.append(supervisor.address)
+        tried.append(lease.endpoint.address)
         try:
             link = await supervisor.acquire()
         except BaseException:
