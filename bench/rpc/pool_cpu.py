@@ -44,7 +44,7 @@ def _measure(calls: int, in_flight: int, repeat: int) -> None:
     from bench.rpc.gw_stack import bench
     from ghostwire.rpc.client import RpcConnection
 
-    async def stub(self: Any, *args: Any) -> bytes:
+    async def stub(self: Any, *args: Any, **kwargs: Any) -> bytes:
         return b""
 
     async def main(certs: CertFiles) -> list[float]:

@@ -38,7 +38,8 @@ from typing import Any
 import trio
 
 from .bidi import BidiStream
-from .client import CallNotStarted, RpcConnection
+from .client import CallNotStarted, RpcConnection, abort_at_deadline
+from .deadlines import CallDeadlines
 from .links import Link
 from .resilience import (
     AttemptFailure,
@@ -104,6 +105,7 @@ class Pool:
         # The run's clock, read three times per call: trio.current_time()
         # reaches the same clock through two more calls (~55 ns). Set by run().
         self._clock_time: Callable[[], float] = trio.current_time
+        self.deadlines = CallDeadlines(abort_at_deadline)  # calls' timeout=, run by run()
         self.supervisors: dict[str, EndpointSupervisor] = {}
         for address in addresses:
             record = self.metrics_record.endpoint(address)
@@ -147,6 +149,7 @@ class Pool:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.deadlines.run, name="rpc call deadlines")
                     for supervisor in self.supervisors.values():
                         nursery.start_soon(
                             supervisor.run, name=f"rpc supervisor {supervisor.address}"
@@ -381,7 +384,9 @@ class Pool:
         lease, supervisor, link = await self._lease_link(deadline, tried, now)
         rpc = link.rpc
         try:
-            result = await rpc.call_at(method, args, kwargs, deadline, own_deadline, metadata)
+            result = await rpc.call_at(
+                method, args, kwargs, deadline, own_deadline, metadata, self.deadlines
+            )
         except CallNotStarted as exc:
             lease.release()  # never reached the handler: says nothing of the endpoint
             if exc.goaway:
