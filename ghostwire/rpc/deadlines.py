@@ -81,6 +81,7 @@ class CallDeadlines:
         """The call ended (whether or not its deadline passed)."""
         if not watch.done:
             watch.done = True
+            watch.target = None  # (its entry may stay a while: not the stream)
             self._live -= 1
 
     def _compact(self) -> None:
