@@ -20,10 +20,11 @@ async def test_deadlines_expire_in_order_and_not_after_done(
     expired: list[tuple[str, float]] = []
     deadlines = CallDeadlines(lambda target: expired.append((target, trio.current_time())))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(deadlines.run)
-        await trio.testing.wait_all_tasks_blocked()
+        deadlines.attach(nursery)
+        assert deadlines.available and not deadlines.running
         start = trio.current_time()
-        deadlines.watch(start + 3, "c")
+        deadlines.watch(start + 3, "c")  # starts the task
+        await trio.testing.wait_all_tasks_blocked()
         finished = deadlines.watch(start + 2, "b")
         deadlines.watch(start + 1, "a")  # earlier than the task's wait: it wakes for it
         deadlines.watch(start + 3, "d")  # a tie: after "c", registered first
@@ -41,8 +42,7 @@ async def test_expired_watch_is_marked_and_done_is_idempotent(
 ) -> None:
     deadlines = CallDeadlines(lambda target: None)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(deadlines.run)
-        await trio.testing.wait_all_tasks_blocked()
+        deadlines.attach(nursery)
         watch = deadlines.watch(trio.current_time() + 1, "x")
         kept = deadlines.watch(trio.current_time() + 10, "y")
         await trio.sleep(2)
@@ -54,21 +54,25 @@ async def test_expired_watch_is_marked_and_done_is_idempotent(
         nursery.cancel_scope.cancel()
 
 
-def test_ended_entries_do_not_pile_up() -> None:
+async def test_ended_entries_do_not_pile_up() -> None:
     # Calls far from their deadlines ending one after another: the heap is
     # rebuilt once the ended ones outnumber the live ones.
     deadlines = CallDeadlines(lambda target: None)
-    live = [deadlines.watch(1000.0 + i, i) for i in range(10)]
-    for i in range(10_000):
-        deadlines.done(deadlines.watch(2000.0 + i, i))
-        assert deadlines.held <= 2 * len(live) + 64 + 1
-    assert deadlines.live == len(live)
+    async with trio.open_nursery() as nursery:
+        deadlines.attach(nursery)
+        start = trio.current_time()
+        live = [deadlines.watch(start + 1000 + i, i) for i in range(10)]
+        for i in range(10_000):
+            deadlines.done(deadlines.watch(start + 2000 + i, i))
+            assert deadlines.held <= 2 * len(live) + 64 + 1
+        assert deadlines.live == len(live)
+        nursery.cancel_scope.cancel()
 
 
 async def test_timed_calls_use_the_pools_deadlines() -> None:
     async with setup() as (probe, _, client):
         deadlines = client.pool.deadlines
-        assert deadlines.running
+        assert deadlines.available and not deadlines.running  # no timed call yet: no task
         with trio.fail_after(10):
             assert await client.call("zvm.echo", "quick", timeout=5) == "quick"
             # registered (its deadline is earlier than fail_after's), then done

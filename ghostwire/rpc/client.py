@@ -325,7 +325,7 @@ class RpcConnection:
         request = encode_request(method, args, kwargs, timeout=timeout, metadata=metadata)
         if own_deadline == math.inf or own_deadline > deadline:
             return await self._unary(request, deadline)
-        if deadlines is not None and deadlines.running and timeout is not None and timeout > 0:
+        if deadlines is not None and deadlines.available and timeout is not None and timeout > 0:
             # The usual timed call: a stream free now, and from there only
             # the reply to wait for (see .deadlines). (deadline is
             # own_deadline here: the earlier of the two. One already past

@@ -6,7 +6,8 @@ of the client's pool. Once a unary call's stream is open, all it waits for
 is its reply (and, rarely, room to send its request), and the only thing a
 deadline has to do there is end the call. So a :class:`CallDeadlines`, one
 per pool with its task in the pool's nursery, keeps those calls' deadlines
-in a heap: a call registers (:meth:`CallDeadlines.watch`) and deregisters
+in a heap (its task started by the first such call): a call registers
+(:meth:`CallDeadlines.watch`) and deregisters
 (:meth:`CallDeadlines.done`) in a few attribute updates, and at a deadline
 the task hands the call's target (its stream) to ``on_expired``, which
 aborts it (RESET_STREAM and STOP_SENDING: the waiting task wakes and fails).
@@ -52,7 +53,18 @@ class CallDeadlines:
         self._order = itertools.count()  # ties: first registered, first expired
         self._live = 0
         self._sleep: trio.CancelScope | None = None  # run()'s wait for the earliest deadline
+        self._nursery: trio.Nursery | None = None  # where run() starts, on first use
         self.running = False
+
+    @property
+    def available(self) -> bool:
+        """Whether :meth:`watch` may be used: a nursery is attached (the pool runs)."""
+        return self._nursery is not None
+
+    def attach(self, nursery: trio.Nursery | None) -> None:
+        """Run the task in ``nursery`` once a call needs it (None: no more).
+        A client that makes no timed call never starts it."""
+        self._nursery = nursery
 
     @property
     def live(self) -> int:
@@ -65,7 +77,12 @@ class CallDeadlines:
         return len(self._heap)
 
     def watch(self, deadline: float, target: Any) -> Watch:
-        """Call ``on_expired(target)`` at ``deadline`` unless :meth:`done` comes first."""
+        """Call ``on_expired(target)`` at ``deadline`` unless :meth:`done`
+        comes first. Only while :attr:`available`."""
+        if not self.running:
+            assert self._nursery is not None
+            self._nursery.start_soon(self.run, name="rpc call deadlines")
+            self.running = True  # (it picks up this deadline as it starts)
         heap = self._heap
         if len(heap) > 2 * self._live + _SLACK:
             self._compact()

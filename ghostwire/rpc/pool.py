@@ -149,12 +149,13 @@ class Pool:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.deadlines.run, name="rpc call deadlines")
+                    self.deadlines.attach(nursery)
                     for supervisor in self.supervisors.values():
                         nursery.start_soon(
                             supervisor.run, name=f"rpc supervisor {supervisor.address}"
                         )
         finally:
+            self.deadlines.attach(None)
             self._closed = True
             self._stopped.set()
             self._changed.unpark_all()
