@@ -21,6 +21,7 @@ import ghostwire.rpc as rpc
 from ghostwire.rpc.codec import encode
 from ghostwire.rpc.dispatch import INTERNAL_MESSAGE
 from ghostwire.rpc.framing import HEADERS, MESSAGE, TRAILERS, FrameDecoder, encode_frame
+from ghostwire.rpc.transport import RECEIVE_SIZE
 from ghostwire.rpc.wire import parse_trailer
 
 Status = rpc.Status
@@ -363,6 +364,21 @@ async def test_oversized_reply_fails_on_the_client() -> None:
             await small.call("zvm.echo", [b"x" * 2000])
         assert info.value.status is Status.RESOURCE_EXHAUSTED
         assert await small.call("zvm.echo", [b"x" * 100]) == b"x" * 100
+
+
+async def test_replies_longer_than_one_read() -> None:
+    # A reply is read in reads of up to RECEIVE_SIZE: a longer one takes
+    # several, read on after the first (nothing lost or reordered).
+    async with setup() as (_, _, client):
+        with trio.fail_after(10):
+            for size in (RECEIVE_SIZE - 100, RECEIVE_SIZE + 1, 300_001):
+                body = bytes(range(256)) * (size // 256) + b"e" * (size % 256)
+                assert await client.call("zvm.echo", body) == body
+        small = rpc.RpcConnection(client.connection.connection, max_message_size=100_000)
+        with pytest.raises(rpc.RpcError) as info:
+            await small.call("zvm.echo", [b"x" * 150_000])
+        assert info.value.status is Status.RESOURCE_EXHAUSTED
+        assert await small.call("zvm.echo", [b"x" * 90_000]) == b"x" * 90_000
 
 
 async def test_concurrent_call_limit_per_connection() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_rpc_support import connected
 
 import ghostwire.rpc as rpc
@@ -136,6 +137,7 @@ async def test_inline_and_task_calls_answer_alike(caplog: pytest.LogCaptureFixtu
     async with connected([svc]) as (server, client):
         await client.call("inl.now", b"warm-up")  # connected; rpc.describe answered
         await client.call("inl.task", b"warm-up")
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor's own calls too
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="ghostwire.rpc"):
             async with _counting_tasks() as count:
@@ -187,6 +189,7 @@ async def test_context_variables_do_not_outlive_a_call() -> None:
 async def test_handlers_that_suspend_still_run_in_tasks() -> None:
     async with connected([svc]) as (_, client):
         await client.call("inl.now", b"warm-up")
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor's own calls too
         async with _counting_tasks() as count:
             assert await client.call("inl.suspends", b"a") == b"a"
             assert await client.call("inl.task", b"b", wait=True) == [b"b", 0]
@@ -198,6 +201,7 @@ async def test_unknown_methods_and_rate_limits_are_refused_inline() -> None:
     limits = rpc.Limits(max_calls_per_second=0.001, burst=2)  # admitted before resolved
     async with connected([svc], limits=limits) as (server, client):
         await client.call("rpc.describe")  # connected (built-in: not rate limited)
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor's own calls too
         async with _counting_tasks() as count:
             assert await client.call("inl.now", 1) == [1, 0]
             with pytest.raises(rpc.RpcError) as info:
@@ -277,6 +281,9 @@ async def test_a_stream_gone_before_it_is_read_ends_only_its_call(
 
     async with connected([svc]) as (_, client):
         await client.call("inl.now", b"warm-up")
+        # The supervisor's own calls (describe, health) answered too: the
+        # patched read is the next call's.
+        await trio.testing.wait_all_tasks_blocked()
         monkeypatch.setattr(FrameReader, "receive_whole_nowait", fail_once)
         with pytest.raises(rpc.RpcError) as info:  # the stream ended without a reply
             await client.call("inl.now", b"lost")

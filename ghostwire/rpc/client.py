@@ -60,6 +60,7 @@ from .wire import (
 CLOSE_TIMEOUT = 5.0
 
 if TYPE_CHECKING:
+    from .deadlines import CallDeadlines
     from .pool import Pool
     from .resilience import ClientSnapshot, ConnectivityState
     from .resilient import ResilientSubscription
@@ -87,6 +88,16 @@ def _abort(stream: quic.QuicStream, deadline: float = math.inf) -> None:
     code = DEADLINE_CODE if trio.current_time() >= deadline else CANCELLED_CODE
     stream.reset(code)
     stream.stop_sending(code)
+
+
+def _deadline_exceeded(method: str) -> RpcError:
+    return RpcError(Status.DEADLINE_EXCEEDED, f"{method}: deadline exceeded")
+
+
+def abort_at_deadline(stream: quic.QuicStream) -> None:
+    """:class:`~.deadlines.CallDeadlines`' ``on_expired`` for unary calls:
+    abort the call's stream with the deadline's code (this wakes its task)."""
+    _abort(stream, -math.inf)
 
 
 def _unavailable(exc: BaseException) -> RpcError:
@@ -276,13 +287,15 @@ class RpcConnection:
         deadline: float,
         own_deadline: float,
         metadata: Mapping[str, str | bytes] | None,
+        deadlines: CallDeadlines | None = None,
     ) -> Any:
         """:meth:`call` with its deadlines worked out (by the pool, once per
         call): ``deadline`` bounds the call (it travels to the server);
         reaching ``own_deadline`` (the ``timeout=``, ``inf`` for none; not
         later than ``deadline`` unless an enclosing scope ends first) raises
         DEADLINE_EXCEEDED, where an enclosing scope's deadline raises
-        ``Cancelled``."""
+        ``Cancelled``. ``deadlines`` (the pool's, while it runs) keeps
+        ``own_deadline`` once the stream is open, instead of a cancel scope."""
         if not self.interceptors and (own_deadline == math.inf or own_deadline > deadline):
             # The usual call (no interceptors, no timeout of its own): _call's work here.
             timeout = None if deadline == math.inf else deadline - trio.current_time()
@@ -292,9 +305,11 @@ class RpcConnection:
             info = CallInfo(method, KIND_CALL, dict(metadata or {}), deadline)
             async with self._intercepted(info):
                 return await self._call(
-                    method, args, kwargs or {}, deadline, own_deadline, info.metadata
+                    method, args, kwargs or {}, deadline, own_deadline, info.metadata, deadlines
                 )
-        return await self._call(method, args, kwargs or {}, deadline, own_deadline, metadata)
+        return await self._call(
+            method, args, kwargs or {}, deadline, own_deadline, metadata, deadlines
+        )
 
     async def _call(
         self,
@@ -304,21 +319,43 @@ class RpcConnection:
         deadline: float,
         own_deadline: float,
         metadata: Mapping[str, str | bytes] | None,
+        deadlines: CallDeadlines | None = None,
     ) -> Any:
         timeout = None if deadline == math.inf else deadline - trio.current_time()
         request = encode_request(method, args, kwargs, timeout=timeout, metadata=metadata)
         if own_deadline == math.inf or own_deadline > deadline:
             return await self._unary(request, deadline)
+        if deadlines is not None and deadlines.available and timeout is not None and timeout > 0:
+            # The usual timed call: a stream free now, and from there only
+            # the reply to wait for (see .deadlines). (deadline is
+            # own_deadline here: the earlier of the two. One already past
+            # goes to the cancel scope: it ends the call before it is sent.)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            stream = self._open_nowait()
+            if stream is not None:
+                return await self._unary(request, deadline, stream, deadlines, method)
         with trio.CancelScope(deadline=own_deadline):
             return await self._unary(request, deadline)
-        raise RpcError(Status.DEADLINE_EXCEEDED, f"{method}: deadline exceeded")
+        raise _deadline_exceeded(method)
 
-    async def _unary(self, request: bytes, deadline: float) -> Any:
+    async def _unary(
+        self,
+        request: bytes,
+        deadline: float,
+        stream: quic.QuicStream | None = None,
+        deadlines: CallDeadlines | None = None,
+        method: str = "",
+    ) -> Any:
+        """One unary call; ``stream``: already opened for it (after the
+        cancellation check), ``deadlines``: keeps ``deadline`` as the call's
+        own (DEADLINE_EXCEEDED for ``method`` when it passes)."""
         # One task step per call, when the reply comes: the stream is opened
         # and closed without the schedule points of open_stream and aclose
         # (the wait for the reply is the call's schedule point).
-        await trio.lowlevel.checkpoint_if_cancelled()
-        stream = self._open_nowait() or await self._open()
+        if stream is None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            stream = self._open_nowait() or await self._open()
+        watch = None if deadlines is None else deadlines.watch(deadline, stream)
         try:
             # Request and FIN in one core write; the reply read without a
             # schedule point once it is here (see .transport).
@@ -340,11 +377,16 @@ class RpcConnection:
         except _GONE as exc:
             _abort(stream)
             close_now(stream)
+            if watch is not None and watch.expired:  # aborted at its deadline
+                raise _deadline_exceeded(method) from None
             raise _unavailable(exc) from None
         except BaseException:
             _abort(stream, deadline)
             close_now(stream)
             raise
+        finally:
+            if watch is not None:
+                deadlines.done(watch)  # type: ignore[union-attr]
         # Read to its FIN; with our FIN queued too, nothing is left to close.
         if sent_whole:
             close_ended(stream)

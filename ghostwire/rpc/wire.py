@@ -60,7 +60,13 @@ def encode_request(
     after: Any = _NO_AFTER,
 ) -> bytes:
     """The HEADERS and arguments MESSAGE frames of a request (FIN not included)."""
-    body = encode([list(args), dict(kwargs)])
+    # msgpack packs a tuple as it packs a list: no copy of the usual
+    # positional tuple and keyword dict (other types are converted).
+    if type(args) is not tuple and type(args) is not list:
+        args = list(args)
+    if type(kwargs) is not dict:
+        kwargs = dict(kwargs)
+    body = encode([args, kwargs])
     if (
         kind == KIND_CALL
         and (timeout is None or timeout == math.inf)

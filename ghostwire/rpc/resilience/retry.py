@@ -105,7 +105,9 @@ class RetryThrottle:
 
     def record_success(self) -> None:
         """An attempt succeeded (status OK)."""
-        self._tokens = min(self._max, self._tokens + self._ratio)
+        tokens = self._tokens
+        if tokens < self._max:  # (full: the usual case, every call comes here)
+            self._tokens = min(self._max, tokens + self._ratio)
 
     def __repr__(self) -> str:
         return f"<RetryThrottle {self.tokens:g}/{self.max_tokens:g}>"
