@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
+from h3_server import h3_server
 from quic_pair import client_config, server_config
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
@@ -19,17 +19,6 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
 import ghostwire.http3 as h3
-from ghostwire.quic import QuicServer
-
-
-@asynccontextmanager
-async def h3_server(app: Any) -> AsyncIterator[QuicServer]:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(h3.serve, app, 0, server_config(alpn=["h3"]), host="127.0.0.1")
-        )
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 def h3_client(**kwargs: Any) -> h3.Client:

@@ -9,17 +9,13 @@ scope. Either way it raises RequestTimeout and cancels its stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
-
 import pytest
 import trio
 import trio.testing
-from quic_pair import client_config, server_config
+from h3_server import h3_server
+from quic_pair import client_config
 
 import ghostwire.http3 as h3
-from ghostwire.quic import QuicServer
 
 PROMPTLY = 10.0  # a guard against a hang, far above the timeouts used
 
@@ -30,16 +26,6 @@ async def handler(request: h3.Request) -> h3.Response:
     return h3.Response(200, content=b"ok")
 
 
-@asynccontextmanager
-async def h3_server() -> AsyncIterator[QuicServer]:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(h3.serve, handler, 0, server_config(alpn=["h3"]), host="127.0.0.1")
-        )
-        yield server
-        nursery.cancel_scope.cancel()
-
-
 def _waiting(client: h3.Client) -> int:
     (session,) = client._sessions.values()
     return len(session._deadlines)
@@ -47,7 +33,7 @@ def _waiting(client: h3.Client) -> int:
 
 async def test_a_request_on_an_open_connection_times_out_by_the_watchdog() -> None:
     with trio.fail_after(PROMPTLY):
-        async with h3_server() as server, h3.Client(client_config(alpn=["h3"])) as client:
+        async with h3_server(handler) as server, h3.Client(client_config(alpn=["h3"])) as client:
             base = f"https://localhost:{server.port}"
             response = await client.get(f"{base}/")  # connects
             assert await response.read() == b"ok"
@@ -65,7 +51,7 @@ async def test_a_request_on_an_open_connection_times_out_by_the_watchdog() -> No
 
 async def test_a_shortened_timeout_still_applies_while_longer_ones_wait() -> None:
     with trio.fail_after(PROMPTLY):
-        async with h3_server() as server, h3.Client(client_config(alpn=["h3"])) as client:
+        async with h3_server(handler) as server, h3.Client(client_config(alpn=["h3"])) as client:
             base = f"https://localhost:{server.port}"
             response = await client.get(f"{base}/")
             assert await response.read() == b"ok"
@@ -83,7 +69,7 @@ async def test_a_shortened_timeout_still_applies_while_longer_ones_wait() -> Non
 
 async def test_no_timeout_watches_nothing() -> None:
     with trio.fail_after(PROMPTLY):
-        async with h3_server() as server:
+        async with h3_server(handler) as server:
             async with h3.Client(client_config(alpn=["h3"]), timeout=None) as client:
                 base = f"https://localhost:{server.port}"
                 for _ in range(3):

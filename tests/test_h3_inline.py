@@ -10,27 +10,15 @@ as for any handler: these tests check each ends as it did there.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import trio
-from quic_pair import client_config, server_config
+from h3_server import h3_server
+from quic_pair import client_config
 
 import ghostwire.http3 as h3
-from ghostwire.quic import QuicServer
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: more than the send buffer (256 KiB)
-
-
-@asynccontextmanager
-async def h3_server(app: Any) -> AsyncIterator[QuicServer]:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(h3.serve, app, 0, server_config(alpn=["h3"]), host="127.0.0.1")
-        )
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 async def _get(handler: Callable[..., Any], path: str = "/") -> tuple[int, bytes, list[Any]]:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
 
 import pytest
 import trio
+from h3_server import h3_server
 from quic_pair import client_config, server_config
 from test_trio_contract import refusing_udp_port
 
@@ -44,16 +42,6 @@ def test_a_reset_stream_has_one_name_everywhere() -> None:
     assert h3_events.StreamReset is h3.StreamAborted
     assert h3_events.StreamStopped is h3.SendingStopped
     assert not issubclass(h3.StreamAborted, BaseException)
-
-
-@asynccontextmanager
-async def h3_server(handler: Any) -> AsyncIterator[quic.QuicServer]:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(h3.serve, handler, 0, server_config(alpn=["h3"]), host=HOST)
-        )
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 def _client(timeout: float | None = 30.0) -> h3.Client:
