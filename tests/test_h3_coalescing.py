@@ -9,7 +9,7 @@ datagrams (never time) on a loopback connection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -21,6 +21,7 @@ import ghostwire.http3 as h3
 import ghostwire.quic as quic
 from ghostwire.http3.net.server import serve_h3_connection
 from ghostwire.quic.net.connection import Connection
+from ghostwire.quic.net.scheduling import PIPELINE_EVENTS
 
 REQUESTS = 64
 BODY = bytes(range(100))
@@ -34,12 +35,14 @@ async def handler(request: h3.Request) -> h3.Response:
 
 
 @asynccontextmanager
-async def h3_server() -> AsyncIterator[tuple[quic.QuicServer, list[Connection]]]:
+async def h3_server(
+    app: Callable[[h3.Request], Awaitable[h3.Response]] = handler,
+) -> AsyncIterator[tuple[quic.QuicServer, list[Connection]]]:
     served: list[Connection] = []
 
     async def on_connection(conn: Connection) -> None:
         served.append(conn)
-        await serve_h3_connection(conn, handler)
+        await serve_h3_connection(conn, app)
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
@@ -86,6 +89,55 @@ async def test_concurrent_requests_and_their_responses_share_datagrams() -> None
     assert bodies == [BODY] * REQUESTS
     assert 1 <= requests <= MAX_DATAGRAMS, requests
     assert 1 <= responses <= MAX_DATAGRAMS, responses
+
+
+async def test_responses_to_a_batch_leave_before_the_whole_batch_is_answered() -> None:
+    """64 GETs fit in a few datagrams, so the endpoint's parts of a drain
+    cannot split them: the server, answering them inline as it reads them,
+    sends what it answered every PIPELINE_EVENTS stream events, and the
+    client starts on those responses while it answers the rest."""
+    answered: list[str] = []
+
+    async def counting(request: h3.Request) -> h3.Response:  # no await: answered inline
+        answered.append(request.path)
+        return h3.Response(200, [("content-type", "application/octet-stream")], BODY)
+
+    with trio.fail_after(20):
+        async with (
+            h3_server(counting) as (server, served),
+            h3.Client(client_config(alpn=["h3"])) as client,
+        ):
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY  # connects
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            endpoint = server_conn._endpoint
+            answered_at_send: list[int] = []
+            send_datagrams = endpoint.send_datagrams
+
+            def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
+                answered_at_send.append(len(answered) - 1)  # the warm-up's excluded
+                send_datagrams(datagrams)
+
+            endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
+            go = trio.Event()
+            bodies: list[bytes] = []
+
+            async def one_request() -> None:
+                await go.wait()
+                bodies.append(await get(client, url))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(REQUESTS):
+                    nursery.start_soon(one_request)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()  # every task wakes in the same scheduler pass
+            endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+
+    assert bodies == [BODY] * REQUESTS
+    # The first responses left with the batch partly answered.
+    assert 0 < answered_at_send[0] <= PIPELINE_EVENTS, answered_at_send
+    assert sum(1 for n in answered_at_send if n < REQUESTS) >= 2, answered_at_send
 
 
 async def test_a_lone_response_is_one_datagram() -> None:

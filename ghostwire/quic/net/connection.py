@@ -438,7 +438,11 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         """
         core = self._core
         sent = core.stats.packets_sent
-        self._process_events()
+        self._answering_in_parts = core.handshake_confirmed and not core.streams.has_stream_data()
+        try:
+            self._process_events()
+        finally:
+            self._answering_in_parts = False
         self._wake_ping()
         if not core.handshake_confirmed:
             early, self._early_streams = self._early_streams, False
@@ -503,6 +507,8 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
             if hook is not None:
                 hook(event)
                 if kind in _STREAM_EVENTS:
+                    if self._answering_in_parts:
+                        self._answered_in_part()
                     continue
             if kind is StreamReadable:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
