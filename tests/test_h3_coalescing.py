@@ -61,6 +61,24 @@ async def get(client: h3.Client, url: str) -> bytes:
     return await response.read()
 
 
+async def get_burst(client: h3.Client, url: str) -> list[bytes]:
+    """The bodies of ``REQUESTS`` GETs whose tasks all wake, and write, in
+    one scheduler pass."""
+    go = trio.Event()
+    bodies: list[bytes] = []
+
+    async def one_request() -> None:
+        await go.wait()
+        bodies.append(await get(client, url))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(REQUESTS):
+            nursery.start_soon(one_request)
+        await trio.testing.wait_all_tasks_blocked()
+        go.set()
+    return bodies
+
+
 async def test_concurrent_requests_and_their_responses_share_datagrams() -> None:
     with trio.fail_after(20):
         async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
@@ -71,18 +89,7 @@ async def test_concurrent_requests_and_their_responses_share_datagrams() -> None
             server_sent = server_conn.statistics().packets_sent
             server_received = server_conn.statistics().packets_received
 
-            go = trio.Event()
-            bodies: list[bytes] = []
-
-            async def one_request() -> None:
-                await go.wait()
-                bodies.append(await get(client, url))
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(REQUESTS):
-                    nursery.start_soon(one_request)
-                await trio.testing.wait_all_tasks_blocked()
-                go.set()  # every task wakes in the same scheduler pass
+            bodies = await get_burst(client, url)
             requests = server_conn.statistics().packets_received - server_received
             responses = server_conn.statistics().packets_sent - server_sent
 
@@ -120,18 +127,7 @@ async def test_responses_to_a_batch_leave_before_the_whole_batch_is_answered() -
                 send_datagrams(datagrams)
 
             endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
-            go = trio.Event()
-            bodies: list[bytes] = []
-
-            async def one_request() -> None:
-                await go.wait()
-                bodies.append(await get(client, url))
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(REQUESTS):
-                    nursery.start_soon(one_request)
-                await trio.testing.wait_all_tasks_blocked()
-                go.set()  # every task wakes in the same scheduler pass
+            bodies = await get_burst(client, url)
             endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
 
     assert bodies == [BODY] * REQUESTS
