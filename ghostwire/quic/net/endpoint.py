@@ -223,29 +223,24 @@ class Endpoint:
         (see ``PIPELINE_DATAGRAMS``), once its handshake is confirmed."""
         dirty = self._dirty
         self._dirty = []
-        if midway:
-            for conn in dirty:
-                if not conn._core.handshake_confirmed:
-                    # A handshake flight is acted on once it is read whole, as
-                    # before: _after_datagrams sends at once until the handshake
-                    # is confirmed, and midway that would be a datagram of ACKs
-                    # ahead of the Finished (and an early flight sent unheld).
-                    # Still dirty: the end of the drain takes it.
-                    self._held.append(conn)
-                    continue
-                conn._dirty = False
-                try:
-                    conn._answer_midway()
-                except Exception as exc:
-                    conn._fail(exc)  # that connection alone closes
-            return
-        if self._held:
+        if self._held and not midway:
             dirty = self._held + dirty
             self._held = []
         for conn in dirty:
+            if midway and not conn._core.handshake_confirmed:
+                # A handshake flight is acted on once it is read whole, as
+                # before: _after_datagrams sends at once until the handshake
+                # is confirmed, and midway that would be a datagram of ACKs
+                # ahead of the Finished (and an early flight sent unheld).
+                # Still dirty: the end of the drain takes it.
+                self._held.append(conn)
+                continue
             conn._dirty = False
             try:
-                conn._after_datagrams()
+                if midway:
+                    conn._answer_midway()
+                else:
+                    conn._after_datagrams()
             except Exception as exc:
                 conn._fail(exc)  # that connection alone closes
 
