@@ -469,17 +469,6 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
             # idle deadlines).
             self._update_timer()
 
-    def _answer_midway(self) -> None:
-        """``_after_datagrams`` midway through the endpoint's drain, then the
-        stream data it queued (the replies answered inline) goes now, not
-        after the rest of the drain. ACKs alone, and data queued before (a
-        producer's or an upload's backlog), wait for the flusher as usual."""
-        streams = self._core.streams
-        backlog = streams.has_stream_data()
-        self._after_datagrams()
-        if not backlog and self._flush_pending and streams.has_stream_data():
-            self._flush()
-
     def _update_timer(self) -> None:
         """Bring the timer task's deadline forward to the core's next timer.
 
@@ -524,6 +513,8 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
                 if not core.handshake_complete:
                     self._on_early_stream()
                 self._on_stream_opened(event.stream_id)  # type: ignore[attr-defined]
+                if self._answering_in_parts:
+                    self._answered_in_part()
             elif kind is StreamResetReceived:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
                 if stream is not None:

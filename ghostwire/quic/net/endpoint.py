@@ -9,9 +9,6 @@ Hot-path rules (see docs/architecture.md):
   ``_after_datagrams`` call: it dispatches events to waiting tasks and asks
   for a flush on the next scheduler pass (so ACKs share datagrams with what
   the woken tasks write);
-* a long drain is acted on in parts of ``PIPELINE_DATAGRAMS``: the replies
-  answered inline to one part leave before the next part is read, so the
-  peer works on them while we process the rest;
 * sends are non-blocking ``sendto`` calls, or on Linux one GSO ``sendmsg`` per
   run of same-size datagrams (:mod:`.gso`); when the kernel buffer is full the
   rest waits in a bounded queue flushed by the same endpoint's send task.
@@ -50,15 +47,6 @@ MAX_PENDING_SENDS = 4096
 # Stop draining after this many datagrams to let other tasks run (and the
 # connections answer: ACKs go out after each drain).
 MAX_DRAIN = 256
-# A drain is acted on every this many datagrams: the connections process what
-# they received, and the replies answered inline (stream data queued while the
-# datagrams were processed: the RPC server, ``serve_requests``) are sent before
-# the next datagram is read. A peer's batch of requests is then answered in
-# parts, and the peer starts on the first replies while we process the rest:
-# the two processes overlap instead of taking turns with one batch of replies
-# (64 calls in flight: about 1.5x the calls/s; bench/RESULTS.md). ACKs alone
-# still wait for the end of the drain.
-PIPELINE_DATAGRAMS = 2
 
 
 class Endpoint:
@@ -73,8 +61,6 @@ class Endpoint:
         self._pending: deque[tuple[bytes, Any]] = deque()
         self._send_wakeup = trio.Event()
         self._dirty: list[Connection] = []
-        # Dirty connections still handshaking, left for the end of the drain.
-        self._held: list[Connection] = []
         self.connections: dict[Any, Connection] = {}  # core connection -> wrapper
         self.on_new_connection: Callable[[Any, Any], None] | None = None
         self.datagrams_dropped_on_send = 0
@@ -189,7 +175,6 @@ class Endpoint:
             # (an error reported, or woken with no datagram): no extra syscall
             # per batch of a busy connection.
             check_errors = True
-            dispatched = 0
             while budget > 0:
                 budget -= 1
                 try:
@@ -208,39 +193,19 @@ class Endpoint:
                     segment = size or 1
                 for start in range(0, size, segment):
                     self._dispatch(bytes(view[start : min(start + segment, size)]), addr, now)
-                    dispatched += 1
-                    if dispatched % PIPELINE_DATAGRAMS == 0:
-                        self._after_drain(midway=True)
-                        now = trio.current_time()  # after what it sent (time runs forward)
             if check_errors and self._icmp_errors:
                 self._read_icmp_errors()
             self._after_drain()
             await trio.lowlevel.checkpoint_if_cancelled()
 
-    def _after_drain(self, midway: bool = False) -> None:
-        """Each connection that received datagrams acts on them; ``midway``
-        through a drain, it sends the replies they were answered with too
-        (see ``PIPELINE_DATAGRAMS``), once its handshake is confirmed."""
+    def _after_drain(self) -> None:
+        """Each connection that received datagrams acts on them."""
         dirty = self._dirty
         self._dirty = []
-        if self._held and not midway:
-            dirty = self._held + dirty
-            self._held = []
         for conn in dirty:
-            if midway and not conn._core.handshake_confirmed:
-                # A handshake flight is acted on once it is read whole, as
-                # before: _after_datagrams sends at once until the handshake
-                # is confirmed, and midway that would be a datagram of ACKs
-                # ahead of the Finished (and an early flight sent unheld).
-                # Still dirty: the end of the drain takes it.
-                self._held.append(conn)
-                continue
             conn._dirty = False
             try:
-                if midway:
-                    conn._answer_midway()
-                else:
-                    conn._after_datagrams()
+                conn._after_datagrams()
             except Exception as exc:
                 conn._fail(exc)  # that connection alone closes
 

@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 # A flush waits at most this many scheduler passes for the writes to stop.
 MAX_FLUSH_DEFERRALS = 8
-# While received datagrams are processed, the replies that the stream events
-# handed to the protocol hook (``divert_events``: an HTTP/3 server answering
-# requests as they are read) queued are sent every this many stream events,
-# so the peer starts on them while we answer the rest. A batch of 64 small
-# HTTP/3 requests fits in 2 or 3 datagrams: the endpoint's
-# PIPELINE_DATAGRAMS cannot split it (h3rps: about 2x the requests/s).
+# While received datagrams are processed, the replies answered inline as
+# their requests were read (streams opened and handed to the stream sink: the
+# RPC server, ``serve_requests``; stream events handed to the protocol hook,
+# ``divert_events``: an HTTP/3 server) are sent every this many stream events,
+# so the peer starts on them while we answer the rest: the two processes
+# overlap instead of taking turns with one batch of replies (64 calls in
+# flight: about 1.5x the calls/s, h3rps about 2x; bench/RESULTS.md).
 PIPELINE_EVENTS = 16
 
 
@@ -73,10 +74,11 @@ class FlushScheduler:
                 trio.lowlevel.reschedule(task)
 
     def _answered_in_part(self) -> None:
-        """A stream event went to the protocol hook while received datagrams
-        are processed: every ``PIPELINE_EVENTS``, send the stream data queued
-        so far (the replies answered inline) at once. Only the core's
-        datagrams: this runs inside the event processing a full flush does."""
+        """A stream opened or a stream event went to the protocol hook while
+        received datagrams are processed: every ``PIPELINE_EVENTS``, send the
+        stream data queued so far (the replies answered inline) at once.
+        Only the core's datagrams: this runs inside the event processing a
+        full flush does."""
         self._stream_events_seen += 1
         if self._stream_events_seen % PIPELINE_EVENTS == 0:
             core = self._core
