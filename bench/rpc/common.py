@@ -5,7 +5,13 @@ Every stack serves the same two methods over TLS on 127.0.0.1:
 * ``echo``: a unary call whose request is ``PAYLOAD_SIZE`` bytes and whose
   reply is the same bytes (the shape of a small contract call);
 * ``events``: one request, then ``count`` events of ``PAYLOAD_SIZE`` bytes
-  streamed back (an event subscription / a gRPC server stream).
+  streamed back (an event subscription / a gRPC server stream);
+* ``echo_await``: ``echo`` whose handler yields to its event loop once
+  before it replies, as a handler that reads a database or runs the contract
+  VM does (the thread-pool server's handler, which never yields, is
+  ``echo``'s). The ``c64-await`` workload calls it with a 5 s deadline on
+  every call: the shape of real calls, where ``echo`` measures the lightest
+  path each stack has.
 
 A server prints ``PORT <n>`` once it listens and runs until killed; a client
 runs one workload and prints ``RESULT <json>``. The server's CPU time is
@@ -29,7 +35,17 @@ PORT_PREFIX = "PORT "
 
 STACKS = ("ghostwire", "grpcio-aio", "grpcio-threaded", "grpclib")
 # name -> (calls in flight, or 0 for the event stream)
-WORKLOADS = {"latency": 1, "c1": 1, "c64": 64, "c1024": 1024, "events": 0}
+WORKLOADS = {"latency": 1, "c1": 1, "c64": 64, "c64-await": 64, "c1024": 1024, "events": 0}
+# Workloads that call ``echo_await`` with a deadline (CALL_DEADLINE seconds).
+AWAITING = frozenset({"c64-await"})
+CALL_DEADLINE = 5.0
+
+
+def in_flight_label(workload: str) -> str:
+    """How a workload's metrics are named: "64 in flight", and for the
+    awaiting ones "64 in flight, awaiting handler, deadline"."""
+    label = f"{WORKLOADS[workload]} in flight"
+    return label + ", awaiting handler, deadline" if workload in AWAITING else label
 
 
 def payload() -> bytes:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
+    AWAITING,
+    CALL_DEADLINE,
     HOST,
     PORT_PREFIX,
     SERVER_NAME,
@@ -35,6 +37,7 @@ from .common import (
 
 SERVICE = "bench.Bench"
 ECHO = f"/{SERVICE}/Echo"
+ECHO_AWAIT = f"/{SERVICE}/EchoAwait"
 EVENTS = f"/{SERVICE}/Events"
 
 
@@ -60,10 +63,15 @@ def _grpcio_handlers(threaded: bool) -> Any:
                 yield body
 
         echo_h = grpc.unary_unary_rpc_method_handler(echo_sync)
+        echo_await_h = echo_h  # a pool thread blocks where a coroutine would yield
         events_h = grpc.unary_stream_rpc_method_handler(events_sync)
     else:
 
         async def echo(request: bytes, context: Any) -> bytes:
+            return request
+
+        async def echo_await(request: bytes, context: Any) -> bytes:
+            await asyncio.sleep(0)  # as a handler waiting on a database would
             return request
 
         async def events(request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -73,8 +81,10 @@ def _grpcio_handlers(threaded: bool) -> Any:
                 yield body
 
         echo_h = grpc.unary_unary_rpc_method_handler(echo)
+        echo_await_h = grpc.unary_unary_rpc_method_handler(echo_await)
         events_h = grpc.unary_stream_rpc_method_handler(events)
-    return grpc.method_handlers_generic_handler(SERVICE, {"Echo": echo_h, "Events": events_h})
+    handlers = {"Echo": echo_h, "EchoAwait": echo_await_h, "Events": events_h}
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
 def run_grpcio_server(certfile: str, keyfile: str, threaded: bool) -> None:
@@ -108,11 +118,15 @@ def run_grpcio_client(workload: str, port: int, cafile: str, server_pid: int, co
         credentials = grpc.ssl_channel_credentials(root_certificates=_read(cafile))
         options = [("grpc.ssl_target_name_override", SERVER_NAME)]
         async with grpc.aio.secure_channel(f"{HOST}:{port}", credentials, options) as channel:
-            echo = channel.unary_unary(ECHO)
             events = channel.unary_stream(EVENTS)
+            if workload in AWAITING:
+                echo = channel.unary_unary(ECHO_AWAIT)
+                timeout: float | None = CALL_DEADLINE
+            else:
+                echo, timeout = channel.unary_unary(ECHO), None
 
             async def call(body: bytes) -> bytes:
-                return await echo(body)  # type: ignore[no-any-return]
+                return await echo(body, timeout=timeout)  # type: ignore[no-any-return]
 
             async def stream(n: int) -> AsyncIterator[bytes]:
                 async for message in events(n.to_bytes(8, "big")):
@@ -154,6 +168,12 @@ def run_grpclib_server(certfile: str, keyfile: str) -> None:
             assert request is not None
             await stream.send_message(request)
 
+        async def echo_await(self, stream: Stream[bytes, bytes]) -> None:
+            request = await stream.recv_message()
+            assert request is not None
+            await asyncio.sleep(0)  # as a handler waiting on a database would
+            await stream.send_message(request)
+
         async def events(self, stream: Stream[bytes, bytes]) -> None:
             request = await stream.recv_message()
             assert request is not None
@@ -164,6 +184,7 @@ def run_grpclib_server(certfile: str, keyfile: str) -> None:
         def __mapping__(self) -> dict[str, Handler]:
             return {
                 ECHO: Handler(self.echo, Cardinality.UNARY_UNARY, bytes, bytes),
+                ECHO_AWAIT: Handler(self.echo_await, Cardinality.UNARY_UNARY, bytes, bytes),
                 EVENTS: Handler(self.events, Cardinality.UNARY_STREAM, bytes, bytes),
             }
 
@@ -189,11 +210,14 @@ def run_grpclib_client(workload: str, port: int, cafile: str, server_pid: int, c
         context.set_alpn_protocols(["h2"])
         channel = Channel(HOST, port, ssl=context, codec=_RawCodec())  # type: ignore[arg-type]
         try:
-            echo = UnaryUnaryMethod(channel, ECHO, bytes, bytes)  # type: ignore[var-annotated]
+            awaiting = workload in AWAITING
+            path = ECHO_AWAIT if awaiting else ECHO
+            echo = UnaryUnaryMethod(channel, path, bytes, bytes)  # type: ignore[var-annotated]
             events = UnaryStreamMethod(channel, EVENTS, bytes, bytes)  # type: ignore[var-annotated]
+            timeout = CALL_DEADLINE if awaiting else None
 
             async def call(body: bytes) -> bytes:
-                return await echo(body)  # type: ignore[no-any-return]
+                return await echo(body, timeout=timeout)  # type: ignore[no-any-return]
 
             async def stream(n: int) -> AsyncIterator[bytes]:
                 async with events.open() as s:

@@ -11,6 +11,8 @@ import ghostwire.quic as quic
 import ghostwire.rpc as rpc
 
 from .common import (
+    AWAITING,
+    CALL_DEADLINE,
     HOST,
     PORT_PREFIX,
     SERVER_NAME,
@@ -26,6 +28,12 @@ bench = rpc.Service("bench")
 
 @bench.call
 async def echo(ctx: rpc.Context, body: bytes) -> bytes:
+    return body
+
+
+@bench.call
+async def echo_await(ctx: rpc.Context, body: bytes) -> bytes:
+    await trio.lowlevel.checkpoint()  # as a handler waiting on a database would
     return body
 
 
@@ -71,8 +79,11 @@ async def _workload(client: rpc.Client, workload: str, server_pid: int, count: i
                 result.operations += 1
         meter.finish(result)
         return result
+    method, timeout = (
+        ("bench.echo_await", CALL_DEADLINE) if workload in AWAITING else ("bench.echo", None)
+    )
     for _ in range(min(200, count)):
-        await client.call("bench.echo", body=body)
+        await client.call(method, body=body, timeout=timeout)
     in_flight = WORKLOADS[workload]
     meter = CpuMeter(server_pid)
 
@@ -80,7 +91,7 @@ async def _workload(client: rpc.Client, workload: str, server_pid: int, count: i
         for _ in range(n):
             started = time.perf_counter()
             try:
-                reply = await client.call("bench.echo", body=body)
+                reply = await client.call(method, body=body, timeout=timeout)
             except rpc.RpcError as exc:  # counted and reported, not timed
                 record_failure(result, exc)
                 continue
