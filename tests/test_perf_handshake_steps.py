@@ -18,6 +18,7 @@ import trio.testing
 from quic_pair import client_config, server_config
 
 import ghostwire.quic as quic
+from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.net.connection import Connection
 
 HOST = "127.0.0.1"
@@ -100,3 +101,23 @@ async def test_a_servers_handler_task_starts_with_the_completed_handshake(
     assert entered == CONNECTS
     assert steps.spawned["_run_handler"] == CONNECTS
     assert steps.steps["_run_handler"] == 3 * CONNECTS, steps.steps
+
+
+async def test_a_closed_connection_wakes_its_timer_task_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that closes after a request: the server's connection,
+    draining (RFC 9000 §10.2.2), runs its timers once, at the end of the
+    period, not first at the loss or ACK deadline its timer scope held."""
+    closed_timers = 0
+    handle_timer = QuicConnection.handle_timer
+
+    def counting(self: QuicConnection, now: float) -> None:
+        nonlocal closed_timers
+        if not self.is_client and self.is_closed:
+            closed_timers += 1
+        handle_timer(self, now)
+
+    monkeypatch.setattr(QuicConnection, "handle_timer", counting)
+    await _connects(client_config(), fail=False, request=True)
+    assert closed_timers == CONNECTS

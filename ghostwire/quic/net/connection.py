@@ -479,16 +479,25 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
     def _update_timer(self) -> None:
         """Bring the timer task's deadline forward to the core's next timer.
 
-        Only ever forward: moving a trio deadline costs about fifteen calls,
-        and the core's timer moves later after most packets (a new PTO or
-        ACK deadline, RFC 9002 §6.2, RFC 9000 §13.2.1). A deadline left
-        early wakes the timer task once, which finds nothing due and sleeps
-        again until the core's exact timer (``_timer_loop``).
+        Only ever forward while the connection is open: moving a trio
+        deadline costs about fifteen calls, and the core's timer moves later
+        after most packets (a new PTO or ACK deadline, RFC 9002 §6.2, RFC
+        9000 §13.2.1). A deadline left early wakes the timer task once,
+        which finds nothing due and sleeps again until the core's exact
+        timer (``_timer_loop``). Once closed, it moves either way.
         """
         scope = self._timer_scope
         if scope is not None and not self._flush_pending:
-            timer = self._core.get_timer()
-            if timer is not None and timer < scope.deadline:
+            core = self._core
+            timer = core.get_timer()
+            if timer is not None and (
+                timer < scope.deadline
+                # Closed: the one timer left is the end of the closing or
+                # draining period (RFC 9000 §10.2), often later than a loss
+                # or ACK deadline the scope still holds; moved there once,
+                # it saves the timer task a wake-up for nothing.
+                or (timer != scope.deadline and core.is_closed)
+            ):
                 scope.deadline = timer
 
     def _process_events(self) -> None:
