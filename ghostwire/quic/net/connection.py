@@ -430,9 +430,20 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
         credit) leaves with the next flush, together with what the woken tasks
         write; when they make us send nothing yet, no flush is asked for.
         Handshake flights go at once: ``connect`` returns with our Finished
-        already sent.
+        already sent; before the events are dispatched when nothing the
+        dispatch runs can write into the flight (no event hook, no stream
+        sink, no 0-RTT streams to answer in it), so the peer has it sooner.
         """
         core = self._core
+        if (
+            not core.handshake_confirmed
+            and self._event_hook is None
+            and self._stream_sink is None
+            and (core.is_client or not core.early_data_accepted)
+        ):
+            self._flush()  # dispatches the events after the send
+            self._wake_ping()
+            return
         sent = core.stats.packets_sent
         self._answering_in_parts = core.handshake_confirmed and not core.streams.has_stream_data()
         try:
