@@ -30,6 +30,8 @@ ALPN = "gw-bench"
 HOST = "127.0.0.1"
 SERVER_NAME = "localhost"
 ECHO_LIMIT = 100
+# The handshake8 workload makes this many times the handshake workload's connects.
+HANDSHAKE8_FACTOR = 2
 # Idle timeout of both stacks (seconds): long enough that the 1,000 idle
 # connections of the memory workload outlive their slowest handshake.
 IDLE_TIMEOUT = float(os.environ.get("GW_BENCH_IDLE_TIMEOUT", "120"))  # bench/conns.py raises it
@@ -119,6 +121,8 @@ class Sizes:
     h3_requests: int
     h3_rps_requests: int
     message_size: int = ECHO_LIMIT
+    # handshake8: this many connects in flight, HANDSHAKE8_FACTOR x handshakes in all.
+    handshake_concurrency: int = 8
 
     @classmethod
     def full(cls) -> Sizes:
@@ -237,6 +241,7 @@ class CpuMeter:
         self._server_start = read_cpu_seconds(server_pid)
 
     def per_request(self, requests: int) -> dict[str, float]:
+        """CPU per request (or per handshake) since the meter was made."""
         client = time.process_time() - self._client_start
         server = read_cpu_seconds(self._server_pid) - self._server_start
         return {

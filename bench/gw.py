@@ -21,6 +21,7 @@ from .common import (
     H3_ALPN,
     H3_BODY_SIZE,
     H3_PATH,
+    HANDSHAKE8_FACTOR,
     HOST,
     IDLE_TIMEOUT,
     PORT_PREFIX,
@@ -165,13 +166,50 @@ async def bulk(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> 
 async def handshakes(port: int, settings: Settings, sizes: Sizes, server_pid: int) -> Measurement:
     config = client_config(settings)
     samples: list[float] = []
-    for i in range(sizes.handshake_warmup + sizes.handshakes):
+    for _ in range(sizes.handshake_warmup):
+        async with quic.connect(HOST, port, config):
+            pass
+    cpu = CpuMeter(server_pid)
+    for _ in range(sizes.handshakes):
         start = time.perf_counter()
         async with quic.connect(HOST, port, config):
-            elapsed = time.perf_counter() - start
-        if i >= sizes.handshake_warmup:
-            samples.append(elapsed)
-    return Measurement(samples=samples)
+            samples.append(time.perf_counter() - start)
+    return Measurement(values=cpu.per_request(sizes.handshakes), samples=samples)
+
+
+async def concurrent_handshakes(
+    port: int, settings: Settings, sizes: Sizes, server_pid: int
+) -> Measurement:
+    """``handshake_concurrency`` tasks connect (and close) in a loop."""
+    config = client_config(settings)
+    samples: list[float] = []
+    total = sizes.handshakes * HANDSHAKE8_FACTOR
+    remaining = 0
+
+    async def connector() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            async with quic.connect(HOST, port, config):
+                samples.append(time.perf_counter() - start)
+
+    async def phase(count: int) -> float:
+        nonlocal remaining
+        remaining = count
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(sizes.handshake_concurrency):
+                nursery.start_soon(connector)
+        return time.perf_counter() - start
+
+    await phase(max(sizes.handshake_warmup, sizes.handshake_concurrency))
+    samples.clear()
+    cpu = CpuMeter(server_pid)
+    elapsed = await phase(total)
+    values = {"handshakes": total, "seconds": elapsed, "handshakes_s": total / elapsed}
+    values.update(cpu.per_request(total))
+    return Measurement(values=values, samples=samples)
 
 
 async def request_response(
@@ -348,6 +386,7 @@ Workload = Callable[[int, Settings, Sizes, int], Awaitable[Measurement]]
 WORKLOADS: dict[str, Workload] = {
     "bulk": bulk,
     "handshake": handshakes,
+    "handshake8": concurrent_handshakes,
     "rr": request_response,
     "rps": requests_per_second,
     "memory": idle_memory,

@@ -25,6 +25,7 @@ _MODULES = {
     "aioquic.h3.events": "qh3.h3.events",
     "aioquic.quic": "qh3.quic",
     "aioquic.quic.configuration": "qh3.quic.configuration",
+    "aioquic.quic.connection": "qh3.quic.connection",
     "aioquic.quic.events": "qh3.quic.events",
     "aioquic.tls": "qh3.tls",
 }

@@ -21,7 +21,7 @@ closing the connection cancels the handler and everything it started.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
@@ -43,6 +43,7 @@ from ..events import (
 )
 from ..streams import stream_is_bidirectional, stream_is_client_initiated
 from .exceptions import ConnectionClosed, ConnectionRefused, QuicError, error_from_termination
+from .handler import Handler, HandlerRunner
 from .scheduling import FlushScheduler
 from .serving import StreamServing
 from .stream import AnyStream, QuicReceiveStream, QuicSendStream, QuicStream
@@ -51,14 +52,9 @@ if TYPE_CHECKING:
     from .endpoint import Endpoint
 
 log = logging.getLogger("ghostwire.quic")
-# Seconds a connection whose handler returned waits for its sent data to be
-# acknowledged before closing.
-HANDLER_LINGER = 2.0
-
-Handler = Callable[["Connection"], Awaitable[object]]
 
 
-class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
+class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncResource):
     """An established (or establishing) QUIC connection."""
 
     # Set when the handshake completes; made only while wait_handshake() waits
@@ -434,9 +430,20 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         credit) leaves with the next flush, together with what the woken tasks
         write; when they make us send nothing yet, no flush is asked for.
         Handshake flights go at once: ``connect`` returns with our Finished
-        already sent.
+        already sent; before the events are dispatched when nothing the
+        dispatch runs can write into the flight (no event hook, no stream
+        sink, no 0-RTT streams to answer in it), so the peer has it sooner.
         """
         core = self._core
+        if (
+            not core.handshake_confirmed
+            and self._event_hook is None
+            and self._stream_sink is None
+            and (core.is_client or not core.early_data_accepted)
+        ):
+            self._flush()  # dispatches the events after the send
+            self._wake_ping()
+            return
         sent = core.stats.packets_sent
         self._answering_in_parts = core.handshake_confirmed and not core.streams.has_stream_data()
         try:
@@ -472,16 +479,25 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
     def _update_timer(self) -> None:
         """Bring the timer task's deadline forward to the core's next timer.
 
-        Only ever forward: moving a trio deadline costs about fifteen calls,
-        and the core's timer moves later after most packets (a new PTO or
-        ACK deadline, RFC 9002 §6.2, RFC 9000 §13.2.1). A deadline left
-        early wakes the timer task once, which finds nothing due and sleeps
-        again until the core's exact timer (``_timer_loop``).
+        Only ever forward while the connection is open: moving a trio
+        deadline costs about fifteen calls, and the core's timer moves later
+        after most packets (a new PTO or ACK deadline, RFC 9002 §6.2, RFC
+        9000 §13.2.1). A deadline left early wakes the timer task once,
+        which finds nothing due and sleeps again until the core's exact
+        timer (``_timer_loop``). Once closed, it moves either way.
         """
         scope = self._timer_scope
         if scope is not None and not self._flush_pending:
-            timer = self._core.get_timer()
-            if timer is not None and timer < scope.deadline:
+            core = self._core
+            timer = core.get_timer()
+            if timer is not None and (
+                timer < scope.deadline
+                # Closed: the one timer left is the end of the closing or
+                # draining period (RFC 9000 §10.2), often later than a loss
+                # or ACK deadline the scope still holds; moved there once,
+                # it saves the timer task a wake-up for nothing.
+                or (timer != scope.deadline and core.is_closed)
+            ):
                 scope.deadline = timer
 
     def _process_events(self) -> None:
@@ -541,6 +557,7 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
                 self._endpoint.demux.remove_route(event.connection_id)  # type: ignore[attr-defined]
             elif kind is HandshakeCompleted:
                 self._handshake_event.set()
+                self._start_handler()
                 if self._completed_event is not None:
                     self._completed_event.set()
             elif kind is ConnectionTerminated:
@@ -635,7 +652,10 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
                 self._nursery = nursery
                 task_status.started()
                 if handler is not None:
-                    nursery.start_soon(self._run_handler, handler)
+                    # Started when the handshake completes (handler.py).
+                    self._handler = handler
+                    if self._handler_due:
+                        self._start_handler()
                 # In this task rather than a child of its own: a task (its
                 # coroutine frames, context and cancel status) per idle
                 # connection is ~1 KB.
@@ -645,6 +665,7 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
             # cancelled, a listener closed), the peer hears of it now rather
             # than at its idle timeout.
             self._close_abruptly()
+            self._handler_not_started()
             self._endpoint.connections.pop(self._core, None)
             self._endpoint.demux.forget(self._core)
             self._closed_event.set()
@@ -732,41 +753,7 @@ class Connection(StreamServing, FlushScheduler, trio.abc.AsyncResource):
         if not core.is_client and core.early_data_accepted:
             self._early_streams = True
             self._handshake_event.set()
-
-    async def _run_handler(self, handler: Handler) -> None:
-        await self._handshake_event.wait()
-        if not self._core.handshake_complete and not self._core.early_data_accepted:
-            log.debug("handshake with %r failed: %s", self.peer_address, self._error)
-            return
-        # A connection closed right after its handshake still reaches the
-        # handler, whose calls then raise ConnectionClosed with the reason.
-        if self._core.is_terminated:
-            return
-        self._handler_running = True
-        try:
-            await handler(self)
-        except QuicError as exc:
-            log.debug("connection handler ended: %s", exc)
-        except Exception as exc:
-            log.exception("unhandled error in QUIC connection handler")
-            if not self._core.is_closed:
-                # An application error code: the application failed, not QUIC.
-                self._core.close(
-                    self.handler_error_code,
-                    f"handler failed: {type(exc).__name__}",
-                    now=trio.current_time(),
-                )
-                self._after_input()
-            return
-        finally:
-            self._handler_running = False
-        if not self._core.is_closed:
-            # A handler that returned is done: let what it sent arrive, then
-            # close (RFC 9000 §10.2: CONNECTION_CLOSE discards unacknowledged
-            # stream data), bounded by HANDLER_LINGER.
-            with trio.move_on_after(HANDLER_LINGER):
-                await self.wait_delivered()
-            await self.aclose()
+            self._start_handler()
 
     def __repr__(self) -> str:
         side = "client" if self._core.is_client else "server"
