@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from quic_pair import server_config
+from quic_pair import CLIENT_ADDR, SERVER_ADDR, make_pair, server_config
 
 from ghostwire.quic.cid import LocalConnectionIds
 from ghostwire.quic.demux import Demux
+from ghostwire.quic.recovery import Space
 from ghostwire.quic.tokens import AddressTokenMinter, stateless_reset_token
 
 
@@ -72,3 +73,36 @@ def test_a_server_demux_makes_its_keys_at_once_in_order() -> None:
     assert AddressTokenMinter(b"\x0b" * 32).validate_retry_token(
         token, ("127.0.0.1", 4000), 1.0
     ) == (b"\x02" * 8, b"\x03" * 8)
+
+
+def _derived(keys: object) -> bool:
+    try:
+        object.__getattribute__(keys, "_aead")
+    except AttributeError:
+        return False
+    return True
+
+
+def test_keys_first_used_after_the_flight_are_derived_then() -> None:
+    # The server's Handshake receive and 1-RTT keys, and the client's 1-RTT
+    # receive keys, wait for their first use: off the connect's critical path.
+    pair = make_pair()
+    hello = [d for d, _ in pair.client.datagrams_to_send(0.0)]
+    server = pair._server_for(hello[0])
+    for datagram in hello:
+        server.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    flight = [d for d, _ in server.datagrams_to_send(0.0)]
+    handshake_space, app_space = server.spaces[Space.HANDSHAKE], server.spaces[Space.APPLICATION]
+    assert _derived(handshake_space.send_keys) and not _derived(handshake_space.recv_keys)
+    assert not _derived(app_space.send_keys) and app_space.recv_keys is None
+    client = pair.client
+    for datagram in flight:
+        client.receive_datagram(datagram, SERVER_ADDR, 0.0)
+    finished = [d for d, _ in client.datagrams_to_send(0.0)]
+    assert finished and client.handshake_complete
+    assert _derived(client.spaces[Space.APPLICATION].send_keys)
+    assert not _derived(client.spaces[Space.APPLICATION].recv_keys)
+    for datagram in finished:
+        server.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    pair.exchange()  # the rest: HANDSHAKE_DONE, tickets, ACKs
+    assert server.handshake_confirmed and client.handshake_confirmed
