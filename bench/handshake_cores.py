@@ -63,10 +63,11 @@ class _Meter:
             self.seconds[side] += time.process_time() - start
 
 
-def _settle(meter: _Meter, client: Any, make_server: Callable[[bytes], Any]) -> Any:
+def _settle(
+    meter: _Meter, client: Any, make_server: Callable[[bytes], Any], server: Any = None
+) -> Any:
     """Exchange datagrams (firing timers on a fake clock) until both are quiet."""
     now = 0.0
-    server = None
     for _ in range(200):
         moved = False
         for datagram, _ in meter.call("client", client.datagrams_to_send, now):
@@ -102,7 +103,46 @@ def _settle(meter: _Meter, client: Any, make_server: Callable[[bytes], Any]) -> 
 # -- ghostwire ----------------------------------------------------------------------
 
 
-def _gw_run(settings: Settings, mode: str, connects: int, meter: _Meter) -> bool:
+def _gw_legs(
+    legs: dict[str, list[float]],
+    make_client: Callable[[], Any],
+    make_server: Callable[[bytes], Any],
+) -> tuple[Any, Any]:
+    """One connect's critical path, leg by leg (CPU us appended to ``legs``):
+    the client's setup to its ClientHello, the server's ClientHello to its
+    flight, the client's flight to its Finished; then the rest, unmeasured."""
+    clock = time.process_time
+    start = clock()
+    client = make_client()
+    hello = [d for d, _ in client.datagrams_to_send(0.0)]
+    mid = clock()
+    legs["client setup"].append((mid - start) * 1e6)
+    start = clock()
+    server = make_server(hello[0])
+    for datagram in hello:
+        server.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    flight = [d for d, _ in server.datagrams_to_send(0.0)]
+    mid = clock()
+    legs["server"].append((mid - start) * 1e6)
+    start = clock()
+    for datagram in flight:
+        client.receive_datagram(datagram, SERVER_ADDR, 0.0)
+    finished = [d for d, _ in client.datagrams_to_send(0.0)]
+    mid = clock()
+    legs["client"].append((mid - start) * 1e6)
+    for datagram in finished:
+        server.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    _settle(_Meter(), client, make_server, server)
+    return client, server
+
+
+def _gw_run(
+    settings: Settings,
+    mode: str,
+    connects: int,
+    meter: _Meter,
+    legs: dict[str, list[float]] | None = None,
+) -> bool:
     from ghostwire.quic.connection import QuicConnection
     from ghostwire.quic.packet import parse_header
     from ghostwire.quic.tls import MemoryTicketStore
@@ -135,8 +175,11 @@ def _gw_run(settings: Settings, mode: str, connects: int, meter: _Meter) -> bool
 
     resumed = True
     for i in range(connects):
-        client = meter.call("client", make_client)
-        server = _settle(meter, client, make_server)
+        if legs is not None:
+            client, server = _gw_legs(legs, make_client, make_server)
+        else:
+            client = meter.call("client", make_client)
+            server = _settle(meter, client, make_server)
         if not client.handshake_complete or not server.handshake_complete:
             raise RuntimeError("ghostwire: handshake did not complete")
         resumed = resumed and (i == 0 or bool(client.resumed))  # the first has no ticket
@@ -207,6 +250,23 @@ def measure(
     return best
 
 
+def _legs_report(settings: Settings, mode: str, connects: int, repeat: int) -> None:
+    """Median and lowest CPU us of each leg of ghostwire's connect, per run."""
+    _gw_run(settings, mode, WARMUP, _Meter())
+    print(f"ghostwire {mode}, {connects} connections: CPU us per leg, median (min)")
+    for _ in range(repeat):
+        legs: dict[str, list[float]] = {"client setup": [], "server": [], "client": []}
+        _gw_run(settings, mode, connects, _Meter(), legs)
+        cells = []
+        total = 0.0
+        for name, values in legs.items():
+            values.sort()
+            median = values[len(values) // 2]
+            total += median
+            cells.append(f"{name} {median:,.0f} ({values[0]:,.0f})")
+        print(" | ".join(cells) + f" | sum of medians {total:,.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connects", type=int, default=200)
@@ -215,6 +275,9 @@ def main() -> None:
     parser.add_argument("--profile", choices=("server", "client"))
     parser.add_argument("--mode", choices=MODES, default="full")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--legs", action="store_true", help="ghostwire's critical path, leg by leg (--mode)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         settings = Settings(
@@ -222,6 +285,9 @@ def main() -> None:
             max_datagram_size=1200,
             pmtu_max_datagram_size=1452,
         )
+        if args.legs:
+            _legs_report(settings, args.mode, args.connects, args.repeat)
+            return
         if args.profile:
             _gw_run(settings, args.mode, WARMUP, _Meter())
             meter = _Meter()

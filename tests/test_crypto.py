@@ -405,3 +405,38 @@ def test_aioquic_opens_our_packets_and_we_open_theirs(suite: CipherSuite, versio
             assert ours == theirs.encrypt_packet(header, payload, pn)
             _, plain_payload, decoded_pn, _ = theirs.decrypt_packet(ours, pn_offset, pn)
             assert (plain_payload, decoded_pn) == (payload, pn)
+
+
+def _derived(keys: PacketKeys) -> bool:
+    """Whether the AEAD context exists yet (without asking __getattr__ to make it)."""
+    try:
+        object.__getattribute__(keys, "_aead")
+    except AttributeError:
+        return False
+    return True
+
+
+@all_suites
+@all_versions
+@pytest.mark.parametrize("first_use", ["protect", "unprotect", "next_phase"])
+def test_lazy_keys_derive_on_first_use_and_match_eager_ones(
+    suite: CipherSuite, version: int, first_use: str
+) -> None:
+    secret = bytes(range(suite.hash_length))
+    eager = PacketKeys.from_secret(suite, secret, version)
+    lazy = PacketKeys.from_secret(suite, secret, version, lazy=True)
+    assert _derived(eager) and not _derived(lazy)
+    assert (lazy.key, lazy.iv, lazy.hp_key) == (eager.key, eager.iv, eager.hp_key)
+    assert not _derived(lazy)  # the exposed values are derived apart from the contexts
+    plain, pn_offset = build(True, 7, 2, bytes(40))
+    if first_use == "protect":
+        wire = protect_packet(lazy, plain, pn_offset, 2, 7)
+        assert wire == protect_packet(eager, plain, pn_offset, 2, 7)
+    elif first_use == "unprotect":
+        wire = protect_packet(eager, plain, pn_offset, 2, 7)
+        assert unprotect(lazy, wire, pn_offset, 7)[1] == bytes(40)
+    else:
+        assert lazy.next_phase().key == eager.next_phase().key
+    assert _derived(lazy)
+    with pytest.raises(AttributeError):
+        lazy.no_such_attribute  # type: ignore[attr-defined]  # noqa: B018

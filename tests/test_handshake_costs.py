@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from quic_pair import server_config
+import pytest
+from quic_pair import CLIENT_ADDR, SERVER_ADDR, client_config, handshake, make_pair, server_config
 
 from ghostwire.quic.cid import LocalConnectionIds
 from ghostwire.quic.demux import Demux
+from ghostwire.quic.recovery import Space
+from ghostwire.quic.tls import MemoryTicketStore, key_exchange
+from ghostwire.quic.tls.key_exchange import Group, KeyShare, prepare_key_share
 from ghostwire.quic.tokens import AddressTokenMinter, stateless_reset_token
 
 
@@ -72,3 +76,80 @@ def test_a_server_demux_makes_its_keys_at_once_in_order() -> None:
     assert AddressTokenMinter(b"\x0b" * 32).validate_retry_token(
         token, ("127.0.0.1", 4000), 1.0
     ) == (b"\x02" * 8, b"\x03" * 8)
+
+
+def _derived(keys: object) -> bool:
+    try:
+        object.__getattribute__(keys, "_aead")
+    except AttributeError:
+        return False
+    return True
+
+
+def test_keys_first_used_after_the_flight_are_derived_then() -> None:
+    # The server's Handshake receive and 1-RTT keys, and the client's 1-RTT
+    # receive keys, wait for their first use: off the connect's critical path.
+    pair = make_pair()
+    hello = [d for d, _ in pair.client.datagrams_to_send(0.0)]
+    server = pair._server_for(hello[0])
+    for datagram in hello:
+        server.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    flight = [d for d, _ in server.datagrams_to_send(0.0)]
+    handshake_space, app_space = server.spaces[Space.HANDSHAKE], server.spaces[Space.APPLICATION]
+    assert _derived(handshake_space.send_keys) and not _derived(handshake_space.recv_keys)
+    assert not _derived(app_space.send_keys) and app_space.recv_keys is None
+    client = pair.client
+    for datagram in flight:
+        client.receive_datagram(datagram, SERVER_ADDR, 0.0)
+    finished = [d for d, _ in client.datagrams_to_send(0.0)]
+    assert finished and client.handshake_complete
+    assert _derived(client.spaces[Space.APPLICATION].send_keys)
+    assert not _derived(client.spaces[Space.APPLICATION].recv_keys)
+    for datagram in finished:
+        server.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    pair.exchange()  # the rest: HANDSHAKE_DONE, tickets, ACKs
+    assert server.handshake_confirmed and client.handshake_confirmed
+
+
+def test_a_prepared_key_share_is_taken_once_by_its_side_and_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(key_exchange, "_READY", {})
+    prepare_key_share(Group.X25519, client=True)
+    ((_, _, prepared),) = key_exchange._READY[(Group.X25519, True)]
+    assert KeyShare(Group.X25519).public_bytes != prepared  # a server's: not the client's
+    assert KeyShare(Group.X25519, client=True).public_bytes == prepared
+    assert KeyShare(Group.X25519, client=True).public_bytes != prepared  # taken once
+    # A pair made before a fork is not used in the child (nor kept).
+    prepare_key_share(Group.SECP256R1, client=False)
+    ((_, _, prepared),) = key_exchange._READY[(Group.SECP256R1, False)]
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    assert KeyShare(Group.SECP256R1).public_bytes != prepared
+    assert key_exchange._READY == {}
+
+
+def test_a_finished_handshake_prepares_the_next_ones_key_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server at the client's Finished, the client given a ticket: the
+    # next connect generates no key pair on its way (its critical path).
+    monkeypatch.setattr(key_exchange, "_READY", {})
+    made: list[Group] = []
+    generate = key_exchange._generate
+
+    def counting(group: Group) -> object:
+        made.append(group)
+        return generate(group)
+
+    monkeypatch.setattr(key_exchange, "_generate", counting)
+    server = server_config()
+    store = MemoryTicketStore()
+    first = handshake(make_pair(client_config(session_tickets=store), server))
+    assert first.client.handshake_complete and first.client.handshake_confirmed
+    assert made == [Group.X25519] * 4  # two for the handshake, one ahead per side
+    made.clear()
+    second = make_pair(client_config(session_tickets=store), server)  # connect(): ClientHello
+    assert made == []
+    handshake(second)
+    assert second.client.resumed
+    assert made == [Group.X25519] * 2  # only the pairs made ahead for a third

@@ -284,3 +284,51 @@ def test_expired_intermediate() -> None:
     error = _server_with(cert)
     assert error.alert == A.CERTIFICATE_EXPIRED
     assert "expired intermediate" in error.reason
+
+
+def test_a_verified_server_chain_is_remembered_only_for_the_same_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cryptography.x509.verification import PolicyBuilder
+
+    from ghostwire.quic.tls import verify as verify_module
+
+    cert = ca().issue(["localhost"], not_after=datetime.now(UTC) + timedelta(days=30))
+    store = trust_store()
+    verify_server_certificate(cert.chain, "localhost", store)
+    builds: list[int] = []
+
+    def counting_builder() -> PolicyBuilder:
+        builds.append(1)
+        return PolicyBuilder()
+
+    monkeypatch.setattr(verify_module, "PolicyBuilder", counting_builder)
+    verify_server_certificate(cert.chain, "localhost", store)
+    assert builds == []  # the same chain, name and store within the window: remembered
+    # Anything else is verified from scratch, and fails as it should.
+    with pytest.raises(CertificateVerificationError) as error:
+        verify_server_certificate(cert.chain, "other.test", store)
+    assert error.value.alert == A.BAD_CERTIFICATE
+    with pytest.raises(CertificateVerificationError) as error:
+        verify_server_certificate(cert.chain, "localhost", TrustStore([other_ca().certificate]))
+    assert error.value.alert == A.UNKNOWN_CA
+    with pytest.raises(CertificateVerificationError) as error:
+        later = datetime.now(UTC) + timedelta(days=31)
+        verify_server_certificate(cert.chain, "localhost", store, now=later)
+    assert error.value.alert == A.CERTIFICATE_EXPIRED
+    with pytest.raises(CertificateVerificationError) as error:
+        verify_server_certificate(
+            cert.chain,
+            "localhost",
+            store,
+            now=cert.chain[0].not_valid_before_utc - timedelta(seconds=1),
+        )
+    assert error.value.alert == A.CERTIFICATE_EXPIRED
+    other = ca().issue(["localhost"])  # another leaf (other bytes) for the same name
+    builds.clear()
+    verify_server_certificate(other.chain, "localhost", store)
+    assert builds
+    # A store that is not the same object is not trusted blindly either.
+    builds.clear()
+    verify_server_certificate(cert.chain, "localhost", TrustStore([ca().certificate]))
+    assert builds

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -269,6 +269,10 @@ def _labels(cipher_suite: CipherSuite, version: int) -> _SuiteLabels:
     return labels
 
 
+# The slots PacketKeys.from_secret leaves for the first use to fill.
+_LAZY_SLOTS: Final = frozenset({"_aead", "_iv_int", "_mask"})
+
+
 class PacketKeys:
     """Packet protection for one direction, one encryption level, one key phase.
 
@@ -308,10 +312,11 @@ class PacketKeys:
         secret: bytes,
         version: int,
         hp_secret: bytes,
-        mask_function: _MaskFunction,
+        mask_function: _MaskFunction | None,
         prk: Any,
     ) -> None:
-        """``prk``: an HMAC object keyed with ``secret`` and nothing else (used up), or None."""
+        """``prk``: an HMAC object keyed with ``secret`` and nothing else (used up), or
+        None. ``mask_function`` None: derive it from ``secret`` (RFC 9001 §5.4)."""
         labels = _labels(cipher_suite, version)
         self.cipher_suite = cipher_suite
         self.secret = secret
@@ -321,6 +326,10 @@ class PacketKeys:
         # each one HMAC block; one keyed HMAC object copied per label.
         if prk is None:
             prk = _hmac_new(secret, digestmod=labels.hash_name)
+        if mask_function is None:
+            hp_hmac = prk.copy()
+            hp_hmac.update(labels.hp_info)
+            mask_function = _mask_function(cipher_suite, hp_hmac.digest()[: labels.key_length])
         # Neither is kept (``key``, ``iv`` and ``hp_key`` derive them again
         # when read: ~140 bytes per direction).
         key_hmac = prk.copy()
@@ -351,8 +360,15 @@ class PacketKeys:
         return _hmac_digest(self._hp_secret, labels.hp_info, labels.hash_name)[: labels.key_length]
 
     @classmethod
-    def from_secret(cls, cipher_suite: CipherSuite, secret: bytes, version: int) -> PacketKeys:
-        """Keys from a TLS traffic secret (or an Initial secret), RFC 9001 §5.1."""
+    def from_secret(
+        cls, cipher_suite: CipherSuite, secret: bytes, version: int, *, lazy: bool = False
+    ) -> PacketKeys:
+        """Keys from a TLS traffic secret (or an Initial secret), RFC 9001 §5.1.
+
+        ``lazy``: derive the AEAD and header-protection contexts on first use
+        instead (for keys installed before they are needed; the first use
+        then costs ~10 K instructions more than an eager derivation).
+        """
         if type(cipher_suite) is not CipherSuite:
             cipher_suite = CipherSuite(cipher_suite)
         labels = _labels(cipher_suite, version)
@@ -360,15 +376,30 @@ class PacketKeys:
             raise ValueError(
                 f"{cipher_suite.tls_name} secrets are {labels.hash_length} bytes, got {len(secret)}"
             )
-        prk = _hmac_new(secret, digestmod=labels.hash_name)
-        hp_hmac = prk.copy()
-        hp_hmac.update(labels.hp_info)
-        hp_key = hp_hmac.digest()[: labels.key_length]
         keys = cls.__new__(cls)
-        keys._set_keys(
-            cipher_suite, secret, version, secret, _mask_function(cipher_suite, hp_key), prk
-        )
+        if not lazy:
+            keys._set_keys(cipher_suite, secret, version, secret, None, None)
+            return keys
+        # The slots _set_keys would fill stay unset until __getattr__ is asked for one.
+        keys.cipher_suite = cipher_suite
+        keys.secret = secret
+        keys.version = version
+        keys._labels = labels
+        keys._hp_secret = secret
         return keys
+
+    if not TYPE_CHECKING:  # (a __getattr__ would make every misspelt attribute Any)
+
+        def __getattr__(self, name: str) -> Any:
+            """Called only for an unset slot: the ones from_secret leaves, derived together."""
+            if name not in _LAZY_SLOTS:
+                raise AttributeError(name)
+            self._derive()
+            return object.__getattribute__(self, name)
+
+    def _derive(self) -> None:
+        secret = self.secret
+        self._set_keys(self.cipher_suite, secret, self.version, secret, None, None)
 
     def next_phase(self) -> PacketKeys:
         """The keys of the next key phase (RFC 9001 §6.1).

@@ -81,6 +81,22 @@ _REMEMBERED_LIMITS = (
 _decoded_client_params: tuple[bytes, TransportParameters] | None = None
 
 
+def _first_used_later(is_client: bool, epoch: Epoch, is_write: bool) -> bool:
+    """Whether keys installed now are first used only after the flight under way
+    has gone out: their derivation then waits for that use, off a connect's
+    critical path. Those are a server's Handshake receive keys (for the
+    client's second flight) and 1-RTT send keys (a server sends its first
+    1-RTT packet after the client's Finished unless it has 0.5-RTT data), and
+    a client's 1-RTT receive keys (the server's first 1-RTT packet answers the
+    Finished). The others are used at once: a client's Handshake receive keys
+    open the rest of the ServerHello's datagram, its 1-RTT send keys go with
+    its Finished, and the 1-RTT packet beside that Finished needs the server's
+    receive keys."""
+    if epoch is _ONE_RTT_EPOCH:
+        return is_client is not is_write
+    return epoch is _HANDSHAKE_EPOCH and not is_client and not is_write
+
+
 class HandshakeMixin:
     """The handshake, for :class:`~ghostwire.quic.connection.QuicConnection`."""
 
@@ -197,7 +213,12 @@ class HandshakeMixin:
     def _drain_tls(self, now: float) -> None:
         for change in self.tls.pop_key_changes():
             space = self.spaces[_SPACE_OF_EPOCH[change.epoch]]
-            keys = PacketKeys.from_secret(change.cipher_suite, change.secret, self.version)
+            keys = PacketKeys.from_secret(
+                change.cipher_suite,
+                change.secret,
+                self.version,
+                lazy=_first_used_later(self.is_client, change.epoch, change.is_write),
+            )
             if change.epoch is _ZERO_RTT_EPOCH:
                 self._install_zero_rtt_keys(keys, change.is_write)
                 continue

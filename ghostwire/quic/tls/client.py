@@ -57,7 +57,7 @@ from .extensions import (
     encode_signature_algorithms,
     encode_supported_groups,
 )
-from .key_exchange import Group, KeyShare
+from .key_exchange import Group, KeyShare, prepare_key_share
 from .key_schedule import KeySchedule
 from .keylog import (
     CLIENT_EARLY,
@@ -140,7 +140,7 @@ class ClientHandshake(HandshakeEngine):
         if self.state is not ClientState.START:
             raise RuntimeError("start() was already called")
         self.client_random = os.urandom(32)
-        self._key_share = KeyShare(self.settings.groups[0])
+        self._key_share = KeyShare(self.settings.groups[0], client=True)
         ticket = self._ticket_to_offer()
         # RFC 9001 §4.6.1: a QUIC ticket allows 0-RTT with 0xffffffff, or not at all.
         self.early_data_offered = bool(
@@ -317,7 +317,7 @@ class ClientHandshake(HandshakeEngine):
         self.transcript.replace_with_message_hash()
         self.transcript.update(message)
         if selected is not None:
-            self._key_share = KeyShare(Group(selected))
+            self._key_share = KeyShare(Group(selected), client=True)
         self._send_client_hello(cookie)
 
     # -- EncryptedExtensions -----------------------------------------------
@@ -455,6 +455,8 @@ class ClientHandshake(HandshakeEngine):
                 transport_parameters=self.peer_transport_parameters or b"",
             )
         )
+        # A ticket: a resumed connect will follow. Its key pair now, off its path.
+        prepare_key_share(self.settings.groups[0], client=True)
 
 
 def _empty_certificate(context: bytes) -> bytes:
