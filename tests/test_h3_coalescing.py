@@ -212,3 +212,30 @@ async def test_held_acknowledgments_leave_without_another_request() -> None:
                 # No further request: the ACK the client owes takes them.
                 await acknowledged.wait()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_response_answered_inline_leaves_from_the_receive_loop() -> None:
+    """A handler that cannot suspend is answered while the request's datagram
+    is processed; with no other request, its response is sent at the end of
+    that drain, in the receive loop's step, not a scheduler pass later by the
+    connection's flusher (which costs the server a pass before the reply)."""
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            endpoint = server_conn._endpoint
+            senders: list[str] = []
+            send_datagrams = endpoint.send_datagrams
+
+            def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
+                senders.append(trio.lowlevel.current_task().name.rsplit(".", 1)[-1])
+                send_datagrams(datagrams)
+
+            endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
+            for _ in range(10):
+                assert await get(client, url) == BODY
+            endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+    # Ten responses; an ACK of the client's now and then may leave otherwise.
+    assert senders.count("_receive_loop") >= 10, senders

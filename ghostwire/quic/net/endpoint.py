@@ -237,7 +237,10 @@ class Endpoint:
                 continue
             conn._dirty = False
             try:
-                if midway:
+                if midway or conn._core.handshake_confirmed:
+                    # At the end of the drain too: a reply a protocol hook
+                    # answered inline (an HTTP/3 server's) leaves now, not
+                    # a scheduler pass later with the flusher.
                     conn._answer_midway()
                 else:
                     conn._after_datagrams()
