@@ -239,3 +239,34 @@ async def test_a_lone_response_answered_inline_leaves_from_the_receive_loop() ->
             endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
     # Ten responses; an ACK of the client's now and then may leave otherwise.
     assert senders.count("_receive_loop") >= 10, senders
+
+
+async def test_a_lone_response_answered_inline_does_not_wake_the_flusher() -> None:
+    """The response is written while the request's datagram is processed and
+    sent when that processing ends (``Connection.flush_after_events``): the
+    server's connection task (its flusher and timer) is not woken for it,
+    which would cost the server a scheduler pass and a task step per GET."""
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            steps: list[str] = []
+
+            class ConnectionTaskSteps(trio.abc.Instrument):
+                def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                    frame = getattr(task.coro, "cr_frame", None)
+                    if frame is not None and frame.f_locals.get("self") is server_conn:
+                        steps.append(task.name)
+
+            instrument = ConnectionTaskSteps()
+            trio.lowlevel.add_instrument(instrument)
+            try:
+                for _ in range(20):
+                    assert await get(client, url) == BODY
+            finally:
+                trio.lowlevel.remove_instrument(instrument)
+    # A timer wake-up or two (an early deadline, a delayed ACK) may come; one
+    # step per GET made it 20.
+    assert len(steps) <= 5, steps

@@ -230,7 +230,7 @@ class MessageChannel:
             h3.send_data(self.stream_id, body, end_stream=True)
             self.body_sent += len(body)
         if inline:
-            session.conn.flush_soon()
+            session.conn.flush_after_events()
         else:
             session.flush(now=True)
         return True

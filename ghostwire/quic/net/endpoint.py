@@ -241,7 +241,7 @@ class Endpoint:
                     # At the end of the drain too: a reply a protocol hook
                     # answered inline (an HTTP/3 server's) leaves now, not
                     # a scheduler pass later with the flusher.
-                    conn._answer_midway()
+                    conn._answer_datagrams()
                 else:
                     conn._after_datagrams()
             except Exception as exc:

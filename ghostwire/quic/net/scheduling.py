@@ -47,6 +47,8 @@ class FlushScheduler:
     # with no stream data queued before (a backlog waits for the flusher).
     _answering_in_parts = False
     _stream_events_seen = 0
+    # A flush asked for with flush_after_events: pending, the flusher not woken.
+    _flush_unwoken = False
 
     if TYPE_CHECKING:
         from .endpoint import Endpoint
@@ -54,6 +56,8 @@ class FlushScheduler:
         _endpoint: Endpoint
 
         def _flush(self) -> None: ...
+        def _answer_midway(self) -> None: ...
+        def _update_timer(self) -> None: ...
         def _after_input(self) -> None: ...
         def _fail(self, exc: BaseException) -> None: ...
 
@@ -71,6 +75,37 @@ class FlushScheduler:
                 # no deadline change, no timer processing.
                 self._flusher = None
                 trio.lowlevel.reschedule(task)
+
+    def flush_after_events(self) -> None:
+        """``flush_soon`` for a protocol hook (``divert_events``) writing while
+        received datagrams are processed (an HTTP/3 server answering a request
+        inline): what it wrote is sent once they are (``_answer_datagrams``),
+        without waking the flusher for it -- a scheduler pass and a task step
+        less per request answered so. Elsewhere, ``flush_soon``."""
+        if self._answering_in_parts and not self._flush_pending:
+            self._flush_requests += 1
+            self._flush_pending = True
+            self._flush_unwoken = True
+        else:
+            self._flush_soon()
+
+    def _answer_datagrams(self) -> None:
+        """The endpoint's ``_answer_midway`` (past the handshake), which sends
+        what a hook wrote; if it did not (that left with a part already,
+        ``_answered_in_part``), a flush asked for by ``flush_after_events`` is
+        dropped when nothing is left to send, else it wakes the flusher."""
+        self._answer_midway()
+        if self._flush_unwoken:
+            self._flush_unwoken = False
+            if self._flush_pending:
+                if self._core.has_nothing_to_send(trio.current_time()):
+                    self._flush_pending = False
+                    self._update_timer()
+                else:
+                    task = self._flusher
+                    if task is not None:
+                        self._flusher = None
+                        trio.lowlevel.reschedule(task)
 
     def _answered_in_part(self) -> None:
         """A stream event went to the protocol hook while received datagrams
