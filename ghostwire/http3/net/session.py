@@ -89,6 +89,7 @@ class MessageChannel:
         self.body_sent = 0  # body bytes handed to QUIC (send_data)
         self.unsent: int | None = None  # bytes still unacknowledged when the stream was aborted
         self.timed_out = False  # client: the session's watchdog ended the wait for headers
+        self.awaiting_headers = False  # a task is parked in wait_headers
         self._lot = trio.lowlevel.ParkingLot()
         self._headers_event = trio.Event()
 
@@ -133,7 +134,11 @@ class MessageChannel:
     async def wait_headers(self) -> Headers:
         """The response's headers; raises the stream's error, or
         :class:`HeadersTimedOut` if the session's watchdog ended the wait."""
-        await self._headers_event.wait()
+        self.awaiting_headers = True
+        try:
+            await self._headers_event.wait()
+        finally:
+            self.awaiting_headers = False
         session = self.session
         if session._ack_carrier is self:
             session.place_acks()
@@ -474,8 +479,8 @@ class H3Session:
             self._on_request(channel)
             return
         channel.on_headers(event.headers, event.stream_ended)
-        if self.h3.hold_decoder_acks and channel.headers is not None:
-            self._ack_carrier = channel  # its task, woken, writes the acknowledgements
+        if self.h3.hold_decoder_acks and channel.awaiting_headers and channel.headers is not None:
+            self._ack_carrier = channel  # its task, woken now, writes the acknowledgements
 
     def _on_closed(self) -> None:
         message = "HTTP/3 connection closed"
