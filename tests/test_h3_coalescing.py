@@ -174,9 +174,9 @@ async def test_a_sequential_get_costs_the_client_one_datagram() -> None:
             for _ in range(20):
                 assert await get(client, url) == BODY
             received = server_conn.statistics().packets_received - before
-    # 20 requests, and now and then a flow-control update of its own (about
-    # one in ten GETs); two datagrams per GET made it 40.
-    assert 20 <= received <= 24, received
+    # 20 requests (an ACK alone may leave if a GET takes longer than the ACK
+    # delay); two datagrams per GET made it 40.
+    assert 20 <= received <= 22, received
 
 
 async def test_held_acknowledgments_leave_without_another_request() -> None:

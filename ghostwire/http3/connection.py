@@ -536,7 +536,7 @@ class H3Connection:
         except StreamLimitReached:
             pass  # retried on HandshakeCompleted / StreamsAvailable
         self._enable_dynamic_table()
-        self.flush_qpack()
+        self.flush_qpack(decoder=not self.hold_decoder_acks)  # (held ones: see _finish)
 
     def _control_preamble(self) -> bytes:
         parts = [
