@@ -96,7 +96,9 @@ class MessageChannel:
     # -- session side --------------------------------------------------------
 
     def wake(self) -> None:
-        self._lot.unpark_all()
+        lot = self._lot
+        if lot:  # about three calls per request; unpark_all on nobody costs ten Python calls
+            lot.unpark_all()
 
     def on_headers(self, headers: Headers, ended: bool) -> None:
         status = _status(headers)
@@ -551,7 +553,7 @@ class H3Session:
         if carrier is not None and carrier.stream_id == stream_id:
             self.place_acks()
         self.channels.pop(stream_id, None)
-        if not self.channels:
+        if not self.channels and self._idle_lot:
             self._idle_lot.unpark_all()
 
     # -- client side ------------------------------------------------------------
