@@ -20,6 +20,7 @@ from quic_pair import client_config, server_config
 import ghostwire.http3 as h3
 import ghostwire.quic as quic
 from ghostwire.http3.net.server import serve_h3_connection
+from ghostwire.http3.net.session import H3Session
 from ghostwire.quic.net.connection import Connection
 from ghostwire.quic.net.scheduling import PIPELINE_EVENTS
 
@@ -138,9 +139,7 @@ async def test_responses_to_a_batch_leave_before_the_whole_batch_is_answered() -
 
 async def test_a_lone_response_is_one_datagram() -> None:
     """Sequential GETs: each response (headers, body, FIN) leaves whole in
-    one datagram. (The client sends two per GET: the request, and its QPACK
-    decoder stream's Section Acknowledgment of the response's field section,
-    RFC 9204 §4.4.1, which goes before the next request is written.)"""
+    one datagram."""
     with trio.fail_after(20):
         async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
             url = f"https://localhost:{server.port}/small"
@@ -156,3 +155,118 @@ async def test_a_lone_response_is_one_datagram() -> None:
     # ack-eliciting packet, RFC 9000 §13.2.2); a response split over two
     # datagrams would make it at least 20.
     assert 10 <= sent < 20, sent
+
+
+async def test_a_sequential_get_costs_the_client_one_datagram() -> None:
+    """The response's field section references the server's dynamic table
+    (from the second GET on), so the client owes a Section Acknowledgment
+    (RFC 9204 §4.4.1): it rides with the next request, which its task writes
+    as soon as it has read the response, instead of leaving in a datagram of
+    its own ahead of it (which the server must receive too)."""
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            for _ in range(3):  # connects; the dynamic table fills
+                assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            before = server_conn.statistics().packets_received
+            for _ in range(20):
+                assert await get(client, url) == BODY
+            received = server_conn.statistics().packets_received - before
+    # 20 requests (an ACK alone may leave if a GET takes longer than the ACK
+    # delay); two datagrams per GET made it 40.
+    assert 20 <= received <= 22, received
+
+
+async def test_held_acknowledgments_leave_without_another_request() -> None:
+    """A client that sends nothing after its last response still acknowledges
+    the response's field section: with the ACK it owes for the response
+    (within max_ack_delay), or at once when none is owed."""
+    sessions: set[H3Session] = set()
+    acknowledged = trio.Event()
+
+    async def on_connection(conn: Connection) -> None:
+        await serve_h3_connection(conn, handler, sessions=sessions)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), on_connection, 0, server_config(alpn=["h3"])
+            )
+            async with h3.Client(client_config(alpn=["h3"])) as client:
+                url = f"https://localhost:{server.port}/small"
+                for _ in range(3):  # connects; the dynamic table fills
+                    assert await get(client, url) == BODY
+                await trio.testing.wait_all_tasks_blocked()
+                (session,) = sessions
+                encoder = session.h3.encoder
+                feed_decoder = encoder.feed_decoder
+
+                def recording(data: bytes) -> None:
+                    feed_decoder(data)
+                    acknowledged.set()
+
+                encoder.feed_decoder = recording  # type: ignore[method-assign]
+                assert await get(client, url) == BODY  # references the dynamic table
+                # No further request: the ACK the client owes takes them.
+                await acknowledged.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_response_answered_inline_leaves_from_the_receive_loop() -> None:
+    """A handler that cannot suspend is answered while the request's datagram
+    is processed; with no other request, its response is sent at the end of
+    that drain, in the receive loop's step, not a scheduler pass later by the
+    connection's flusher (which costs the server a pass before the reply)."""
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            endpoint = server_conn._endpoint
+            senders: list[str] = []
+            send_datagrams = endpoint.send_datagrams
+
+            def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
+                senders.append(trio.lowlevel.current_task().name.rsplit(".", 1)[-1])
+                send_datagrams(datagrams)
+
+            endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
+            for _ in range(10):
+                assert await get(client, url) == BODY
+            endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+    # Ten responses; an ACK of the client's now and then may leave otherwise.
+    assert senders.count("_receive_loop") >= 10, senders
+
+
+async def test_a_lone_response_answered_inline_does_not_wake_the_flusher() -> None:
+    """The response is written while the request's datagram is processed and
+    sent when that processing ends (``Connection.flush_after_events``): the
+    server's connection task (its flusher and timer) is not woken for it,
+    which would cost the server a scheduler pass and a task step per GET."""
+    with trio.fail_after(20):
+        async with h3_server() as (server, served), h3.Client(client_config(alpn=["h3"])) as client:
+            url = f"https://localhost:{server.port}/small"
+            assert await get(client, url) == BODY
+            await trio.testing.wait_all_tasks_blocked()
+            (server_conn,) = served
+            steps: list[str] = []
+
+            class ConnectionTaskSteps(trio.abc.Instrument):
+                def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                    frame = getattr(task.coro, "cr_frame", None)
+                    if frame is not None and frame.f_locals.get("self") is server_conn:
+                        steps.append(task.name)
+
+            instrument = ConnectionTaskSteps()
+            trio.lowlevel.add_instrument(instrument)
+            try:
+                for _ in range(20):
+                    assert await get(client, url) == BODY
+            finally:
+                trio.lowlevel.remove_instrument(instrument)
+    # A timer wake-up or two (an early deadline, a delayed ACK) may come; one
+    # step per GET made it 20.
+    assert len(steps) <= 5, steps

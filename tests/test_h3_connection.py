@@ -457,3 +457,37 @@ def test_request_reset_before_its_headers_is_aborted_and_frees_stream_credit() -
         pair.run()
         assert H3ErrorCode.H3_REQUEST_INCOMPLETE in pair.stream_codes("client", stream_id)
     assert pair.terminated("server") is None
+
+
+def test_held_decoder_acknowledgments_wait_for_the_next_field_section_sent() -> None:
+    """With ``hold_decoder_acks`` (a client's trio shell sets it), the
+    decoder's Section Acknowledgments (RFC 9204 §4.4.1) stay in
+    ``decoder.pending`` after a received event -- a StreamsAvailable among
+    them -- and leave with the next field section we send."""
+    h = H3Pair()
+    h.client.hold_decoder_acks = True
+    # The server's encoder inserts the custom field, then references it.
+    served_by = [(b"x-served-by", b"node-seven")]
+
+    def get() -> None:
+        sid = h.client.open_request_stream()
+        h.client.send_headers(sid, request_headers("/"), end_stream=True)
+        h.run()
+        h.server.send_headers(sid, response_headers(200) + served_by)
+        h.server.send_data(sid, b"ok", end_stream=True)
+        h.run()
+
+    def decoder_stream_bytes() -> int:
+        return h.pair.client.streams.statistics(10).bytes_written  # our decoder stream
+
+    get()
+    get()
+    written = decoder_stream_bytes()
+    assert h.client.decoder.pending  # held
+    h.client.handle_event(StreamsAvailable(bidirectional=True), h.now)
+    assert h.client.decoder.pending  # still held
+    assert decoder_stream_bytes() == written
+    sid = h.client.open_request_stream()
+    h.client.send_headers(sid, request_headers("/"), end_stream=True)
+    assert not h.client.decoder.pending
+    assert decoder_stream_bytes() > written

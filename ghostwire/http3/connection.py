@@ -137,6 +137,11 @@ class H3Connection:
         self._peer_qpack: tuple[int, int] | None = None  # peer's QPACK settings, not yet applied
         self._max_request_seen = -4  # server: highest request stream id received
         self._events: list[H3Event] = []
+        # Set by a client's trio shell: the decoder stream's acknowledgements
+        # stay in ``decoder.pending`` after a received event (the shell places
+        # them, H3Session.place_acks), and any field section we send takes
+        # them along (flush_qpack).
+        self.hold_decoder_acks = False
         self.inbound = Inbound(self)
         if self.is_client and self.config.max_push_id is not None:
             self.client_pushes.set_max_push_id(self.config.max_push_id)
@@ -195,7 +200,7 @@ class H3Connection:
         return self._finish()
 
     def _finish(self) -> list[H3Event]:
-        self.flush_qpack()
+        self.flush_qpack(decoder=not self.hold_decoder_acks)
         out = self._events
         self._events = []
         return out
@@ -473,17 +478,19 @@ class H3Connection:
             self.encoder.apply_settings(*self._peer_qpack)
             self._peer_qpack = None
 
-    def flush_qpack(self) -> None:
-        """Write what the QPACK encoder and decoder have for their streams."""
+    def flush_qpack(self, *, decoder: bool = True) -> None:
+        """Write what the QPACK encoder (and, with ``decoder``, the decoder)
+        have for their streams."""
         if self._quic.is_closed:
             return
-        for stream_id, pending in (
-            (self._encoder_id, self.encoder.pending),
-            (self._decoder_id, self.decoder.pending),
-        ):
-            if pending and stream_id is not None:
-                self._write_critical(stream_id, bytes(pending))
-                pending.clear()
+        pending = self.encoder.pending
+        if pending and self._encoder_id is not None:
+            self._write_critical(self._encoder_id, bytes(pending))
+            pending.clear()
+        pending = self.decoder.pending
+        if decoder and pending and self._decoder_id is not None:
+            self._write_critical(self._decoder_id, bytes(pending))
+            pending.clear()
 
     # ------------------------------------------------------------------
     # Internals
@@ -529,7 +536,7 @@ class H3Connection:
         except StreamLimitReached:
             pass  # retried on HandshakeCompleted / StreamsAvailable
         self._enable_dynamic_table()
-        self.flush_qpack()
+        self.flush_qpack(decoder=not self.hold_decoder_acks)  # (held ones: see _finish)
 
     def _control_preamble(self) -> bytes:
         parts = [

@@ -33,6 +33,7 @@ from ...quic.events import (
 )
 from ...quic.net.connection import Connection
 from ...quic.net.exceptions import ConnectionClosed, StreamReset
+from ...quic.sent_packet import Space
 from ...quic.streams import StreamLimitReached
 from ..config import H3Config
 from ..connection import H3Connection
@@ -88,13 +89,16 @@ class MessageChannel:
         self.body_sent = 0  # body bytes handed to QUIC (send_data)
         self.unsent: int | None = None  # bytes still unacknowledged when the stream was aborted
         self.timed_out = False  # client: the session's watchdog ended the wait for headers
+        self.awaiting_headers = False  # a task is parked in wait_headers
         self._lot = trio.lowlevel.ParkingLot()
         self._headers_event = trio.Event()
 
     # -- session side --------------------------------------------------------
 
     def wake(self) -> None:
-        self._lot.unpark_all()
+        lot = self._lot
+        if lot:  # about three calls per request; unpark_all on nobody costs ten Python calls
+            lot.unpark_all()
 
     def on_headers(self, headers: Headers, ended: bool) -> None:
         status = _status(headers)
@@ -132,7 +136,14 @@ class MessageChannel:
     async def wait_headers(self) -> Headers:
         """The response's headers; raises the stream's error, or
         :class:`HeadersTimedOut` if the session's watchdog ended the wait."""
-        await self._headers_event.wait()
+        self.awaiting_headers = True
+        try:
+            await self._headers_event.wait()
+        finally:
+            self.awaiting_headers = False
+        session = self.session
+        if session._ack_carrier is self:
+            session.place_acks()
         if self.headers is None:
             if self.error is not None:
                 raise self.error
@@ -226,7 +237,7 @@ class MessageChannel:
             h3.send_data(self.stream_id, body, end_stream=True)
             self.body_sent += len(body)
         if inline:
-            session.conn.flush_soon()
+            session.conn.flush_after_events()
         else:
             session.flush(now=True)
         return True
@@ -324,6 +335,10 @@ class H3Session:
         self._last_deadline = -math.inf
         self._watchdog_lot = trio.lowlevel.ParkingLot()
         self._watchdog_running = False
+        # Client: the request whose task, woken by its response's headers,
+        # writes the QPACK decoder's acknowledgements of them (place_acks).
+        self._ack_carrier: MessageChannel | None = None
+        self.h3.hold_decoder_acks = on_request is None
         self.closed_event = trio.Event()
         conn.divert_events(self._on_quic_event)
         # Events that arrived before we took over (the handshake's) are gone;
@@ -385,6 +400,37 @@ class H3Session:
     def _feed(self, event: Event) -> None:
         for h3_event in self.h3.handle_event(event, trio.current_time()):
             self._dispatch(h3_event)
+        if self.h3.decoder.pending:
+            self._acks_unless_carried()
+
+    def _acks_unless_carried(self) -> None:
+        """Held QPACK decoder acknowledgements (a client's): they wait for the
+        woken requester (see place_acks) while it is still to run; else they
+        are written now, as a server's are."""
+        carrier = self._ack_carrier
+        if carrier is None or carrier.stream_id not in self.channels:
+            self.place_acks()
+
+    def place_acks(self) -> None:
+        """Write the QPACK decoder's held acknowledgements to its stream.
+
+        RFC 9204 §4.4.1 wants a Section Acknowledgment for each field section
+        with a non-zero Required Insert Count -- a response whose fields the
+        server's encoder found in the dynamic table -- but sets no deadline.
+        A client holds them from the response's arrival until its requester
+        runs (``wait_headers``): they leave with that task's next request,
+        or with the ACK the connection owes for the response (sent within
+        max_ack_delay, RFC 9000 §13.2.1), whichever goes first. Sent at once,
+        they cost a datagram per sequential GET, and the server its receipt.
+        Only when no ACK is owed is a flush asked for.
+        """
+        self._ack_carrier = None
+        h3 = self.h3
+        if not h3.decoder.pending:
+            return
+        h3.flush_qpack()
+        if self.conn.core.spaces[Space.APPLICATION].ack_timer() is None:
+            self.flush()
 
     def _dispatch(self, event: H3Event) -> None:
         kind = type(event)
@@ -435,6 +481,8 @@ class H3Session:
             self._on_request(channel)
             return
         channel.on_headers(event.headers, event.stream_ended)
+        if self.h3.hold_decoder_acks and channel.awaiting_headers and channel.headers is not None:
+            self._ack_carrier = channel  # its task, woken now, writes the acknowledgements
 
     def _on_closed(self) -> None:
         message = "HTTP/3 connection closed"
@@ -487,14 +535,25 @@ class H3Session:
             self.conn.flush_soon()
 
     def consumed(self, stream_id: int, nbytes: int) -> None:
-        for h3_event in self.h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):
+        h3 = self.h3
+        for h3_event in h3.acknowledge_received_data(stream_id, nbytes, trio.current_time()):
             self._dispatch(h3_event)
-        if self.conn.core.streams.has_pending_frames():
-            self.flush()  # freed credit (or QPACK acknowledgements) to send
+        if h3.decoder.pending:
+            self._acks_unless_carried()
+        streams = self.conn.core.streams
+        if streams.has_pending_control() or (
+            not h3.hold_decoder_acks and streams.has_pending_frames()
+        ):
+            # Freed credit (or a server's QPACK acknowledgements) to send; a
+            # client's acknowledgements have their own rule (place_acks).
+            self.flush()
 
     def forget(self, stream_id: int) -> None:
+        carrier = self._ack_carrier
+        if carrier is not None and carrier.stream_id == stream_id:
+            self.place_acks()
         self.channels.pop(stream_id, None)
-        if not self.channels:
+        if not self.channels and self._idle_lot:
             self._idle_lot.unpark_all()
 
     # -- client side ------------------------------------------------------------

@@ -445,7 +445,10 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
             self._wake_ping()
             return
         sent = core.stats.packets_sent
-        self._answering_in_parts = core.handshake_confirmed and not core.streams.has_stream_data()
+        # Past the handshake, replies answered inline go in parts and at the
+        # end (_answer_after_events); a backlog queued before waits for the flusher.
+        answering = core.handshake_confirmed and not core.streams.has_stream_data()
+        self._answering_in_parts = answering
         try:
             self._process_events()
         finally:
@@ -461,6 +464,8 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
                 self._flush_soon()
             else:
                 self._flush()
+        elif answering and self._answer_after_events():
+            return
         elif not self._flush_pending and core.stats.packets_sent != sent:
             # A reply answered inline as its stream opened (serve_requests,
             # the RPC server) was flushed after these datagrams were read:
