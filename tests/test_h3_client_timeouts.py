@@ -1,10 +1,15 @@
 """The Client's per-request timeout on an open connection.
 
-A bodiless request on an open connection is timed by the connection's
-watchdog (one timer for every waiting request, in order of arrival) rather
-than by a cancel scope of its own; a request whose deadline would come
-before one already watched (the client's timeout was shortened) keeps a
-scope. Either way it raises RequestTimeout and cancels its stream.
+A bodiless request on an open connection is timed by the client's deadlines
+task (ghostwire.deadlines: one task for every waiting request, in any
+order) rather than by a cancel scope of its own. It raises RequestTimeout at
+its own deadline and cancels its stream.
+
+The tests on a MockClock (``clock``) run a real loopback server, by
+address (a name is looked up in a thread, which the clock does not wait
+for). The clock jumps once every task has waited 20 ms of real time (a
+datagram on loopback is in the peer's socket when sendto returns); the
+timeouts used (5-20 s of fake time) stay under the idle timeout.
 """
 
 from __future__ import annotations
@@ -26,12 +31,20 @@ async def handler(request: h3.Request) -> h3.Response:
     return h3.Response(200, content=b"ok")
 
 
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+def _client() -> h3.Client:
+    return h3.Client(client_config(alpn=["h3"], server_name="localhost"))
+
+
 def _waiting(client: h3.Client) -> int:
-    (session,) = client._sessions.values()
-    return len(session._deadlines)
+    return client._deadlines.live
 
 
-async def test_a_request_on_an_open_connection_times_out_by_the_watchdog() -> None:
+async def test_a_request_on_an_open_connection_times_out_by_the_deadlines_task() -> None:
     with trio.fail_after(PROMPTLY):
         async with h3_server(handler) as server, h3.Client(client_config(alpn=["h3"])) as client:
             base = f"https://localhost:{server.port}"
@@ -49,22 +62,68 @@ async def test_a_request_on_an_open_connection_times_out_by_the_watchdog() -> No
             assert _waiting(client) == 0
 
 
-async def test_a_shortened_timeout_still_applies_while_longer_ones_wait() -> None:
-    with trio.fail_after(PROMPTLY):
-        async with h3_server(handler) as server, h3.Client(client_config(alpn=["h3"])) as client:
-            base = f"https://localhost:{server.port}"
-            response = await client.get(f"{base}/")
+async def test_a_later_request_with_an_earlier_deadline_times_out_at_its_own(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with h3_server(handler) as server, _client() as client:
+        base = f"https://127.0.0.1:{server.port}"
+        response = await client.get(f"{base}/")  # connects
+        assert await response.read() == b"ok"
+        took: dict[str, float] = {}
+
+        async def never(name: str, seconds: float) -> None:
+            client.timeout = seconds  # (read as the request starts)
+            start = trio.current_time()
+            with pytest.raises(h3.RequestTimeout):
+                await client.get(f"{base}/never")
+            took[name] = trio.current_time() - start
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(never, "first", 20.0)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(never, "second", 5.0)  # registered later, due earlier
+            await trio.testing.wait_all_tasks_blocked()
+            assert _waiting(client) == 2  # both by the deadlines task, no scope
+        assert list(took) == ["second", "first"]
+        assert took == {"second": 5.0, "first": 20.0}  # each at its own deadline
+        assert _waiting(client) == 0
+
+
+async def test_an_answered_request_does_not_time_out_later(clock: trio.testing.MockClock) -> None:
+    async with h3_server(handler) as server, _client() as client:
+        base = f"https://127.0.0.1:{server.port}"
+        response = await client.get(f"{base}/")  # connects
+        assert await response.read() == b"ok"
+        client.timeout = 5.0
+        answered = await client.get(f"{base}/")  # watched, then done
+        assert await answered.read() == b"ok"
+        client.timeout = 10.0
+        start = trio.current_time()
+        with pytest.raises(h3.RequestTimeout):
+            await client.get(f"{base}/never")  # the clock passes the first's deadline
+        assert trio.current_time() - start == 10.0
+        assert not answered._channel.timed_out
+        assert _waiting(client) == 0 and client._deadlines.held == 0
+
+
+async def test_the_deadlines_task_starts_with_the_first_timed_request(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with h3_server(handler) as server:
+        async with _client() as client:
+            deadlines = client._deadlines
+            assert deadlines.available
+            running = [deadlines.running]
+            base = f"https://127.0.0.1:{server.port}"
+            response = await client.get(f"{base}/")  # connects: under a cancel scope
             assert await response.read() == b"ok"
-            async with trio.open_nursery() as nursery:
-                client.timeout = 60.0
-                nursery.start_soon(client.get, f"{base}/never")  # watched, 60 s
-                await trio.testing.wait_all_tasks_blocked()
-                assert _waiting(client) == 1
-                client.timeout = 0.2  # before the watched deadline: a scope of its own
-                with pytest.raises(h3.RequestTimeout):
-                    await client.get(f"{base}/never")
-                nursery.cancel_scope.cancel()
-            assert _waiting(client) == 0
+            running.append(deadlines.running)
+            response = await client.get(f"{base}/")  # on the open connection: watched
+            assert await response.read() == b"ok"
+            running.append(deadlines.running)
+        running.append(deadlines.running)  # ended with the client's nursery
+        assert running == [False, False, True, False]
+        assert not deadlines.available
 
 
 async def test_no_timeout_watches_nothing() -> None:
@@ -79,3 +138,4 @@ async def test_no_timeout_watches_nothing() -> None:
                     await client.get(f"{base}/never")
                 assert scope.cancelled_caught
                 assert _waiting(client) == 0
+                assert not client._deadlines.running
