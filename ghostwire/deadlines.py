@@ -17,8 +17,9 @@ scope made it fail.
 Deadlines come in any order: a heap, so a later wait with an earlier
 deadline is ended at its own deadline, and no earlier one is disturbed.
 Entries of waits that ended stay in the heap until their deadline comes up
-or until they outnumber the live ones (then the heap is rebuilt), so it
-holds at most about twice the waits in flight.
+or until the heap doubles its live entries of the last rebuild (then it is
+rebuilt without them), so it holds at most about twice the waits in flight
+(those of the last rebuild) and 64.
 
 The task runs in a nursery the owner attaches (:meth:`Deadlines.attach`: the
 RPC client's pool, the HTTP/3 client's), starts with the first watch (a
@@ -38,7 +39,7 @@ from typing import Any
 
 import trio
 
-# Rebuild the heap once finished entries exceed the live ones by this much.
+# Entries a heap may hold beyond twice its live ones (see Deadlines._rebuild_at).
 _SLACK = 64
 
 #: One wait's entry, from :meth:`Deadlines.watch` to :meth:`Deadlines.done`:
@@ -62,7 +63,10 @@ class Deadlines:
         self._name = name  # the task's
         self._heap: list[Watch] = []
         self._order = itertools.count()  # ties: first registered, first expired
-        self._live = 0
+        # Rebuild the heap past this many entries: twice the live ones at the
+        # last rebuild, and _SLACK. (No count of live waits kept on every
+        # watch and done: 0.49 -> 0.43 us per watch.)
+        self._rebuild_at = _SLACK
         self._sleep: trio.CancelScope | None = None  # run()'s wait for the earliest deadline
         # Its deadline (-inf while run() does not sleep): the scope's own is a
         # property of trio's, read on every watch (0.57 -> 0.49 us per watch).
@@ -81,8 +85,8 @@ class Deadlines:
 
     @property
     def live(self) -> int:
-        """Waits registered and not ended."""
-        return self._live
+        """Waits registered and not ended (counted: for tests and introspection)."""
+        return sum(1 for watch in self._heap if watch[2] is not _ENDED)
 
     @property
     def held(self) -> int:
@@ -97,12 +101,11 @@ class Deadlines:
             self._nursery.start_soon(self.run, name=self._name)
             self.running = True  # (it picks up this deadline as it starts)
         heap = self._heap
-        if len(heap) > 2 * self._live + _SLACK:
+        if len(heap) > self._rebuild_at:
             self._compact()
             heap = self._heap  # (rebuilt: a new list)
         watch = [deadline, next(self._order), target]
         heappush(heap, watch)
-        self._live += 1
         if deadline < self._wake_at:  # earlier than any other: wake run() for it
             self._wake_at = deadline
             self._sleep.deadline = deadline  # type: ignore[union-attr]
@@ -110,10 +113,8 @@ class Deadlines:
 
     def done(self, watch: Watch) -> None:
         """The wait ended (whether or not its deadline passed)."""
-        target = watch[2]
-        if target is not _ENDED and target is not _EXPIRED:
+        if watch[2] is not _EXPIRED:
             watch[2] = _ENDED  # (its entry may stay a while: not the target)
-            self._live -= 1
 
     @staticmethod
     def expired(watch: Watch) -> bool:
@@ -128,6 +129,7 @@ class Deadlines:
     def _compact(self) -> None:
         self._heap = [watch for watch in self._heap if watch[2] is not _ENDED]
         heapify(self._heap)
+        self._rebuild_at = 2 * len(self._heap) + _SLACK
 
     def _next_deadline(self) -> float:
         heap = self._heap
@@ -142,7 +144,6 @@ class Deadlines:
             target = watch[2]
             if target is not _ENDED:
                 watch[2] = _EXPIRED
-                self._live -= 1
                 self._on_expired(target)
 
     # KI-protected, as every background task of the clients: a Ctrl-C goes

@@ -67,7 +67,7 @@ async def test_expired_watch_is_marked_and_done_is_idempotent(
 
 async def test_ended_entries_do_not_pile_up() -> None:
     # Calls far from their deadlines ending one after another: the heap is
-    # rebuilt once the ended ones outnumber the live ones.
+    # rebuilt once it holds twice its live entries of the last rebuild and 64.
     deadlines = Deadlines(lambda target: None)
     async with _running(deadlines):
         start = trio.current_time()
@@ -152,7 +152,7 @@ async def test_the_wait_that_triggers_a_rebuild_still_expires(
         start = trio.current_time()
         for i in range(65):
             deadlines.done(deadlines.watch(start + 100, str(i)))
-        watch = deadlines.watch(start + 1, "rebuilt")  # 65 ended > 2 * 0 live + 64
+        watch = deadlines.watch(start + 1, "rebuilt")  # 65 entries > 2 * 0 + 64
         assert deadlines.held == 1
         await trio.sleep(2)
         assert expired == ["rebuilt"] and Deadlines.expired(watch)
