@@ -5,7 +5,7 @@ task (ghostwire.deadlines: one task for every waiting request, in any
 order) rather than by a cancel scope of its own. It raises RequestTimeout at
 its own deadline and cancels its stream.
 
-The tests on a MockClock (``clock``) run a real loopback server, by
+The tests run on a MockClock (``clock``) against a real loopback server, by
 address (a name is looked up in a thread, which the clock does not wait
 for). The clock jumps once every task has waited 20 ms of real time (a
 datagram on loopback is in the peer's socket when sendto returns); the
@@ -14,6 +14,9 @@ timeouts used (5-20 s of fake time) stay under the idle timeout.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -21,8 +24,6 @@ from h3_server import h3_server
 from quic_pair import client_config
 
 import ghostwire.http3 as h3
-
-PROMPTLY = 10.0  # a guard against a hang, far above the timeouts used
 
 
 async def handler(request: h3.Request) -> h3.Response:
@@ -36,39 +37,45 @@ def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.02)
 
 
-def _client() -> h3.Client:
-    return h3.Client(client_config(alpn=["h3"], server_name="localhost"))
+@asynccontextmanager
+async def _connected(limit: float | None = 30.0) -> AsyncIterator[tuple[h3.Client, str]]:
+    """A client (its timeout: ``limit``) and the loopback server's base URL,
+    its connection open (its first request, which connects, answered)."""
+    config = client_config(alpn=["h3"], server_name="localhost")
+    async with h3_server(handler) as server:
+        async with h3.Client(config, timeout=limit) as client:
+            base = f"https://127.0.0.1:{server.port}"
+            response = await client.get(f"{base}/")
+            assert await response.read() == b"ok"
+            yield client, base
 
 
 def _waiting(client: h3.Client) -> int:
     return client._deadlines.live
 
 
-async def test_a_request_on_an_open_connection_times_out_by_the_deadlines_task() -> None:
-    with trio.fail_after(PROMPTLY):
-        async with h3_server(handler) as server, h3.Client(client_config(alpn=["h3"])) as client:
-            base = f"https://localhost:{server.port}"
-            response = await client.get(f"{base}/")  # connects
+async def test_a_request_on_an_open_connection_times_out_by_the_deadlines_task(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with _connected() as (client, base):
+        client.timeout = 5.0
+        start = trio.current_time()
+        with pytest.raises(h3.RequestTimeout) as info:
+            await client.get(f"{base}/never")
+        assert trio.current_time() - start == 5.0
+        assert isinstance(info.value.__cause__, trio.TooSlowError)
+        assert _waiting(client) == 0
+        # The connection goes on; answered requests leave nothing watched.
+        for _ in range(3):
+            response = await client.get(f"{base}/")
             assert await response.read() == b"ok"
-            client.timeout = 0.2
-            with pytest.raises(h3.RequestTimeout) as info:
-                await client.get(f"{base}/never")
-            assert isinstance(info.value.__cause__, trio.TooSlowError)
-            assert _waiting(client) == 0
-            # The connection goes on; answered requests leave nothing watched.
-            for _ in range(3):
-                response = await client.get(f"{base}/")
-                assert await response.read() == b"ok"
-            assert _waiting(client) == 0
+        assert _waiting(client) == 0
 
 
 async def test_a_later_request_with_an_earlier_deadline_times_out_at_its_own(
     clock: trio.testing.MockClock,
 ) -> None:
-    async with h3_server(handler) as server, _client() as client:
-        base = f"https://127.0.0.1:{server.port}"
-        response = await client.get(f"{base}/")  # connects
-        assert await response.read() == b"ok"
+    async with _connected() as (client, base):
         took: dict[str, float] = {}
 
         async def never(name: str, seconds: float) -> None:
@@ -90,10 +97,7 @@ async def test_a_later_request_with_an_earlier_deadline_times_out_at_its_own(
 
 
 async def test_an_answered_request_does_not_time_out_later(clock: trio.testing.MockClock) -> None:
-    async with h3_server(handler) as server, _client() as client:
-        base = f"https://127.0.0.1:{server.port}"
-        response = await client.get(f"{base}/")  # connects
-        assert await response.read() == b"ok"
+    async with _connected() as (client, base):
         client.timeout = 5.0
         answered = await client.get(f"{base}/")  # watched, then done
         assert await answered.read() == b"ok"
@@ -109,33 +113,25 @@ async def test_an_answered_request_does_not_time_out_later(clock: trio.testing.M
 async def test_the_deadlines_task_starts_with_the_first_timed_request(
     clock: trio.testing.MockClock,
 ) -> None:
-    async with h3_server(handler) as server:
-        async with _client() as client:
-            deadlines = client._deadlines
-            assert deadlines.available
-            running = [deadlines.running]
-            base = f"https://127.0.0.1:{server.port}"
-            response = await client.get(f"{base}/")  # connects: under a cancel scope
-            assert await response.read() == b"ok"
-            running.append(deadlines.running)
-            response = await client.get(f"{base}/")  # on the open connection: watched
-            assert await response.read() == b"ok"
-            running.append(deadlines.running)
-        running.append(deadlines.running)  # ended with the client's nursery
-        assert running == [False, False, True, False]
-        assert not deadlines.available
+    async with _connected() as (client, base):
+        deadlines = client._deadlines
+        assert deadlines.available
+        running = [deadlines.running]  # the request that connected had a cancel scope
+        response = await client.get(f"{base}/")  # on the open connection: watched
+        assert await response.read() == b"ok"
+        running.append(deadlines.running)
+    running.append(deadlines.running)  # ended with the client's nursery
+    assert running == [False, True, False]
+    assert not deadlines.available
 
 
-async def test_no_timeout_watches_nothing() -> None:
-    with trio.fail_after(PROMPTLY):
-        async with h3_server(handler) as server:
-            async with h3.Client(client_config(alpn=["h3"]), timeout=None) as client:
-                base = f"https://localhost:{server.port}"
-                for _ in range(3):
-                    response = await client.get(f"{base}/")
-                    assert await response.read() == b"ok"
-                with trio.move_on_after(0.2) as scope:
-                    await client.get(f"{base}/never")
-                assert scope.cancelled_caught
-                assert _waiting(client) == 0
-                assert not client._deadlines.running
+async def test_no_timeout_watches_nothing(clock: trio.testing.MockClock) -> None:
+    async with _connected(limit=None) as (client, base):
+        for _ in range(3):
+            response = await client.get(f"{base}/")
+            assert await response.read() == b"ok"
+        with trio.move_on_after(5.0) as scope:  # the caller's own scope
+            await client.get(f"{base}/never")
+        assert scope.cancelled_caught
+        assert _waiting(client) == 0
+        assert not client._deadlines.running
