@@ -60,7 +60,7 @@ from .wire import (
 CLOSE_TIMEOUT = 5.0
 
 if TYPE_CHECKING:
-    from .deadlines import CallDeadlines
+    from ..deadlines import Deadlines
     from .pool import Pool
     from .resilience import ClientSnapshot, ConnectivityState
     from .resilient import ResilientSubscription
@@ -95,7 +95,7 @@ def _deadline_exceeded(method: str) -> RpcError:
 
 
 def abort_at_deadline(stream: quic.QuicStream) -> None:
-    """:class:`~.deadlines.CallDeadlines`' ``on_expired`` for unary calls:
+    """:class:`~ghostwire.deadlines.Deadlines`' ``on_expired`` for unary calls:
     abort the call's stream with the deadline's code (this wakes its task)."""
     _abort(stream, -math.inf)
 
@@ -287,7 +287,7 @@ class RpcConnection:
         deadline: float,
         own_deadline: float,
         metadata: Mapping[str, str | bytes] | None,
-        deadlines: CallDeadlines | None = None,
+        deadlines: Deadlines | None = None,
     ) -> Any:
         """:meth:`call` with its deadlines worked out (by the pool, once per
         call): ``deadline`` bounds the call (it travels to the server);
@@ -319,7 +319,7 @@ class RpcConnection:
         deadline: float,
         own_deadline: float,
         metadata: Mapping[str, str | bytes] | None,
-        deadlines: CallDeadlines | None = None,
+        deadlines: Deadlines | None = None,
     ) -> Any:
         timeout = None if deadline == math.inf else deadline - trio.current_time()
         request = encode_request(method, args, kwargs, timeout=timeout, metadata=metadata)
@@ -327,7 +327,7 @@ class RpcConnection:
             return await self._unary(request, deadline)
         if deadlines is not None and deadlines.available and timeout is not None and timeout > 0:
             # The usual timed call: a stream free now, and from there only
-            # the reply to wait for (see .deadlines). (deadline is
+            # the reply to wait for (see ghostwire.deadlines). (deadline is
             # own_deadline here: the earlier of the two. One already past
             # goes to the cancel scope: it ends the call before it is sent.)
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -343,7 +343,7 @@ class RpcConnection:
         request: bytes,
         deadline: float,
         stream: quic.QuicStream | None = None,
-        deadlines: CallDeadlines | None = None,
+        deadlines: Deadlines | None = None,
         method: str = "",
     ) -> Any:
         """One unary call; ``stream``: already opened for it (after the
@@ -377,7 +377,8 @@ class RpcConnection:
         except _GONE as exc:
             _abort(stream)
             close_now(stream)
-            if watch is not None and watch.expired:  # aborted at its deadline
+            if watch is not None and deadlines.expired(watch):  # type: ignore[union-attr]
+                # aborted at its deadline
                 raise _deadline_exceeded(method) from None
             raise _unavailable(exc) from None
         except BaseException:

@@ -37,9 +37,9 @@ from typing import Any
 
 import trio
 
+from ..deadlines import Deadlines
 from .bidi import BidiStream
 from .client import CallNotStarted, RpcConnection, abort_at_deadline
-from .deadlines import CallDeadlines
 from .links import Link
 from .resilience import (
     AttemptFailure,
@@ -105,7 +105,7 @@ class Pool:
         # The run's clock, read three times per call: trio.current_time()
         # reaches the same clock through two more calls (~55 ns). Set by run().
         self._clock_time: Callable[[], float] = trio.current_time
-        self.deadlines = CallDeadlines(abort_at_deadline)  # calls' timeout=, run by run()
+        self.deadlines = Deadlines(abort_at_deadline, "rpc call deadlines")  # calls' timeout=
         self.supervisors: dict[str, EndpointSupervisor] = {}
         for address in addresses:
             record = self.metrics_record.endpoint(address)

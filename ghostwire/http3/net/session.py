@@ -18,7 +18,6 @@ Back-pressure, both ways:
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 
@@ -62,7 +61,8 @@ class HttpStreamError(StreamReset, HttpError):
 
 
 class HeadersTimedOut(Exception):
-    """A request's deadline (``H3Session.watch``) passed before its response's headers."""
+    """A request's deadline passed before its response's headers
+    (:meth:`MessageChannel.time_out`, called by the client's deadlines)."""
 
 
 def _code_name(code: int) -> str:
@@ -88,7 +88,7 @@ class MessageChannel:
         self.response_started = False  # server side: the application began its response
         self.body_sent = 0  # body bytes handed to QUIC (send_data)
         self.unsent: int | None = None  # bytes still unacknowledged when the stream was aborted
-        self.timed_out = False  # client: the session's watchdog ended the wait for headers
+        self.timed_out = False  # client: its deadline ended the wait for headers
         self.awaiting_headers = False  # a task is parked in wait_headers
         self._lot = trio.lowlevel.ParkingLot()
         self._headers_event = trio.Event()
@@ -130,12 +130,14 @@ class MessageChannel:
     # -- task side -----------------------------------------------------------
 
     def time_out(self) -> None:
+        """End the wait for headers: the request's deadline passed (the
+        ``on_expired`` of the client's :class:`~ghostwire.deadlines.Deadlines`)."""
         self.timed_out = True
         self._headers_event.set()
 
     async def wait_headers(self) -> Headers:
         """The response's headers; raises the stream's error, or
-        :class:`HeadersTimedOut` if the session's watchdog ended the wait."""
+        :class:`HeadersTimedOut` if its deadline ended the wait (:meth:`time_out`)."""
         self.awaiting_headers = True
         try:
             await self._headers_event.wait()
@@ -329,12 +331,6 @@ class H3Session:
         self._idle_lot = trio.lowlevel.ParkingLot()  # woken when no request is left
         self._unacknowledged: set[int] = set()  # finished responses not yet acknowledged
         self._draining = False
-        # Client: requests waiting for their response's headers, with their
-        # deadlines, oldest first (see watch).
-        self._deadlines: dict[MessageChannel, float] = {}
-        self._last_deadline = -math.inf
-        self._watchdog_lot = trio.lowlevel.ParkingLot()
-        self._watchdog_running = False
         # Client: the request whose task, woken by its response's headers,
         # writes the QPACK decoder's acknowledgements of them (place_acks).
         self._ack_carrier: MessageChannel | None = None
@@ -587,46 +583,6 @@ class H3Session:
         channel = MessageChannel(self, stream_id)
         self.channels[stream_id] = channel
         return channel
-
-    # -- request deadlines (client side) ------------------------------------------
-
-    def watch(self, channel: MessageChannel, deadline: float) -> bool:
-        """Time out ``channel``'s wait for headers at ``deadline`` with the
-        session's watchdog (:meth:`run_watchdog`) instead of a cancel scope
-        of its own, which costs several microseconds per request; False when
-        it cannot: no watchdog runs, or ``deadline`` comes before one already
-        watched (the watchdog keeps them in order of arrival, which a client's
-        fixed timeout makes the order of their deadlines)."""
-        if deadline == math.inf:
-            return True
-        if not self._watchdog_running or deadline < self._last_deadline:
-            return False
-        if not self._deadlines:
-            self._watchdog_lot.unpark_all()
-        self._deadlines[channel] = deadline
-        self._last_deadline = deadline
-        return True
-
-    def unwatch(self, channel: MessageChannel) -> None:
-        self._deadlines.pop(channel, None)
-
-    async def run_watchdog(self) -> None:
-        """Time out the watched requests whose deadline passed (until cancelled)."""
-        self._watchdog_running = True
-        try:
-            while True:
-                if not self._deadlines:
-                    await self._watchdog_lot.park()
-                    continue
-                channel, deadline = next(iter(self._deadlines.items()))
-                if trio.current_time() < deadline:
-                    # Later requests have later deadlines: the oldest is the next.
-                    await trio.sleep_until(deadline)
-                    continue
-                del self._deadlines[channel]
-                channel.time_out()
-        finally:
-            self._watchdog_running = False
 
     # -- shutting down ------------------------------------------------------------
 
