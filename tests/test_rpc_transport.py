@@ -32,18 +32,25 @@ async def echo_or_wait(ctx: rpc.Context, body: bytes, wait: bool = False) -> byt
 
 class _Steps(trio.abc.Instrument):
     """Counts the steps (resumptions) of the server's per-call tasks spawned
-    while it is installed (a task begun before would show only its last steps)."""
+    and ended while it is installed (a task begun before would show only its
+    last steps; one still running, such as the client's health watch, which
+    may reach the server after the warm-up call, is not one of the calls)."""
 
     def __init__(self) -> None:
+        self._running: dict[Any, int] = {}
         self.steps: dict[Any, int] = {}
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         if task.name.endswith("serve_call"):  # the task a call runs in
-            self.steps[task] = 0
+            self._running[task] = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task in self.steps:
-            self.steps[task] += 1
+        if task in self._running:
+            self._running[task] += 1
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        if task in self._running:
+            self.steps[task] = self._running.pop(task)
 
 
 async def _count_call_tasks(method: str) -> _Steps:
