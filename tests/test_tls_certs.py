@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from test_tls_support import (
     ca,
     client_cert,
@@ -375,3 +376,20 @@ def test_failed_verifications_are_not_remembered_and_the_remembered_are_bounded(
         verify_server_certificate(cert.chain, "localhost", TrustStore([ca().certificate]))
         assert len(remembered) <= verify_module._VERIFIED_MAX
     assert remembered
+
+
+def test_a_server_presenting_a_remembered_chain_must_still_hold_its_key() -> None:
+    # The chain verified once is remembered; the server's CertificateVerify
+    # is still checked against its leaf: an impostor replaying the chain
+    # with a key of its own fails (RFC 8446 §4.4.3: decrypt_error).
+    from ghostwire.quic.tls import verify as verify_module
+
+    assert drive(make_pair()).client.complete
+    chain = server_settings().certificate_chain
+    key = (id(trust_store()), "localhost", tuple(c.public_bytes(Encoding.DER) for c in chain))
+    assert key in verify_module._VERIFIED
+    impostor = server_settings()
+    impostor.private_key = ca().issue(["localhost"]).private_key  # not the leaf's
+    with pytest.raises(TlsAlert) as error:
+        drive(make_pair(server=impostor))
+    assert error.value.alert == A.DECRYPT_ERROR
