@@ -407,7 +407,7 @@ def test_aioquic_opens_our_packets_and_we_open_theirs(suite: CipherSuite, versio
             assert (plain_payload, decoded_pn) == (payload, pn)
 
 
-def _derived(keys: PacketKeys) -> bool:
+def _derived(keys: object) -> bool:
     """Whether the AEAD context exists yet (without asking __getattr__ to make it)."""
     try:
         object.__getattribute__(keys, "_aead")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from quic_pair import CLIENT_ADDR, SERVER_ADDR, client_config, handshake, make_pair, server_config
+from test_crypto import _derived
 
 from ghostwire.quic.cid import LocalConnectionIds
 from ghostwire.quic.demux import Demux
@@ -76,14 +77,6 @@ def test_a_server_demux_makes_its_keys_at_once_in_order() -> None:
     assert AddressTokenMinter(b"\x0b" * 32).validate_retry_token(
         token, ("127.0.0.1", 4000), 1.0
     ) == (b"\x02" * 8, b"\x03" * 8)
-
-
-def _derived(keys: object) -> bool:
-    try:
-        object.__getattribute__(keys, "_aead")
-    except AttributeError:
-        return False
-    return True
 
 
 def test_keys_first_used_after_the_flight_are_derived_then() -> None:

@@ -9,34 +9,19 @@ and draining periods pass without waiting).
 
 from __future__ import annotations
 
-from collections import Counter
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
 from quic_pair import client_config, server_config
+from test_perf_task_steps import HOST, _Steps
 
 import ghostwire.quic as quic
 from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.net.connection import Connection
 
-HOST = "127.0.0.1"
 CONNECTS = 5
-
-
-class _Steps(trio.abc.Instrument):
-    """Steps and spawns of every task, by the name of its function."""
-
-    def __init__(self) -> None:
-        self.steps: Counter[str] = Counter()
-        self.spawned: Counter[str] = Counter()
-
-    def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        self.spawned[task.name.rsplit(".", 1)[-1]] += 1
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps[task.name.rsplit(".", 1)[-1]] += 1
 
 
 async def _answer(request: bytes) -> bytes:

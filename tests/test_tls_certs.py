@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from test_tls_support import (
     ca,
     client_cert,
@@ -332,3 +333,63 @@ def test_a_verified_server_chain_is_remembered_only_for_the_same_inputs(
     builds.clear()
     verify_server_certificate(cert.chain, "localhost", TrustStore([ca().certificate]))
     assert builds
+
+
+def test_a_remembered_chain_lapses_with_its_intermediate() -> None:
+    # A remembered verdict holds while every certificate of the built path is
+    # valid, not the leaf alone: past the intermediate's end, the same chain
+    # verifies from scratch and fails.
+    now = datetime.now(UTC)
+    intermediate = ca().issue_intermediate(
+        "short intermediate", not_before=now - timedelta(days=1), not_after=now + timedelta(days=5)
+    )
+    cert = intermediate.issue(["localhost"], not_after=now + timedelta(days=30))
+    store = trust_store()
+    verify_server_certificate(cert.chain, "localhost", store, now=now)
+    verify_server_certificate(cert.chain, "localhost", store, now=now + timedelta(days=4))
+    with pytest.raises(CertificateVerificationError) as error:
+        verify_server_certificate(cert.chain, "localhost", store, now=now + timedelta(days=6))
+    assert error.value.alert == A.CERTIFICATE_EXPIRED
+    assert "short intermediate" in error.value.reason
+
+
+def test_failed_verifications_are_not_remembered_and_the_remembered_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ghostwire.quic.tls import verify as verify_module
+
+    remembered: dict[object, object] = {}
+    monkeypatch.setattr(verify_module, "_VERIFIED", remembered)
+    cert = ca().issue(["localhost"], not_after=datetime.now(UTC) + timedelta(days=30))
+    store = trust_store()
+    later = datetime.now(UTC) + timedelta(days=31)
+    for _ in range(2):
+        with pytest.raises(CertificateVerificationError):
+            verify_server_certificate(cert.chain, "other.test", store)
+        with pytest.raises(CertificateVerificationError):
+            verify_server_certificate(cert.chain, "localhost", store, now=later)
+        with pytest.raises(CertificateVerificationError):
+            verify_server_certificate(cert.chain, "localhost", TrustStore([other_ca().certificate]))
+    assert remembered == {}
+    # One entry per trust store object: never more than _VERIFIED_MAX held.
+    for _ in range(verify_module._VERIFIED_MAX + 5):
+        verify_server_certificate(cert.chain, "localhost", TrustStore([ca().certificate]))
+        assert len(remembered) <= verify_module._VERIFIED_MAX
+    assert remembered
+
+
+def test_a_server_presenting_a_remembered_chain_must_still_hold_its_key() -> None:
+    # The chain verified once is remembered; the server's CertificateVerify
+    # is still checked against its leaf: an impostor replaying the chain
+    # with a key of its own fails (RFC 8446 §4.4.3: decrypt_error).
+    from ghostwire.quic.tls import verify as verify_module
+
+    assert drive(make_pair()).client.complete
+    chain = server_settings().certificate_chain
+    key = (id(trust_store()), "localhost", tuple(c.public_bytes(Encoding.DER) for c in chain))
+    assert key in verify_module._VERIFIED
+    impostor = server_settings()
+    impostor.private_key = ca().issue(["localhost"]).private_key  # not the leaf's
+    with pytest.raises(TlsAlert) as error:
+        drive(make_pair(server=impostor))
+    assert error.value.alert == A.DECRYPT_ERROR
