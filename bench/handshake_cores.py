@@ -31,6 +31,7 @@ import pstats
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,20 @@ def _gw_run(
         if not client.handshake_complete or not server.handshake_complete:
             raise RuntimeError("ghostwire: handshake did not complete")
         resumed = resumed and (i == 0 or bool(client.resumed))  # the first has no ticket
+        _make_wanted_key_shares(meter)
     return resumed
+
+
+def _make_wanted_key_shares(meter: _Meter) -> None:
+    """What the trio shell does once idle after a handshake: make the key
+    pairs the cores asked for ahead of the next one, each counted on its
+    side (off the critical path, so outside the legs)."""
+    from ghostwire.quic.tls import key_exchange
+
+    while key_exchange.key_shares_wanted():
+        group, client = key_exchange._WANTED.pop()
+        side = "client" if client else "server"
+        meter.call(side, partial(key_exchange.prepare_key_share, group, client=client))
 
 
 # -- aioquic ------------------------------------------------------------------------

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from quic_pair import CLIENT_ADDR, SERVER_ADDR, client_config, handshake, make_pair, server_config
 from test_crypto import _derived
 
+import ghostwire.quic as quic
 from ghostwire.quic.cid import LocalConnectionIds
+from ghostwire.quic.connection import QuicConnection
 from ghostwire.quic.demux import Demux
 from ghostwire.quic.recovery import Space
 from ghostwire.quic.tls import MemoryTicketStore, key_exchange
@@ -121,12 +127,10 @@ def test_a_prepared_key_share_is_taken_once_by_its_side_and_process(
     assert key_exchange._READY == {}
 
 
-def test_a_finished_handshake_prepares_the_next_ones_key_pairs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The server at the client's Finished, the client given a ticket: the
-    # next connect generates no key pair on its way (its critical path).
+def _counting_generations(monkeypatch: pytest.MonkeyPatch) -> list[Group]:
+    """The key pairs generated from now on (none prepared, none wanted)."""
     monkeypatch.setattr(key_exchange, "_READY", {})
+    monkeypatch.setattr(key_exchange, "_WANTED", set())
     made: list[Group] = []
     generate = key_exchange._generate
 
@@ -135,14 +139,80 @@ def test_a_finished_handshake_prepares_the_next_ones_key_pairs(
         return generate(group)
 
     monkeypatch.setattr(key_exchange, "_generate", counting)
+    return made
+
+
+def test_a_finished_handshake_asks_for_the_next_ones_key_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server at the client's Finished, the client given a ticket: each
+    # asks for the next connect's key pair, which is made later (by the
+    # shell, when idle), so the next connect generates none on its way (its
+    # critical path) and the datagram that ended this one generated none.
+    made = _counting_generations(monkeypatch)
     server = server_config()
     store = MemoryTicketStore()
     first = handshake(make_pair(client_config(session_tickets=store), server))
     assert first.client.handshake_complete and first.client.handshake_confirmed
-    assert made == [Group.X25519] * 4  # two for the handshake, one ahead per side
+    assert made == [Group.X25519] * 2  # the handshake's own, none ahead yet
+    wanted = key_exchange._WANTED
+    assert wanted == {(Group.X25519, True), (Group.X25519, False)}
+    key_exchange.make_wanted_key_shares()
+    assert made == [Group.X25519] * 4 and not key_exchange.key_shares_wanted()
     made.clear()
     second = make_pair(client_config(session_tickets=store), server)  # connect(): ClientHello
     assert made == []
     handshake(second)
     assert second.client.resumed
-    assert made == [Group.X25519] * 2  # only the pairs made ahead for a third
+    assert made == []  # both sides took the pairs made ahead
+    assert key_exchange.key_shares_wanted()  # and ask for a third's
+
+
+async def test_the_shell_makes_the_wanted_key_pairs_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over loopback: once a connect is over and nothing else waits to run,
+    both sides' next key pairs are ready; none was made while a datagram was
+    processed (the one that ended the handshake carries the first request
+    or reply too)."""
+    made = _counting_generations(monkeypatch)
+    in_datagram = False
+    generated_in_datagram: list[Group] = []
+    generate = key_exchange._generate
+
+    def watching(group: Group) -> object:
+        if in_datagram:
+            generated_in_datagram.append(group)
+        return generate(group)
+
+    monkeypatch.setattr(key_exchange, "_generate", watching)
+    receive_datagram = QuicConnection.receive_datagram
+
+    def receiving(self: QuicConnection, *args: Any) -> None:
+        nonlocal in_datagram
+        in_datagram = True
+        try:
+            receive_datagram(self, *args)
+        finally:
+            in_datagram = False
+
+    monkeypatch.setattr(QuicConnection, "receive_datagram", receiving)
+
+    async def handler(conn: quic.Connection) -> None:
+        await trio.sleep_forever()
+
+    store = MemoryTicketStore()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(quic.serve, host="127.0.0.1"), handler, 0, server_config()
+            )
+            async with quic.connect("127.0.0.1", server.port, client_config(session_tickets=store)):
+                await trio.testing.wait_all_tasks_blocked()
+                ready = {key for key, pairs in key_exchange._READY.items() if pairs}
+            nursery.cancel_scope.cancel()
+    assert ready == {(Group.X25519, True), (Group.X25519, False)}
+    assert made == [Group.X25519] * 4  # this connect's two, and two ahead
+    # Only the server's own pair for this connect was made as a datagram
+    # (the ClientHello) was processed; the two ahead were not.
+    assert generated_in_datagram == [Group.X25519]

@@ -33,6 +33,7 @@ from ..demux import Demux
 from ..pmtud import BASE_PLPMTU
 from .gso import GSO_AVAILABLE, GsoUnsupported, enable_gro, receive, run_length, send_segments
 from .icmp import enable_icmp_errors, is_refusal, read_errors, same_address
+from .scheduling import make_key_shares_if_idle
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -168,6 +169,7 @@ class Endpoint:
         sock = self.socket
         view = self._recv_view
         while True:
+            make_key_shares_if_idle()
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
             budget = MAX_DRAIN

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..tls.key_exchange import key_shares_wanted, make_wanted_key_shares
+
 if TYPE_CHECKING:
     from ..connection import QuicConnection
     from .stream import AnyStream
@@ -27,6 +29,16 @@ MAX_FLUSH_DEFERRALS = 8
 # overlap instead of taking turns with one batch of replies (64 calls in
 # flight: about 1.5x the calls/s, h3rps about 2x; bench/RESULTS.md).
 PIPELINE_EVENTS = 16
+
+
+def make_key_shares_if_idle() -> None:
+    """Make the key pairs asked for ahead of later handshakes
+    (``want_key_share``: a handshake just ended) once no other task waits to
+    run: never ahead of a reply, a flight or a request that the datagram
+    ending the handshake brought. Called by the receive loop and the
+    flushers as they park; a pair still wanted then waits for the next."""
+    if key_shares_wanted() and not trio.lowlevel.current_statistics().tasks_runnable:
+        make_wanted_key_shares()
 
 
 class FlushScheduler:
@@ -168,6 +180,7 @@ class FlushScheduler:
                                 self._flush()
                         except Exception as exc:
                             self._fail(exc)
+                    make_key_shares_if_idle()
                     await self._wait_flush_request()
             self._timer_scope = None
             try:

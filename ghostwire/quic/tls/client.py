@@ -57,7 +57,7 @@ from .extensions import (
     encode_signature_algorithms,
     encode_supported_groups,
 )
-from .key_exchange import Group, KeyShare, prepare_key_share
+from .key_exchange import Group, KeyShare, want_key_share
 from .key_schedule import KeySchedule
 from .keylog import (
     CLIENT_EARLY,
@@ -455,8 +455,8 @@ class ClientHandshake(HandshakeEngine):
                 transport_parameters=self.peer_transport_parameters or b"",
             )
         )
-        # A ticket: a resumed connect will follow. Its key pair now, off its path.
-        prepare_key_share(self.settings.groups[0], client=True)
+        # A ticket: a resumed connect will follow. Its key pair ahead, off its path.
+        want_key_share(self.settings.groups[0], client=True)
 
 
 def _empty_certificate(context: bytes) -> bytes:

@@ -5,8 +5,10 @@ sends ``public_bytes`` and feeds the peer's share to :meth:`KeyShare.exchange`
 to get the shared secret that enters the key schedule. Peer shares are
 validated as RFC 8446 §4.2.8.2 and §7.4 require; a bad share is an
 illegal_parameter alert. Private keys come from ``cryptography`` (the OS
-random source); they never leave this object. :func:`prepare_key_share`
-makes the pair of a later handshake ahead of it, off that handshake's path.
+random source); they never leave this object. :func:`want_key_share` asks
+for the pair of a later handshake ahead of it, off that handshake's path;
+the trio shell makes it (:func:`make_wanted_key_shares`) once nothing else
+waits to run.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ _PrivateKey = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 # keeps one for each side's next handshake.
 _READY: dict[tuple[Group, bool], list[tuple[int, _PrivateKey, bytes]]] = {}
 _READY_MAX = 1
+# Pairs asked for with want_key_share, not made yet.
+_WANTED: set[tuple[Group, bool]] = set()
+
+
+def _forget_prepared() -> None:
+    # The parent and every child would hold the same keys.
+    _READY.clear()
+    _WANTED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_prepared)
 
 
 def _generate(group: Group) -> tuple[_PrivateKey, bytes]:
@@ -58,16 +72,38 @@ def _generate(group: Group) -> tuple[_PrivateKey, bytes]:
     )
 
 
-def prepare_key_share(group: Group, *, client: bool) -> None:
-    """Make the key pair of a later handshake in ``group`` now.
+def want_key_share(group: Group, *, client: bool) -> None:
+    """Ask for the key pair of a later handshake in ``group``.
 
     Called once a handshake is over (a server at the client's Finished, a
     client given a ticket): the next connect then skips the key generation
-    (an X25519 key is ~470 K instructions, 40-60 us) on its critical path.
-    The work is the same, done earlier. Each pair is still used by one
-    handshake only (it is removed when taken), and a pair made in another
-    process (before a fork) is never used.
+    (an X25519 key is ~470 K instructions, 35-60 us) on its critical path.
+    The pair is not made here, on the path of the datagram that ended the
+    handshake (and of the first request or reply that came with it), but by
+    :func:`make_wanted_key_shares`, which the trio shell calls once nothing
+    else waits to run. The work is the same, done earlier; without that call
+    the next handshake makes its pair as it always did.
     """
+    if len(_READY.get((group, client), ())) < _READY_MAX:
+        _WANTED.add((group, client))
+
+
+def key_shares_wanted() -> bool:
+    """Whether :func:`want_key_share` asked for pairs not made yet."""
+    return bool(_WANTED)
+
+
+def make_wanted_key_shares() -> None:
+    """Make the pairs :func:`want_key_share` asked for."""
+    while _WANTED:
+        group, client = _WANTED.pop()
+        prepare_key_share(group, client=client)
+
+
+def prepare_key_share(group: Group, *, client: bool) -> None:
+    """Make the key pair of a later handshake in ``group`` now. Each pair is
+    used by one handshake only (it is removed when taken), and a pair made in
+    another process (before a fork) is never used."""
     ready = _READY.setdefault((group, client), [])
     if len(ready) < _READY_MAX:
         ready.append((os.getpid(), *_generate(group)))
@@ -77,17 +113,21 @@ def _take_ready(group: Group, client: bool) -> tuple[_PrivateKey, bytes] | None:
     ready = _READY.get((group, client))
     if not ready:
         return None
-    pid, private, public = ready.pop()
+    try:
+        pid, private, public = ready.pop()
+    except IndexError:  # taken by another thread since the check
+        return None
     if pid != os.getpid():
-        # Made before a fork: the parent and every child hold the same keys.
-        _READY.clear()
+        # Made before a fork (and the fork hook did not run: os.fork is not
+        # the only way): the parent and every child hold the same keys.
+        _forget_prepared()
         return None
     return private, public
 
 
 class KeyShare:
-    """Our ephemeral key pair for one group (one made ahead by
-    :func:`prepare_key_share` when there is one, else a new one)."""
+    """Our ephemeral key pair for one group (one made ahead, see
+    :func:`want_key_share`, when there is one, else a new one)."""
 
     __slots__ = ("_private", "group", "public_bytes")
 

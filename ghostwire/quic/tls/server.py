@@ -59,7 +59,7 @@ from .extensions import (
     encode_server_key_share,
     encode_signature_algorithms,
 )
-from .key_exchange import Group, KeyShare, prepare_key_share
+from .key_exchange import Group, KeyShare, want_key_share
 from .keylog import (
     CLIENT_EARLY,
     CLIENT_HANDSHAKE,
@@ -453,9 +453,9 @@ class ServerHandshake(HandshakeEngine):
         if self.settings.ticket_issuer is not None and PSK_DHE_KE in self._psk_modes:
             self._send_new_session_ticket()
         if self.group is not None:
-            # The client's connect is over: the next handshake's key pair now,
-            # off that one's path from ClientHello to flight.
-            prepare_key_share(self.group, client=False)
+            # The client's connect is over: the next handshake's key pair
+            # ahead, off that one's path from ClientHello to flight.
+            want_key_share(self.group, client=False)
 
     def _send_new_session_ticket(self) -> None:
         """One ticket after the handshake (RFC 8446 §4.6.1), at the 1-RTT level."""
