@@ -15,6 +15,7 @@ from functools import partial
 
 import trio
 import trio.testing
+from endpoint_sends import recording_sends
 from quic_pair import client_config, server_config
 
 import ghostwire.http3 as h3
@@ -100,10 +101,10 @@ async def test_concurrent_requests_and_their_responses_share_datagrams() -> None
 
 
 async def test_responses_to_a_batch_leave_before_the_whole_batch_is_answered() -> None:
-    """64 GETs fit in a few datagrams, so the endpoint's parts of a drain
-    cannot split them: the server, answering them inline as it reads them,
-    sends what it answered every PIPELINE_EVENTS stream events, and the
-    client starts on those responses while it answers the rest."""
+    """64 GETs fit in a few datagrams: the server, answering them inline as
+    it reads them, sends what it answered every PIPELINE_EVENTS stream
+    events, and the client starts on those responses while it answers the
+    rest."""
     answered: list[str] = []
 
     async def counting(request: h3.Request) -> h3.Response:  # no await: answered inline
@@ -121,15 +122,9 @@ async def test_responses_to_a_batch_leave_before_the_whole_batch_is_answered() -
             (server_conn,) = served
             endpoint = server_conn._endpoint
             answered_at_send: list[int] = []
-            send_datagrams = endpoint.send_datagrams
-
-            def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
-                answered_at_send.append(len(answered) - 1)  # the warm-up's excluded
-                send_datagrams(datagrams)
-
-            endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
-            bodies = await get_burst(client, url)
-            endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+            # (the warm-up's answer excluded)
+            with recording_sends(endpoint, lambda _: answered_at_send.append(len(answered) - 1)):
+                bodies = await get_burst(client, url)
 
     assert bodies == [BODY] * REQUESTS
     # The first responses left with the batch partly answered.
@@ -227,16 +222,13 @@ async def test_a_lone_response_answered_inline_leaves_from_the_receive_loop() ->
             (server_conn,) = served
             endpoint = server_conn._endpoint
             senders: list[str] = []
-            send_datagrams = endpoint.send_datagrams
 
-            def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
+            def note_sender(_: object) -> None:
                 senders.append(trio.lowlevel.current_task().name.rsplit(".", 1)[-1])
-                send_datagrams(datagrams)
 
-            endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
-            for _ in range(10):
-                assert await get(client, url) == BODY
-            endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+            with recording_sends(endpoint, note_sender):
+                for _ in range(10):
+                    assert await get(client, url) == BODY
     # Ten responses; an ACK of the client's now and then may leave otherwise.
     assert senders.count("_receive_loop") >= 10, senders
 

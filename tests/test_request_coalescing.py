@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from endpoint_sends import recording_sends
 from quic_pair import client_config, handshake, make_pair, server_config, test_ca
 
 import ghostwire.quic as quic
@@ -223,15 +224,12 @@ async def test_replies_to_a_batch_leave_before_the_whole_batch_is_answered() -> 
                 endpoint = server_conn._endpoint
                 # (requests answered so far, datagrams sent) per send
                 sends: list[tuple[int, int]] = []
-                send_datagrams = endpoint.send_datagrams
 
-                def recording_send(datagrams: list[tuple[bytes, object]]) -> None:
+                def note(datagrams: list[tuple[bytes, Any]]) -> None:
                     sends.append((len(answered) - 1, len(datagrams)))  # the warm-up's excluded
-                    send_datagrams(datagrams)
 
-                endpoint.send_datagrams = recording_send  # type: ignore[method-assign]
-                replies = await request_burst(conn)  # one flush of about 7 datagrams
-                endpoint.send_datagrams = send_datagrams  # type: ignore[method-assign]
+                with recording_sends(endpoint, note):
+                    replies = await request_burst(conn)  # one flush of about 7 datagrams
             nursery.cancel_scope.cancel()
     assert replies == [PAYLOAD] * REQUESTS
     # The first replies left with the batch partly answered, and more parts followed.
