@@ -449,7 +449,8 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
         # end (_answer_after_events); a backlog queued before waits for the flusher.
         answering = core.handshake_confirmed and not core.streams.has_stream_data()
         self._answering_in_parts = answering
-        self._stream_events_seen = 0  # parts count from this batch's start
+        if self._stream_events_seen:  # (written only when set: FlushScheduler's defaults)
+            self._stream_events_seen = 0  # parts count from this batch's start
         try:
             self._process_events()
         finally:
