@@ -15,7 +15,7 @@ from functools import partial
 
 import trio
 import trio.testing
-from endpoint_sends import recording_sends
+from net_watch import connection_task_steps, recording_sends
 from quic_pair import client_config, server_config
 
 import ghostwire.http3 as h3
@@ -235,7 +235,7 @@ async def test_a_lone_response_answered_inline_leaves_from_the_receive_loop() ->
 
 async def test_a_lone_response_answered_inline_does_not_wake_the_flusher() -> None:
     """The response is written while the request's datagram is processed and
-    sent when that processing ends (``Connection.flush_after_events``): the
+    sent when that processing ends (its ``flush_soon`` is settled then): the
     server's connection task (its flusher and timer) is not woken for it,
     which would cost the server a scheduler pass and a task step per GET."""
     with trio.fail_after(20):
@@ -244,21 +244,9 @@ async def test_a_lone_response_answered_inline_does_not_wake_the_flusher() -> No
             assert await get(client, url) == BODY
             await trio.testing.wait_all_tasks_blocked()
             (server_conn,) = served
-            steps: list[str] = []
-
-            class ConnectionTaskSteps(trio.abc.Instrument):
-                def before_task_step(self, task: trio.lowlevel.Task) -> None:
-                    frame = getattr(task.coro, "cr_frame", None)
-                    if frame is not None and frame.f_locals.get("self") is server_conn:
-                        steps.append(task.name)
-
-            instrument = ConnectionTaskSteps()
-            trio.lowlevel.add_instrument(instrument)
-            try:
+            with connection_task_steps(server_conn) as steps:
                 for _ in range(20):
                     assert await get(client, url) == BODY
-            finally:
-                trio.lowlevel.remove_instrument(instrument)
     # A timer wake-up or two (an early deadline, a delayed ACK) may come; one
     # step per GET made it 20.
     assert len(steps) <= 5, steps

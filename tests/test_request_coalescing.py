@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from endpoint_sends import recording_sends
+from net_watch import recording_sends
 from quic_pair import client_config, handshake, make_pair, server_config, test_ca
 
 import ghostwire.quic as quic
@@ -236,6 +236,10 @@ async def test_replies_to_a_batch_leave_before_the_whole_batch_is_answered() -> 
     assert 0 < sends[0][0] <= PIPELINE_EVENTS, sends
     assert sum(1 for answered_then, _ in sends if answered_then < REQUESTS) >= 2, sends
     assert sum(count for _, count in sends) <= MAX_DATAGRAMS, sends
+
+
+async def _echo_inline(request: bytes) -> bytes:
+    return request  # no await: serve_requests answers it as its stream opens
 
 
 @cache

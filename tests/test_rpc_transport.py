@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 import trio.testing
+from net_watch import connection_task_steps
 from test_rpc_support import connected, rpc_server_config
 
 import ghostwire.rpc as rpc
@@ -83,6 +84,23 @@ async def test_a_whole_request_to_a_handler_that_cannot_wait_costs_no_task() -> 
     """It is read, run and answered as its stream opens (Server._take_call)."""
     steps = await _count_call_tasks("t.echo")
     assert steps.steps == {}
+
+
+async def test_a_call_answered_inline_does_not_wake_the_servers_flusher() -> None:
+    """The reply is queued while the request's datagram is processed, and its
+    flush is made as that processing ends, without waking the connection's
+    flusher (its task): that would cost the server a scheduler pass and a
+    task step per call."""
+    async with connected([svc]) as (server, client):
+        assert await client.call("t.echo", b"warm-up") == b"warm-up"
+        await trio.testing.wait_all_tasks_blocked()  # the client's own calls too
+        (server_conn,) = server._connections
+        with connection_task_steps(server_conn) as steps:
+            for _ in range(20):
+                assert await client.call("t.echo", b"x" * 100) == b"x" * 100
+    # A timer wake-up or two (an early deadline, a delayed ACK) may come; one
+    # step per call made it 20.
+    assert len(steps) <= 5, steps
 
 
 class _TaskSteps(trio.abc.Instrument):

@@ -239,7 +239,7 @@ class MessageChannel:
             h3.send_data(self.stream_id, body, end_stream=True)
             self.body_sent += len(body)
         if inline:
-            session.conn.flush_after_events()
+            session.conn.flush_soon()  # settled as the datagrams end: no wake-up
         else:
             session.flush(now=True)
         return True

@@ -65,7 +65,7 @@ class FlushScheduler:
     # with no stream data queued before (a backlog waits for the flusher).
     _answering_in_parts = False
     _stream_events_seen = 0
-    # A flush asked for with flush_after_events: pending, the flusher not woken.
+    # A flush asked for while answering in parts: pending, the flusher not woken.
     _flush_unwoken = False
 
     if TYPE_CHECKING:
@@ -82,10 +82,19 @@ class FlushScheduler:
         """Flush in the scheduler's next pass, so that writes made back to
         back (data, then FIN; a read's credit, then the reply) and the writes
         of every task that runs in this pass (concurrent requests) share
-        packets and datagrams."""
+        packets and datagrams.
+
+        While received datagrams are processed (``_answering_in_parts``: a
+        reply answered inline as its request is read, by the stream sink or a
+        protocol hook), the flusher is not woken: ``_after_datagrams`` settles
+        the flush once they are (``_answer_after_events``), which saves a
+        scheduler pass and a task step per request answered so."""
         self._flush_requests += 1
         if not self._flush_pending:
             self._flush_pending = True
+            if self._answering_in_parts:
+                self._flush_unwoken = True
+                return
             task = self._flusher
             if task is not None:
                 # A plain wake-up of the parked timer task: no cancellation,
@@ -93,25 +102,12 @@ class FlushScheduler:
                 self._flusher = None
                 trio.lowlevel.reschedule(task)
 
-    def flush_after_events(self) -> None:
-        """``flush_soon`` for a protocol hook (``divert_events``) writing while
-        received datagrams are processed (an HTTP/3 server answering a request
-        inline): what it wrote is sent once they are (``_answer_after_events``),
-        without waking the flusher for it -- a scheduler pass and a task step
-        less per request answered so. Elsewhere, ``flush_soon``."""
-        if self._answering_in_parts and not self._flush_pending:
-            self._flush_requests += 1
-            self._flush_pending = True
-            self._flush_unwoken = True
-        else:
-            self._flush_soon()
-
     def _answer_after_events(self) -> bool:
         """After ``_after_datagrams`` processed the events with
         ``_answering_in_parts`` on: the replies answered inline meanwhile
         (stream data queued) leave now, from the receive loop's step, not a
         scheduler pass later with the flusher. A flush asked for with
-        ``flush_after_events`` whose data already left with a part
+        ``_flush_soon`` whose data already left with a part
         (``_answered_in_part``) is dropped when nothing is left to send, else
         the flusher is woken for it. True if this settled the pending flush."""
         unwoken = self._flush_unwoken
