@@ -87,6 +87,7 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
         # While the handler runs, the end of the connection cancels it (through
         # the connection's nursery: a cancel scope of its own is 0.7 KB).
         self._handler_running = False
+        self._handler: Handler | None = None  # a server's, until the handshake completes
         # Set (and dropped) when everything sent has been acknowledged; only
         # exists while someone waits in wait_delivered().
         self._delivered_event: trio.Event | None = None
@@ -100,6 +101,9 @@ class Connection(StreamServing, FlushScheduler, HandlerRunner, trio.abc.AsyncRes
         # Streams the core forgot (both sides finished): their objects are
         # dropped after the events about them were dispatched, aclose() or not.
         self._retired: list[int] = []
+        # True while _after_datagrams processes events, past the handshake and
+        # with no stream data queued before (a backlog waits for the flusher).
+        self._answering_in_parts = False
         core.streams.on_retired = self._retired.append
         endpoint.connections[core] = self
 

@@ -58,12 +58,11 @@ class FlushScheduler:
     _early_flight = False
     # Class defaults, written on an instance only when they change: a
     # connection's attributes first set in an order other connections do not
-    # share cost it a dict of its own (CPython's shared-key instance dicts):
+    # share cost it a dict of its own (CPython's shared-key instance dicts;
+    # Connection.__init__ makes the attributes every connection has):
     # writing the two below on every batch made idle connections 1.2 KiB
     # bigger (bench.conns, 3,000 connections: 28.8 -> 30.1 KiB).
-    # True while _after_datagrams processes events, past the handshake and
-    # with no stream data queued before (a backlog waits for the flusher).
-    _answering_in_parts = False
+    _answering_in_parts: bool  # (set in Connection.__init__)
     _stream_events_seen = 0
     # A flush asked for while answering in parts: pending, the flusher not woken.
     _flush_unwoken = False
