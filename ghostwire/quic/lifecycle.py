@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from .close_writer import build_close_datagram
 from .errors import QuicProtocolError, TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event
 from .recovery import SentPacket, Space
@@ -154,6 +155,7 @@ class LifecycleMixin:
                 now,
                 ConnectionTerminated(CloseReason.HANDSHAKE_TIMEOUT, reason="handshake timed out"),
             )
+            self._release_parts()
             return
         timer = self.recovery.loss_detection_timer()
         if timer is not None and now >= timer:
@@ -272,10 +274,16 @@ class LifecycleMixin:
             self.qlog.observe(now)
 
     def _release_parts(self) -> None:
-        """A terminated connection sends, receives and times nothing more: the
-        parts that point back at it let go, so that it and its ~70 objects are
-        freed by reference counting once its owner drops it, rather than kept
-        for the cyclic collector (whose passes they would lengthen)."""
+        """A closed connection processes no packet and runs no timer but the
+        end of its closing or draining period, and sends nothing but
+        CONNECTION_CLOSE (built without the writer): the parts that point back
+        at it let go, so that it and its ~70 objects are freed by reference
+        counting once its owner drops it -- often before the period ends -- rather
+        than kept for the cyclic collector (whose passes they would lengthen).
+        Called once the call that closed it is over (a frame handler may still
+        run after on_peer_close); a second call does nothing."""
+        if not hasattr(self.receiver, "conn"):
+            return
         del self.receiver.conn
         del self.writer.conn
         self.path.detach()
@@ -292,5 +300,5 @@ class LifecycleMixin:
         if not self._close_sent_pending:
             return []
         self._close_sent_pending = False
-        datagram = self.writer.build_close_datagram(now)
+        datagram = build_close_datagram(self, now)  # type: ignore[arg-type]
         return [(datagram, self.peer_address)] if datagram else []
