@@ -512,3 +512,25 @@ def test_chacha_header_protection_survives_key_update(v: VersionVectors) -> None
     assert updated.header_mask(h(v.chacha_sample)).hex() == v.chacha_mask
     header, _ = remove_header_protection(updated, h(v.chacha_packet), 1)
     assert bytes(header) == h("4200bff4")
+
+
+@pytest.mark.parametrize("binding", ["missing", "wrong"])
+def test_header_protection_falls_back_to_the_public_api(
+    monkeypatch: pytest.MonkeyPatch, binding: str
+) -> None:
+    from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+    from ghostwire.quic import crypto
+
+    assert crypto._ecb_context_maker() is not crypto._public_ecb_context  # this cryptography
+
+    class WrongContext:
+        def update(self, data: bytes) -> bytes:
+            return bytes(len(data))
+
+    ciphers = rust_openssl.ciphers
+    if binding == "missing":
+        monkeypatch.delattr(ciphers, "create_encryption_ctx")
+    else:
+        monkeypatch.setattr(ciphers, "create_encryption_ctx", lambda *args: WrongContext())
+    assert crypto._ecb_context_maker() is crypto._public_ecb_context

@@ -355,3 +355,27 @@ def test_a_confirmed_server_keeps_its_transport_parameters_encoded() -> None:
     assert server.local_params_bytes == encoded
     # The client keeps the object (it reads nothing more either, but tests do).
     assert pair.client.local_params is pair.client.local_params
+
+
+@pytest.mark.parametrize("ending", ["close", "idle timeout", "dropped while closing"])
+def test_a_closed_connection_is_freed_by_reference_counting(ending: str) -> None:
+    pair = handshake(make_pair())
+    if ending == "idle timeout":
+        pair.advance(120.0)
+    else:
+        pair.client.close(now=pair.now)
+        pair.exchange()  # the server gets the CONNECTION_CLOSE: it drains
+        if ending == "close":
+            pair.advance(120.0)  # past the closing and draining periods
+    assert pair.server is not None
+    cores = [pair.client, pair.server]
+    assert all(core.is_closed for core in cores)
+    assert all(core.is_terminated for core in cores) == (ending != "dropped while closing")
+    gc.collect()
+    gc.disable()
+    try:
+        del pair, cores
+        # Nothing left for the cyclic collector: no part points back at its connection.
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -99,11 +99,23 @@ class Reader:
     def skip(self, n: int) -> None:
         self._advance(n)
 
+    # The readers most used per packet and per handshake (one byte, two
+    # bytes, a byte string) check the bounds inline rather than call _advance.
+
     def pull_uint8(self) -> int:
-        return self.data[self._advance(1)]
+        pos = self.pos
+        if pos >= self.end:
+            raise BufferReadError(f"need 1 bytes, {self.end - pos} left")
+        self.pos = pos + 1
+        return self.data[pos]
 
     def pull_uint16(self) -> int:
-        return int(_UINT16.unpack_from(self.data, self._advance(2))[0])
+        pos = self.pos
+        stop = pos + 2
+        if stop > self.end:
+            raise BufferReadError(f"need 2 bytes, {self.end - pos} left")
+        self.pos = stop
+        return int(_UINT16.unpack_from(self.data, pos)[0])
 
     def pull_uint24(self) -> int:
         start = self._advance(3)
@@ -137,8 +149,12 @@ class Reader:
         return value
 
     def pull_bytes(self, n: int) -> bytes:
-        start = self._advance(n)
-        return bytes(self.data[start : start + n])
+        start = self.pos
+        stop = start + n
+        if n < 0 or stop > self.end:
+            raise BufferReadError(f"need {n} bytes, {self.end - start} left")
+        self.pos = stop
+        return bytes(self.data[start:stop])
 
     def pull_view(self, n: int) -> memoryview:
         """``n`` bytes without copying (valid while the underlying buffer is)."""
@@ -149,7 +165,16 @@ class Reader:
         return self.pull_bytes(self.end - self.pos)
 
     def pull_uint8_prefixed(self) -> bytes:
-        return self.pull_bytes(self.pull_uint8())
+        pos = self.pos
+        if pos >= self.end:
+            raise BufferReadError(f"need 1 bytes, {self.end - pos} left")
+        data = self.data
+        start = pos + 1
+        stop = start + data[pos]
+        if stop > self.end:
+            raise BufferReadError(f"need {data[pos]} bytes, {self.end - start} left")
+        self.pos = stop
+        return bytes(data[start:stop])
 
     def pull_uint16_prefixed(self) -> bytes:
         return self.pull_bytes(self.pull_uint16())

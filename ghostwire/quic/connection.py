@@ -404,6 +404,7 @@ class QuicConnection(HandshakeMixin, LifecycleMixin, StreamApiMixin):
                 is_application=is_application,
             ),
         )
+        self._release_parts()
 
     def request_key_update(self) -> None:
         """Switch to the next generation of 1-RTT keys (RFC 9001 §6): now if
@@ -472,8 +473,10 @@ class QuicConnection(HandshakeMixin, LifecycleMixin, StreamApiMixin):
                     processed = True
             except QuicProtocolError as exc:
                 self._close_on_error(exc, now)
+                self._release_parts()
                 return
             if self.state in _CLOSED_STATES:
+                self._release_parts()
                 return
         if not processed and self.peer_cids.is_stateless_reset(data):
             self._terminate(ConnectionTerminated(CloseReason.STATELESS_RESET), now)

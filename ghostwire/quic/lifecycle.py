@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from .close_writer import build_close_datagram
 from .errors import QuicProtocolError, TransportErrorCode
 from .events import CloseReason, ConnectionTerminated, Event
 from .recovery import SentPacket, Space
@@ -19,9 +20,11 @@ from .tls import CertificateVerificationError, TlsAlert
 
 if TYPE_CHECKING:
     from .config import ClientConfig, ServerConfig
+    from .frame_receiver import FrameReceiver
     from .frame_writer import FrameWriter
     from .packet_space import PacketNumberSpace
     from .path import PathManager
+    from .pmtud import PathMtuDiscovery
     from .qlog import QlogSink
     from .recovery import LossRecovery
     from .streams import StreamSet
@@ -61,7 +64,9 @@ class LifecycleMixin:
         qlog: QlogSink | None
         recovery: LossRecovery
         writer: FrameWriter
+        receiver: FrameReceiver
         path: PathManager
+        pmtud: PathMtuDiscovery
         streams: StreamSet
         spaces: list[PacketNumberSpace]
         peer_params: TransportParameters | None
@@ -131,6 +136,7 @@ class LifecycleMixin:
         if self.state in (_CLOSING, _DRAINING):
             if self.close_deadline is not None and now >= self.close_deadline:
                 self.state = _TERMINATED
+                self._release_parts()
                 if self.qlog is not None:
                     self.qlog.observe(now)
             return
@@ -149,6 +155,7 @@ class LifecycleMixin:
                 now,
                 ConnectionTerminated(CloseReason.HANDSHAKE_TIMEOUT, reason="handshake timed out"),
             )
+            self._release_parts()
             return
         timer = self.recovery.loss_detection_timer()
         if timer is not None and now >= timer:
@@ -261,9 +268,26 @@ class LifecycleMixin:
         self.state = ConnectionState.TERMINATED
         self.close_deadline = None
         self._events.append(event)
+        self._release_parts()
         if self.qlog is not None:
             self.qlog.connection_closed(now, owner="local", error_code=None, reason=event.reason)
             self.qlog.observe(now)
+
+    def _release_parts(self) -> None:
+        """A closed connection processes no packet and runs no timer but the
+        end of its closing or draining period, and sends nothing but
+        CONNECTION_CLOSE (built without the writer): the parts that point back
+        at it let go, so that it and its ~70 objects are freed by reference
+        counting once its owner drops it -- often before the period ends -- rather
+        than kept for the cyclic collector (whose passes they would lengthen).
+        Called once the call that closed it is over (a frame handler may still
+        run after on_peer_close); a second call does nothing."""
+        if not hasattr(self.receiver, "conn"):
+            return
+        del self.receiver.conn
+        del self.writer.conn
+        self.path.detach()
+        self.pmtud.detach()
 
     def _on_packet_while_closing(self) -> None:
         # RFC 9000 §10.2.1: answer with CONNECTION_CLOSE, but rate-limited.
@@ -276,5 +300,5 @@ class LifecycleMixin:
         if not self._close_sent_pending:
             return []
         self._close_sent_pending = False
-        datagram = self.writer.build_close_datagram(now)
+        datagram = build_close_datagram(self, now)  # type: ignore[arg-type]
         return [(datagram, self.peer_address)] if datagram else []

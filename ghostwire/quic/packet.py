@@ -14,11 +14,12 @@ they return the packet number's offset, which header protection needs.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from .buffer import Reader, encode_varint
+from .buffer import decode_varint, encode_varint
 from .errors import BufferReadError, PacketDropped
 
 QUIC_V1: Final = 0x00000001
@@ -31,6 +32,7 @@ RETRY_INTEGRITY_TAG_SIZE: Final = 16
 # not depend on the payload (packets are capped well below 16383 bytes).
 LENGTH_FIELD_SIZE: Final = 2
 
+_UINT32: Final = struct.Struct("!I")
 _HEADER_FORM: Final = 0x80
 _FIXED_BIT: Final = 0x40
 
@@ -118,58 +120,32 @@ def parse_header(
     first_byte = data[offset]
     if not first_byte & _HEADER_FORM:
         return _parse_short(data, offset, first_byte, short_dcid_length, end_of_data)
-    reader = Reader(data, offset + 1)
-    try:
-        version = reader.pull_uint32()
-        dcid = reader.pull_uint8_prefixed()
-        scid = reader.pull_uint8_prefixed()
-        if version == 0:
-            # RFC 9000 §17.2.1: a list of 32-bit versions; the fixed bit is unused.
-            if reader.remaining() % 4 or not reader.remaining():
-                raise PacketDropped("malformed Version Negotiation packet")
-            versions = tuple(reader.pull_uint32() for _ in range(reader.remaining() // 4))
-            return PacketHeader(
-                is_long=True,
-                version=0,
-                packet_type=PacketType.VERSION_NEGOTIATION,
-                first_byte=first_byte,
-                dcid=dcid,
-                scid=scid,
-                end=end_of_data,
-                supported_versions=versions,
-            )
-        if version not in _TYPE_BITS:
-            raise UnsupportedVersion(version, dcid, scid)
-        if len(dcid) > MAX_CID_LENGTH or len(scid) > MAX_CID_LENGTH:
-            raise PacketDropped("connection ID longer than 20 bytes")
-        if not first_byte & _FIXED_BIT:
-            raise PacketDropped("fixed bit is zero")  # RFC 9000 §17.2
-        packet_type = long_packet_type(version, first_byte)
-        if packet_type is _RETRY_PACKET:
-            token_length = reader.remaining() - RETRY_INTEGRITY_TAG_SIZE
-            if token_length < 0:
-                raise PacketDropped("Retry packet too short")
-            token = reader.pull_bytes(token_length)
-            tag = reader.pull_bytes(RETRY_INTEGRITY_TAG_SIZE)
-            return PacketHeader(
-                is_long=True,
-                version=version,
-                packet_type=packet_type,
-                first_byte=first_byte,
-                dcid=dcid,
-                scid=scid,
-                token=token,
-                end=end_of_data,
-                integrity_tag=tag,
-            )
-        token = reader.pull_varint_prefixed() if packet_type is _INITIAL_PACKET else b""
-        length = reader.pull_varint()
-        pn_offset = reader.pos
-        end = pn_offset + length
-        if end > end_of_data:
-            raise PacketDropped("packet Length runs past the datagram")
-        if length < 1 + 16:  # at least a packet number and an AEAD tag
-            raise PacketDropped("packet too short")
+    # Plain slicing, no Reader: every handshake packet comes here.
+    pos = offset + 5  # the DCID's length
+    if pos >= end_of_data:
+        raise PacketDropped("truncated packet header")
+    version = _UINT32.unpack_from(data, offset + 1)[0]
+    dcid_end = pos + 1 + data[pos]
+    if dcid_end >= end_of_data:  # the DCID and the SCID's length
+        raise PacketDropped("truncated packet header")
+    dcid = bytes(data[pos + 1 : dcid_end])
+    pos = dcid_end + 1 + data[dcid_end]
+    if pos > end_of_data:
+        raise PacketDropped("truncated packet header")
+    scid = bytes(data[dcid_end + 1 : pos])
+    if version == 0:
+        return _version_negotiation(data, pos, end_of_data, first_byte, dcid, scid)
+    if version not in _TYPE_BITS:
+        raise UnsupportedVersion(version, dcid, scid)
+    if len(dcid) > MAX_CID_LENGTH or len(scid) > MAX_CID_LENGTH:
+        raise PacketDropped("connection ID longer than 20 bytes")
+    if not first_byte & _FIXED_BIT:
+        raise PacketDropped("fixed bit is zero")  # RFC 9000 §17.2
+    packet_type = long_packet_type(version, first_byte)
+    if packet_type is _RETRY_PACKET:
+        tag_start = end_of_data - RETRY_INTEGRITY_TAG_SIZE
+        if tag_start < pos:
+            raise PacketDropped("Retry packet too short")
         return PacketHeader(
             is_long=True,
             version=version,
@@ -177,12 +153,62 @@ def parse_header(
             first_byte=first_byte,
             dcid=dcid,
             scid=scid,
-            token=token,
-            pn_offset=pn_offset,
-            end=end,
+            token=bytes(data[pos:tag_start]),
+            end=end_of_data,
+            integrity_tag=bytes(data[tag_start:end_of_data]),
         )
+    try:
+        token = b""
+        if packet_type is _INITIAL_PACKET:
+            token_length, pos = decode_varint(data, pos)
+            token_end = pos + token_length
+            if token_end > end_of_data:
+                raise PacketDropped("truncated packet header")
+            token = bytes(data[pos:token_end])
+            pos = token_end
+        length, pn_offset = decode_varint(data, pos)
     except BufferReadError:
         raise PacketDropped("truncated packet header") from None
+    end = pn_offset + length
+    if end > end_of_data:
+        raise PacketDropped("packet Length runs past the datagram")
+    if length < 1 + 16:  # at least a packet number and an AEAD tag
+        raise PacketDropped("packet too short")
+    return PacketHeader(
+        is_long=True,
+        version=version,
+        packet_type=packet_type,
+        first_byte=first_byte,
+        dcid=dcid,
+        scid=scid,
+        token=token,
+        pn_offset=pn_offset,
+        end=end,
+    )
+
+
+def _version_negotiation(
+    data: bytes | bytearray | memoryview,
+    pos: int,
+    end: int,
+    first_byte: int,
+    dcid: bytes,
+    scid: bytes,
+) -> PacketHeader:
+    # RFC 9000 §17.2.1: a list of 32-bit versions; the fixed bit is unused.
+    remaining = end - pos
+    if remaining % 4 or not remaining:
+        raise PacketDropped("malformed Version Negotiation packet")
+    return PacketHeader(
+        is_long=True,
+        version=0,
+        packet_type=PacketType.VERSION_NEGOTIATION,
+        first_byte=first_byte,
+        dcid=dcid,
+        scid=scid,
+        end=end,
+        supported_versions=tuple(_UINT32.unpack_from(data, i)[0] for i in range(pos, end, 4)),
+    )
 
 
 def _parse_short(

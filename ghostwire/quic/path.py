@@ -137,6 +137,10 @@ class PathManager:
         self.deadline: float | None = None  # validation is abandoned then (§8.2.4)
         self.migrations = 0  # addresses the server followed the client to
 
+    def detach(self) -> None:
+        """The connection is terminated: drop the reference back to it."""
+        del self._conn
+
     @property
     def validating(self) -> bool:
         return self.deadline is not None

@@ -53,6 +53,10 @@ BLACK_HOLE_PTOS = 3  # consecutive probe timeouts
 INF = float("inf")
 
 
+def _ignore_size(size: int) -> None:
+    pass
+
+
 class PathMtuDiscovery:
     """The datagram size of one connection's path and the search for a larger one.
 
@@ -98,6 +102,11 @@ class PathMtuDiscovery:
         self.probes_lost = 0
         self.black_holes = 0
         self.started = False
+
+    def detach(self) -> None:
+        """The connection is terminated: drop ``apply`` (a method of it)."""
+        self._apply = _ignore_size
+        self.enabled = False
 
     def start(self, current: int, cap: int) -> None:
         """The handshake is confirmed: search from ``current`` up to ``cap``."""
