@@ -94,12 +94,15 @@ class FlushScheduler:
             if self._answering_in_parts:
                 self._flush_unwoken = True
                 return
-            task = self._flusher
-            if task is not None:
-                # A plain wake-up of the parked timer task: no cancellation,
-                # no deadline change, no timer processing.
-                self._flusher = None
-                trio.lowlevel.reschedule(task)
+            self._wake_flusher()
+
+    def _wake_flusher(self) -> None:
+        """A plain wake-up of the parked timer task: no cancellation, no
+        deadline change, no timer processing."""
+        task = self._flusher
+        if task is not None:
+            self._flusher = None
+            trio.lowlevel.reschedule(task)
 
     def _answer_after_events(self) -> bool:
         """After ``_after_datagrams`` processed the events with
@@ -123,10 +126,7 @@ class FlushScheduler:
             self._flush_pending = False
             self._update_timer()
         else:
-            task = self._flusher
-            if task is not None:
-                self._flusher = None
-                trio.lowlevel.reschedule(task)
+            self._wake_flusher()
         return True
 
     def _answered_in_part(self) -> None:
