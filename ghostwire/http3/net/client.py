@@ -310,9 +310,7 @@ class Client:
         """A request stream on the origin's open connection, if that needs no
         wait (a connection to make, stream credit to wait for); else None."""
         session = self._sessions.get(origin)
-        if session is None or session.closed or session.goaway_id is not None:
-            return None
-        return session.open_request_nowait()
+        return None if session is None else session.open_request_nowait()
 
     async def _open_request(self, origin: _Origin) -> MessageChannel:
         """A request stream on the origin's connection (one fresh connection if
